@@ -1,0 +1,35 @@
+# accelml developer entry points. Everything runs inside a project virtualenv (.venv) that the
+# first target creates from PyPI; nothing else is needed on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+export AMARANTH_USE_YOSYS ?= builtin
+
+.PHONY: demo test test-all bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m accelml.runtime.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(PY) tests/bench/bench_funcsim.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check compiler hdl sim runtime tests
+
+clean:
+	rm -rf $(VENV) .rtl_cache build *.egg-info

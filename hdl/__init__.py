@@ -1,0 +1,1 @@
+"""accelml.hdl: EngineConfig, the ISA definition and the Amaranth engine."""

@@ -1,0 +1,281 @@
+"""EngineConfig: the single source of every hardware parameter.
+
+The compiler, the golden numerics, the functional simulator, the RTL, bitstream names and packages
+all derive their sizes from one frozen, validated ``EngineConfig``. Presets:
+
+========  =====  ====  ===========  ============================================================
+preset    N      T     MACs/cycle   what it is for
+========  =====  ====  ===========  ============================================================
+tiny      4      2     32           unit tests; small enough for quick RTL simulation
+ecp5      8      2     128          fits an LFE5U-85F (156 18x18 multipliers, ~3.7 Mbit BRAM)
+a10       16     64    16,384       Arria-10-class: 300 MHz, one DDR4 channel (19.2 GB/s)
+s10       16     384   98,304       Stratix-10-class: 250 MHz, HBM2-class memory (256 GB/s)
+wide      4      1     16           23-bit mantissas, for ONNX conformance at rtol 1e-3
+========  =====  ====  ===========  ============================================================
+
+N (``native_dim``) is both the length of the engine's dot products and the BFP block size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+__all__ = ["BfpFormat", "EngineConfig", "FORMATS", "PRESETS", "preset", "format_named"]
+
+
+@dataclass(frozen=True)
+class BfpFormat:
+    """A named block-floating-point format: a block of ``block`` elements shares one exponent.
+
+    Each element is a sign and an unsigned ``mantissa_bits``-bit magnitude (no hidden bit). The
+    shared exponent field is ``exponent_bits`` wide. ``block=None`` means "the engine's native
+    dimension". See docs/numerics.md for the exact semantics.
+    """
+
+    name: str
+    mantissa_bits: int
+    exponent_bits: int
+    block: int | None
+    description: str = ""
+
+
+FORMATS: dict[str, BfpFormat] = {
+    f.name: f
+    for f in (
+        BfpFormat("ms-fp9", 3, 5, None, "ms-fp9-like: 5-bit shared exponent, sign + 3-bit mantissa"),
+        BfpFormat("msfp12", 3, 8, 16, "msfp12-like: 8-bit shared exponent, block 16, sign + 3 bits"),
+        BfpFormat("msfp16", 7, 8, 16, "msfp16-like: 8-bit shared exponent, block 16, sign + 7 bits"),
+        BfpFormat("mxint8", 7, 8, 32, "mxint8-like: E8M0 scale, block 32, sign + 7-bit magnitude"),
+    )
+}
+
+
+def format_named(name: str) -> BfpFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown format {name!r}; known formats: {', '.join(sorted(FORMATS))}"
+        ) from None
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"EngineConfig.{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"EngineConfig.{name} must be in [{lo}, {hi}], got {value}")
+
+
+def _check_pos_float(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"EngineConfig.{name} must be a positive finite number, got {value!r}")
+
+
+INTERNAL_FORMATS = ("fp32-ftz",)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Every hardware parameter of one engine build. Frozen and validated on construction."""
+
+    native_dim: int  # N: dot-product length = BFP block size = lanes per dot-product engine
+    tiles: int  # T: tile engines, each N dot-product engines x N lanes
+    mantissa_bits: int  # M: magnitude bits per BFP element (sign is separate)
+    exponent_bits: int  # E: shared exponent field width
+    format: str = "custom"  # name of the BFP format (a FORMATS key or "custom")
+    internal_format: str = "fp32-ftz"  # MFU / accumulator format, see docs/numerics.md
+    mrf_tiles: int = 256  # matrix register file depth, in N x N weight tiles
+    vrf_vectors: int = 4096  # BFP vector register file depth, in N-vectors
+    fvrf_vectors: int = 4096  # internal-format vector file depth, in N-vectors
+    mem_bytes: int = 64 << 20  # external memory size
+    mem_port_bits: int = 64  # external memory port width, bits per engine clock
+    mem_bandwidth_gbps: float = 1.6  # sustained external memory bandwidth, GB/s
+    mem_latency_cycles: int = 8  # external memory read latency, engine cycles
+    clock_mhz: float = 100.0  # engine clock used for modelled figures
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self):
+        n = self.native_dim
+        _check_int("native_dim", n, 2, 256)
+        if n & (n - 1):
+            raise ConfigError(f"EngineConfig.native_dim must be a power of two, got {n}")
+        _check_int("tiles", self.tiles, 1, 4096)
+        _check_int("mantissa_bits", self.mantissa_bits, 1, 24)
+        _check_int("exponent_bits", self.exponent_bits, 2, 8)
+        if 2 * self.mantissa_bits + int(math.log2(n)) > 53:
+            raise ConfigError(
+                f"EngineConfig.mantissa_bits={self.mantissa_bits} with native_dim={n}: block dot "
+                "products would exceed 53 bits"
+            )
+        if self.internal_format not in INTERNAL_FORMATS:
+            raise ConfigError(
+                f"EngineConfig.internal_format must be one of {INTERNAL_FORMATS}, got {self.internal_format!r}"
+            )
+        if not isinstance(self.format, str) or not self.format:
+            raise ConfigError(f"EngineConfig.format must be a non-empty string, got {self.format!r}")
+        _check_int("mrf_tiles", self.mrf_tiles, 1, 1 << 24)
+        _check_int("vrf_vectors", self.vrf_vectors, 1, 1 << 24)
+        _check_int("fvrf_vectors", self.fvrf_vectors, 1, 1 << 24)
+        _check_int("mem_bytes", self.mem_bytes, 1 << 10, 1 << 36)
+        _check_int("mem_port_bits", self.mem_port_bits, 8, 1 << 16)
+        if self.mem_port_bits % 8:
+            raise ConfigError(f"EngineConfig.mem_port_bits must be a multiple of 8, got {self.mem_port_bits}")
+        _check_pos_float("mem_bandwidth_gbps", self.mem_bandwidth_gbps)
+        _check_int("mem_latency_cycles", self.mem_latency_cycles, 0, 1 << 20)
+        _check_pos_float("clock_mhz", self.clock_mhz)
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"EngineConfig.name must be a non-empty string, got {self.name!r}")
+
+    # -- derived figures -------------------------------------------------------------------------
+    @property
+    def block(self) -> int:
+        return self.native_dim
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.tiles * self.native_dim * self.native_dim
+
+    @property
+    def exp_bias(self) -> int:
+        return (1 << (self.exponent_bits - 1)) - 1
+
+    @property
+    def exp_min(self) -> int:
+        """Smallest shared exponent (field 0); the all-ones field is reserved."""
+        return -self.exp_bias
+
+    @property
+    def exp_max(self) -> int:
+        return self.exp_bias
+
+    @property
+    def mantissa_bytes(self) -> int:
+        """Bytes per stored element: sign + magnitude, little-endian sign-magnitude."""
+        return (self.mantissa_bits + 1 + 7) // 8
+
+    @property
+    def bfp_vector_bytes(self) -> int:
+        """External-memory bytes of one BFP N-vector: N elements then one exponent byte."""
+        return self.native_dim * self.mantissa_bytes + 1
+
+    @property
+    def fp_vector_bytes(self) -> int:
+        return 4 * self.native_dim
+
+    @property
+    def tile_bytes(self) -> int:
+        """An N x N weight tile is N BFP row vectors (each row one block with its own exponent)."""
+        return self.native_dim * self.bfp_vector_bytes
+
+    @property
+    def mem_bytes_per_cycle(self) -> float:
+        """Sustained external-memory bytes per engine cycle: the narrower of port and bandwidth."""
+        return min(self.mem_port_bits / 8, self.mem_bandwidth_gbps * 1e9 / (self.clock_mhz * 1e6))
+
+    # -- formats, serialisation, identity ---------------------------------------------------------
+    def with_format(self, name: str) -> EngineConfig:
+        """This engine with another named BFP format.
+
+        A format with a fixed block size re-shapes the engine to that native dimension and keeps
+        its MACs per cycle (T is rescaled, at least 1).
+        """
+        fmt = format_named(name)
+        n = fmt.block or self.native_dim
+        tiles = max(1, round(self.tiles * self.native_dim**2 / n**2))
+        return dataclasses.replace(
+            self,
+            native_dim=n,
+            tiles=tiles,
+            mantissa_bits=fmt.mantissa_bits,
+            exponent_bits=fmt.exponent_bits,
+            format=fmt.name,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EngineConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"EngineConfig JSON must be an object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown EngineConfig field(s): {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as e:  # a required field is missing
+            raise ConfigError(f"EngineConfig: {e}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"EngineConfig JSON is malformed: {e}") from None
+        return cls.from_dict(data)
+
+    @property
+    def hash(self) -> str:
+        """Stable SHA-256 over every hardware parameter (the preset name is not part of it)."""
+        data = self.to_dict()
+        data.pop("name")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: N={self.native_dim} T={self.tiles} ({self.peak_macs_per_cycle} MACs/cycle), "
+            f"format {self.format} (E{self.exponent_bits} M{self.mantissa_bits}), "
+            f"{self.clock_mhz:g} MHz, {self.mem_bytes_per_cycle:g} B/cycle memory"
+        )
+
+
+PRESETS: dict[str, EngineConfig] = {
+    "tiny": EngineConfig(
+        name="tiny", native_dim=4, tiles=2, mantissa_bits=7, exponent_bits=8, format="custom",
+        mrf_tiles=512, vrf_vectors=8192, fvrf_vectors=8192, mem_bytes=64 << 20,
+        mem_port_bits=64, mem_bandwidth_gbps=0.8, mem_latency_cycles=8, clock_mhz=100.0,
+    ),
+    "ecp5": EngineConfig(
+        name="ecp5", native_dim=8, tiles=2, mantissa_bits=7, exponent_bits=8, format="custom",
+        mrf_tiles=2048, vrf_vectors=8192, fvrf_vectors=2048, mem_bytes=32 << 20,
+        mem_port_bits=32, mem_bandwidth_gbps=0.2, mem_latency_cycles=12, clock_mhz=50.0,
+    ),
+    "a10": EngineConfig(
+        name="a10", native_dim=16, tiles=64, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=12288, vrf_vectors=65536, fvrf_vectors=16384, mem_bytes=8 << 30,
+        mem_port_bits=512, mem_bandwidth_gbps=19.2, mem_latency_cycles=100, clock_mhz=300.0,
+    ),
+    "s10": EngineConfig(
+        name="s10", native_dim=16, tiles=384, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=65536, vrf_vectors=131072, fvrf_vectors=32768, mem_bytes=16 << 30,
+        mem_port_bits=8192, mem_bandwidth_gbps=256.0, mem_latency_cycles=120, clock_mhz=250.0,
+    ),
+    "wide": EngineConfig(
+        name="wide", native_dim=4, tiles=1, mantissa_bits=23, exponent_bits=8, format="custom",
+        mrf_tiles=4096, vrf_vectors=65536, fvrf_vectors=65536, mem_bytes=256 << 20,
+        mem_port_bits=128, mem_bandwidth_gbps=1.6, mem_latency_cycles=8, clock_mhz=100.0,
+    ),
+}
+
+
+def preset(name: str) -> EngineConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}"
+        ) from None

@@ -1,0 +1,252 @@
+"""Golden block-floating-point numerics: the definition of every rounding and overflow decision.
+
+The functional simulator and the RTL are checked against this module bit for bit. The policy is
+written out in docs/numerics.md; in short:
+
+* A BFP block is ``N`` elements sharing one exponent ``x`` in ``[-bias, bias]`` (``bias =
+  2**(E-1) - 1``; the all-ones field is reserved). Element ``i`` is ``m_i * 2**(x - (M - 1))``
+  with a signed magnitude ``|m_i| <= 2**M - 1``.
+* Quantisation: ``x = floor(log2(max|v|))``; if the largest magnitude rounds up to ``2**M`` the
+  exponent is bumped by one; ``x`` is clamped to the exponent range; every element is rounded to
+  nearest, ties to even; magnitudes saturate at ``2**M - 1``. An all-zero block has ``x = -bias``.
+  +-Inf saturates; NaN is refused (``NumericsError`` naming the tensor).
+* The internal (accumulator / multi-function unit) format is IEEE binary32 with
+  round-to-nearest-even, flush-to-zero (results below 2**-126 become +0) and overflow as a fault
+  (``NumericsError``), never infinity. -0 is never produced.
+* A matrix-vector product sums exact integer block dot products: block ``b``'s term
+  ``d_b * 2**(sa_b + sw_b)`` is converted to the internal format (RNE, FTZ), then added to the
+  accumulator, starting from +0, in increasing block order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from accelml.hdl.config import EngineConfig
+from accelml.hdl.errors import NumericsError
+
+__all__ = [
+    "FLT_MAX", "FLT_MIN", "BfpTensor", "quantize", "dequantize", "to_internal", "block_matmul",
+    "mfu_add", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip", "mfu_leaky_relu", "internal_const",
+]
+
+FLT_MAX = float(np.finfo(np.float32).max)
+FLT_MIN = 2.0**-126  # smallest normal binary32; anything smaller flushes to +0
+
+# Rounding float64 to a 24-bit significand: 52 - 23 = 29 bits are dropped.
+_DROP = np.uint64(29)
+_HALF_MINUS_ONE = np.uint64((1 << 28) - 1)
+_KEEP_MASK = np.uint64(~((1 << 29) - 1) & 0xFFFF_FFFF_FFFF_FFFF)
+_ONE = np.uint64(1)
+
+
+@dataclass(frozen=True)
+class BfpTensor:
+    """A tensor blocked along its last axis.
+
+    ``mant`` holds signed magnitudes (int32, two's-complement in memory here; sign-magnitude in
+    the external-memory encoding), shape ``(..., nblocks * N)``; ``exp`` holds the shared exponent
+    ``x`` of each block, shape ``(..., nblocks)``. ``length`` is the logical length of the last
+    axis before zero padding to whole blocks.
+    """
+
+    mant: np.ndarray
+    exp: np.ndarray
+    length: int
+    block: int
+    mantissa_bits: int
+
+    @property
+    def nblocks(self) -> int:
+        return self.exp.shape[-1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.mant.shape[:-1], self.length)
+
+    def scale_exp(self) -> np.ndarray:
+        """Per-block exponent of the mantissa's unit: ``x - (M - 1)``."""
+        return self.exp.astype(np.int32) - (self.mantissa_bits - 1)
+
+    def values(self) -> np.ndarray:
+        """Exact float64 values (including the zero padding)."""
+        return dequantize(self)
+
+
+def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
+    """Quantise ``x`` (any float array) to BFP along its last axis in blocks of ``cfg.native_dim``."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 0:
+        raise NumericsError(f"{name}: cannot quantise a scalar; BFP blocks run along the last axis")
+    if np.isnan(a).any():
+        raise NumericsError(f"{name}: contains NaN, which no BFP block can represent")
+    n, m_bits = cfg.native_dim, cfg.mantissa_bits
+    length = a.shape[-1]
+    nb = max(1, -(-length // n))
+    if nb * n != length:
+        a = np.concatenate([a, np.zeros((*a.shape[:-1], nb * n - length))], axis=-1)
+    a = a.reshape(*a.shape[:-1], nb, n)
+    mag = np.minimum(np.abs(a), np.finfo(np.float64).max)  # +-Inf saturates like any huge value
+    amax = mag.max(axis=-1)
+    _, e = np.frexp(amax)  # amax = f * 2**e, f in [0.5, 1): floor(log2 amax) = e - 1
+    xexp = e.astype(np.int32) - 1
+    top = np.rint(np.ldexp(amax, (m_bits - 1) - xexp))
+    xexp = xexp + (top >= (1 << m_bits))  # the block maximum rounded up to 2**M: bump
+    xexp = np.clip(xexp, cfg.exp_min, cfg.exp_max)
+    xexp = np.where(amax == 0, cfg.exp_min, xexp)
+    mq = np.rint(np.ldexp(mag, ((m_bits - 1) - xexp)[..., None]))
+    mq = np.minimum(mq, (1 << m_bits) - 1)
+    mant = np.where(a < 0, -mq, mq).astype(np.int32)
+    return BfpTensor(
+        mant=mant.reshape(*mant.shape[:-2], nb * n),
+        exp=xexp.astype(np.int16),
+        length=length,
+        block=n,
+        mantissa_bits=m_bits,
+    )
+
+
+def _expand(t_exp: np.ndarray, block: int) -> np.ndarray:
+    return np.repeat(t_exp, block, axis=-1)
+
+
+def dequantize(t: BfpTensor) -> np.ndarray:
+    """Exact float64 values of a BFP tensor (padding included)."""
+    return np.ldexp(t.mant.astype(np.float64), _expand(t.scale_exp(), t.block))
+
+
+def to_internal(v, what: str = "value") -> np.ndarray:
+    """Round exact (or float64-computed) values to the internal format: binary32, RNE, FTZ.
+
+    Results computed in float64 from binary32 operands are correctly rounded by this for
+    add, subtract and multiply (53 >= 2 * 24 + 2, so double rounding is innocuous).
+    """
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    bits = v.view(np.uint64)
+    bits = (bits + _HALF_MINUS_ONE + ((bits >> _DROP) & _ONE)) & _KEEP_MASK
+    r = bits.view(np.float64)
+    mag = np.abs(r)
+    if not (mag <= FLT_MAX).all():
+        raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
+    return np.where(mag < FLT_MIN, 0.0, r).astype(np.float32)
+
+
+def internal_const(v, what: str = "constant") -> np.ndarray:
+    """A host constant (bias, scale, clip bound) in the internal format."""
+    a = np.asarray(v, dtype=np.float64)
+    if np.isnan(a).any():
+        raise NumericsError(f"{what}: contains NaN")
+    return to_internal(a, what)
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrix-vector unit: block dot products and accumulation
+# ---------------------------------------------------------------------------------------------
+
+# Bytes of the (blocks, rows, cols) partial-product stack built at once by the fast path.
+_CHUNK_BYTES = 64 << 20
+
+
+def _nonzero_block_min(mant: np.ndarray, sexp: np.ndarray, block: int) -> int | None:
+    nz = (mant.reshape(*sexp.shape, block) != 0).any(axis=-1)
+    if not nz.any():
+        return None
+    return int(sexp[nz].min())
+
+
+def block_matmul(
+    a: BfpTensor | tuple[np.ndarray, np.ndarray],
+    w: BfpTensor | tuple[np.ndarray, np.ndarray],
+    cfg: EngineConfig,
+    *,
+    acc: np.ndarray | None = None,
+    what: str = "matrix-vector product",
+) -> np.ndarray:
+    """``acc[p, j] (+)= sum over blocks b, in order, of conv(dot(a[p, b], w[j, b]))``.
+
+    ``a`` is ``(P, K)`` activations, ``w`` is ``(J, K)`` weights (rows are output channels), both
+    BFP-blocked along K; either a BfpTensor or a ``(mant, exp)`` pair. Returns float32 ``(P, J)``
+    in the internal format. When ``acc`` is given the sum continues from it (K split in order).
+    """
+    a_mant, a_exp = (a.mant, a.exp) if isinstance(a, BfpTensor) else a
+    w_mant, w_exp = (w.mant, w.exp) if isinstance(w, BfpTensor) else w
+    n, m_bits = cfg.native_dim, cfg.mantissa_bits
+    p, k = a_mant.shape
+    j, kw = w_mant.shape
+    if k != kw or k % n or a_exp.shape != (p, k // n) or w_exp.shape != (j, k // n):
+        raise ValueError(f"{what}: shapes {a_mant.shape}/{a_exp.shape} x {w_mant.shape}/{w_exp.shape} do not match")
+    kb = k // n
+    sa = a_exp.astype(np.int32) - (m_bits - 1)
+    sw = w_exp.astype(np.int32) - (m_bits - 1)
+    out = np.zeros((p, j), np.float32) if acc is None else np.array(acc, dtype=np.float32, copy=True)
+    if kb == 0 or p == 0 or j == 0:
+        return out
+
+    amin = _nonzero_block_min(a_mant, sa, n)
+    wmin = _nonzero_block_min(w_mant, sw, n)
+    if amin is None or wmin is None:  # every term is an exact zero
+        return out
+    no_subnormal = amin >= -126 and wmin >= -126 and amin + wmin >= -126
+    exact32 = 2 * m_bits + int(math.log2(n)) <= 24
+
+    if no_subnormal:
+        # Every nonzero term is a multiple of 2**-126 and at least 2**-126, so every partial sum
+        # is too: binary32 additions never meet a subnormal, and numpy's RNE add is the definition.
+        dtype = np.float32 if exact32 else np.float64
+        xs = (a_mant.reshape(p, kb, n) * np.ldexp(dtype(1), sa)[..., None]).astype(dtype)
+        ws = (w_mant.reshape(j, kb, n) * np.ldexp(dtype(1), sw)[..., None]).astype(dtype)
+        xs = np.ascontiguousarray(xs.transpose(1, 0, 2))  # (kb, p, n)
+        ws = np.ascontiguousarray(ws.transpose(1, 2, 0))  # (kb, n, j)
+        step = max(1, _CHUNK_BYTES // max(1, p * j * 8))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for b0 in range(0, kb, step):
+                # each block product is exact: |partial sums| < 2**24 (or 2**53) units of 2**(sa+sw)
+                d = np.matmul(xs[b0:b0 + step], ws[b0:b0 + step])
+                if not exact32:
+                    d = to_internal(d, what)
+                for t in d:
+                    out += t
+        if not np.isfinite(out).all():
+            raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
+        return out
+
+    # General path: some terms may underflow; apply the definition one block at a time.
+    a64 = np.ldexp(a_mant.astype(np.float64), _expand(sa, n))
+    w64 = np.ldexp(w_mant.astype(np.float64), _expand(sw, n))
+    for b in range(kb):
+        sl = slice(b * n, (b + 1) * n)
+        term = to_internal(a64[:, sl] @ w64[:, sl].T, what)
+        out = to_internal(out.astype(np.float64) + term, what)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-function unit operations on internal-format (float32) values
+# ---------------------------------------------------------------------------------------------
+
+def mfu_add(a, b, what: str = "add") -> np.ndarray:
+    return to_internal(np.asarray(a, np.float64) + np.asarray(b, np.float64), what)
+
+
+def mfu_mul(a, b, what: str = "multiply") -> np.ndarray:
+    return to_internal(np.asarray(a, np.float64) * np.asarray(b, np.float64), what)
+
+
+def mfu_max(a, b) -> np.ndarray:
+    return np.maximum(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def mfu_relu(a) -> np.ndarray:
+    return np.maximum(np.asarray(a, np.float32), np.float32(0))
+
+
+def mfu_clip(a, lo, hi) -> np.ndarray:
+    return np.minimum(np.maximum(np.asarray(a, np.float32), np.float32(lo)), np.float32(hi))
+
+
+def mfu_leaky_relu(a, alpha, what: str = "leaky relu") -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    return np.where(a < 0, mfu_mul(a, np.float32(alpha), what), a).astype(np.float32)
