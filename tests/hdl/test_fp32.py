@@ -7,11 +7,10 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
-
 from accelml.hdl.errors import NumericsError
 from accelml.hdl.fp32 import F32Add, ScaledIntToF32
 from accelml.sim.bfp import to_internal
+from amaranth.sim import Simulator
 
 FLT_MAX_BITS = 0x7F7F_FFFF
 
@@ -146,7 +145,8 @@ def adder_vectors(rng: random.Random):
         a = rand_f32(rng)
         e = (a >> 23) & 0xFF
         eb = max(1, min(254, e + rng.randint(-27, 27) if rng.random() < 0.5 else e + rng.randint(-1, 1)))
-        b = rng.getrandbits(1) << 31 | eb << 23 | (a & 0x7FFFFF if rng.random() < 0.3 else rng.getrandbits(23))
+        frac = a & 0x7FFFFF if rng.random() < 0.3 else rng.getrandbits(23)
+        b = rng.getrandbits(1) << 31 | eb << 23 | frac
         vecs.append((a, b))
     for _ in range(60):  # near the bottom (FTZ) and the top (overflow) of the range
         vecs.append((rand_f32(rng, 1, 4), rand_f32(rng, 1, 4)))
