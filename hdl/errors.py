@@ -46,3 +46,51 @@ class ExecutionError(AccelmlError, RuntimeError):
     """A program did something illegal at run time (address out of range, loop overflow, ...)."""
 
     exit_code = 6
+
+
+class ModelFormatError(AccelmlError, ValueError):
+    """A model file is missing, truncated, not ONNX, or fails the ONNX checker. Names the file."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, source: str = "<model>"):
+        self.source = source
+        super().__init__(f"{source}: {message}")
+
+
+class ShapeError(AccelmlError, ValueError):
+    """A tensor shape is unresolved (dynamic), zero-sized or inconsistent. Names the tensor."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, tensor: str | None = None, node: str | None = None):
+        self.tensor, self.node = tensor, node
+        where = []
+        if node is not None:
+            where.append(f"node {node!r}")
+        if tensor is not None:
+            where.append(f"tensor {tensor!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class UnsupportedOperatorError(AccelmlError, ValueError):
+    """One or more graph nodes cannot run where they were required to. Names every such node.
+
+    ``nodes`` is a list of ``(name, op_type, reason)`` triples.
+    """
+
+    exit_code = 9
+
+    def __init__(self, message: str, *, nodes: list[tuple[str, str, str]] | None = None):
+        self.nodes = list(nodes or [])
+        super().__init__(message)
+
+
+class IRError(AccelmlError, ValueError):
+    """A compiler IR graph breaks a structural invariant (found by the verifier). Names the node."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, *, node: str | None = None):
+        self.node = node
+        super().__init__(f"node {node!r}: {message}" if node is not None else message)

@@ -1,0 +1,198 @@
+"""One tile engine of the matrix-vector unit: N dot-product units of N lanes, accumulating in binary32.
+
+Each accepted step carries one N x N weight tile (N BFP row blocks, each with its own shared
+exponent) and one BFP activation block. For every row ``j`` the engine computes, exactly as
+``accelml.sim.bfp.block_matmul`` does for one activation vector and N weight rows::
+
+    d_j    = sum_i w_mant[j][i] * a_mant[i]                  (exact integer)
+    s_j    = (w_exp[j] - (M - 1)) + (a_exp - (M - 1))
+    term_j = to_internal(d_j * 2**s_j)                        (RNE, FTZ, overflow flag)
+    acc_j  = to_internal((+0 if first else acc_j) + term_j)
+
+and after a step flagged ``last`` it emits ``acc_0 .. acc_{N-1}`` (binary32 bit patterns) with a
+sticky ``overflow`` flag: set when any term or sum of any row overflowed since the step flagged
+``first``. The values of an overflowed row are unspecified; the other rows stay exact.
+
+Input contract: mantissas in ``[-(2**M - 1), 2**M - 1]``; exponents are raw unbiased signed
+integers, normally in ``[cfg.exp_min, cfg.exp_max]`` (the datapath computes any value the
+``signed(E + 1)`` field holds correctly). Steps between ``first`` and ``last`` accumulate.
+
+Pipeline: input register, dot products, conversion, accumulation, output register. One step per
+cycle; a result leaves 4 cycles after its last step is accepted. Back-pressure on ``result``
+stalls the engine only when a finished result would overwrite one not yet taken.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Shape, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .config import EngineConfig
+from .fp32 import F32Add, ScaledIntToF32
+
+__all__ = ["TileEngine", "step_layout", "result_layout", "MAX_NATIVE_DIM"]
+
+# The N-term dot product of each row is one combinational adder tree; beyond this it needs
+# pipelining this engine does not have.
+MAX_NATIVE_DIM = 64
+
+
+def _check_cfg(cfg) -> EngineConfig:
+    if not isinstance(cfg, EngineConfig):
+        raise TypeError(f"TileEngine cfg must be an EngineConfig, got {type(cfg).__name__}")
+    if cfg.native_dim > MAX_NATIVE_DIM:
+        raise ValueError(
+            f"TileEngine supports cfg.native_dim up to {MAX_NATIVE_DIM} (one unpipelined adder tree "
+            f"per row), got native_dim={cfg.native_dim}"
+        )
+    if cfg.internal_format != "fp32-ftz":
+        raise ValueError(f"TileEngine implements internal_format 'fp32-ftz', got {cfg.internal_format!r}")
+    return cfg
+
+
+def mantissa_shape(cfg: EngineConfig):
+    return signed(cfg.mantissa_bits + 1)
+
+
+def exponent_shape(cfg: EngineConfig):
+    return signed(cfg.exponent_bits + 1)
+
+
+def step_layout(cfg: EngineConfig) -> data.StructLayout:
+    """Payload of one input step (fields from the least significant bit up, in this order).
+
+    ``w_mant[j][i]``: weight row ``j``, element ``i``; ``w_exp[j]``: shared exponent of row
+    ``j``; ``a_mant[i]``, ``a_exp``: the activation block; ``first``/``last``: start the sums from
+    +0 / emit them after this step.
+    """
+    n = cfg.native_dim
+    mant, exp = mantissa_shape(cfg), exponent_shape(cfg)
+    return data.StructLayout({
+        "w_mant": data.ArrayLayout(data.ArrayLayout(mant, n), n),
+        "w_exp": data.ArrayLayout(exp, n),
+        "a_mant": data.ArrayLayout(mant, n),
+        "a_exp": exp,
+        "first": 1,
+        "last": 1,
+    })
+
+
+def result_layout(cfg: EngineConfig) -> data.StructLayout:
+    """Payload of one result: ``acc[j]`` (binary32 bit pattern of row ``j``) and ``overflow``."""
+    return data.StructLayout({"acc": data.ArrayLayout(32, cfg.native_dim), "overflow": 1})
+
+
+def dot_width(cfg: EngineConfig) -> int:
+    """Signed width of an exact block dot product: ``2M + log2(N) + 1``."""
+    return 2 * cfg.mantissa_bits + ceil_log2(cfg.native_dim) + 1
+
+
+def _tree_sum(values):
+    values = list(values)
+    while len(values) > 1:
+        values = [values[k] + values[k + 1] if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
+
+
+class TileEngine(wiring.Component):
+    """One N x N tile engine; see the module docstring for the arithmetic.
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+        N (``native_dim``), M (``mantissa_bits``) and E (``exponent_bits``) size the datapath.
+
+    Members
+    -------
+    step : In(stream.Signature(step_layout(cfg)))
+    result : Out(stream.Signature(result_layout(cfg)))
+    """
+
+    def __init__(self, cfg: EngineConfig):
+        self.cfg = _check_cfg(cfg)
+        super().__init__({
+            "step": In(stream.Signature(step_layout(cfg))),
+            "result": Out(stream.Signature(result_layout(cfg))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        n, m_bits = cfg.native_dim, cfg.mantissa_bits
+        d_width = dot_width(cfg)
+        # s = xw + xa - 2(M-1) for any xw, xa the signed(E+1) fields hold
+        x_lo, x_hi = -(1 << cfg.exponent_bits), (1 << cfg.exponent_bits) - 1
+        s_width = Shape.cast(range(2 * x_lo - 2 * (m_bits - 1), 2 * x_hi - 2 * (m_bits - 1) + 1)).width
+
+        out_full = self.result.valid & ~self.result.ready
+        hold = Signal()
+        m.d.comb += self.step.ready.eq(~hold)
+
+        # Stage 1: input register.
+        v1 = Signal()
+        p1 = Signal(step_layout(cfg))
+        with m.If(~hold):
+            m.d.sync += [v1.eq(self.step.valid), p1.eq(self.step.payload)]
+
+        # Stage 2: exact dot products and exponents.
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        d2 = [Signal(signed(d_width), name=f"d_{j}") for j in range(n)]
+        s2 = [Signal(signed(s_width), name=f"s_{j}") for j in range(n)]
+        with m.If(~hold):
+            m.d.sync += [v2.eq(v1), first2.eq(p1.first), last2.eq(p1.last)]
+            for j in range(n):
+                products = [p1.w_mant[j][i] * p1.a_mant[i] for i in range(n)]
+                m.d.sync += [
+                    d2[j].eq(_tree_sum(products)),
+                    s2[j].eq(p1.w_exp[j] + p1.a_exp - 2 * (m_bits - 1)),
+                ]
+
+        # Stage 3: conversion of each term to binary32.
+        v3, first3, last3 = Signal(), Signal(), Signal()
+        term3 = [Signal(32, name=f"term_{j}") for j in range(n)]
+        term_ovf3 = Signal()
+        term_ovf = []
+        for j in range(n):
+            cvt = m.submodules[f"cvt_{j}"] = ScaledIntToF32(d_width, s_width)
+            m.d.comb += [cvt.d.eq(d2[j]), cvt.s.eq(s2[j])]
+            term_ovf.append(cvt.overflow)
+            with m.If(~hold):
+                m.d.sync += term3[j].eq(cvt.result)
+        with m.If(~hold):
+            m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2),
+                         term_ovf3.eq(Mux(v2, _any(term_ovf), 0))]
+
+        # Stage 4: accumulation (one binary32 add per row in the feedback loop) and output.
+        acc = [Signal(32, name=f"acc_{j}") for j in range(n)]
+        ovf = Signal()
+        sums = []
+        add_ovf = []
+        for j in range(n):
+            add = m.submodules[f"add_{j}"] = F32Add()
+            m.d.comb += [add.a.eq(Mux(first3, 0, acc[j])), add.b.eq(term3[j])]
+            sums.append(add.result)
+            add_ovf.append(add.overflow)
+        new_ovf = Signal()
+        m.d.comb += [
+            new_ovf.eq(Mux(first3, 0, ovf) | term_ovf3 | _any(add_ovf)),
+            hold.eq(v3 & last3 & out_full),
+        ]
+        with m.If(self.result.ready):
+            m.d.sync += self.result.valid.eq(0)
+        with m.If(v3 & ~hold):
+            m.d.sync += [acc[j].eq(sums[j]) for j in range(n)]
+            m.d.sync += ovf.eq(new_ovf)
+            with m.If(last3):
+                m.d.sync += [self.result.payload.acc[j].eq(sums[j]) for j in range(n)]
+                m.d.sync += [self.result.payload.overflow.eq(new_ovf), self.result.valid.eq(1)]
+        return m
+
+
+def _any(bits):
+    out = bits[0]
+    for b in bits[1:]:
+        out = out | b
+    return out

@@ -1,0 +1,356 @@
+"""ISA functional simulator: whole instructions at a time, in vectorised numpy.
+
+Executes a program on the architectural state (external memory image, VRF, MRF, FVRF, scalar and
+configuration registers) with the arithmetic of ``accelml.sim.bfp`` and the window semantics of
+``accelml.sim.golden``, so its results are bit-exact with the golden layer ops. It counts
+instructions, tile operations, MACs and DMA bytes, and drives the event-based cycle model of
+``accelml.sim.cycles``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from accelml.hdl.config import EngineConfig
+from accelml.hdl.errors import ExecutionError, NumericsError
+from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, Act, Cfg, Opcode, PoolMode, Space, VecOp
+from accelml.hdl.program import Program, cfg_value
+
+from . import bfp, golden
+from .bfp import BfpTensor
+from .cycles import MFU_LATENCY, CycleModel
+from .memory import ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
+
+_CFG_DEFAULTS = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
+                 Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
+
+
+@dataclass
+class Stats:
+    instructions: int = 0
+    by_opcode: Counter = field(default_factory=Counter)
+    tile_ops: int = 0
+    macs: int = 0
+    dma_load_bytes: int = 0
+    dma_store_bytes: int = 0
+    cycles: int = 0
+    busy: dict = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    def summary(self, cfg: EngineConfig) -> str:
+        peak = cfg.peak_macs_per_cycle
+        util = self.macs / (self.cycles * peak) if self.cycles else 0.0
+        lines = [
+            f"instructions executed : {self.instructions}",
+            f"MVU tile operations   : {self.tile_ops}",
+            f"MACs                  : {self.macs}",
+            f"DMA bytes (load/store): {self.dma_load_bytes} / {self.dma_store_bytes}",
+            f"modelled cycles       : {self.cycles} ({self.cycles / cfg.clock_mhz:.1f} us at {cfg.clock_mhz:g} MHz)",
+            f"MVU utilisation       : {100 * util:.1f} % of {peak} MACs/cycle",
+        ]
+        return "\n".join(lines)
+
+
+class FuncSim:
+    """Architectural state of one engine plus an interpreter for its programs."""
+
+    def __init__(self, cfg: EngineConfig, memory: ExternalMemory | int):
+        self.cfg = cfg
+        self.mem = memory if isinstance(memory, ExternalMemory) else ExternalMemory(cfg, memory)
+        n = cfg.native_dim
+        mdt = np.int16 if cfg.mantissa_bits <= 15 else np.int32
+        self.vrf_mant = np.zeros((cfg.vrf_vectors, n), mdt)
+        self.vrf_exp = np.full(cfg.vrf_vectors, cfg.exp_min, np.int16)
+        self.mrf_mant = np.zeros((cfg.mrf_tiles, n, n), mdt)
+        self.mrf_exp = np.full((cfg.mrf_tiles, n), cfg.exp_min, np.int16)
+        self.fvrf = np.zeros((cfg.fvrf_vectors, n), np.float32)
+        self.regs = [0] * NUM_REGS
+        self.cfgr = {k: _CFG_DEFAULTS.get(k, 0) for k in Cfg}
+        self.stats = Stats()
+        self.model = CycleModel(cfg, self.mem.size)
+        self._exec = {
+            Opcode.NOP: self._nop, Opcode.SETI: self._seti, Opcode.ADDI: self._addi, Opcode.ADD: self._add,
+            Opcode.CFG: self._cfg, Opcode.LD: self._ld, Opcode.ST: self._st, Opcode.MVC: self._mvc,
+            Opcode.POOL: self._pool, Opcode.VOP: self._vop, Opcode.VACT: self._vact, Opcode.DEQ: self._deq,
+            Opcode.QNT: self._qnt,
+        }
+
+    # -- helpers --------------------------------------------------------------------------------
+    def reg(self, r: int) -> int:
+        return 0 if r == 0 else self.regs[r]
+
+    def c(self, key: Cfg):
+        return cfg_value(key, self.cfgr[key])
+
+    def _depth(self, space: Space) -> int:
+        return {Space.VRF: self.cfg.vrf_vectors, Space.MRF: self.cfg.mrf_tiles,
+                Space.FVRF: self.cfg.fvrf_vectors}[space]
+
+    def _span(self, space: Space, start: int, count: int) -> slice:
+        depth = self._depth(space)
+        if start < 0 or start + count > depth:
+            raise ExecutionError(
+                f"{space.name} access [{start}, {start + count}) outside its {depth} entries"
+            )
+        return slice(start, start + count)
+
+    def _item_bytes(self, space: Space) -> int:
+        return {Space.VRF: self.cfg.bfp_vector_bytes, Space.MRF: self.cfg.tile_bytes,
+                Space.FVRF: self.cfg.fp_vector_bytes}[space]
+
+    # -- program execution ----------------------------------------------------------------------
+    def run(self, program: Program | list, *, max_steps: int = 50_000_000) -> Stats:
+        insns = program.instructions if isinstance(program, Program) else list(program)
+        decoded = [(i.op, i.as_dict()) for i in insns]
+        t0 = time.perf_counter()
+        pc, steps, loops = 0, 0, []  # loops: [first, last, remaining]
+        while True:
+            if pc >= len(decoded):
+                raise ExecutionError(f"instruction {pc}: ran past the end of the program without HALT")
+            op, f = decoded[pc]
+            steps += 1
+            if steps > max_steps:
+                raise ExecutionError(f"instruction {pc}: more than {max_steps} instructions executed")
+            self.stats.by_opcode[op.name] += 1
+            if op is Opcode.HALT:
+                self.model.op("ctl", 1, 0)
+                break
+            try:
+                if op is Opcode.LOOP:
+                    pc = self._loop(pc, f, loops, len(decoded))
+                    continue
+                self._exec[op](**f)
+            except (ExecutionError, NumericsError) as e:
+                if str(e).startswith("instruction "):
+                    raise
+                raise type(e)(f"instruction {pc} ({op.name.lower()}): {e}") from None
+            pc += 1
+            while loops and pc - 1 == loops[-1][1]:
+                loops[-1][2] -= 1
+                if loops[-1][2] > 0:
+                    pc = loops[-1][0]
+                    break
+                loops.pop()
+        self.stats.instructions = steps
+        self.stats.cycles = self.model.cycles
+        self.stats.busy = dict(self.model.busy)
+        self.stats.wall_seconds += time.perf_counter() - t0
+        return self.stats
+
+    def _loop(self, pc: int, f: dict, loops: list, n_insns: int) -> int:
+        count = self.reg(f["rs"]) + f["count"]
+        body = f["body"]
+        last = pc + body
+        self.model.op("ctl", 1, 0)
+        if body == 0 or last >= n_insns:
+            raise ExecutionError(f"instruction {pc}: loop body of {body} instructions does not fit the program")
+        if loops and last > loops[-1][1]:
+            raise ExecutionError(f"instruction {pc}: loop body overlaps the end of its enclosing loop")
+        if count == 0:
+            return last + 1
+        if len(loops) >= MAX_LOOP_DEPTH:
+            raise ExecutionError(f"instruction {pc}: loops nested deeper than {MAX_LOOP_DEPTH}")
+        loops.append([pc + 1, last, count])
+        return pc + 1
+
+    # -- scalar and configuration ---------------------------------------------------------------
+    def _set(self, rd: int, value: int) -> None:
+        if rd:
+            self.regs[rd] = value & 0xFFFF_FFFF
+        self.model.op("ctl", 1, 0)
+
+    def _nop(self):
+        self.model.op("ctl", 1, 0)
+
+    def _seti(self, rd, imm):
+        self._set(rd, imm)
+
+    def _addi(self, rd, rs, imm):
+        self._set(rd, self.reg(rs) + imm)
+
+    def _add(self, rd, rs, rt):
+        self._set(rd, self.reg(rs) + self.reg(rt))
+
+    def _cfg(self, key, rs, imm):
+        self.cfgr[key] = (self.reg(rs) + imm) & 0xFFFF_FFFF
+        self.model.op("ctl", 1, 0)
+
+    # -- DMA ------------------------------------------------------------------------------------
+    def _dma_geometry(self, space, rc, rm, rows, length):
+        item = self._item_bytes(space)
+        mem_stride = self.c(Cfg.MEM_STRIDE) or length * item
+        chip_stride = self.c(Cfg.CHIP_STRIDE) or length
+        chip = (self.reg(rc) + np.arange(rows)[:, None] * chip_stride + np.arange(length)[None, :]).reshape(-1)
+        depth = self._depth(space)
+        if chip.size and (chip.min() < 0 or chip.max() >= depth):
+            raise ExecutionError(f"{space.name} access up to entry {int(chip.max())} outside its {depth} entries")
+        addr = self.reg(rm)
+        nbytes = rows * length * item
+        span_bytes = (rows - 1) * mem_stride + length * item if rows else 0
+        lo, hi = (int(chip.min()), int(chip.max()) + 1) if chip.size else (0, 0)
+        return item, mem_stride, chip, addr, nbytes, span_bytes, (space.name.lower(), lo, hi)
+
+    def _ld(self, space, rc, rm, rows, length):
+        item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
+        raw = self.mem.gather(addr, rows, length * item, mem_stride, f"load to {space.name}").reshape(-1, item)
+        where = f"load to {space.name} from {addr:#x}"
+        if space is Space.FVRF:
+            self.fvrf[chip] = decode_fp(raw, self.cfg, where=where)
+        else:
+            mant, exp = decode_bfp(raw, self.cfg, where=where)
+            if space is Space.VRF:
+                self.vrf_mant[chip], self.vrf_exp[chip] = mant, exp
+            else:
+                n = self.cfg.native_dim
+                self.mrf_mant[chip] = mant.reshape(-1, n, n)
+                self.mrf_exp[chip] = exp.reshape(-1, n)
+        self.stats.dma_load_bytes += nbytes
+        self.model.op("dma", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
+                      reads=[self.model.mem_range(addr, span)], writes=[chip_range])
+
+    def _st(self, space, rc, rm, rows, length):
+        item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
+        if space is Space.FVRF:
+            blob = encode_fp(self.fvrf[chip])
+        elif space is Space.VRF:
+            blob = encode_bfp(self.vrf_mant[chip], self.vrf_exp[chip], self.cfg)
+        else:
+            blob = encode_bfp(self.mrf_mant[chip].reshape(-1, self.cfg.native_dim), self.mrf_exp[chip].reshape(-1),
+                              self.cfg)
+        block = np.frombuffer(blob, np.uint8).reshape(rows, length * item)
+        self.mem.scatter(addr, block, mem_stride, f"store from {space.name}")
+        self.stats.dma_store_bytes += nbytes
+        self.model.op("dma", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
+                      reads=[chip_range], writes=[self.model.mem_range(addr, span)])
+
+    # -- windows ----------------------------------------------------------------------------------
+    def _window(self):
+        c = self.c
+        geom = golden.ConvGeom(
+            c(Cfg.IN_H), c(Cfg.IN_W), c(Cfg.KH), c(Cfg.KW), (c(Cfg.STRIDE_H), c(Cfg.STRIDE_W)),
+            (c(Cfg.DIL_H), c(Cfg.DIL_W)), (c(Cfg.PAD_T), c(Cfg.PAD_L), c(Cfg.PAD_B), c(Cfg.PAD_R)),
+        )
+        if min(geom.in_h, geom.in_w, geom.kh, geom.kw, *geom.stride, *geom.dilation, c(Cfg.OUT_W), c(Cfg.IN_CB)) < 1:
+            raise ExecutionError("window geometry has a zero dimension (in_h, in_w, kh, kw, strides, out_w, in_cb)")
+        q = c(Cfg.PIX0) + np.arange(c(Cfg.NPIX))
+        return geom, q // c(Cfg.OUT_W), q % c(Cfg.OUT_W)
+
+    def _vrf_image(self, rs: int, geom: golden.ConvGeom, in_cb: int) -> tuple[BfpTensor, slice]:
+        span = self._span(Space.VRF, self.reg(rs), geom.in_h * geom.in_w * in_cb)
+        n = self.cfg.native_dim
+        x = BfpTensor(self.vrf_mant[span].reshape(geom.in_h, geom.in_w, in_cb * n),
+                      self.vrf_exp[span].reshape(geom.in_h, geom.in_w, in_cb),
+                      in_cb * n, n, self.cfg.mantissa_bits)
+        return x, span
+
+    def _mvc(self, rd, rs, rm, acc):
+        c, n = self.c, self.cfg.native_dim
+        geom, oy, ox = self._window()
+        in_cb, cob, taps = c(Cfg.IN_CB), c(Cfg.COB), geom.kh * geom.kw
+        gi = c(Cfg.GI) or in_cb
+        go = c(Cfg.GO) or cob
+        x, vspan = self._vrf_image(rs, geom, in_cb)
+        p = oy.size
+        tspan = self._span(Space.MRF, self.reg(rm), cob * taps * gi)
+        dspan = self._span(Space.FVRF, self.reg(rd), p * cob)
+        tiles_m = self.mrf_mant[tspan].reshape(cob, taps * gi, n, n).transpose(0, 2, 1, 3).reshape(cob * n, -1)
+        tiles_e = self.mrf_exp[tspan].reshape(cob, taps * gi, n).transpose(0, 2, 1).reshape(cob * n, -1)
+        out = self.fvrf[dspan].reshape(p, cob * n) if acc else np.zeros((p, cob * n), np.float32)
+        if c(Cfg.GI) == 0:
+            groups = {0: range(cob)}
+        else:
+            groups = {}
+            for ob in range(cob):
+                groups.setdefault((c(Cfg.OB0) + ob) // go, []).append(ob)
+        for g, obs in groups.items():
+            b0 = g * gi if c(Cfg.GI) else 0
+            if b0 + gi > in_cb:
+                raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
+            xg = x if gi == in_cb else BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi],
+                                                gi * n, n, x.mantissa_bits)
+            a = golden.im2col(xg, geom, oy, ox)
+            cols = np.concatenate([np.arange(ob * n, (ob + 1) * n) for ob in obs])
+            out[:, cols] = bfp.block_matmul(a, (tiles_m[cols], tiles_e[cols]), self.cfg, acc=out[:, cols],
+                                            what="mvc")
+        self.fvrf[dspan] = out.reshape(p * cob, n)
+        tile_ops = p * cob * taps * gi
+        self.stats.tile_ops += tile_ops
+        self.stats.macs += tile_ops * n * n
+        occupancy = -(-cob // self.cfg.tiles) * p * taps * gi
+        reads = [("vrf", vspan.start, vspan.stop), ("mrf", tspan.start, tspan.stop)]
+        if acc:
+            reads.append(("fvrf", dspan.start, dspan.stop))
+        self.model.op("mvu", occupancy, self.model.mvu_latency, reads=reads,
+                      writes=[("fvrf", dspan.start, dspan.stop)])
+
+    def _pool(self, mode, rd, rs):
+        c, n = self.c, self.cfg.native_dim
+        geom, oy, ox = self._window()
+        in_cb = c(Cfg.IN_CB)
+        x, vspan = self._vrf_image(rs, geom, in_cb)
+        dspan = self._span(Space.FVRF, self.reg(rd), oy.size * in_cb)
+        values = bfp.to_internal(bfp.dequantize(x), "pool input")
+        if mode is PoolMode.MAX:
+            out = golden.max_pool(values, geom, oy, ox)
+        else:
+            out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+        self.fvrf[dspan] = out.reshape(-1, n)
+        self.model.op("mfu", oy.size * in_cb * geom.kh * geom.kw, MFU_LATENCY,
+                      reads=[("vrf", vspan.start, vspan.stop)], writes=[("fvrf", dspan.start, dspan.stop)])
+
+    # -- multi-function unit ----------------------------------------------------------------------
+    def _mfu_account(self, count, reads, dspan):
+        self.model.op("mfu", count, MFU_LATENCY, reads=reads, writes=[("fvrf", dspan.start, dspan.stop)])
+
+    def _vop(self, fn, rd, ra, rb, count, period):
+        aspan = self._span(Space.FVRF, self.reg(ra), count)
+        bspan = self._span(Space.FVRF, self.reg(rb), period or count)
+        dspan = self._span(Space.FVRF, self.reg(rd), count)
+        a = self.fvrf[aspan]
+        b = self.fvrf[bspan]
+        if period:
+            b = b[np.arange(count) % period]
+        if fn is VecOp.ADD:
+            r = bfp.mfu_add(a, b, "vop add")
+        elif fn is VecOp.MUL:
+            r = bfp.mfu_mul(a, b, "vop mul")
+        else:
+            r = bfp.mfu_max(a, b)
+        self.fvrf[dspan] = r
+        self._mfu_account(count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan)
+
+    def _vact(self, act, rd, rs, count):
+        sspan = self._span(Space.FVRF, self.reg(rs), count)
+        dspan = self._span(Space.FVRF, self.reg(rd), count)
+        x = self.fvrf[sspan]
+        if act is Act.RELU:
+            r = bfp.mfu_relu(x)
+        elif act is Act.CLIP:
+            r = bfp.mfu_clip(x, self.c(Cfg.CLIP_LO), self.c(Cfg.CLIP_HI))
+        elif act is Act.LRELU:
+            r = bfp.mfu_leaky_relu(x, self.c(Cfg.ALPHA))
+        else:
+            r = x.copy()
+        self.fvrf[dspan] = r
+        self._mfu_account(count, [("fvrf", sspan.start, sspan.stop)], dspan)
+
+    def _deq(self, rd, rs, count):
+        sspan = self._span(Space.VRF, self.reg(rs), count)
+        dspan = self._span(Space.FVRF, self.reg(rd), count)
+        t = BfpTensor(self.vrf_mant[sspan], self.vrf_exp[sspan][:, None], self.cfg.native_dim,
+                      self.cfg.native_dim, self.cfg.mantissa_bits)
+        self.fvrf[dspan] = bfp.to_internal(bfp.dequantize(t), "deq")
+        self._mfu_account(count, [("vrf", sspan.start, sspan.stop)], dspan)
+
+    def _qnt(self, rd, rs, count):
+        sspan = self._span(Space.FVRF, self.reg(rs), count)
+        dspan = self._span(Space.VRF, self.reg(rd), count)
+        q = bfp.quantize(self.fvrf[sspan], self.cfg, name="qnt")
+        self.vrf_mant[dspan] = q.mant
+        self.vrf_exp[dspan] = q.exp[:, 0]
+        self.model.op("mfu", count, MFU_LATENCY, reads=[("fvrf", sspan.start, sspan.stop)],
+                      writes=[("vrf", dspan.start, dspan.stop)])
