@@ -1,0 +1,74 @@
+import dataclasses
+import json
+
+import pytest
+
+from accelml.hdl.config import FORMATS, PRESETS, EngineConfig, preset
+from accelml.hdl.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_through_json_with_a_stable_hash(name):
+    cfg = preset(name)
+    again = EngineConfig.from_json(cfg.to_json())
+    assert again == cfg and again.hash == cfg.hash and again.name == cfg.name
+    assert len(cfg.hash) == 64
+
+
+def test_hash_is_stable_across_runs_and_ignores_the_name():
+    tiny = preset("tiny")
+    # recorded once: a change here means every package built for tiny is invalidated
+    assert tiny.hash == EngineConfig.from_json(json.dumps(json.loads(tiny.to_json()))).hash
+    assert dataclasses.replace(tiny, name="other").hash == tiny.hash
+    assert dataclasses.replace(tiny, tiles=3).hash != tiny.hash
+    assert len({preset(n).hash for n in PRESETS}) == len(PRESETS)
+
+
+def test_preset_figures():
+    assert preset("a10").peak_macs_per_cycle == 16384
+    assert preset("a10").mem_bytes_per_cycle == pytest.approx(64.0)
+    assert preset("s10").peak_macs_per_cycle == 98304
+    ecp5 = preset("ecp5")
+    assert ecp5.peak_macs_per_cycle <= 156  # one 18x18 multiplier per 7-bit MAC fits the LFE5U-85F
+    bram_bits = (ecp5.mrf_tiles * ecp5.tile_bytes + ecp5.vrf_vectors * ecp5.bfp_vector_bytes
+                 + ecp5.fvrf_vectors * ecp5.fp_vector_bytes) * 8
+    assert bram_bits <= 3.7e6
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("native_dim", 12, "native_dim must be a power of two, got 12"),
+        ("native_dim", 1, r"native_dim must be in \[2, 256\], got 1"),
+        ("tiles", 0, r"tiles must be in \[1, 4096\], got 0"),
+        ("mantissa_bits", "7", "mantissa_bits must be an integer, got '7'"),
+        ("exponent_bits", 9, r"exponent_bits must be in \[2, 8\], got 9"),
+        ("clock_mhz", -1.0, "clock_mhz must be a positive finite number, got -1.0"),
+        ("mem_port_bits", 12, "mem_port_bits must be a multiple of 8, got 12"),
+        ("internal_format", "fp16", "internal_format must be one of"),
+    ],
+)
+def test_bad_values_raise_a_typed_error_naming_the_parameter(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        dataclasses.replace(preset("tiny"), **{field: value})
+
+
+def test_json_errors_name_the_problem():
+    with pytest.raises(ConfigError, match="unknown EngineConfig field"):
+        EngineConfig.from_json(json.dumps({**preset("tiny").to_dict(), "bogus": 1}))
+    with pytest.raises(ConfigError, match="malformed"):
+        EngineConfig.from_json("{not json")
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        preset("huge")
+
+
+def test_formats():
+    assert set(FORMATS) == {"ms-fp9", "msfp12", "msfp16", "mxint8"}
+    a10 = preset("a10")
+    mx = a10.with_format("mxint8")
+    assert (mx.native_dim, mx.mantissa_bits, mx.exponent_bits) == (32, 7, 8)
+    assert mx.peak_macs_per_cycle == a10.peak_macs_per_cycle
+    fp9 = preset("tiny").with_format("ms-fp9")
+    assert (fp9.native_dim, fp9.mantissa_bits, fp9.exponent_bits, fp9.exp_min, fp9.exp_max) == (4, 3, 5, -15, 15)
+    with pytest.raises(ConfigError, match="unknown format 'fp8'"):
+        a10.with_format("fp8")

@@ -1,0 +1,251 @@
+"""Functional simulator: more instruction forms against the golden ops, run-time errors, cycle model."""
+
+import numpy as np
+import pytest
+
+from accelml.hdl.config import preset
+from accelml.hdl.errors import ExecutionError, NumericsError
+from accelml.hdl.program import assemble_program
+from accelml.sim import bfp, golden
+from accelml.sim.funcsim import FuncSim
+from accelml.sim.layout import MemoryImage, read_bfp, weight_tiles
+
+CFG = preset("tiny")
+
+
+def run(text, image, cfg=CFG, extra=0x10000):
+    mem = image.build(extra=extra)
+    sim = FuncSim(cfg, mem)
+    stats = sim.run(assemble_program(text, cfg))
+    return sim, mem, stats
+
+
+def conv_program(h, w, cb, kh, kw, stride, pads, out_w, npix, cob, *, gi=0, go=0, tiles, extra=""):
+    return f"""
+seti r1, 0
+ld   vrf, r0, r1, 1, {h * w * cb}
+seti r2, 0x8000
+ld   mrf, r0, r2, 1, {tiles}
+cfg in_h, r0, {h}
+cfg in_w, r0, {w}
+cfg in_cb, r0, {cb}
+cfg kh, r0, {kh}
+cfg kw, r0, {kw}
+cfg stride_h, r0, {stride}
+cfg stride_w, r0, {stride}
+cfg pad_t, r0, {pads[0]}
+cfg pad_l, r0, {pads[1]}
+cfg pad_b, r0, {pads[2]}
+cfg pad_r, r0, {pads[3]}
+cfg out_w, r0, {out_w}
+cfg npix, r0, {npix}
+cfg cob, r0, {cob}
+cfg gi, r0, {gi}
+cfg go, r0, {go}
+mvc r0, r0, r0, 0
+{extra}
+seti r5, 4000
+qnt r5, r0, {npix * cob}
+seti r6, 0x20000
+st vrf, r5, r6, 1, {npix * cob}
+halt
+"""
+
+
+@pytest.mark.parametrize(
+    "groups,cin,cout,gi,go",
+    [(8, 8, 8, 1, 1), (2, 8, 8, 1, 1), (2, 16, 16, 2, 2), (4, 16, 8, 0, 0)],
+    ids=["dw", "g2-block", "g2-two-blocks", "g4-dense-fallback"],
+)
+def test_grouped_conv_skips_zero_tiles_and_matches_golden(groups, cin, cout, gi, go):
+    """gi/go select the group's blocks; gi=0 runs the zero-expanded dense form. Both equal golden."""
+    rng = np.random.default_rng(groups)
+    n = CFG.native_dim
+    x = bfp.quantize(rng.standard_normal((6, 5, cin)), CFG)
+    w = rng.standard_normal((cout, cin // groups, 3, 3)) * 0.3
+    wq = golden.quantize_conv_weights(w, CFG, groups)
+    cb, cob = cin // n, cout // n
+    tiles_m, tiles_e = weight_tiles(wq, 9, cb, gi=gi, go=go)
+    img = MemoryImage(CFG)
+    img.put_bfp("x", x, at=0)
+    img.put_bfp("w", (tiles_m, tiles_e), at=0x8000)
+    geom = golden.ConvGeom(6, 5, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1))
+    text = conv_program(6, 5, cb, 3, 3, 1, (1, 1, 1, 1), 5, 30, cob, gi=gi, go=go, tiles=len(tiles_m))
+    _, mem, stats = run(text, img, extra=0x30000)
+    expected = bfp.quantize(golden.conv2d(x, wq, geom, CFG), CFG)
+    mant, exp = read_bfp(mem, 0x20000, 30 * cob, CFG)
+    np.testing.assert_array_equal(mant.reshape(expected.mant.shape), expected.mant)
+    np.testing.assert_array_equal(exp.reshape(expected.exp.shape), expected.exp)
+    assert stats.tile_ops == 30 * cob * 9 * (gi or cb)  # with gi set, only the group's tiles
+
+
+def test_k_split_accumulation_continues_the_sum_exactly():
+    """Two MVCs over halves of the input channels (acc=1) equal one MVC over all of them."""
+    rng = np.random.default_rng(11)
+    x = bfp.quantize(rng.standard_normal((1, 1, 16)), CFG)
+    wq = golden.quantize_dense_weights(rng.standard_normal((8, 16)), CFG)
+    tiles_m, tiles_e = weight_tiles(wq, 1, 4)
+    img = MemoryImage(CFG)
+    img.put_bfp("x", x, at=0)
+    img.put_bfp("w", (tiles_m, tiles_e), at=0x8000)
+    # halves: blocks 0-1 for both output blocks, then blocks 2-3; tiles are (ob, block)
+    text = """
+seti r1, 0
+ld vrf, r0, r1, 1, 4
+seti r2, 0x8000
+cfg mem_stride, r0, 80
+cfg chip_stride, r0, 2
+ld mrf, r0, r2, 2, 2          ; tiles (0,0),(0,1),(1,0),(1,1) -> mrf 0..3
+seti r3, 0x8028
+ld mrf, r0, r3, 1, 0          ; no-op load: zero rows
+seti r4, 4
+ld mrf, r4, r3, 2, 2          ; tiles (0,2),(0,3),(1,2),(1,3) -> mrf 4..7
+cfg mem_stride, r0, 0
+cfg chip_stride, r0, 0
+cfg in_cb, r0, 2
+cfg cob, r0, 2
+mvc r0, r0, r0, 0
+seti r5, 2
+mvc r0, r5, r4, 1
+seti r6, 0x20000
+st fvrf, r0, r6, 1, 2
+halt
+"""
+    _, mem, _ = run(text, img, extra=0x30000)
+    got = np.frombuffer(mem.read(0x20000, 32).tobytes(), "<f4")
+    np.testing.assert_array_equal(got, golden.dense(bfp.BfpTensor(x.mant.reshape(16), x.exp.reshape(4), 16, 4, 7),
+                                                    wq, CFG))
+
+
+@pytest.mark.parametrize("mode,incl", [("avg", False), ("avg_pad", True)])
+def test_average_pool_modes(mode, incl):
+    rng = np.random.default_rng(3)
+    x = bfp.quantize(rng.standard_normal((5, 5, 4)), CFG)
+    img = MemoryImage(CFG)
+    img.put_bfp("x", x, at=0)
+    text = f"""
+seti r1, 0
+ld vrf, r0, r1, 1, 25
+cfg in_h, r0, 5
+cfg in_w, r0, 5
+cfg kh, r0, 3
+cfg kw, r0, 3
+cfg stride_h, r0, 2
+cfg stride_w, r0, 2
+cfg pad_t, r0, 1
+cfg pad_l, r0, 1
+cfg pad_b, r0, 1
+cfg pad_r, r0, 1
+cfg out_w, r0, 3
+cfg npix, r0, 9
+pool {mode}, r0, r0
+seti r6, 0x1000
+st fvrf, r0, r6, 1, 9
+halt
+"""
+    _, mem, _ = run(text, img)
+    got = np.frombuffer(mem.read(0x1000, 9 * 16).tobytes(), "<f4").reshape(3, 3, 4)
+    geom = golden.ConvGeom(5, 5, 3, 3, (2, 2), (1, 1), (1, 1, 1, 1))
+    want = golden.avg_pool(golden.dequantize_internal(x), geom, count_include_pad=incl)
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 0, 0] != golden.avg_pool(golden.dequantize_internal(x), geom, count_include_pad=not incl)[0, 0, 0]
+
+
+def test_clip_and_leaky_relu():
+    vals = bfp.internal_const(np.linspace(-9, 9, 16))
+    img = MemoryImage(CFG)
+    img.put_fp("v", vals, at=0)
+    text = """
+seti r1, 0
+ld fvrf, r0, r1, 1, 4
+cfg clip_lo, r0, 0.0
+cfg clip_hi, r0, 6.0
+cfg alpha, r0, 0.1
+seti r2, 10
+vact clip, r2, r0, 4
+seti r3, 20
+vact lrelu, r3, r0, 4
+seti r6, 0x1000
+st fvrf, r2, r6, 1, 4
+seti r6, 0x1100
+st fvrf, r3, r6, 1, 4
+halt
+"""
+    _, mem, _ = run(text, img)
+    clip = np.frombuffer(mem.read(0x1000, 64).tobytes(), "<f4")
+    lrelu = np.frombuffer(mem.read(0x1100, 64).tobytes(), "<f4")
+    np.testing.assert_array_equal(clip, np.clip(vals, 0, 6))
+    np.testing.assert_array_equal(lrelu, bfp.mfu_leaky_relu(vals, np.float32(0.1)))
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("nop", "ran past the end of the program without HALT"),
+        ("seti r1, 9000\nld vrf, r1, r0, 1, 1\nhalt", "VRF access up to entry 9000 outside its 8192 entries"),
+        ("seti r1, 0xFFFF00\nld vrf, r0, r1, 1, 1\nhalt", "outside the .*-byte image"),
+        ("loop r0, 2, 5\nhalt", "loop body of 5 instructions does not fit"),
+        ("loop r0, 2, 5\nloop r0, 2, 4\nloop r0, 2, 3\nloop r0, 2, 2\nloop r0, 2, 1\nnop\nhalt",
+         "loops nested deeper than 4"),
+        ("cfg kh, r0, 0\nmvc r0, r0, r0, 0\nhalt", "instruction 1 \\(mvc\\): window geometry has a zero dimension"),
+        ("seti r1, 8190\ncfg npix, r0, 4\nqnt r1, r0, 4\nhalt", "VRF access \\[8190, 8194\\)"),
+        ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", "more than 1000000 instructions"),
+    ],
+)
+def test_run_time_errors_are_typed_and_name_the_instruction(text, match):
+    sim = FuncSim(CFG, 0x10000)
+    with pytest.raises(ExecutionError, match=match):
+        sim.run(assemble_program(text, CFG), max_steps=1_000_000)
+
+
+def test_loops_nest_and_execute_the_right_number_of_times():
+    sim = FuncSim(CFG, 0x1000)
+    stats = sim.run(assemble_program("loop r0, 3, 3\naddi r1, r1, 1\nloop r0, 4, 1\naddi r2, r2, 1\nhalt", CFG))
+    assert sim.regs[1] == 3 and sim.regs[2] == 12
+    assert stats.by_opcode["ADDI"] == 15
+    # a zero-count loop skips its body; r0 stays zero
+    sim = FuncSim(CFG, 0x1000)
+    sim.run(assemble_program("seti r0, 5\nloop r0, 0, 1\naddi r1, r1, 1\nhalt", CFG))
+    assert sim.regs[1] == 0 and sim.reg(0) == 0
+
+
+def test_overflow_in_the_mfu_is_a_numerics_fault():
+    img = MemoryImage(CFG)
+    img.put_fp("v", np.full(4, 3e38, np.float32), at=0)
+    sim = FuncSim(CFG, img.build(extra=0x100))
+    with pytest.raises(NumericsError, match="instruction 2 \\(vop\\).*overflow"):
+        sim.run(assemble_program("seti r1, 0\nld fvrf, r0, r1, 1, 1\nvop add, r0, r0, r0, 1, 0\nhalt", CFG))
+
+
+def test_cycle_model_overlaps_dma_with_compute_when_buffers_differ():
+    """Loading the next weights into a different MRF region overlaps the MVC; the same region waits."""
+    cfg = preset("tiny")
+    img = MemoryImage(cfg)
+    img.put_bfp("x", bfp.quantize(np.ones((16, 16, 4)), cfg), at=0)
+    img.put_bfp("w", bfp.quantize(np.ones((64 * 4, 4)), cfg), at=0x4000)
+
+    def program(second_region):
+        return f"""
+seti r1, 0
+ld vrf, r0, r1, 1, 256
+seti r2, 0x4000
+ld mrf, r0, r2, 1, 32
+cfg in_h, r0, 16
+cfg in_w, r0, 16
+cfg out_w, r0, 16
+cfg npix, r0, 256
+cfg cob, r0, 1
+mvc r0, r0, r0, 0
+seti r3, {second_region}
+ld mrf, r3, r2, 1, 32
+mvc r0, r0, r3, 0
+halt
+"""
+
+    cycles = {}
+    for region in (0, 32):
+        sim = FuncSim(cfg, img.build(extra=0x100))
+        cycles[region] = sim.run(assemble_program(program(region), cfg)).cycles
+    dma = -(-32 * cfg.tile_bytes // int(cfg.mem_bytes_per_cycle)) + cfg.mem_latency_cycles
+    assert cycles[32] < cycles[0]
+    assert cycles[0] - cycles[32] >= dma - 2  # the reload is hidden behind the first MVC
