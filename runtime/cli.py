@@ -1,0 +1,188 @@
+"""The ``accelml`` command line.
+
+One ``main()`` turns every typed error into a one-line message on stderr and the error's exit code;
+an unexpected exception is reported as an internal error (exit 70) without a traceback unless
+``ACCELML_DEBUG=1``. Subcommands register themselves in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from accelml.hdl.config import PRESETS, EngineConfig, preset
+from accelml.hdl.errors import AccelmlError, ProgramFormatError
+from accelml.hdl.program import MAGIC, Program, assemble_program
+
+EXIT_USAGE = 2
+EXIT_IO = 74
+EXIT_INTERNAL = 70
+
+
+class UsageError(AccelmlError):
+    exit_code = EXIT_USAGE
+
+
+def add_config_args(p: argparse.ArgumentParser, default: str = "tiny") -> None:
+    p.add_argument("--preset", default=None, help=f"engine preset ({', '.join(PRESETS)}; default {default})")
+    p.add_argument("--config", type=Path, default=None, help="EngineConfig JSON file (instead of --preset)")
+    p.add_argument("--format", default=None, help="BFP format to apply to the preset (ms-fp9, msfp12, msfp16, mxint8)")
+    p.set_defaults(_default_preset=default)
+
+
+def config_from_args(args) -> EngineConfig:
+    if args.config is not None and args.preset is not None:
+        raise UsageError("give either --preset or --config, not both")
+    cfg = EngineConfig.from_json(args.config.read_text()) if args.config else preset(args.preset or args._default_preset)
+    return cfg.with_format(args.format) if getattr(args, "format", None) else cfg
+
+
+def read_program(path: Path, cfg: EngineConfig | None) -> Program:
+    """A program from assembly text or a binary (told apart by the binary's magic)."""
+    blob = path.read_bytes()
+    if blob[:4] == MAGIC:
+        return Program.from_bytes(blob, config=cfg, source=str(path))
+    if cfg is None:
+        raise UsageError(f"{path}: assembling text needs an engine config (--preset or --config)")
+    try:
+        text = blob.decode()
+    except UnicodeDecodeError:
+        raise ProgramFormatError(f"{path}: neither an accelml program binary nor assembly text") from None
+    return assemble_program(text, cfg, source=str(path))
+
+
+def _parse_int(text: str, what: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not an integer") from None
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+
+def cmd_asm(args) -> int:
+    cfg = config_from_args(args)
+    prog = assemble_program(args.source.read_text(), cfg, source=str(args.source))
+    out = args.output or args.source.with_suffix(".bin")
+    out.write_bytes(prog.to_bytes())
+    print(f"{out}: {len(prog.instructions)} instructions for {cfg.name} ({cfg.short_hash})")
+    return 0
+
+
+def cmd_disasm(args) -> int:
+    cfg = config_from_args(args) if (args.preset or args.config) else None
+    prog = Program.from_bytes(args.binary.read_bytes(), config=cfg, source=str(args.binary))
+    text = prog.to_asm()
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from accelml.sim.funcsim import FuncSim
+    from accelml.sim.memory import ExternalMemory
+
+    cfg = config_from_args(args)
+    prog = read_program(args.program, cfg)
+    loads = []
+    for spec in args.load:
+        addr, sep, file = spec.partition("=")
+        if not sep:
+            raise UsageError(f"--load {spec!r}: expected ADDR=FILE")
+        loads.append((_parse_int(addr, "--load address"), Path(file).read_bytes()))
+    size = args.mem_size if args.mem_size is not None else max(
+        [1 << 20] + [a + len(b) for a, b in loads])
+    mem = ExternalMemory(cfg, size)
+    for addr, blob in loads:
+        mem.write(addr, blob, f"--load at {addr:#x}")
+    sim = FuncSim(cfg, mem)
+    stats = sim.run(prog)
+    print(f"{args.program}: ran on the functional simulator ({cfg.describe()})")
+    print(stats.summary(cfg))
+    for spec in args.dump:
+        where, sep, file = spec.partition("=")
+        addr, sep2, nbytes = where.partition(":")
+        if not sep or not sep2:
+            raise UsageError(f"--dump {spec!r}: expected ADDR:NBYTES=FILE")
+        data = mem.read(_parse_int(addr, "--dump address"), _parse_int(nbytes, "--dump size"), "--dump")
+        Path(file).write_bytes(data.tobytes())
+        print(f"wrote {len(data)} bytes from {addr} to {file}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    cfg = config_from_args(args)
+    print(cfg.describe())
+    print(cfg.to_json())
+    print(f"hash {cfg.hash}")
+    return 0
+
+
+# Later parts of the toolchain add subcommands here: name -> register(subparsers, name).
+COMMANDS: dict = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accelml", description="Compile, simulate and serve CNNs on a BFP engine.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("asm", help="assemble a program")
+    p.add_argument("source", type=Path)
+    p.add_argument("-o", "--output", type=Path)
+    add_config_args(p)
+    p.set_defaults(func=cmd_asm)
+
+    p = sub.add_parser("disasm", help="disassemble a program binary")
+    p.add_argument("binary", type=Path)
+    p.add_argument("-o", "--output", type=Path)
+    add_config_args(p)
+    p.set_defaults(func=cmd_disasm)
+
+    p = sub.add_parser("sim", help="run a program (binary or assembly) on the functional simulator")
+    p.add_argument("program", type=Path)
+    p.add_argument("--load", action="append", default=[], metavar="ADDR=FILE",
+                   help="place a file's bytes in external memory before the run")
+    p.add_argument("--dump", action="append", default=[], metavar="ADDR:NBYTES=FILE",
+                   help="write external memory to a file after the run")
+    p.add_argument("--mem-size", type=int, default=None, help="external memory image size in bytes")
+    add_config_args(p)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("config", help="print an engine configuration and its hash")
+    add_config_args(p)
+    p.set_defaults(func=cmd_config)
+
+    for name, register in COMMANDS.items():
+        register(sub, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AccelmlError as e:
+        print(f"accelml: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"accelml: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_IO
+    except KeyboardInterrupt:
+        print("accelml: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so in one line, keep the traceback for debugging
+        if os.environ.get("ACCELML_DEBUG"):
+            raise
+        print(f"accelml: internal error: {type(e).__name__}: {e} (set ACCELML_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
