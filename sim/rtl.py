@@ -295,8 +295,8 @@ def run_cocotb(
         runner = _make_runner()
         try:
             runner.test(
-                test_module=module_name, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog", build_dir=build_dir,
-                test_dir=run_dir, results_xml=str(xml), testcase=testcase, seed=seed,
+                test_module=module_name, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                build_dir=build_dir, test_dir=run_dir, results_xml=str(xml), testcase=testcase, seed=seed,
                 extra_env=dict(extra_env or {}), log_file=log,
             )
         except (SystemExit, RuntimeError):

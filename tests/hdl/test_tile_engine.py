@@ -1,0 +1,138 @@
+# amaranth: UnusedElaboratable=no
+"""hdl/tile_engine.py: parameter checks, a short run in Amaranth's simulator, and cocotb + Verilator runs.
+
+Every output bit is compared with the golden ``accelml.sim.bfp.block_matmul`` (see
+tile_engine_vectors.Scoreboard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+from accelml.hdl.config import EngineConfig, preset
+from accelml.hdl.tile_engine import MAX_NATIVE_DIM, TileEngine, dot_width, result_layout, step_layout
+from accelml.sim import rtl
+from amaranth.sim import Simulator
+from tile_engine_vectors import Scoreboard, corner_steps, pack_step, random_jobs, unpack_result
+
+COCOTB_MODULE = Path(__file__).with_name("cocotb_tile_engine.py")
+
+RTL_CONFIGS = {
+    "tiny": preset("tiny"),  # N=4, M=7, E=8
+    "ecp5": preset("ecp5"),  # N=8, M=7, E=8
+    "msfp12": preset("tiny").with_format("msfp12"),  # N=16, M=3, E=8
+}
+
+
+# -- parameters and layouts ----------------------------------------------------------------------
+
+def test_rejects_non_config():
+    with pytest.raises(TypeError, match=r"TileEngine cfg must be an EngineConfig, got dict"):
+        TileEngine(preset("tiny").to_dict())
+
+
+def test_rejects_unsupported_native_dim():
+    cfg = dataclasses.replace(preset("tiny"), native_dim=2 * MAX_NATIVE_DIM)
+    with pytest.raises(ValueError, match=rf"cfg.native_dim up to {MAX_NATIVE_DIM} .*native_dim=128"):
+        TileEngine(cfg)
+
+
+@pytest.mark.parametrize("name", ["tiny", "ecp5", "a10", "wide"])
+def test_layout_widths(name):
+    cfg = preset(name)
+    n, m, e = cfg.native_dim, cfg.mantissa_bits, cfg.exponent_bits
+    assert step_layout(cfg).size == n * n * (m + 1) + n * (e + 1) + n * (m + 1) + (e + 1) + 2
+    assert result_layout(cfg).size == 32 * n + 1
+    assert dot_width(cfg) == 2 * m + (n.bit_length() - 1) + 1
+    # the widest exact block dot product fits
+    assert n * ((1 << m) - 1) ** 2 < 1 << (dot_width(cfg) - 1)
+
+
+# -- Amaranth simulator: fast, in the default suite ----------------------------------------------
+
+def run_python_sim(cfg: EngineConfig, steps, seed: int, gap: float, stall: float):
+    """Drive ``steps`` with random input gaps and output stalls; return results and cycle count."""
+    dut = TileEngine(cfg)
+    rng = random.Random(seed)
+    packed = [pack_step(cfg, s) for s in steps]
+    results = []
+    cycles = [0]
+
+    async def tb(ctx):
+        k = 0
+        held = None  # (valid, payload) of an offered result not yet taken: must not change
+        while len(results) < sum(s.last for s in steps):
+            cycles[0] += 1
+            assert cycles[0] < 20 * len(steps) + 100, "engine stopped making progress"
+            offer = k < len(steps) and (rng.random() >= gap or ctx.get(dut.step.valid))
+            ctx.set(dut.step.valid, offer)
+            if offer:
+                ctx.set(dut.step.payload, step_layout(cfg).from_bits(packed[k]))
+            ctx.set(dut.result.ready, rng.random() >= stall)
+            if ctx.get(dut.step.valid) and ctx.get(dut.step.ready):
+                k += 1
+            valid = ctx.get(dut.result.valid)
+            payload = ctx.get(dut.result.payload.as_value())
+            if held is not None:
+                assert valid and payload == held, "result changed before it was taken"
+            held = None
+            if valid and ctx.get(dut.result.ready):
+                results.append(unpack_result(cfg, payload))
+            elif valid:
+                held = payload
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return results, cycles[0]
+
+
+def check_results(cfg, steps, results):
+    expected = Scoreboard(cfg).expected(steps)
+    assert len(results) == len(expected)
+    for k, (exp, (acc, overflow)) in enumerate(zip(expected, results, strict=True)):
+        assert overflow == exp.overflow, f"result {k}: overflow {overflow}, expected {exp.overflow}"
+        for j, want in enumerate(exp.rows):
+            if want is not None:
+                assert acc[j] == want, f"result {k} row {j}: {acc[j]:#010x} != {want:#010x}"
+    return expected
+
+
+def test_tile_engine_python_sim():
+    cfg = preset("tiny")
+    rng = random.Random(7)
+    steps = corner_steps(cfg, rng)[:40] + random_jobs(cfg, rng, 12, max_blocks=4)
+    steps[40] = dataclasses.replace(steps[40], first=True)  # a cut-off job must start cleanly
+    results, _ = run_python_sim(cfg, steps, seed=1, gap=0.3, stall=0.4)
+    expected = check_results(cfg, steps, results)
+    assert any(e.overflow for e in expected) and any(not e.overflow for e in expected)
+
+
+def test_tile_engine_python_sim_full_rate():
+    """Without gaps or stalls the engine takes one step per cycle (4 cycles of latency)."""
+    cfg = preset("tiny")
+    steps = random_jobs(cfg, random.Random(3), 10, max_blocks=3)
+    results, cycles = run_python_sim(cfg, steps, seed=2, gap=0.0, stall=0.0)
+    check_results(cfg, steps, results)
+    assert cycles == len(steps) + 4  # the last result is taken 4 cycles after the last step
+
+
+# -- cocotb + Verilator --------------------------------------------------------------------------
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", list(RTL_CONFIGS))
+def test_tile_engine_rtl(name):
+    rtl.require_tools()
+    cfg = RTL_CONFIGS[name]
+    result = rtl.run_cocotb(
+        TileEngine(cfg), toplevel="tile_engine", test_module=COCOTB_MODULE,
+        extra_env={"TILE_ENGINE_CFG": cfg.to_json()}, seed=1234,
+    )
+    print(f"{name}: build {result.build_seconds:.1f} s, run {result.run_seconds:.1f} s")
+    assert result.passed, result.summary()
+    assert result.tests >= 4
