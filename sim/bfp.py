@@ -21,9 +21,12 @@ written out in docs/numerics.md; in short:
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import NumericsError
@@ -146,8 +149,12 @@ def internal_const(v, what: str = "constant") -> np.ndarray:
 # Matrix-vector unit: block dot products and accumulation
 # ---------------------------------------------------------------------------------------------
 
-# Bytes of the (blocks, rows, cols) partial-product stack built at once by the fast path.
-_CHUNK_BYTES = 64 << 20
+# Block products computed ahead of the in-order accumulation (bounds memory to a few P x J).
+_WINDOW = 8
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="accelml-mvu")
+# Many small GEMMs (inner dimension N) run far faster on one BLAS thread than on a team that
+# spins up and synchronises for each; see benchmarks.
+_BLAS = ThreadpoolController()
 
 
 def _nonzero_block_min(mant: np.ndarray, sexp: np.ndarray, block: int) -> int | None:
@@ -196,19 +203,22 @@ def block_matmul(
         # Every nonzero term is a multiple of 2**-126 and at least 2**-126, so every partial sum
         # is too: binary32 additions never meet a subnormal, and numpy's RNE add is the definition.
         dtype = np.float32 if exact32 else np.float64
-        xs = (a_mant.reshape(p, kb, n) * np.ldexp(dtype(1), sa)[..., None]).astype(dtype)
-        ws = (w_mant.reshape(j, kb, n) * np.ldexp(dtype(1), sw)[..., None]).astype(dtype)
-        xs = np.ascontiguousarray(xs.transpose(1, 0, 2))  # (kb, p, n)
-        ws = np.ascontiguousarray(ws.transpose(1, 2, 0))  # (kb, n, j)
-        step = max(1, _CHUNK_BYTES // max(1, p * j * 8))
-        with np.errstate(over="ignore", invalid="ignore"):
-            for b0 in range(0, kb, step):
-                # each block product is exact: |partial sums| < 2**24 (or 2**53) units of 2**(sa+sw)
-                d = np.matmul(xs[b0:b0 + step], ws[b0:b0 + step])
-                if not exact32:
-                    d = to_internal(d, what)
-                for t in d:
-                    out += t
+        xs = np.empty((kb, p, n), dtype)  # block-major copies, scaled by each block's unit
+        np.multiply(a_mant.reshape(p, kb, n).transpose(1, 0, 2), np.ldexp(dtype(1), sa).T[:, :, None],
+                    out=xs, casting="unsafe")
+        ws = np.empty((kb, n, j), dtype)
+        np.multiply(w_mant.reshape(j, kb, n).transpose(1, 2, 0), np.ldexp(dtype(1), sw).T[:, None, :],
+                    out=ws, casting="unsafe")
+        with np.errstate(over="ignore", invalid="ignore"), _BLAS.limit(limits=1, user_api="blas"):
+            # each block product is exact: |partial sums| < 2**24 (or 2**53) units of 2**(sa+sw);
+            # products are computed ahead on worker threads, summed here strictly in block order
+            pending = deque()
+            for b in range(kb):
+                pending.append(_POOL.submit(np.matmul, xs[b], ws[b]))
+                if len(pending) >= _WINDOW or b == kb - 1:
+                    while pending and (len(pending) >= _WINDOW // 2 or b == kb - 1):
+                        d = pending.popleft().result()
+                        out += d if exact32 else to_internal(d, what)
         if not np.isfinite(out).all():
             raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
         return out

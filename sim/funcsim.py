@@ -259,28 +259,29 @@ class FuncSim:
         dspan = self._span(Space.FVRF, self.reg(rd), p * cob)
         tiles_m = self.mrf_mant[tspan].reshape(cob, taps * gi, n, n).transpose(0, 2, 1, 3).reshape(cob * n, -1)
         tiles_e = self.mrf_exp[tspan].reshape(cob, taps * gi, n).transpose(0, 2, 1).reshape(cob * n, -1)
-        out = self.fvrf[dspan].reshape(p, cob * n) if acc else np.zeros((p, cob * n), np.float32)
-        if c(Cfg.GI) == 0:
-            groups = {0: range(cob)}
+        out = self.fvrf[dspan].reshape(p, cob * n) if acc else None
+        if c(Cfg.GI) == 0:  # dense: every output block reads every input block
+            out = bfp.block_matmul(golden.im2col(x, geom, oy, ox), (tiles_m, tiles_e), self.cfg, acc=out, what="mvc")
         else:
-            groups = {}
+            out = np.zeros((p, cob * n), np.float32) if out is None else out.copy()
+            groups: dict[int, list[int]] = {}
             for ob in range(cob):
                 groups.setdefault((c(Cfg.OB0) + ob) // go, []).append(ob)
-        for g, obs in groups.items():
-            b0 = g * gi if c(Cfg.GI) else 0
-            if b0 + gi > in_cb:
-                raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
-            xg = x if gi == in_cb else BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi],
-                                                gi * n, n, x.mantissa_bits)
-            a = golden.im2col(xg, geom, oy, ox)
-            cols = np.concatenate([np.arange(ob * n, (ob + 1) * n) for ob in obs])
-            out[:, cols] = bfp.block_matmul(a, (tiles_m[cols], tiles_e[cols]), self.cfg, acc=out[:, cols],
-                                            what="mvc")
+            for g, obs in groups.items():
+                b0 = g * gi
+                if b0 + gi > in_cb:
+                    raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
+                xg = BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi], gi * n, n, x.mantissa_bits)
+                cols = np.concatenate([np.arange(ob * n, (ob + 1) * n) for ob in obs])
+                out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, oy, ox), (tiles_m[cols], tiles_e[cols]),
+                                                self.cfg, acc=out[:, cols], what="mvc")
         self.fvrf[dspan] = out.reshape(p * cob, n)
         tile_ops = p * cob * taps * gi
         self.stats.tile_ops += tile_ops
         self.stats.macs += tile_ops * n * n
-        occupancy = -(-cob // self.cfg.tiles) * p * taps * gi
+        # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
+        # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
+        occupancy = -(-(cob * p) // self.cfg.tiles) * taps * gi
         reads = [("vrf", vspan.start, vspan.stop), ("mrf", tspan.start, tspan.stop)]
         if acc:
             reads.append(("fvrf", dspan.start, dspan.stop))

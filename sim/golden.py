@@ -120,12 +120,12 @@ def im2col(x: BfpTensor, geom: ConvGeom, oy=None, ox=None) -> tuple[np.ndarray, 
     """
     if oy is None:
         oy, ox = geom.grid()
+    h, w = geom.in_h, geom.in_w
+    idx = np.stack([np.where(valid, iy * w + ix, h * w) for _, _, iy, ix, valid in geom.taps(oy, ox)], axis=1)
+    mant = np.concatenate([x.mant.reshape(h * w, -1), np.zeros((1, x.mant.shape[-1]), x.mant.dtype)])
+    exp = np.concatenate([x.exp.reshape(h * w, -1), np.zeros((1, x.exp.shape[-1]), x.exp.dtype)])
     p = oy.size
-    mant_cols, exp_cols = [], []
-    for _, _, iy, ix, valid in geom.taps(oy, ox):
-        mant_cols.append(geom.gather(x.mant, iy, ix, valid, 0).reshape(p, -1))
-        exp_cols.append(geom.gather(x.exp, iy, ix, valid, 0).reshape(p, -1))
-    return np.concatenate(mant_cols, axis=1), np.concatenate(exp_cols, axis=1)
+    return mant[idx].reshape(p, -1), exp[idx].reshape(p, -1)
 
 
 def conv2d(x: BfpTensor, wq: BfpTensor, geom: ConvGeom, cfg: EngineConfig, *, bias=None) -> np.ndarray:
