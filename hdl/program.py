@@ -30,7 +30,19 @@ from amaranth.lib import enum
 
 from .config import EngineConfig
 from .errors import AssemblyError, ProgramFormatError
-from .isa import FLOAT_CFG, INSN_BITS, NUM_REGS, SIGNED_CFG, SPEC, Cfg, Instruction, Opcode, Reg, decode, encode
+from .isa import (
+    FLOAT_CFG,
+    INSN_BITS,
+    NUM_REGS,
+    SIGNED_CFG,
+    SPEC,
+    Cfg,
+    Instruction,
+    Opcode,
+    Reg,
+    decode,
+    encode,
+)
 
 MAGIC = b"ACLP"
 VERSION = 1

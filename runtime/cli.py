@@ -35,7 +35,10 @@ def add_config_args(p: argparse.ArgumentParser, default: str = "tiny") -> None:
 def config_from_args(args) -> EngineConfig:
     if args.config is not None and args.preset is not None:
         raise UsageError("give either --preset or --config, not both")
-    cfg = EngineConfig.from_json(args.config.read_text()) if args.config else preset(args.preset or args._default_preset)
+    if args.config:
+        cfg = EngineConfig.from_json(args.config.read_text())
+    else:
+        cfg = preset(args.preset or args._default_preset)
     return cfg.with_format(args.format) if getattr(args, "format", None) else cfg
 
 

@@ -14,6 +14,7 @@ parameters, to be calibrated against the RTL.
 from __future__ import annotations
 
 from collections import defaultdict
+
 import numpy as np
 
 from accelml.hdl.config import EngineConfig

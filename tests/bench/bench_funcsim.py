@@ -93,7 +93,8 @@ def main() -> None:
     err = np.abs(bfp.dequantize(expected).reshape(H * W, COUT) - ref).max() / np.abs(ref).max()
 
     best_sim, best_f32 = min(t_sim), min(t_f32)
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, numpy {np.__version__}, python {platform.python_version()}")
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, numpy {np.__version__}, "
+          f"python {platform.python_version()}")
     print(f"command: python tests/bench/bench_funcsim.py --preset {args.preset} --repeats {args.repeats}")
     print(f"3x3 conv {H}x{W}x{CIN} -> {COUT}, padding 1, {macs / 1e6:.1f} M MACs, preset {cfg.describe()}")
     print(f"  funcsim program (load, MVC, quantise, store): best {best_sim * 1e3:8.1f} ms   "
