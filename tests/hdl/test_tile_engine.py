@@ -12,11 +12,12 @@ import random
 from pathlib import Path
 
 import pytest
+from amaranth.sim import Simulator
+from tile_engine_vectors import Scoreboard, corner_steps, pack_step, random_jobs, step_value, unpack_result
+
 from accelml.hdl.config import EngineConfig, preset
 from accelml.hdl.tile_engine import MAX_NATIVE_DIM, TileEngine, dot_width, result_layout, step_layout
 from accelml.sim import rtl
-from amaranth.sim import Simulator
-from tile_engine_vectors import Scoreboard, corner_steps, pack_step, random_jobs, unpack_result
 
 COCOTB_MODULE = Path(__file__).with_name("cocotb_tile_engine.py")
 
@@ -49,6 +50,21 @@ def test_layout_widths(name):
     assert dot_width(cfg) == 2 * m + (n.bit_length() - 1) + 1
     # the widest exact block dot product fits
     assert n * ((1 << m) - 1) ** 2 < 1 << (dot_width(cfg) - 1)
+
+
+def test_pack_matches_amaranth_layouts():
+    """The fast payload packer used by the testbenches agrees with Amaranth's own ``Layout.const``."""
+    rng = random.Random(11)
+    for cfg in RTL_CONFIGS.values():
+        for step in random_jobs(cfg, rng, 3, max_blocks=2):
+            value = step_value(step)
+            bits = step_layout(cfg).const(value).as_value().value
+            assert pack_step(cfg, step) == bits
+            assert rtl.unpack(step_layout(cfg), bits) == value
+        res = {"acc": [rng.getrandbits(32) for _ in range(cfg.native_dim)], "overflow": 1}
+        bits = result_layout(cfg).const(res).as_value().value
+        assert rtl.pack(result_layout(cfg), res) == bits
+        assert unpack_result(cfg, bits) == (res["acc"], True)
 
 
 # -- Amaranth simulator: fast, in the default suite ----------------------------------------------

@@ -11,9 +11,11 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
+
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import NumericsError
 from accelml.hdl.tile_engine import result_layout, step_layout
+from accelml.sim import rtl
 from accelml.sim.bfp import block_matmul, to_internal
 
 
@@ -36,16 +38,20 @@ class Expected:
         return any(r is None for r in self.rows)
 
 
-def pack_step(cfg: EngineConfig, step: Step) -> int:
-    return step_layout(cfg).const({
+def step_value(step: Step) -> dict:
+    return {
         "w_mant": step.w_mant.tolist(), "w_exp": step.w_exp.tolist(), "a_mant": step.a_mant.tolist(),
         "a_exp": int(step.a_exp), "first": int(step.first), "last": int(step.last),
-    }).as_value().value
+    }
+
+
+def pack_step(cfg: EngineConfig, step: Step) -> int:
+    return rtl.pack(step_layout(cfg), step_value(step))
 
 
 def unpack_result(cfg: EngineConfig, bits: int) -> tuple[list[int], bool]:
-    r = result_layout(cfg).from_bits(bits)
-    return [int(r.acc[j]) for j in range(cfg.native_dim)], bool(r.overflow)
+    r = rtl.unpack(result_layout(cfg), bits)
+    return r["acc"], bool(r["overflow"])
 
 
 def _f32_bits(v) -> int:
