@@ -13,10 +13,11 @@ import os
 import random
 
 import cocotb
-from accelml.hdl.config import EngineConfig
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from tile_engine_vectors import Scoreboard, corner_steps, pack_step, random_jobs, unpack_result
+
+from accelml.hdl.config import EngineConfig
 
 CFG = EngineConfig.from_json(os.environ["TILE_ENGINE_CFG"])
 

@@ -7,10 +7,11 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.sim import Simulator
+
 from accelml.hdl.errors import NumericsError
 from accelml.hdl.fp32 import F32Add, ScaledIntToF32
 from accelml.sim.bfp import to_internal
-from amaranth.sim import Simulator
 
 FLT_MAX_BITS = 0x7F7F_FFFF
 
