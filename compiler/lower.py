@@ -1,0 +1,571 @@
+"""Lowering: an engine segment of the canonical IR -> engine layer operations on memory buffers.
+
+Each activation lives in external memory in the engine's layout: HWC, pixel-major, BFP blocks of N
+channels minor (``sim.layout``). A ``Buf`` is a view of a base buffer (a concat writes its inputs
+into channel-block slices of one buffer, so concatenation costs nothing). Logical channels map to
+physical lanes through ``Buf.lanes`` (identity, padded to whole blocks, except inside concats whose
+parts are not multiples of N).
+
+Lowering decides everything numerical: weight quantisation (per output channel, per tap, per
+block of physical lanes), bias rounding, which ops fuse (a residual add into the conv before it,
+activations into their producer), and the first-layer packing (a convolution on a graph input with
+few channels folds its kernel taps into the reduction dimension on the host). ``run_golden``
+executes the plan with the golden layer ops, the reference the functional simulator must equal.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from accelml.hdl.config import EngineConfig
+from accelml.hdl.errors import UnsupportedOperatorError
+from accelml.sim import bfp, golden
+from accelml.sim.bfp import BfpTensor
+
+from .ir import Activation, ActKind, Graph, Node, OpKind
+
+__all__ = ["Buf", "ConvOp", "PoolOp", "EltOp", "EngineOp", "Plan", "lower_segment", "run_golden",
+           "pack_first_layer"]
+
+
+@dataclass
+class Buf:
+    """An activation tensor in external memory (a view of base buffer ``base``)."""
+
+    name: str
+    h: int
+    w: int
+    channels: int
+    cb: int  # channel blocks of this view
+    lanes: np.ndarray  # logical channel -> physical lane within this view (cb * N lanes)
+    base: str
+    cb_off: int = 0  # first block of the view inside each pixel of the base buffer
+    fp32: bool = False  # stored as internal-format vectors (outputs read by the host)
+
+    @property
+    def pixels(self) -> int:
+        return self.h * self.w
+
+
+@dataclass
+class BaseBuf:
+    name: str
+    h: int
+    w: int
+    cb: int  # vectors per pixel
+    fp32: bool = False
+    addr: int = -1  # assigned by codegen
+
+    @property
+    def vectors(self) -> int:
+        return self.h * self.w * self.cb
+
+
+class PoolKind(enum.Enum):
+    MAX = "max"
+    AVG = "avg"
+    AVG_PAD = "avg_pad"
+
+
+@dataclass(eq=False)
+class ConvOp:
+    """Convolution / dense: dst = act(conv(src) + bias [+ residual])."""
+
+    name: str
+    src: Buf
+    dst: Buf
+    geom: golden.ConvGeom
+    wq: BfpTensor  # rows (Cout, taps * src.cb * N), reduction order (tap, block, lane)
+    bias: np.ndarray  # internal format, (Cout,)
+    act: Activation
+    gi: int = 0  # input blocks per group (0: dense)
+    go: int = 0  # output blocks per group
+    residual: Buf | None = None
+
+    @property
+    def taps(self) -> int:
+        return self.geom.kh * self.geom.kw
+
+    @property
+    def cob(self) -> int:
+        return self.dst.cb
+
+    @property
+    def macs(self) -> int:
+        """Useful MACs of the source layer (logical channels, no padding, groups honoured)."""
+        return self._macs
+
+    _macs: int = 0
+
+
+@dataclass(eq=False)
+class PoolOp:
+    name: str
+    src: Buf
+    dst: Buf
+    geom: golden.ConvGeom
+    kind: PoolKind
+
+
+class EltKind(enum.Enum):
+    ADD = "add"  # a + b
+    AFFINE = "affine"  # a * scale + shift
+    ACT = "act"  # a
+
+
+@dataclass(eq=False)
+class EltOp:
+    name: str
+    kind: EltKind
+    srcs: list[Buf]
+    dst: Buf
+    act: Activation = Activation.NONE
+    scale: np.ndarray | None = None  # internal format, physical lanes (cb * N)
+    shift: np.ndarray | None = None
+
+
+EngineOp = ConvOp | PoolOp | EltOp
+
+
+@dataclass
+class Plan:
+    """A lowered engine segment."""
+
+    cfg: EngineConfig
+    ops: list[EngineOp]
+    bases: dict[str, BaseBuf]
+    inputs: dict[str, Buf]  # segment input tensor -> buffer (written by the host)
+    outputs: dict[str, Buf]  # segment output tensor -> buffer (read by the host)
+    in_shapes: dict[str, tuple[int, ...]]  # IR (NCHW / NC) shapes
+    out_shapes: dict[str, tuple[int, ...]]
+    packed: dict[str, tuple[int, int, golden.ConvGeom]] = field(default_factory=dict)
+    # packed input name -> (original channels, packed channels, geometry of the folded conv)
+
+
+def _act_apply(x: np.ndarray, act: Activation) -> np.ndarray:
+    if act.kind is ActKind.NONE:
+        return x
+    if act.kind is ActKind.RELU:
+        return bfp.mfu_relu(x)
+    if act.kind is ActKind.CLIP:
+        return bfp.mfu_clip(x, np.float32(act.lo), np.float32(act.hi))
+    return bfp.mfu_leaky_relu(x, np.float32(act.alpha))
+
+
+def _expand_lanes(w: np.ndarray, lanes: np.ndarray, width: int) -> np.ndarray:
+    """Scatter the input-channel axis (1) of dense weights (Cout, Cin, kh, kw) onto physical lanes."""
+    out = np.zeros((w.shape[0], width, *w.shape[2:]), dtype=np.float64)
+    out[:, lanes] = w
+    return out
+
+
+class _Lowering:
+    def __init__(self, graph: Graph, cfg: EngineConfig, pack_first: bool):
+        self.g, self.cfg, self.n = graph, cfg, cfg.native_dim
+        self.pack_first = pack_first
+        self.bufs: dict[str, Buf] = {}
+        self.bases: dict[str, BaseBuf] = {}
+        self.ops: list[EngineOp] = []
+        self.consumers = graph.consumers()
+        self.producers = graph.producers()
+        self.packed: dict[str, tuple[int, int, golden.ConvGeom]] = {}
+
+    # -- buffers ----------------------------------------------------------------------------------
+    def new_buf(self, name: str, h: int, w: int, channels: int, fp32: bool = False) -> Buf:
+        cb = -(-channels // self.n)
+        self.bases[name] = BaseBuf(name, h, w, cb, fp32)
+        buf = Buf(name, h, w, channels, cb, np.arange(channels), name, 0, fp32)
+        self.bufs[name] = buf
+        return buf
+
+    def hwc(self, tensor: str) -> tuple[int, int, int]:
+        shape = self.g.shape(tensor)
+        if len(shape) == 4:
+            if shape[0] != 1:
+                raise UnsupportedOperatorError(f"tensor {tensor!r} has batch {shape[0]}; the engine runs batch 1")
+            return shape[2], shape[3], shape[1]
+        if len(shape) == 2:
+            return 1, 1, shape[1]
+        raise UnsupportedOperatorError(f"tensor {tensor!r} of rank {len(shape)} cannot live on the engine")
+
+    def out_buf(self, tensor: str, like: Buf | None = None) -> Buf:
+        """The buffer an op writes ``tensor`` into (a concat slice if a concat planned one).
+
+        Channel-wise ops (pools, elementwise) pass ``like``: their result keeps the source's lanes.
+        """
+        h, w, c = self.hwc(tensor)
+        if tensor in self.bufs:
+            buf = self.bufs[tensor]
+            if like is not None and (buf.cb != like.cb or not np.array_equal(buf.lanes, like.lanes)):
+                raise UnsupportedOperatorError(f"tensor {tensor!r}: its concat slice and its source "
+                                               "have different channel layouts")
+            return buf
+        host_only = tensor in self.g.outputs and not self.consumers.get(tensor)
+        buf = self.new_buf(tensor, h, w, c, fp32=host_only)
+        if like is not None and not np.array_equal(like.lanes, buf.lanes):
+            self.bases[tensor].cb = buf.cb = like.cb
+            buf.lanes = like.lanes
+        return buf
+
+    # -- planning ---------------------------------------------------------------------------------
+    def channel_layouts(self) -> dict[str, tuple[int, np.ndarray]]:
+        """(blocks, lanes) of every tensor: convs and inputs start dense; channel-wise ops keep
+        their source's lanes; a concat lays its parts side by side, each on whole blocks."""
+        n = self.n
+        out: dict[str, tuple[int, np.ndarray]] = {}
+
+        def dense(t):
+            c = self.hwc(t)[2]
+            return -(-c // n), np.arange(c)
+
+        for t in self.g.inputs:
+            out[t] = dense(t)
+        for node in self.g.nodes:
+            t = node.outputs[0]
+            if node.op is OpKind.CONCAT:
+                cb, lanes = 0, []
+                for i in node.inputs:
+                    pcb, plan = out[i]
+                    lanes.append(cb * n + plan)
+                    cb += pcb
+                out[t] = cb, np.concatenate(lanes)
+            elif node.op in (OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL,
+                             OpKind.ACT, OpKind.AFFINE, OpKind.ADD, OpKind.RESHAPE) and node.inputs[0] in out:
+                out[t] = out[node.inputs[0]]
+            else:
+                out[t] = dense(t)
+        return out
+
+    def plan_concats(self) -> None:
+        """Give each concat a base buffer and its inputs views into it, where they can be."""
+        layouts = self.channel_layouts()
+        viewed: set[str] = set()
+        for node in self.g.nodes:
+            if node.op is not OpKind.CONCAT:
+                continue
+            h, w, c = self.hwc(node.outputs[0])
+            cb, lanes = layouts[node.outputs[0]]
+            base = BaseBuf(node.outputs[0], h, w, cb)
+            self.bases[base.name] = base
+            off = 0
+            for tensor in node.inputs:
+                pcb, plan = layouts[tensor]
+                can_view = (tensor in self.producers and tensor not in viewed and tensor not in self.bufs
+                            and self.producers[tensor].op not in (OpKind.RESHAPE, OpKind.CONCAT))
+                if can_view:
+                    self.bufs[tensor] = Buf(tensor, h, w, len(plan), pcb, plan, base.name, off)
+                    viewed.add(tensor)
+                off += pcb
+            self.bufs[node.outputs[0]] = Buf(node.outputs[0], h, w, c, cb, lanes, base.name)
+
+    def lower(self) -> None:
+        self.plan_concats()
+        fused: set[str] = set()
+        for node in self.g.nodes:
+            if node.name in fused:
+                continue
+            op = node.op
+            if op is OpKind.CONV:
+                self.lower_conv(node, fused)
+            elif op is OpKind.DENSE:
+                self.lower_dense(node, fused)
+            elif op in (OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL):
+                self.lower_pool(node)
+            elif op is OpKind.ADD:
+                a, b = (self.src(i) for i in node.inputs)
+                if a.cb != b.cb or not np.array_equal(a.lanes, b.lanes):
+                    raise UnsupportedOperatorError(f"add {node.name!r}: operands have different channel layouts")
+                self.ops.append(EltOp(node.name, EltKind.ADD, [a, b], self.out_buf(node.outputs[0], a), node.act))
+            elif op in (OpKind.ACT, OpKind.AFFINE):
+                self.lower_elementwise(node)
+            elif op is OpKind.CONCAT:
+                self.lower_concat(node)
+            elif op is OpKind.RESHAPE:
+                self.lower_reshape(node)
+            else:
+                raise UnsupportedOperatorError(f"node {node.name!r} ({node.op_type}) cannot be lowered to the engine")
+
+    def src(self, tensor: str) -> Buf:
+        if tensor not in self.bufs:
+            raise UnsupportedOperatorError(f"tensor {tensor!r} is read before the engine produced it")
+        return self.bufs[tensor]
+
+    def lower_reshape(self, node: Node) -> None:
+        """A flatten or squeeze: the buffer is unchanged; a dense layer reads it as an H x W window."""
+        src = self.src(node.inputs[0])
+        self.bufs[node.outputs[0]] = src
+
+    def lower_concat(self, node: Node) -> None:
+        dst = self.bufs[node.outputs[0]]
+        off = 0
+        for tensor in node.inputs:
+            buf = self.src(tensor)
+            if buf.base != dst.base:  # could not be a view: copy it into its slice
+                view = Buf(f"{tensor}@{dst.base}", buf.h, buf.w, buf.channels, buf.cb, buf.lanes, dst.base, off)
+                self.ops.append(EltOp(f"{node.name}/copy:{tensor}", EltKind.ACT, [buf], view))
+            off += buf.cb
+
+    def _fusable_residual(self, node: Node, fused: set[str]) -> tuple[Buf | None, Activation, str]:
+        """conv (no activation) -> add: fuse the add when the conv result feeds nothing else."""
+        out = node.outputs[0]
+        users = self.consumers.get(out, [])
+        if node.act.kind is ActKind.NONE and len(users) == 1 and users[0].op is OpKind.ADD \
+                and out not in self.g.outputs and users[0].inputs.count(out) == 1:
+            add = users[0]
+            other = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
+            if other in self.bufs:  # the shortcut is already computed
+                fused.add(add.name)
+                return self.bufs[other], add.act, add.outputs[0]
+        return None, node.act, out
+
+    def lower_conv(self, node: Node, fused: set[str]) -> None:
+        a = node.attrs
+        src = self.src(node.inputs[0])
+        kh, kw = a.kernel
+        geom = golden.ConvGeom(src.h, src.w, kh, kw, tuple(a.strides), tuple(a.dilations), tuple(a.pads))
+        weight = a.weight.astype(np.float64)
+        name_in = node.inputs[0]
+        if self.pack_first and name_in in self.g.inputs and a.groups == 1 and a.in_channels * 2 <= self.n \
+                and all(u.op is OpKind.CONV for u in self.consumers.get(name_in, [])) \
+                and len(self.consumers.get(name_in, [])) == 1 and kh * kw > 1:
+            src, geom, weight = self.pack(node, src, geom, weight)
+        residual, act, out = self._fusable_residual(node, fused)
+        dst = self.out_buf(out)
+        self.ops.append(self.conv_op(node.name, src, dst, geom, weight, a.bias, a.groups, act, residual,
+                                     macs=self._conv_macs(node)))
+
+    def _conv_macs(self, node: Node) -> int:
+        from .ir import node_macs
+
+        return node_macs(node, self.g)
+
+    def pack(self, node: Node, src: Buf, geom: golden.ConvGeom, weight: np.ndarray):
+        """First-layer packing: the host gathers each output pixel's kernel window (taps x Cin
+        values, tap-major) as one vector, and the conv becomes a 1x1 over those vectors."""
+        oh, ow = geom.out_size()
+        cin = src.channels
+        packed_c = geom.kh * geom.kw * cin
+        name = src.name
+        del self.bufs[name], self.bases[name]
+        buf = self.new_buf(name, oh, ow, packed_c)
+        self.packed[name] = (cin, packed_c, geom)
+        cout = weight.shape[0]
+        w2 = weight.transpose(0, 2, 3, 1).reshape(cout, packed_c, 1, 1)  # (ky, kx, c) order
+        return buf, golden.ConvGeom(oh, ow, 1, 1), w2
+
+    def conv_op(self, name, src: Buf, dst: Buf, geom, weight, bias, groups, act, residual, macs) -> ConvOp:
+        n = self.n
+        cout, cpg = weight.shape[:2]
+        opg = cout // groups
+        gi = go = 0
+        identity = src.cb * n == src.channels or np.array_equal(src.lanes, np.arange(src.channels))
+        if groups > 1 and identity:
+            if cpg % n == 0 and opg % n == 0:
+                gi, go = cpg // n, opg // n
+            elif cpg == opg and n % cpg == 0:
+                gi = go = 1
+        dense = golden.expand_group_weights(weight, groups)
+        phys = _expand_lanes(dense, src.lanes, src.cb * n)
+        wq = golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight")
+        bias_i = bfp.internal_const(np.asarray(bias, np.float64), f"{name}.bias")
+        op = ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual)
+        op._macs = macs
+        return op
+
+    def lower_dense(self, node: Node, fused: set[str]) -> None:
+        """A dense layer is a convolution whose window is the whole (flattened) input image."""
+        a = node.attrs
+        src = self.src(node.inputs[0])
+        j, k = a.weight.shape
+        if k != src.channels * src.pixels:
+            raise UnsupportedOperatorError(f"dense {node.name!r}: {k} inputs but its source has "
+                                           f"{src.channels * src.pixels} values")
+        # ONNX flatten of NCHW: feature = c*H*W + y*W + x
+        weight = a.weight.astype(np.float64).reshape(j, src.channels, src.h, src.w)
+        geom = golden.ConvGeom(src.h, src.w, src.h, src.w)
+        residual, act, out = self._fusable_residual(node, fused)
+        dst = self.out_buf(out)
+        self.ops.append(self.conv_op(node.name, src, dst, geom, weight, a.bias, 1, act, residual,
+                                     macs=self._conv_macs(node)))
+
+    def lower_pool(self, node: Node) -> None:
+        src = self.src(node.inputs[0])
+        dst = self.out_buf(node.outputs[0], src)
+        if node.op in (OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL):
+            geom = golden.ConvGeom(src.h, src.w, src.h, src.w)
+            kind = PoolKind.MAX if node.op is OpKind.GLOBAL_MAXPOOL else PoolKind.AVG
+        else:
+            a = node.attrs
+            geom = golden.ConvGeom(src.h, src.w, a.kernel[0], a.kernel[1], tuple(a.strides), tuple(a.dilations),
+                                   tuple(a.pads), a.ceil_mode)
+            if node.op is OpKind.MAXPOOL:
+                kind = PoolKind.MAX
+            else:
+                kind = PoolKind.AVG_PAD if a.count_include_pad else PoolKind.AVG
+        if geom.out_size() != (dst.h, dst.w):
+            raise UnsupportedOperatorError(f"pool {node.name!r}: output {dst.h}x{dst.w} does not match the "
+                                           f"window geometry {geom.out_size()}")
+        if node.act.kind is not ActKind.NONE:
+            raise UnsupportedOperatorError(f"pool {node.name!r} carries an activation")
+        self.ops.append(PoolOp(node.name, src, dst, geom, kind))
+
+    def lower_elementwise(self, node: Node) -> None:
+        src = self.src(node.inputs[0])
+        dst = self.out_buf(node.outputs[0], src)
+        if node.op is OpKind.ACT:
+            self.ops.append(EltOp(node.name, EltKind.ACT, [src], dst, node.act))
+            return
+        a = node.attrs
+        width = src.cb * self.n
+        scale = np.ones(width)
+        shift = np.zeros(width)
+        scale[src.lanes] = a.scale
+        shift[src.lanes] = a.shift
+        self.ops.append(EltOp(node.name, EltKind.AFFINE, [src], dst, node.act,
+                              bfp.internal_const(scale, f"{node.name}.scale"),
+                              bfp.internal_const(shift, f"{node.name}.shift")))
+
+
+def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True) -> Plan:
+    """Lower a canonical engine subgraph (``Segment.subgraph``) for one EngineConfig."""
+    low = _Lowering(graph, cfg, pack_first)
+    for name in graph.inputs:
+        h, w, c = low.hwc(name)
+        low.new_buf(name, h, w, c)
+    low.lower()
+    outputs = {}
+    for name in graph.outputs:
+        if name not in low.bufs:
+            raise UnsupportedOperatorError(f"segment output {name!r} is not produced on the engine")
+        outputs[name] = low.bufs[name]
+    return Plan(cfg, low.ops, low.bases, {n: low.bufs[n] for n in graph.inputs}, outputs,
+                {n: graph.shape(n) for n in graph.inputs}, {n: graph.shape(n) for n in graph.outputs},
+                low.packed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side conversions at the engine boundary, and the golden execution of a plan
+# ---------------------------------------------------------------------------------------------
+
+def pack_first_layer(x_hwc: np.ndarray, geom: golden.ConvGeom) -> np.ndarray:
+    """(H, W, C) -> (OH, OW, kh*kw*C): each output pixel's window, tap-major, zeros outside."""
+    oy, ox = geom.grid()
+    cols = [geom.gather(x_hwc, iy, ix, valid, 0.0) for _, _, iy, ix, valid in geom.taps(oy, ox)]
+    oh, ow = geom.out_size()
+    return np.concatenate(cols, axis=-1).reshape(oh, ow, -1)
+
+
+def to_hwc(x: np.ndarray) -> np.ndarray:
+    """IR tensor (1, C, H, W) or (1, C) -> (H, W, C)."""
+    x = np.asarray(x, np.float64)
+    return x[0].transpose(1, 2, 0) if x.ndim == 4 else x.reshape(1, 1, -1)
+
+
+def from_hwc(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(H, W, C) -> the IR shape (NCHW or flattened NC, row-major over C, H, W)."""
+    nchw = y.transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(nchw.reshape(shape), dtype=np.float32)
+
+
+def host_input(plan: Plan, name: str, x: np.ndarray) -> np.ndarray:
+    """The float HWC values the host quantises into input buffer ``name`` (packing applied)."""
+    hwc = to_hwc(x)
+    if name in plan.packed:
+        hwc = pack_first_layer(hwc, plan.packed[name][2])
+    return hwc
+
+
+class _Memory:
+    """Golden execution state: base buffers as block arrays (mant (P, CB, N), exp (P, CB))."""
+
+    def __init__(self, plan: Plan):
+        n = plan.cfg.native_dim
+        self.cfg, self.n = plan.cfg, n
+        self.mant = {b.name: np.zeros((b.h * b.w, b.cb, n), np.int32) for b in plan.bases.values() if not b.fp32}
+        self.exp = {b.name: np.full((b.h * b.w, b.cb), plan.cfg.exp_min, np.int16)
+                    for b in plan.bases.values() if not b.fp32}
+        self.fp = {b.name: np.zeros((b.h * b.w, b.cb, n), np.float32) for b in plan.bases.values() if b.fp32}
+
+    def read(self, buf: Buf) -> BfpTensor:
+        s = slice(buf.cb_off, buf.cb_off + buf.cb)
+        m = self.mant[buf.base][:, s].reshape(buf.h, buf.w, buf.cb * self.n)
+        e = self.exp[buf.base][:, s].reshape(buf.h, buf.w, buf.cb)
+        return BfpTensor(m, e, buf.cb * self.n, self.n, self.cfg.mantissa_bits)
+
+    def values(self, buf: Buf) -> np.ndarray:
+        """Internal-format values of all physical lanes (H, W, cb*N)."""
+        return bfp.to_internal(bfp.dequantize(self.read(buf)), "dequantise")
+
+    def write(self, buf: Buf, values: np.ndarray) -> None:
+        """Store internal values (H, W, cb*N physical lanes): re-quantised, or as fp32."""
+        s = slice(buf.cb_off, buf.cb_off + buf.cb)
+        if buf.fp32:
+            self.fp[buf.base][:, s] = values.reshape(buf.pixels, buf.cb, self.n)
+            return
+        q = bfp.quantize(values.reshape(buf.pixels, buf.cb * self.n), self.cfg, name=buf.name)
+        self.mant[buf.base][:, s] = q.mant.reshape(buf.pixels, buf.cb, self.n)
+        self.exp[buf.base][:, s] = q.exp
+
+    def write_input(self, buf: Buf, hwc: np.ndarray) -> None:
+        phys = np.zeros((buf.h, buf.w, buf.cb * self.n))
+        phys[..., buf.lanes] = hwc
+        q = bfp.quantize(phys.reshape(buf.pixels, -1), self.cfg, name=buf.name)
+        s = slice(buf.cb_off, buf.cb_off + buf.cb)
+        self.mant[buf.base][:, s] = q.mant.reshape(buf.pixels, buf.cb, self.n)
+        self.exp[buf.base][:, s] = q.exp
+
+    def output(self, buf: Buf) -> np.ndarray:
+        """Logical-channel float values (H, W, C) of a buffer."""
+        if buf.fp32:
+            s = slice(buf.cb_off, buf.cb_off + buf.cb)
+            v = self.fp[buf.base][:, s].reshape(buf.h, buf.w, -1)
+        else:
+            v = bfp.dequantize(self.read(buf))
+        return v[..., buf.lanes]
+
+
+def epilogue(acc: np.ndarray, bias: np.ndarray, residual: np.ndarray | None, act: Activation) -> np.ndarray:
+    """The MFU chain after a matrix-vector product: + bias, + residual, activation."""
+    y = bfp.mfu_add(acc, bias, "bias")
+    if residual is not None:
+        y = bfp.mfu_add(y, residual, "residual add")
+    return _act_apply(y, act)
+
+
+def run_golden(plan: Plan, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Execute a plan layer by layer with the golden ops; IR-layout float32 outputs."""
+    cfg, n = plan.cfg, plan.cfg.native_dim
+    mem = _Memory(plan)
+    for name, buf in plan.inputs.items():
+        mem.write_input(buf, host_input(plan, name, feeds[name]))
+    for op in plan.ops:
+        if isinstance(op, ConvOp):
+            acc = golden.conv2d(mem.read(op.src), op.wq, op.geom, cfg)
+            bias = np.zeros(op.dst.cb * n, np.float32)
+            bias[: len(op.bias)] = op.bias
+            res = None
+            if op.residual is not None:
+                res = mem.values(op.residual)
+            phys = np.zeros((*acc.shape[:2], op.dst.cb * n), np.float32)
+            phys[..., : acc.shape[-1]] = acc
+            mem.write(op.dst, epilogue(phys, bias, res, op.act))
+        elif isinstance(op, PoolOp):
+            x = mem.values(op.src)
+            if op.kind is PoolKind.MAX:
+                y = golden.max_pool(x, op.geom)
+            else:
+                y = golden.avg_pool(x, op.geom, count_include_pad=op.kind is PoolKind.AVG_PAD)
+            mem.write(op.dst, y)
+        else:
+            a = mem.values(op.srcs[0])
+            if op.kind is EltKind.ADD:
+                y = bfp.mfu_add(a, mem.values(op.srcs[1]), "add")
+            elif op.kind is EltKind.AFFINE:
+                y = bfp.mfu_add(bfp.mfu_mul(a, op.scale, "affine scale"), op.shift, "affine shift")
+            else:
+                y = a
+            mem.write(op.dst, _act_apply(y, op.act))
+    return {name: from_hwc(mem.output(buf), plan.out_shapes[name]) for name, buf in plan.outputs.items()}
