@@ -157,7 +157,7 @@ def load_onnx(src: ModelSource, *, base_dir: str | os.PathLike | None = None,
 
         try:
             load_external_data_for_model(model, str(base_dir))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, onnx.checker.ValidationError) as e:
             raise ModelFormatError(f"cannot read external tensor data: {e}", source=source) from None
     try:
         onnx.checker.check_model(model)

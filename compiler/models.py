@@ -162,10 +162,11 @@ class _Net:
     def flatten_dense(self, x: str, widths: list[int], include_top: bool, relu_between: bool = False):
         h, w = self.hw[x]
         feats = self.ch[x] * h * w
-        y = self.add("Flatten", [x], "flatten" if include_top else "features", axis=1)
         if not include_top:
+            self.nodes.append(helper.make_node("Flatten", [x], ["features"], name="features", axis=1))
             self.outputs = [("features", (1, feats))]
             return
+        y = self.add("Flatten", [x], "flatten", axis=1)
         for i, width in enumerate(widths):
             wt = self.rng.standard_normal((width, feats), dtype=np.float32) * np.float32(
                 math.sqrt((2.0 if relu_between else 1.0) / feats))
