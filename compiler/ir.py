@@ -25,8 +25,9 @@ from __future__ import annotations
 import copy
 import enum
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -113,8 +114,8 @@ class Activation:
     hi: float = 0.0
     alpha: float = 0.0
 
-    NONE = None  # replaced below by the instance; declared for type checkers
-    RELU = None
+    NONE: ClassVar[Activation]  # Activation() -- set below
+    RELU: ClassVar[Activation]  # Activation(ActKind.RELU)
 
     @staticmethod
     def clip(lo: float, hi: float) -> Activation:
@@ -769,9 +770,3 @@ def verify(graph: Graph) -> Graph:
         if name not in graph.tensors or sorted(perm) != list(range(graph.tensors[name].rank)):
             raise IRError(f"layout perm {perm} of {name!r} does not fit its tensor")
     return graph
-
-
-def walk(graph: Graph, fn: Callable[[Node], None]) -> None:
-    """Call ``fn`` on every node in topological order."""
-    for n in graph.nodes:
-        fn(n)

@@ -125,8 +125,10 @@ def to_onnx(graph: Graph, nodes: Sequence[Node] | None = None, *, inputs: Sequen
     g = helper.make_graph(
         o.nodes, name or graph.name, [_vi(graph, i) for i in inputs], [_vi(graph, x) for x in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in o.inits.items()])
+    # keep the source opset so HOST nodes keep their semantics; the typed exports above need 11+
+    # (Clip bounds and Pad widths as inputs)
     opsets = dict(graph.opsets)
-    opsets[""] = max(opsets.get("", 17), 17)
+    opsets[""] = max(opsets.get("", 17), 11)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
                           producer_name="accelml.compiler")
     m.ir_version = IR_VERSION

@@ -143,3 +143,24 @@ def test_full_resnet50_mac_count():
     assert 25.4e6 < params < 25.6e6
     assert ops(g) == {"conv": 53, "maxpool": 1, "add": 16, "global_avgpool": 1, "reshape": 1, "dense": 1}
     assert time.perf_counter() - t0 < 30
+
+
+def test_ssd_priors_and_host_postprocess(reduced):
+    pri = models.ssd_priors([38, 19, 10, 5, 3, 1])
+    assert pri.shape == (8732, 4) and np.all((pri >= 0) & (pri <= 1))
+    np.testing.assert_allclose(pri[0], [0.5 / 38, 0.5 / 38, 0.1, 0.1])
+    m = reduced["ssd_vgg"]
+    heads = ort_run(m, random_feeds(m))
+    boxes, scores, labels = models.ssd_postprocess(heads, score_threshold=0.2)
+    assert boxes.shape == (len(scores), 4) and 0 < len(scores) <= 200
+    assert np.all(np.diff(scores) <= 0) and np.all((labels >= 1) & (labels <= 20))
+    assert np.all(boxes[:, 2:] > boxes[:, :2])
+    # per class, kept boxes overlap by at most the NMS threshold
+    for c in np.unique(labels):
+        b = boxes[labels == c]
+        for i in range(len(b)):
+            for j in range(i + 1, len(b)):
+                lt, rb = np.maximum(b[i, :2], b[j, :2]), np.minimum(b[i, 2:], b[j, 2:])
+                inter = np.prod(np.clip(rb - lt, 0, None))
+                union = np.prod(b[i, 2:] - b[i, :2]) + np.prod(b[j, 2:] - b[j, :2]) - inter
+                assert inter / union <= 0.45 + 1e-9

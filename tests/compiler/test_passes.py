@@ -380,3 +380,27 @@ def test_conv_bn_relu_any_geometry(k, s, d, pads, gi, hw):
     g = compile_checked(m, per_pass=False)
     assert ops(g) == {"conv": 1}
     assert g.nodes[0].attrs.pads == tuple(pads)
+
+
+@pytest.mark.parametrize("opset", [10, 11, 13])
+def test_older_opsets(opset):
+    """Clip bounds and Pad widths as attributes (opset 10) or inputs (11+); Squeeze axes likewise."""
+    if opset < 11:
+        pad = H("Pad", ["x"], ["p"], pads=[0, 0, 1, 0, 0, 0, 0, 1], name="pad")
+        clip = H("Clip", ["c"], ["r"], min=0.0, max=6.0, name="relu6")
+        inits = {}
+    else:
+        pad = H("Pad", ["x", "pads"], ["p"], name="pad")
+        clip = H("Clip", ["c", "lo", "hi"], ["r"], name="relu6")
+        inits = {"pads": np.array([0, 0, 1, 0, 0, 0, 0, 1], np.int64), "lo": np.array(0, np.float32),
+                 "hi": np.array(6, np.float32)}
+    sq = (H("Squeeze", ["g", "axes"], ["f"], name="squeeze") if opset >= 13
+          else H("Squeeze", ["g"], ["f"], axes=[2, 3], name="squeeze"))
+    if opset >= 13:
+        inits["axes"] = np.array([2, 3], np.int64)
+    nodes = [pad, H("Conv", ["p", "w"], ["c"], name="conv"), clip,
+             H("GlobalAveragePool", ["r"], ["g"], name="gap"), sq, H("Softmax", ["f"], ["y"], name="softmax")]
+    m = make_model(nodes, {"x": [1, 3, 6, 6]}, ["y"], {"w": he(4, 3, 3), **inits}, opset=opset)
+    g = compile_checked(m)
+    assert ops(g) == {"conv": 1, "global_avgpool": 1, "reshape": 1, "host": 1}
+    assert g.nodes[0].attrs.pads == (1, 0, 0, 1) and g.nodes[0].act.kind is ActKind.CLIP
