@@ -131,6 +131,26 @@ def _moves_only_unit_axes(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool
 
 
 _PUSHABLE = (OpKind.ACT, OpKind.AFFINE, OpKind.PAD, OpKind.ADD, OpKind.CONCAT)
+# host operators that act element by element (with numpy broadcasting): a transpose commutes
+_ELEMENTWISE_HOST = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sqrt", "Exp", "Log", "Neg", "Abs",
+    "Reciprocal", "Sigmoid", "Tanh", "Erf", "HardSigmoid", "HardSwish", "Softplus", "Elu", "Selu",
+    "Gelu", "Mish", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign",
+})
+
+
+def _movable_operand(g: Graph, prod, cons, name: str, perm: tuple[int, ...], user: Node) -> bool:
+    """Can a transpose be moved below ``user`` as far as operand ``name`` is concerned?"""
+    if name in g.constants:
+        return g.constants[name].ndim <= len(perm)
+    s = prod.get(name)
+    return (s is not None and s.op is OpKind.TRANSPOSE and s.attrs.perm == perm
+            and _sole_consumer(g, cons, s.outputs[0]) is user)
+
+
+def _elementwise_host(u: Node) -> bool:
+    return u.op is OpKind.HOST and not u.attrs.domain and u.attrs.op_type in _ELEMENTWISE_HOST \
+        and len(u.outputs) == 1
 
 
 def _drop_noop_reshapes(g: Graph) -> bool:
@@ -235,11 +255,28 @@ def _transpose_step(g: Graph, last_resort: bool) -> bool:
                 d.attrs = DenseAttrs(w, d.attrs.bias)
                 u.inputs = [x]
                 return True
-        if u.op not in _PUSHABLE or y in g.outputs:
+        if (u.op not in _PUSHABLE and not _elementwise_host(u)) or y in g.outputs:
             continue
         # push the transpose below an element-wise / axis-aware consumer
         operands = u.inputs
-        if u.op in (OpKind.ADD, OpKind.CONCAT):
+        if u.op is OpKind.HOST:
+            # every run-time operand must come through the same transpose; constants are
+            # transposed back (after numpy-style right-aligned broadcasting)
+            if len(g.shape(u.outputs[0])) != len(perm) or not all(
+                    _movable_operand(g, prod, cons, i, perm, u) for i in operands):
+                continue
+            new_inputs = []
+            for i in operands:
+                if i in g.constants:
+                    c = g.constants[i]
+                    c = c.reshape((1,) * (len(perm) - c.ndim) + c.shape).transpose(_inverse(perm))
+                    name = g.fresh_name(f"{i}_nchw")
+                    g.constants[name] = np.ascontiguousarray(c)
+                    g.add_tensor(name, c.shape, DType.of(c.dtype))
+                    new_inputs.append(name)
+                else:
+                    new_inputs.append(prod[i].inputs[0])
+        elif u.op in (OpKind.ADD, OpKind.CONCAT):
             srcs = [prod.get(i) for i in operands]
             if not all(s is not None and s.op is OpKind.TRANSPOSE and s.attrs.perm == perm
                        and _sole_consumer(g, cons, s.outputs[0]) is u for s in srcs):

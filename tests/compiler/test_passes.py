@@ -404,3 +404,18 @@ def test_older_opsets(opset):
     g = compile_checked(m)
     assert ops(g) == {"conv": 1, "global_avgpool": 1, "reshape": 1, "host": 1}
     assert g.nodes[0].attrs.pads == (1, 0, 0, 1) and g.nodes[0].act.kind is ActKind.CLIP
+
+
+def test_transposes_commute_with_elementwise_host_ops():
+    """NHWC Div / HardSigmoid (host operators) between Transposes: the transposes still cancel,
+    constants are permuted back to NCHW."""
+    nodes = [*nhwc_conv("conv1", "x", "a", "w1", pads=[1] * 4),
+             H("Div", ["a", "k"], ["d"], name="div_tensor_const"),
+             H("HardSigmoid", ["d"], ["h"], name="hsig"),
+             H("Mul", ["a", "h"], ["m"], name="gate"),
+             *nhwc_conv("conv2", "m", "y", "w2")]
+    m = make_model(nodes, {"x": [1, 6, 6, 3]}, ["y"],
+                   {"w1": he(4, 3, 3), "w2": he(5, 4, 1), "k": vec(24, 1, 2).reshape(6, 1, 4)})
+    g = compile_checked(m)
+    assert "transpose" not in ops(g)
+    assert [u.op_type for u in check_support(g).unsupported] == ["Div", "HardSigmoid", "Mul"]
