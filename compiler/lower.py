@@ -24,11 +24,11 @@ from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import UnsupportedOperatorError
 from accelml.sim import bfp, golden
 from accelml.sim.bfp import BfpTensor
+from accelml.sim.layout import from_hwc, pack_first_layer, to_hwc
 
 from .ir import Activation, ActKind, Graph, Node, OpKind
 
-__all__ = ["Buf", "ConvOp", "PoolOp", "EltOp", "EngineOp", "Plan", "lower_segment", "run_golden",
-           "pack_first_layer"]
+__all__ = ["Buf", "ConvOp", "PoolOp", "EltOp", "EngineOp", "Plan", "lower_segment", "run_golden"]
 
 
 @dataclass
@@ -449,26 +449,6 @@ def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True) -
 # ---------------------------------------------------------------------------------------------
 # Host-side conversions at the engine boundary, and the golden execution of a plan
 # ---------------------------------------------------------------------------------------------
-
-def pack_first_layer(x_hwc: np.ndarray, geom: golden.ConvGeom) -> np.ndarray:
-    """(H, W, C) -> (OH, OW, kh*kw*C): each output pixel's window, tap-major, zeros outside."""
-    oy, ox = geom.grid()
-    cols = [geom.gather(x_hwc, iy, ix, valid, 0.0) for _, _, iy, ix, valid in geom.taps(oy, ox)]
-    oh, ow = geom.out_size()
-    return np.concatenate(cols, axis=-1).reshape(oh, ow, -1)
-
-
-def to_hwc(x: np.ndarray) -> np.ndarray:
-    """IR tensor (1, C, H, W) or (1, C) -> (H, W, C)."""
-    x = np.asarray(x, np.float64)
-    return x[0].transpose(1, 2, 0) if x.ndim == 4 else x.reshape(1, 1, -1)
-
-
-def from_hwc(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """(H, W, C) -> the IR shape (NCHW or flattened NC, row-major over C, H, W)."""
-    nchw = y.transpose(2, 0, 1)[None]
-    return np.ascontiguousarray(nchw.reshape(shape), dtype=np.float32)
-
 
 def host_input(plan: Plan, name: str, x: np.ndarray) -> np.ndarray:
     """The float HWC values the host quantises into input buffer ``name`` (packing applied)."""

@@ -94,3 +94,17 @@ class IRError(AccelmlError, ValueError):
     def __init__(self, message: str, *, node: str | None = None):
         self.node = node
         super().__init__(f"node {node!r}: {message}" if node is not None else message)
+
+
+class CapacityError(AccelmlError, ValueError):
+    """A layer cannot be scheduled on an engine: an on-chip file or the external memory is too small.
+
+    Names the layer and the resource."""
+
+    exit_code = 11
+
+
+class PackageError(AccelmlError, ValueError):
+    """A compiled package is missing, corrupt, or built for another EngineConfig."""
+
+    exit_code = 12

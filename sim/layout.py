@@ -13,6 +13,7 @@ import numpy as np
 
 from accelml.hdl.config import EngineConfig
 
+from . import golden
 from .bfp import BfpTensor
 from .memory import ExternalMemory, decode_bfp, encode_bfp, encode_fp
 
@@ -83,3 +84,27 @@ class MemoryImage:
 def read_bfp(mem: ExternalMemory, addr: int, vectors: int, cfg: EngineConfig) -> tuple[np.ndarray, np.ndarray]:
     raw = mem.read(addr, vectors * cfg.bfp_vector_bytes, "read back")
     return decode_bfp(raw, cfg, where=f"read back at {addr:#x}")
+
+
+# -- host-side conversions at the engine boundary (IR tensors are NCHW / NC, the engine HWC) --
+
+def pack_first_layer(x_hwc: np.ndarray, geom: golden.ConvGeom) -> np.ndarray:
+    """(H, W, C) -> (OH, OW, kh*kw*C): each output pixel's window, tap-major, zeros outside."""
+    oy, ox = geom.grid()
+    cols = [geom.gather(x_hwc, iy, ix, valid, 0.0) for _, _, iy, ix, valid in geom.taps(oy, ox)]
+    oh, ow = geom.out_size()
+    return np.concatenate(cols, axis=-1).reshape(oh, ow, -1)
+
+
+def to_hwc(x: np.ndarray) -> np.ndarray:
+    """IR tensor (1, C, H, W) or (1, C) -> (H, W, C)."""
+    x = np.asarray(x, np.float64)
+    return x[0].transpose(1, 2, 0) if x.ndim == 4 else x.reshape(1, 1, -1)
+
+
+def from_hwc(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(H, W, C) -> the IR shape (NCHW or flattened NC, row-major over C, H, W)."""
+    nchw = y.transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(nchw.reshape(shape), dtype=np.float32)
+
+

@@ -1,0 +1,521 @@
+"""Scheduling and code generation: a lowered plan -> program + external-memory image.
+
+Schedule (per layer, for one EngineConfig):
+
+* **Weights** stream through the MRF in chunks of output blocks that fit half of it; the two
+  halves alternate across the whole network, and the next chunk's load is issued before the
+  current chunk's matrix-vector products, so weight DMA overlaps compute (double buffering), also
+  across layer boundaries. A layer whose single output block needs more tiles than half the MRF
+  is split along kernel rows (the reduction order is kept, so results are unchanged).
+* **Activations**: if the layer's input fits its VRF region it is loaded once; otherwise the
+  output is computed in bands of rows with the input rows each band needs (halo included).
+* **Loop order**: weight chunk outer, row band inner: each weight is read once (weight reuse
+  across all output pixels at batch 1).
+* Accumulator, shortcut and output staging regions alternate between two halves, so the epilogue
+  of one chunk overlaps the products of the next.
+
+On-chip regions: VRF = input | shortcut | output staging x2; MRF = two halves; FVRF = constants |
+accumulators x2 | shortcut. Everything that does not fit raises ``CapacityError`` naming the
+layer and the file that is too small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from accelml.hdl.config import EngineConfig
+from accelml.hdl.errors import CapacityError
+from accelml.hdl.isa import Act, Cfg, Instruction, Opcode, PoolMode, Space, VecOp
+from accelml.hdl.program import Program
+from accelml.sim import layout
+from accelml.sim.layout import MemoryImage
+
+from .ir import Activation, ActKind
+from .lower import Buf, ConvOp, EltKind, EltOp, Plan, PoolKind, PoolOp
+
+__all__ = ["Compiled", "LayerInfo", "generate"]
+
+_U16 = 0xFFFF
+_ALIGN = 64
+
+
+@dataclass
+class LayerInfo:
+    """Per-layer schedule summary (the compile report's rows)."""
+
+    name: str
+    kind: str
+    macs: int = 0  # useful MACs of the source layer
+    tile_ops: int = 0  # N x N tile products the MVU executes
+    weight_bytes: int = 0
+    act_bytes: int = 0  # activation bytes moved (in + out + shortcut)
+    chunks: int = 1
+    bands: int = 1
+    ksplit: int = 1
+    first_insn: int = 0
+    last_insn: int = 0
+
+
+@dataclass
+class Compiled:
+    program: Program
+    image: MemoryImage
+    mem_bytes: int  # external memory the program needs (constants + activations)
+    layers: list[LayerInfo]
+    buffers: dict[str, dict]  # base buffer -> {addr, h, w, cb, fp32}
+
+
+@dataclass
+class _Regions:
+    vrf_in: int
+    vrf_res: int
+    vrf_out: tuple[int, int]
+    vrf_out_size: int
+    vrf_in_size: int
+    vrf_res_size: int
+    mrf_half: int
+    fvrf_const: int
+    fvrf_const_size: int
+    fvrf_acc: tuple[int, int]
+    fvrf_acc_size: int
+    fvrf_res: int
+
+
+def _regions(cfg: EngineConfig, const_vectors: int) -> _Regions:
+    v, f = cfg.vrf_vectors, cfg.fvrf_vectors
+    vin = v // 2
+    vres = v // 8
+    vout = (v - vin - vres) // 2
+    fc = min(const_vectors, f // 4)
+    facc = (f - fc) // 3
+    return _Regions(
+        vrf_in=0, vrf_res=vin, vrf_out=(vin + vres, vin + vres + vout), vrf_out_size=vout, vrf_in_size=vin,
+        vrf_res_size=vres, mrf_half=cfg.mrf_tiles // 2, fvrf_const=0, fvrf_const_size=fc,
+        fvrf_acc=(fc, fc + facc), fvrf_acc_size=facc, fvrf_res=fc + 2 * facc,
+    )
+
+
+class _Emitter:
+    """Instruction emission with register and configuration-register caches."""
+
+    def __init__(self, cfg: EngineConfig):
+        self.cfg = cfg
+        self.insns: list[Instruction] = []
+        self.regs: dict[int, int] = {}
+        self.cfgs: dict[Cfg, int] = {}
+
+    def emit(self, op: Opcode, **fields) -> None:
+        self.insns.append(Instruction.make(op, **fields))
+
+    def reg(self, r: int, value: int) -> int:
+        value &= 0xFFFF_FFFF
+        if self.regs.get(r) != value:
+            self.emit(Opcode.SETI, rd=r, imm=value)
+            self.regs[r] = value
+        return r
+
+    def set(self, key: Cfg, value) -> None:
+        if isinstance(value, float):
+            raw = int(np.array(value, dtype=np.float32).view(np.uint32))
+        else:
+            raw = int(value) & 0xFFFF_FFFF
+        if self.cfgs.get(key) != raw:
+            self.emit(Opcode.CFG, key=key, rs=0, imm=raw)
+            self.cfgs[key] = raw
+
+    def dma(self, op: Opcode, space: Space, chip: int, addr: int, rows: int, length: int,
+            mem_stride: int = 0, chip_stride: int = 0) -> None:
+        """A 2-D DMA, split into pieces whose row and length counts fit their fields."""
+        item = {Space.VRF: self.cfg.bfp_vector_bytes, Space.MRF: self.cfg.tile_bytes,
+                Space.FVRF: self.cfg.fp_vector_bytes}[space]
+        if rows == 0 or length == 0:
+            return
+        if rows == 1 or (mem_stride in (0, length * item) and chip_stride in (0, length)):
+            # packed: one long row, cut into pieces of at most 65535 items
+            total = rows * length
+            done = 0
+            while done < total:
+                k = min(_U16, total - done)
+                self.set(Cfg.MEM_STRIDE, 0)
+                self.set(Cfg.CHIP_STRIDE, 0)
+                self.emit(op, space=space, rc=self.reg(1, chip + done), rm=self.reg(2, addr + done * item),
+                          rows=1, length=k)
+                done += k
+            return
+        if length > _U16:
+            raise CapacityError(f"a strided transfer of {length} items per row exceeds the DMA length field")
+        self.set(Cfg.MEM_STRIDE, mem_stride or length * item)
+        self.set(Cfg.CHIP_STRIDE, chip_stride or length)
+        for r0 in range(0, rows, _U16):
+            k = min(_U16, rows - r0)
+            self.emit(op, space=space, rc=self.reg(1, chip + r0 * (chip_stride or length)),
+                      rm=self.reg(2, addr + r0 * (mem_stride or length * item)), rows=k, length=length)
+
+    def counted(self, op: Opcode, count: int, **fields) -> None:
+        """An FVRF/VRF vector op over ``count`` vectors, in pieces of at most 65535."""
+        regs = {k: v for k, v in fields.items() if k in ("rd", "rs", "ra", "rb")}
+        rest = {k: v for k, v in fields.items() if k not in regs}
+        period = rest.get("period", 0)
+        done = 0
+        while done < count:
+            k = min(_U16 - (_U16 % period if period else 0), count - done)
+            regmap = {}
+            for slot, (name, base) in enumerate(regs.items(), start=3):
+                advance = 0 if (name == "rb" and period) else done
+                regmap[name] = self.reg(slot, base + advance)
+            self.emit(op, **regmap, **rest, count=k)
+            done += k
+
+
+def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
+    if act.kind is ActKind.NONE:
+        return
+    if act.kind is ActKind.RELU:
+        kind = Act.RELU
+    elif act.kind is ActKind.CLIP:
+        e.set(Cfg.CLIP_LO, float(np.float32(act.lo)))
+        e.set(Cfg.CLIP_HI, float(np.float32(act.hi)))
+        kind = Act.CLIP
+    else:
+        e.set(Cfg.ALPHA, float(np.float32(act.alpha)))
+        kind = Act.LRELU
+    e.counted(Opcode.VACT, count, act=kind, rd=at, rs=at)
+
+
+class _Generator:
+    def __init__(self, plan: Plan):
+        self.plan, self.cfg = plan, plan.cfg
+        self.n = plan.cfg.native_dim
+        self.img = MemoryImage(plan.cfg)
+        self.e = _Emitter(plan.cfg)
+        const = 0
+        for op in plan.ops:
+            if isinstance(op, ConvOp):
+                const = max(const, op.dst.cb)
+            elif isinstance(op, EltOp) and op.kind is EltKind.AFFINE:
+                const = max(const, 2 * op.srcs[0].cb)
+        self.r = _regions(plan.cfg, const)
+        self.layers: list[LayerInfo] = []
+        self.weights: dict[int, tuple[int, int]] = {}
+        self.parity = 0
+        self.mrf_turn = 0
+
+    # -- addresses --------------------------------------------------------------------------------
+    def vaddr(self, buf: Buf, pixel: int, block: int = 0) -> int:
+        base = self.plan.bases[buf.base]
+        vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
+        return base.addr + ((pixel * base.cb) + buf.cb_off + block) * vb
+
+    def pix_stride_bytes(self, buf: Buf) -> int:
+        base = self.plan.bases[buf.base]
+        vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
+        return base.cb * vb
+
+    def load_rows(self, buf: Buf, pix0: int, npix: int, blk0: int, nblk: int, space: Space, chip: int) -> int:
+        """Load pixels [pix0, pix0+npix) x blocks [blk0, blk0+nblk) of ``buf``; returns bytes moved."""
+        self.e.dma(Opcode.LD, space, chip, self.vaddr(buf, pix0, blk0), npix, nblk,
+                   mem_stride=self.pix_stride_bytes(buf), chip_stride=nblk)
+        return npix * nblk * self.cfg.bfp_vector_bytes
+
+    def store_rows(self, buf: Buf, pix0: int, npix: int, blk0: int, nblk: int, space: Space, chip: int) -> int:
+        self.e.dma(Opcode.ST, space, chip, self.vaddr(buf, pix0, blk0), npix, nblk,
+                   mem_stride=self.pix_stride_bytes(buf), chip_stride=nblk)
+        vb = self.cfg.fp_vector_bytes if space is Space.FVRF else self.cfg.bfp_vector_bytes
+        return npix * nblk * vb
+
+    # -- weights and double buffering -------------------------------------------------------------
+    def constants(self, op: ConvOp) -> None:
+        """Place an op's weight tiles and bias in the image."""
+        tiles_m, tiles_e = layout.weight_tiles(op.wq, op.taps, op.src.cb, gi=op.gi, go=op.go)
+        addr = self.img.put_bfp(f"{op.name}.weight", (tiles_m, tiles_e))
+        bias = np.zeros(op.dst.cb * self.n, np.float32)
+        bias[: len(op.bias)] = op.bias
+        baddr = self.img.put_fp(f"{op.name}.bias", bias)
+        self.weights[id(op)] = (addr, baddr)
+
+    # -- layers -----------------------------------------------------------------------------------
+    def conv_plan(self, op: ConvOp):
+        """Chunks of output blocks, reduction groups and row bands for a conv layer.
+
+        Reduction groups keep the reduction order (tap-major, blocks ascending): whole kernel rows
+        when a row fits half the MRF, else single taps, else block ranges of one tap (dense only).
+        Each group is ("rows", ky0, ky1) or ("tap", ky, kx, b0, b1).
+        """
+        r = self.r
+        gi = op.gi or op.src.cb
+        kh, kw = op.geom.kh, op.geom.kw
+        per_ob = op.taps * gi
+        half = r.mrf_half
+        if per_ob <= half:
+            kgroups = [("rows", 0, kh)]
+            cob_c = min(op.cob, half // per_ob)
+        elif kw * gi <= half:
+            step = half // (kw * gi)
+            kgroups = [("rows", k, min(kh, k + step)) for k in range(0, kh, step)]
+            cob_c = 1
+        elif op.gi == 0 or gi <= half:
+            step = half if op.gi == 0 else gi
+            kgroups = [("tap", ky, kx, b, min(gi, b + step)) for ky in range(kh) for kx in range(kw)
+                       for b in range(0, gi, step)]
+            cob_c = 1
+        else:
+            raise CapacityError(f"layer {op.name!r}: one group's {gi} input blocks do not fit half the MRF "
+                                f"({half} tiles, {self.cfg.name})")
+        oh, ow = op.geom.out_size()
+        out_cap = min(r.fvrf_acc_size, r.vrf_out_size)
+        if op.residual is not None:
+            out_cap = min(out_cap, r.vrf_res_size, self.cfg.fvrf_vectors - r.fvrf_res)
+        if ow > out_cap:
+            raise CapacityError(f"layer {op.name!r}: one output row of {ow} pixels does not fit the accumulator "
+                                f"files ({out_cap} vectors, {self.cfg.name})")
+        cob_c = max(1, min(cob_c, out_cap // ow))
+        rows_in = lambda rows: min(op.geom.in_h, (rows - 1) * op.geom.stride[0] + (kh - 1) * op.geom.dilation[0] + 1)  # noqa: E731
+        rows = oh
+        vrf_need = lambda rows: rows_in(rows) * op.geom.in_w * op.src.cb + op.src.cb  # noqa: E731  (+ block-range slack)
+        while rows > 1 and (vrf_need(rows) > r.vrf_in_size or rows * ow * cob_c > out_cap):
+            rows = -(-rows // 2)
+        if vrf_need(rows) > r.vrf_in_size:
+            raise CapacityError(f"layer {op.name!r}: {rows_in(1)} input rows of {op.geom.in_w} x {op.src.cb} blocks "
+                                f"do not fit the VRF input region ({r.vrf_in_size} vectors, {self.cfg.name})")
+        bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
+        chunks = [(o, min(op.cob, o + cob_c)) for o in range(0, op.cob, cob_c)]
+        return gi, kgroups, chunks, bands
+
+    def band_input(self, op: ConvOp | PoolOp, r0: int, r1: int, kh: int) -> tuple[int, int]:
+        """Input rows [i0, i1) needed for output rows [r0, r1)."""
+        g = op.geom
+        i0 = max(0, r0 * g.stride[0] - g.pads[0])
+        i1 = min(g.in_h, (r1 - 1) * g.stride[0] - g.pads[0] + (kh - 1) * g.dilation[0] + 1)
+        return i0, max(i0 + 1, i1)
+
+    def gen_conv(self, op: ConvOp, info: LayerInfo) -> None:
+        e, r, cfg = self.e, self.r, self.cfg
+        gi, kgroups, chunks, bands = self.conv_plan(op)
+        info.chunks, info.bands, info.ksplit = len(chunks), len(bands), len(kgroups)
+        waddr, baddr = self.weights[id(op)]
+        g = op.geom
+        oh, ow = g.out_size()
+        kw = g.kw
+        per_ob = op.taps * gi
+        tile_bytes = cfg.tile_bytes
+        e.dma(Opcode.LD, Space.FVRF, r.fvrf_const, baddr, 1, op.cob)  # every output block's bias
+        single_band = len(bands) == 1
+        if single_band:
+            i0, i1 = self.band_input(op, *bands[0], g.kh)
+            info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, op.src.cb, Space.VRF,
+                                             r.vrf_in)
+        # the work list, weights reused as long as possible: chunk-major, or band-major when the
+        # reduction is split and the input comes in bands (the accumulators must then stay per band)
+        if len(kgroups) > 1 and not single_band:
+            steps = [(c, k, b) for b in bands for c in chunks for k in range(len(kgroups))]
+        else:
+            steps = [(c, k, b) for c in chunks for k in range(len(kgroups)) for b in bands]
+        weight_ids = []
+        for c, k, _ in steps:
+            if not weight_ids or weight_ids[-1] != (c, k):
+                weight_ids.append((c, k))
+
+        def load_weights(wid) -> int:
+            (o0, o1), k = wid
+            mrf = (self.mrf_turn % 2) * r.mrf_half
+            self.mrf_turn += 1
+            group = kgroups[k]
+            if group[0] == "rows":
+                _, ky0, ky1 = group
+                first, length = ky0 * kw * gi, (ky1 - ky0) * kw * gi
+            else:
+                _, ky, kx, b0, b1 = group
+                first, length = (ky * kw + kx) * gi + b0, b1 - b0
+            e.dma(Opcode.LD, Space.MRF, mrf, waddr + (o0 * per_ob + first) * tile_bytes, o1 - o0, length,
+                  mem_stride=per_ob * tile_bytes, chip_stride=length)
+            info.weight_bytes += (o1 - o0) * length * tile_bytes
+            return mrf
+
+        mrfs = [load_weights(weight_ids[0])]  # MRF half of each entry of weight_ids, as loaded
+        pos = -1
+        prev_band = prev_wid = None
+        for (o0, o1), k, (r0, r1) in steps:
+            if ((o0, o1), k) != prev_wid:
+                pos += 1
+                prev_wid = ((o0, o1), k)
+                if pos + 1 < len(weight_ids):
+                    # prefetch the next weights into the other MRF half while these compute
+                    mrfs.append(load_weights(weight_ids[pos + 1]))
+            mrf = mrfs[pos]
+            i0, i1 = self.band_input(op, r0, r1, g.kh)
+            if not single_band and prev_band != (r0, r1):
+                info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, op.src.cb,
+                                                 Space.VRF, r.vrf_in)
+            prev_band = (r0, r1)
+            acc = r.fvrf_acc[self.parity]
+            npix = (r1 - r0) * ow
+            group = kgroups[k]
+            if group[0] == "rows":
+                _, ky0, ky1 = group
+                kh_, kw_, pad_t, pad_l, rs, gi_, go_, ob0 = ky1 - ky0, kw, g.pads[0] - ky0 * g.dilation[0], \
+                    g.pads[1], r.vrf_in, op.gi, op.go, o0
+                tiles = (ky1 - ky0) * kw * gi
+            else:
+                _, ky, kx, b0, b1 = group
+                kh_, kw_, pad_t, pad_l = 1, 1, g.pads[0] - ky * g.dilation[0], g.pads[1] - kx * g.dilation[1]
+                rs, gi_, go_, ob0 = r.vrf_in + b0, b1 - b0, op.cob, 0
+                tiles = b1 - b0
+            e.set(Cfg.IN_H, i1 - i0)
+            e.set(Cfg.IN_W, g.in_w)
+            e.set(Cfg.IN_CB, op.src.cb)
+            e.set(Cfg.KH, kh_)
+            e.set(Cfg.KW, kw_)
+            e.set(Cfg.STRIDE_H, g.stride[0])
+            e.set(Cfg.STRIDE_W, g.stride[1])
+            e.set(Cfg.DIL_H, g.dilation[0])
+            e.set(Cfg.DIL_W, g.dilation[1])
+            e.set(Cfg.PAD_T, pad_t + i0 - r0 * g.stride[0])
+            e.set(Cfg.PAD_L, pad_l)
+            e.set(Cfg.OUT_W, ow)
+            e.set(Cfg.PIX0, 0)
+            e.set(Cfg.NPIX, npix)
+            e.set(Cfg.COB, o1 - o0)
+            e.set(Cfg.OB0, ob0)
+            e.set(Cfg.GI, gi_)
+            e.set(Cfg.GO, go_)
+            e.emit(Opcode.MVC, rd=e.reg(3, acc), rs=e.reg(4, rs), rm=e.reg(5, mrf), acc=int(k > 0))
+            info.tile_ops += npix * (o1 - o0) * tiles
+            if k == len(kgroups) - 1:
+                info.act_bytes += self.epilogue(op, acc, r0 * ow, npix, o0, o1)
+                self.parity ^= 1
+
+    def epilogue(self, op: ConvOp, acc: int, pix0: int, npix: int, o0: int, o1: int) -> int:
+        e, r = self.e, self.r
+        cnt = npix * (o1 - o0)
+        moved = 0
+        e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_const + o0, period=o1 - o0)
+        if op.residual is not None:
+            moved += self.load_rows(op.residual, pix0, npix, o0, o1 - o0, Space.VRF, r.vrf_res)
+            e.counted(Opcode.DEQ, cnt, rd=r.fvrf_res, rs=r.vrf_res)
+            e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_res, period=0)
+        _act_insns(e, op.act, acc, cnt)
+        return moved + self.write_out(op.dst, acc, pix0, npix, o0, o1 - o0)
+
+    def write_out(self, dst: Buf, acc: int, pix0: int, npix: int, blk0: int, nblk: int) -> int:
+        e, r = self.e, self.r
+        if dst.fp32:
+            return self.store_rows(dst, pix0, npix, blk0, nblk, Space.FVRF, acc)
+        stage = r.vrf_out[self.parity]
+        e.counted(Opcode.QNT, npix * nblk, rd=stage, rs=acc)
+        return self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
+
+    def gen_pool(self, op: PoolOp, info: LayerInfo) -> None:
+        e, r = self.e, self.r
+        g = op.geom
+        oh, ow = g.out_size()
+        cb = op.src.cb
+        cap = min(r.fvrf_acc_size, r.vrf_out_size)
+        cb_c = max(1, min(cb, cap // ow, r.vrf_in_size // max(1, g.in_h * g.in_w)))
+        in_rows = lambda rows: min(g.in_h, (rows - 1) * g.stride[0] + (g.kh - 1) * g.dilation[0] + 1)  # noqa: E731
+        rows = oh
+        while rows > 1 and (in_rows(rows) * g.in_w * cb_c > r.vrf_in_size or rows * ow * cb_c > cap):
+            rows = -(-rows // 2)
+        if in_rows(rows) * g.in_w * cb_c > r.vrf_in_size or ow * cb_c > cap:
+            raise CapacityError(f"pool {op.name!r} does not fit the VRF/FVRF ({self.cfg.name})")
+        if op.kind is PoolKind.AVG_PAD and rows < oh:
+            raise CapacityError(f"pool {op.name!r}: padded average needs the whole input on chip ({self.cfg.name})")
+        mode = {PoolKind.MAX: PoolMode.MAX, PoolKind.AVG: PoolMode.AVG, PoolKind.AVG_PAD: PoolMode.AVG_PAD}[op.kind]
+        bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
+        info.bands, info.chunks = len(bands), -(-cb // cb_c)
+        for b0 in range(0, cb, cb_c):
+            nb = min(cb_c, cb - b0)
+            for r0, r1 in bands:
+                i0, i1 = self.band_input(op, r0, r1, g.kh)
+                info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, b0, nb, Space.VRF,
+                                                 r.vrf_in)
+                acc = r.fvrf_acc[self.parity]
+                e.set(Cfg.IN_H, i1 - i0)
+                e.set(Cfg.IN_W, g.in_w)
+                e.set(Cfg.IN_CB, nb)
+                e.set(Cfg.KH, g.kh)
+                e.set(Cfg.KW, g.kw)
+                e.set(Cfg.STRIDE_H, g.stride[0])
+                e.set(Cfg.STRIDE_W, g.stride[1])
+                e.set(Cfg.DIL_H, g.dilation[0])
+                e.set(Cfg.DIL_W, g.dilation[1])
+                e.set(Cfg.PAD_T, g.pads[0] + i0 - r0 * g.stride[0])
+                e.set(Cfg.PAD_L, g.pads[1])
+                e.set(Cfg.PAD_B, g.pads[2])
+                e.set(Cfg.PAD_R, g.pads[3])
+                e.set(Cfg.OUT_W, ow)
+                e.set(Cfg.PIX0, 0)
+                e.set(Cfg.NPIX, (r1 - r0) * ow)
+                e.emit(Opcode.POOL, mode=mode, rd=e.reg(3, acc), rs=e.reg(4, r.vrf_in))
+                info.act_bytes += self.write_out(op.dst, acc, r0 * ow, (r1 - r0) * ow, b0, nb)
+                self.parity ^= 1
+
+    def gen_elt(self, op: EltOp, info: LayerInfo) -> None:
+        e, r = self.e, self.r
+        src = op.srcs[0]
+        cb = src.cb
+        cap = min(r.vrf_in_size, r.vrf_res_size, r.fvrf_acc_size, r.vrf_out_size,
+                  self.cfg.fvrf_vectors - r.fvrf_res)
+        if cb > cap:
+            raise CapacityError(f"{op.kind.value} {op.name!r}: one pixel of {cb} blocks does not fit ({self.cfg.name})")
+        if op.kind is EltKind.AFFINE:
+            addr = self.img.put_fp(f"{op.name}.scale_shift", np.concatenate([op.scale, op.shift]))
+            e.dma(Opcode.LD, Space.FVRF, r.fvrf_const, addr, 1, 2 * cb)
+        px = max(1, cap // cb)
+        for p0 in range(0, src.pixels, px):
+            np_ = min(px, src.pixels - p0)
+            cnt = np_ * cb
+            acc = r.fvrf_acc[self.parity]
+            info.act_bytes += self.load_rows(src, p0, np_, 0, cb, Space.VRF, r.vrf_in)
+            e.counted(Opcode.DEQ, cnt, rd=acc, rs=r.vrf_in)
+            if op.kind is EltKind.ADD:
+                info.act_bytes += self.load_rows(op.srcs[1], p0, np_, 0, cb, Space.VRF, r.vrf_res)
+                e.counted(Opcode.DEQ, cnt, rd=r.fvrf_res, rs=r.vrf_res)
+                e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_res, period=0)
+            elif op.kind is EltKind.AFFINE:
+                e.counted(Opcode.VOP, cnt, fn=VecOp.MUL, rd=acc, ra=acc, rb=r.fvrf_const, period=cb)
+                e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_const + cb, period=cb)
+            _act_insns(e, op.act, acc, cnt)
+            info.act_bytes += self.write_out(op.dst, acc, p0, np_, 0, cb)
+            self.parity ^= 1
+
+    # -- whole program ----------------------------------------------------------------------------
+    def generate(self) -> Compiled:
+        for op in self.plan.ops:
+            if isinstance(op, ConvOp):
+                self.constants(op)
+        # activation buffers after the constants
+        top = -(-self.img.top // _ALIGN) * _ALIGN
+        for base in self.plan.bases.values():
+            vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
+            base.addr = top
+            self.img.reserve(f"buffer {base.name}", base.vectors * vb, at=top)
+            top = -(-(top + base.vectors * vb) // _ALIGN) * _ALIGN
+        for op in self.plan.ops:
+            info = LayerInfo(op.name, type(op).__name__.replace("Op", "").lower(), first_insn=len(self.e.insns))
+            if isinstance(op, ConvOp):
+                info.kind = "conv" if op.geom.kh * op.geom.kw > 1 or op.geom.in_h == 1 else "conv1x1"
+                info.macs = op.macs
+                self.gen_conv(op, info)
+            elif isinstance(op, PoolOp):
+                info.kind = f"pool-{op.kind.value}"
+                self.gen_pool(op, info)
+            else:
+                info.kind = op.kind.value
+                self.gen_elt(op, info)
+            info.last_insn = len(self.e.insns)
+            self.layers.append(info)
+        self.e.emit(Opcode.HALT)
+        if top > self.cfg.mem_bytes:
+            raise CapacityError(f"the network needs {top} bytes of external memory; {self.cfg.name} has "
+                                f"{self.cfg.mem_bytes}")
+        buffers = {b.name: {"addr": b.addr, "h": b.h, "w": b.w, "cb": b.cb, "fp32": b.fp32}
+                   for b in self.plan.bases.values()}
+        prog = Program(self.e.insns, self.cfg.hash, source="<compiled>")
+        return Compiled(prog, self.img, top, self.layers, buffers)
+
+
+def generate(plan: Plan) -> Compiled:
+    """Schedule a lowered plan and emit its program and external-memory image."""
+    return _Generator(plan).generate()

@@ -1,0 +1,53 @@
+"""Devices that execute engine programs on an external-memory image.
+
+The host code is the same for every device: ``execute(program, memory)`` runs a program to its
+``halt`` and leaves the results in memory. ``FuncSimDevice`` (the default) is the functional
+simulator; an RTL device runs the same program on the Verilated engine, and a board device would
+move the memory image over a host link.
+"""
+
+from __future__ import annotations
+
+from accelml.hdl.config import EngineConfig
+from accelml.hdl.errors import AccelmlError
+from accelml.hdl.program import Program
+from accelml.sim.funcsim import FuncSim, Stats
+from accelml.sim.memory import ExternalMemory
+
+__all__ = ["Device", "FuncSimDevice", "device_named", "DEVICES"]
+
+
+class DeviceError(AccelmlError):
+    exit_code = 13
+
+
+class Device:
+    name = "abstract"
+
+    def __init__(self, cfg: EngineConfig):
+        self.cfg = cfg
+        self.last_stats: Stats | None = None
+
+    def execute(self, program: Program, memory: ExternalMemory) -> Stats:
+        raise NotImplementedError
+
+
+class FuncSimDevice(Device):
+    name = "funcsim"
+
+    def execute(self, program: Program, memory: ExternalMemory) -> Stats:
+        sim = FuncSim(self.cfg, memory)
+        self.last_stats = sim.run(program)
+        return self.last_stats
+
+
+DEVICES = {"funcsim": FuncSimDevice}
+
+
+def device_named(name: str, cfg: EngineConfig) -> Device:
+    try:
+        return DEVICES[name](cfg)
+    except KeyError:
+        available = ", ".join(DEVICES)
+        raise DeviceError(f"device {name!r} is not available here (available: {available}); the RTL device "
+                          "arrives with the full engine") from None
