@@ -161,6 +161,13 @@ def _drop_noop_reshapes(g: Graph) -> bool:
     return changed
 
 
+def _drop(g: Graph, node: Node) -> None:
+    """Remove a node that a rewrite just made dead (its outputs are read by nothing)."""
+    g.nodes.remove(node)
+    for o in node.outputs:
+        g.tensors.pop(o, None)
+
+
 def _to_reshape(g: Graph, t: Node) -> None:
     t.op, t.attrs = OpKind.RESHAPE, ReshapeAttrs(g.shape(t.outputs[0]))
     if g.shape(t.inputs[0]) == g.shape(t.outputs[0]):
@@ -213,6 +220,8 @@ def _transpose_step(g: Graph, last_resort: bool) -> bool:
         if p is not None and p.op is OpKind.TRANSPOSE:
             t.inputs = [p.inputs[0]]
             t.attrs = TransposeAttrs(_compose(p.attrs.perm, perm))
+            if cons.get(x) == [t]:
+                _drop(g, p)
             return True
         # graph input read only through transposes with one perm: move the layout to the host
         if x in g.inputs and x not in g.outputs and all(
@@ -254,11 +263,13 @@ def _transpose_step(g: Graph, last_resort: bool) -> bool:
                 w[:, order] = d.attrs.weight
                 d.attrs = DenseAttrs(w, d.attrs.bias)
                 u.inputs = [x]
+                _drop(g, t)
                 return True
         if (u.op not in _PUSHABLE and not _elementwise_host(u)) or y in g.outputs:
             continue
         # push the transpose below an element-wise / axis-aware consumer
         operands = u.inputs
+        dead: list[Node] = []
         if u.op is OpKind.HOST:
             # every run-time operand must come through the same transpose; constants are
             # transposed back (after numpy-style right-aligned broadcasting)
@@ -276,14 +287,17 @@ def _transpose_step(g: Graph, last_resort: bool) -> bool:
                     new_inputs.append(name)
                 else:
                     new_inputs.append(prod[i].inputs[0])
+                    dead.append(prod[i])
         elif u.op in (OpKind.ADD, OpKind.CONCAT):
             srcs = [prod.get(i) for i in operands]
             if not all(s is not None and s.op is OpKind.TRANSPOSE and s.attrs.perm == perm
                        and _sole_consumer(g, cons, s.outputs[0]) is u for s in srcs):
                 continue
             new_inputs = [s.inputs[0] for s in srcs]
+            dead = srcs
         else:
             new_inputs = [x]
+            dead = [t]
         inv = _inverse(perm)
         out = u.outputs[0]
         oshape = g.shape(out)
@@ -302,8 +316,9 @@ def _transpose_step(g: Graph, last_resort: bool) -> bool:
         u.inputs = new_inputs
         u.outputs = [mid]
         pushed = Node(g.fresh_name(f"{t.name}_pushed"), OpKind.TRANSPOSE, [mid], [out], TransposeAttrs(perm))
-        g.nodes.insert(g.nodes.index(u) + 1, pushed)
-        g.toposort()
+        g.nodes.insert(g.nodes.index(u) + 1, pushed)  # the order stays topological
+        for d in {id(n): n for n in dead}.values():
+            _drop(g, d)
         return True
     return False
 
@@ -315,7 +330,6 @@ def remove_transposes(g: Graph) -> tuple[Graph, bool]:
     transposes that only move size-1 axes into reshapes."""
     changed = _drop_noop_reshapes(g)
     while _transpose_step(g, False) or _transpose_step(g, True):
-        g.prune()
         changed = True
     changed |= _merge_duplicate_transposes(g)
     return _finish(g, changed)
