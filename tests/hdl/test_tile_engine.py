@@ -11,6 +11,7 @@ import dataclasses
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from tile_engine_vectors import Scoreboard, corner_steps, pack_step, random_jobs, step_value, unpack_result
@@ -127,6 +128,20 @@ def test_tile_engine_python_sim():
     results, _ = run_python_sim(cfg, steps, seed=1, gap=0.3, stall=0.4)
     expected = check_results(cfg, steps, results)
     assert any(e.overflow for e in expected) and any(not e.overflow for e in expected)
+
+
+def test_tile_engine_python_sim_exponent_field_limits():
+    """Exponents beyond [exp_min, exp_max], at the limits of their signed(E+1) fields, still compute."""
+    cfg = preset("tiny")
+    n, lo, hi = cfg.native_dim, -(1 << cfg.exponent_bits), (1 << cfg.exponent_bits) - 1
+    rng = random.Random(5)
+    steps = []
+    for w_e, a_e in [(lo, lo), (hi, hi), (lo, hi), (hi, lo), (hi, -hi + 3), (lo, -lo - 140)]:
+        for s in random_jobs(cfg, rng, 1, max_blocks=1):
+            steps.append(dataclasses.replace(s, w_exp=np.full(n, w_e), a_exp=a_e, first=True, last=True))
+    results, _ = run_python_sim(cfg, steps, seed=3, gap=0.0, stall=0.0)
+    expected = check_results(cfg, steps, results)
+    assert [e.overflow for e in expected[:2]] == [False, True]
 
 
 def test_tile_engine_python_sim_full_rate():
