@@ -1,1 +1,9 @@
-"""accelml.runtime"""
+"""accelml.runtime: packages, devices, the CLI and (later) the serving layer.
+
+    model = accelml.runtime.load("resnet50.accel")      # verifies hashes and the EngineConfig
+    outputs = model.run({"input": image})
+"""
+
+from .package import Model, load, save_package
+
+__all__ = ["load", "save_package", "Model"]

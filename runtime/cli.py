@@ -117,6 +117,69 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def cmd_compile(args) -> int:
+    from accelml.compiler.driver import compile_model, load_model_source
+    from accelml.compiler.frontend import to_ir
+    from accelml.compiler.partition import partition
+
+    cfg = config_from_args(args)
+    if args.explain:
+        print(partition(to_ir(load_model_source(args.model))).render())
+        if args.output is None:
+            return 0
+    if args.output is None:
+        raise UsageError("compile needs -o PKG (or --explain alone)")
+    print(f"compiling {args.model} for {cfg.describe()}", file=sys.stderr)
+    cm = compile_model(args.model, config=cfg, name=Path(args.model).stem)
+    from .package import save_package
+
+    save_package(cm, args.output)
+    print(cm.report())
+    if args.plot:
+        cm.plot(args.plot)
+        print(f"plot: {args.plot}")
+    print(f"package: {args.output}")
+    return 0
+
+
+def _parse_inputs(specs: list[str]) -> dict:
+    import numpy as np
+
+    feeds = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--input {spec!r}: expected NAME=FILE.npy")
+        try:
+            feeds[name] = np.load(file, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise UsageError(f"--input {name}: {file} is not a readable .npy file ({e})") from None
+    return feeds
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from .package import load
+
+    model = load(args.package, device=args.device)
+    feeds = _parse_inputs(args.input)
+    outputs = model.run(feeds)
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez(tmp, **outputs)
+    tmp.replace(out)
+    for name, v in outputs.items():
+        print(f"{name}: shape {tuple(v.shape)}, dtype {v.dtype}")
+    stats = model.device.last_stats
+    if stats is not None:
+        print(stats.summary(model.cfg))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_config(args) -> int:
     cfg = config_from_args(args)
     print(cfg.describe())
@@ -155,6 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-size", type=int, default=None, help="external memory image size in bytes")
     add_config_args(p)
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("compile", help="compile an ONNX model or a SavedModel directory to a package")
+    p.add_argument("model", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="package directory to write (.accel)")
+    p.add_argument("--explain", action="store_true", help="list what runs on the engine and what on the host")
+    p.add_argument("--plot", type=Path, help="write per-layer utilisation and roofline efficiency as a PNG")
+    add_config_args(p, default="a10")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a package on inputs from .npy files")
+    p.add_argument("package", type=Path)
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    p.add_argument("--device", default="funcsim", help="funcsim (default) or rtl")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .npz (every output by name)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="print an engine configuration and its hash")
     add_config_args(p)

@@ -58,8 +58,12 @@ class Stats:
 class FuncSim:
     """Architectural state of one engine plus an interpreter for its programs."""
 
-    def __init__(self, cfg: EngineConfig, memory: ExternalMemory | int):
+    def __init__(self, cfg: EngineConfig, memory: ExternalMemory | int, *, numerics: bool = True):
+        """``numerics=False`` runs control flow, address checks and the cycle model only (fast
+        timing); the data in the files and memory are then not computed."""
         self.cfg = cfg
+        self.numerics = numerics
+        self.insn_end: np.ndarray | None = None  # completion cycle of each instruction (last execution)
         self.mem = memory if isinstance(memory, ExternalMemory) else ExternalMemory(cfg, memory)
         n = cfg.native_dim
         mdt = np.int16 if cfg.mantissa_bits <= 15 else np.int32
@@ -106,6 +110,7 @@ class FuncSim:
     def run(self, program: Program | list, *, max_steps: int = 50_000_000) -> Stats:
         insns = program.instructions if isinstance(program, Program) else list(program)
         decoded = [(i.op, i.as_dict()) for i in insns]
+        self.insn_end = np.zeros(len(decoded), np.int64)
         t0 = time.perf_counter()
         pc, steps, loops = 0, 0, []  # loops: [first, last, remaining]
         while True:
@@ -128,6 +133,7 @@ class FuncSim:
                 if str(e).startswith("instruction "):
                     raise
                 raise type(e)(f"instruction {pc} ({op.name.lower()}): {e}") from None
+            self.insn_end[pc] = self.model.end
             pc += 1
             while loops and pc - 1 == loops[-1][1]:
                 loops[-1][2] -= 1
@@ -198,7 +204,9 @@ class FuncSim:
         item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
         raw = self.mem.gather(addr, rows, length * item, mem_stride, f"load to {space.name}").reshape(-1, item)
         where = f"load to {space.name} from {addr:#x}"
-        if space is Space.FVRF:
+        if not self.numerics:
+            pass
+        elif space is Space.FVRF:
             self.fvrf[chip] = decode_fp(raw, self.cfg, where=where)
         else:
             mant, exp = decode_bfp(raw, self.cfg, where=where)
@@ -214,7 +222,9 @@ class FuncSim:
 
     def _st(self, space, rc, rm, rows, length):
         item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
-        if space is Space.FVRF:
+        if not self.numerics:
+            blob = bytes(nbytes)
+        elif space is Space.FVRF:
             blob = encode_fp(self.fvrf[chip])
         elif space is Space.VRF:
             blob = encode_bfp(self.vrf_mant[chip], self.vrf_exp[chip], self.cfg)
@@ -260,7 +270,9 @@ class FuncSim:
         tiles_m = self.mrf_mant[tspan].reshape(cob, taps * gi, n, n).transpose(0, 2, 1, 3).reshape(cob * n, -1)
         tiles_e = self.mrf_exp[tspan].reshape(cob, taps * gi, n).transpose(0, 2, 1).reshape(cob * n, -1)
         out = self.fvrf[dspan].reshape(p, cob * n) if acc else None
-        if c(Cfg.GI) == 0:  # dense: every output block reads every input block
+        if not self.numerics:
+            out = self.fvrf[dspan]
+        elif c(Cfg.GI) == 0:  # dense: every output block reads every input block
             out = bfp.block_matmul(golden.im2col(x, geom, oy, ox), (tiles_m, tiles_e), self.cfg, acc=out, what="mvc")
         else:
             out = np.zeros((p, cob * n), np.float32) if out is None else out.copy()
@@ -294,12 +306,13 @@ class FuncSim:
         in_cb = c(Cfg.IN_CB)
         x, vspan = self._vrf_image(rs, geom, in_cb)
         dspan = self._span(Space.FVRF, self.reg(rd), oy.size * in_cb)
-        values = bfp.to_internal(bfp.dequantize(x), "pool input")
-        if mode is PoolMode.MAX:
-            out = golden.max_pool(values, geom, oy, ox)
-        else:
-            out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
-        self.fvrf[dspan] = out.reshape(-1, n)
+        if self.numerics:
+            values = bfp.to_internal(bfp.dequantize(x), "pool input")
+            if mode is PoolMode.MAX:
+                out = golden.max_pool(values, geom, oy, ox)
+            else:
+                out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+            self.fvrf[dspan] = out.reshape(-1, n)
         self.model.op("mfu", oy.size * in_cb * geom.kh * geom.kw, MFU_LATENCY,
                       reads=[("vrf", vspan.start, vspan.stop)], writes=[("fvrf", dspan.start, dspan.stop)])
 
@@ -311,47 +324,51 @@ class FuncSim:
         aspan = self._span(Space.FVRF, self.reg(ra), count)
         bspan = self._span(Space.FVRF, self.reg(rb), period or count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
-        a = self.fvrf[aspan]
-        b = self.fvrf[bspan]
-        if period:
-            b = b[np.arange(count) % period]
-        if fn is VecOp.ADD:
-            r = bfp.mfu_add(a, b, "vop add")
-        elif fn is VecOp.MUL:
-            r = bfp.mfu_mul(a, b, "vop mul")
-        else:
-            r = bfp.mfu_max(a, b)
-        self.fvrf[dspan] = r
+        if self.numerics:
+            a = self.fvrf[aspan]
+            b = self.fvrf[bspan]
+            if period:
+                b = b[np.arange(count) % period]
+            if fn is VecOp.ADD:
+                r = bfp.mfu_add(a, b, "vop add")
+            elif fn is VecOp.MUL:
+                r = bfp.mfu_mul(a, b, "vop mul")
+            else:
+                r = bfp.mfu_max(a, b)
+            self.fvrf[dspan] = r
         self._mfu_account(count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan)
 
     def _vact(self, act, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
         x = self.fvrf[sspan]
-        if act is Act.RELU:
-            r = bfp.mfu_relu(x)
+        if not self.numerics:
+            pass
+        elif act is Act.RELU:
+            self.fvrf[dspan] = bfp.mfu_relu(x)
         elif act is Act.CLIP:
-            r = bfp.mfu_clip(x, self.c(Cfg.CLIP_LO), self.c(Cfg.CLIP_HI))
+            self.fvrf[dspan] = bfp.mfu_clip(x, self.c(Cfg.CLIP_LO), self.c(Cfg.CLIP_HI))
         elif act is Act.LRELU:
-            r = bfp.mfu_leaky_relu(x, self.c(Cfg.ALPHA))
+            self.fvrf[dspan] = bfp.mfu_leaky_relu(x, self.c(Cfg.ALPHA))
         else:
-            r = x.copy()
-        self.fvrf[dspan] = r
+            self.fvrf[dspan] = x.copy()
         self._mfu_account(count, [("fvrf", sspan.start, sspan.stop)], dspan)
 
     def _deq(self, rd, rs, count):
         sspan = self._span(Space.VRF, self.reg(rs), count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
-        t = BfpTensor(self.vrf_mant[sspan], self.vrf_exp[sspan][:, None], self.cfg.native_dim,
-                      self.cfg.native_dim, self.cfg.mantissa_bits)
-        self.fvrf[dspan] = bfp.to_internal(bfp.dequantize(t), "deq")
+        if self.numerics:
+            t = BfpTensor(self.vrf_mant[sspan], self.vrf_exp[sspan][:, None], self.cfg.native_dim,
+                          self.cfg.native_dim, self.cfg.mantissa_bits)
+            self.fvrf[dspan] = bfp.to_internal(bfp.dequantize(t), "deq")
         self._mfu_account(count, [("vrf", sspan.start, sspan.stop)], dspan)
 
     def _qnt(self, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)
         dspan = self._span(Space.VRF, self.reg(rd), count)
-        q = bfp.quantize(self.fvrf[sspan], self.cfg, name="qnt")
-        self.vrf_mant[dspan] = q.mant
-        self.vrf_exp[dspan] = q.exp[:, 0]
+        if self.numerics:
+            q = bfp.quantize(self.fvrf[sspan], self.cfg, name="qnt")
+            self.vrf_mant[dspan] = q.mant
+            self.vrf_exp[dspan] = q.exp[:, 0]
         self.model.op("mfu", count, MFU_LATENCY, reads=[("fvrf", sspan.start, sspan.stop)],
                       writes=[("vrf", dspan.start, dspan.stop)])

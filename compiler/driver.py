@@ -1,0 +1,199 @@
+"""``compile_model``: a model file -> a package, through the one visible pipeline.
+
+    frontend.to_ir       load, check, shape-infer, import, canonicalise (passes.PIPELINE)
+    partition.partition  engine segments vs host segments, every unsupported node reported
+    lower.lower_segment  engine segment -> layer ops on buffers (numerics decided here)
+    codegen.generate     schedule -> program + external-memory image
+    report               per-layer MACs, bytes, modelled cycles, utilisation, roofline
+
+``explain`` stops after partitioning and returns the support report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from accelml.hdl.config import EngineConfig, preset
+from accelml.hdl.errors import ModelFormatError
+from accelml.sim.funcsim import FuncSim
+
+from . import codegen, frontend, lower
+from .partition import Device, Partition, partition
+
+__all__ = ["compile_model", "CompiledModel", "CompiledSegment", "LayerReport", "load_model_source"]
+
+
+@dataclass
+class LayerReport:
+    name: str
+    kind: str
+    macs: int
+    weight_bytes: int
+    act_bytes: int
+    cycles: int
+    bound_cycles: float
+    tile_ops: int
+    utilisation: float
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CompiledSegment:
+    index: int
+    device: Device
+    inputs: list[str]
+    outputs: list[str]
+    onnx: bytes | None = None  # host segments
+    compiled: codegen.Compiled | None = None  # engine segments
+    plan: lower.Plan | None = None
+    layers: list[LayerReport] = field(default_factory=list)
+
+
+@dataclass
+class CompiledModel:
+    cfg: EngineConfig
+    name: str
+    partition: Partition
+    segments: list[CompiledSegment]
+    inputs: list[dict]  # external name, shape, dtype, perm (external -> IR)
+    outputs: list[dict]
+    compile_seconds: float = 0.0
+
+    @property
+    def layers(self) -> list[LayerReport]:
+        return [lr for s in self.segments for lr in s.layers]
+
+    def summary(self) -> dict:
+        layers = self.layers
+        cycles = sum(lr.cycles for lr in layers)
+        macs = sum(lr.macs for lr in layers)
+        bound = sum(lr.bound_cycles for lr in layers)
+        insns = sum(len(s.compiled.program.instructions) for s in self.segments if s.compiled)
+        return {
+            "instructions": insns, "engine_segments": sum(1 for s in self.segments if s.compiled),
+            "host_segments": sum(1 for s in self.segments if s.onnx is not None), "macs": macs,
+            "cycles": cycles, "latency_us": cycles / self.cfg.clock_mhz,
+            "utilisation": macs / (cycles * self.cfg.peak_macs_per_cycle) if cycles else 0.0,
+            "roofline_efficiency": bound / cycles if cycles else 0.0,
+            "compile_seconds": self.compile_seconds,
+        }
+
+    def report(self) -> str:
+        cfg, s = self.cfg, self.summary()
+        lines = [f"{self.name} on {cfg.describe()}",
+                 f"{'layer':28} {'kind':12} {'MMACs':>9} {'KB moved':>9} {'cycles':>10} {'util':>6} {'roofline':>9}"]
+        for lr in self.layers:
+            lines.append(f"{lr.name[:28]:28} {lr.kind:12} {lr.macs / 1e6:9.2f} "
+                         f"{(lr.weight_bytes + lr.act_bytes) / 1024:9.1f} {lr.cycles:10d} "
+                         f"{100 * lr.utilisation:5.1f}% {lr.bound_cycles / max(lr.cycles, 1) * 100:8.1f}%")
+        lines.append(f"total: {s['macs'] / 1e9:.3f} GMAC, {s['instructions']} instructions, {s['cycles']} cycles "
+                     f"= {s['latency_us']:.1f} us at {cfg.clock_mhz:g} MHz; MVU utilisation "
+                     f"{100 * s['utilisation']:.1f} %, roofline efficiency {100 * s['roofline_efficiency']:.1f} %; "
+                     f"{s['engine_segments']} engine / {s['host_segments']} host segment(s); compiled in "
+                     f"{s['compile_seconds']:.2f} s")
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike) -> None:
+        """Per-layer utilisation and roofline efficiency as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        layers = self.layers
+        x = np.arange(len(layers))
+        util = [100 * lr.utilisation for lr in layers]
+        roof = [100 * lr.bound_cycles / max(lr.cycles, 1) for lr in layers]
+        fig, ax = plt.subplots(figsize=(max(8, len(layers) * 0.18), 4.5))
+        ax.bar(x, util, color="#4c72b0", label="MVU utilisation")
+        ax.plot(x, roof, "o-", color="#dd8452", markersize=3, label="roofline efficiency")
+        ax.set_ylim(0, 105)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("%")
+        s = self.summary()
+        ax.set_title(f"{self.name} on {self.cfg.name}: utilisation {100 * s['utilisation']:.1f} %, "
+                     f"roofline efficiency {100 * s['roofline_efficiency']:.1f} %")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+
+def load_model_source(src):
+    """An ONNX path / bytes / ModelProto, or a TensorFlow SavedModel directory (converted with tf2onnx)."""
+    if isinstance(src, str | os.PathLike) and Path(src).is_dir():
+        from .tf_import import saved_model_to_onnx
+
+        return saved_model_to_onnx(Path(src))
+    return src
+
+
+def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[LayerReport]:
+    """Modelled cycles per layer from a timing-only run of the functional simulator."""
+    sim = FuncSim(cfg, seg_compiled.mem_bytes, numerics=False)
+    sim.run(seg_compiled.program)
+    ends = sim.insn_end
+    reports, prev = [], 0
+    bpc = cfg.mem_bytes_per_cycle
+    for info in seg_compiled.layers:
+        end = int(ends[info.first_insn:info.last_insn].max()) if info.last_insn > info.first_insn else prev
+        cycles = max(0, end - prev)
+        prev = max(prev, end)
+        moved = info.weight_bytes + info.act_bytes
+        bound = max(info.macs / cfg.peak_macs_per_cycle, moved / bpc)
+        util = info.macs / (cycles * cfg.peak_macs_per_cycle) if cycles else 0.0
+        reports.append(LayerReport(info.name, info.kind, info.macs, info.weight_bytes, info.act_bytes, cycles,
+                                   bound, info.tile_ops, util))
+    return reports
+
+
+def compile_model(model, *, config: EngineConfig | str = "a10", format: str | None = None,
+                  pack_first: bool = True, name: str | None = None) -> CompiledModel:
+    """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory."""
+    t0 = time.perf_counter()
+    cfg = preset(config) if isinstance(config, str) else config
+    if format:
+        cfg = cfg.with_format(format)
+    source = load_model_source(model)
+    graph = frontend.to_ir(source)
+    part = partition(graph)
+    segments = []
+    for seg in part.segments:
+        cs = CompiledSegment(seg.index, seg.device, list(seg.inputs), list(seg.outputs))
+        if seg.device is Device.HOST:
+            model_proto = seg.to_onnx(graph)
+            cs.onnx = model_proto.SerializeToString()
+        else:
+            plan = lower.lower_segment(seg.subgraph(graph), cfg, pack_first=pack_first)
+            cs.plan = plan
+            cs.compiled = codegen.generate(plan)
+            cs.layers = _layer_reports(cs.compiled, cfg)
+        segments.append(cs)
+    ins = [{"name": n, "shape": list(_external_shape(graph.shape(n), graph.input_perms.get(n))), "dtype": "float32",
+            "perm": list(graph.input_perms[n]) if n in graph.input_perms else None} for n in graph.inputs]
+    outs = [{"name": n, "shape": [graph.shape(n)[p] for p in graph.output_perms[n]] if n in graph.output_perms
+             else list(graph.shape(n)),
+             "dtype": "float32", "perm": list(graph.output_perms[n]) if n in graph.output_perms else None}
+            for n in graph.outputs]
+    if not graph.outputs:
+        raise ModelFormatError("the model has no outputs", source=str(name or graph.name))
+    cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs)
+    cm.compile_seconds = time.perf_counter() - t0
+    return cm
+
+
+def _external_shape(ir_shape, perm_ext_to_ir):
+    """External shape from the IR shape: ir = transpose(ext, perm) -> ext[perm[i]] = ir[i]."""
+    if perm_ext_to_ir is None:
+        return tuple(ir_shape)
+    ext = [0] * len(ir_shape)
+    for i, p in enumerate(perm_ext_to_ir):
+        ext[p] = ir_shape[i]
+    return tuple(ext)
