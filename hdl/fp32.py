@@ -10,7 +10,8 @@ Inputs are never denormal, infinite or NaN; an input with a zero exponent field 
   product, ``s`` a signed exponent) to binary32.
 * :class:`F32Add` adds two binary32 values.
 
-Both are combinational; the engine that uses them puts registers between them.
+Both are combinational and flag an overflow per operation; the engine that uses them puts
+registers between them and keeps the flag sticky over an accumulation.
 """
 
 from __future__ import annotations

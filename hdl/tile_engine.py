@@ -24,7 +24,7 @@ stalls the engine only when a finished result would overwrite one not yet taken.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Shape, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -163,7 +163,7 @@ class TileEngine(wiring.Component):
                 m.d.sync += term3[j].eq(cvt.result)
         with m.If(~hold):
             m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2),
-                         term_ovf3.eq(Mux(v2, _any(term_ovf), 0))]
+                         term_ovf3.eq(Mux(v2, Cat(*term_ovf).any(), 0))]
 
         # Stage 4: accumulation (one binary32 add per row in the feedback loop) and output.
         acc = [Signal(32, name=f"acc_{j}") for j in range(n)]
@@ -177,7 +177,7 @@ class TileEngine(wiring.Component):
             add_ovf.append(add.overflow)
         new_ovf = Signal()
         m.d.comb += [
-            new_ovf.eq(Mux(first3, 0, ovf) | term_ovf3 | _any(add_ovf)),
+            new_ovf.eq(Mux(first3, 0, ovf) | term_ovf3 | Cat(*add_ovf).any()),
             hold.eq(v3 & last3 & out_full),
         ]
         with m.If(self.result.ready):
@@ -190,9 +190,3 @@ class TileEngine(wiring.Component):
                 m.d.sync += [self.result.payload.overflow.eq(new_ovf), self.result.valid.eq(1)]
         return m
 
-
-def _any(bits):
-    out = bits[0]
-    for b in bits[1:]:
-        out = out | b
-    return out
