@@ -199,6 +199,11 @@ class _Generator:
         self.r = _regions(plan.cfg, const)
         self.layers: list[LayerInfo] = []
         self.weights: dict[int, tuple[int, int]] = {}
+        self.weight_bytes: dict[int, int] = {}
+        self.plans: dict[int, tuple] = {}
+        self.prefetched: dict[int, int] = {}  # conv op -> MRF half holding its first weights
+        convs = [op for op in plan.ops if isinstance(op, ConvOp)]
+        self.next_conv = {id(a): b for a, b in zip(convs, convs[1:], strict=False)}
         self.parity = 0
         self.mrf_turn = 0
 
@@ -290,50 +295,61 @@ class _Generator:
         i1 = min(g.in_h, (r1 - 1) * g.stride[0] - g.pads[0] + (kh - 1) * g.dilation[0] + 1)
         return i0, max(i0 + 1, i1)
 
+    def weight_ids(self, op: ConvOp):
+        """The steps (chunk, reduction group, band) of a conv layer, and its weight loads in use order.
+
+        Chunk-major, or band-major when the reduction is split and the input comes in bands (the
+        accumulators must then stay per band)."""
+        _, kgroups, chunks, bands = self.plans[id(op)]
+        if len(kgroups) > 1 and len(bands) > 1:
+            steps = [(c, k, b) for b in bands for c in chunks for k in range(len(kgroups))]
+        else:
+            steps = [(c, k, b) for c in chunks for k in range(len(kgroups)) for b in bands]
+        ids = []
+        for c, k, _ in steps:
+            if not ids or ids[-1] != (c, k):
+                ids.append((c, k))
+        return steps, ids
+
+    def load_weights(self, op: ConvOp, wid) -> int:
+        """Load one weight chunk into the next MRF half; returns the half's first tile."""
+        r = self.r
+        gi, kgroups, _, _ = self.plans[id(op)]
+        kw = op.geom.kw
+        per_ob = op.taps * gi
+        (o0, o1), k = wid
+        mrf = (self.mrf_turn % 2) * r.mrf_half
+        self.mrf_turn += 1
+        group = kgroups[k]
+        if group[0] == "rows":
+            _, ky0, ky1 = group
+            first, length = ky0 * kw * gi, (ky1 - ky0) * kw * gi
+        else:
+            _, ky, kx, b0, b1 = group
+            first, length = (ky * kw + kx) * gi + b0, b1 - b0
+        tile_bytes = self.cfg.tile_bytes
+        self.e.dma(Opcode.LD, Space.MRF, mrf, self.weights[id(op)][0] + (o0 * per_ob + first) * tile_bytes,
+                   o1 - o0, length, mem_stride=per_ob * tile_bytes, chip_stride=length)
+        self.weight_bytes[id(op)] = self.weight_bytes.get(id(op), 0) + (o1 - o0) * length * tile_bytes
+        return mrf
+
     def gen_conv(self, op: ConvOp, info: LayerInfo) -> None:
-        e, r, cfg = self.e, self.r, self.cfg
-        gi, kgroups, chunks, bands = self.conv_plan(op)
+        e, r = self.e, self.r
+        gi, kgroups, chunks, bands = self.plans[id(op)]
         info.chunks, info.bands, info.ksplit = len(chunks), len(bands), len(kgroups)
-        waddr, baddr = self.weights[id(op)]
         g = op.geom
         oh, ow = g.out_size()
         kw = g.kw
-        per_ob = op.taps * gi
-        tile_bytes = cfg.tile_bytes
-        e.dma(Opcode.LD, Space.FVRF, r.fvrf_const, baddr, 1, op.cob)  # every output block's bias
+        e.dma(Opcode.LD, Space.FVRF, r.fvrf_const, self.weights[id(op)][1], 1, op.cob)  # every block's bias
         single_band = len(bands) == 1
         if single_band:
             i0, i1 = self.band_input(op, *bands[0], g.kh)
             info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, op.src.cb, Space.VRF,
                                              r.vrf_in)
-        # the work list, weights reused as long as possible: chunk-major, or band-major when the
-        # reduction is split and the input comes in bands (the accumulators must then stay per band)
-        if len(kgroups) > 1 and not single_band:
-            steps = [(c, k, b) for b in bands for c in chunks for k in range(len(kgroups))]
-        else:
-            steps = [(c, k, b) for c in chunks for k in range(len(kgroups)) for b in bands]
-        weight_ids = []
-        for c, k, _ in steps:
-            if not weight_ids or weight_ids[-1] != (c, k):
-                weight_ids.append((c, k))
-
-        def load_weights(wid) -> int:
-            (o0, o1), k = wid
-            mrf = (self.mrf_turn % 2) * r.mrf_half
-            self.mrf_turn += 1
-            group = kgroups[k]
-            if group[0] == "rows":
-                _, ky0, ky1 = group
-                first, length = ky0 * kw * gi, (ky1 - ky0) * kw * gi
-            else:
-                _, ky, kx, b0, b1 = group
-                first, length = (ky * kw + kx) * gi + b0, b1 - b0
-            e.dma(Opcode.LD, Space.MRF, mrf, waddr + (o0 * per_ob + first) * tile_bytes, o1 - o0, length,
-                  mem_stride=per_ob * tile_bytes, chip_stride=length)
-            info.weight_bytes += (o1 - o0) * length * tile_bytes
-            return mrf
-
-        mrfs = [load_weights(weight_ids[0])]  # MRF half of each entry of weight_ids, as loaded
+        steps, weight_ids = self.weight_ids(op)
+        nxt = self.next_conv.get(id(op))
+        first = self.prefetched.pop(id(op), None)
+        mrfs = [first if first is not None else self.load_weights(op, weight_ids[0])]  # MRF half per weight id
         pos = -1
         prev_band = prev_wid = None
         for (o0, o1), k, (r0, r1) in steps:
@@ -342,7 +358,9 @@ class _Generator:
                 prev_wid = ((o0, o1), k)
                 if pos + 1 < len(weight_ids):
                     # prefetch the next weights into the other MRF half while these compute
-                    mrfs.append(load_weights(weight_ids[pos + 1]))
+                    mrfs.append(self.load_weights(op, weight_ids[pos + 1]))
+                elif nxt is not None:  # ... and across the layer boundary
+                    self.prefetched[id(nxt)] = self.load_weights(nxt, self.weight_ids(nxt)[1][0])
             mrf = mrfs[pos]
             i0, i1 = self.band_input(op, r0, r1, g.kh)
             if not single_band and prev_band != (r0, r1):
@@ -485,6 +503,7 @@ class _Generator:
         for op in self.plan.ops:
             if isinstance(op, ConvOp):
                 self.constants(op)
+                self.plans[id(op)] = self.conv_plan(op)
         # activation buffers after the constants
         top = -(-self.img.top // _ALIGN) * _ALIGN
         for base in self.plan.bases.values():
@@ -506,6 +525,8 @@ class _Generator:
                 self.gen_elt(op, info)
             info.last_insn = len(self.e.insns)
             self.layers.append(info)
+        for op, info in zip(self.plan.ops, self.layers, strict=True):
+            info.weight_bytes = self.weight_bytes.get(id(op), 0)
         self.e.emit(Opcode.HALT)
         if top > self.cfg.mem_bytes:
             raise CapacityError(f"the network needs {top} bytes of external memory; {self.cfg.name} has "

@@ -93,6 +93,7 @@ class EngineConfig:
     mrf_tiles: int = 256  # matrix register file depth, in N x N weight tiles
     vrf_vectors: int = 4096  # BFP vector register file depth, in N-vectors
     fvrf_vectors: int = 4096  # internal-format vector file depth, in N-vectors
+    mfu_width: int = 1  # N-vectors each multi-function unit op processes per cycle
     mem_bytes: int = 64 << 20  # external memory size
     mem_port_bits: int = 64  # external memory port width, bits per engine clock
     mem_bandwidth_gbps: float = 1.6  # sustained external memory bandwidth, GB/s
@@ -122,6 +123,7 @@ class EngineConfig:
         _check_int("mrf_tiles", self.mrf_tiles, 1, 1 << 24)
         _check_int("vrf_vectors", self.vrf_vectors, 1, 1 << 24)
         _check_int("fvrf_vectors", self.fvrf_vectors, 1, 1 << 24)
+        _check_int("mfu_width", self.mfu_width, 1, 4096)
         _check_int("mem_bytes", self.mem_bytes, 1 << 10, 1 << 36)
         _check_int("mem_port_bits", self.mem_port_bits, 8, 1 << 16)
         if self.mem_port_bits % 8:
@@ -256,12 +258,12 @@ PRESETS: dict[str, EngineConfig] = {
     ),
     "a10": EngineConfig(
         name="a10", native_dim=16, tiles=64, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=12288, vrf_vectors=65536, fvrf_vectors=16384, mem_bytes=8 << 30,
+        mrf_tiles=12288, vrf_vectors=65536, fvrf_vectors=16384, mfu_width=8, mem_bytes=8 << 30,
         mem_port_bits=512, mem_bandwidth_gbps=19.2, mem_latency_cycles=100, clock_mhz=300.0,
     ),
     "s10": EngineConfig(
         name="s10", native_dim=16, tiles=384, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=65536, vrf_vectors=131072, fvrf_vectors=32768, mem_bytes=16 << 30,
+        mrf_tiles=65536, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=32, mem_bytes=16 << 30,
         mem_port_bits=8192, mem_bandwidth_gbps=256.0, mem_latency_cycles=120, clock_mhz=250.0,
     ),
     "wide": EngineConfig(

@@ -313,12 +313,16 @@ class FuncSim:
             else:
                 out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
             self.fvrf[dspan] = out.reshape(-1, n)
-        self.model.op("mfu", oy.size * in_cb * geom.kh * geom.kw, MFU_LATENCY,
+        self.model.op("mfu", self._mfu_cycles(oy.size * in_cb * geom.kh * geom.kw), MFU_LATENCY,
                       reads=[("vrf", vspan.start, vspan.stop)], writes=[("fvrf", dspan.start, dspan.stop)])
 
     # -- multi-function unit ----------------------------------------------------------------------
+    def _mfu_cycles(self, vectors: int) -> int:
+        return -(-vectors // self.cfg.mfu_width)
+
     def _mfu_account(self, count, reads, dspan):
-        self.model.op("mfu", count, MFU_LATENCY, reads=reads, writes=[("fvrf", dspan.start, dspan.stop)])
+        self.model.op("mfu", self._mfu_cycles(count), MFU_LATENCY, reads=reads,
+                      writes=[("fvrf", dspan.start, dspan.stop)])
 
     def _vop(self, fn, rd, ra, rb, count, period):
         aspan = self._span(Space.FVRF, self.reg(ra), count)
@@ -370,5 +374,5 @@ class FuncSim:
             q = bfp.quantize(self.fvrf[sspan], self.cfg, name="qnt")
             self.vrf_mant[dspan] = q.mant
             self.vrf_exp[dspan] = q.exp[:, 0]
-        self.model.op("mfu", count, MFU_LATENCY, reads=[("fvrf", sspan.start, sspan.stop)],
+        self.model.op("mfu", self._mfu_cycles(count), MFU_LATENCY, reads=[("fvrf", sspan.start, sspan.stop)],
                       writes=[("vrf", dspan.start, dspan.stop)])
