@@ -478,8 +478,7 @@ class _Generator:
         if cb > cap:
             raise CapacityError(f"{op.kind.value} {op.name!r}: one pixel of {cb} blocks does not fit ({self.cfg.name})")
         if op.kind is EltKind.AFFINE:
-            addr = self.img.put_fp(f"{op.name}.scale_shift", np.concatenate([op.scale, op.shift]))
-            e.dma(Opcode.LD, Space.FVRF, r.fvrf_const, addr, 1, 2 * cb)
+            e.dma(Opcode.LD, Space.FVRF, r.fvrf_const, self.weights[id(op)][0], 1, 2 * cb)
         px = max(1, cap // cb)
         for p0 in range(0, src.pixels, px):
             np_ = min(px, src.pixels - p0)
@@ -504,6 +503,9 @@ class _Generator:
             if isinstance(op, ConvOp):
                 self.constants(op)
                 self.plans[id(op)] = self.conv_plan(op)
+            elif isinstance(op, EltOp) and op.kind is EltKind.AFFINE:
+                addr = self.img.put_fp(f"{op.name}.scale_shift", np.concatenate([op.scale, op.shift]))
+                self.weights[id(op)] = (addr, addr)
         # activation buffers after the constants
         top = -(-self.img.top // _ALIGN) * _ALIGN
         for base in self.plan.bases.values():

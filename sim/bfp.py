@@ -157,11 +157,18 @@ _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="accelml-mvu")
 _BLAS = ThreadpoolController()
 
 
-def _nonzero_block_min(mant: np.ndarray, sexp: np.ndarray, block: int) -> int | None:
+def _nonzero_block_range(mant: np.ndarray, sexp: np.ndarray, block: int) -> tuple[int, int] | None:
+    """(min, max) unit exponent over blocks with a nonzero mantissa; None if all are zero."""
     nz = (mant.reshape(*sexp.shape, block) != 0).any(axis=-1)
     if not nz.any():
         return None
-    return int(sexp[nz].min())
+    live = sexp[nz]
+    return int(live.min()), int(live.max())
+
+
+def _matmul_quiet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):  # per thread: overflow is checked by the caller
+        return np.matmul(a, b)
 
 
 def block_matmul(
@@ -192,14 +199,19 @@ def block_matmul(
     if kb == 0 or p == 0 or j == 0:
         return out
 
-    amin = _nonzero_block_min(a_mant, sa, n)
-    wmin = _nonzero_block_min(w_mant, sw, n)
-    if amin is None or wmin is None:  # every term is an exact zero
+    ar = _nonzero_block_range(a_mant, sa, n)
+    wr = _nonzero_block_range(w_mant, sw, n)
+    if ar is None or wr is None:  # every term is an exact zero
         return out
+    (amin, amax), (wmin, wmax) = ar, wr
+    dbits = 2 * m_bits + int(math.log2(n))  # |block dot product| < 2**dbits
     no_subnormal = amin >= -126 and wmin >= -126 and amin + wmin >= -126
-    exact32 = 2 * m_bits + int(math.log2(n)) <= 24
+    exact32 = dbits <= 24
+    # the fast path forms scaled operands and their products in floating point: each product and
+    # partial sum of a block must stay finite (the definition is the exact integer dot product)
+    in_range = amax + m_bits < 128 and wmax + m_bits < 128 and amax + wmax + dbits < 128
 
-    if no_subnormal:
+    if no_subnormal and in_range:
         # Every nonzero term is a multiple of 2**-126 and at least 2**-126, so every partial sum
         # is too: binary32 additions never meet a subnormal, and numpy's RNE add is the definition.
         dtype = np.float32 if exact32 else np.float64
@@ -214,7 +226,7 @@ def block_matmul(
             # products are computed ahead on worker threads, summed here strictly in block order
             pending = deque()
             for b in range(kb):
-                pending.append(_POOL.submit(np.matmul, xs[b], ws[b]))
+                pending.append(_POOL.submit(_matmul_quiet, xs[b], ws[b]))
                 if len(pending) >= _WINDOW or b == kb - 1:
                     while pending and (len(pending) >= _WINDOW // 2 or b == kb - 1):
                         d = pending.popleft().result()

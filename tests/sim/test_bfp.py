@@ -183,3 +183,12 @@ def test_mfu_add_and_mul_are_binary32_with_ftz(a, b):
         got = fn(a32, b32)
         want = np.float32(0) if abs(want) < 2.0**-126 else want
         assert got == want and (want < 0 or not np.signbit(got))
+
+
+def test_block_dot_defined_by_the_exact_integer_sum_even_when_products_would_overflow():
+    """127 * 2**121 times 127 * 2**-6 overflows binary32, but the block's integer dot product is 1."""
+    cfg = preset("tiny")
+    a = (np.array([[127, -127, 1, 0]]), np.array([[127]]))
+    w = (np.array([[127, 127, 1, 0]]), np.array([[0]]))
+    out = bfp.block_matmul(a, w, cfg)
+    assert out[0, 0] == np.float32(2.0**115)  # d = 1, scale (127 - 6) + (0 - 6)
