@@ -27,6 +27,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tests/bench/bench_funcsim.py
+	$(PY) tests/bench/bench_compiler.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check compiler hdl sim runtime tests
