@@ -39,6 +39,7 @@ __all__ = ["Compiled", "LayerInfo", "generate"]
 
 _U16 = 0xFFFF
 _ALIGN = 64
+PIPELINE_BANDS = 4  # a layer whose weights load once is still computed in this many row bands
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Compiled:
 
 @dataclass
 class _Regions:
-    vrf_in: int
+    vrf_in: tuple[int, int]  # two input buffers: the next load fills one while products read the other
     vrf_res: int
     vrf_out: tuple[int, int]
     vrf_out_size: int
@@ -85,13 +86,14 @@ class _Regions:
 
 def _regions(cfg: EngineConfig, const_vectors: int) -> _Regions:
     v, f = cfg.vrf_vectors, cfg.fvrf_vectors
-    vin = v // 2
+    vin = v // 4
     vres = v // 8
-    vout = (v - vin - vres) // 2
+    vout = (v - 2 * vin - vres) // 2
     fc = min(const_vectors, f // 4)
     facc = (f - fc) // 3
     return _Regions(
-        vrf_in=0, vrf_res=vin, vrf_out=(vin + vres, vin + vres + vout), vrf_out_size=vout, vrf_in_size=vin,
+        vrf_in=(0, vin), vrf_res=2 * vin, vrf_out=(2 * vin + vres, 2 * vin + vres + vout), vrf_out_size=vout,
+        vrf_in_size=vin,
         vrf_res_size=vres, mrf_half=cfg.mrf_tiles // 2, fvrf_const=0, fvrf_const_size=fc,
         fvrf_acc=(fc, fc + facc), fvrf_acc_size=facc, fvrf_res=fc + 2 * facc,
     )
@@ -206,6 +208,8 @@ class _Generator:
         self.next_conv = {id(a): b for a, b in zip(convs, convs[1:], strict=False)}
         self.parity = 0
         self.mrf_turn = 0
+        self.in_turn = 0
+        self.double_in: dict[int, bool] = {}
 
     # -- addresses --------------------------------------------------------------------------------
     def vaddr(self, buf: Buf, pixel: int, block: int = 0) -> int:
@@ -241,6 +245,13 @@ class _Generator:
         self.weights[id(op)] = (addr, baddr)
 
     # -- layers -----------------------------------------------------------------------------------
+    def next_input_buffer(self, double: bool = True) -> int:
+        """The input buffer for the next load: alternating halves, or the whole region (offset 0)."""
+        if not double:
+            return self.r.vrf_in[0]
+        self.in_turn += 1
+        return self.r.vrf_in[self.in_turn % 2]
+
     def conv_plan(self, op: ConvOp):
         """Chunks of output blocks, reduction groups and row bands for a conv layer.
 
@@ -279,11 +290,16 @@ class _Generator:
         rows_in = lambda rows: min(op.geom.in_h, (rows - 1) * op.geom.stride[0] + (kh - 1) * op.geom.dilation[0] + 1)  # noqa: E731
         rows = oh
         vrf_need = lambda rows: rows_in(rows) * op.geom.in_w * op.src.cb + op.src.cb  # noqa: E731  (+ block-range slack)
-        while rows > 1 and (vrf_need(rows) > r.vrf_in_size or rows * ow * cob_c > out_cap):
+        # two input buffers when one band fits half the region, else one buffer of the whole region
+        cap_in = r.vrf_in_size if vrf_need(1) <= r.vrf_in_size else 2 * r.vrf_in_size
+        while rows > 1 and (vrf_need(rows) > cap_in or rows * ow * cob_c > out_cap):
             rows = -(-rows // 2)
-        if vrf_need(rows) > r.vrf_in_size:
+        if vrf_need(rows) > cap_in:
             raise CapacityError(f"layer {op.name!r}: {rows_in(1)} input rows of {op.geom.in_w} x {op.src.cb} blocks "
-                                f"do not fit the VRF input region ({r.vrf_in_size} vectors, {self.cfg.name})")
+                                f"do not fit the VRF input region ({cap_in} vectors, {self.cfg.name})")
+        self.double_in[id(op)] = cap_in == r.vrf_in_size
+        if len(kgroups) == 1 and -(-op.cob // cob_c) == 1:
+            rows = min(rows, -(-oh // PIPELINE_BANDS))  # bands overlap load, products, epilogue, store
         bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
         chunks = [(o, min(op.cob, o + cob_c)) for o in range(0, op.cob, cob_c)]
         return gi, kgroups, chunks, bands
@@ -341,11 +357,20 @@ class _Generator:
         oh, ow = g.out_size()
         kw = g.kw
         e.dma(Opcode.LD, Space.FVRF, r.fvrf_const, self.weights[id(op)][1], 1, op.cob)  # every block's bias
-        single_band = len(bands) == 1
-        if single_band:
-            i0, i1 = self.band_input(op, *bands[0], g.kh)
-            info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, op.src.cb, Space.VRF,
-                                             r.vrf_in)
+        double = self.double_in[id(op)]
+
+        def load_band(band) -> int:
+            i0, i1 = self.band_input(op, *band, g.kh)
+            vin = self.next_input_buffer(double)
+            info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, op.src.cb, Space.VRF, vin)
+            return vin
+
+        band_seq = []  # input loads in order: a new load whenever the band changes
+        for _, _, b in self.weight_ids(op)[0]:
+            if not band_seq or band_seq[-1] != b:
+                band_seq.append(b)
+        vins = [load_band(band_seq[0])]
+        bpos = 0
         steps, weight_ids = self.weight_ids(op)
         nxt = self.next_conv.get(id(op))
         first = self.prefetched.pop(id(op), None)
@@ -363,9 +388,13 @@ class _Generator:
                     self.prefetched[id(nxt)] = self.load_weights(nxt, self.weight_ids(nxt)[1][0])
             mrf = mrfs[pos]
             i0, i1 = self.band_input(op, r0, r1, g.kh)
-            if not single_band and prev_band != (r0, r1):
-                info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, op.src.cb,
-                                                 Space.VRF, r.vrf_in)
+            if prev_band is not None and prev_band != (r0, r1):
+                bpos += 1
+                if not double:  # one buffer: load in place, after the previous band's products
+                    vins.append(load_band(band_seq[bpos]))
+            if double and bpos + 1 < len(band_seq) and len(vins) == bpos + 1:
+                vins.append(load_band(band_seq[bpos + 1]))  # prefetch into the other buffer
+            vin = vins[bpos]
             prev_band = (r0, r1)
             acc = r.fvrf_acc[self.parity]
             npix = (r1 - r0) * ow
@@ -373,12 +402,12 @@ class _Generator:
             if group[0] == "rows":
                 _, ky0, ky1 = group
                 kh_, kw_, pad_t, pad_l, rs, gi_, go_, ob0 = ky1 - ky0, kw, g.pads[0] - ky0 * g.dilation[0], \
-                    g.pads[1], r.vrf_in, op.gi, op.go, o0
+                    g.pads[1], vin, op.gi, op.go, o0
                 tiles = (ky1 - ky0) * kw * gi
             else:
                 _, ky, kx, b0, b1 = group
                 kh_, kw_, pad_t, pad_l = 1, 1, g.pads[0] - ky * g.dilation[0], g.pads[1] - kx * g.dilation[1]
-                rs, gi_, go_, ob0 = r.vrf_in + b0, b1 - b0, op.cob, 0
+                rs, gi_, go_, ob0 = vin + b0, b1 - b0, op.cob, 0
                 tiles = b1 - b0
             e.set(Cfg.IN_H, i1 - i0)
             e.set(Cfg.IN_W, g.in_w)
@@ -430,9 +459,9 @@ class _Generator:
         oh, ow = g.out_size()
         cb = op.src.cb
         cap = min(r.fvrf_acc_size, r.vrf_out_size)
-        cb_c = max(1, min(cb, cap // ow, r.vrf_in_size // max(1, g.in_h * g.in_w)))
+        cb_c = max(1, min(cb, cap // ow, r.vrf_in_size // max(1, g.kh * g.in_w)))
         in_rows = lambda rows: min(g.in_h, (rows - 1) * g.stride[0] + (g.kh - 1) * g.dilation[0] + 1)  # noqa: E731
-        rows = oh
+        rows = oh if op.kind is PoolKind.AVG_PAD else -(-oh // PIPELINE_BANDS)
         while rows > 1 and (in_rows(rows) * g.in_w * cb_c > r.vrf_in_size or rows * ow * cb_c > cap):
             rows = -(-rows // 2)
         if in_rows(rows) * g.in_w * cb_c > r.vrf_in_size or ow * cb_c > cap:
@@ -442,32 +471,41 @@ class _Generator:
         mode = {PoolKind.MAX: PoolMode.MAX, PoolKind.AVG: PoolMode.AVG, PoolKind.AVG_PAD: PoolMode.AVG_PAD}[op.kind]
         bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
         info.bands, info.chunks = len(bands), -(-cb // cb_c)
-        for b0 in range(0, cb, cb_c):
-            nb = min(cb_c, cb - b0)
-            for r0, r1 in bands:
-                i0, i1 = self.band_input(op, r0, r1, g.kh)
-                info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, b0, nb, Space.VRF,
-                                                 r.vrf_in)
-                acc = r.fvrf_acc[self.parity]
-                e.set(Cfg.IN_H, i1 - i0)
-                e.set(Cfg.IN_W, g.in_w)
-                e.set(Cfg.IN_CB, nb)
-                e.set(Cfg.KH, g.kh)
-                e.set(Cfg.KW, g.kw)
-                e.set(Cfg.STRIDE_H, g.stride[0])
-                e.set(Cfg.STRIDE_W, g.stride[1])
-                e.set(Cfg.DIL_H, g.dilation[0])
-                e.set(Cfg.DIL_W, g.dilation[1])
-                e.set(Cfg.PAD_T, g.pads[0] + i0 - r0 * g.stride[0])
-                e.set(Cfg.PAD_L, g.pads[1])
-                e.set(Cfg.PAD_B, g.pads[2])
-                e.set(Cfg.PAD_R, g.pads[3])
-                e.set(Cfg.OUT_W, ow)
-                e.set(Cfg.PIX0, 0)
-                e.set(Cfg.NPIX, (r1 - r0) * ow)
-                e.emit(Opcode.POOL, mode=mode, rd=e.reg(3, acc), rs=e.reg(4, r.vrf_in))
-                info.act_bytes += self.write_out(op.dst, acc, r0 * ow, (r1 - r0) * ow, b0, nb)
-                self.parity ^= 1
+        items = [(b0, min(cb_c, cb - b0), band) for b0 in range(0, cb, cb_c) for band in bands]
+
+        def load(item) -> int:
+            b0, nb, band = item
+            i0, i1 = self.band_input(op, *band, g.kh)
+            vin = self.next_input_buffer()
+            info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, b0, nb, Space.VRF, vin)
+            return vin
+
+        vins = [load(items[0])]
+        for j, (b0, nb, (r0, r1)) in enumerate(items):
+            if j + 1 < len(items):
+                vins.append(load(items[j + 1]))  # prefetch into the other buffer
+            vin = vins[j]
+            i0, i1 = self.band_input(op, r0, r1, g.kh)
+            acc = r.fvrf_acc[self.parity]
+            e.set(Cfg.IN_H, i1 - i0)
+            e.set(Cfg.IN_W, g.in_w)
+            e.set(Cfg.IN_CB, nb)
+            e.set(Cfg.KH, g.kh)
+            e.set(Cfg.KW, g.kw)
+            e.set(Cfg.STRIDE_H, g.stride[0])
+            e.set(Cfg.STRIDE_W, g.stride[1])
+            e.set(Cfg.DIL_H, g.dilation[0])
+            e.set(Cfg.DIL_W, g.dilation[1])
+            e.set(Cfg.PAD_T, g.pads[0] + i0 - r0 * g.stride[0])
+            e.set(Cfg.PAD_L, g.pads[1])
+            e.set(Cfg.PAD_B, g.pads[2])
+            e.set(Cfg.PAD_R, g.pads[3])
+            e.set(Cfg.OUT_W, ow)
+            e.set(Cfg.PIX0, 0)
+            e.set(Cfg.NPIX, (r1 - r0) * ow)
+            e.emit(Opcode.POOL, mode=mode, rd=e.reg(3, acc), rs=e.reg(4, vin))
+            info.act_bytes += self.write_out(op.dst, acc, r0 * ow, (r1 - r0) * ow, b0, nb)
+            self.parity ^= 1
 
     def gen_elt(self, op: EltOp, info: LayerInfo) -> None:
         e, r = self.e, self.r
@@ -484,8 +522,9 @@ class _Generator:
             np_ = min(px, src.pixels - p0)
             cnt = np_ * cb
             acc = r.fvrf_acc[self.parity]
-            info.act_bytes += self.load_rows(src, p0, np_, 0, cb, Space.VRF, r.vrf_in)
-            e.counted(Opcode.DEQ, cnt, rd=acc, rs=r.vrf_in)
+            vin = self.next_input_buffer()
+            info.act_bytes += self.load_rows(src, p0, np_, 0, cb, Space.VRF, vin)
+            e.counted(Opcode.DEQ, cnt, rd=acc, rs=vin)
             if op.kind is EltKind.ADD:
                 info.act_bytes += self.load_rows(op.srcs[1], p0, np_, 0, cb, Space.VRF, r.vrf_res)
                 e.counted(Opcode.DEQ, cnt, rd=r.fvrf_res, rs=r.vrf_res)

@@ -4,7 +4,9 @@ Instructions issue in order, one per cycle, into per-unit queues (control, DMA, 
 instruction starts when its unit is free, the storage it reads has been written (RAW) and the
 storage it writes is no longer being read or written (WAR/WAW); so DMA overlaps compute exactly as
 far as the program's buffer use allows (double buffering shows up as such). Each unit is pipelined:
-it is occupied for ``occupancy`` cycles and the result is ready ``latency`` cycles later.
+it is occupied for ``occupancy`` cycles and the result is ready ``latency`` cycles later. Units
+stream through their ranges in order, so a dependent instruction may chain behind its producer
+(start while the producer's results are still streaming out) as vector units forward results.
 
 Storage is tracked per VRF / MRF / FVRF entry and per 64-byte line of external memory; strided
 accesses are tracked over the address range they span. The per-unit latencies below are the model's
@@ -42,24 +44,42 @@ class CycleModel:
     def mem_range(addr: int, nbytes: int) -> tuple[str, int, int]:
         return "mem", addr // MEM_LINE, -(-(addr + max(nbytes, 1)) // MEM_LINE)
 
+    @staticmethod
+    def _ramp(n: int, occupancy: int) -> np.ndarray:
+        """Cycle (from the start) at which an in-order stream of ``n`` entries reaches entry k."""
+        return (np.arange(n, dtype=np.int64) * occupancy) // max(n, 1)
+
     def op(self, unit: str, occupancy: int, latency: int, reads=(), writes=()) -> int:
-        """Account one instruction; returns its completion cycle."""
+        """Account one instruction; returns its completion cycle.
+
+        Units stream through their ranges in order (chaining): entry k of a range is read or
+        written ``k / n`` of the way through the instruction's occupancy, and written ``latency``
+        cycles after that. An instruction may start once every entry it reads will have been
+        written when it gets there, and every entry it writes will have been read and written.
+        """
         self.issue_time += 1
         start = max(self.issue_time, self.unit_free[unit])
-        for space, lo, hi in reads:
+        reads = [r if len(r) == 4 else (*r, True) for r in reads]
+        for space, lo, hi, stream in reads:
             if hi > lo:
-                start = max(start, int(self.write_done[space][lo:hi].max()))
+                ramp = self._ramp(hi - lo, occupancy) if stream else 0
+                start = max(start, int((self.write_done[space][lo:hi] - ramp).max()))
         for space, lo, hi in writes:
             if hi > lo:
-                start = max(start, int(self.write_done[space][lo:hi].max()), int(self.read_done[space][lo:hi].max()))
+                ramp = self._ramp(hi - lo, occupancy)
+                start = max(start, int((self.write_done[space][lo:hi] - latency - ramp).max()),
+                            int((self.read_done[space][lo:hi] - ramp).max()))
         end = start + occupancy + latency
         self.unit_free[unit] = start + occupancy
         self.busy[unit] += occupancy
-        for space, lo, hi in reads:
-            view = self.read_done[space][lo:hi]
-            np.maximum(view, end, out=view)
+        for space, lo, hi, stream in reads:
+            if hi > lo:
+                view = self.read_done[space][lo:hi]
+                done = start + 1 + self._ramp(hi - lo, occupancy) if stream else start + occupancy
+                np.maximum(view, done, out=view)
         for space, lo, hi in writes:
-            self.write_done[space][lo:hi] = end
+            if hi > lo:
+                self.write_done[space][lo:hi] = start + latency + 1 + self._ramp(hi - lo, occupancy)
         self.end = max(self.end, end)
         return end
 

@@ -294,7 +294,7 @@ class FuncSim:
         # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
         # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
         occupancy = -(-(cob * p) // self.cfg.tiles) * taps * gi
-        reads = [("vrf", vspan.start, vspan.stop), ("mrf", tspan.start, tspan.stop)]
+        reads = [("vrf", vspan.start, vspan.stop), ("mrf", tspan.start, tspan.stop, False)]
         if acc:
             reads.append(("fvrf", dspan.start, dspan.stop))
         self.model.op("mvu", occupancy, self.model.mvu_latency, reads=reads,

@@ -218,7 +218,8 @@ def test_overflow_in_the_mfu_is_a_numerics_fault():
 
 
 def test_cycle_model_overlaps_dma_with_compute_when_buffers_differ():
-    """Loading the next weights into a different MRF region overlaps the MVC; the same region waits."""
+    """Loading the next weights into a different MRF region overlaps the MVC; the same region waits
+    (an MVC holds all its weight tiles from its start to its end)."""
     cfg = preset("tiny")
     img = MemoryImage(cfg)
     img.put_bfp("x", bfp.quantize(np.ones((16, 16, 4)), cfg), at=0)
@@ -234,7 +235,7 @@ cfg in_h, r0, 16
 cfg in_w, r0, 16
 cfg out_w, r0, 16
 cfg npix, r0, 256
-cfg cob, r0, 1
+cfg cob, r0, 32
 mvc r0, r0, r0, 0
 seti r3, {second_region}
 ld mrf, r3, r2, 1, 32
@@ -249,3 +250,34 @@ halt
     dma = -(-32 * cfg.tile_bytes // int(cfg.mem_bytes_per_cycle)) + cfg.mem_latency_cycles
     assert cycles[32] < cycles[0]
     assert cycles[0] - cycles[32] >= dma - 2  # the reload is hidden behind the first MVC
+
+
+def test_cycle_model_chains_a_vector_op_behind_the_products_it_consumes():
+    """An MFU op on an MVC's results starts while the products still stream out (chaining)."""
+    cfg = preset("tiny")
+    img = MemoryImage(cfg)
+    img.put_bfp("x", bfp.quantize(np.ones((16, 16, 4)), cfg), at=0)
+    img.put_bfp("w", bfp.quantize(np.ones((4, 4)), cfg), at=0x4000)
+    sim = FuncSim(cfg, img.build(extra=0x100))
+    text = """
+seti r1, 0
+ld vrf, r0, r1, 1, 256
+seti r2, 0x4000
+ld mrf, r0, r2, 1, 1
+cfg in_h, r0, 16
+cfg in_w, r0, 16
+cfg out_w, r0, 16
+cfg npix, r0, 256
+cfg cob, r0, 1
+mvc r0, r0, r0, 0
+seti r5, 3000
+vact relu, r5, r0, 256
+halt
+"""
+    prog = assemble_program(text, cfg)
+    sim.run(prog)
+    ops = [i.op.name for i in prog.instructions]
+    mvc_end, vact_end = sim.insn_end[ops.index("MVC")], sim.insn_end[ops.index("VACT")]
+    vact_cycles = 256 // cfg.mfu_width
+    assert vact_end - mvc_end < vact_cycles  # it began before the MVC was done
+    assert vact_end - mvc_end > vact_cycles - 256 // cfg.tiles - 20  # but not before the MVC began
