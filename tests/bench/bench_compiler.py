@@ -62,9 +62,11 @@ def main() -> None:
             rng = np.random.default_rng(0)
             feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in cm.inputs}
             sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-            t_sim, got = best(lambda: rt.run(feeds), args.repeats)  # noqa: B023
-            t_ort, ref = best(lambda: dict(zip([o.name for o in sess.get_outputs()],  # noqa: B023
-                                               sess.run(None, feeds), strict=True)), args.repeats)
+            names = [o.name for o in sess.get_outputs()]
+            t_sim, got = best(lambda rt=rt, feeds=feeds: rt.run(feeds), args.repeats)
+            t_ort, ref = best(lambda sess=sess, feeds=feeds, names=names: dict(zip(names, sess.run(None, feeds),
+                                                                                   strict=True)),
+                              args.repeats)
         gold = golden_run(cm, feeds)
         exact = all(np.array_equal(got[k], gold[k]) for k in got)
         err = max(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max() for k in got)
@@ -82,7 +84,8 @@ def main() -> None:
     for name, cs, s, ts, to, exact, err, top1 in rows:
         print(f"{name:14} {s['macs'] / 1e9:6.2f} {cs:9.2f} {s['instructions']:7d} {s['cycles']:10d} "
               f"{s['latency_us']:10.0f} {100 * s['utilisation']:7.1f}% {100 * s['roofline_efficiency']:7.1f}% "
-              f"{ts:9.2f} {to:7.3f} {ts / to:5.1f}x {'yes' if exact else 'NO':>9} {err:8.2e} {'yes' if top1 else 'no':>5}")
+              f"{ts:9.2f} {to:7.3f} {ts / to:5.1f}x {'yes' if exact else 'NO':>9} {err:8.2e} "
+              f"{'yes' if top1 else 'no':>5}")
     print("\ngoals (resnet50, a10): compile <= 5 s, roofline efficiency >= 90 %, MVU utilisation >= 80 %, "
           "funcsim <= 3x onnxruntime")
 
