@@ -80,20 +80,29 @@ class BfpTensor:
 
 
 def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
-    """Quantise ``x`` (any float array) to BFP along its last axis in blocks of ``cfg.native_dim``."""
-    a = np.asarray(x, dtype=np.float64)
+    """Quantise ``x`` (any float array) to BFP along its last axis in blocks of ``cfg.native_dim``.
+
+    binary32 input is processed in binary32 (exact: every scaled magnitude that can round to a
+    nonzero mantissa is a normal binary32 number), anything else in float64.
+    """
+    x = np.asarray(x)
+    dtype = np.float32 if x.dtype == np.float32 and cfg.mantissa_bits <= 24 else np.float64
+    a = x.astype(dtype, copy=False)
     if a.ndim == 0:
         raise NumericsError(f"{name}: cannot quantise a scalar; BFP blocks run along the last axis")
-    if np.isnan(a).any():
-        raise NumericsError(f"{name}: contains NaN, which no BFP block can represent")
     n, m_bits = cfg.native_dim, cfg.mantissa_bits
     length = a.shape[-1]
     nb = max(1, -(-length // n))
     if nb * n != length:
-        a = np.concatenate([a, np.zeros((*a.shape[:-1], nb * n - length))], axis=-1)
+        a = np.concatenate([a, np.zeros((*a.shape[:-1], nb * n - length), dtype)], axis=-1)
     a = a.reshape(*a.shape[:-1], nb, n)
-    mag = np.minimum(np.abs(a), np.finfo(np.float64).max)  # +-Inf saturates like any huge value
+    mag = np.abs(a)
     amax = mag.max(axis=-1)
+    if np.isnan(amax).any():
+        raise NumericsError(f"{name}: contains NaN, which no BFP block can represent")
+    if np.isinf(amax).any():  # +-Inf saturates like any huge value
+        mag = np.minimum(mag, np.finfo(dtype).max)
+        amax = mag.max(axis=-1)
     _, e = np.frexp(amax)  # amax = f * 2**e, f in [0.5, 1): floor(log2 amax) = e - 1
     xexp = e.astype(np.int32) - 1
     top = np.rint(np.ldexp(amax, (m_bits - 1) - xexp))
@@ -101,8 +110,9 @@ def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
     xexp = np.clip(xexp, cfg.exp_min, cfg.exp_max)
     xexp = np.where(amax == 0, cfg.exp_min, xexp)
     mq = np.rint(np.ldexp(mag, ((m_bits - 1) - xexp)[..., None]))
-    mq = np.minimum(mq, (1 << m_bits) - 1)
-    mant = np.where(a < 0, -mq, mq).astype(np.int32)
+    np.minimum(mq, (1 << m_bits) - 1, out=mq)
+    mq = mq.astype(np.int32)
+    mant = np.where(a < 0, -mq, mq)
     return BfpTensor(
         mant=mant.reshape(*mant.shape[:-2], nb * n),
         exp=xexp.astype(np.int16),
@@ -150,7 +160,8 @@ def internal_const(v, what: str = "constant") -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 # Block products computed ahead of the in-order accumulation (bounds memory to a few P x J).
-_WINDOW = 8
+_WINDOW = 4
+_TASK_ELEMENTS = 1 << 18  # output elements (rows x cols x blocks) per task
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="accelml-mvu")
 # Many small GEMMs (inner dimension N) run far faster on one BLAS thread than on a team that
 # spins up and synchronises for each; see benchmarks.
@@ -225,11 +236,14 @@ def block_matmul(
             # each block product is exact: |partial sums| < 2**24 (or 2**53) units of 2**(sa+sw);
             # products are computed ahead on worker threads, summed here strictly in block order
             pending = deque()
-            for b in range(kb):
-                pending.append(_POOL.submit(_matmul_quiet, xs[b], ws[b]))
-                if len(pending) >= _WINDOW or b == kb - 1:
-                    while pending and (len(pending) >= _WINDOW // 2 or b == kb - 1):
-                        d = pending.popleft().result()
+            # several blocks per task, so that each task is worth handing to a thread
+            group = int(min(kb, max(1, _TASK_ELEMENTS // max(1, p * j))))
+            starts = range(0, kb, group)
+            for i, b0 in enumerate(starts):
+                pending.append(_POOL.submit(_matmul_quiet, xs[b0:b0 + group], ws[b0:b0 + group]))
+                last = i == len(starts) - 1
+                while pending and (len(pending) >= _WINDOW or last):
+                    for d in pending.popleft().result():  # strictly in block order
                         out += d if exact32 else to_internal(d, what)
         if not np.isfinite(out).all():
             raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")

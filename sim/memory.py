@@ -32,15 +32,19 @@ def decode_bfp(raw: np.ndarray, cfg: EngineConfig, *, where: str = "memory") -> 
     """uint8 bytes of whole vectors -> ((n, N) int32 mantissas, (n,) int16 exponents)."""
     n, mb = cfg.native_dim, cfg.mantissa_bytes
     raw = np.asarray(raw, dtype=np.uint8).reshape(-1, n * mb + 1)
-    b = raw[:, : n * mb].reshape(-1, n, mb).astype(np.int64)
-    word = (b << (8 * np.arange(mb))).sum(axis=-1)
+    if mb == 1:  # the common case: one byte per element, no widening needed
+        word = raw[:, :n]
+    else:
+        b = raw[:, : n * mb].reshape(-1, n, mb).astype(np.int64)
+        word = (b << (8 * np.arange(mb))).sum(axis=-1)
     sign_bit = 1 << (8 * mb - 1)
     mag = word & (sign_bit - 1)
     field = raw[:, -1].astype(np.int32)
     if (mag > (1 << cfg.mantissa_bits) - 1).any() or (field == (1 << cfg.exponent_bits) - 1).any() \
             or (field >= 1 << cfg.exponent_bits).any():
         raise ExecutionError(f"{where}: invalid BFP vector encoding (mantissa too wide or reserved exponent)")
-    mant = np.where(word & sign_bit, -mag, mag).astype(np.int32)
+    mag = mag.astype(np.int16 if mb == 1 else np.int32)
+    mant = np.where(word >= sign_bit, -mag, mag)
     return mant, (field - cfg.exp_bias).astype(np.int16)
 
 

@@ -192,3 +192,16 @@ def test_block_dot_defined_by_the_exact_integer_sum_even_when_products_would_ove
     w = (np.array([[127, 127, 1, 0]]), np.array([[0]]))
     out = bfp.block_matmul(a, w, cfg)
     assert out[0, 0] == np.float32(2.0**115)  # d = 1, scale (127 - 6) + (0 - 6)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_binary32_input_quantises_exactly_as_float64(cfg):
+    """quantize works in binary32 for binary32 input; it must equal the float64 definition."""
+    rng = np.random.default_rng(3)
+    for scale in (1e-38, 1e-20, 1e-3, 1.0, 1e20, 1e38):
+        x = rng.standard_normal((200, 4 * cfg.native_dim)) * 10.0 ** rng.integers(-6, 6, (200, 1)) * scale
+        x = np.clip(x, -3e38, 3e38).astype(np.float32)
+        x[0, :5] = [0.0, -0.0, np.inf, -np.inf, 1e-45]
+        a, b = bfp.quantize(x, cfg), bfp.quantize(x.astype(np.float64), cfg)
+        np.testing.assert_array_equal(a.mant, b.mant)
+        np.testing.assert_array_equal(a.exp, b.exp)
