@@ -176,11 +176,13 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             cs.compiled = codegen.generate(plan)
             cs.layers = _layer_reports(cs.compiled, cfg)
         segments.append(cs)
-    ins = [{"name": n, "shape": list(_external_shape(graph.shape(n), graph.input_perms.get(n))), "dtype": "float32",
+    ins = [{"name": n, "shape": list(_external_shape(graph.shape(n), graph.input_perms.get(n))),
+            "dtype": graph.tensor(n).dtype.value,
             "perm": list(graph.input_perms[n]) if n in graph.input_perms else None} for n in graph.inputs]
     outs = [{"name": n, "shape": [graph.shape(n)[p] for p in graph.output_perms[n]] if n in graph.output_perms
              else list(graph.shape(n)),
-             "dtype": "float32", "perm": list(graph.output_perms[n]) if n in graph.output_perms else None}
+             "dtype": graph.tensor(n).dtype.value,
+             "perm": list(graph.output_perms[n]) if n in graph.output_perms else None}
             for n in graph.outputs]
     if not graph.outputs:
         raise ModelFormatError("the model has no outputs", source=str(name or graph.name))

@@ -188,6 +188,8 @@ class _Lowering:
                 raise UnsupportedOperatorError(f"tensor {tensor!r} has batch {shape[0]}; the engine runs batch 1")
             return shape[2], shape[3], shape[1]
         if len(shape) == 2:
+            if shape[0] != 1:
+                raise UnsupportedOperatorError(f"tensor {tensor!r} has batch {shape[0]}; the engine runs batch 1")
             return 1, 1, shape[1]
         raise UnsupportedOperatorError(f"tensor {tensor!r} of rank {len(shape)} cannot live on the engine")
 

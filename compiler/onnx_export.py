@@ -126,9 +126,10 @@ def to_onnx(graph: Graph, nodes: Sequence[Node] | None = None, *, inputs: Sequen
         o.nodes, name or graph.name, [_vi(graph, i) for i in inputs], [_vi(graph, x) for x in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in o.inits.items()])
     # keep the source opset so HOST nodes keep their semantics; the typed exports above need 11+
-    # (Clip bounds and Pad widths as inputs)
+    # (Clip bounds and Pad widths as inputs), so only a segment with typed nodes is raised to 11
     opsets = dict(graph.opsets)
-    opsets[""] = max(opsets.get("", 17), 11)
+    if any(n.op is not OpKind.HOST for n in nodes):
+        opsets[""] = max(opsets.get("", 17), 11)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
                           producer_name="accelml.compiler")
     m.ir_version = IR_VERSION

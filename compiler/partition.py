@@ -23,7 +23,7 @@ import onnx
 
 from accelml.hdl.errors import UnsupportedOperatorError
 
-from .ir import Graph, Node, OpKind
+from .ir import DType, Graph, Node, OpKind
 from .onnx_export import to_onnx
 
 __all__ = ["Device", "UnsupportedNode", "SupportReport", "Segment", "Partition", "engine_support",
@@ -52,11 +52,29 @@ def _is_boundary_reshape(src: tuple[int, ...], dst: tuple[int, ...]) -> bool:
     return [d for d in src if d != 1] == [d for d in dst if d != 1]
 
 
+def _engine_tensor(graph: Graph, name: str) -> str | None:
+    """None if tensor ``name`` can live in engine memory, else why not."""
+    t = graph.tensors.get(name)
+    if t is None:
+        return None
+    if t.dtype is not DType.FLOAT32:
+        return f"tensor {name!r} is {t.dtype.value}; the engine computes float32 tensors"
+    if t.rank not in (2, 4):
+        return f"tensor {name!r} has rank {t.rank}; the engine holds (1, C, H, W) or (1, C) tensors"
+    if t.shape[0] != 1:
+        return f"tensor {name!r} has batch {t.shape[0]}; the engine runs batch 1"
+    return None
+
+
 def engine_support(node: Node, graph: Graph) -> str | None:
     """None if the engine can run ``node``, else the reason it cannot."""
     op, a = node.op, node.attrs
     if op is OpKind.HOST:
         return a.reason or f"{a.op_type} is not an engine operation"
+    for t in [*node.inputs, *node.outputs]:
+        why = _engine_tensor(graph, t) if t and t not in graph.constants else None
+        if why is not None:
+            return why
     if op in (OpKind.CONV, OpKind.DENSE, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.GLOBAL_AVGPOOL,
               OpKind.GLOBAL_MAXPOOL, OpKind.ADD, OpKind.ACT, OpKind.BATCHNORM):
         return None
@@ -185,7 +203,7 @@ class Partition:
         env: dict[str, np.ndarray] = {}
         for name in g.inputs:
             v = np.asarray(feeds[name])
-            env[name] = np.ascontiguousarray(v.transpose(g.input_perms[name]) if name in g.input_perms else v)
+            env[name] = np.require(v.transpose(g.input_perms[name]) if name in g.input_perms else v, requirements="C")
         for s in self.segments:
             local = {i: env[i] for i in s.inputs}
             if s.device is Device.ENGINE:
@@ -200,7 +218,7 @@ class Partition:
         out = {}
         for name in g.outputs:
             v = env[name] if name in env else g.constants[name]
-            out[name] = np.ascontiguousarray(v.transpose(g.output_perms[name])) if name in g.output_perms else v
+            out[name] = np.require(v.transpose(g.output_perms[name]), requirements="C") if name in g.output_perms else v
         return out
 
 

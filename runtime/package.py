@@ -133,10 +133,14 @@ class Model:
             name = spec["name"]
             if name not in feeds:
                 raise PackageError(f"missing input {name!r} (inputs: {', '.join(i['name'] for i in self.inputs)})")
-            x = np.asarray(feeds[name], dtype=np.float32)
+            x = np.asarray(feeds[name])
             if list(x.shape) != spec["shape"]:
                 raise PackageError(f"input {name!r}: expected shape {tuple(spec['shape'])}, got {x.shape}")
-            env[name] = np.ascontiguousarray(x.transpose(spec["perm"]) if spec["perm"] else x)
+            try:
+                x = x.astype(spec["dtype"], casting="same_kind", copy=False)
+            except TypeError:
+                raise PackageError(f"input {name!r}: expected {spec['dtype']}, got {x.dtype}") from None
+            env[name] = np.require(x.transpose(spec["perm"]) if spec["perm"] else x, requirements="C")
         unknown = set(feeds) - {i["name"] for i in self.inputs}
         if unknown:
             raise PackageError(f"unknown input(s): {', '.join(sorted(unknown))}")
@@ -148,7 +152,7 @@ class Model:
         out = {}
         for spec in self.outputs:
             v = env[spec["name"]]
-            out[spec["name"]] = np.ascontiguousarray(v.transpose(spec["perm"]) if spec["perm"] else v)
+            out[spec["name"]] = np.require(v.transpose(spec["perm"]) if spec["perm"] else v, requirements="C")
         return out
 
 

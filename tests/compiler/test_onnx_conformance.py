@@ -46,7 +46,6 @@ from accelml.hdl.errors import (
     ModelFormatError,
     PackageError,
     ShapeError,
-    UnsupportedOperatorError,
 )
 from accelml.runtime.onnx_backend import (
     ORT_MAX_IR_VERSION,
@@ -72,9 +71,6 @@ INCLUDE = (
     r"^test_operator_(concat2|add|addconstant|mm|addmm)(_|$)",
 )
 
-_RANK = ("known bug: partition places a node whose tensors are rank {r} on the engine (engine_support does not "
-         "look at ranks) and lowering then raises UnsupportedOperatorError 'tensor ... of rank {r} cannot live on "
-         "the engine' instead of the node running on the host")
 _INT = "integer element type: the package runtime takes and returns float32 only (the backend raises ModelFormatError)"
 
 # test name (without the device suffix) -> why it does not run
@@ -108,29 +104,6 @@ EXCLUDED: dict[str, str] = {
     # -- invalid models (the ONNX checker rejects them; accelml raises ModelFormatError)
     "test_operator_mm": "invalid model: IR 3 initializer that is not a graph input (fails the ONNX checker)",
     "test_operator_addmm": "invalid model: IR 3 initializer that is not a graph input (fails the ONNX checker)",
-    # -- known compiler / runtime bugs (reported with a minimal repro)
-    "test_relu": _RANK.format(r=3),
-    "test_add": _RANK.format(r=3),
-    "test_clip": _RANK.format(r=3),
-    "test_clip_default_min": _RANK.format(r=3),
-    "test_clip_default_max": _RANK.format(r=3),
-    "test_clip_example": _RANK.format(r=1),
-    "test_clip_inbounds": _RANK.format(r=1),
-    "test_clip_outbounds": _RANK.format(r=1),
-    "test_clip_splitbounds": _RANK.format(r=1),
-    "test_clip_default_inbounds": _RANK.format(r=1),
-    "test_clip_default_inbounds_expanded": _RANK.format(r=1) + " (Identity)",
-    "test_concat_3d_axis_1": _RANK.format(r=3),
-    "test_concat_3d_axis_negative_2": _RANK.format(r=3),
-    "test_reshape_negative_extended_dims": _RANK.format(r=3) + " ((2,3,4) -> (1,2,3,4) counts as a squeeze)",
-    "test_reshape_zero_dim": _RANK.format(r=3) + " ((2,3,4) -> (2,3,4,1) counts as a squeeze)",
-    "test_reshape_zero_and_negative_dim": _RANK.format(r=3) + " ((2,3,4) -> (2,3,1,4) counts as a squeeze)",
-    "test_matmul_1d_1d": "known bug: the package runtime returns a rank-0 output as shape (1,) "
-                         "(np.ascontiguousarray in Model.run)",
-    "test_ReflectionPad2d": "known bug: host segments are exported at opset >= 11, so an opset-6 Pad (pads as an "
-                            "attribute) becomes an invalid Pad-11: onnxruntime INVALID_GRAPH when the package loads",
-    "test_ReplicationPad2d": "known bug: opset-6 Pad exported at opset 11 (see test_ReflectionPad2d)",
-    "test_operator_pad": "known bug: opset-6 Pad exported at opset 11 (see test_ReflectionPad2d)",
 }
 
 # node tests whose batch > 1 runs sample by sample (batch_plan finds the graph separable)
@@ -148,6 +121,11 @@ BATCH_SPLIT = {
     "test_softmax_large_number", "test_softmax_large_number_expanded", "test_softmax_large_number_expanded_ver18",
     *(f"test_softmax_{a}{e}" for a in ("axis_1", "axis_2", "negative_axis", "default_axis")
       for e in ("", "_expanded", "_expanded_ver18")),
+    # elementwise ops on rank-1/3 tensors (dim 0 split; they run on the host)
+    "test_add", "test_clip", "test_clip_default_inbounds", "test_clip_default_inbounds_expanded",
+    "test_clip_default_max", "test_clip_default_min", "test_clip_example", "test_clip_inbounds",
+    "test_clip_outbounds", "test_clip_splitbounds", "test_concat_3d_axis_1", "test_concat_3d_axis_negative_2",
+    "test_relu", "test_reshape_zero_and_negative_dim", "test_reshape_zero_dim",
 }
 
 # node tests whose main operator must run on the engine (a silent fall-back to the host fails here)
@@ -471,13 +449,22 @@ def _batched_engine_conv() -> onnx.ModelProto:
     (_undefined_input, ModelFormatError),
     (_zero_dim, ShapeError),
     (_int8_input, ModelFormatError),
-    (_batched_engine_conv, UnsupportedOperatorError),
-], ids=["empty", "garbage", "missing-file", "not-a-model", "no-graph", "checker", "zero-dim", "int8",
-        "batch-on-engine"])
+], ids=["empty", "garbage", "missing-file", "not-a-model", "no-graph", "checker", "zero-dim", "int8"])
 def test_bad_models_raise_typed_errors(make, error):
     with pytest.raises(error) as info:
         AccelmlBackend.prepare(make())
     assert isinstance(info.value, AccelmlError)
+
+
+def test_batch_that_cannot_be_split_runs_on_the_host():
+    """A conv with batch 2 feeding a softmax over the batch: the engine runs batch 1, so it goes to the host."""
+    model = _batched_engine_conv()
+    rep = AccelmlBackend.prepare(model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(rep.run([x])[0], want[0], rtol=1e-5, atol=1e-6)
 
 
 def test_bad_run_arguments_raise_package_error():
