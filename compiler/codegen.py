@@ -39,7 +39,7 @@ __all__ = ["Compiled", "LayerInfo", "generate"]
 
 _U16 = 0xFFFF
 _ALIGN = 64
-PIPELINE_BANDS = 4  # a layer whose weights load once is still computed in this many row bands
+PIPELINE_BANDS = 2  # a layer whose weights load once is still computed in this many row bands
 
 
 @dataclass

@@ -8,8 +8,11 @@ it is occupied for ``occupancy`` cycles and the result is ready ``latency`` cycl
 stream through their ranges in order, so a dependent instruction may chain behind its producer
 (start while the producer's results are still streaming out) as vector units forward results.
 
-Storage is tracked per VRF / MRF / FVRF entry and per 64-byte line of external memory; strided
-accesses are tracked over the address range they span. The per-unit latencies below are the model's
+Loads and stores have separate in-order DMA queues (read and write channels) that share one
+external-memory bus: a transfer occupies the bus for bytes / bandwidth cycles, in the earliest free
+interval after it is ready, so a later load may use the bus while an earlier store still waits for
+its data. Storage is tracked per VRF / MRF / FVRF entry and per 64-byte line of external memory;
+strided accesses are tracked over the address range they span. The per-unit latencies below are the model's
 parameters, to be calibrated against the RTL.
 """
 
@@ -38,6 +41,7 @@ class CycleModel:
         self.busy: dict[str, int] = defaultdict(int)
         self.issue_time = 0
         self.end = 0
+        self.bus: list[tuple[int, int]] = []  # busy intervals of the external-memory bus, sorted
         self.mvu_latency = MVU_LATENCY_BASE + int(np.log2(cfg.native_dim))
 
     @staticmethod
@@ -49,7 +53,23 @@ class CycleModel:
         """Cycle (from the start) at which an in-order stream of ``n`` entries reaches entry k."""
         return (np.arange(n, dtype=np.int64) * occupancy) // max(n, 1)
 
-    def op(self, unit: str, occupancy: int, latency: int, reads=(), writes=()) -> int:
+    def _bus_slot(self, ready: int, duration: int) -> int:
+        """Earliest start >= ready of a free bus interval of ``duration`` cycles; reserves it."""
+        self.bus = [iv for iv in self.bus if iv[1] > self.issue_time]  # nothing can start before issue
+        t = ready
+        pos = 0
+        for pos, (s, e) in enumerate(self.bus):
+            if e <= t:
+                continue
+            if s >= t + duration:
+                break
+            t = e
+        else:
+            pos = len(self.bus)
+        self.bus.insert(pos, (t, t + duration))
+        return t
+
+    def op(self, unit: str, occupancy: int, latency: int, reads=(), writes=(), bus: bool = False) -> int:
         """Account one instruction; returns its completion cycle.
 
         Units stream through their ranges in order (chaining): entry k of a range is read or
@@ -69,6 +89,8 @@ class CycleModel:
                 ramp = self._ramp(hi - lo, occupancy)
                 start = max(start, int((self.write_done[space][lo:hi] - latency - ramp).max()),
                             int((self.read_done[space][lo:hi] - ramp).max()))
+        if bus:  # a transfer also needs the shared external-memory bus for its occupancy
+            start = self._bus_slot(start, occupancy)
         end = start + occupancy + latency
         self.unit_free[unit] = start + occupancy
         self.busy[unit] += occupancy

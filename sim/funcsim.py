@@ -217,8 +217,8 @@ class FuncSim:
                 self.mrf_mant[chip] = mant.reshape(-1, n, n)
                 self.mrf_exp[chip] = exp.reshape(-1, n)
         self.stats.dma_load_bytes += nbytes
-        self.model.op("dma", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
-                      reads=[self.model.mem_range(addr, span)], writes=[chip_range])
+        self.model.op("dma_load", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
+                      reads=[self.model.mem_range(addr, span)], writes=[chip_range], bus=True)
 
     def _st(self, space, rc, rm, rows, length):
         item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
@@ -234,8 +234,8 @@ class FuncSim:
         block = np.frombuffer(blob, np.uint8).reshape(rows, length * item)
         self.mem.scatter(addr, block, mem_stride, f"store from {space.name}")
         self.stats.dma_store_bytes += nbytes
-        self.model.op("dma", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
-                      reads=[chip_range], writes=[self.model.mem_range(addr, span)])
+        self.model.op("dma_store", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
+                      reads=[chip_range], writes=[self.model.mem_range(addr, span)], bus=True)
 
     # -- windows ----------------------------------------------------------------------------------
     def _window(self):
