@@ -49,9 +49,10 @@ class CycleModel:
         return "mem", addr // MEM_LINE, -(-(addr + max(nbytes, 1)) // MEM_LINE)
 
     @staticmethod
-    def _ramp(n: int, occupancy: int) -> np.ndarray:
-        """Cycle (from the start) at which an in-order stream of ``n`` entries reaches entry k."""
-        return (np.arange(n, dtype=np.int64) * occupancy) // max(n, 1)
+    def _ramp(n: int, occupancy: int, end: bool = False) -> np.ndarray:
+        """Cycle (from the start) at which an in-order stream of ``n`` entries reaches entry k
+        (``end``: finishes with it)."""
+        return ((np.arange(n, dtype=np.int64) + int(end)) * occupancy) // max(n, 1)
 
     def _bus_slot(self, ready: int, duration: int) -> int:
         """Earliest start >= ready of a free bus interval of ``duration`` cycles; reserves it."""
@@ -97,11 +98,11 @@ class CycleModel:
         for space, lo, hi, stream in reads:
             if hi > lo:
                 view = self.read_done[space][lo:hi]
-                done = start + 1 + self._ramp(hi - lo, occupancy) if stream else start + occupancy
+                done = start + self._ramp(hi - lo, occupancy, end=True) if stream else start + occupancy
                 np.maximum(view, done, out=view)
         for space, lo, hi in writes:
             if hi > lo:
-                self.write_done[space][lo:hi] = start + latency + 1 + self._ramp(hi - lo, occupancy)
+                self.write_done[space][lo:hi] = start + latency + self._ramp(hi - lo, occupancy, end=True)
         self.end = max(self.end, end)
         return end
 
