@@ -25,6 +25,7 @@ import numpy as np
 from accelml.hdl.config import EngineConfig
 
 MEM_LINE = 64
+ENTRY_GROUP = 16  # on-chip entries are tracked in groups of this many (a group completes with its last)
 MVU_LATENCY_BASE = 6  # + log2(N) adder-tree stages
 MFU_LATENCY = 4
 CTL_OCCUPANCY = 1
@@ -33,7 +34,8 @@ CTL_OCCUPANCY = 1
 class CycleModel:
     def __init__(self, cfg: EngineConfig, mem_bytes: int):
         self.cfg = cfg
-        depth = {"vrf": cfg.vrf_vectors, "mrf": cfg.mrf_tiles, "fvrf": cfg.fvrf_vectors,
+        g = ENTRY_GROUP
+        depth = {"vrf": -(-cfg.vrf_vectors // g), "mrf": -(-cfg.mrf_tiles // g), "fvrf": -(-cfg.fvrf_vectors // g),
                  "mem": -(-mem_bytes // MEM_LINE) + 1}
         self.write_done = {k: np.zeros(v, np.int64) for k, v in depth.items()}
         self.read_done = {k: np.zeros(v, np.int64) for k, v in depth.items()}
@@ -43,6 +45,12 @@ class CycleModel:
         self.end = 0
         self.bus: list[tuple[int, int]] = []  # busy intervals of the external-memory bus, sorted
         self.mvu_latency = MVU_LATENCY_BASE + int(np.log2(cfg.native_dim))
+
+    @staticmethod
+    def _group(space: str, lo: int, hi: int, stream: bool) -> tuple[str, int, int, bool]:
+        if space == "mem":
+            return space, lo, hi, stream
+        return space, lo // ENTRY_GROUP, -(-hi // ENTRY_GROUP), stream
 
     @staticmethod
     def mem_range(addr: int, nbytes: int) -> tuple[str, int, int]:
@@ -80,7 +88,8 @@ class CycleModel:
         """
         self.issue_time += 1
         start = max(self.issue_time, self.unit_free[unit])
-        reads = [r if len(r) == 4 else (*r, True) for r in reads]
+        reads = [self._group(*r) if len(r) == 4 else self._group(*r, True) for r in reads]
+        writes = [self._group(*w, True)[:3] for w in writes]
         for space, lo, hi, stream in reads:
             if hi > lo:
                 ramp = self._ramp(hi - lo, occupancy) if stream else 0
