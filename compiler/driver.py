@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from accelml.hdl.config import EngineConfig, preset
 from accelml.hdl.errors import ModelFormatError
@@ -65,6 +67,7 @@ class CompiledModel:
     inputs: list[dict]  # external name, shape, dtype, perm (external -> IR)
     outputs: list[dict]
     compile_seconds: float = 0.0
+    host_preprocess: dict | None = None  # preprocessing the host applies before the inputs (JSON)
 
     @property
     def layers(self) -> list[LayerReport]:
@@ -162,6 +165,12 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     if format:
         cfg = cfg.with_format(format)
     source = load_model_source(model)
+    host_pre = None
+    if isinstance(source, onnx.ModelProto):  # JPEG decode / resize / normalisation split off on the host
+        from .tf_import import HostPreprocess
+
+        pre = HostPreprocess.from_onnx(source)
+        host_pre = json.loads(pre.to_json()) if pre is not None else None
     graph = frontend.to_ir(source)
     part = partition(graph)
     segments = []
@@ -186,7 +195,7 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             for n in graph.outputs]
     if not graph.outputs:
         raise ModelFormatError("the model has no outputs", source=str(name or graph.name))
-    cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs)
+    cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre)
     cm.compile_seconds = time.perf_counter() - t0
     return cm
 

@@ -129,7 +129,7 @@ def cmd_compile(args) -> int:
             return 0
     if args.output is None:
         raise UsageError("compile needs -o PKG (or --explain alone)")
-    print(f"compiling {args.model} for {cfg.describe()}", file=sys.stderr)
+    print(f"compiling {args.model} for {cfg.describe()}", flush=True)
     cm = compile_model(args.model, config=cfg, name=Path(args.model).stem)
     from .package import save_package
 

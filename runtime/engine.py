@@ -8,7 +8,7 @@ compiler chose it), writes it into external memory, runs the device and reads th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -108,10 +108,13 @@ class EngineSegment:
     mem_bytes: int
     inputs: dict[str, BufferView]
     outputs: dict[str, BufferView]
+    decoded: dict = field(default_factory=dict, repr=False)  # decodes of the constant image, kept across runs
 
     def memory(self) -> ExternalMemory:
+        """A fresh external memory holding the constant image, write-protected."""
         mem = ExternalMemory(self.cfg, max(self.mem_bytes, len(self.image)))
         mem.write(0, self.image, "constant image")
+        mem.freeze(len(self.image), self.decoded)
         return mem
 
     def run(self, feeds: dict[str, np.ndarray], device) -> dict[str, np.ndarray]:

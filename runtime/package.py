@@ -75,6 +75,7 @@ def save_package(cm, path: str | os.PathLike) -> Path:
         "engine_config": cm.cfg.to_dict(), "config_hash": cm.cfg.hash,
         "inputs": cm.inputs, "outputs": cm.outputs, "segments": segments,
         "summary": cm.summary(), "files": {k: _sha(v) for k, v in files.items()},
+        "host_preprocess": cm.host_preprocess,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -126,6 +127,11 @@ class Model:
     @property
     def outputs(self) -> list[dict]:
         return self.manifest["outputs"]
+
+    @property
+    def host_preprocess(self) -> dict | None:
+        """The preprocessing split off a TensorFlow graph (decode, resize, scale), or None."""
+        return self.manifest.get("host_preprocess")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = {}

@@ -66,15 +66,14 @@ class CycleModel:
         """Earliest start >= ready of a free bus interval of ``duration`` cycles; reserves it."""
         self.bus = [iv for iv in self.bus if iv[1] > self.issue_time]  # nothing can start before issue
         t = ready
-        pos = 0
-        for pos, (s, e) in enumerate(self.bus):
+        pos = len(self.bus)
+        for i, (s, e) in enumerate(self.bus):
             if e <= t:
                 continue
             if s >= t + duration:
+                pos = i
                 break
             t = e
-        else:
-            pos = len(self.bus)
         self.bus.insert(pos, (t, t + duration))
         return t
 

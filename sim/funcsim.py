@@ -202,23 +202,40 @@ class FuncSim:
 
     def _ld(self, space, rc, rm, rows, length):
         item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
-        raw = self.mem.gather(addr, rows, length * item, mem_stride, f"load to {space.name}").reshape(-1, item)
+        key = (space, addr, rows, length, mem_stride)
+        const = addr + span <= self.mem.frozen
+        if const and key in self.mem.decoded:  # the constant image never changes: decode it once
+            cached = self.mem.decoded[key]
+            raw = None
+        else:
+            cached = None
+            raw = self.mem.gather(addr, rows, length * item, mem_stride, f"load to {space.name}").reshape(-1, item)
         where = f"load to {space.name} from {addr:#x}"
         if not self.numerics:
             pass
-        elif space is Space.FVRF:
-            self.fvrf[chip] = decode_fp(raw, self.cfg, where=where)
+        elif cached is not None:
+            self._store_chip(space, chip, *cached)
         else:
-            mant, exp = decode_bfp(raw, self.cfg, where=where)
-            if space is Space.VRF:
-                self.vrf_mant[chip], self.vrf_exp[chip] = mant, exp
+            if space is Space.FVRF:
+                decoded = (decode_fp(raw, self.cfg, where=where),)
             else:
-                n = self.cfg.native_dim
-                self.mrf_mant[chip] = mant.reshape(-1, n, n)
-                self.mrf_exp[chip] = exp.reshape(-1, n)
+                decoded = decode_bfp(raw, self.cfg, where=where)
+            self._store_chip(space, chip, *decoded)
+            if const:
+                self.mem.decoded[key] = decoded
         self.stats.dma_load_bytes += nbytes
         self.model.op("dma_load", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
                       reads=[self.model.mem_range(addr, span)], writes=[chip_range], bus=True)
+
+    def _store_chip(self, space: Space, chip: np.ndarray, values: np.ndarray, exp: np.ndarray | None = None) -> None:
+        if space is Space.FVRF:
+            self.fvrf[chip] = values
+        elif space is Space.VRF:
+            self.vrf_mant[chip], self.vrf_exp[chip] = values, exp
+        else:
+            n = self.cfg.native_dim
+            self.mrf_mant[chip] = values.reshape(-1, n, n)
+            self.mrf_exp[chip] = exp.reshape(-1, n)
 
     def _st(self, space, rc, rm, rows, length):
         item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)

@@ -72,6 +72,14 @@ class ExternalMemory:
             raise ExecutionError(f"memory image of {size} bytes exceeds {cfg.name}'s {cfg.mem_bytes} bytes")
         self.cfg = cfg
         self.data = np.zeros(size, dtype=np.uint8)
+        self.frozen = 0  # bytes [0, frozen) are the read-only constant image (weights, biases)
+        self.decoded: dict = {}  # decoded reads of the constant image, reusable while it is unchanged
+
+    def freeze(self, nbytes: int, decoded: dict | None = None) -> None:
+        """Make the first ``nbytes`` read-only; ``decoded`` may carry decodes from an identical image."""
+        self.frozen = nbytes
+        if decoded is not None:
+            self.decoded = decoded
 
     @property
     def size(self) -> int:
@@ -105,4 +113,6 @@ class ExternalMemory:
         return self.data[self._rows(addr, rows, row_bytes, stride, what)]
 
     def scatter(self, addr: int, block: np.ndarray, stride: int, what: str) -> None:
+        if addr < self.frozen and block.size:
+            raise ExecutionError(f"{what}: write at {addr:#x} into the read-only constant image (< {self.frozen:#x})")
         self.data[self._rows(addr, *block.shape, stride, what)] = block

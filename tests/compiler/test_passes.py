@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from compiler_util import compile_checked, make_model, ops
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
@@ -373,6 +373,8 @@ def test_global_max_pool_and_dilated_conv():
        pads=st.tuples(*[st.integers(0, 2)] * 4), gi=st.integers(0, 2), hw=st.integers(5, 9))
 def test_conv_bn_relu_any_geometry(k, s, d, pads, gi, hw):
     """Conv (any kernel/stride/dilation/asymmetric pads/groups) + BN + ReLU, folded."""
+    span = d * (k - 1) + 1  # the dilated kernel must fit the padded input
+    assume(span <= hw + pads[0] + pads[2] and span <= hw + 1 + pads[1] + pads[3])
     groups = [1, 2, 6][gi]
     m = make_model([H("Conv", ["x", "w"], ["c"], strides=[s, s], dilations=[d, d], pads=list(pads),
                       group=groups, name="conv"), bn("bn", "c", "n"), H("Relu", ["n"], ["y"], name="relu")],

@@ -4,6 +4,7 @@ errors, and ``accelml compile SAVEDMODEL``. Tiny Keras 3 models at 32x32 keep it
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -209,6 +210,11 @@ def test_jpeg_graph_splits_preprocessing_from_featurizer(jpeg_dir, tmp_path):
     want = mod.serve(tf.constant(jpeg))["scores"].numpy()
     got = run_package(cm, tmp_path, {"image": pre.apply_pixels(pixels)})["scores"]
     assert rel_err(got, want) < WIDE_TOL
+    # the package carries the host part, for the runtime to apply to image bytes
+    from accelml.runtime import load, save_package
+
+    rt = load(save_package(cm, tmp_path / "jpeg.accel"))
+    assert HostPreprocess.from_json(json.dumps(rt.host_preprocess)) == pre
 
 
 def _preprocess_fn(body, dtype=tf.string, shape=()):
