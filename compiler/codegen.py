@@ -171,6 +171,16 @@ class _Emitter:
             done += k
 
 
+def _window(e: _Emitter, g, in_h: int, in_cb: int, kh: int, kw: int, pad_t: int, pad_l: int, out_w: int,
+            npix: int) -> None:
+    """Configure the window of an MVC or POOL over ``in_h`` rows of ``g``'s input held in the VRF."""
+    for key, value in ((Cfg.IN_H, in_h), (Cfg.IN_W, g.in_w), (Cfg.IN_CB, in_cb), (Cfg.KH, kh), (Cfg.KW, kw),
+                       (Cfg.STRIDE_H, g.stride[0]), (Cfg.STRIDE_W, g.stride[1]), (Cfg.DIL_H, g.dilation[0]),
+                       (Cfg.DIL_W, g.dilation[1]), (Cfg.PAD_T, pad_t), (Cfg.PAD_L, pad_l), (Cfg.OUT_W, out_w),
+                       (Cfg.PIX0, 0), (Cfg.NPIX, npix)):
+        e.set(key, value)
+
+
 def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
     if act.kind is ActKind.NONE:
         return
@@ -409,20 +419,7 @@ class _Generator:
                 kh_, kw_, pad_t, pad_l = 1, 1, g.pads[0] - ky * g.dilation[0], g.pads[1] - kx * g.dilation[1]
                 rs, gi_, go_, ob0 = vin + b0, b1 - b0, op.cob, 0
                 tiles = b1 - b0
-            e.set(Cfg.IN_H, i1 - i0)
-            e.set(Cfg.IN_W, g.in_w)
-            e.set(Cfg.IN_CB, op.src.cb)
-            e.set(Cfg.KH, kh_)
-            e.set(Cfg.KW, kw_)
-            e.set(Cfg.STRIDE_H, g.stride[0])
-            e.set(Cfg.STRIDE_W, g.stride[1])
-            e.set(Cfg.DIL_H, g.dilation[0])
-            e.set(Cfg.DIL_W, g.dilation[1])
-            e.set(Cfg.PAD_T, pad_t + i0 - r0 * g.stride[0])
-            e.set(Cfg.PAD_L, pad_l)
-            e.set(Cfg.OUT_W, ow)
-            e.set(Cfg.PIX0, 0)
-            e.set(Cfg.NPIX, npix)
+            _window(e, g, i1 - i0, op.src.cb, kh_, kw_, pad_t + i0 - r0 * g.stride[0], pad_l, ow, npix)
             e.set(Cfg.COB, o1 - o0)
             e.set(Cfg.OB0, ob0)
             e.set(Cfg.GI, gi_)
@@ -487,22 +484,9 @@ class _Generator:
             vin = vins[j]
             i0, i1 = self.band_input(op, r0, r1, g.kh)
             acc = r.fvrf_acc[self.parity]
-            e.set(Cfg.IN_H, i1 - i0)
-            e.set(Cfg.IN_W, g.in_w)
-            e.set(Cfg.IN_CB, nb)
-            e.set(Cfg.KH, g.kh)
-            e.set(Cfg.KW, g.kw)
-            e.set(Cfg.STRIDE_H, g.stride[0])
-            e.set(Cfg.STRIDE_W, g.stride[1])
-            e.set(Cfg.DIL_H, g.dilation[0])
-            e.set(Cfg.DIL_W, g.dilation[1])
-            e.set(Cfg.PAD_T, g.pads[0] + i0 - r0 * g.stride[0])
-            e.set(Cfg.PAD_L, g.pads[1])
+            _window(e, g, i1 - i0, nb, g.kh, g.kw, g.pads[0] + i0 - r0 * g.stride[0], g.pads[1], ow, (r1 - r0) * ow)
             e.set(Cfg.PAD_B, g.pads[2])
             e.set(Cfg.PAD_R, g.pads[3])
-            e.set(Cfg.OUT_W, ow)
-            e.set(Cfg.PIX0, 0)
-            e.set(Cfg.NPIX, (r1 - r0) * ow)
             e.emit(Opcode.POOL, mode=mode, rd=e.reg(3, acc), rs=e.reg(4, vin))
             info.act_bytes += self.write_out(op.dst, acc, r0 * ow, (r1 - r0) * ow, b0, nb)
             self.parity ^= 1

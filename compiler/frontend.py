@@ -27,12 +27,13 @@ from .ir import Graph, verify
 from .onnx_import import import_model
 from .passes import PIPELINE, canonicalize
 
-__all__ = ["load_onnx", "import_model", "canonicalize", "PIPELINE", "to_ir"]
+__all__ = ["load_onnx", "parse_model", "import_model", "canonicalize", "PIPELINE", "to_ir"]
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
 
-def _parse(data: bytes, source: str) -> onnx.ModelProto:
+def parse_model(data: bytes, source: str) -> onnx.ModelProto:
+    """Serialized bytes -> ModelProto; ModelFormatError naming ``source`` if they are not ONNX."""
     if not data:
         raise ModelFormatError("the file is empty", source=source)
     model = onnx.ModelProto()
@@ -135,13 +136,13 @@ def load_onnx(src: ModelSource, *, base_dir: str | os.PathLike | None = None,
         model.CopyFrom(src)
     elif isinstance(src, bytes | bytearray):
         source = "<bytes>"
-        model = _parse(bytes(src), source)
+        model = parse_model(bytes(src), source)
     elif isinstance(src, str | os.PathLike):
         path = Path(src)
         source = str(path)
         if not path.is_file():
             raise ModelFormatError("no such file", source=source)
-        model = _parse(path.read_bytes(), source)
+        model = parse_model(path.read_bytes(), source)
         if base_dir is None:
             base_dir = path.parent
     else:

@@ -59,10 +59,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep
 
+from accelml.compiler.frontend import parse_model
 from accelml.hdl.config import EngineConfig, preset
 from accelml.hdl.errors import ModelFormatError, PackageError
 
@@ -111,13 +111,7 @@ def _to_proto(model: Any) -> onnx.ModelProto:
         data, source = bytes(model), "<bytes>"
     else:
         raise ModelFormatError(f"expected an onnx.ModelProto, bytes or a path, not {type(model).__name__}")
-    if not data:
-        raise ModelFormatError("the file is empty", source=source)
-    m = onnx.ModelProto()
-    try:
-        m.ParseFromString(data)
-    except (DecodeError, RuntimeWarning, ValueError) as e:
-        raise ModelFormatError(f"not a readable ONNX protobuf (truncated or corrupt?): {e}", source=source) from None
+    m = parse_model(data, source)
     if isinstance(model, str | os.PathLike):
         from onnx.external_data_helper import load_external_data_for_model
 
