@@ -169,12 +169,21 @@ _BLAS = ThreadpoolController()
 
 
 def _nonzero_block_range(mant: np.ndarray, sexp: np.ndarray, block: int) -> tuple[int, int] | None:
-    """(min, max) unit exponent over blocks with a nonzero mantissa; None if all are zero."""
-    nz = (mant.reshape(*sexp.shape, block) != 0).any(axis=-1)
-    if not nz.any():
+    """(min, max) unit exponent over blocks with a nonzero mantissa; None if all are zero.
+
+    Zero blocks (and padding) carry the smallest exponent, so only blocks at the smallest exponent
+    present need their mantissas looked at.
+    """
+    lowest = int(sexp.min()) if sexp.size else 0
+    at_lowest = sexp == lowest
+    blocks = mant.reshape(*sexp.shape, block)
+    lowest_live = bool((blocks[at_lowest] != 0).any()) if at_lowest.any() else False
+    if lowest_live:
+        return lowest, int(sexp.max())
+    rest = sexp[~at_lowest]
+    if rest.size == 0:
         return None
-    live = sexp[nz]
-    return int(live.min()), int(live.max())
+    return int(rest.min()), int(rest.max())
 
 
 def _matmul_quiet(a: np.ndarray, b: np.ndarray) -> np.ndarray:

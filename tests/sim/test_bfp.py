@@ -205,3 +205,20 @@ def test_binary32_input_quantises_exactly_as_float64(cfg):
         a, b = bfp.quantize(x, cfg), bfp.quantize(x.astype(np.float64), cfg)
         np.testing.assert_array_equal(a.mant, b.mant)
         np.testing.assert_array_equal(a.exp, b.exp)
+
+
+def test_blocks_at_the_smallest_exponent_are_not_mistaken_for_zero():
+    """A live block at the minimum exponent (tiny values) must send block_matmul to the exact path."""
+    cfg = preset("a10")
+    rng = np.random.default_rng(5)
+    a = bfp.quantize(rng.standard_normal((3, 32)), cfg)
+    w = bfp.quantize(rng.standard_normal((4, 32)), cfg)
+    tiny_exp = a.exp.copy()
+    tiny_exp[:, 0] = cfg.exp_min  # the first block of each row: live mantissas at 2**-127
+    t = bfp.BfpTensor(a.mant, tiny_exp, a.length, a.block, a.mantissa_bits)
+    av, wv = bfp.dequantize(t), bfp.dequantize(w)
+    ref = np.zeros((3, 4), np.float32)
+    for b in range(2):
+        s = slice(b * 16, (b + 1) * 16)
+        ref = bfp.to_internal(ref.astype(np.float64) + bfp.to_internal(av[:, s] @ wv[:, s].T))
+    np.testing.assert_array_equal(bfp.block_matmul(t, w, cfg), ref)
