@@ -84,6 +84,7 @@ class ConvOp:
     gi: int = 0  # input blocks per group (0: dense)
     go: int = 0  # output blocks per group
     residual: Buf | None = None
+    macs: int = 0  # useful MACs of the source layer (logical channels, no padding, groups honoured)
 
     @property
     def taps(self) -> int:
@@ -92,13 +93,6 @@ class ConvOp:
     @property
     def cob(self) -> int:
         return self.dst.cb
-
-    @property
-    def macs(self) -> int:
-        """Useful MACs of the source layer (logical channels, no padding, groups honoured)."""
-        return self._macs
-
-    _macs: int = 0
 
 
 @dataclass(eq=False)
@@ -373,9 +367,7 @@ class _Lowering:
         phys = _expand_lanes(dense, src.lanes, src.cb * n)
         wq = golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight")
         bias_i = bfp.internal_const(np.asarray(bias, np.float64), f"{name}.bias")
-        op = ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual)
-        op._macs = macs
-        return op
+        return ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual, macs)
 
     def lower_dense(self, node: Node, fused: set[str]) -> None:
         """A dense layer is a convolution whose window is the whole (flattened) input image."""
