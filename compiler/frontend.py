@@ -18,8 +18,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
 
 from accelml.hdl.errors import ModelFormatError, ShapeError
 
@@ -27,7 +29,7 @@ from .ir import Graph, verify
 from .onnx_import import import_model
 from .passes import PIPELINE, canonicalize
 
-__all__ = ["load_onnx", "parse_model", "import_model", "canonicalize", "PIPELINE", "to_ir"]
+__all__ = ["load_onnx", "parse_model", "fold_onnx_constants", "import_model", "canonicalize", "PIPELINE", "to_ir"]
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto
 
@@ -42,6 +44,60 @@ def parse_model(data: bytes, source: str) -> onnx.ModelProto:
     except (DecodeError, RuntimeWarning, ValueError) as e:
         raise ModelFormatError(f"not a readable ONNX protobuf (truncated or corrupt?): {e}",
                                source=source) from None
+    return model
+
+
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"}
+
+
+def _foldable(node: onnx.NodeProto) -> bool:
+    return (node.op_type not in _NONDETERMINISTIC and node.domain in ("", "ai.onnx")
+            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute))
+
+
+def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Evaluate (with onnx.reference) every node whose inputs are all initializers or folded
+    values, store the results as initializers and drop the nodes and unused initializers.
+    Returns ``model``, modified in place."""
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    original = set(consts)
+    keep = []
+    for node in g.node:
+        ins = [i for i in node.input if i]
+        if not _foldable(node) or not all(i in consts for i in ins):
+            keep.append(node)
+            continue
+        vin = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(consts[i].dtype), consts[i].shape)
+               for i in ins]
+        vout = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o]
+        one = helper.make_model(helper.make_graph([node], "fold", vin, vout), opset_imports=model.opset_import)
+        try:
+            outs = ReferenceEvaluator(one).run(None, {i: consts[i] for i in ins})
+        except Exception:  # noqa: BLE001 - a node the reference cannot evaluate simply stays in the graph
+            keep.append(node)
+            continue
+        for name, value in zip([o for o in node.output if o], outs, strict=True):
+            consts[name] = np.asarray(value)
+    used = {i for n in keep for i in n.input} | {o.name for o in g.output}
+    del g.node[:]
+    g.node.extend(keep)
+    del g.initializer[:]
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items() if k in used)
+    if model.ir_version < 4:  # before IR 4 every initializer is also a graph input
+        dropped = {t for t in original if t not in used}
+        kept_inputs = [i for i in g.input if i.name not in dropped]
+        del g.input[:]
+        g.input.extend(kept_inputs)
+        listed = {i.name for i in g.input}
+        g.input.extend(helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                       for k, v in consts.items() if k in used and k not in listed)
+    kept_vi = [vi for vi in g.value_info if vi.name not in consts]
+    del g.value_info[:]
+    g.value_info.extend(kept_vi)
     return model
 
 
@@ -166,6 +222,9 @@ def load_onnx(src: ModelSource, *, base_dir: str | os.PathLike | None = None,
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFormatError(f"fails the ONNX checker: {first}", source=source) from None
     _check_structure(model, source)
+    # exporters compute some operands (torch's Pad widths) with constant subgraphs that shape
+    # inference cannot see through: evaluate those first
+    fold_onnx_constants(model)
     _fix_input_dims(model, batch)
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,

@@ -30,9 +30,11 @@ import warnings
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from accelml.hdl.errors import AccelmlError
+
+from .frontend import fold_onnx_constants as fold_constants  # noqa: E402  (kept for zoo users)
 
 __all__ = [
     "ZooUnavailableError", "zoo_available", "efficientnet_lite0", "efficientnet_lite0_torch",
@@ -87,47 +89,6 @@ def zoo_available() -> bool:
 # ---------------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------------
-
-_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                     "Bernoulli"}
-
-
-def _foldable(node: onnx.NodeProto) -> bool:
-    return (node.op_type not in _NONDETERMINISTIC and node.domain in ("", "ai.onnx")
-            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute))
-
-
-def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Evaluate (with onnx.reference) every node whose inputs are all initializers or folded
-    values, store the results as initializers and drop the nodes and unused initializers.
-    Returns ``model``, modified in place."""
-    from onnx.reference import ReferenceEvaluator
-
-    g = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    keep = []
-    for node in g.node:
-        ins = [i for i in node.input if i]
-        if not _foldable(node) or not all(i in consts for i in ins):
-            keep.append(node)
-            continue
-        vin = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(consts[i].dtype), consts[i].shape)
-               for i in ins]
-        vout = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o]
-        one = helper.make_model(helper.make_graph([node], "fold", vin, vout), opset_imports=model.opset_import)
-        outs = ReferenceEvaluator(one).run(None, {i: consts[i] for i in ins})
-        for name, value in zip([o for o in node.output if o], outs, strict=True):
-            consts[name] = np.asarray(value)
-    used = {i for n in keep for i in n.input} | {o.name for o in g.output}
-    del g.node[:]
-    g.node.extend(keep)
-    del g.initializer[:]
-    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items() if k in used)
-    kept_vi = [vi for vi in g.value_info if vi.name not in consts]
-    del g.value_info[:]
-    g.value_info.extend(kept_vi)
-    return model
-
 
 def _export(torch, net, input_size: int, name: str) -> onnx.ModelProto:
     buf = io.BytesIO()

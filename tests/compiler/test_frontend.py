@@ -158,3 +158,40 @@ def test_external_data_round_trip(tmp_path):
 def test_errors_share_the_base_class():
     for cls in (ModelFormatError, ShapeError):
         assert issubclass(cls, AccelmlError) and issubclass(cls, ValueError)
+
+
+def test_pad_widths_computed_by_a_constant_subgraph_are_folded_before_shape_inference():
+    """The PyTorch exporter writes ZeroPad2d widths as ConstantOfShape -> Concat -> Reshape -> Slice ->
+    Transpose -> Reshape -> Cast; shape inference cannot see through it, so it is evaluated first."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from accelml.compiler.frontend import to_ir
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name))
+
+    nodes = [
+        const("n", np.array([4], np.int64)),
+        helper.make_node("ConstantOfShape", ["n"], ["zeros"], value=numpy_helper.from_array(np.zeros(1, np.int64))),
+        const("torch_pads", np.array([0, 1, 0, 1], np.int64)),  # (left, right, top, bottom), last dim first
+        helper.make_node("Concat", ["torch_pads", "zeros"], ["cat"], axis=0),
+        const("shape2", np.array([-1, 2], np.int64)),
+        helper.make_node("Reshape", ["cat", "shape2"], ["pairs"]),
+        const("st", np.array([-1], np.int64)), const("en", np.array([-(2**63)], np.int64)),
+        const("ax", np.array([0], np.int64)), const("sp", np.array([-1], np.int64)),
+        helper.make_node("Slice", ["pairs", "st", "en", "ax", "sp"], ["rev"]),
+        helper.make_node("Transpose", ["rev"], ["tr"], perm=[1, 0]),
+        const("flat", np.array([-1], np.int64)),
+        helper.make_node("Reshape", ["tr", "flat"], ["p64"]),
+        helper.make_node("Cast", ["p64"], ["pads"], to=TensorProto.INT64),
+        helper.make_node("Pad", ["x", "pads"], ["xp"]),
+        helper.make_node("Conv", ["xp", "w"], ["y"], strides=[2, 2]),
+    ]
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    g = helper.make_graph(nodes, "torch_pad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    ir = to_ir(m)
+    assert [n.op.value for n in ir.nodes] == ["conv"]
+    assert ir.nodes[0].attrs.pads == (0, 0, 1, 1)  # bottom and right, fused into the conv
