@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,tf]'
+	$(PY) -m pip install --quiet -e '.[dev,tf,zoo]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,6 +28,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) tests/bench/bench_funcsim.py
 	$(PY) tests/bench/bench_compiler.py
+	$(PY) tests/bench/bench_fidelity.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check compiler hdl sim runtime tests
