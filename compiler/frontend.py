@@ -57,45 +57,60 @@ def _foldable(node: onnx.NodeProto) -> bool:
 
 
 def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Evaluate (with onnx.reference) every node whose inputs are all initializers or folded
-    values, store the results as initializers and drop the nodes and unused initializers.
-    Returns ``model``, modified in place."""
+    """Evaluate (with onnx.reference) every node whose inputs are all constants (initializers or
+    folded values), store the results as initializers and drop the nodes and the initializers no
+    longer used. Only what changes is touched. Returns ``model``, modified in place."""
     from onnx.reference import ReferenceEvaluator
 
     g = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    original = set(consts)
+    init_names = {t.name for t in g.initializer}
+    folded: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}  # initializers read by foldable nodes, decoded on demand
+
+    def const(name: str) -> np.ndarray:
+        if name in folded:
+            return folded[name]
+        if name not in arrays:
+            arrays[name] = numpy_helper.to_array(next(t for t in g.initializer if t.name == name))
+        return arrays[name]
+
     keep = []
     for node in g.node:
         ins = [i for i in node.input if i]
-        if not _foldable(node) or not all(i in consts for i in ins):
+        if not _foldable(node) or not all(i in folded or i in init_names for i in ins):
             keep.append(node)
             continue
-        vin = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(consts[i].dtype), consts[i].shape)
-               for i in ins]
+        values = {i: const(i) for i in ins}
+        vin = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+               for i, v in values.items()]
         vout = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o]
         one = helper.make_model(helper.make_graph([node], "fold", vin, vout), opset_imports=model.opset_import)
         try:
-            outs = ReferenceEvaluator(one).run(None, {i: consts[i] for i in ins})
+            outs = ReferenceEvaluator(one).run(None, values)
         except Exception:  # noqa: BLE001 - a node the reference cannot evaluate simply stays in the graph
             keep.append(node)
             continue
         for name, value in zip([o for o in node.output if o], outs, strict=True):
-            consts[name] = np.asarray(value)
+            folded[name] = np.asarray(value)
+    if not folded:
+        return model
     used = {i for n in keep for i in n.input} | {o.name for o in g.output}
     del g.node[:]
     g.node.extend(keep)
-    del g.initializer[:]
-    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items() if k in used)
+    dropped = {t.name for t in g.initializer if t.name not in used}
+    if dropped:
+        kept_inits = [t for t in g.initializer if t.name not in dropped]
+        del g.initializer[:]
+        g.initializer.extend(kept_inits)
+    new = {k: v for k, v in folded.items() if k in used}
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in new.items())
     if model.ir_version < 4:  # before IR 4 every initializer is also a graph input
-        dropped = {t for t in original if t not in used}
         kept_inputs = [i for i in g.input if i.name not in dropped]
         del g.input[:]
         g.input.extend(kept_inputs)
-        listed = {i.name for i in g.input}
         g.input.extend(helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-                       for k, v in consts.items() if k in used and k not in listed)
-    kept_vi = [vi for vi in g.value_info if vi.name not in consts]
+                       for k, v in new.items())
+    kept_vi = [vi for vi in g.value_info if vi.name not in folded]
     del g.value_info[:]
     g.value_info.extend(kept_vi)
     return model

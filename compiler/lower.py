@@ -151,7 +151,7 @@ def _act_apply(x: np.ndarray, act: Activation) -> np.ndarray:
 
 def _expand_lanes(w: np.ndarray, lanes: np.ndarray, width: int) -> np.ndarray:
     """Scatter the input-channel axis (1) of dense weights (Cout, Cin, kh, kw) onto physical lanes."""
-    out = np.zeros((w.shape[0], width, *w.shape[2:]), dtype=np.float64)
+    out = np.zeros((w.shape[0], width, *w.shape[2:]), dtype=w.dtype)
     out[:, lanes] = w
     return out
 
@@ -322,7 +322,7 @@ class _Lowering:
         src = self.src(node.inputs[0])
         kh, kw = a.kernel
         geom = golden.ConvGeom(src.h, src.w, kh, kw, tuple(a.strides), tuple(a.dilations), tuple(a.pads))
-        weight = a.weight.astype(np.float64)
+        weight = np.asarray(a.weight, np.float32)  # quantised in binary32: exact (see bfp.quantize)
         name_in = node.inputs[0]
         if self.pack_first and name_in in self.g.inputs and a.groups == 1 and a.in_channels * 2 <= self.n \
                 and all(u.op is OpKind.CONV for u in self.consumers.get(name_in, [])) \
@@ -378,7 +378,7 @@ class _Lowering:
             raise UnsupportedOperatorError(f"dense {node.name!r}: {k} inputs but its source has "
                                            f"{src.channels * src.pixels} values")
         # ONNX flatten of NCHW: feature = c*H*W + y*W + x
-        weight = a.weight.astype(np.float64).reshape(j, src.channels, src.h, src.w)
+        weight = np.asarray(a.weight, np.float32).reshape(j, src.channels, src.h, src.w)
         geom = golden.ConvGeom(src.h, src.w, src.h, src.w)
         residual, act, out = self._fusable_residual(node, fused)
         dst = self.out_buf(out)

@@ -98,11 +98,12 @@ def quantize_conv_weights(w, cfg: EngineConfig, groups: int = 1, *, name: str = 
     Each row is blocked per kernel tap along input channels (padded to whole blocks), in the
     reduction order.
     """
-    dense = expand_group_weights(np.asarray(w, dtype=np.float64), groups)
+    w = np.asarray(w)
+    dense = expand_group_weights(w if w.dtype == np.float32 else w.astype(np.float64), groups)
     cout, cin, kh, kw = dense.shape
     n = cfg.native_dim
     cinb = -(-cin // n)
-    taps = np.zeros((cout, kh, kw, cinb * n))
+    taps = np.zeros((cout, kh, kw, cinb * n), dtype=dense.dtype)
     taps[..., :cin] = dense.transpose(0, 2, 3, 1)
     q = bfp.quantize(taps, cfg, name=name)  # blocks never straddle taps: cinb * n is whole blocks
     return BfpTensor(q.mant.reshape(cout, -1), q.exp.reshape(cout, -1), kh * kw * cinb * n, n, q.mantissa_bits)
@@ -110,7 +111,8 @@ def quantize_conv_weights(w, cfg: EngineConfig, groups: int = 1, *, name: str = 
 
 def quantize_dense_weights(w, cfg: EngineConfig, *, name: str = "weights") -> BfpTensor:
     """Dense weights (J, K) (rows are outputs) -> BFP rows blocked along K."""
-    return bfp.quantize(np.asarray(w, dtype=np.float64), cfg, name=name)
+    w = np.asarray(w)
+    return bfp.quantize(w if w.dtype == np.float32 else w.astype(np.float64), cfg, name=name)
 
 
 def im2col(x: BfpTensor, geom: ConvGeom, oy=None, ox=None) -> tuple[np.ndarray, np.ndarray]:
