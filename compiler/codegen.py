@@ -171,6 +171,11 @@ class _Emitter:
             done += k
 
 
+def _input_rows(g, out_rows: int) -> int:
+    """Input rows a band of ``out_rows`` output rows of window ``g`` reads (at most the input)."""
+    return min(g.in_h, (out_rows - 1) * g.stride[0] + (g.kh - 1) * g.dilation[0] + 1)
+
+
 def _window(e: _Emitter, g, in_h: int, in_cb: int, kh: int, kw: int, pad_t: int, pad_l: int, out_w: int,
             npix: int) -> None:
     """Configure the window of an MVC or POOL over ``in_h`` rows of ``g``'s input held in the VRF."""
@@ -297,16 +302,16 @@ class _Generator:
             raise CapacityError(f"layer {op.name!r}: one output row of {ow} pixels does not fit the accumulator "
                                 f"files ({out_cap} vectors, {self.cfg.name})")
         cob_c = max(1, min(cob_c, out_cap // ow))
-        rows_in = lambda rows: min(op.geom.in_h, (rows - 1) * op.geom.stride[0] + (kh - 1) * op.geom.dilation[0] + 1)  # noqa: E731
         rows = oh
-        vrf_need = lambda rows: rows_in(rows) * op.geom.in_w * op.src.cb + op.src.cb  # noqa: E731  (+ block-range slack)
+        vrf_need = lambda rows: _input_rows(op.geom, rows) * op.geom.in_w * op.src.cb + op.src.cb  # noqa: E731  (+ block-range slack)
         # two input buffers when one band fits half the region, else one buffer of the whole region
         cap_in = r.vrf_in_size if vrf_need(1) <= r.vrf_in_size else 2 * r.vrf_in_size
         while rows > 1 and (vrf_need(rows) > cap_in or rows * ow * cob_c > out_cap):
             rows = -(-rows // 2)
         if vrf_need(rows) > cap_in:
-            raise CapacityError(f"layer {op.name!r}: {rows_in(1)} input rows of {op.geom.in_w} x {op.src.cb} blocks "
-                                f"do not fit the VRF input region ({cap_in} vectors, {self.cfg.name})")
+            raise CapacityError(f"layer {op.name!r}: {_input_rows(op.geom, 1)} input rows of {op.geom.in_w} x "
+                                f"{op.src.cb} blocks do not fit the VRF input region ({cap_in} vectors, "
+                                f"{self.cfg.name})")
         self.double_in[id(op)] = cap_in == r.vrf_in_size
         if len(kgroups) == 1 and -(-op.cob // cob_c) == 1:
             rows = min(rows, -(-oh // PIPELINE_BANDS))  # bands overlap load, products, epilogue, store
@@ -457,11 +462,10 @@ class _Generator:
         cb = op.src.cb
         cap = min(r.fvrf_acc_size, r.vrf_out_size)
         cb_c = max(1, min(cb, cap // ow, r.vrf_in_size // max(1, g.kh * g.in_w)))
-        in_rows = lambda rows: min(g.in_h, (rows - 1) * g.stride[0] + (g.kh - 1) * g.dilation[0] + 1)  # noqa: E731
         rows = oh if op.kind is PoolKind.AVG_PAD else -(-oh // PIPELINE_BANDS)
-        while rows > 1 and (in_rows(rows) * g.in_w * cb_c > r.vrf_in_size or rows * ow * cb_c > cap):
+        while rows > 1 and (_input_rows(g, rows) * g.in_w * cb_c > r.vrf_in_size or rows * ow * cb_c > cap):
             rows = -(-rows // 2)
-        if in_rows(rows) * g.in_w * cb_c > r.vrf_in_size or ow * cb_c > cap:
+        if _input_rows(g, rows) * g.in_w * cb_c > r.vrf_in_size or ow * cb_c > cap:
             raise CapacityError(f"pool {op.name!r} does not fit the VRF/FVRF ({self.cfg.name})")
         if op.kind is PoolKind.AVG_PAD and rows < oh:
             raise CapacityError(f"pool {op.name!r}: padded average needs the whole input on chip ({self.cfg.name})")

@@ -88,6 +88,13 @@ class CompiledModel:
             "compile_seconds": self.compile_seconds,
         }
 
+    def run_golden(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The whole model with every engine segment executed by the golden layer ops
+        (``lower.run_golden``) and host segments on onnxruntime: the reference the package's
+        functional-simulator run must equal bit for bit."""
+        plans = iter([s.plan for s in self.segments if s.plan is not None])
+        return self.partition.run(feeds, engine=lambda sg, f: lower.run_golden(next(plans), f))
+
     def report(self) -> str:
         cfg, s = self.cfg, self.summary()
         lines = [f"{self.name} on {cfg.describe()}",

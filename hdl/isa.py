@@ -23,7 +23,7 @@ from .errors import ProgramFormatError
 
 __all__ = [
     "INSN_BITS", "NUM_REGS", "MAX_LOOP_DEPTH", "Opcode", "Cfg", "Space", "PoolMode", "VecOp", "Act",
-    "Reg", "SPEC", "LAYOUTS", "INSN_LAYOUT", "Instruction", "encode", "decode", "FLOAT_CFG",
+    "Reg", "SPEC", "LAYOUTS", "INSN_LAYOUT", "Instruction", "encode", "decode", "FLOAT_CFG", "field_range",
 ]
 
 INSN_BITS = 64
@@ -174,14 +174,20 @@ class Instruction:
         return cls(op, tuple((name, values[name]) for name in names))
 
 
+def field_range(kind) -> tuple[int, int]:
+    """Smallest and largest value an integer (or register) field holds."""
+    shape = _shape(kind)
+    if shape.signed:
+        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+    return 0, (1 << shape.width) - 1
+
+
 def _check_field(op: Opcode, name: str, kind, value) -> None:
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         if not isinstance(value, kind):
             raise ValueError(f"{op.name}.{name} must be a {kind.__name__}, got {value!r}")
         return
-    shape = _shape(kind)
-    lo = -(1 << (shape.width - 1)) if shape.signed else 0
-    hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
+    lo, hi = field_range(kind)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"{op.name}.{name} must be an integer in [{lo}, {hi}], got {value!r}")
 

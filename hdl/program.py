@@ -42,6 +42,7 @@ from .isa import (
     Reg,
     decode,
     encode,
+    field_range,
 )
 
 MAGIC = b"ACLP"
@@ -171,9 +172,7 @@ def _parse_operand(text: str, op: Opcode, name: str, kind, values: dict, line: i
         value = int(text, 0)
     except ValueError:
         fail(f"expected an integer, got {text!r}")
-    shape = kind
-    lo = -(1 << (shape.width - 1)) if shape.signed else 0
-    hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
+    lo, hi = field_range(kind)
     if op is Opcode.CFG and name == "imm" and -(1 << 31) <= value < 0:
         value &= 0xFFFF_FFFF  # signed configuration values (pads) in two's complement
     if not lo <= value <= hi:

@@ -18,15 +18,10 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from accelml.compiler import compile_model, lower, models
+from accelml.compiler import compile_model, models
 from accelml.runtime import load, save_package
 
 ALL = ["resnet50", "resnet152", "vgg16", "densenet121", "ssd_vgg", "mobilenet_v2"]
-
-
-def golden_run(cm, feeds):
-    plans = iter([s.plan for s in cm.segments if s.plan is not None])
-    return cm.partition.run(feeds, engine=lambda sg, f: lower.run_golden(next(plans), f))
 
 
 def best(fn, repeats):
@@ -67,7 +62,7 @@ def main() -> None:
             t_ort, ref = best(lambda sess=sess, feeds=feeds, names=names: dict(zip(names, sess.run(None, feeds),
                                                                                    strict=True)),
                               args.repeats)
-        gold = golden_run(cm, feeds)
+        gold = cm.run_golden(feeds)
         exact = all(np.array_equal(got[k], gold[k]) for k in got)
         err = max(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max() for k in got)
         top1 = all(np.argmax(got[k]) == np.argmax(ref[k]) for k in got)

@@ -10,7 +10,7 @@ import pytest
 from compiler_util import make_model
 from onnx import helper
 
-from accelml.compiler import compile_model, lower, models
+from accelml.compiler import compile_model, models
 from accelml.hdl.config import preset
 from accelml.hdl.errors import CapacityError
 from accelml.runtime import load, save_package
@@ -20,11 +20,6 @@ from accelml.runtime import load, save_package
 BOUND = {"msfp16": 0.06, "custom": 0.06, "wide": 1e-4}
 
 
-def golden_run(cm, feeds):
-    plans = iter([s.plan for s in cm.segments if s.plan is not None])
-    return cm.partition.run(feeds, engine=lambda sg, f: lower.run_golden(next(plans), f))
-
-
 def check(model, cfg, tmp_path, seed=0):
     cm = compile_model(model, config=cfg)
     pkg = save_package(cm, tmp_path / "m.accel")
@@ -32,7 +27,7 @@ def check(model, cfg, tmp_path, seed=0):
     rng = np.random.default_rng(seed)
     feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in cm.inputs}
     got = rt.run(feeds)
-    gold = golden_run(cm, feeds)
+    gold = cm.run_golden(feeds)
     ref = cm.partition.run(feeds)  # float32 reference interpreter (host segments on onnxruntime)
     bound = BOUND["wide" if cfg.mantissa_bits > 15 else "msfp16"]
     for name in got:

@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from accelml.compiler import compile_model, lower, zoo
+from accelml.compiler import compile_model, zoo
 from accelml.compiler.partition import Device
 from accelml.runtime import load, save_package
 
@@ -92,11 +92,10 @@ def test_compiles_entirely_onto_the_engine(compiled):
 @requires_zoo
 def test_funcsim_bit_exact_with_golden_and_top1_matches_fp32(compiled, lite0, photos):
     cm, pkg = compiled
-    (plan,) = [s.plan for s in cm.segments if s.plan is not None]
     sess = ort.InferenceSession(lite0.SerializeToString(), providers=["CPUExecutionProvider"])
     for name, x in photos.items():
         got = pkg.run({"input": x})["logits"]
-        gold = lower.run_golden(plan, {"input": x})["logits"]
+        gold = cm.run_golden({"input": x})["logits"]
         assert got.shape == (1, 1000) and got.dtype == np.float32
         assert np.array_equal(got, gold), f"{name}: functional simulator != golden"
         ref = sess.run(None, {"input": x})[0]
