@@ -22,7 +22,7 @@ import numpy as np
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import UnsupportedOperatorError
-from accelml.sim import bfp, golden
+from accelml.sim import bfp, golden, layout
 from accelml.sim.bfp import BfpTensor
 from accelml.sim.layout import from_hwc, pack_first_layer, to_hwc
 
@@ -471,7 +471,7 @@ class _Memory:
 
     def values(self, buf: Buf) -> np.ndarray:
         """Internal-format values of all physical lanes (H, W, cb*N)."""
-        return bfp.to_internal(bfp.dequantize(self.read(buf)), "dequantise")
+        return bfp.dequantize_internal(self.read(buf))
 
     def write(self, buf: Buf, values: np.ndarray) -> None:
         """Store internal values (H, W, cb*N physical lanes): re-quantised, or as fp32."""
@@ -484,9 +484,7 @@ class _Memory:
         self.exp[buf.base][:, s] = q.exp
 
     def write_input(self, buf: Buf, hwc: np.ndarray) -> None:
-        phys = np.zeros((buf.h, buf.w, buf.cb * self.n))
-        phys[..., buf.lanes] = hwc
-        q = bfp.quantize(phys.reshape(buf.pixels, -1), self.cfg, name=buf.name)
+        q = bfp.quantize(layout.on_lanes(hwc, buf.lanes, buf.cb, self.n), self.cfg, name=buf.name)
         s = slice(buf.cb_off, buf.cb_off + buf.cb)
         self.mant[buf.base][:, s] = q.mant.reshape(buf.pixels, buf.cb, self.n)
         self.exp[buf.base][:, s] = q.exp

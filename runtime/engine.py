@@ -8,6 +8,7 @@ compiler chose it), writes it into external memory, runs the device and reads th
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,9 +79,7 @@ class BufferView:
         hwc = layout.to_hwc(x)
         if self.packed is not None:
             hwc = layout.pack_first_layer(hwc, self.packed)
-        phys = np.zeros((self.h * self.w, self.cb * cfg.native_dim))
-        phys[:, self.lanes] = hwc.reshape(self.h * self.w, -1)
-        q = bfp.quantize(phys, cfg, name=name)
+        q = bfp.quantize(layout.on_lanes(hwc, self.lanes, self.cb, cfg.native_dim), cfg, name=name)
         blob = np.frombuffer(encode_bfp(q.mant.reshape(-1, cfg.native_dim), q.exp.reshape(-1), cfg), np.uint8)
         start, stride, row = self._rows(cfg)
         mem.scatter(start, blob.reshape(self.h * self.w, row), stride, f"input {name!r}")
@@ -109,6 +108,8 @@ class EngineSegment:
     inputs: dict[str, BufferView]
     outputs: dict[str, BufferView]
     decoded: dict = field(default_factory=dict, repr=False)  # decodes of the constant image, kept across runs
+    _spare: list = field(default_factory=list, repr=False)  # memories of finished runs, for reuse
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def memory(self) -> ExternalMemory:
         """A fresh external memory holding the constant image, write-protected."""
@@ -117,12 +118,27 @@ class EngineSegment:
         mem.freeze(len(self.image), self.decoded)
         return mem
 
+    def _take_memory(self) -> ExternalMemory:
+        """A memory in the fresh state: a finished run's, its writable part cleared (the constant
+        image is write-protected, so it is intact), or a new one. Concurrent runs get their own."""
+        with self._lock:
+            mem = self._spare.pop() if self._spare else None
+        if mem is None:
+            return self.memory()
+        mem.data[mem.frozen:] = 0
+        return mem
+
     def run(self, feeds: dict[str, np.ndarray], device) -> dict[str, np.ndarray]:
         """Write the inputs, run the program on ``device``, read the outputs."""
-        mem = self.memory()
-        for name, view in self.inputs.items():
-            if name not in feeds:
-                raise PackageError(f"missing input {name!r}")
-            view.write(mem, np.asarray(feeds[name], dtype=np.float32), self.cfg, name)
-        device.execute(self.program, mem)
-        return {name: view.read(mem, self.cfg, name) for name, view in self.outputs.items()}
+        missing = [name for name in self.inputs if name not in feeds]
+        if missing:
+            raise PackageError(f"missing input {missing[0]!r}")
+        mem = self._take_memory()
+        try:
+            for name, view in self.inputs.items():
+                view.write(mem, np.asarray(feeds[name], dtype=np.float32), self.cfg, name)
+            device.execute(self.program, mem)
+            return {name: view.read(mem, self.cfg, name) for name, view in self.outputs.items()}
+        finally:
+            with self._lock:
+                self._spare.append(mem)

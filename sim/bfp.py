@@ -31,6 +31,8 @@ from threadpoolctl import ThreadpoolController
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import NumericsError
 
+from . import native
+
 __all__ = [
     "FLT_MAX", "FLT_MIN", "BfpTensor", "quantize", "dequantize", "to_internal", "block_matmul",
     "mfu_add", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip", "mfu_leaky_relu", "internal_const",
@@ -95,6 +97,9 @@ def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
     nb = max(1, -(-length // n))
     if nb * n != length:
         a = np.concatenate([a, np.zeros((*a.shape[:-1], nb * n - length), dtype)], axis=-1)
+    k = native.kernels() if dtype is np.float32 else None
+    if k is not None:
+        return _quantize_native(k, a, cfg, nb, length, name)
     a = a.reshape(*a.shape[:-1], nb, n)
     mag = np.abs(a)
     amax = mag.max(axis=-1)
@@ -122,6 +127,22 @@ def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
     )
 
 
+def _quantize_native(k, a: np.ndarray, cfg: EngineConfig, nb: int, length: int, name: str) -> BfpTensor:
+    """quantize's definition for binary32 input, in the native kernel (blocks split across threads)."""
+    n = cfg.native_dim
+    lead = a.shape[:-1]
+    a = np.ascontiguousarray(a)
+    blocks = a.size // n
+    mant = np.empty((*lead, nb * n), np.int32)
+    exp = np.empty((*lead, nb), np.int16)
+    ranges = _split(blocks, min_rows=2048)
+    bad = [_POOL.submit(k.quantize_f32, b0, b1, n, cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, native.ptr(a),
+                        native.ptr(mant), native.ptr(exp)) for b0, b1 in ranges]
+    if any(f.result() for f in bad):
+        raise NumericsError(f"{name}: contains NaN, which no BFP block can represent")
+    return BfpTensor(mant=mant, exp=exp, length=length, block=n, mantissa_bits=cfg.mantissa_bits)
+
+
 def _expand(t_exp: np.ndarray, block: int) -> np.ndarray:
     return np.repeat(t_exp, block, axis=-1)
 
@@ -129,6 +150,22 @@ def _expand(t_exp: np.ndarray, block: int) -> np.ndarray:
 def dequantize(t: BfpTensor) -> np.ndarray:
     """Exact float64 values of a BFP tensor (padding included)."""
     return np.ldexp(t.mant.astype(np.float64), _expand(t.scale_exp(), t.block))
+
+
+def dequantize_internal(t: BfpTensor) -> np.ndarray:
+    """BFP -> internal format, float32 of the same shape (padding lanes included): the exact
+    values rounded as ``to_internal`` does (they need no rounding; values below 2**-126 flush)."""
+    k = native.kernels()
+    if k is None or t.mant.dtype not in k.dequant or t.mantissa_bits > 24:
+        return to_internal(dequantize(t), "dequantise")
+    mant = np.ascontiguousarray(t.mant)
+    exp = np.ascontiguousarray(t.exp, dtype=np.int16)
+    out = np.empty(mant.shape, np.float32)
+    blocks = exp.size
+    fn = k.dequant[mant.dtype]
+    _run_parallel([(fn, b0, b1, t.block, t.mantissa_bits, native.ptr(mant), native.ptr(exp), native.ptr(out))
+                   for b0, b1 in _split(blocks, min_rows=2048)])
+    return out
 
 
 def to_internal(v, what: str = "value") -> np.ndarray:
@@ -168,7 +205,7 @@ _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="accelml-mvu")
 _BLAS = ThreadpoolController()
 
 
-def _nonzero_block_range(mant: np.ndarray, sexp: np.ndarray, block: int) -> tuple[int, int] | None:
+def nonzero_block_range(mant: np.ndarray, sexp: np.ndarray, block: int) -> tuple[int, int] | None:
     """(min, max) unit exponent over blocks with a nonzero mantissa; None if all are zero.
 
     Zero blocks (and padding) carry the smallest exponent, so only blocks at the smallest exponent
@@ -189,6 +226,91 @@ def _nonzero_block_range(mant: np.ndarray, sexp: np.ndarray, block: int) -> tupl
 def _matmul_quiet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):  # per thread: overflow is checked by the caller
         return np.matmul(a, b)
+
+
+_PANEL = 16  # weight columns per native micro-tile panel (NR in native.c)
+_MIN_ROWS_PER_THREAD = 48
+
+
+def _split(rows: int, align: int = 1, min_rows: int = _MIN_ROWS_PER_THREAD) -> list[tuple[int, int]]:
+    """Row ranges for the two worker threads (one range when too small to be worth it)."""
+    if rows < 2 * min_rows:
+        return [(0, rows)]
+    mid = (rows // 2) // align * align
+    return [(0, mid), (mid, rows)]
+
+
+def _run_parallel(calls) -> None:
+    for f in [_POOL.submit(fn, *args) for fn, *args in calls]:
+        f.result()
+
+
+def _scaled_native(k, mant: np.ndarray, exp: np.ndarray, n: int, m_bits: int,
+                   rows_out: int | None = None) -> np.ndarray:
+    """(R, K) mantissas times their block's unit, binary32, in a (rows_out >= R, K) array whose
+    extra rows are zero."""
+    r, kdim = mant.shape
+    if mant.dtype not in k.scale:
+        mant = mant.astype(np.int32)
+    mant = np.ascontiguousarray(mant)
+    exp = np.ascontiguousarray(exp, dtype=np.int16)
+    rows_out = r if rows_out is None else rows_out
+    out = np.empty((rows_out, kdim), np.float32)
+    if rows_out > r:
+        out[r:] = 0
+    fn = k.scale[mant.dtype]
+    _run_parallel([(fn, r0, r1, kdim // n, n, m_bits, native.ptr(mant), native.ptr(exp), native.ptr(out))
+                   for r0, r1 in _split(r)])
+    return out
+
+
+def fast_path(a_range, w_range, cfg: EngineConfig) -> tuple[bool, bool]:
+    """(fast, exact32) for operands whose nonzero blocks' unit exponents span ``a_range`` and
+    ``w_range`` (``nonzero_block_range``): ``fast`` when block products can be formed from
+    scaled binary32/binary64 operands without meeting a subnormal or overflowing, ``exact32``
+    when they are exact in binary32 (the native kernel's condition, with ``fast``)."""
+    (amin, amax), (wmin, wmax) = a_range, w_range
+    m_bits = cfg.mantissa_bits
+    dbits = 2 * m_bits + int(math.log2(cfg.native_dim))  # |block dot product| < 2**dbits
+    no_subnormal = amin >= -126 and wmin >= -126 and amin + wmin >= -126
+    # the fast path forms scaled operands and their products in floating point: each product and
+    # partial sum of a block must stay finite (the definition is the exact integer dot product)
+    in_range = amax + m_bits < 128 and wmax + m_bits < 128 and amax + wmax + dbits < 128
+    return no_subnormal and in_range, dbits <= 24
+
+
+def matmul_packed(k, xs: np.ndarray, wp: np.ndarray, out: np.ndarray, j: int, n: int, what: str) -> np.ndarray:
+    """The native kernel on scaled operands: ``xs`` (P, K) binary32, ``wp`` packed weight panels
+    (ceil(J/16), K/n, n, 16), accumulating into ``out`` (P, J) in place (rows may be strided,
+    elements contiguous); rows (or, for few rows, weight panels) split across the two worker
+    threads. Callers have checked ``fast_path``."""
+    p, kdim = xs.shape
+    kb = kdim // n
+    panels = wp.shape[0]
+    if out.dtype != np.float32 or out.shape != (p, j) or (p and out.strides[1] != 4):
+        raise ValueError(f"{what}: accumulator must be float32 ({p}, {j}) with contiguous rows")
+    ldo = out.strides[0] // 4 if p > 1 else j
+    xp, wpp, op = native.ptr(xs), native.ptr(wp), native.ptr(out)
+    panel_bytes = kb * n * _PANEL * 4
+    if p >= 2 * _MIN_ROWS_PER_THREAD or panels < 2:
+        parts = [(p0, p1, j, wpp, op) for p0, p1 in _split(p, 6)]
+    else:
+        half = panels // 2
+        parts = [(0, p, half * _PANEL, wpp, op),
+                 (0, p, j - half * _PANEL, wpp + half * panel_bytes, op + half * _PANEL * 4)]
+    _run_parallel([(k.matmul_f32, p0, p1, jj, kb, n, xp, kdim, w0, o0, ldo) for p0, p1, jj, w0, o0 in parts])
+    if not np.isfinite(out).all():
+        raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
+    return out
+
+
+def _block_matmul_native(k, a_mant, a_exp, w_mant, w_exp, out, n, m_bits, what) -> np.ndarray:
+    j, kdim = w_mant.shape
+    xs = _scaled_native(k, a_mant, a_exp, n, m_bits)
+    panels = -(-j // _PANEL)
+    wpad = _scaled_native(k, w_mant, w_exp, n, m_bits, panels * _PANEL)
+    wp = np.ascontiguousarray(wpad.reshape(panels, _PANEL, kdim // n, n).transpose(0, 2, 3, 1))
+    return matmul_packed(k, xs, wp, np.ascontiguousarray(out, dtype=np.float32), j, n, what)
 
 
 def block_matmul(
@@ -219,19 +341,16 @@ def block_matmul(
     if kb == 0 or p == 0 or j == 0:
         return out
 
-    ar = _nonzero_block_range(a_mant, sa, n)
-    wr = _nonzero_block_range(w_mant, sw, n)
+    ar = nonzero_block_range(a_mant, sa, n)
+    wr = nonzero_block_range(w_mant, sw, n)
     if ar is None or wr is None:  # every term is an exact zero
         return out
-    (amin, amax), (wmin, wmax) = ar, wr
-    dbits = 2 * m_bits + int(math.log2(n))  # |block dot product| < 2**dbits
-    no_subnormal = amin >= -126 and wmin >= -126 and amin + wmin >= -126
-    exact32 = dbits <= 24
-    # the fast path forms scaled operands and their products in floating point: each product and
-    # partial sum of a block must stay finite (the definition is the exact integer dot product)
-    in_range = amax + m_bits < 128 and wmax + m_bits < 128 and amax + wmax + dbits < 128
-
-    if no_subnormal and in_range:
+    fast, exact32 = fast_path(ar, wr, cfg)
+    if fast and exact32:
+        k = native.kernels()
+        if k is not None:
+            return _block_matmul_native(k, a_mant, a_exp, w_mant, w_exp, out, n, m_bits, what)
+    if fast:
         # Every nonzero term is a multiple of 2**-126 and at least 2**-126, so every partial sum
         # is too: binary32 additions never meet a subnormal, and numpy's RNE add is the definition.
         dtype = np.float32 if exact32 else np.float64
@@ -273,6 +392,15 @@ def block_matmul(
 # ---------------------------------------------------------------------------------------------
 
 def mfu_add(a, b, what: str = "add") -> np.ndarray:
+    if getattr(a, "dtype", None) == np.float32 and getattr(b, "dtype", None) == np.float32:
+        # Two binary32 operands: the exact sum is a multiple of 2**-149, so binary32's RNE add is
+        # the definition's rounding; a result below 2**-126 is exact there and flushes to +0.
+        with np.errstate(over="ignore"):
+            r = np.add(a, b)
+        mag = np.abs(r)
+        if not (mag <= FLT_MAX).all():
+            raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
+        return np.where(mag < FLT_MIN, np.float32(0), r)
     return to_internal(np.asarray(a, np.float64) + np.asarray(b, np.float64), what)
 
 

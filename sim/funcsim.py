@@ -20,9 +20,9 @@ from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, Act, Cfg, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import Program, cfg_value
 
-from . import bfp, golden
+from . import bfp, golden, native
 from .bfp import BfpTensor
-from .cycles import MFU_LATENCY, CycleModel
+from .cycles import MFU_LATENCY, CycleModel, NoTiming
 from .memory import ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
 _CFG_DEFAULTS = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
@@ -58,9 +58,12 @@ class Stats:
 class FuncSim:
     """Architectural state of one engine plus an interpreter for its programs."""
 
-    def __init__(self, cfg: EngineConfig, memory: ExternalMemory | int, *, numerics: bool = True):
+    def __init__(self, cfg: EngineConfig, memory: ExternalMemory | int, *, numerics: bool = True,
+                 timing: bool = True):
         """``numerics=False`` runs control flow, address checks and the cycle model only (fast
-        timing); the data in the files and memory are then not computed."""
+        timing); the data in the files and memory are then not computed. ``timing=False`` skips
+        the cycle model (``Stats.cycles`` and ``insn_end`` stay 0): for repeat runs of a program
+        whose timing is already known, since it does not depend on the data."""
         self.cfg = cfg
         self.numerics = numerics
         self.insn_end: np.ndarray | None = None  # completion cycle of each instruction (last execution)
@@ -75,7 +78,7 @@ class FuncSim:
         self.regs = [0] * NUM_REGS
         self.cfgr = {k: _CFG_DEFAULTS.get(k, 0) for k in Cfg}
         self.stats = Stats()
-        self.model = CycleModel(cfg, self.mem.size)
+        self.model = (CycleModel if timing else NoTiming)(cfg, self.mem.size)
         self._exec = {
             Opcode.NOP: self._nop, Opcode.SETI: self._seti, Opcode.ADDI: self._addi, Opcode.ADD: self._add,
             Opcode.CFG: self._cfg, Opcode.LD: self._ld, Opcode.ST: self._st, Opcode.MVC: self._mvc,
@@ -190,14 +193,20 @@ class FuncSim:
         item = self._item_bytes(space)
         mem_stride = self.c(Cfg.MEM_STRIDE) or length * item
         chip_stride = self.c(Cfg.CHIP_STRIDE) or length
-        chip = (self.reg(rc) + np.arange(rows)[:, None] * chip_stride + np.arange(length)[None, :]).reshape(-1)
+        base = self.reg(rc)
+        count = rows * length
+        if count and (rows == 1 or chip_stride == length):  # one contiguous run of entries
+            lo, hi = base, base + count
+            chip = slice(lo, hi)
+        else:
+            chip = (base + np.arange(rows)[:, None] * chip_stride + np.arange(length)[None, :]).reshape(-1)
+            lo, hi = (int(chip.min()), int(chip.max()) + 1) if chip.size else (0, 0)
         depth = self._depth(space)
-        if chip.size and (chip.min() < 0 or chip.max() >= depth):
-            raise ExecutionError(f"{space.name} access up to entry {int(chip.max())} outside its {depth} entries")
+        if count and (lo < 0 or hi > depth):
+            raise ExecutionError(f"{space.name} access up to entry {hi - 1} outside its {depth} entries")
         addr = self.reg(rm)
         nbytes = rows * length * item
         span_bytes = (rows - 1) * mem_stride + length * item if rows else 0
-        lo, hi = (int(chip.min()), int(chip.max()) + 1) if chip.size else (0, 0)
         return item, mem_stride, chip, addr, nbytes, span_bytes, (space.name.lower(), lo, hi)
 
     def _ld(self, space, rc, rm, rows, length):
@@ -284,26 +293,35 @@ class FuncSim:
         p = oy.size
         tspan = self._span(Space.MRF, self.reg(rm), cob * taps * gi)
         dspan = self._span(Space.FVRF, self.reg(rd), p * cob)
-        tiles_m = self.mrf_mant[tspan].reshape(cob, taps * gi, n, n).transpose(0, 2, 1, 3).reshape(cob * n, -1)
-        tiles_e = self.mrf_exp[tspan].reshape(cob, taps * gi, n).transpose(0, 2, 1).reshape(cob * n, -1)
-        out = self.fvrf[dspan].reshape(p, cob * n) if acc else None
-        if not self.numerics:
-            out = self.fvrf[dspan]
-        elif c(Cfg.GI) == 0:  # dense: every output block reads every input block
-            out = bfp.block_matmul(golden.im2col(x, geom, oy, ox), (tiles_m, tiles_e), self.cfg, acc=out, what="mvc")
+        # (first input block, first output block, output blocks) of each group the MVC touches
+        if c(Cfg.GI) == 0:  # dense: every output block reads every input block
+            groups = [(0, 0, cob)]
         else:
-            out = np.zeros((p, cob * n), np.float32) if out is None else out.copy()
-            groups: dict[int, list[int]] = {}
+            groups = []
             for ob in range(cob):
-                groups.setdefault((c(Cfg.OB0) + ob) // go, []).append(ob)
-            for g, obs in groups.items():
-                b0 = g * gi
+                g = (c(Cfg.OB0) + ob) // go
+                if groups and groups[-1][3] == g:
+                    groups[-1][2] += 1
+                else:
+                    groups.append([g * gi, ob, 1, g])
+            for b0, _, _, g in groups:
                 if b0 + gi > in_cb:
                     raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
-                xg = BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi], gi * n, n, x.mantissa_bits)
-                cols = np.concatenate([np.arange(ob * n, (ob + 1) * n) for ob in obs])
-                out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, oy, ox), (tiles_m[cols], tiles_e[cols]),
-                                                self.cfg, acc=out[:, cols], what="mvc")
+        if not self.numerics:
+            out = self.fvrf[dspan]
+        else:
+            out = np.zeros((p, cob * n), np.float32) if not acc else self.fvrf[dspan].reshape(p, cob * n).copy()
+            if not self._mvc_native(x, geom, oy, ox, tspan, gi, groups, out):
+                tiles_m = self.mrf_mant[tspan].reshape(cob, taps * gi, n, n)
+                tiles_e = self.mrf_exp[tspan].reshape(cob, taps * gi, n)
+                for b0, ob0, nob, *_ in groups:
+                    xg = BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi], gi * n, n,
+                                   x.mantissa_bits)
+                    wm = tiles_m[ob0:ob0 + nob].transpose(0, 2, 1, 3).reshape(nob * n, -1)
+                    we = tiles_e[ob0:ob0 + nob].transpose(0, 2, 1).reshape(nob * n, -1)
+                    cols = slice(ob0 * n, (ob0 + nob) * n)
+                    out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, oy, ox), (wm, we), self.cfg,
+                                                    acc=out[:, cols], what="mvc")
         self.fvrf[dspan] = out.reshape(p * cob, n)
         tile_ops = p * cob * taps * gi
         self.stats.tile_ops += tile_ops
@@ -317,6 +335,43 @@ class FuncSim:
         self.model.op("mvu", occupancy, self.model.mvu_latency, reads=reads,
                       writes=[("fvrf", dspan.start, dspan.stop)])
 
+    def _mvc_native(self, x: BfpTensor, geom, oy, ox, tspan: slice, gi: int, groups, out: np.ndarray) -> bool:
+        """An MVC's products in the native kernels, accumulated into ``out`` (P, cob*N) in place:
+        windows gathered straight from the VRF image, weights straight from the MRF tiles. False
+        (nothing done) when the kernels are off or the operands need the general path; ranges are
+        taken over the whole image and tile span, a superset of the operands, so the fast path is
+        only taken where it is exact."""
+        k = native.kernels()
+        if k is None or x.mant.dtype != np.int16:
+            return False
+        n, m_bits = self.cfg.native_dim, self.cfg.mantissa_bits
+        tiles_m, tiles_e = self.mrf_mant[tspan], self.mrf_exp[tspan]
+        ar = bfp.nonzero_block_range(x.mant, x.exp.astype(np.int32) - (m_bits - 1), n)
+        wr = bfp.nonzero_block_range(tiles_m, tiles_e.astype(np.int32) - (m_bits - 1), n)
+        if ar is None or wr is None:  # every product is an exact zero
+            return True
+        fast, exact32 = bfp.fast_path(ar, wr, self.cfg)
+        if not (fast and exact32):
+            return False
+        p, in_cb = oy.size, x.exp.shape[-1]
+        taps = geom.kh * geom.kw
+        kb = taps * gi
+        idx = np.stack([np.where(valid, iy * geom.in_w + ix, -1) for _, _, iy, ix, valid in geom.taps(oy, ox)],
+                       axis=1).astype(np.int64)
+        img, iexp = np.ascontiguousarray(x.mant), np.ascontiguousarray(x.exp)
+        tiles_m, tiles_e = np.ascontiguousarray(tiles_m), np.ascontiguousarray(tiles_e)
+        xs = np.empty((p, kb * n), np.float32)
+        item = tiles_m.itemsize
+        for b0, ob0, nob, *_ in groups:
+            wp = np.empty((-(-(nob * n) // 16), kb, n, 16), np.float32)
+            # windows (two halves) and weight panels prepared side by side on the worker threads
+            bfp._run_parallel([(k.pack_tiles, nob, kb, n, m_bits, native.ptr(tiles_m) + ob0 * kb * n * n * item,
+                                native.ptr(tiles_e) + ob0 * kb * n * item, native.ptr(wp))]
+                              + [(k.im2col_scaled, p0, p1, taps, in_cb, b0, gi, n, m_bits, native.ptr(img),
+                                  native.ptr(iexp), native.ptr(idx), native.ptr(xs)) for p0, p1 in bfp._split(p)])
+            bfp.matmul_packed(k, xs, wp, out[:, ob0 * n:(ob0 + nob) * n], nob * n, n, "mvc")
+        return True
+
     def _pool(self, mode, rd, rs):
         c, n = self.c, self.cfg.native_dim
         geom, oy, ox = self._window()
@@ -324,7 +379,7 @@ class FuncSim:
         x, vspan = self._vrf_image(rs, geom, in_cb)
         dspan = self._span(Space.FVRF, self.reg(rd), oy.size * in_cb)
         if self.numerics:
-            values = bfp.to_internal(bfp.dequantize(x), "pool input")
+            values = bfp.dequantize_internal(x)
             if mode is PoolMode.MAX:
                 out = golden.max_pool(values, geom, oy, ox)
             else:
@@ -381,7 +436,7 @@ class FuncSim:
         if self.numerics:
             t = BfpTensor(self.vrf_mant[sspan], self.vrf_exp[sspan][:, None], self.cfg.native_dim,
                           self.cfg.native_dim, self.cfg.mantissa_bits)
-            self.fvrf[dspan] = bfp.to_internal(bfp.dequantize(t), "deq")
+            self.fvrf[dspan] = bfp.dequantize_internal(t)
         self._mfu_account(count, [("vrf", sspan.start, sspan.stop)], dspan)
 
     def _qnt(self, rd, rs, count):

@@ -211,7 +211,7 @@ def residual_add(a: np.ndarray, shortcut: BfpTensor | np.ndarray) -> np.ndarray:
 
 def dequantize_internal(t: BfpTensor) -> np.ndarray:
     """BFP -> internal format (FTZ applies), keeping only the logical channels."""
-    return bfp.to_internal(bfp.dequantize(t), "dequantise")[..., : t.length]
+    return bfp.dequantize_internal(t)[..., : t.length]
 
 
 def concat_channels(parts: list[np.ndarray]) -> np.ndarray:

@@ -108,3 +108,10 @@ def from_hwc(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(nchw.reshape(shape), dtype=np.float32)
 
 
+def on_lanes(hwc: np.ndarray, lanes: np.ndarray, cb: int, n: int) -> np.ndarray:
+    """Logical channels of an (H, W, C) tensor scattered onto their physical lanes: (H*W, cb*N)
+    float32, unused lanes zero; ready to quantise into a buffer's blocks."""
+    pixels = hwc.shape[0] * hwc.shape[1]
+    phys = np.zeros((pixels, cb * n), np.float32)
+    phys[:, lanes] = hwc.reshape(pixels, -1)
+    return phys

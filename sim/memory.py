@@ -13,12 +13,20 @@ import numpy as np
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import ExecutionError
 
+from . import native
 from .bfp import BfpTensor, to_internal
 
 
 def encode_bfp(mant: np.ndarray, exp: np.ndarray, cfg: EngineConfig) -> bytes:
     """(n, N) signed mantissas and (n,) shared exponents -> n * bfp_vector_bytes bytes."""
     n, mb = cfg.native_dim, cfg.mantissa_bytes
+    k = native.kernels() if mb == 1 else None
+    if k is not None:
+        m16 = np.ascontiguousarray(mant, dtype=np.int16).reshape(-1, n)
+        e16 = np.ascontiguousarray(exp, dtype=np.int16).reshape(-1)
+        out = np.empty((m16.shape[0], n + 1), np.uint8)
+        k.encode_b1(0, m16.shape[0], n, cfg.exp_bias, native.ptr(m16), native.ptr(e16), native.ptr(out))
+        return out.tobytes()
     mant = np.asarray(mant, dtype=np.int64).reshape(-1, n)
     exp = np.asarray(exp, dtype=np.int64).reshape(-1)
     word = np.abs(mant) | ((mant < 0).astype(np.int64) << (8 * mb - 1))
@@ -32,6 +40,15 @@ def decode_bfp(raw: np.ndarray, cfg: EngineConfig, *, where: str = "memory") -> 
     """uint8 bytes of whole vectors -> ((n, N) int32 mantissas, (n,) int16 exponents)."""
     n, mb = cfg.native_dim, cfg.mantissa_bytes
     raw = np.asarray(raw, dtype=np.uint8).reshape(-1, n * mb + 1)
+    k = native.kernels() if mb == 1 else None
+    if k is not None:
+        raw = np.ascontiguousarray(raw)
+        mant = np.empty((raw.shape[0], n), np.int16)
+        exp = np.empty(raw.shape[0], np.int16)
+        if k.decode_b1(0, raw.shape[0], n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, native.ptr(raw),
+                       native.ptr(mant), native.ptr(exp)):
+            raise ExecutionError(f"{where}: invalid BFP vector encoding (mantissa too wide or reserved exponent)")
+        return mant, exp
     if mb == 1:  # the common case: one byte per element, no widening needed
         word = raw[:, :n]
     else:
@@ -102,17 +119,18 @@ class ExternalMemory:
         return self.data[addr: addr + nbytes]
 
     def _rows(self, addr: int, rows: int, row_bytes: int, stride: int, what: str) -> np.ndarray:
-        """Byte indices of rows x row_bytes starting at addr, rows ``stride`` bytes apart."""
+        """A (rows, row_bytes) view of the image starting at addr, rows ``stride`` bytes apart."""
         if rows > 1 and stride < row_bytes:
             raise ExecutionError(f"{what}: memory stride {stride} is smaller than a row of {row_bytes} bytes")
-        if rows and row_bytes:
-            self._check(addr, (rows - 1) * stride + row_bytes, what)
-        return addr + np.arange(rows)[:, None] * stride + np.arange(row_bytes)[None, :]
+        if not (rows and row_bytes):
+            return np.zeros((rows, row_bytes), np.uint8)
+        self._check(addr, (rows - 1) * stride + row_bytes, what)
+        return np.lib.stride_tricks.as_strided(self.data[addr:], shape=(rows, row_bytes), strides=(stride, 1))
 
     def gather(self, addr: int, rows: int, row_bytes: int, stride: int, what: str) -> np.ndarray:
-        return self.data[self._rows(addr, rows, row_bytes, stride, what)]
+        return self._rows(addr, rows, row_bytes, stride, what).copy()
 
     def scatter(self, addr: int, block: np.ndarray, stride: int, what: str) -> None:
         if addr < self.frozen and block.size:
             raise ExecutionError(f"{what}: write at {addr:#x} into the read-only constant image (< {self.frozen:#x})")
-        self.data[self._rows(addr, *block.shape, stride, what)] = block
+        self._rows(addr, *block.shape, stride, what)[...] = block

@@ -1,0 +1,269 @@
+/* Native kernels for the functional simulator's hot loops (see sim/native.py).
+ *
+ * Every function here computes exactly what its numpy counterpart in sim/bfp.py computes; the
+ * tests run both and compare bit for bit. The reasoning that makes the arithmetic exact is
+ * written next to each kernel.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef float v8f __attribute__((vector_size(32)));
+
+#define MR 6   /* rows of a micro-tile */
+#define NR 16  /* columns of a micro-tile (one weight panel) */
+
+static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+
+/* One micro-tile: rows [0, mr) of x (row stride ldx) times one packed weight panel, blocks
+ * [0, kb) of n elements each, into the accumulators o (row stride ldo), columns [0, nc).
+ *
+ * Operands are BFP mantissas pre-scaled by their block's unit (m * 2**s, exact binary32 values;
+ * the caller guarantees none is subnormal and every block dot product fits 24 bits), so each
+ * block's dot product d is computed exactly whatever the order or fusion of its multiply-adds.
+ * The only rounding is the one the definition has: acc = RNE(acc + d), block by block in
+ * increasing order (and no partial sum can be subnormal: every term is a multiple of 2**-126). */
+static inline __attribute__((always_inline)) void
+micro_tile(const int mr, int64_t kb, int n, const float *x, int64_t ldx, const float *w,
+           float *o, int64_t ldo, int nc)
+{
+    for (int64_t b = 0; b < kb; b++) {
+        v8f d[MR][2];
+        for (int r = 0; r < mr; r++) { d[r][0] = (v8f){0}; d[r][1] = (v8f){0}; }
+        const float *xb = x + b * n;
+        const float *wb = w + b * n * NR;
+        for (int i = 0; i < n; i++) {
+            v8f w0 = load8(wb + i * NR), w1 = load8(wb + i * NR + 8);
+            for (int r = 0; r < mr; r++) {
+                float s = xb[r * ldx + i];
+                v8f xv = {s, s, s, s, s, s, s, s};
+                d[r][0] += xv * w0;
+                d[r][1] += xv * w1;
+            }
+        }
+        if (nc == NR) {
+            for (int r = 0; r < mr; r++) {
+                float *orow = o + r * ldo;
+                store8(orow, load8(orow) + d[r][0]);
+                store8(orow + 8, load8(orow + 8) + d[r][1]);
+            }
+        } else {
+            for (int r = 0; r < mr; r++) {
+                float tmp[NR];
+                store8(tmp, d[r][0]);
+                store8(tmp + 8, d[r][1]);
+                for (int c = 0; c < nc; c++) o[r * ldo + c] += tmp[c];
+            }
+        }
+    }
+}
+
+/* out[p, j] = out[p, j] (+) sum over blocks b, in order, of dot(x[p, b], w[j, b]).
+ * x: (P, kb * n) row stride ldx; wp: ceil(J / 16) panels of [kb][n][16] (zero-padded columns);
+ * out: (P, J) row stride ldo. Rows [p0, p1) only (callers split rows across threads). */
+void bfp_matmul_f32(int64_t p0, int64_t p1, int64_t J, int64_t kb, int64_t n,
+                    const float *x, int64_t ldx, const float *wp, float *out, int64_t ldo)
+{
+    int64_t panels = (J + NR - 1) / NR;
+    for (int64_t jt = 0; jt < panels; jt++) {
+        const float *w = wp + jt * kb * n * NR;
+        int nc = (int)((J - jt * NR) < NR ? (J - jt * NR) : NR);
+        int64_t p = p0;
+        for (; p + MR <= p1; p += MR)
+            micro_tile(MR, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc);
+        switch (p1 - p) {
+        case 5: micro_tile(5, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
+        case 4: micro_tile(4, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
+        case 3: micro_tile(3, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
+        case 2: micro_tile(2, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
+        case 1: micro_tile(1, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
+        default: break;
+        }
+    }
+}
+
+/* BFP quantisation of binary32 values, blocks of n along the rows (bfp.quantize's definition):
+ * x = floor(log2 max|v|), bumped when the maximum rounds up to 2**M, clamped to [exp_min,
+ * exp_max], exp_min for an all-zero block; mantissas RNE, saturating at 2**M - 1; +-Inf
+ * saturates. Scaled values are formed in binary64, where they are exact (a binary32 value times a
+ * power of two within binary64's normal range), so RNE on them is the definition's rounding.
+ * Blocks [b0, b1). Returns 0, or 1 + the index of the first block holding a NaN. */
+int64_t bfp_quantize_f32(int64_t b0, int64_t b1, int64_t n, int m_bits, int exp_min, int exp_max,
+                         const float *x, int32_t *mant, int16_t *exp)
+{
+    const double top_limit = (double)(1 << m_bits);
+    const int32_t sat = (1 << m_bits) - 1;
+    for (int64_t b = b0; b < b1; b++) {
+        const float *v = x + b * n;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            float a = fabsf(v[i]);
+            if (a != a) return b + 1;
+            if (a > amax) amax = a;
+        }
+        if (amax > 3.4028234663852886e38f) amax = 3.4028234663852886e38f; /* Inf saturates */
+        int e;
+        if (amax == 0.0f) {
+            e = exp_min;
+        } else {
+            uint64_t bits;
+            double am = (double)amax;
+            memcpy(&bits, &am, sizeof bits);
+            e = (int)((bits >> 52) & 0x7ff) - 1023; /* floor(log2 amax): binary32 is normal in binary64 */
+            if (nearbyint(ldexp(am, (m_bits - 1) - e)) >= top_limit) e += 1;
+            if (e < exp_min) e = exp_min;
+            if (e > exp_max) e = exp_max;
+        }
+        double scale = ldexp(1.0, (m_bits - 1) - e);
+        for (int64_t i = 0; i < n; i++) {
+            double a = fabs((double)v[i]);
+            if (a > 3.4028234663852886e38) a = 3.4028234663852886e38;
+            double q = nearbyint(a * scale);
+            int32_t m = q > (double)sat ? sat : (int32_t)q;
+            mant[b * n + i] = v[i] < 0.0f ? -m : m;
+        }
+        exp[b] = (int16_t)e;
+    }
+    return 0;
+}
+
+static inline float unit_of(int s)
+{
+    if (s >= -126 && s <= 127) {
+        uint32_t bits = (uint32_t)(s + 127) << 23;
+        float u;
+        memcpy(&u, &bits, sizeof u);
+        return u;
+    }
+    return ldexpf(1.0f, s);
+}
+
+/* Mantissas times their block's unit 2**(x - (M - 1)), as binary32: rows [r0, r1) of an
+ * (R, kb * n) mantissa array with (R, kb) exponents. Exact wherever the unit is a normal binary32
+ * number; a smaller unit goes through ldexpf (the matmul fast path only meets it in all-zero
+ * blocks, whose products are zero either way). */
+#define SCALE_ROWS(NAME, MT)                                                                        \
+void NAME(int64_t r0, int64_t r1, int64_t kb, int64_t n, int m_bits, const MT *mant,              \
+          const int16_t *exp, float *out)                                                           \
+{                                                                                                   \
+    for (int64_t r = r0; r < r1; r++)                                                               \
+        for (int64_t b = 0; b < kb; b++) {                                                          \
+            float unit = unit_of((int)exp[r * kb + b] - (m_bits - 1));                               \
+            const MT *m = mant + (r * kb + b) * n;                                                  \
+            float *o = out + (r * kb + b) * n;                                                      \
+            for (int64_t i = 0; i < n; i++) o[i] = (float)m[i] * unit;                              \
+        }                                                                                           \
+}
+SCALE_ROWS(bfp_scale_i16, int16_t)
+SCALE_ROWS(bfp_scale_i32, int32_t)
+
+/* im2col and scaling in one pass: output pixel p's row is, for each tap t, channel blocks
+ * [cb_off, cb_off + cb) of image pixel idx[p * taps + t] (zero blocks when idx < 0), mantissas
+ * times their block's unit. img: (pixels, cb_total * n) int16 mantissas, iexp: (pixels, cb_total)
+ * exponents; out: (P, taps * cb * n). Rows [p0, p1). */
+void bfp_im2col_scaled(int64_t p0, int64_t p1, int64_t taps, int64_t cb_total, int64_t cb_off,
+                       int64_t cb, int64_t n, int m_bits, const int16_t *img, const int16_t *iexp,
+                       const int64_t *idx, float *out)
+{
+    const int64_t cbn = cb * n;
+    for (int64_t p = p0; p < p1; p++)
+        for (int64_t t = 0; t < taps; t++) {
+            float *o = out + (p * taps + t) * cbn;
+            int64_t q = idx[p * taps + t];
+            if (q < 0) {
+                memset(o, 0, (size_t)cbn * sizeof(float));
+                continue;
+            }
+            for (int64_t b = 0; b < cb; b++) {
+                float u = unit_of((int)iexp[q * cb_total + cb_off + b] - (m_bits - 1));
+                const int16_t *m = img + (q * cb_total + cb_off + b) * n;
+                for (int64_t i = 0; i < n; i++) o[b * n + i] = (float)m[i] * u;
+            }
+        }
+}
+
+/* Weight tiles to packed, scaled panels: tiles (cob * kb, n, n) int16 (tile ob * kb + b holds
+ * output lanes r = 0..n-1 of block ob, input lanes i of reduction block b), texp (cob * kb, n)
+ * one exponent per tile row. Column j = ob * n + r of the (J = cob * n, kb * n) weight matrix goes
+ * to panel j / 16, lane j % 16: wp[(j / 16)][b][i][j % 16]; padding columns are zero. Written in
+ * order, 16 lanes at a time. */
+void bfp_pack_tiles(int64_t cob, int64_t kb, int64_t n, int m_bits, const int16_t *tiles,
+                    const int16_t *texp, float *wp)
+{
+    const int64_t J = cob * n, panels = (J + 15) / 16;
+    for (int64_t pt = 0; pt < panels; pt++)
+        for (int64_t b = 0; b < kb; b++) {
+            float unit[16];
+            const int16_t *rows[16];
+            for (int c = 0; c < 16; c++) {
+                int64_t j = pt * 16 + c;
+                if (j < J) {
+                    int64_t tile = (j / n) * kb + b, r = j % n;
+                    unit[c] = unit_of((int)texp[tile * n + r] - (m_bits - 1));
+                    rows[c] = tiles + (tile * n + r) * n;
+                } else {
+                    unit[c] = 0.0f;
+                    rows[c] = 0;
+                }
+            }
+            float *o = wp + (pt * kb + b) * n * 16;
+            for (int64_t i = 0; i < n; i++)
+                for (int c = 0; c < 16; c++)
+                    o[i * 16 + c] = rows[c] ? (float)rows[c][i] * unit[c] : 0.0f;
+        }
+}
+
+/* BFP blocks to the internal format: m * 2**(x - (M - 1)) in binary32 (exact: m has at most 24
+ * bits and the unit is at least 2**-149 wherever the value can reach 2**-126), then values below
+ * 2**-126 flush to +0. Blocks [b0, b1) of n; exp: one per block. Never overflows (|value| <
+ * 2**(x + 1) <= 2**128 - 2**(128 - M)). */
+#define DEQUANT(NAME, MT)                                                                           \
+void NAME(int64_t b0, int64_t b1, int64_t n, int m_bits, const MT *mant, const int16_t *exp,       \
+          float *out)                                                                               \
+{                                                                                                   \
+    for (int64_t b = b0; b < b1; b++) {                                                             \
+        float u = unit_of((int)exp[b] - (m_bits - 1));                                              \
+        for (int64_t i = 0; i < n; i++) {                                                           \
+            float v = (float)mant[b * n + i] * u;                                                   \
+            out[b * n + i] = fabsf(v) < 0x1p-126f ? 0.0f : v;                                       \
+        }                                                                                           \
+    }                                                                                               \
+}
+DEQUANT(bfp_dequant_i16, int16_t)
+DEQUANT(bfp_dequant_i32, int32_t)
+
+/* External-memory encoding of BFP vectors with one-byte elements (M <= 7): element byte =
+ * |m| | sign << 7, then the biased exponent byte. Rows [r0, r1) of n elements. */
+void bfp_encode_b1(int64_t r0, int64_t r1, int64_t n, int exp_bias, const int16_t *mant,
+                   const int16_t *exp, uint8_t *out)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        uint8_t *o = out + r * (n + 1);
+        for (int64_t i = 0; i < n; i++) {
+            int m = mant[r * n + i];
+            o[i] = (uint8_t)(m < 0 ? (-m) | 0x80 : m);
+        }
+        o[n] = (uint8_t)(exp[r] + exp_bias);
+    }
+}
+
+/* The inverse, with the encoding's checks: returns 0, or 1 + the first row whose magnitude
+ * exceeds 2**M - 1 or whose exponent field is the reserved all-ones value or too wide. */
+int64_t bfp_decode_b1(int64_t r0, int64_t r1, int64_t n, int m_bits, int exp_bits, int exp_bias,
+                      const uint8_t *raw, int16_t *mant, int16_t *exp)
+{
+    const int maxmag = (1 << m_bits) - 1, reserved = (1 << exp_bits) - 1;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *v = raw + r * (n + 1);
+        for (int64_t i = 0; i < n; i++) {
+            int mag = v[i] & 0x7f;
+            if (mag > maxmag) return r + 1;
+            mant[r * n + i] = (int16_t)(v[i] & 0x80 ? -mag : mag);
+        }
+        int field = v[n];
+        if (field >= reserved) return r + 1;
+        exp[r] = (int16_t)(field - exp_bias);
+    }
+    return 0;
+}

@@ -1,0 +1,145 @@
+"""Native kernels for the functional simulator: built once from ``native.c``, loaded with ctypes.
+
+The numerics are defined in ``accelml.sim.bfp`` (numpy); the kernels here compute the same bits
+faster, and the tests run both and compare them. They are built on first use with the system C
+compiler (``$CC``, else ``cc``) for this machine (``-O3 -march=native``) and cached under
+``$ACCELML_CACHE_DIR`` (default ``~/.cache/accelml``) by a hash of the source, the flags, the
+compiler's version and the CPU; a failed build is reported once and the numpy code is used.
+``ACCELML_NATIVE=0`` turns the kernels off.
+
+ctypes releases the GIL during a call, so callers split rows across the simulator's two worker
+threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["kernels", "status", "NativeKernels"]
+
+SOURCE = Path(__file__).with_name("native.c")
+FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11"]
+_I64, _INT = ctypes.c_int64, ctypes.c_int
+_PTR = ctypes.c_void_p
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ACCELML_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "accelml")
+    return Path(root) / "native"
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or "cc"
+    return shutil.which(cc)
+
+
+class NativeKernels:
+    """The loaded library with typed entry points (see native.c for the contracts)."""
+
+    def __init__(self, path: Path):
+        lib = ctypes.CDLL(str(path))
+        self.path = path
+        self.matmul_f32 = lib.bfp_matmul_f32
+        self.matmul_f32.argtypes = [_I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _I64]
+        self.matmul_f32.restype = None
+        self.quantize_f32 = lib.bfp_quantize_f32
+        self.quantize_f32.argtypes = [_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR]
+        self.quantize_f32.restype = _I64
+        self.scale = {}
+        for dt, fn in ((np.int16, lib.bfp_scale_i16), (np.int32, lib.bfp_scale_i32)):
+            fn.argtypes = [_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR]
+            fn.restype = None
+            self.scale[np.dtype(dt)] = fn
+        self.dequant = {}
+        for dt, fn in ((np.int16, lib.bfp_dequant_i16), (np.int32, lib.bfp_dequant_i32)):
+            fn.argtypes = [_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR]
+            fn.restype = None
+            self.dequant[np.dtype(dt)] = fn
+        self.encode_b1 = lib.bfp_encode_b1
+        self.encode_b1.argtypes = [_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR]
+        self.encode_b1.restype = None
+        self.decode_b1 = lib.bfp_decode_b1
+        self.decode_b1.argtypes = [_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR]
+        self.decode_b1.restype = _I64
+        self.im2col_scaled = lib.bfp_im2col_scaled
+        self.im2col_scaled.argtypes = [_I64, _I64, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR]
+        self.im2col_scaled.restype = None
+        self.pack_tiles = lib.bfp_pack_tiles
+        self.pack_tiles.argtypes = [_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR]
+        self.pack_tiles.restype = None
+
+
+def _build() -> Path:
+    cc = _compiler()
+    if cc is None:
+        raise OSError("no C compiler (set CC, or install cc)")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    src = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([src, " ".join(FLAGS).encode(), version.encode(), _cpu_id().encode(),
+                                     platform.machine().encode()])).hexdigest()[:24]
+    target = cache_dir() / f"accelml_native_{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        r = subprocess.run([cc, *FLAGS, "-o", str(out), str(SOURCE), "-lm"], capture_output=True, text=True,
+                           timeout=300)
+        if r.returncode != 0:
+            raise OSError(f"{cc} failed: {(r.stderr or r.stdout).strip()[:2000]}")
+        os.replace(out, target)  # atomic: concurrent builders of the same key are harmless
+    return target
+
+
+_STATUS = "not loaded"
+
+
+@functools.cache
+def kernels() -> NativeKernels | None:
+    """The native kernels, or None (numpy is used) when turned off or they cannot be built."""
+    global _STATUS
+    if os.environ.get("ACCELML_NATIVE", "1").strip().lower() in ("0", "no", "off", "false"):
+        _STATUS = "off (ACCELML_NATIVE=0)"
+        return None
+    try:
+        k = NativeKernels(_build())
+    except (OSError, subprocess.SubprocessError) as e:
+        _STATUS = f"unavailable ({e}); using numpy"
+        warnings.warn(f"accelml: native simulator kernels unavailable, using numpy (slower): {e}",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    _STATUS = f"native ({k.path.name})"
+    return k
+
+
+def status() -> str:
+    """How the simulator's kernels run: native (and which library) or numpy, and why."""
+    kernels()
+    return _STATUS
+
+
+def ptr(a: np.ndarray) -> int:
+    return a.ctypes.data

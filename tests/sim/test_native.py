@@ -1,0 +1,227 @@
+"""The native simulator kernels (sim/native.c) against the numpy definitions in sim/bfp.py and
+sim/memory.py, bit for bit, on random data and on the corners of the formats.
+
+Each test computes a result twice, once with the kernels and once with them switched off (the
+module-level ``native.kernels`` replaced by one that returns None), and compares every bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accelml.hdl.config import preset
+from accelml.hdl.errors import ExecutionError, NumericsError
+from accelml.sim import bfp, memory, native
+
+CONFIGS = [preset("tiny"), preset("ecp5"), preset("a10"), preset("tiny").with_format("ms-fp9"),
+           preset("a10").with_format("msfp12"), preset("a10").with_format("mxint8")]
+IDS = ["tiny", "ecp5", "msfp16", "ms-fp9", "msfp12", "mxint8"]
+
+pytestmark = pytest.mark.skipif(native.kernels() is None, reason=f"native kernels: {native.status()}")
+
+
+@contextlib.contextmanager
+def numpy_only():
+    saved = native.kernels
+    native.kernels = lambda: None
+    try:
+        yield
+    finally:
+        native.kernels = saved
+
+
+def both(fn, *args, **kwargs):
+    """fn's result with the native kernels, then with numpy only."""
+    r1 = fn(*args, **kwargs)
+    with numpy_only():
+        r2 = fn(*args, **kwargs)
+    return r1, r2
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def nasty(rng, shape, scale_spread=40) -> np.ndarray:
+    """float32 values over a wide exponent range, with zero blocks, ties, subnormals and signed zeros."""
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-scale_spread, scale_spread, shape))
+    flat = x.reshape(-1)
+    k = flat.size
+    flat[rng.integers(0, k, k // 20)] = 0.0
+    flat[rng.integers(0, k, k // 40)] = -0.0
+    flat[rng.integers(0, k, k // 40)] = np.ldexp(rng.integers(1, 1 << 10, k // 40) + 0.5, -6)  # ties after scaling
+    flat[rng.integers(0, k, k // 80)] = np.float32(1e-40)  # subnormal binary32
+    with np.errstate(over="ignore"):  # beyond binary32: +-Inf, which saturates
+        return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_quantize_matches_numpy(cfg):
+    rng = np.random.default_rng(1)
+    for shape in [(1, cfg.native_dim), (7, 3 * cfg.native_dim + 5), (300, 64)]:
+        x = nasty(rng, shape)
+        x[0, : cfg.native_dim] = 0.0  # an all-zero block
+        if x.shape[0] > 2:
+            x[1, 0], x[2, 1] = np.inf, -np.inf  # +-Inf saturate
+            x[2, 2] = np.float32(3e38)  # beyond ms-fp9's exponent range: clamps and saturates
+        q1, q2 = both(bfp.quantize, x, cfg)
+        assert same_bits(q1.mant, q2.mant) and same_bits(q1.exp, q2.exp)
+        assert (q1.length, q1.block, q1.mantissa_bits) == (q2.length, q2.block, q2.mantissa_bits)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), spread=st.integers(1, 140))
+def test_quantize_matches_numpy_random(seed, spread):
+    cfg = preset("a10")
+    x = nasty(np.random.default_rng(seed), (5, 48), scale_spread=spread)
+    q1, q2 = both(bfp.quantize, x, cfg)
+    assert same_bits(q1.mant, q2.mant) and same_bits(q1.exp, q2.exp)
+
+
+def test_quantize_refuses_nan_naming_the_tensor_in_both():
+    x = np.zeros((4, 16), np.float32)
+    x[3, 5] = np.nan
+    for ctx in (contextlib.nullcontext(), numpy_only()):
+        with ctx, pytest.raises(NumericsError, match="conv7.out: contains NaN"):
+            bfp.quantize(x, preset("a10"), name="conv7.out")
+
+
+def random_bfp(rng, cfg, rows, k, spread):
+    return bfp.quantize(nasty(rng, (rows, k), spread), cfg)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("p,kblocks,j", [(1, 1, 1), (5, 3, 17), (40, 9, 48), (130, 4, 33), (200, 20, 70)])
+def test_block_matmul_matches_numpy(cfg, p, kblocks, j):
+    """Row split (p >= 96), panel split (few rows, several panels), ragged panels, continued sums."""
+    rng = np.random.default_rng(p * 1000 + j)
+    n = cfg.native_dim
+    a = random_bfp(rng, cfg, p, kblocks * n, 6)
+    w = random_bfp(rng, cfg, j, kblocks * n, 6)
+    acc = (rng.standard_normal((p, j)) * 4).astype(np.float32)
+    for start in (None, acc):
+        r1, r2 = both(bfp.block_matmul, a, w, cfg, acc=start)
+        assert same_bits(r1, r2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), spread=st.integers(1, 60), shift=st.integers(-120, 100))
+def test_block_matmul_matches_numpy_across_exponent_ranges(seed, spread, shift):
+    """Ranges that take the native path, and ones that fall back (subnormal units, overflow)."""
+    cfg = preset("a10")
+    rng = np.random.default_rng(seed)
+    a = random_bfp(rng, cfg, 9, 64, spread)
+    with np.errstate(over="ignore"):
+        w = bfp.quantize(nasty(rng, (20, 64), spread) * np.float32(2.0**shift), cfg)
+    try:
+        r1 = bfp.block_matmul(a, w, cfg)
+    except NumericsError as e:
+        with numpy_only(), pytest.raises(NumericsError):
+            bfp.block_matmul(a, w, cfg)
+        assert "overflow" in str(e)
+        return
+    with numpy_only():
+        r2 = bfp.block_matmul(a, w, cfg)
+    assert same_bits(r1, r2)
+
+
+def test_block_matmul_overflow_is_refused_by_both():
+    cfg = preset("a10")
+    big = np.full((2, 64), 2.0**100, np.float32)
+    a, w = bfp.quantize(big, cfg), bfp.quantize(big, cfg)
+    for ctx in (contextlib.nullcontext(), numpy_only()):
+        with ctx, pytest.raises(NumericsError, match="overflow"):
+            bfp.block_matmul(a, w, cfg)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_dequantize_internal_matches_numpy(cfg):
+    rng = np.random.default_rng(3)
+    t = random_bfp(rng, cfg, 50, 4 * cfg.native_dim, 140)  # reaches exp_min: values flush to zero
+    t.exp[0, 0] = cfg.exp_min
+    t.mant[0, :3] = [1, -5, (1 << cfg.mantissa_bits) - 1]
+    for mant in (t.mant, t.mant.astype(np.int16)):
+        tt = bfp.BfpTensor(mant, t.exp, t.length, t.block, t.mantissa_bits)
+        r1, r2 = both(bfp.dequantize_internal, tt)
+        assert same_bits(r1, r2)
+    if cfg.exponent_bits == 8:  # below 2**-126: flushed to +0 by both
+        assert same_bits(r1[0, :3], np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_encode_decode_match_numpy(cfg):
+    rng = np.random.default_rng(4)
+    t = random_bfp(rng, cfg, 30, 2 * cfg.native_dim, 30)
+    mant, exp = t.mant.reshape(-1, cfg.native_dim).astype(np.int16), t.exp.reshape(-1)
+    b1, b2 = both(memory.encode_bfp, mant, exp, cfg)
+    assert b1 == b2
+    raw = np.frombuffer(b1, np.uint8)
+    (m1, e1), (m2, e2) = both(memory.decode_bfp, raw, cfg)
+    assert same_bits(m1, m2) and same_bits(e1, e2)
+    assert np.array_equal(m1, mant) and np.array_equal(e1, exp)
+
+
+def test_decode_refuses_invalid_encodings_in_both():
+    cfg = preset("a10")
+    good = np.frombuffer(memory.encode_bfp(np.zeros((2, 16), np.int16), np.zeros(2, np.int16), cfg), np.uint8)
+    reserved = good.copy()
+    reserved[-1] = 0xFF  # the all-ones exponent field
+    for raw in (reserved,):
+        for ctx in (contextlib.nullcontext(), numpy_only()):
+            with ctx, pytest.raises(ExecutionError, match="vector 9: invalid BFP vector encoding"):
+                memory.decode_bfp(raw, cfg, where="vector 9")
+    cfg3 = preset("a10").with_format("msfp12")  # 3-bit mantissas: magnitude 8 does not fit
+    wide = np.frombuffer(memory.encode_bfp(np.zeros((1, 16), np.int16), np.zeros(1, np.int16), cfg3), np.uint8).copy()
+    wide[0] = 8
+    for ctx in (contextlib.nullcontext(), numpy_only()):
+        with ctx, pytest.raises(ExecutionError, match="invalid BFP vector encoding"):
+            memory.decode_bfp(wide, cfg3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.floats(-(2.0**127), 2.0**127, width=32), b=st.floats(-(2.0**127), 2.0**127, width=32))
+def test_mfu_add_binary32_path_is_the_definition(a, b):
+    """The binary32 add (used when both operands are binary32) against the float64 definition."""
+    x, y = np.array([a, -a, a], np.float32), np.array([b, -b, np.float32(-a)], np.float32)
+    try:
+        r1 = bfp.mfu_add(x, y)
+    except NumericsError:
+        with pytest.raises(NumericsError):
+            bfp.to_internal(x.astype(np.float64) + y.astype(np.float64))
+        return
+    assert same_bits(r1, bfp.to_internal(x.astype(np.float64) + y.astype(np.float64)))
+
+
+def test_mfu_add_flushes_tiny_sums_and_never_returns_negative_zero():
+    x = np.array([2.0**-126 * 1.5, -0.0, 1.0], np.float32)
+    y = np.array([-(2.0**-126), -0.0, -1.0], np.float32)
+    r = bfp.mfu_add(x, y)
+    assert same_bits(r, np.zeros(3, np.float32))
+
+
+def test_funcsim_runs_match_numpy_and_golden(tmp_path):
+    """A reduced MobileNet-V2 (dense, depthwise and residual layers) through the package runtime
+    with and without the kernels, against the golden layer ops run with numpy only."""
+    from accelml.compiler import compile_model, models
+    from accelml.runtime import load, save_package
+
+    cm = compile_model(models.build("mobilenet_v2", "reduced"), config="ecp5", name="mnv2")
+    rng = np.random.default_rng(5)
+    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in cm.inputs}
+    with numpy_only():
+        want = cm.run_golden(feeds)
+    model = load(save_package(cm, tmp_path / "mnv2.accel"))
+    out1, out2 = both(model.run, feeds)
+    for name in want:
+        assert same_bits(out1[name], want[name]), name
+        assert same_bits(out2[name], want[name]), name
+
+
+def test_status_names_the_library():
+    assert native.status().startswith("native (accelml_native_")
