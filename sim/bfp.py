@@ -98,8 +98,8 @@ def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
     if nb * n != length:
         a = np.concatenate([a, np.zeros((*a.shape[:-1], nb * n - length), dtype)], axis=-1)
     k = native.kernels() if dtype is np.float32 else None
-    if k is not None:
-        return _quantize_native(k, a, cfg, nb, length, name)
+    if k is not None and (q := _quantize_native(k, a, cfg, nb, length, name)) is not None:
+        return q
     a = a.reshape(*a.shape[:-1], nb, n)
     mag = np.abs(a)
     amax = mag.max(axis=-1)
@@ -127,8 +127,9 @@ def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
     )
 
 
-def _quantize_native(k, a: np.ndarray, cfg: EngineConfig, nb: int, length: int, name: str) -> BfpTensor:
-    """quantize's definition for binary32 input, in the native kernel (blocks split across threads)."""
+def _quantize_native(k, a: np.ndarray, cfg: EngineConfig, nb: int, length: int, name: str) -> BfpTensor | None:
+    """quantize's definition for binary32 input, in the native kernel (blocks split across
+    threads); None for a format whose exponent range the kernel does not handle."""
     n = cfg.native_dim
     lead = a.shape[:-1]
     a = np.ascontiguousarray(a)
@@ -136,9 +137,12 @@ def _quantize_native(k, a: np.ndarray, cfg: EngineConfig, nb: int, length: int, 
     mant = np.empty((*lead, nb * n), np.int32)
     exp = np.empty((*lead, nb), np.int16)
     ranges = _split(blocks, min_rows=2048)
-    bad = [_POOL.submit(k.quantize_f32, b0, b1, n, cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, native.ptr(a),
-                        native.ptr(mant), native.ptr(exp)) for b0, b1 in ranges]
-    if any(f.result() for f in bad):
+    status = [f.result() for f in [_POOL.submit(k.quantize_f32, b0, b1, n, cfg.mantissa_bits, cfg.exp_min,
+                                                cfg.exp_max, native.ptr(a), native.ptr(mant), native.ptr(exp))
+                                   for b0, b1 in ranges]]
+    if any(s < 0 for s in status):  # a format outside the kernel's range: the numpy definition
+        return None
+    if any(status):
         raise NumericsError(f"{name}: contains NaN, which no BFP block can represent")
     return BfpTensor(mant=mant, exp=exp, length=length, block=n, mantissa_bits=cfg.mantissa_bits)
 
@@ -390,6 +394,23 @@ def block_matmul(
 # ---------------------------------------------------------------------------------------------
 # Multi-function unit operations on internal-format (float32) values
 # ---------------------------------------------------------------------------------------------
+
+def mfu_add_periodic(a: np.ndarray, b: np.ndarray, what: str = "add") -> np.ndarray:
+    """``mfu_add`` of (R, n) binary32 vectors ``a`` and vectors ``b`` repeating with its period
+    (``a[r] + b[r % len(b)]``), e.g. a bias for every pixel."""
+    k = native.kernels()
+    rows, n = a.shape
+    period = b.shape[0]
+    if k is None or a.dtype != np.float32 or b.dtype != np.float32 or b.shape[1:] != (n,) or not period:
+        return mfu_add(a, b[np.arange(rows) % period] if period != rows else b, what)
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    out = np.empty_like(a)
+    status = [f.result() for f in [_POOL.submit(k.add_f32, r0, r1, n, native.ptr(a), native.ptr(b), period,
+                                                native.ptr(out)) for r0, r1 in _split(rows, min_rows=4096)]]
+    if any(status):
+        raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
+    return out
+
 
 def mfu_add(a, b, what: str = "add") -> np.ndarray:
     if getattr(a, "dtype", None) == np.float32 and getattr(b, "dtype", None) == np.float32:

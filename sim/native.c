@@ -83,44 +83,63 @@ void bfp_matmul_f32(int64_t p0, int64_t p1, int64_t J, int64_t kb, int64_t n,
     }
 }
 
+static inline float pow2f(int k) /* 2**k for k in [-126, 127] */
+{
+    uint32_t bits = (uint32_t)(k + 127) << 23;
+    float u;
+    memcpy(&u, &bits, sizeof u);
+    return u;
+}
+
 /* BFP quantisation of binary32 values, blocks of n along the rows (bfp.quantize's definition):
  * x = floor(log2 max|v|), bumped when the maximum rounds up to 2**M, clamped to [exp_min,
  * exp_max], exp_min for an all-zero block; mantissas RNE, saturating at 2**M - 1; +-Inf
- * saturates. Scaled values are formed in binary64, where they are exact (a binary32 value times a
- * power of two within binary64's normal range), so RNE on them is the definition's rounding.
- * Blocks [b0, b1). Returns 0, or 1 + the index of the first block holding a NaN. */
+ * saturates. Scaling by 2**k is exact in binary32 (done in two steps when 2**k itself is not a
+ * binary32 number) except where the result underflows, and then it is far below 1/2 and rounds
+ * to 0 either way. Blocks [b0, b1). Returns 0, or 1 + the index of the first block holding a NaN;
+ * -1 if the format's exponent range is outside what this kernel handles (exp_max > 127). */
 int64_t bfp_quantize_f32(int64_t b0, int64_t b1, int64_t n, int m_bits, int exp_min, int exp_max,
                          const float *x, int32_t *mant, int16_t *exp)
 {
-    const double top_limit = (double)(1 << m_bits);
-    const int32_t sat = (1 << m_bits) - 1;
+    if (exp_max > 127 || exp_min < -127 || m_bits > 24) return -1;
+    const float fmax = 3.4028234663852886e38f, top_limit = (float)(1 << m_bits);
+    const float sat = (float)((1 << m_bits) - 1);
     for (int64_t b = b0; b < b1; b++) {
         const float *v = x + b * n;
         float amax = 0.0f;
+        int nan = 0;
         for (int64_t i = 0; i < n; i++) {
             float a = fabsf(v[i]);
-            if (a != a) return b + 1;
-            if (a > amax) amax = a;
+            nan |= a != a;
+            amax = a > amax ? a : amax;
         }
-        if (amax > 3.4028234663852886e38f) amax = 3.4028234663852886e38f; /* Inf saturates */
-        int e;
-        if (amax == 0.0f) {
-            e = exp_min;
-        } else {
-            uint64_t bits;
-            double am = (double)amax;
-            memcpy(&bits, &am, sizeof bits);
-            e = (int)((bits >> 52) & 0x7ff) - 1023; /* floor(log2 amax): binary32 is normal in binary64 */
-            if (nearbyint(ldexp(am, (m_bits - 1) - e)) >= top_limit) e += 1;
+        if (nan) return b + 1;
+        if (amax > fmax) amax = fmax; /* Inf saturates */
+        int e = exp_min;
+        if (amax != 0.0f) {
+            uint32_t bits;
+            memcpy(&bits, &amax, sizeof bits);
+            if (bits >> 23) {
+                e = (int)(bits >> 23) - 127; /* floor(log2 amax) of a normal number */
+            } else {
+                int fe;
+                (void)frexpf(amax, &fe); /* subnormal */
+                e = fe - 1;
+            }
+            int k = (m_bits - 1) - e; /* in [m_bits - 1 - 127, m_bits - 1 + 149] */
+            float t = k > 127 ? amax * pow2f(k - 127) * pow2f(127) : amax * pow2f(k);
+            if (nearbyintf(t) >= top_limit) e += 1;
             if (e < exp_min) e = exp_min;
             if (e > exp_max) e = exp_max;
         }
-        double scale = ldexp(1.0, (m_bits - 1) - e);
+        int k = (m_bits - 1) - e; /* in [m_bits - 1 - 127, m_bits - 1 + 127] */
+        float s1 = k > 127 ? pow2f(k - 127) : pow2f(k), s2 = k > 127 ? pow2f(127) : 1.0f;
         for (int64_t i = 0; i < n; i++) {
-            double a = fabs((double)v[i]);
-            if (a > 3.4028234663852886e38) a = 3.4028234663852886e38;
-            double q = nearbyint(a * scale);
-            int32_t m = q > (double)sat ? sat : (int32_t)q;
+            float a = fabsf(v[i]);
+            a = a > fmax ? fmax : a;
+            float q = nearbyintf(a * s1 * s2);
+            q = q > sat ? sat : q;
+            int32_t m = (int32_t)q;
             mant[b * n + i] = v[i] < 0.0f ? -m : m;
         }
         exp[b] = (int16_t)e;
@@ -264,6 +283,29 @@ int64_t bfp_decode_b1(int64_t r0, int64_t r1, int64_t n, int m_bits, int exp_bit
         int field = v[n];
         if (field >= reserved) return r + 1;
         exp[r] = (int16_t)(field - exp_bias);
+    }
+    return 0;
+}
+
+/* Multi-function unit add on internal-format vectors: out[r] = a[r] + b[r % period], n lanes,
+ * binary32 RNE (two binary32 operands: the exact sum is a multiple of 2**-149, so the only
+ * rounding is binary32's own), results below 2**-126 flushed to +0. Rows [r0, r1). Returns 0, or
+ * 1 + the first row where a sum overflows beyond the format's range. */
+int64_t bfp_add_f32(int64_t r0, int64_t r1, int64_t n, const float *a, const float *b, int64_t period,
+                    float *out)
+{
+    const float fmax = 3.4028234663852886e38f;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = a + r * n, *y = b + (r % period) * n;
+        float *o = out + r * n;
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float s = x[i] + y[i];
+            float m = fabsf(s);
+            bad |= !(m <= fmax);
+            o[i] = m < 0x1p-126f ? 0.0f : s;
+        }
+        if (bad) return r + 1;
     }
     return 0;
 }

@@ -84,6 +84,9 @@ class NativeKernels:
         self.decode_b1 = lib.bfp_decode_b1
         self.decode_b1.argtypes = [_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR]
         self.decode_b1.restype = _I64
+        self.add_f32 = lib.bfp_add_f32
+        self.add_f32.argtypes = [_I64, _I64, _I64, _PTR, _PTR, _I64, _PTR]
+        self.add_f32.restype = _I64
         self.im2col_scaled = lib.bfp_im2col_scaled
         self.im2col_scaled.argtypes = [_I64, _I64, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR]
         self.im2col_scaled.restype = None

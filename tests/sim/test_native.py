@@ -198,6 +198,21 @@ def test_mfu_add_binary32_path_is_the_definition(a, b):
     assert same_bits(r1, bfp.to_internal(x.astype(np.float64) + y.astype(np.float64)))
 
 
+def test_mfu_add_periodic_matches_numpy():
+    rng = np.random.default_rng(6)
+    a = nasty(rng, (9000, 16), 60)
+    a[3, :4] = [2.0**-126 * 1.5, -0.0, 3e38, -(2.0**-126)]
+    b = nasty(rng, (3, 16), 60)
+    b[0, :4] = [-(2.0**-126), -0.0, -3e38, 2.0**-126 * 1.25]
+    r1, r2 = both(bfp.mfu_add_periodic, a, b)
+    assert same_bits(r1, r2)
+    assert same_bits(r1, bfp.to_internal(a.astype(np.float64) + np.tile(b, (3000, 1)).astype(np.float64)))
+    big = np.full((5000, 16), 3e38, np.float32)
+    for ctx in (contextlib.nullcontext(), numpy_only()):
+        with ctx, pytest.raises(NumericsError, match="bias: overflow"):
+            bfp.mfu_add_periodic(big, big[:1], "bias")
+
+
 def test_mfu_add_flushes_tiny_sums_and_never_returns_negative_zero():
     x = np.array([2.0**-126 * 1.5, -0.0, 1.0], np.float32)
     y = np.array([-(2.0**-126), -0.0, -1.0], np.float32)
