@@ -242,12 +242,48 @@ def load_onnx(src: ModelSource, *, base_dir: str | os.PathLike | None = None,
     fold_onnx_constants(model)
     _fix_input_dims(model, batch)
     try:
-        model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                                  data_prop=True)
+        _infer_shapes(model)
     except onnx.shape_inference.InferenceError as e:
         raise ShapeError(f"ONNX shape inference failed: {str(e).strip()}") from None
     _check_shapes(model)
     return model
+
+
+_STUB_ELEMENTS = 1 << 14  # larger initializers reach shape inference as type and dims only
+
+
+def _inference_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every large initializer reduced to its name, type and dims: all that shape
+    inference reads of a weight (the small tensors that shapes are computed from keep their
+    data). Serialising a VGG-16 twice for inference cost seconds; this costs nothing."""
+    sk = onnx.ModelProto()
+    sk.ir_version = model.ir_version
+    sk.opset_import.extend(model.opset_import)
+    g, src = sk.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    for t in src.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) > _STUB_ELEMENTS:
+            stub = g.initializer.add()
+            stub.name, stub.data_type = t.name, t.data_type
+            stub.dims.extend(t.dims)
+        else:
+            g.initializer.append(t)
+    return sk
+
+
+def _infer_shapes(model: onnx.ModelProto) -> None:
+    """ONNX shape inference (strict, with data propagation) on the skeleton; its value_info and
+    output types are written into ``model``."""
+    inferred = onnx.shape_inference.infer_shapes(_inference_skeleton(model), check_type=True, strict_mode=True,
+                                                 data_prop=True)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    for out, inf in zip(model.graph.output, inferred.graph.output, strict=True):
+        out.CopyFrom(inf)
 
 
 def to_ir(src: ModelSource, *, base_dir: str | os.PathLike | None = None,
