@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from accelml.hdl.config import EngineConfig, preset
-from accelml.hdl.errors import ModelFormatError
+from accelml.hdl.errors import ModelFormatError, ShapeError
 from accelml.sim.funcsim import FuncSim
 
 from . import codegen, frontend, lower
@@ -68,6 +68,7 @@ class CompiledModel:
     outputs: list[dict]
     compile_seconds: float = 0.0
     host_preprocess: dict | None = None  # preprocessing the host applies before the inputs (JSON)
+    bias_correction: dict = field(default_factory=lambda: {"samples": 0, "layers": 0})
 
     @property
     def layers(self) -> list[LayerReport]:
@@ -108,6 +109,9 @@ class CompiledModel:
                      f"{100 * s['utilisation']:.1f} %, roofline efficiency {100 * s['roofline_efficiency']:.1f} %; "
                      f"{s['engine_segments']} engine / {s['host_segments']} host segment(s); compiled in "
                      f"{s['compile_seconds']:.2f} s")
+        bc = self.bias_correction
+        if bc["samples"]:
+            lines.append(f"bias correction: {bc['layers']} layers, from {bc['samples']} calibration sample(s)")
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike) -> None:
@@ -164,9 +168,40 @@ def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[La
     return reports
 
 
+def _check_calibration(calibration, inputs: list[dict]) -> list[dict[str, np.ndarray]]:
+    """Calibration samples as a list of feeds (external names and shapes), checked."""
+    samples = list(calibration)
+    if not samples:
+        raise ShapeError("calibration needs at least one sample")
+    out = []
+    for i, feeds in enumerate(samples):
+        if not isinstance(feeds, dict):
+            raise ShapeError(f"calibration sample {i} is a {type(feeds).__name__}, not a dict of inputs")
+        checked = {}
+        for spec in inputs:
+            name, shape = spec["name"], tuple(spec["shape"])
+            if name not in feeds:
+                raise ShapeError(f"calibration sample {i} has no value for this input", tensor=name)
+            v = np.asarray(feeds[name], dtype=np.float32)
+            if v.shape == shape[1:] and shape[:1] == (1,):  # a sample without its batch axis
+                v = v[None]
+            if v.shape != shape:
+                raise ShapeError(f"calibration sample {i}: shape {v.shape}, the model takes {shape}", tensor=name)
+            if not np.isfinite(v).all():
+                raise ShapeError(f"calibration sample {i} holds NaN or infinity", tensor=name)
+            checked[name] = v
+        out.append(checked)
+    return out
+
+
 def compile_model(model, *, config: EngineConfig | str = "a10", format: str | None = None,
-                  pack_first: bool = True, name: str | None = None) -> CompiledModel:
-    """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory."""
+                  pack_first: bool = True, name: str | None = None, calibration=None) -> CompiledModel:
+    """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory.
+
+    ``calibration``: optional samples (each a dict of input name -> array of the input's shape)
+    for empirical bias correction: each layer's bias absorbs the mean error its quantised weights
+    add on these inputs (``lower.correct_biases``). Nothing else is learnt from them; without
+    them the compile is data-free."""
     t0 = time.perf_counter()
     cfg = preset(config) if isinstance(config, str) else config
     if format:
@@ -187,10 +222,8 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             model_proto = seg.to_onnx(graph)
             cs.onnx = model_proto.SerializeToString()
         else:
-            plan = lower.lower_segment(seg.subgraph(graph), cfg, pack_first=pack_first)
-            cs.plan = plan
-            cs.compiled = codegen.generate(plan)
-            cs.layers = _layer_reports(cs.compiled, cfg)
+            cs.plan = lower.lower_segment(seg.subgraph(graph), cfg, pack_first=pack_first,
+                                          keep_float=calibration is not None)
         segments.append(cs)
     ins = [{"name": n, "shape": list(_external_shape(graph.shape(n), graph.input_perms.get(n))),
             "dtype": graph.tensor(n).dtype.value,
@@ -202,7 +235,28 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             for n in graph.outputs]
     if not graph.outputs:
         raise ModelFormatError("the model has no outputs", source=str(name or graph.name))
+    plans = [cs.plan for cs in segments if cs.plan is not None]
+    samples = _check_calibration(calibration, ins) if calibration is not None else []
+    corrected = 0
+    if samples and plans:
+        from . import reference
+
+        seg_inputs: list[list[dict]] = [[] for _ in plans]
+        for feeds in samples:  # each engine segment's inputs, upstream engine segments run in float32
+            ran = iter(range(len(plans)))  # engine segments run in order
+
+            def record(sg, f, ran=ran):
+                seg_inputs[next(ran)].append(f)
+                return reference.run(sg, f, external=False)
+
+            part.run(feeds, engine=record)
+        corrected = sum(lower.correct_biases(plan, seg_inputs[i]) for i, plan in enumerate(plans))
+    for cs in segments:
+        if cs.plan is not None:
+            cs.compiled = codegen.generate(cs.plan)
+            cs.layers = _layer_reports(cs.compiled, cfg)
     cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre)
+    cm.bias_correction = {"samples": len(samples), "layers": corrected}
     cm.compile_seconds = time.perf_counter() - t0
     return cm
 

@@ -85,6 +85,8 @@ class ConvOp:
     go: int = 0  # output blocks per group
     residual: Buf | None = None
     macs: int = 0  # useful MACs of the source layer (logical channels, no padding, groups honoured)
+    # the float weights wq was quantised from, same layout; kept only for bias correction
+    w_float: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def taps(self) -> int:
@@ -157,6 +159,8 @@ def _expand_lanes(w: np.ndarray, lanes: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Lowering:
+    keep_float = False
+
     def __init__(self, graph: Graph, cfg: EngineConfig, pack_first: bool):
         self.g, self.cfg, self.n = graph, cfg, cfg.native_dim
         self.pack_first = pack_first
@@ -367,7 +371,8 @@ class _Lowering:
         phys = _expand_lanes(dense, src.lanes, src.cb * n)
         wq = golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight")
         bias_i = bfp.internal_const(np.asarray(bias, np.float64), f"{name}.bias")
-        return ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual, macs)
+        w_float = phys.transpose(0, 2, 3, 1).reshape(cout, -1) if self.keep_float else None
+        return ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual, macs, w_float)
 
     def lower_dense(self, node: Node, fused: set[str]) -> None:
         """A dense layer is a convolution whose window is the whole (flattened) input image."""
@@ -423,9 +428,12 @@ class _Lowering:
                               bfp.internal_const(shift, f"{node.name}.shift")))
 
 
-def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True) -> Plan:
-    """Lower a canonical engine subgraph (``Segment.subgraph``) for one EngineConfig."""
+def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True, keep_float: bool = False) -> Plan:
+    """Lower a canonical engine subgraph (``Segment.subgraph``) for one EngineConfig.
+    ``keep_float`` keeps each conv's float weights on its op (``ConvOp.w_float``), for
+    ``correct_biases``."""
     low = _Lowering(graph, cfg, pack_first)
+    low.keep_float = keep_float
     for name in graph.inputs:
         h, w, c = low.hwc(name)
         low.new_buf(name, h, w, c)
@@ -507,37 +515,77 @@ def epilogue(acc: np.ndarray, bias: np.ndarray, residual: np.ndarray | None, act
     return _act_apply(y, act)
 
 
-def run_golden(plan: Plan, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Execute a plan layer by layer with the golden ops; IR-layout float32 outputs."""
+def _execute(plan: Plan, op: EngineOp, mem: _Memory) -> None:
+    """One layer op with the golden ops."""
     cfg, n = plan.cfg, plan.cfg.native_dim
+    if isinstance(op, ConvOp):
+        acc = golden.conv2d(mem.read(op.src), op.wq, op.geom, cfg)
+        bias = np.zeros(op.dst.cb * n, np.float32)
+        bias[: len(op.bias)] = op.bias
+        res = None
+        if op.residual is not None:
+            res = mem.values(op.residual)
+        phys = np.zeros((*acc.shape[:2], op.dst.cb * n), np.float32)
+        phys[..., : acc.shape[-1]] = acc
+        mem.write(op.dst, epilogue(phys, bias, res, op.act))
+    elif isinstance(op, PoolOp):
+        x = mem.values(op.src)
+        if op.kind is PoolKind.MAX:
+            y = golden.max_pool(x, op.geom)
+        else:
+            y = golden.avg_pool(x, op.geom, count_include_pad=op.kind is PoolKind.AVG_PAD)
+        mem.write(op.dst, y)
+    else:
+        a = mem.values(op.srcs[0])
+        if op.kind is EltKind.ADD:
+            y = bfp.mfu_add(a, mem.values(op.srcs[1]), "add")
+        elif op.kind is EltKind.AFFINE:
+            y = bfp.mfu_add(bfp.mfu_mul(a, op.scale, "affine scale"), op.shift, "affine shift")
+        else:
+            y = a
+        mem.write(op.dst, _act_apply(y, op.act))
+
+
+def _loaded_memory(plan: Plan, feeds: dict[str, np.ndarray]) -> _Memory:
     mem = _Memory(plan)
     for name, buf in plan.inputs.items():
         mem.write_input(buf, host_input(plan, name, feeds[name]))
+    return mem
+
+
+def run_golden(plan: Plan, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Execute a plan layer by layer with the golden ops; IR-layout float32 outputs."""
+    mem = _loaded_memory(plan, feeds)
     for op in plan.ops:
-        if isinstance(op, ConvOp):
-            acc = golden.conv2d(mem.read(op.src), op.wq, op.geom, cfg)
-            bias = np.zeros(op.dst.cb * n, np.float32)
-            bias[: len(op.bias)] = op.bias
-            res = None
-            if op.residual is not None:
-                res = mem.values(op.residual)
-            phys = np.zeros((*acc.shape[:2], op.dst.cb * n), np.float32)
-            phys[..., : acc.shape[-1]] = acc
-            mem.write(op.dst, epilogue(phys, bias, res, op.act))
-        elif isinstance(op, PoolOp):
-            x = mem.values(op.src)
-            if op.kind is PoolKind.MAX:
-                y = golden.max_pool(x, op.geom)
-            else:
-                y = golden.avg_pool(x, op.geom, count_include_pad=op.kind is PoolKind.AVG_PAD)
-            mem.write(op.dst, y)
-        else:
-            a = mem.values(op.srcs[0])
-            if op.kind is EltKind.ADD:
-                y = bfp.mfu_add(a, mem.values(op.srcs[1]), "add")
-            elif op.kind is EltKind.AFFINE:
-                y = bfp.mfu_add(bfp.mfu_mul(a, op.scale, "affine scale"), op.shift, "affine shift")
-            else:
-                y = a
-            mem.write(op.dst, _act_apply(y, op.act))
+        _execute(plan, op, mem)
     return {name: from_hwc(mem.output(buf), plan.out_shapes[name]) for name, buf in plan.outputs.items()}
+
+
+def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
+    """Empirical bias correction of weight quantisation: each conv's bias becomes
+    ``bias - (Wq - W) . E[window]``, the expected error its quantised weights add to the output,
+    with ``E[window]`` the mean of the layer's actual (quantised) input windows over the
+    calibration ``samples`` (segment inputs, IR layout) and every output pixel. Layers are
+    corrected in order and the samples advanced through each corrected layer, so later layers see
+    their corrected inputs. Needs a plan lowered with ``keep_float``; drops the float weights.
+    Returns the number of layers corrected."""
+    mems = [_loaded_memory(plan, feeds) for feeds in samples]
+    corrected = 0
+    for op in plan.ops:
+        if isinstance(op, ConvOp) and op.w_float is not None and mems:
+            oy, ox = op.geom.grid()
+            total = 0.0
+            for mem in mems:  # sum of the input windows, tap by tap (the reduction order: tap, block, lane)
+                x = mem.values(op.src).astype(np.float64)
+                total = total + np.concatenate([x[iy[ok], ix[ok]].sum(axis=0)
+                                                for _, _, iy, ix, ok in op.geom.taps(oy, ox)])
+            mean = total / (len(mems) * oy.size)
+            error = bfp.dequantize(op.wq)[:, : op.w_float.shape[1]] - op.w_float.astype(np.float64)
+            op.bias = bfp.internal_const(op.bias.astype(np.float64) - error @ mean[: error.shape[1]],
+                                         f"{op.name}.bias")
+            corrected += 1
+        if isinstance(op, ConvOp):
+            op.w_float = None
+        for mem in mems:
+            _execute(plan, op, mem)
+    return corrected

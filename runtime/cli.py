@@ -129,8 +129,9 @@ def cmd_compile(args) -> int:
             return 0
     if args.output is None:
         raise UsageError("compile needs -o PKG (or --explain alone)")
+    calibration = _load_calibration(args.calibrate) if args.calibrate else None
     print(f"compiling {args.model} for {cfg.describe()}", flush=True)
-    cm = compile_model(args.model, config=cfg, name=Path(args.model).stem)
+    cm = compile_model(args.model, config=cfg, name=Path(args.model).stem, calibration=calibration)
     from .package import save_package
 
     save_package(cm, args.output)
@@ -140,6 +141,27 @@ def cmd_compile(args) -> int:
         print(f"plot: {args.plot}")
     print(f"package: {args.output}")
     return 0
+
+
+def _load_calibration(path: Path) -> list[dict]:
+    """--calibrate FILE.npz: one array per model input, samples along the first axis (S, *shape)
+    or, for inputs whose batch is 1, (S, *shape[1:]) -> a list of S feeds."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise UsageError(f"--calibrate: {path} is not a readable .npz file ({e})") from None
+    if not arrays:
+        raise UsageError(f"--calibrate: {path} holds no arrays")
+    counts = {k: len(v) for k, v in arrays.items() if v.ndim}
+    if len(set(counts.values())) != 1 or len(counts) != len(arrays):
+        raise UsageError(f"--calibrate: every array needs the same number of samples along axis 0, got {counts}")
+    n = next(iter(counts.values()))
+    return [{k: v[i] for k, v in arrays.items()} for i in range(n)]
 
 
 def _parse_inputs(specs: list[str]) -> dict:
@@ -224,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="package directory to write (.accel)")
     p.add_argument("--explain", action="store_true", help="list what runs on the engine and what on the host")
     p.add_argument("--plot", type=Path, help="write per-layer utilisation and roofline efficiency as a PNG")
+    p.add_argument("--calibrate", type=Path, metavar="FILE.npz",
+                   help="samples for bias correction: one array per input, samples along axis 0")
     add_config_args(p, default="a10")
     p.set_defaults(func=cmd_compile)
 

@@ -76,6 +76,7 @@ def save_package(cm, path: str | os.PathLike) -> Path:
         "inputs": cm.inputs, "outputs": cm.outputs, "segments": segments,
         "summary": cm.summary(), "files": {k: _sha(v) for k, v in files.items()},
         "host_preprocess": cm.host_preprocess,
+        "bias_correction": cm.bias_correction,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
