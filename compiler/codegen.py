@@ -254,10 +254,14 @@ class _Generator:
         """Place an op's weight tiles and bias in the image."""
         tiles_m, tiles_e = layout.weight_tiles(op.wq, op.taps, op.src.cb, gi=op.gi, go=op.go)
         addr = self.img.put_bfp(f"{op.name}.weight", (tiles_m, tiles_e))
+        addr_lo = None
+        if op.wq_lo is not None:  # split weights: the second part, same tile layout
+            addr_lo = self.img.put_bfp(f"{op.name}.weight_lo",
+                                       layout.weight_tiles(op.wq_lo, op.taps, op.src.cb, gi=op.gi, go=op.go))
         bias = np.zeros(op.dst.cb * self.n, np.float32)
         bias[: len(op.bias)] = op.bias
         baddr = self.img.put_fp(f"{op.name}.bias", bias)
-        self.weights[id(op)] = (addr, baddr)
+        self.weights[id(op)] = (addr, baddr, addr_lo)
 
     # -- layers -----------------------------------------------------------------------------------
     def next_input_buffer(self, double: bool = True) -> int:
@@ -313,6 +317,8 @@ class _Generator:
                                 f"{op.src.cb} blocks do not fit the VRF input region ({cap_in} vectors, "
                                 f"{self.cfg.name})")
         self.double_in[id(op)] = cap_in == r.vrf_in_size
+        if op.wq_lo is not None:  # a second pass over the same groups with the other weights
+            kgroups = kgroups + kgroups
         if len(kgroups) == 1 and -(-op.cob // cob_c) == 1:
             rows = min(rows, -(-oh // PIPELINE_BANDS))  # bands overlap load, products, epilogue, store
         bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
@@ -359,7 +365,9 @@ class _Generator:
             _, ky, kx, b0, b1 = group
             first, length = (ky * kw + kx) * gi + b0, b1 - b0
         tile_bytes = self.cfg.tile_bytes
-        self.e.dma(Opcode.LD, Space.MRF, mrf, self.weights[id(op)][0] + (o0 * per_ob + first) * tile_bytes,
+        addr, _, addr_lo = self.weights[id(op)]
+        base = addr_lo if addr_lo is not None and k >= len(kgroups) // 2 else addr  # second half: lo pass
+        self.e.dma(Opcode.LD, Space.MRF, mrf, base + (o0 * per_ob + first) * tile_bytes,
                    o1 - o0, length, mem_stride=per_ob * tile_bytes, chip_stride=length)
         self.weight_bytes[id(op)] = self.weight_bytes.get(id(op), 0) + (o1 - o0) * length * tile_bytes
         return mrf

@@ -69,6 +69,7 @@ class CompiledModel:
     compile_seconds: float = 0.0
     host_preprocess: dict | None = None  # preprocessing the host applies before the inputs (JSON)
     bias_correction: dict = field(default_factory=lambda: {"samples": 0, "layers": 0})
+    split_weights: bool = False  # weights in two BFP parts, two passes of products
 
     @property
     def layers(self) -> list[LayerReport]:
@@ -109,6 +110,8 @@ class CompiledModel:
                      f"{100 * s['utilisation']:.1f} %, roofline efficiency {100 * s['roofline_efficiency']:.1f} %; "
                      f"{s['engine_segments']} engine / {s['host_segments']} host segment(s); compiled in "
                      f"{s['compile_seconds']:.2f} s")
+        if self.split_weights:
+            lines.append("split weights: every layer's weights in two BFP parts, multiplied in two passes")
         bc = self.bias_correction
         if bc["samples"]:
             lines.append(f"bias correction: {bc['layers']} layers, from {bc['samples']} calibration sample(s)")
@@ -195,13 +198,18 @@ def _check_calibration(calibration, inputs: list[dict]) -> list[dict[str, np.nda
 
 
 def compile_model(model, *, config: EngineConfig | str = "a10", format: str | None = None,
-                  pack_first: bool = True, name: str | None = None, calibration=None) -> CompiledModel:
+                  pack_first: bool = True, name: str | None = None, calibration=None,
+                  split_weights: bool = False) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory.
 
     ``calibration``: optional samples (each a dict of input name -> array of the input's shape)
     for empirical bias correction: each layer's bias absorbs the mean error its quantised weights
     add on these inputs (``lower.correct_biases``). Nothing else is learnt from them; without
-    them the compile is data-free."""
+    them the compile is data-free.
+
+    ``split_weights``: every conv / dense weight as the sum of two BFP tensors (the second
+    quantises what the first misses), multiplied in two passes that accumulate into the same sums:
+    about twice the weight mantissa, for twice the products and weight traffic."""
     t0 = time.perf_counter()
     cfg = preset(config) if isinstance(config, str) else config
     if format:
@@ -223,7 +231,7 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             cs.onnx = model_proto.SerializeToString()
         else:
             cs.plan = lower.lower_segment(seg.subgraph(graph), cfg, pack_first=pack_first,
-                                          keep_float=calibration is not None)
+                                          keep_float=calibration is not None, split_weights=split_weights)
         segments.append(cs)
     ins = [{"name": n, "shape": list(_external_shape(graph.shape(n), graph.input_perms.get(n))),
             "dtype": graph.tensor(n).dtype.value,
@@ -257,6 +265,7 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             cs.layers = _layer_reports(cs.compiled, cfg)
     cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre)
     cm.bias_correction = {"samples": len(samples), "layers": corrected}
+    cm.split_weights = bool(split_weights)
     cm.compile_seconds = time.perf_counter() - t0
     return cm
 

@@ -87,6 +87,14 @@ class ConvOp:
     macs: int = 0  # useful MACs of the source layer (logical channels, no padding, groups honoured)
     # the float weights wq was quantised from, same layout; kept only for bias correction
     w_float: np.ndarray | None = field(default=None, repr=False)
+    # split weights: W ~ wq + wq_lo (the residual quantised again); a second pass of products
+    # continues each sum after all of wq's blocks
+    wq_lo: BfpTensor | None = field(default=None, repr=False)
+
+    def weight_values(self) -> np.ndarray:
+        """The exact values the engine multiplies by, summed over the passes (Cout, K) float64."""
+        w = bfp.dequantize(self.wq)
+        return w if self.wq_lo is None else w + bfp.dequantize(self.wq_lo)
 
     @property
     def taps(self) -> int:
@@ -160,6 +168,7 @@ def _expand_lanes(w: np.ndarray, lanes: np.ndarray, width: int) -> np.ndarray:
 
 class _Lowering:
     keep_float = False
+    split_weights = False
 
     def __init__(self, graph: Graph, cfg: EngineConfig, pack_first: bool):
         self.g, self.cfg, self.n = graph, cfg, cfg.native_dim
@@ -370,9 +379,14 @@ class _Lowering:
         dense = golden.expand_group_weights(weight, groups)
         phys = _expand_lanes(dense, src.lanes, src.cb * n)
         wq = golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight")
+        wq_lo = None
+        if self.split_weights:  # what the first part misses, quantised again (same layout)
+            kh, kw = phys.shape[2:]
+            hi = bfp.dequantize(wq).reshape(cout, kh, kw, -1).transpose(0, 3, 1, 2)
+            wq_lo = golden.quantize_conv_weights(phys.astype(np.float64) - hi, self.cfg, name=f"{name}.weight_lo")
         bias_i = bfp.internal_const(np.asarray(bias, np.float64), f"{name}.bias")
         w_float = phys.transpose(0, 2, 3, 1).reshape(cout, -1) if self.keep_float else None
-        return ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual, macs, w_float)
+        return ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual, macs, w_float, wq_lo)
 
     def lower_dense(self, node: Node, fused: set[str]) -> None:
         """A dense layer is a convolution whose window is the whole (flattened) input image."""
@@ -428,12 +442,14 @@ class _Lowering:
                               bfp.internal_const(shift, f"{node.name}.shift")))
 
 
-def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True, keep_float: bool = False) -> Plan:
+def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True, keep_float: bool = False,
+                  split_weights: bool = False) -> Plan:
     """Lower a canonical engine subgraph (``Segment.subgraph``) for one EngineConfig.
     ``keep_float`` keeps each conv's float weights on its op (``ConvOp.w_float``), for
-    ``correct_biases``."""
+    ``correct_biases``; ``split_weights`` gives every conv a second weight tensor, the first's
+    residual (``ConvOp.wq_lo``), for about twice the weight precision at twice the products."""
     low = _Lowering(graph, cfg, pack_first)
-    low.keep_float = keep_float
+    low.keep_float, low.split_weights = keep_float, split_weights
     for name in graph.inputs:
         h, w, c = low.hwc(name)
         low.new_buf(name, h, w, c)
@@ -519,7 +535,10 @@ def _execute(plan: Plan, op: EngineOp, mem: _Memory) -> None:
     """One layer op with the golden ops."""
     cfg, n = plan.cfg, plan.cfg.native_dim
     if isinstance(op, ConvOp):
-        acc = golden.conv2d(mem.read(op.src), op.wq, op.geom, cfg)
+        x = mem.read(op.src)
+        acc = golden.conv2d(x, op.wq, op.geom, cfg)
+        if op.wq_lo is not None:  # the second pass continues every sum
+            acc = golden.conv2d(x, op.wq_lo, op.geom, cfg, acc=acc)
         bias = np.zeros(op.dst.cb * n, np.float32)
         bias[: len(op.bias)] = op.bias
         res = None
@@ -580,7 +599,7 @@ def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
                 total = total + np.concatenate([x[iy[ok], ix[ok]].sum(axis=0)
                                                 for _, _, iy, ix, ok in op.geom.taps(oy, ox)])
             mean = total / (len(mems) * oy.size)
-            error = bfp.dequantize(op.wq)[:, : op.w_float.shape[1]] - op.w_float.astype(np.float64)
+            error = op.weight_values() - op.w_float.astype(np.float64)
             op.bias = bfp.internal_const(op.bias.astype(np.float64) - error @ mean[: error.shape[1]],
                                          f"{op.name}.bias")
             corrected += 1

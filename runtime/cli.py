@@ -131,7 +131,8 @@ def cmd_compile(args) -> int:
         raise UsageError("compile needs -o PKG (or --explain alone)")
     calibration = _load_calibration(args.calibrate) if args.calibrate else None
     print(f"compiling {args.model} for {cfg.describe()}", flush=True)
-    cm = compile_model(args.model, config=cfg, name=Path(args.model).stem, calibration=calibration)
+    cm = compile_model(args.model, config=cfg, name=Path(args.model).stem, calibration=calibration,
+                       split_weights=args.split_weights)
     from .package import save_package
 
     save_package(cm, args.output)
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="write per-layer utilisation and roofline efficiency as a PNG")
     p.add_argument("--calibrate", type=Path, metavar="FILE.npz",
                    help="samples for bias correction: one array per input, samples along axis 0")
+    p.add_argument("--split-weights", action="store_true",
+                   help="weights in two BFP parts multiplied in two passes: ~2x weight precision, 2x products")
     add_config_args(p, default="a10")
     p.set_defaults(func=cmd_compile)
 

@@ -77,6 +77,7 @@ def save_package(cm, path: str | os.PathLike) -> Path:
         "summary": cm.summary(), "files": {k: _sha(v) for k, v in files.items()},
         "host_preprocess": cm.host_preprocess,
         "bias_correction": cm.bias_correction,
+        "split_weights": cm.split_weights,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

@@ -130,8 +130,10 @@ def im2col(x: BfpTensor, geom: ConvGeom, oy=None, ox=None) -> tuple[np.ndarray, 
     return mant[idx].reshape(p, -1), exp[idx].reshape(p, -1)
 
 
-def conv2d(x: BfpTensor, wq: BfpTensor, geom: ConvGeom, cfg: EngineConfig, *, bias=None) -> np.ndarray:
-    """Convolution accumulated in the MVU (and bias added in the MFU): internal float32 (OH, OW, Cout)."""
+def conv2d(x: BfpTensor, wq: BfpTensor, geom: ConvGeom, cfg: EngineConfig, *, bias=None,
+           acc: np.ndarray | None = None) -> np.ndarray:
+    """Convolution accumulated in the MVU (and bias added in the MFU): internal float32 (OH, OW, Cout).
+    ``acc`` (OH, OW, Cout): a sum to continue (its blocks come before these)."""
     if x.mant.ndim != 3:
         raise ValueError(f"conv2d expects an HWC BFP activation, got shape {x.mant.shape}")
     a_mant, a_exp = im2col(x, geom)
@@ -139,7 +141,9 @@ def conv2d(x: BfpTensor, wq: BfpTensor, geom: ConvGeom, cfg: EngineConfig, *, bi
         raise ValueError(
             f"conv2d: activation columns {a_mant.shape[1]} do not match weight columns {wq.mant.shape[1]}"
         )
-    acc = bfp.block_matmul((a_mant, a_exp), wq, cfg, what="conv")
+    if acc is not None:
+        acc = acc.reshape(a_mant.shape[0], -1)
+    acc = bfp.block_matmul((a_mant, a_exp), wq, cfg, acc=acc, what="conv")
     if bias is not None:
         acc = bfp.mfu_add(acc, bfp.internal_const(bias, "bias")[None, :], "conv bias")
     oh, ow = geom.out_size()

@@ -132,6 +132,9 @@ def main(argv=None) -> int:
                     help=f"comma-separated BFP formats ({', '.join(FORMATS)})")
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split-weights", choices=("goal", "all", "none"), default="goal",
+                    help=f"also compile with split weights (two passes): for {GOAL_FORMAT} only (default), "
+                         "every format, or none")
     ap.add_argument("--calibrate", type=int, default=16,
                     help="also compile each format with bias correction from this many calibration images "
                          "(stereo_motorcycle views and augmentations, disjoint from the evaluation photos); 0: off")
@@ -166,14 +169,16 @@ def main(argv=None) -> int:
           f"export {t_export:.1f} s, images {t_images:.1f} s", flush=True)
 
     calib = calibration_set(args.calibrate, args.seed) if args.calibrate > 0 else None
-    variants = [(fmt, None) for fmt in formats] + ([(fmt, calib) for fmt in formats] if calib else [])
+    variants = [(fmt, None, False) for fmt in formats] + ([(fmt, calib, False) for fmt in formats] if calib else [])
+    variants += [(fmt, calib, True) for fmt in formats
+                 if args.split_weights == "all" or (args.split_weights == "goal" and fmt == GOAL_FORMAT)]
     rows = []
-    for fmt, calibration in variants:
+    for fmt, calibration, split in variants:
         cfg = base.with_format(fmt)
         t0 = time.perf_counter()
-        cm = compile_model(model, config=cfg, calibration=calibration)
+        cm = compile_model(model, config=cfg, calibration=calibration, split_weights=split)
         t_compile = time.perf_counter() - t0
-        label = fmt if calibration is None else f"{fmt}+bc"
+        label = fmt + ("+split" if split else "") + ("+bc" if calibration is not None else "")
         with tempfile.TemporaryDirectory() as d:
             save_package(cm, os.path.join(d, "lite0.accel"))
             pkg = load(os.path.join(d, "lite0.accel"))
@@ -199,14 +204,16 @@ def main(argv=None) -> int:
 
     print()
     print(f"$ {command}")
-    print(f"{'format':10} {'E/M/block':14} {'top-1 agree':>14} {'top-5 overlap':>14} {'FP32 top-1 in top-5':>20} "
+    print(f"{'format':16} {'E/M/block':14} {'top-1 agree':>14} {'top-5 overlap':>14} {'FP32 top-1 in top-5':>20} "
           f"{'max|err| median':>16} {'max|err| max':>13} {'s/image':>8} {'compile s':>10}")
     for r in rows:
-        print(f"{r['fmt']:10} {r['desc']:14} {100 * r['top1']:7.1f} % ({r['top1_n']:3d}) {100 * r['top5']:12.1f} % "
+        print(f"{r['fmt']:16} {r['desc']:14} {100 * r['top1']:7.1f} % ({r['top1_n']:3d}) {100 * r['top5']:12.1f} % "
               f"{100 * r['in5']:18.1f} % {r['err_med']:16.3f} {r['err_max']:13.3f} {r['t_img']:8.2f} "
               f"{r['t_compile']:10.1f}")
     print(f"({len(images)} images; max|err| = max over the 1000 logits of |engine - FP32|; s/image = functional "
           f"simulator wall time, median, on {platform.machine()} with {os.cpu_count()} CPUs)")
+    if any(v[2] for v in variants):
+        print("+split: weights in two BFP parts, multiplied in two passes (twice the products)")
     if calib:
         print(f"+bc: compiled with bias correction from {len(calib)} calibration images (stereo_motorcycle and "
               "augmentations of it; none is an evaluation image)")

@@ -108,3 +108,46 @@ def test_cli_calibrate(tmp_path, capsys):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     rc = cli.main(["compile", str(src), "-o", str(out2), "--calibrate", str(tmp_path / "junk.npz")])
     assert rc != 0 and "--calibrate" in capsys.readouterr().err and not out2.exists()
+
+
+# -- split weights ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset_name", ["tiny", "ecp5", "a10"])
+def test_split_weights_are_bit_exact_between_funcsim_and_golden(tmp_path, preset_name):
+    """Dense, depthwise and residual layers with a second weight pass, on several presets
+    (including the K-split schedules of the small ones)."""
+    from accelml.compiler import models
+
+    cm = compile_model(models.build("mobilenet_v2", "reduced"), config=preset_name, name="m", split_weights=True)
+    assert cm.split_weights and "split weights" in cm.report()
+    assert all(op.wq_lo is not None for op in cm.segments[0].plan.ops if isinstance(op, lower.ConvOp))
+    rng = np.random.default_rng(7)
+    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in cm.inputs}
+    got = load(save_package(cm, tmp_path / "m.accel")).run(feeds)
+    want = cm.run_golden(feeds)
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_split_weights_halve_the_weight_error_bits():
+    rng = np.random.default_rng(8)
+    model, w = conv_model(rng)
+    one = compile_model(model, config="a10").segments[0].plan.ops[0]
+    two = compile_model(model, config="a10", split_weights=True).segments[0].plan.ops[0]
+    dense = w.transpose(0, 2, 3, 1)  # (Cout, kh, kw, Cin): the reduction order, lanes padded to 32
+    want = np.zeros((w.shape[0], 3, 3, 32))
+    want[..., : w.shape[1]] = dense
+    want = want.reshape(w.shape[0], -1)
+    e1 = np.abs(one.weight_values() - want).max() / np.abs(want).max()
+    e2 = np.abs(two.weight_values() - want).max() / np.abs(want).max()
+    assert e1 > 2.0**-9 and e2 < 2.0**-14, (e1, e2)
+    assert np.array_equal(one.wq.mant, two.wq.mant)  # the first part is the plain weights
+
+
+def test_split_weights_double_the_products_in_the_report():
+    rng = np.random.default_rng(9)
+    model, _ = conv_model(rng)
+    one = compile_model(model, config="ecp5")
+    two = compile_model(model, config="ecp5", split_weights=True)
+    assert sum(lr.tile_ops for lr in two.layers) == 2 * sum(lr.tile_ops for lr in one.layers)
+    assert sum(lr.macs for lr in two.layers) == sum(lr.macs for lr in one.layers)  # useful MACs unchanged
