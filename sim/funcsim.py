@@ -354,8 +354,15 @@ class FuncSim:
             return False
         n, m_bits = self.cfg.native_dim, self.cfg.mantissa_bits
         tiles_m, tiles_e = self.mrf_mant[tspan], self.mrf_exp[tspan]
+        src = self.mrf_src[tspan]
+        src_key = src.tobytes() if src.size and src.min() >= 0 else None  # all tiles from constant loads
         ar = bfp.nonzero_block_range(x.mant, x.exp.astype(np.int32) - (m_bits - 1), n)
-        wr = bfp.nonzero_block_range(tiles_m, tiles_e.astype(np.int32) - (m_bits - 1), n)
+        if src_key is not None and ("mvc-range", src_key) in self.mem.decoded:  # constant weights: scanned once
+            wr = self.mem.decoded[("mvc-range", src_key)]
+        else:
+            wr = bfp.nonzero_block_range(tiles_m, tiles_e.astype(np.int32) - (m_bits - 1), n)
+            if src_key is not None:
+                self.mem.decoded[("mvc-range", src_key)] = wr
         if ar is None or wr is None:  # every product is an exact zero
             return True
         fast, exact32 = bfp.fast_path(ar, wr, self.cfg)
@@ -370,8 +377,6 @@ class FuncSim:
         tiles_m, tiles_e = np.ascontiguousarray(tiles_m), np.ascontiguousarray(tiles_e)
         xs = np.empty((p, kb * n), np.float32)
         item = tiles_m.itemsize
-        src = self.mrf_src[tspan]
-        src_key = src.tobytes() if src.size and src.min() >= 0 else None  # all tiles from constant loads
         for b0, ob0, nob, *_ in groups:
             key = ("mvc-panels", src_key, ob0, nob, kb)
             wp = self.mem.decoded.get(key) if src_key is not None else None
