@@ -13,14 +13,18 @@ saturation jitter of +-30 %), augmentation i drawn from a generator seeded with 
 Per format: top-1 agreement (the engine's arg-max equals FP32's), mean top-5 overlap
 (|top-5 engine & top-5 FP32| / 5), how often FP32's top-1 is in the engine's top 5, and the
 median and largest max |logit error| over the images; the simulator's wall time per image and the
-compile time. Nothing is tuned: the compiler's defaults for the format and preset.
+compile time. Each format is compiled with the compiler's defaults, then (``+bc``) with bias
+correction from calibration images that are not evaluation images (``--calibrate``), and the
+default format also with split weights (``+split``, two passes of products; ``--split-weights``).
 
-Cost: the functional simulator takes about 1.7-2.6 s per 224 x 224 image on a 2-core machine and
-each format compiles in 11-16 s, so the default (48 images, 4 formats) runs in about 8 minutes;
-``--images 225`` (9 photos + 216 augmentations) in about 40.
+Cost on a 2-core machine: about 1 s per 224 x 224 image on the functional simulator; compiles take
+about 4 s, 40 s with bias correction (16 images), 90 s with split weights as well. The default (48
+images, 4 formats, 9 variants) runs in about 13 minutes; ``--formats msfp16 --images 225`` (9
+photos + 216 augmentations, 3 variants) in about 15.
 
     python tests/bench/bench_fidelity.py [--images 48] [--formats ms-fp9,msfp12,msfp16,mxint8]
-                                         [--preset a10] [--seed 0]
+                                         [--preset a10] [--seed 0] [--calibrate 16]
+                                         [--split-weights goal|all|none]
 """
 
 from __future__ import annotations
