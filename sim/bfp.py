@@ -136,7 +136,7 @@ def _quantize_native(k, a: np.ndarray, cfg: EngineConfig, nb: int, length: int, 
     blocks = a.size // n
     mant = np.empty((*lead, nb * n), np.int32)
     exp = np.empty((*lead, nb), np.int16)
-    ranges = _split(blocks, min_rows=2048)
+    ranges = split_rows(blocks, min_rows=2048)
     status = [f.result() for f in [_POOL.submit(k.quantize_f32, b0, b1, n, cfg.mantissa_bits, cfg.exp_min,
                                                 cfg.exp_max, native.ptr(a), native.ptr(mant), native.ptr(exp))
                                    for b0, b1 in ranges]]
@@ -167,8 +167,8 @@ def dequantize_internal(t: BfpTensor) -> np.ndarray:
     out = np.empty(mant.shape, np.float32)
     blocks = exp.size
     fn = k.dequant[mant.dtype]
-    _run_parallel([(fn, b0, b1, t.block, t.mantissa_bits, native.ptr(mant), native.ptr(exp), native.ptr(out))
-                   for b0, b1 in _split(blocks, min_rows=2048)])
+    run_parallel([(fn, b0, b1, t.block, t.mantissa_bits, native.ptr(mant), native.ptr(exp), native.ptr(out))
+                   for b0, b1 in split_rows(blocks, min_rows=2048)])
     return out
 
 
@@ -236,7 +236,7 @@ _PANEL = 16  # weight columns per native micro-tile panel (NR in native.c)
 _MIN_ROWS_PER_THREAD = 48
 
 
-def _split(rows: int, align: int = 1, min_rows: int = _MIN_ROWS_PER_THREAD) -> list[tuple[int, int]]:
+def split_rows(rows: int, align: int = 1, min_rows: int = _MIN_ROWS_PER_THREAD) -> list[tuple[int, int]]:
     """Row ranges for the two worker threads (one range when too small to be worth it)."""
     if rows < 2 * min_rows:
         return [(0, rows)]
@@ -244,7 +244,8 @@ def _split(rows: int, align: int = 1, min_rows: int = _MIN_ROWS_PER_THREAD) -> l
     return [(0, mid), (mid, rows)]
 
 
-def _run_parallel(calls) -> None:
+def run_parallel(calls) -> None:
+    """Run ``(fn, *args)`` calls on the worker threads (native kernels release the GIL); wait for all."""
     for f in [_POOL.submit(fn, *args) for fn, *args in calls]:
         f.result()
 
@@ -263,8 +264,8 @@ def _scaled_native(k, mant: np.ndarray, exp: np.ndarray, n: int, m_bits: int,
     if rows_out > r:
         out[r:] = 0
     fn = k.scale[mant.dtype]
-    _run_parallel([(fn, r0, r1, kdim // n, n, m_bits, native.ptr(mant), native.ptr(exp), native.ptr(out))
-                   for r0, r1 in _split(r)])
+    run_parallel([(fn, r0, r1, kdim // n, n, m_bits, native.ptr(mant), native.ptr(exp), native.ptr(out))
+                   for r0, r1 in split_rows(r)])
     return out
 
 
@@ -297,12 +298,12 @@ def matmul_packed(k, xs: np.ndarray, wp: np.ndarray, out: np.ndarray, j: int, n:
     xp, wpp, op = native.ptr(xs), native.ptr(wp), native.ptr(out)
     panel_bytes = kb * n * _PANEL * 4
     if p >= 2 * _MIN_ROWS_PER_THREAD or panels < 2:
-        parts = [(p0, p1, j, wpp, op) for p0, p1 in _split(p, 6)]
+        parts = [(p0, p1, j, wpp, op) for p0, p1 in split_rows(p, 6)]
     else:
         half = panels // 2
         parts = [(0, p, half * _PANEL, wpp, op),
                  (0, p, j - half * _PANEL, wpp + half * panel_bytes, op + half * _PANEL * 4)]
-    _run_parallel([(k.matmul_f32, p0, p1, jj, kb, n, xp, kdim, w0, o0, ldo) for p0, p1, jj, w0, o0 in parts])
+    run_parallel([(k.matmul_f32, p0, p1, jj, kb, n, xp, kdim, w0, o0, ldo) for p0, p1, jj, w0, o0 in parts])
     if not np.isfinite(out).all():
         raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
     return out
@@ -406,7 +407,7 @@ def mfu_add_periodic(a: np.ndarray, b: np.ndarray, what: str = "add") -> np.ndar
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     out = np.empty_like(a)
     status = [f.result() for f in [_POOL.submit(k.add_f32, r0, r1, n, native.ptr(a), native.ptr(b), period,
-                                                native.ptr(out)) for r0, r1 in _split(rows, min_rows=4096)]]
+                                                native.ptr(out)) for r0, r1 in split_rows(rows, min_rows=4096)]]
     if any(status):
         raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
     return out

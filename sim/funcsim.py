@@ -381,7 +381,7 @@ class FuncSim:
             key = ("mvc-panels", src_key, ob0, nob, kb)
             wp = self.mem.decoded.get(key) if src_key is not None else None
             jobs = [(k.im2col_scaled, p0, p1, taps, in_cb, b0, gi, n, m_bits, native.ptr(img), native.ptr(iexp),
-                     native.ptr(idx), native.ptr(xs)) for p0, p1 in bfp._split(p)]
+                     native.ptr(idx), native.ptr(xs)) for p0, p1 in bfp.split_rows(p)]
             if wp is None:
                 wp = np.empty((-(-(nob * n) // 16), kb, n, 16), np.float32)
                 jobs.append((k.pack_tiles, nob, kb, n, m_bits, native.ptr(tiles_m) + ob0 * kb * n * n * item,
@@ -390,7 +390,7 @@ class FuncSim:
                     # weights from the constant image are the same every run: keep them prepared
                     self.mem.decoded[key] = wp
                     self.mem.decoded["mvc-panel-bytes"] = self.mem.decoded.get("mvc-panel-bytes", 0) + wp.nbytes
-            bfp._run_parallel(jobs)  # windows (two halves) and weight panels side by side
+            bfp.run_parallel(jobs)  # windows (two halves) and weight panels side by side
             bfp.matmul_packed(k, xs, wp, out[:, ob0 * n:(ob0 + nob) * n], nob * n, n, "mvc")
         return True
 
