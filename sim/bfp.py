@@ -136,10 +136,8 @@ def _quantize_native(k, a: np.ndarray, cfg: EngineConfig, nb: int, length: int, 
     blocks = a.size // n
     mant = np.empty((*lead, nb * n), np.int32)
     exp = np.empty((*lead, nb), np.int16)
-    ranges = split_rows(blocks, min_rows=2048)
-    status = [f.result() for f in [_POOL.submit(k.quantize_f32, b0, b1, n, cfg.mantissa_bits, cfg.exp_min,
-                                                cfg.exp_max, native.ptr(a), native.ptr(mant), native.ptr(exp))
-                                   for b0, b1 in ranges]]
+    status = run_parallel([(k.quantize_f32, b0, b1, n, cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, native.ptr(a),
+                            native.ptr(mant), native.ptr(exp)) for b0, b1 in split_rows(blocks, min_rows=2048)])
     if any(s < 0 for s in status):  # a format outside the kernel's range: the numpy definition
         return None
     if any(status):
@@ -244,10 +242,10 @@ def split_rows(rows: int, align: int = 1, min_rows: int = _MIN_ROWS_PER_THREAD) 
     return [(0, mid), (mid, rows)]
 
 
-def run_parallel(calls) -> None:
-    """Run ``(fn, *args)`` calls on the worker threads (native kernels release the GIL); wait for all."""
-    for f in [_POOL.submit(fn, *args) for fn, *args in calls]:
-        f.result()
+def run_parallel(calls) -> list:
+    """Run ``(fn, *args)`` calls on the worker threads (native kernels release the GIL); wait for
+    all and return their results in order."""
+    return [f.result() for f in [_POOL.submit(fn, *args) for fn, *args in calls]]
 
 
 def _scaled_native(k, mant: np.ndarray, exp: np.ndarray, n: int, m_bits: int,
@@ -406,8 +404,8 @@ def mfu_add_periodic(a: np.ndarray, b: np.ndarray, what: str = "add") -> np.ndar
         return mfu_add(a, b[np.arange(rows) % period] if period != rows else b, what)
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     out = np.empty_like(a)
-    status = [f.result() for f in [_POOL.submit(k.add_f32, r0, r1, n, native.ptr(a), native.ptr(b), period,
-                                                native.ptr(out)) for r0, r1 in split_rows(rows, min_rows=4096)]]
+    status = run_parallel([(k.add_f32, r0, r1, n, native.ptr(a), native.ptr(b), period, native.ptr(out))
+                           for r0, r1 in split_rows(rows, min_rows=4096)])
     if any(status):
         raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
     return out
