@@ -592,16 +592,16 @@ def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
     corrected = 0
     for op in plan.ops:
         if isinstance(op, ConvOp) and op.w_float is not None and mems:
-            oy, ox = op.geom.grid()
+            hw = op.geom.in_h * op.geom.in_w
+            idx = op.geom.window_index(*op.geom.grid(), hw)  # outside: the zero row appended below
             total = 0.0
             for mem in mems:  # sum of the input windows, tap by tap (the reduction order: tap, block, lane)
-                x = mem.values(op.src).astype(np.float64)
-                total = total + np.concatenate([x[iy[ok], ix[ok]].sum(axis=0)
-                                                for _, _, iy, ix, ok in op.geom.taps(oy, ox)])
-            mean = total / (len(mems) * oy.size)
+                x = mem.values(op.src).astype(np.float64).reshape(hw, -1)
+                x = np.concatenate([x, np.zeros((1, x.shape[1]))])
+                total = total + np.concatenate([x[idx[:, t]].sum(axis=0) for t in range(idx.shape[1])])
+            mean = total / (len(mems) * idx.shape[0])
             error = op.weight_values() - op.w_float.astype(np.float64)
-            op.bias = bfp.internal_const(op.bias.astype(np.float64) - error @ mean[: error.shape[1]],
-                                         f"{op.name}.bias")
+            op.bias = bfp.internal_const(op.bias.astype(np.float64) - error @ mean, f"{op.name}.bias")
             corrected += 1
         if isinstance(op, ConvOp):
             op.w_float = None

@@ -371,8 +371,7 @@ class FuncSim:
         p, in_cb = oy.size, x.exp.shape[-1]
         taps = geom.kh * geom.kw
         kb = taps * gi
-        idx = np.stack([np.where(valid, iy * geom.in_w + ix, -1) for _, _, iy, ix, valid in geom.taps(oy, ox)],
-                       axis=1).astype(np.int64)
+        idx = geom.window_index(oy, ox, -1)  # -1: a zero block (native.c)
         img, iexp = np.ascontiguousarray(x.mant), np.ascontiguousarray(x.exp)
         tiles_m, tiles_e = np.ascontiguousarray(tiles_m), np.ascontiguousarray(tiles_e)
         xs = np.empty((p, kb * n), np.float32)

@@ -68,6 +68,12 @@ class ConvGeom:
                 valid = (iy >= 0) & (iy < self.in_h) & (ix >= 0) & (ix < self.in_w)
                 yield ky, kx, iy, ix, valid
 
+    def window_index(self, oy: np.ndarray, ox: np.ndarray, outside: int) -> np.ndarray:
+        """(P, taps) int64: the flat input pixel (y * in_w + x) each tap of each output pixel reads,
+        in the reduction order, or ``outside`` for a tap outside the input."""
+        return np.stack([np.where(valid, iy * self.in_w + ix, outside) for _, _, iy, ix, valid in self.taps(oy, ox)],
+                        axis=1).astype(np.int64)
+
     def gather(self, x: np.ndarray, iy: np.ndarray, ix: np.ndarray, valid: np.ndarray, fill) -> np.ndarray:
         """x[iy, ix] (HW... array) with ``fill`` where the tap lies outside the input."""
         v = x[np.clip(iy, 0, self.in_h - 1), np.clip(ix, 0, self.in_w - 1)]
@@ -123,7 +129,7 @@ def im2col(x: BfpTensor, geom: ConvGeom, oy=None, ox=None) -> tuple[np.ndarray, 
     if oy is None:
         oy, ox = geom.grid()
     h, w = geom.in_h, geom.in_w
-    idx = np.stack([np.where(valid, iy * w + ix, h * w) for _, _, iy, ix, valid in geom.taps(oy, ox)], axis=1)
+    idx = geom.window_index(oy, ox, h * w)  # outside: the zero row appended below
     mant = np.concatenate([x.mant.reshape(h * w, -1), np.zeros((1, x.mant.shape[-1]), x.mant.dtype)])
     exp = np.concatenate([x.exp.reshape(h * w, -1), np.zeros((1, x.exp.shape[-1]), x.exp.dtype)])
     p = oy.size
