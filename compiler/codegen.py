@@ -388,13 +388,13 @@ class _Generator:
             info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, op.src.cb, Space.VRF, vin)
             return vin
 
+        steps, weight_ids = self.weight_ids(op)
         band_seq = []  # input loads in order: a new load whenever the band changes
-        for _, _, b in self.weight_ids(op)[0]:
+        for _, _, b in steps:
             if not band_seq or band_seq[-1] != b:
                 band_seq.append(b)
         vins = [load_band(band_seq[0])]
         bpos = 0
-        steps, weight_ids = self.weight_ids(op)
         nxt = self.next_conv.get(id(op))
         first = self.prefetched.pop(id(op), None)
         mrfs = [first if first is not None else self.load_weights(op, weight_ids[0])]  # MRF half per weight id
