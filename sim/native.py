@@ -56,43 +56,39 @@ def _compiler() -> str | None:
     return shutil.which(cc)
 
 
+# entry points: name in native.c -> (argument types, result type); see native.c for the contracts
+_SIGNATURES = {
+    "bfp_matmul_f32": ([_I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _I64], None),
+    "bfp_quantize_f32": ([_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
+    "bfp_scale_i16": ([_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "bfp_scale_i32": ([_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "bfp_dequant_i16": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "bfp_dequant_i32": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "bfp_encode_b1": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "bfp_decode_b1": ([_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
+    "bfp_add_f32": ([_I64, _I64, _I64, _PTR, _PTR, _I64, _PTR], _I64),
+    "bfp_im2col_scaled": ([_I64, _I64, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR], None),
+    "bfp_pack_tiles": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+}
+
+
 class NativeKernels:
     """The loaded library with typed entry points (see native.c for the contracts)."""
 
     def __init__(self, path: Path):
         lib = ctypes.CDLL(str(path))
         self.path = path
-        self.matmul_f32 = lib.bfp_matmul_f32
-        self.matmul_f32.argtypes = [_I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _I64]
-        self.matmul_f32.restype = None
-        self.quantize_f32 = lib.bfp_quantize_f32
-        self.quantize_f32.argtypes = [_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR]
-        self.quantize_f32.restype = _I64
-        self.scale = {}
-        for dt, fn in ((np.int16, lib.bfp_scale_i16), (np.int32, lib.bfp_scale_i32)):
-            fn.argtypes = [_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR]
-            fn.restype = None
-            self.scale[np.dtype(dt)] = fn
-        self.dequant = {}
-        for dt, fn in ((np.int16, lib.bfp_dequant_i16), (np.int32, lib.bfp_dequant_i32)):
-            fn.argtypes = [_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR]
-            fn.restype = None
-            self.dequant[np.dtype(dt)] = fn
-        self.encode_b1 = lib.bfp_encode_b1
-        self.encode_b1.argtypes = [_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR]
-        self.encode_b1.restype = None
-        self.decode_b1 = lib.bfp_decode_b1
-        self.decode_b1.argtypes = [_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR]
-        self.decode_b1.restype = _I64
-        self.add_f32 = lib.bfp_add_f32
-        self.add_f32.argtypes = [_I64, _I64, _I64, _PTR, _PTR, _I64, _PTR]
-        self.add_f32.restype = _I64
-        self.im2col_scaled = lib.bfp_im2col_scaled
-        self.im2col_scaled.argtypes = [_I64, _I64, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR]
-        self.im2col_scaled.restype = None
-        self.pack_tiles = lib.bfp_pack_tiles
-        self.pack_tiles.argtypes = [_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR]
-        self.pack_tiles.restype = None
+        fns = {}
+        for name, (args, result) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, result
+            fns[name] = fn
+        self.matmul_f32, self.quantize_f32 = fns["bfp_matmul_f32"], fns["bfp_quantize_f32"]
+        self.encode_b1, self.decode_b1, self.add_f32 = fns["bfp_encode_b1"], fns["bfp_decode_b1"], fns["bfp_add_f32"]
+        self.im2col_scaled, self.pack_tiles = fns["bfp_im2col_scaled"], fns["bfp_pack_tiles"]
+        # by mantissa dtype
+        self.scale = {np.dtype(np.int16): fns["bfp_scale_i16"], np.dtype(np.int32): fns["bfp_scale_i32"]}
+        self.dequant = {np.dtype(np.int16): fns["bfp_dequant_i16"], np.dtype(np.int32): fns["bfp_dequant_i32"]}
 
 
 def _build() -> Path:
