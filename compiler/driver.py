@@ -263,9 +263,9 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
         if cs.plan is not None:
             cs.compiled = codegen.generate(cs.plan)
             cs.layers = _layer_reports(cs.compiled, cfg)
-    cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre)
-    cm.bias_correction = {"samples": len(samples), "layers": corrected}
-    cm.split_weights = bool(split_weights)
+    cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre,
+                       bias_correction={"samples": len(samples), "layers": corrected},
+                       split_weights=bool(split_weights))
     cm.compile_seconds = time.perf_counter() - t0
     return cm
 

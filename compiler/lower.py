@@ -167,12 +167,9 @@ def _expand_lanes(w: np.ndarray, lanes: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Lowering:
-    keep_float = False
-    split_weights = False
-
-    def __init__(self, graph: Graph, cfg: EngineConfig, pack_first: bool):
+    def __init__(self, graph: Graph, cfg: EngineConfig, pack_first: bool, keep_float: bool, split_weights: bool):
         self.g, self.cfg, self.n = graph, cfg, cfg.native_dim
-        self.pack_first = pack_first
+        self.pack_first, self.keep_float, self.split_weights = pack_first, keep_float, split_weights
         self.bufs: dict[str, Buf] = {}
         self.bases: dict[str, BaseBuf] = {}
         self.ops: list[EngineOp] = []
@@ -448,8 +445,7 @@ def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True, k
     ``keep_float`` keeps each conv's float weights on its op (``ConvOp.w_float``), for
     ``correct_biases``; ``split_weights`` gives every conv a second weight tensor, the first's
     residual (``ConvOp.wq_lo``), for about twice the weight precision at twice the products."""
-    low = _Lowering(graph, cfg, pack_first)
-    low.keep_float, low.split_weights = keep_float, split_weights
+    low = _Lowering(graph, cfg, pack_first, keep_float, split_weights)
     for name in graph.inputs:
         h, w, c = low.hwc(name)
         low.new_buf(name, h, w, c)
