@@ -217,26 +217,35 @@ def test_overflow_in_the_mfu_is_a_numerics_fault():
         sim.run(assemble_program("seti r1, 0\nld fvrf, r0, r1, 1, 1\nvop add, r0, r0, r0, 1, 0\nhalt", CFG))
 
 
-def test_cycle_model_overlaps_dma_with_compute_when_buffers_differ():
-    """Loading the next weights into a different MRF region overlaps the MVC; the same region waits
-    (an MVC holds all its weight tiles from its start to its end)."""
-    cfg = preset("tiny")
+def _mvc_setup(cfg, weight_rows: int, tiles: int) -> tuple[MemoryImage, str]:
+    """A 16x16x4 image of ones at 0 and ``weight_rows`` x 4 weights of ones at 0x4000, and the
+    assembly that loads the image and ``tiles`` weight tiles and runs one MVC over every pixel."""
     img = MemoryImage(cfg)
     img.put_bfp("x", bfp.quantize(np.ones((16, 16, 4)), cfg), at=0)
-    img.put_bfp("w", bfp.quantize(np.ones((64 * 4, 4)), cfg), at=0x4000)
-
-    def program(second_region):
-        return f"""
+    img.put_bfp("w", bfp.quantize(np.ones((weight_rows, 4)), cfg), at=0x4000)
+    text = f"""
 seti r1, 0
 ld vrf, r0, r1, 1, 256
 seti r2, 0x4000
-ld mrf, r0, r2, 1, 32
+ld mrf, r0, r2, 1, {tiles}
 cfg in_h, r0, 16
 cfg in_w, r0, 16
 cfg out_w, r0, 16
 cfg npix, r0, 256
-cfg cob, r0, 32
+cfg cob, r0, {tiles}
 mvc r0, r0, r0, 0
+"""
+    return img, text
+
+
+def test_cycle_model_overlaps_dma_with_compute_when_buffers_differ():
+    """Loading the next weights into a different MRF region overlaps the MVC; the same region waits
+    (an MVC holds all its weight tiles from its start to its end)."""
+    cfg = preset("tiny")
+    img, first = _mvc_setup(cfg, 64 * 4, 32)
+
+    def program(second_region):
+        return first + f"""
 seti r3, {second_region}
 ld mrf, r3, r2, 1, 32
 mvc r0, r0, r3, 0
@@ -255,21 +264,9 @@ halt
 def test_cycle_model_chains_a_vector_op_behind_the_products_it_consumes():
     """An MFU op on an MVC's results starts while the products still stream out (chaining)."""
     cfg = preset("tiny")
-    img = MemoryImage(cfg)
-    img.put_bfp("x", bfp.quantize(np.ones((16, 16, 4)), cfg), at=0)
-    img.put_bfp("w", bfp.quantize(np.ones((4, 4)), cfg), at=0x4000)
+    img, text = _mvc_setup(cfg, 4, 1)
     sim = FuncSim(cfg, img.build(extra=0x100))
-    text = """
-seti r1, 0
-ld vrf, r0, r1, 1, 256
-seti r2, 0x4000
-ld mrf, r0, r2, 1, 1
-cfg in_h, r0, 16
-cfg in_w, r0, 16
-cfg out_w, r0, 16
-cfg npix, r0, 256
-cfg cob, r0, 1
-mvc r0, r0, r0, 0
+    text += """
 seti r5, 3000
 vact relu, r5, r0, 256
 halt
