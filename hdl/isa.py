@@ -99,6 +99,7 @@ class VecOp(enum.Enum, shape=2):
     ADD = 0
     MUL = 1
     MAX = 2
+    SUB = 3
 
 
 class Act(enum.Enum, shape=2):

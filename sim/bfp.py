@@ -35,7 +35,7 @@ from . import native
 
 __all__ = [
     "FLT_MAX", "FLT_MIN", "BfpTensor", "quantize", "dequantize", "to_internal", "block_matmul",
-    "mfu_add", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip", "mfu_leaky_relu", "internal_const",
+    "mfu_add", "mfu_sub", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip", "mfu_leaky_relu", "internal_const",
 ]
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -422,6 +422,11 @@ def mfu_add(a, b, what: str = "add") -> np.ndarray:
             raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
         return np.where(mag < FLT_MIN, np.float32(0), r)
     return to_internal(np.asarray(a, np.float64) + np.asarray(b, np.float64), what)
+
+
+def mfu_sub(a, b, what: str = "subtract") -> np.ndarray:
+    """``a - b``: the add of ``-b`` (negation is exact), rounded as ``mfu_add``."""
+    return mfu_add(a, np.negative(b), what)
 
 
 def mfu_mul(a, b, what: str = "multiply") -> np.ndarray:

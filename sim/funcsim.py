@@ -425,6 +425,8 @@ class FuncSim:
             a, b = self.fvrf[aspan], self.fvrf[bspan]
             if fn is VecOp.ADD:  # b repeats with its period (e.g. a bias for every pixel)
                 r = bfp.mfu_add_periodic(a, b, "vop add")
+            elif fn is VecOp.SUB:  # a - b is a + (-b): negation is exact
+                r = bfp.mfu_add_periodic(a, -b, "vop sub")
             else:
                 if period:
                     b = b[np.arange(count) % period]

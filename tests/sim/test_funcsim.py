@@ -217,6 +217,25 @@ def test_overflow_in_the_mfu_is_a_numerics_fault():
         sim.run(assemble_program("seti r1, 0\nld fvrf, r0, r1, 1, 1\nvop add, r0, r0, r0, 1, 0\nhalt", CFG))
 
 
+
+def test_vector_subtract_is_exact_negation_then_the_adds_rounding():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal(12).astype(np.float32)
+    b = (rng.standard_normal(4) * 1e-3).astype(np.float32)
+    img = MemoryImage(CFG)
+    img.put_fp("a", a, at=0)
+    img.put_fp("b", b, at=0x100)
+    sim = FuncSim(CFG, img.build(extra=0x100))
+    sim.run(assemble_program("seti r1, 0\nld fvrf, r0, r1, 1, 3\nseti r2, 0x100\nseti r3, 3\n"
+                             "ld fvrf, r3, r2, 1, 1\nseti r4, 4\n"
+                             "vop sub, r4, r0, r3, 3, 1\nvop sub, r0, r0, r0, 3, 0\nhalt", CFG))
+    # period 1 broadcasts b's one vector; binary32 RNE of the exact difference
+    want = (a.astype(np.float64) - np.tile(b, 3)).astype(np.float32)
+    np.testing.assert_array_equal(sim.fvrf[4:7].ravel(), want)
+    assert not sim.fvrf[0:3].any() and not np.signbit(sim.fvrf[0:3]).any()  # x - x = +0
+    with pytest.raises(NumericsError, match="overflow"):
+        bfp.mfu_sub(np.float32([3e38]), np.float32([-3e38]))
+
 def _mvc_setup(cfg, weight_rows: int, tiles: int) -> tuple[MemoryImage, str]:
     """A 16x16x4 image of ones at 0 and ``weight_rows`` x 4 weights of ones at 0x4000, and the
     assembly that loads the image and ``tiles`` weight tiles and runs one MVC over every pixel."""
