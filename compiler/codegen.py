@@ -227,24 +227,33 @@ class _Generator:
         self.double_in: dict[int, bool] = {}
 
     # -- addresses --------------------------------------------------------------------------------
-    def vaddr(self, buf: Buf, pixel: int, block: int = 0) -> int:
+    def vaddr(self, buf: Buf, pixel: int, block: int = 0, lo: bool = False) -> int:
+        """External address of ``buf``'s vector (pixel, block), in its second plane if ``lo``."""
         base = self.plan.bases[buf.base]
         vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
-        return base.addr + ((pixel * base.cb) + buf.cb_off + block) * vb
+        plane = base.h * base.w * base.cb if lo else 0
+        return base.addr + (plane + (pixel * base.cb) + buf.cb_off + block) * vb
+
+    def planes(self, buf: Buf) -> list[bool]:
+        """The planes of ``buf`` (``lo`` flags): two for a split buffer."""
+        return [False, True] if self.plan.bases[buf.base].split else [False]
 
     def pix_stride_bytes(self, buf: Buf) -> int:
         base = self.plan.bases[buf.base]
         vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
         return base.cb * vb
 
-    def load_rows(self, buf: Buf, pix0: int, npix: int, blk0: int, nblk: int, space: Space, chip: int) -> int:
-        """Load pixels [pix0, pix0+npix) x blocks [blk0, blk0+nblk) of ``buf``; returns bytes moved."""
-        self.e.dma(Opcode.LD, space, chip, self.vaddr(buf, pix0, blk0), npix, nblk,
-                   mem_stride=self.pix_stride_bytes(buf), chip_stride=nblk)
+    def load_rows(self, buf: Buf, pix0: int, npix: int, blk0: int, nblk: int, space: Space, chip: int,
+                  lo: bool = False, chip_stride: int = 0) -> int:
+        """Load pixels [pix0, pix0+npix) x blocks [blk0, blk0+nblk) of ``buf`` (plane ``lo``), a pixel
+        every ``chip_stride`` entries on chip (default: packed); returns bytes moved."""
+        self.e.dma(Opcode.LD, space, chip, self.vaddr(buf, pix0, blk0, lo), npix, nblk,
+                   mem_stride=self.pix_stride_bytes(buf), chip_stride=chip_stride or nblk)
         return npix * nblk * self.cfg.bfp_vector_bytes
 
-    def store_rows(self, buf: Buf, pix0: int, npix: int, blk0: int, nblk: int, space: Space, chip: int) -> int:
-        self.e.dma(Opcode.ST, space, chip, self.vaddr(buf, pix0, blk0), npix, nblk,
+    def store_rows(self, buf: Buf, pix0: int, npix: int, blk0: int, nblk: int, space: Space, chip: int,
+                   lo: bool = False) -> int:
+        self.e.dma(Opcode.ST, space, chip, self.vaddr(buf, pix0, blk0, lo), npix, nblk,
                    mem_stride=self.pix_stride_bytes(buf), chip_stride=nblk)
         vb = self.cfg.fp_vector_bytes if space is Space.FVRF else self.cfg.bfp_vector_bytes
         return npix * nblk * vb
@@ -276,7 +285,10 @@ class _Generator:
 
         Reduction groups keep the reduction order (tap-major, blocks ascending): whole kernel rows
         when a row fits half the MRF, else single taps, else block ranges of one tap (dense only).
-        Each group is ("rows", ky0, ky1) or ("tap", ky, kx, b0, b1).
+        Each group is ("rows", ky0, ky1) or ("tap", ky, kx, b0, b1). The groups repeat once per
+        pass of products: the first weights on the input, on the input's second plane (split
+        activations), then the second weights on the input (split weights); ``passes[k]`` is
+        (second weights, second plane, group index) of step group k.
         """
         r = self.r
         gi = op.gi or op.src.cb
@@ -300,14 +312,15 @@ class _Generator:
                                 f"({half} tiles, {self.cfg.name})")
         oh, ow = op.geom.out_size()
         out_cap = min(r.fvrf_acc_size, r.vrf_out_size)
-        if op.residual is not None:
+        if op.residual is not None or self.plan.bases[op.dst.base].split:
             out_cap = min(out_cap, r.vrf_res_size, self.cfg.fvrf_vectors - r.fvrf_res)
         if ow > out_cap:
             raise CapacityError(f"layer {op.name!r}: one output row of {ow} pixels does not fit the accumulator "
                                 f"files ({out_cap} vectors, {self.cfg.name})")
         cob_c = max(1, min(cob_c, out_cap // ow))
         rows = oh
-        vrf_need = lambda rows: _input_rows(op.geom, rows) * op.geom.in_w * op.src.cb + op.src.cb  # noqa: E731  (+ block-range slack)
+        in_cb = op.src.cb * len(self.planes(op.src))  # blocks per input pixel on chip
+        vrf_need = lambda rows: _input_rows(op.geom, rows) * op.geom.in_w * in_cb + in_cb  # noqa: E731  (+ block-range slack)
         # two input buffers when one band fits half the region, else one buffer of the whole region
         cap_in = r.vrf_in_size if vrf_need(1) <= r.vrf_in_size else 2 * r.vrf_in_size
         while rows > 1 and (vrf_need(rows) > cap_in or rows * ow * cob_c > out_cap):
@@ -317,13 +330,15 @@ class _Generator:
                                 f"{op.src.cb} blocks do not fit the VRF input region ({cap_in} vectors, "
                                 f"{self.cfg.name})")
         self.double_in[id(op)] = cap_in == r.vrf_in_size
-        if op.wq_lo is not None:  # a second pass over the same groups with the other weights
-            kgroups = kgroups + kgroups
+        kinds = [(False, False)] + [(False, True)] * (len(self.planes(op.src)) - 1) + \
+            [(True, False)] * (op.wq_lo is not None)
+        passes = [(lo_w, lo_x, j) for lo_w, lo_x in kinds for j in range(len(kgroups))]
+        kgroups = [kgroups[j] for _, _, j in passes]
         if len(kgroups) == 1 and -(-op.cob // cob_c) == 1:
             rows = min(rows, -(-oh // PIPELINE_BANDS))  # bands overlap load, products, epilogue, store
         bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
         chunks = [(o, min(op.cob, o + cob_c)) for o in range(0, op.cob, cob_c)]
-        return gi, kgroups, chunks, bands
+        return gi, kgroups, chunks, bands, passes
 
     def band_input(self, op: ConvOp | PoolOp, r0: int, r1: int, kh: int) -> tuple[int, int]:
         """Input rows [i0, i1) needed for output rows [r0, r1)."""
@@ -337,27 +352,33 @@ class _Generator:
 
         Chunk-major, or band-major when the reduction is split and the input comes in bands (the
         accumulators must then stay per band)."""
-        _, kgroups, chunks, bands = self.plans[id(op)]
+        _, kgroups, chunks, bands, _ = self.plans[id(op)]
         if len(kgroups) > 1 and len(bands) > 1:
             steps = [(c, k, b) for b in bands for c in chunks for k in range(len(kgroups))]
         else:
             steps = [(c, k, b) for c in chunks for k in range(len(kgroups)) for b in bands]
         ids = []
         for c, k, _ in steps:
-            if not ids or ids[-1] != (c, k):
-                ids.append((c, k))
+            if not ids or ids[-1] != self.weight_id(op, c, k):
+                ids.append(self.weight_id(op, c, k))
         return steps, ids
+
+    def weight_id(self, op: ConvOp, chunk, k: int):
+        """What step group k of ``chunk`` needs in the MRF: (chunk, (group, second weights)).
+        Passes over the input's two planes use the same weights, loaded once when adjacent."""
+        lo_w, _, j = self.plans[id(op)][4][k]
+        return chunk, (j, lo_w)
 
     def load_weights(self, op: ConvOp, wid) -> int:
         """Load one weight chunk into the next MRF half; returns the half's first tile."""
         r = self.r
-        gi, kgroups, _, _ = self.plans[id(op)]
+        gi, kgroups, _, _, passes = self.plans[id(op)]
         kw = op.geom.kw
         per_ob = op.taps * gi
-        (o0, o1), k = wid
+        (o0, o1), (j, lo_w) = wid
         mrf = (self.mrf_turn % 2) * r.mrf_half
         self.mrf_turn += 1
-        group = kgroups[k]
+        group = kgroups[j]
         if group[0] == "rows":
             _, ky0, ky1 = group
             first, length = ky0 * kw * gi, (ky1 - ky0) * kw * gi
@@ -366,7 +387,7 @@ class _Generator:
             first, length = (ky * kw + kx) * gi + b0, b1 - b0
         tile_bytes = self.cfg.tile_bytes
         addr, _, addr_lo = self.weights[id(op)]
-        base = addr_lo if addr_lo is not None and k >= len(kgroups) // 2 else addr  # second half: lo pass
+        base = addr_lo if lo_w else addr
         self.e.dma(Opcode.LD, Space.MRF, mrf, base + (o0 * per_ob + first) * tile_bytes,
                    o1 - o0, length, mem_stride=per_ob * tile_bytes, chip_stride=length)
         self.weight_bytes[id(op)] = self.weight_bytes.get(id(op), 0) + (o1 - o0) * length * tile_bytes
@@ -374,18 +395,23 @@ class _Generator:
 
     def gen_conv(self, op: ConvOp, info: LayerInfo) -> None:
         e, r = self.e, self.r
-        gi, kgroups, chunks, bands = self.plans[id(op)]
+        gi, kgroups, chunks, bands, passes = self.plans[id(op)]
         info.chunks, info.bands, info.ksplit = len(chunks), len(bands), len(kgroups)
         g = op.geom
         oh, ow = g.out_size()
         kw = g.kw
         e.dma(Opcode.LD, Space.FVRF, r.fvrf_const, self.weights[id(op)][1], 1, op.cob)  # every block's bias
         double = self.double_in[id(op)]
+        cb = op.src.cb
+        planes = self.planes(op.src)
+        in_cb = cb * len(planes)  # a split input holds each pixel's two planes side by side on chip
 
         def load_band(band) -> int:
             i0, i1 = self.band_input(op, *band, g.kh)
             vin = self.next_input_buffer(double)
-            info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, op.src.cb, Space.VRF, vin)
+            for p, lo in enumerate(planes):
+                info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, cb, Space.VRF,
+                                                 vin + p * cb, lo=lo, chip_stride=in_cb)
             return vin
 
         steps, weight_ids = self.weight_ids(op)
@@ -401,9 +427,9 @@ class _Generator:
         pos = -1
         prev_band = prev_wid = None
         for (o0, o1), k, (r0, r1) in steps:
-            if ((o0, o1), k) != prev_wid:
+            if self.weight_id(op, (o0, o1), k) != prev_wid:
                 pos += 1
-                prev_wid = ((o0, o1), k)
+                prev_wid = self.weight_id(op, (o0, o1), k)
                 if pos + 1 < len(weight_ids):
                     # prefetch the next weights into the other MRF half while these compute
                     mrfs.append(self.load_weights(op, weight_ids[pos + 1]))
@@ -422,17 +448,20 @@ class _Generator:
             acc = r.fvrf_acc[self.parity]
             npix = (r1 - r0) * ow
             group = kgroups[k]
+            plane = cb if passes[k][1] else 0  # the pass over the input's second plane reads it
             if group[0] == "rows":
                 _, ky0, ky1 = group
                 kh_, kw_, pad_t, pad_l, rs, gi_, go_, ob0 = ky1 - ky0, kw, g.pads[0] - ky0 * g.dilation[0], \
-                    g.pads[1], vin, op.gi, op.go, o0
+                    g.pads[1], vin + plane, op.gi, op.go, o0
+                if op.gi == 0 and len(planes) > 1:  # dense over one plane: one group of cb blocks
+                    gi_, go_, ob0 = cb, op.cob, 0
                 tiles = (ky1 - ky0) * kw * gi
             else:
                 _, ky, kx, b0, b1 = group
                 kh_, kw_, pad_t, pad_l = 1, 1, g.pads[0] - ky * g.dilation[0], g.pads[1] - kx * g.dilation[1]
-                rs, gi_, go_, ob0 = vin + b0, b1 - b0, op.cob, 0
+                rs, gi_, go_, ob0 = vin + plane + b0, b1 - b0, op.cob, 0
                 tiles = b1 - b0
-            _window(e, g, i1 - i0, op.src.cb, kh_, kw_, pad_t + i0 - r0 * g.stride[0], pad_l, ow, npix)
+            _window(e, g, i1 - i0, in_cb, kh_, kw_, pad_t + i0 - r0 * g.stride[0], pad_l, ow, npix)
             e.set(Cfg.COB, o1 - o0)
             e.set(Cfg.OB0, ob0)
             e.set(Cfg.GI, gi_)
@@ -449,19 +478,38 @@ class _Generator:
         moved = 0
         e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_const + o0, period=o1 - o0)
         if op.residual is not None:
-            moved += self.load_rows(op.residual, pix0, npix, o0, o1 - o0, Space.VRF, r.vrf_res)
-            e.counted(Opcode.DEQ, cnt, rd=r.fvrf_res, rs=r.vrf_res)
-            e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_res, period=0)
+            moved += self.add_planes(op.residual, self.planes(op.residual), acc, pix0, npix, o0, o1 - o0)
         _act_insns(e, op.act, acc, cnt)
         return moved + self.write_out(op.dst, acc, pix0, npix, o0, o1 - o0)
 
+    def add_planes(self, buf: Buf, planes: list[bool], acc: int, pix0: int, npix: int, blk0: int,
+                   nblk: int) -> int:
+        """acc += each of ``planes`` of ``buf``'s vectors, in order (load, dequantise, add)."""
+        e, r = self.e, self.r
+        moved = 0
+        for lo in planes:
+            moved += self.load_rows(buf, pix0, npix, blk0, nblk, Space.VRF, r.vrf_res, lo=lo)
+            e.counted(Opcode.DEQ, npix * nblk, rd=r.fvrf_res, rs=r.vrf_res)
+            e.counted(Opcode.VOP, npix * nblk, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_res, period=0)
+        return moved
+
     def write_out(self, dst: Buf, acc: int, pix0: int, npix: int, blk0: int, nblk: int) -> int:
+        """Store accumulators: binary32, or quantised; a split buffer also gets the quantisation's
+        residual (dequantise the stored part, subtract it from the accumulator, quantise) in its
+        second plane."""
         e, r = self.e, self.r
         if dst.fp32:
             return self.store_rows(dst, pix0, npix, blk0, nblk, Space.FVRF, acc)
         stage = r.vrf_out[self.parity]
-        e.counted(Opcode.QNT, npix * nblk, rd=stage, rs=acc)
-        return self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
+        cnt = npix * nblk
+        e.counted(Opcode.QNT, cnt, rd=stage, rs=acc)
+        moved = self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
+        if self.plan.bases[dst.base].split:
+            e.counted(Opcode.DEQ, cnt, rd=r.fvrf_res, rs=stage)
+            e.counted(Opcode.VOP, cnt, fn=VecOp.SUB, rd=r.fvrf_res, ra=acc, rb=r.fvrf_res, period=0)
+            e.counted(Opcode.QNT, cnt, rd=r.vrf_res, rs=r.fvrf_res)
+            moved += self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, r.vrf_res, lo=True)
+        return moved
 
     def gen_pool(self, op: PoolOp, info: LayerInfo) -> None:
         e, r = self.e, self.r
@@ -469,6 +517,8 @@ class _Generator:
         oh, ow = g.out_size()
         cb = op.src.cb
         cap = min(r.fvrf_acc_size, r.vrf_out_size)
+        if self.plan.bases[op.dst.base].split:  # the second plane is staged in the shortcut regions
+            cap = min(cap, r.vrf_res_size, self.cfg.fvrf_vectors - r.fvrf_res)
         cb_c = max(1, min(cb, cap // ow, r.vrf_in_size // max(1, g.kh * g.in_w)))
         rows = oh if op.kind is PoolKind.AVG_PAD else -(-oh // PIPELINE_BANDS)
         while rows > 1 and (_input_rows(g, rows) * g.in_w * cb_c > r.vrf_in_size or rows * ow * cb_c > cap):
@@ -521,10 +571,9 @@ class _Generator:
             vin = self.next_input_buffer()
             info.act_bytes += self.load_rows(src, p0, np_, 0, cb, Space.VRF, vin)
             e.counted(Opcode.DEQ, cnt, rd=acc, rs=vin)
+            info.act_bytes += self.add_planes(src, self.planes(src)[1:], acc, p0, np_, 0, cb)
             if op.kind is EltKind.ADD:
-                info.act_bytes += self.load_rows(op.srcs[1], p0, np_, 0, cb, Space.VRF, r.vrf_res)
-                e.counted(Opcode.DEQ, cnt, rd=r.fvrf_res, rs=r.vrf_res)
-                e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_res, period=0)
+                info.act_bytes += self.add_planes(op.srcs[1], self.planes(op.srcs[1]), acc, p0, np_, 0, cb)
             elif op.kind is EltKind.AFFINE:
                 e.counted(Opcode.VOP, cnt, fn=VecOp.MUL, rd=acc, ra=acc, rb=r.fvrf_const, period=cb)
                 e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_const + cb, period=cb)
@@ -568,7 +617,7 @@ class _Generator:
         if top > self.cfg.mem_bytes:
             raise CapacityError(f"the network needs {top} bytes of external memory; {self.cfg.name} has "
                                 f"{self.cfg.mem_bytes}")
-        buffers = {b.name: {"addr": b.addr, "h": b.h, "w": b.w, "cb": b.cb, "fp32": b.fp32}
+        buffers = {b.name: {"addr": b.addr, "h": b.h, "w": b.w, "cb": b.cb, "fp32": b.fp32, "split": b.split}
                    for b in self.plan.bases.values()}
         prog = Program(self.e.insns, self.cfg.hash, source="<compiled>")
         return Compiled(prog, self.img, top, self.layers, buffers)

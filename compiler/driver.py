@@ -70,6 +70,7 @@ class CompiledModel:
     host_preprocess: dict | None = None  # preprocessing the host applies before the inputs (JSON)
     bias_correction: dict = field(default_factory=lambda: {"samples": 0, "layers": 0})
     split_weights: bool = False  # weights in two BFP parts, two passes of products
+    split_activations: bool = False  # convolution inputs in two BFP planes, one more pass of products
 
     @property
     def layers(self) -> list[LayerReport]:
@@ -112,6 +113,8 @@ class CompiledModel:
                      f"{s['compile_seconds']:.2f} s")
         if self.split_weights:
             lines.append("split weights: every layer's weights in two BFP parts, multiplied in two passes")
+        if self.split_activations:
+            lines.append("split activations: every convolution input in two BFP planes, multiplied in two passes")
         bc = self.bias_correction
         if bc["samples"]:
             lines.append(f"bias correction: {bc['layers']} layers, from {bc['samples']} calibration sample(s)")
@@ -199,7 +202,7 @@ def _check_calibration(calibration, inputs: list[dict]) -> list[dict[str, np.nda
 
 def compile_model(model, *, config: EngineConfig | str = "a10", format: str | None = None,
                   pack_first: bool = True, name: str | None = None, calibration=None,
-                  split_weights: bool = False) -> CompiledModel:
+                  split_weights: bool = False, split_activations: bool = False) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory.
 
     ``calibration``: optional samples (each a dict of input name -> array of the input's shape)
@@ -209,7 +212,12 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
 
     ``split_weights``: every conv / dense weight as the sum of two BFP tensors (the second
     quantises what the first misses), multiplied in two passes that accumulate into the same sums:
-    about twice the weight mantissa, for twice the products and weight traffic."""
+    about twice the weight mantissa, for twice the products and weight traffic.
+
+    ``split_activations``: every convolution / dense input stored as two BFP planes (the second
+    quantises what the first misses, computed on the engine as each layer writes its output) and
+    multiplied by the weights in one pass each: about twice the activation mantissa, for one more
+    pass of products and twice the activation traffic. Pooling reads the first plane only."""
     t0 = time.perf_counter()
     cfg = preset(config) if isinstance(config, str) else config
     if format:
@@ -231,7 +239,8 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             cs.onnx = model_proto.SerializeToString()
         else:
             cs.plan = lower.lower_segment(seg.subgraph(graph), cfg, pack_first=pack_first,
-                                          keep_float=calibration is not None, split_weights=split_weights)
+                                          keep_float=calibration is not None, split_weights=split_weights,
+                                          split_activations=split_activations)
         segments.append(cs)
     ins = [{"name": n, "shape": list(_external_shape(graph.shape(n), graph.input_perms.get(n))),
             "dtype": graph.tensor(n).dtype.value,
@@ -265,7 +274,7 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             cs.layers = _layer_reports(cs.compiled, cfg)
     cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre,
                        bias_correction={"samples": len(samples), "layers": corrected},
-                       split_weights=bool(split_weights))
+                       split_weights=bool(split_weights), split_activations=bool(split_activations))
     cm.compile_seconds = time.perf_counter() - t0
     return cm
 

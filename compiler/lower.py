@@ -58,10 +58,13 @@ class BaseBuf:
     cb: int  # vectors per pixel
     fp32: bool = False
     addr: int = -1  # assigned by codegen
+    # split activations: a second plane of h * w * cb vectors after the first holds what the
+    # first's quantisation misses (``bfp.quantize_split``); convolutions read both
+    split: bool = False
 
     @property
     def vectors(self) -> int:
-        return self.h * self.w * self.cb
+        return self.h * self.w * self.cb * (2 if self.split else 1)
 
 
 class PoolKind(enum.Enum):
@@ -440,16 +443,22 @@ class _Lowering:
 
 
 def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True, keep_float: bool = False,
-                  split_weights: bool = False) -> Plan:
+                  split_weights: bool = False, split_activations: bool = False) -> Plan:
     """Lower a canonical engine subgraph (``Segment.subgraph``) for one EngineConfig.
     ``keep_float`` keeps each conv's float weights on its op (``ConvOp.w_float``), for
     ``correct_biases``; ``split_weights`` gives every conv a second weight tensor, the first's
-    residual (``ConvOp.wq_lo``), for about twice the weight precision at twice the products."""
+    residual (``ConvOp.wq_lo``), for about twice the weight precision at twice the products;
+    ``split_activations`` stores every convolution input as two BFP planes (``BaseBuf.split``),
+    read by one more pass of products with the first weights."""
     low = _Lowering(graph, cfg, pack_first, keep_float, split_weights)
     for name in graph.inputs:
         h, w, c = low.hwc(name)
         low.new_buf(name, h, w, c)
     low.lower()
+    if split_activations:
+        for op in low.ops:
+            if isinstance(op, ConvOp) and not low.bases[op.src.base].fp32:
+                low.bases[op.src.base].split = True
     outputs = {}
     for name in graph.outputs:
         if name not in low.bufs:
@@ -473,57 +482,74 @@ def host_input(plan: Plan, name: str, x: np.ndarray) -> np.ndarray:
 
 
 class _Memory:
-    """Golden execution state: base buffers as block arrays (mant (P, CB, N), exp (P, CB))."""
+    """Golden execution state: base buffers as block arrays (mant (P, CB, N), exp (P, CB)), per
+    plane (split buffers have two)."""
 
     def __init__(self, plan: Plan):
         n = plan.cfg.native_dim
         self.cfg, self.n = plan.cfg, n
-        self.mant = {b.name: np.zeros((b.h * b.w, b.cb, n), np.int32) for b in plan.bases.values() if not b.fp32}
-        self.exp = {b.name: np.full((b.h * b.w, b.cb), plan.cfg.exp_min, np.int16)
-                    for b in plan.bases.values() if not b.fp32}
+        self.split = {b.name for b in plan.bases.values() if b.split}
+        self.mant = {(b.name, lo): np.zeros((b.h * b.w, b.cb, n), np.int32)
+                     for b in plan.bases.values() if not b.fp32 for lo in range(1 + b.split)}
+        self.exp = {(b.name, lo): np.full((b.h * b.w, b.cb), plan.cfg.exp_min, np.int16)
+                    for b in plan.bases.values() if not b.fp32 for lo in range(1 + b.split)}
         self.fp = {b.name: np.zeros((b.h * b.w, b.cb, n), np.float32) for b in plan.bases.values() if b.fp32}
 
-    def read(self, buf: Buf) -> BfpTensor:
+    def read(self, buf: Buf, lo: bool = False) -> BfpTensor:
         s = slice(buf.cb_off, buf.cb_off + buf.cb)
-        m = self.mant[buf.base][:, s].reshape(buf.h, buf.w, buf.cb * self.n)
-        e = self.exp[buf.base][:, s].reshape(buf.h, buf.w, buf.cb)
+        m = self.mant[buf.base, lo][:, s].reshape(buf.h, buf.w, buf.cb * self.n)
+        e = self.exp[buf.base, lo][:, s].reshape(buf.h, buf.w, buf.cb)
         return BfpTensor(m, e, buf.cb * self.n, self.n, self.cfg.mantissa_bits)
 
     def values(self, buf: Buf) -> np.ndarray:
-        """Internal-format values of all physical lanes (H, W, cb*N)."""
+        """Internal-format values of all physical lanes (H, W, cb*N) of the first plane."""
         return bfp.dequantize_internal(self.read(buf))
+
+    def parts(self, buf: Buf) -> list[np.ndarray]:
+        """Internal-format values of each plane, in the order the engine adds them."""
+        return [bfp.dequantize_internal(self.read(buf, lo)) for lo in range(1 + (buf.base in self.split))]
+
+    def summed(self, buf: Buf) -> np.ndarray:
+        """The planes added in the MFU: a split tensor's value as an element-wise op sees it."""
+        hi, *rest = self.parts(buf)
+        for part in rest:
+            hi = bfp.mfu_add(hi, part, f"{buf.name} planes")
+        return hi
+
+    def _store(self, buf: Buf, x: np.ndarray) -> None:
+        s = slice(buf.cb_off, buf.cb_off + buf.cb)
+        planes = bfp.quantize_split(x, self.cfg, name=buf.name) if buf.base in self.split else \
+            (bfp.quantize(x, self.cfg, name=buf.name),)
+        for lo, q in enumerate(planes):
+            self.mant[buf.base, lo][:, s] = q.mant.reshape(buf.pixels, buf.cb, self.n)
+            self.exp[buf.base, lo][:, s] = q.exp
 
     def write(self, buf: Buf, values: np.ndarray) -> None:
         """Store internal values (H, W, cb*N physical lanes): re-quantised, or as fp32."""
-        s = slice(buf.cb_off, buf.cb_off + buf.cb)
         if buf.fp32:
+            s = slice(buf.cb_off, buf.cb_off + buf.cb)
             self.fp[buf.base][:, s] = values.reshape(buf.pixels, buf.cb, self.n)
             return
-        q = bfp.quantize(values.reshape(buf.pixels, buf.cb * self.n), self.cfg, name=buf.name)
-        self.mant[buf.base][:, s] = q.mant.reshape(buf.pixels, buf.cb, self.n)
-        self.exp[buf.base][:, s] = q.exp
+        self._store(buf, values.reshape(buf.pixels, buf.cb * self.n))
 
     def write_input(self, buf: Buf, hwc: np.ndarray) -> None:
-        q = bfp.quantize(layout.on_lanes(hwc, buf.lanes, buf.cb, self.n), self.cfg, name=buf.name)
-        s = slice(buf.cb_off, buf.cb_off + buf.cb)
-        self.mant[buf.base][:, s] = q.mant.reshape(buf.pixels, buf.cb, self.n)
-        self.exp[buf.base][:, s] = q.exp
+        self._store(buf, layout.on_lanes(hwc, buf.lanes, buf.cb, self.n))
 
     def output(self, buf: Buf) -> np.ndarray:
-        """Logical-channel float values (H, W, C) of a buffer."""
+        """Logical-channel float values (H, W, C) of a buffer, as the host reads them."""
         if buf.fp32:
             s = slice(buf.cb_off, buf.cb_off + buf.cb)
             v = self.fp[buf.base][:, s].reshape(buf.h, buf.w, -1)
-        else:
-            v = bfp.dequantize(self.read(buf))
+        else:  # a split buffer: the exact sum of its planes
+            v = sum(bfp.dequantize(self.read(buf, lo)) for lo in range(1 + (buf.base in self.split)))
         return v[..., buf.lanes]
 
 
-def epilogue(acc: np.ndarray, bias: np.ndarray, residual: np.ndarray | None, act: Activation) -> np.ndarray:
-    """The MFU chain after a matrix-vector product: + bias, + residual, activation."""
+def epilogue(acc: np.ndarray, bias: np.ndarray, residual: list[np.ndarray], act: Activation) -> np.ndarray:
+    """The MFU chain after a matrix-vector product: + bias, + each plane of the residual, activation."""
     y = bfp.mfu_add(acc, bias, "bias")
-    if residual is not None:
-        y = bfp.mfu_add(y, residual, "residual add")
+    for part in residual:
+        y = bfp.mfu_add(y, part, "residual add")
     return _act_apply(y, act)
 
 
@@ -533,27 +559,29 @@ def _execute(plan: Plan, op: EngineOp, mem: _Memory) -> None:
     if isinstance(op, ConvOp):
         x = mem.read(op.src)
         acc = golden.conv2d(x, op.wq, op.geom, cfg)
-        if op.wq_lo is not None:  # the second pass continues every sum
+        if op.src.base in mem.split:  # passes continue every sum: the input's second plane ...
+            acc = golden.conv2d(mem.read(op.src, lo=True), op.wq, op.geom, cfg, acc=acc)
+        if op.wq_lo is not None:  # ... then the second weights
             acc = golden.conv2d(x, op.wq_lo, op.geom, cfg, acc=acc)
         bias = np.zeros(op.dst.cb * n, np.float32)
         bias[: len(op.bias)] = op.bias
-        res = None
-        if op.residual is not None:
-            res = mem.values(op.residual)
+        res = [] if op.residual is None else mem.parts(op.residual)
         phys = np.zeros((*acc.shape[:2], op.dst.cb * n), np.float32)
         phys[..., : acc.shape[-1]] = acc
         mem.write(op.dst, epilogue(phys, bias, res, op.act))
     elif isinstance(op, PoolOp):
-        x = mem.values(op.src)
+        x = mem.values(op.src)  # pooling reads the first plane only
         if op.kind is PoolKind.MAX:
             y = golden.max_pool(x, op.geom)
         else:
             y = golden.avg_pool(x, op.geom, count_include_pad=op.kind is PoolKind.AVG_PAD)
         mem.write(op.dst, y)
     else:
-        a = mem.values(op.srcs[0])
+        a = mem.summed(op.srcs[0])
         if op.kind is EltKind.ADD:
-            y = bfp.mfu_add(a, mem.values(op.srcs[1]), "add")
+            y = a
+            for part in mem.parts(op.srcs[1]):
+                y = bfp.mfu_add(y, part, "add")
         elif op.kind is EltKind.AFFINE:
             y = bfp.mfu_add(bfp.mfu_mul(a, op.scale, "affine scale"), op.shift, "affine shift")
         else:
@@ -592,7 +620,7 @@ def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
             idx = op.geom.window_index(*op.geom.grid(), hw)  # outside: the zero row appended below
             total = 0.0
             for mem in mems:  # sum of the input windows, tap by tap (the reduction order: tap, block, lane)
-                x = mem.values(op.src).astype(np.float64).reshape(hw, -1)
+                x = sum(p.astype(np.float64) for p in mem.parts(op.src)).reshape(hw, -1)
                 x = np.concatenate([x, np.zeros((1, x.shape[1]))])
                 total = total + np.concatenate([x[idx[:, t]].sum(axis=0) for t in range(idx.shape[1])])
             mean = total / (len(mems) * idx.shape[0])

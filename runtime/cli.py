@@ -135,7 +135,7 @@ def cmd_compile(args) -> int:
         print(f"bias correction from {len(calibration)} calibration sample(s): each runs through the golden "
               "model layer by layer (about 2 s per 224 x 224 image)", flush=True)
     cm = compile_model(args.model, config=cfg, name=Path(args.model).stem, calibration=calibration,
-                       split_weights=args.split_weights)
+                       split_weights=args.split_weights, split_activations=args.split_activations)
     from .package import save_package
 
     save_package(cm, args.output)
@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples for bias correction: one array per input, samples along axis 0")
     p.add_argument("--split-weights", action="store_true",
                    help="weights in two BFP parts multiplied in two passes: ~2x weight precision, 2x products")
+    p.add_argument("--split-activations", action="store_true",
+                   help="convolution inputs in two BFP planes, one more pass of products: ~2x activation "
+                        "precision, 2x activation traffic")
     add_config_args(p, default="a10")
     p.set_defaults(func=cmd_compile)
 

@@ -25,7 +25,9 @@ __all__ = ["BufferView", "EngineSegment"]
 @dataclass
 class BufferView:
     """Where a tensor lives in external memory: ``h * w`` pixels of ``base_cb`` vectors, of which
-    this tensor owns blocks ``[cb_off, cb_off + cb)``; logical channel c sits on lane ``lanes[c]``."""
+    this tensor owns blocks ``[cb_off, cb_off + cb)``; logical channel c sits on lane ``lanes[c]``.
+    A split buffer has a second plane of the same layout right after the first, holding what the
+    first's quantisation misses (``bfp.quantize_split``)."""
 
     addr: int
     h: int
@@ -37,10 +39,13 @@ class BufferView:
     lanes: np.ndarray
     ir_shape: tuple[int, ...]
     packed: golden.ConvGeom | None = None  # first-layer packing applied by the host
+    split: bool = False
 
     def to_json(self) -> dict:
         d = {"addr": self.addr, "h": self.h, "w": self.w, "cb": self.cb, "base_cb": self.base_cb,
              "cb_off": self.cb_off, "fp32": self.fp32, "ir_shape": list(self.ir_shape)}
+        if self.split:
+            d["split"] = True
         if np.array_equal(self.lanes, np.arange(len(self.lanes))):
             d["channels"] = len(self.lanes)
         else:
@@ -61,16 +66,18 @@ class BufferView:
                 packed = golden.ConvGeom(p["in_h"], p["in_w"], p["kh"], p["kw"], tuple(p["stride"]),
                                          tuple(p["dilation"]), tuple(p["pads"]))
             return cls(int(d["addr"]), int(d["h"]), int(d["w"]), int(d["cb"]), int(d["base_cb"]), int(d["cb_off"]),
-                       bool(d["fp32"]), lanes, tuple(d["ir_shape"]), packed)
+                       bool(d["fp32"]), lanes, tuple(d["ir_shape"]), packed, bool(d.get("split", False)))
         except (KeyError, TypeError, ValueError) as e:
             raise PackageError(f"malformed buffer entry in the manifest: {e!r}") from None
 
     def _vector_bytes(self, cfg: EngineConfig) -> int:
         return cfg.fp_vector_bytes if self.fp32 else cfg.bfp_vector_bytes
 
-    def _rows(self, cfg: EngineConfig) -> tuple[int, int, int]:
+    def _rows(self, cfg: EngineConfig, lo: bool = False) -> tuple[int, int, int]:
+        """(first byte, pixel stride, bytes per pixel) of this tensor in plane ``lo``."""
         vb = self._vector_bytes(cfg)
-        return self.addr + self.cb_off * vb, self.base_cb * vb, self.cb * vb
+        plane = self.h * self.w * self.base_cb if lo else 0
+        return self.addr + (plane + self.cb_off) * vb, self.base_cb * vb, self.cb * vb
 
     def write(self, mem: ExternalMemory, x: np.ndarray, cfg: EngineConfig, name: str) -> None:
         """Quantise an IR tensor into this buffer."""
@@ -79,22 +86,27 @@ class BufferView:
         hwc = layout.to_hwc(x)
         if self.packed is not None:
             hwc = layout.pack_first_layer(hwc, self.packed)
-        q = bfp.quantize(layout.on_lanes(hwc, self.lanes, self.cb, cfg.native_dim), cfg, name=name)
-        blob = np.frombuffer(encode_bfp(q.mant.reshape(-1, cfg.native_dim), q.exp.reshape(-1), cfg), np.uint8)
-        start, stride, row = self._rows(cfg)
-        mem.scatter(start, blob.reshape(self.h * self.w, row), stride, f"input {name!r}")
+        x = layout.on_lanes(hwc, self.lanes, self.cb, cfg.native_dim)
+        planes = bfp.quantize_split(x, cfg, name=name) if self.split else (bfp.quantize(x, cfg, name=name),)
+        for lo, q in enumerate(planes):
+            blob = np.frombuffer(encode_bfp(q.mant.reshape(-1, cfg.native_dim), q.exp.reshape(-1), cfg), np.uint8)
+            start, stride, row = self._rows(cfg, bool(lo))
+            mem.scatter(start, blob.reshape(self.h * self.w, row), stride, f"input {name!r}")
 
     def read(self, mem: ExternalMemory, cfg: EngineConfig, name: str) -> np.ndarray:
-        """This buffer's tensor, in its IR shape, float32."""
-        start, stride, row = self._rows(cfg)
-        raw = mem.gather(start, self.h * self.w, row, stride, f"output {name!r}")
+        """This buffer's tensor, in its IR shape, float32 (a split buffer: its planes' exact sum)."""
         where = f"output {name!r}"
-        if self.fp32:
-            values = decode_fp(raw, cfg, where=where).astype(np.float64)
-        else:
-            mant, exp = decode_bfp(raw, cfg, where=where)
-            t = bfp.BfpTensor(mant.reshape(1, -1), exp.reshape(1, -1), mant.size, cfg.native_dim, cfg.mantissa_bits)
-            values = bfp.dequantize(t)
+        values = 0.0
+        for lo in (False, True) if self.split else (False,):
+            start, stride, row = self._rows(cfg, lo)
+            raw = mem.gather(start, self.h * self.w, row, stride, where)
+            if self.fp32:
+                values = values + decode_fp(raw, cfg, where=where).astype(np.float64)
+            else:
+                mant, exp = decode_bfp(raw, cfg, where=where)
+                t = bfp.BfpTensor(mant.reshape(1, -1), exp.reshape(1, -1), mant.size, cfg.native_dim,
+                                  cfg.mantissa_bits)
+                values = values + bfp.dequantize(t)
         hwc = values.reshape(self.h, self.w, -1)[..., self.lanes]
         return layout.from_hwc(hwc, self.ir_shape)
 

@@ -45,7 +45,8 @@ def _sha(data: bytes) -> str:
 def _view(compiled, plan, name: str, buf, shape) -> BufferView:
     b = compiled.buffers[buf.base]
     packed = plan.packed[name][2] if name in plan.packed else None
-    return BufferView(b["addr"], buf.h, buf.w, buf.cb, b["cb"], buf.cb_off, buf.fp32, buf.lanes, tuple(shape), packed)
+    return BufferView(b["addr"], buf.h, buf.w, buf.cb, b["cb"], buf.cb_off, buf.fp32, buf.lanes, tuple(shape), packed,
+                      b.get("split", False))
 
 
 def save_package(cm, path: str | os.PathLike) -> Path:
@@ -78,6 +79,7 @@ def save_package(cm, path: str | os.PathLike) -> Path:
         "host_preprocess": cm.host_preprocess,
         "bias_correction": cm.bias_correction,
         "split_weights": cm.split_weights,
+        "split_activations": cm.split_activations,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

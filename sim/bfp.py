@@ -35,7 +35,8 @@ from . import native
 
 __all__ = [
     "FLT_MAX", "FLT_MIN", "BfpTensor", "quantize", "dequantize", "to_internal", "block_matmul",
-    "mfu_add", "mfu_sub", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip", "mfu_leaky_relu", "internal_const",
+    "quantize_split", "mfu_add", "mfu_sub", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip", "mfu_leaky_relu",
+    "internal_const",
 ]
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -125,6 +126,15 @@ def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
         block=n,
         mantissa_bits=m_bits,
     )
+
+
+def quantize_split(x, cfg: EngineConfig, *, name: str = "tensor") -> tuple[BfpTensor, BfpTensor]:
+    """``x`` stored as two BFP tensors, ``x ~ hi + lo``: ``hi = quantize(x)`` and ``lo`` quantises
+    what ``hi`` misses, computed as the engine computes it (DEQ of ``hi``, an MFU subtract from
+    the internal value, QNT). About twice the mantissa bits of one tensor."""
+    hi = quantize(x, cfg, name=name)
+    rest = mfu_sub(to_internal(x, name), dequantize_internal(hi)[..., : hi.length], f"{name} residual")
+    return hi, quantize(rest, cfg, name=f"{name} residual")
 
 
 def _quantize_native(k, a: np.ndarray, cfg: EngineConfig, nb: int, length: int, name: str) -> BfpTensor | None:

@@ -222,3 +222,20 @@ def test_blocks_at_the_smallest_exponent_are_not_mistaken_for_zero():
         s = slice(b * 16, (b + 1) * 16)
         ref = bfp.to_internal(ref.astype(np.float64) + bfp.to_internal(av[:, s] @ wv[:, s].T))
     np.testing.assert_array_equal(bfp.block_matmul(t, w, cfg), ref)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_split_quantisation_is_the_engines_recipe_and_adds_a_mantissa(cfg):
+    """quantize_split: the first plane is plain quantisation; the second quantises the internal-format
+    difference the engine computes (DEQ, subtract, QNT), which leaves about M more bits."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((64, 3 * cfg.native_dim)) * np.exp2(rng.integers(-4, 5, (64, 1)))).astype(np.float32)
+    hi, lo = bfp.quantize_split(x, cfg, name="x")
+    plain = bfp.quantize(x, cfg)
+    assert np.array_equal(hi.mant, plain.mant) and np.array_equal(hi.exp, plain.exp)
+    rest = bfp.mfu_sub(x, bfp.dequantize_internal(hi))
+    again = bfp.quantize(rest, cfg)
+    assert np.array_equal(lo.mant, again.mant) and np.array_equal(lo.exp, again.exp)
+    e1 = np.abs(bfp.dequantize(hi) - x).max()
+    e2 = np.abs(bfp.dequantize(hi) + bfp.dequantize(lo) - x).max()
+    assert e1 > 0 and e2 <= e1 * 2.0 ** -(cfg.mantissa_bits - 2), (e1, e2)
