@@ -14,17 +14,20 @@ Per format: top-1 agreement (the engine's arg-max equals FP32's), mean top-5 ove
 (|top-5 engine & top-5 FP32| / 5), how often FP32's top-1 is in the engine's top 5, and the
 median and largest max |logit error| over the images; the simulator's wall time per image and the
 compile time. Each format is compiled with the compiler's defaults, then (``+bc``) with bias
-correction from calibration images that are not evaluation images (``--calibrate``), and the
-default format also with split weights (``+split``, two passes of products; ``--split-weights``).
+correction from calibration images that are not evaluation images (``--calibrate``); the default
+format also with split weights (``+sw+bc``, two passes of products; ``--split-weights``) and with
+split weights and split activations (``+sw+sa``, three passes, no calibration;
+``--split-activations``).
 
 Cost on a 2-core machine: about 1 s per 224 x 224 image on the functional simulator; compiles take
 about 4 s, 40 s with bias correction (16 images), 90 s with split weights as well. The default (48
-images, 4 formats, 9 variants) runs in about 13 minutes; ``--formats msfp16 --images 225`` (9
-photos + 216 augmentations, 3 variants) in about 15.
+images, 4 formats, 10 variants) runs in about 15 minutes; ``--formats msfp16 --images 225`` (9
+photos + 216 augmentations, 4 variants) in about 20.
 
     python tests/bench/bench_fidelity.py [--images 48] [--formats ms-fp9,msfp12,msfp16,mxint8]
                                          [--preset a10] [--seed 0] [--calibrate 16]
                                          [--split-weights goal|all|none]
+                                         [--split-activations goal|all|none]
 """
 
 from __future__ import annotations
@@ -139,6 +142,9 @@ def main(argv=None) -> int:
     ap.add_argument("--split-weights", choices=("goal", "all", "none"), default="goal",
                     help=f"also compile with split weights (two passes): for {GOAL_FORMAT} only (default), "
                          "every format, or none")
+    ap.add_argument("--split-activations", choices=("goal", "all", "none"), default="goal",
+                    help=f"also compile with split weights and split activations (three passes): for "
+                         f"{GOAL_FORMAT} only (default), every format, or none")
     ap.add_argument("--calibrate", type=int, default=16,
                     help="also compile each format with bias correction from this many calibration images "
                          "(stereo_motorcycle views and augmentations, disjoint from the evaluation photos); 0: off")
@@ -173,16 +179,23 @@ def main(argv=None) -> int:
           f"export {t_export:.1f} s, images {t_images:.1f} s", flush=True)
 
     calib = calibration_set(args.calibrate, args.seed) if args.calibrate > 0 else None
-    variants = [(fmt, None, False) for fmt in formats] + ([(fmt, calib, False) for fmt in formats] if calib else [])
-    variants += [(fmt, calib, True) for fmt in formats
-                 if args.split_weights == "all" or (args.split_weights == "goal" and fmt == GOAL_FORMAT)]
+    def chosen(option: str, fmt: str) -> bool:
+        return option == "all" or (option == "goal" and fmt == GOAL_FORMAT)
+
+    # (format, calibration, split weights, split activations)
+    variants = [(fmt, None, False, False) for fmt in formats]
+    variants += [(fmt, calib, False, False) for fmt in formats] if calib else []
+    variants += [(fmt, calib, True, False) for fmt in formats if chosen(args.split_weights, fmt)]
+    variants += [(fmt, None, True, True) for fmt in formats if chosen(args.split_activations, fmt)]
     rows = []
-    for fmt, calibration, split in variants:
+    for fmt, calibration, split_w, split_a in variants:
         cfg = base.with_format(fmt)
         t0 = time.perf_counter()
-        cm = compile_model(model, config=cfg, calibration=calibration, split_weights=split)
+        cm = compile_model(model, config=cfg, calibration=calibration, split_weights=split_w,
+                           split_activations=split_a)
         t_compile = time.perf_counter() - t0
-        label = fmt + ("+split" if split else "") + ("+bc" if calibration is not None else "")
+        label = fmt + ("+sw" if split_w else "") + ("+sa" if split_a else "") + \
+            ("+bc" if calibration is not None else "")
         with tempfile.TemporaryDirectory() as d:
             save_package(cm, os.path.join(d, "lite0.accel"))
             pkg = load(os.path.join(d, "lite0.accel"))
@@ -202,22 +215,27 @@ def main(argv=None) -> int:
         n = len(images)
         row = dict(fmt=label, desc=f"E{cfg.exponent_bits} M{cfg.mantissa_bits} N={cfg.native_dim}", top1=top1 / n,
                    top1_n=top1, top5=overlap / (5 * n), in5=in5 / n, err_med=float(np.median(errs)),
-                   err_max=max(errs), t_img=float(np.median(times)), t_compile=t_compile)
+                   err_max=max(errs), t_img=float(np.median(times)), t_compile=t_compile,
+                   latency=cm.summary()["latency_us"])
         rows.append(row)
         print(f"  {label}: top-1 {top1}/{n}, compiled in {t_compile:.1f} s, {row['t_img']:.2f} s/image", flush=True)
 
     print()
     print(f"$ {command}")
     print(f"{'format':16} {'E/M/block':14} {'top-1 agree':>14} {'top-5 overlap':>14} {'FP32 top-1 in top-5':>20} "
-          f"{'max|err| median':>16} {'max|err| max':>13} {'s/image':>8} {'compile s':>10}")
+          f"{'max|err| median':>16} {'max|err| max':>13} {'s/image':>8} {'compile s':>10} {'engine us':>10}")
     for r in rows:
         print(f"{r['fmt']:16} {r['desc']:14} {100 * r['top1']:7.1f} % ({r['top1_n']:3d}) {100 * r['top5']:12.1f} % "
               f"{100 * r['in5']:18.1f} % {r['err_med']:16.3f} {r['err_max']:13.3f} {r['t_img']:8.2f} "
-              f"{r['t_compile']:10.1f}")
+              f"{r['t_compile']:10.1f} {r['latency']:10.0f}")
     print(f"({len(images)} images; max|err| = max over the 1000 logits of |engine - FP32|; s/image = functional "
-          f"simulator wall time, median, on {platform.machine()} with {os.cpu_count()} CPUs)")
+          f"simulator wall time, median, on {platform.machine()} with {os.cpu_count()} CPUs; engine us = modelled "
+          f"latency on {args.preset})")
     if any(v[2] for v in variants):
-        print("+split: weights in two BFP parts, multiplied in two passes (twice the products)")
+        print("+sw: split weights, in two BFP parts multiplied in two passes (twice the products)")
+    if any(v[3] for v in variants):
+        print("+sa: split activations, every convolution input in two BFP planes, one more pass of products "
+              "(with +sw: three times the products, twice the activation traffic)")
     if calib:
         print(f"+bc: compiled with bias correction from {len(calib)} calibration images (stereo_motorcycle and "
               "augmentations of it; none is an evaluation image)")
