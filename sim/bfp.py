@@ -292,29 +292,45 @@ def fast_path(a_range, w_range, cfg: EngineConfig) -> tuple[bool, bool]:
     return no_subnormal and in_range, dbits <= 24
 
 
-def matmul_packed(k, xs: np.ndarray, wp: np.ndarray, out: np.ndarray, j: int, n: int, what: str) -> np.ndarray:
-    """The native kernel on scaled operands: ``xs`` (P, K) binary32, ``wp`` packed weight panels
-    (ceil(J/16), K/n, n, 16), accumulating into ``out`` (P, J) in place (rows may be strided,
-    elements contiguous); rows (or, for few rows, weight panels) split across the two worker
-    threads. Callers have checked ``fast_path``."""
-    p, kdim = xs.shape
-    kb = kdim // n
+def gemm(k, x: np.ndarray, ldx: int, wp: np.ndarray, out: np.ndarray, j: int, n: int, what: str, *,
+         taps: int = 1, gi: int | None = None, xoff: int = 0, idx: np.ndarray | None = None,
+         zeros: np.ndarray | None = None, init: bool = False) -> np.ndarray:
+    """The native kernel on scaled operands (``bfp_gemm_f32`` in native.c): ``x`` binary32 rows
+    (row stride ``ldx`` elements), or with ``idx`` (P, taps) the pixels of a scaled image each
+    window tap reads; ``wp`` packed weight panels (ceil(J/16), taps * gi, n, 16); accumulating
+    into ``out`` (P, J) in place (rows may be strided, elements contiguous), from +0 with
+    ``init``. Rows (or, for few rows, weight panels) are split across the two worker threads.
+    Callers have checked ``fast_path``."""
+    p = out.shape[0]
+    kb = wp.shape[1]
+    gi = kb // taps if gi is None else gi
     panels = wp.shape[0]
-    if out.dtype != np.float32 or out.shape != (p, j) or (p and out.strides[1] != 4):
+    if out.dtype != np.float32 or out.shape != (p, j) or (p and out.strides[1] != 4) or taps * gi != kb:
         raise ValueError(f"{what}: accumulator must be float32 ({p}, {j}) with contiguous rows")
+    if idx is not None and (idx.dtype != np.int64 or idx.shape != (p, taps) or not idx.flags.c_contiguous):
+        raise ValueError(f"{what}: window index must be int64 ({p}, {taps})")
     ldo = out.strides[0] // 4 if p > 1 else j
-    xp, wpp, op = native.ptr(xs), native.ptr(wp), native.ptr(out)
+    xp, wpp, op = native.ptr(x), native.ptr(wp), native.ptr(out)
+    ip = native.ptr(idx) if idx is not None else None
+    zp = native.ptr(zeros) if zeros is not None else None
     panel_bytes = kb * n * _PANEL * 4
     if p >= 2 * _MIN_ROWS_PER_THREAD or panels < 2:
         parts = [(p0, p1, j, wpp, op) for p0, p1 in split_rows(p, 6)]
-    else:
-        half = panels // 2
+    else:  # few rows: each thread takes half of the panels (in whole micro-tiles of 4 panels)
+        half = max(1, (panels // 2) // 4 * 4) if panels >= 8 else panels // 2
         parts = [(0, p, half * _PANEL, wpp, op),
                  (0, p, j - half * _PANEL, wpp + half * panel_bytes, op + half * _PANEL * 4)]
-    run_parallel([(k.matmul_f32, p0, p1, jj, kb, n, xp, kdim, w0, o0, ldo) for p0, p1, jj, w0, o0 in parts])
-    if not np.isfinite(out).all():
+    status = run_parallel([(k.gemm_f32, p0, p1, jj, taps, gi, n, xp, ldx, xoff, ip, zp, w0, o0, ldo, int(init))
+                           for p0, p1, jj, w0, o0 in parts])
+    if any(status):
         raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
     return out
+
+
+def matmul_packed(k, xs: np.ndarray, wp: np.ndarray, out: np.ndarray, j: int, n: int, what: str) -> np.ndarray:
+    """``gemm`` on explicit rows: ``xs`` (P, K) binary32, ``wp`` packed weight panels
+    (ceil(J/16), K/n, n, 16), accumulating into ``out`` (P, J) in place."""
+    return gemm(k, xs, xs.shape[1], wp, out, j, n, what)
 
 
 def _block_matmul_native(k, a_mant, a_exp, w_mant, w_exp, out, n, m_bits, what) -> np.ndarray:

@@ -28,6 +28,23 @@ from .memory import ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 _TILES_PER_LOAD = 1 << 32  # provenance tag of an MRF tile: load tag * this + index within the load
 _PANEL_CACHE_BYTES = 2 << 30  # prepared weight panels kept per constant image, at most
 
+_NO_RANGE = np.iinfo(np.int64).max
+_WINDOWS: dict = {}  # (geometry, pix0, npix, out_w) -> window index, shared by all simulators
+_WINDOWS_MAX = 512
+
+
+def _window_index(geom: golden.ConvGeom, pixels: tuple, oy: np.ndarray, ox: np.ndarray) -> np.ndarray:
+    """geom.window_index(oy, ox, -1) (-1: a zero block, native.c), kept per window geometry and
+    output pixels (pix0, npix, out_w)."""
+    key = (geom, pixels)
+    idx = _WINDOWS.get(key)
+    if idx is None:
+        if len(_WINDOWS) >= _WINDOWS_MAX:
+            _WINDOWS.clear()
+        idx = _WINDOWS[key] = np.ascontiguousarray(geom.window_index(oy, ox, -1), dtype=np.int64)
+    return idx
+
+
 _CFG_DEFAULTS = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
                  Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
 
@@ -84,6 +101,8 @@ class FuncSim:
         self.cfgr = {k: _CFG_DEFAULTS.get(k, 0) for k in Cfg}
         self.stats = Stats()
         self.model = (CycleModel if timing else NoTiming)(cfg, self.mem.size)
+        self._buffers: dict[str, np.ndarray] = {}
+        self._scratch_range = np.zeros(4, np.int64)
         self._exec = {
             Opcode.NOP: self._nop, Opcode.SETI: self._seti, Opcode.ADDI: self._addi, Opcode.ADD: self._add,
             Opcode.CFG: self._cfg, Opcode.LD: self._ld, Opcode.ST: self._st, Opcode.MVC: self._mvc,
@@ -315,22 +334,19 @@ class FuncSim:
             for b0, _, _, g in groups:
                 if b0 + gi > in_cb:
                     raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
-        if not self.numerics:
-            out = self.fvrf[dspan]
-        else:
+        if self.numerics and not self._mvc_native(vspan, geom, oy, ox, tspan, dspan, in_cb, gi, groups, acc):
             out = np.zeros((p, cob * n), np.float32) if not acc else self.fvrf[dspan].reshape(p, cob * n).copy()
-            if not self._mvc_native(x, geom, oy, ox, tspan, gi, groups, out):
-                tiles_m = self.mrf_mant[tspan].reshape(cob, taps * gi, n, n)
-                tiles_e = self.mrf_exp[tspan].reshape(cob, taps * gi, n)
-                for b0, ob0, nob, *_ in groups:
-                    xg = BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi], gi * n, n,
-                                   x.mantissa_bits)
-                    wm = tiles_m[ob0:ob0 + nob].transpose(0, 2, 1, 3).reshape(nob * n, -1)
-                    we = tiles_e[ob0:ob0 + nob].transpose(0, 2, 1).reshape(nob * n, -1)
-                    cols = slice(ob0 * n, (ob0 + nob) * n)
-                    out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, oy, ox), (wm, we), self.cfg,
-                                                    acc=out[:, cols], what="mvc")
-        self.fvrf[dspan] = out.reshape(p * cob, n)
+            tiles_m = self.mrf_mant[tspan].reshape(cob, taps * gi, n, n)
+            tiles_e = self.mrf_exp[tspan].reshape(cob, taps * gi, n)
+            for b0, ob0, nob, *_ in groups:
+                xg = BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi], gi * n, n,
+                               x.mantissa_bits)
+                wm = tiles_m[ob0:ob0 + nob].transpose(0, 2, 1, 3).reshape(nob * n, -1)
+                we = tiles_e[ob0:ob0 + nob].transpose(0, 2, 1).reshape(nob * n, -1)
+                cols = slice(ob0 * n, (ob0 + nob) * n)
+                out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, oy, ox), (wm, we), self.cfg,
+                                                acc=out[:, cols], what="mvc")
+            self.fvrf[dspan] = out.reshape(p * cob, n)
         tile_ops = p * cob * taps * gi
         self.stats.tile_ops += tile_ops
         self.stats.macs += tile_ops * n * n
@@ -343,55 +359,71 @@ class FuncSim:
         self.model.op("mvu", occupancy, self.model.mvu_latency, reads=reads,
                       writes=[("fvrf", dspan.start, dspan.stop)])
 
-    def _mvc_native(self, x: BfpTensor, geom, oy, ox, tspan: slice, gi: int, groups, out: np.ndarray) -> bool:
-        """An MVC's products in the native kernels, accumulated into ``out`` (P, cob*N) in place:
-        windows gathered straight from the VRF image, weights straight from the MRF tiles. False
-        (nothing done) when the kernels are off or the operands need the general path; ranges are
-        taken over the whole image and tile span, a superset of the operands, so the fast path is
-        only taken where it is exact."""
+    def _mvc_native(self, vspan: slice, geom, oy, ox, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
+                    acc: int) -> bool:
+        """An MVC's products in the native kernels, written (acc = 0) or accumulated (acc = 1)
+        straight into the FVRF destination: the image scaled once, each window tap read from it
+        in place, weights as prepared panels (kept across runs for tiles loaded from the constant
+        image). False (nothing done) when the kernels are off or the operands need the general
+        path; ranges are taken over the whole image and tile span, a superset of the operands, so
+        the fast path is only taken where it is exact. On an accumulator overflow the destination
+        may be partly written."""
         k = native.kernels()
-        if k is None or x.mant.dtype != np.int16:
+        if k is None or self.vrf_mant.dtype != np.int16:
             return False
         n, m_bits = self.cfg.native_dim, self.cfg.mantissa_bits
-        tiles_m, tiles_e = self.mrf_mant[tspan], self.mrf_exp[tspan]
+        blocks = vspan.stop - vspan.start
+        xs = self._scratch("mvc-image", blocks * n)
+        rng = self._scratch_range
+        k.scale_range_i16(0, blocks, n, m_bits, native.ptr(self.vrf_mant) + vspan.start * n * 2,
+                          native.ptr(self.vrf_exp) + vspan.start * 2, native.ptr(xs), native.ptr(rng))
+        lo, live, second, hi = (int(v) for v in rng)
+        ar = (lo, hi) if live else ((second, hi) if second != _NO_RANGE else None)
         src = self.mrf_src[tspan]
         src_key = src.tobytes() if src.size and src.min() >= 0 else None  # all tiles from constant loads
-        ar = bfp.nonzero_block_range(x.mant, x.exp.astype(np.int32) - (m_bits - 1), n)
         if src_key is not None and ("mvc-range", src_key) in self.mem.decoded:  # constant weights: scanned once
             wr = self.mem.decoded[("mvc-range", src_key)]
         else:
-            wr = bfp.nonzero_block_range(tiles_m, tiles_e.astype(np.int32) - (m_bits - 1), n)
+            wr = bfp.nonzero_block_range(self.mrf_mant[tspan], self.mrf_exp[tspan].astype(np.int32) - (m_bits - 1), n)
             if src_key is not None:
                 self.mem.decoded[("mvc-range", src_key)] = wr
+        p = oy.size
+        out = self.fvrf[dspan].reshape(p, (dspan.stop - dspan.start) // p * n if p else 0)
         if ar is None or wr is None:  # every product is an exact zero
+            if not acc:
+                out[...] = 0
             return True
         fast, exact32 = bfp.fast_path(ar, wr, self.cfg)
         if not (fast and exact32):
             return False
-        p, in_cb = oy.size, x.exp.shape[-1]
         taps = geom.kh * geom.kw
         kb = taps * gi
-        idx = geom.window_index(oy, ox, -1)  # -1: a zero block (native.c)
-        img, iexp = np.ascontiguousarray(x.mant), np.ascontiguousarray(x.exp)
-        tiles_m, tiles_e = np.ascontiguousarray(tiles_m), np.ascontiguousarray(tiles_e)
-        xs = np.empty((p, kb * n), np.float32)
+        idx = _window_index(geom, (self.c(Cfg.PIX0), self.c(Cfg.NPIX), self.c(Cfg.OUT_W)), oy, ox)
+        zeros = self._scratch("zeros", gi * n, zero=True)
+        tiles_m, tiles_e = self.mrf_mant[tspan], self.mrf_exp[tspan]
         item = tiles_m.itemsize
         for b0, ob0, nob, *_ in groups:
             key = ("mvc-panels", src_key, ob0, nob, kb)
             wp = self.mem.decoded.get(key) if src_key is not None else None
-            jobs = [(k.im2col_scaled, p0, p1, taps, in_cb, b0, gi, n, m_bits, native.ptr(img), native.ptr(iexp),
-                     native.ptr(idx), native.ptr(xs)) for p0, p1 in bfp.split_rows(p)]
             if wp is None:
                 wp = np.empty((-(-(nob * n) // 16), kb, n, 16), np.float32)
-                jobs.append((k.pack_tiles, nob, kb, n, m_bits, native.ptr(tiles_m) + ob0 * kb * n * n * item,
-                             native.ptr(tiles_e) + ob0 * kb * n * item, native.ptr(wp)))
+                k.pack_tiles(nob, kb, n, m_bits, native.ptr(tiles_m) + ob0 * kb * n * n * item,
+                             native.ptr(tiles_e) + ob0 * kb * n * item, native.ptr(wp))
                 if src_key is not None and self.mem.decoded.get("mvc-panel-bytes", 0) + wp.nbytes <= _PANEL_CACHE_BYTES:
                     # weights from the constant image are the same every run: keep them prepared
                     self.mem.decoded[key] = wp
                     self.mem.decoded["mvc-panel-bytes"] = self.mem.decoded.get("mvc-panel-bytes", 0) + wp.nbytes
-            bfp.run_parallel(jobs)  # windows (two halves) and weight panels side by side
-            bfp.matmul_packed(k, xs, wp, out[:, ob0 * n:(ob0 + nob) * n], nob * n, n, "mvc")
+            bfp.gemm(k, xs, in_cb * n, wp, out[:, ob0 * n:(ob0 + nob) * n], nob * n, n, "mvc", taps=taps, gi=gi,
+                     xoff=b0 * n, idx=idx, zeros=zeros, init=not acc)
         return True
+
+    def _scratch(self, name: str, size: int, zero: bool = False) -> np.ndarray:
+        """A float32 work buffer of at least ``size`` elements, kept across instructions."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            buf = np.zeros(max(size, 1024), np.float32)
+            self._buffers[name] = buf
+        return buf
 
     def _pool(self, mode, rd, rs):
         c, n = self.c, self.cfg.native_dim

@@ -8,79 +8,144 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef float v8f __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
 
 #define MR 6   /* rows of a micro-tile */
-#define NR 16  /* columns of a micro-tile (one weight panel) */
+#define NR 16  /* columns of a weight panel (one 16-lane vector) */
+#define NP 4   /* panels of a micro-tile */
 
-static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
-static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+static inline v16f load16(const float *p) { v16f v; memcpy(&v, p, sizeof v); return v; }
+static inline void store16(float *p, v16f v) { memcpy(p, &v, sizeof v); }
 
-/* One micro-tile: rows [0, mr) of x (row stride ldx) times one packed weight panel, blocks
- * [0, kb) of n elements each, into the accumulators o (row stride ldo), columns [0, nc).
+/* Where row p's operand blocks of tap t start: row p of x (blocks t * gi ..), or, through idx,
+ * image pixel idx[p * taps + t] at block offset xoff (a zero block when idx < 0). */
+static inline const float *row_src(const float *x, int64_t ldx, int64_t xoff, const int64_t *idx,
+                                   const float *zeros, int64_t taps, int64_t gi, int64_t n, int64_t p,
+                                   int64_t t)
+{
+    if (!idx) return x + p * ldx + xoff + t * gi * n;
+    int64_t q = idx[p * taps + t];
+    return q < 0 ? zeros : x + q * ldx + xoff;
+}
+
+/* One micro-tile: rows [p, p + mr) times np weight panels (panel c at w + c * pstride, blocks
+ * [0, taps * gi) of n elements each), accumulated into o (row stride ldo), the last panel's
+ * columns [0, nc) only. Returns nonzero if an accumulator is not finite at the end.
  *
  * Operands are BFP mantissas pre-scaled by their block's unit (m * 2**s, exact binary32 values;
  * the caller guarantees none is subnormal and every block dot product fits 24 bits), so each
  * block's dot product d is computed exactly whatever the order or fusion of its multiply-adds.
  * The only rounding is the one the definition has: acc = RNE(acc + d), block by block in
- * increasing order (and no partial sum can be subnormal: every term is a multiple of 2**-126). */
-static inline __attribute__((always_inline)) void
-micro_tile(const int mr, int64_t kb, int n, const float *x, int64_t ldx, const float *w,
-           float *o, int64_t ldo, int nc)
+ * increasing order (and no partial sum can be subnormal: every term is a multiple of 2**-126).
+ * With init the accumulators start from +0 (o is not read). */
+static inline __attribute__((always_inline)) int
+micro_tile(const int mr, const int np, const int64_t n, int64_t taps, int64_t gi,
+           const float *x, int64_t ldx, int64_t xoff, const int64_t *idx, const float *zeros, int64_t p,
+           const float *w, int64_t pstride, float *o, int64_t ldo, int nc, int init)
 {
-    for (int64_t b = 0; b < kb; b++) {
-        v8f d[MR][2];
-        for (int r = 0; r < mr; r++) { d[r][0] = (v8f){0}; d[r][1] = (v8f){0}; }
-        const float *xb = x + b * n;
-        const float *wb = w + b * n * NR;
-        for (int i = 0; i < n; i++) {
-            v8f w0 = load8(wb + i * NR), w1 = load8(wb + i * NR + 8);
-            for (int r = 0; r < mr; r++) {
-                float s = xb[r * ldx + i];
-                v8f xv = {s, s, s, s, s, s, s, s};
-                d[r][0] += xv * w0;
-                d[r][1] += xv * w1;
+    float tmp[MR][NP][NR];
+    float *dst[MR][NP];
+    int64_t dstride = ldo;
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < np; c++) {
+            int direct = c < np - 1 || nc == NR;
+            dst[r][c] = direct ? o + r * ldo + c * NR : tmp[r][c];
+            if (!direct) {
+                for (int l = 0; l < NR; l++) tmp[r][c][l] = (init || l >= nc) ? 0.0f : o[r * ldo + c * NR + l];
+            } else if (init) {
+                store16(dst[r][c], (v16f){0});
             }
         }
-        if (nc == NR) {
-            for (int r = 0; r < mr; r++) {
-                float *orow = o + r * ldo;
-                store8(orow, load8(orow) + d[r][0]);
-                store8(orow + 8, load8(orow + 8) + d[r][1]);
+    (void)dstride;
+    for (int64_t t = 0; t < taps; t++) {
+        const float *xr[MR];
+        for (int r = 0; r < mr; r++) xr[r] = row_src(x, ldx, xoff, idx, zeros, taps, gi, n, p + r, t);
+        for (int64_t bi = 0; bi < gi; bi++) {
+            const float *wb = w + (t * gi + bi) * n * NR;
+            v16f d[MR][NP];
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < np; c++) d[r][c] = (v16f){0};
+            for (int64_t i = 0; i < n; i++) {
+                v16f wv[NP];
+                for (int c = 0; c < np; c++) wv[c] = load16(wb + c * pstride + i * NR);
+                for (int r = 0; r < mr; r++) {
+                    float s = xr[r][bi * n + i];
+                    v16f xv = {s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+                    for (int c = 0; c < np; c++) d[r][c] += xv * wv[c];
+                }
             }
-        } else {
-            for (int r = 0; r < mr; r++) {
-                float tmp[NR];
-                store8(tmp, d[r][0]);
-                store8(tmp + 8, d[r][1]);
-                for (int c = 0; c < nc; c++) o[r * ldo + c] += tmp[c];
-            }
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < np; c++) store16(dst[r][c], load16(dst[r][c]) + d[r][c]);
         }
     }
+    v16i bad = {0};
+    const v16i expmask = {0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000,
+                          0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000,
+                          0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000};
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < np; c++) {
+            v16i bits;
+            memcpy(&bits, dst[r][c], sizeof bits);
+            bad |= (bits & expmask) == expmask;
+            if (dst[r][c] == tmp[r][c])
+                for (int l = 0; l < nc; l++) o[r * ldo + c * NR + l] = tmp[r][c][l];
+        }
+    int any = 0;
+    for (int l = 0; l < 16; l++) any |= bad[l];
+    return any;
 }
 
-/* out[p, j] = out[p, j] (+) sum over blocks b, in order, of dot(x[p, b], w[j, b]).
- * x: (P, kb * n) row stride ldx; wp: ceil(J / 16) panels of [kb][n][16] (zero-padded columns);
- * out: (P, J) row stride ldo. Rows [p0, p1) only (callers split rows across threads). */
-void bfp_matmul_f32(int64_t p0, int64_t p1, int64_t J, int64_t kb, int64_t n,
-                    const float *x, int64_t ldx, const float *wp, float *out, int64_t ldo)
+#define TILE_ROWS(NPV)                                                                              \
+    switch (mr) {                                                                                   \
+    case 6: bad |= micro_tile(6, NPV, n, taps, gi, x, ldx, xoff, idx, zeros, p, w, ps, o, ldo, nc, init); break; \
+    case 5: bad |= micro_tile(5, NPV, n, taps, gi, x, ldx, xoff, idx, zeros, p, w, ps, o, ldo, nc, init); break; \
+    case 4: bad |= micro_tile(4, NPV, n, taps, gi, x, ldx, xoff, idx, zeros, p, w, ps, o, ldo, nc, init); break; \
+    case 3: bad |= micro_tile(3, NPV, n, taps, gi, x, ldx, xoff, idx, zeros, p, w, ps, o, ldo, nc, init); break; \
+    case 2: bad |= micro_tile(2, NPV, n, taps, gi, x, ldx, xoff, idx, zeros, p, w, ps, o, ldo, nc, init); break; \
+    default: bad |= micro_tile(1, NPV, n, taps, gi, x, ldx, xoff, idx, zeros, p, w, ps, o, ldo, nc, init); break; \
+    }
+
+static inline __attribute__((always_inline)) int
+gemm_rows(const int64_t n, int64_t p0, int64_t p1, int64_t J, int64_t taps, int64_t gi,
+          const float *x, int64_t ldx, int64_t xoff, const int64_t *idx, const float *zeros,
+          const float *wp, float *out, int64_t ldo, int init)
 {
-    int64_t panels = (J + NR - 1) / NR;
-    for (int64_t jt = 0; jt < panels; jt++) {
-        const float *w = wp + jt * kb * n * NR;
-        int nc = (int)((J - jt * NR) < NR ? (J - jt * NR) : NR);
-        int64_t p = p0;
-        for (; p + MR <= p1; p += MR)
-            micro_tile(MR, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc);
-        switch (p1 - p) {
-        case 5: micro_tile(5, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
-        case 4: micro_tile(4, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
-        case 3: micro_tile(3, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
-        case 2: micro_tile(2, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
-        case 1: micro_tile(1, kb, (int)n, x + p * ldx, ldx, w, out + p * ldo + jt * NR, ldo, nc); break;
-        default: break;
+    const int64_t kb = taps * gi, ps = kb * n * NR, panels = (J + NR - 1) / NR;
+    int bad = 0;
+    for (int64_t jt = 0; jt < panels; jt += NP) {
+        const int npv = panels - jt < NP ? (int)(panels - jt) : NP;
+        const int64_t last = jt + npv - 1;
+        const int nc = (int)(J - last * NR < NR ? J - last * NR : NR);
+        const float *w = wp + jt * ps;
+        for (int64_t p = p0; p < p1; p += MR) {
+            const int mr = p1 - p < MR ? (int)(p1 - p) : MR;
+            float *o = out + p * ldo + jt * NR;
+            switch (npv) {
+            case 4: TILE_ROWS(4); break;
+            case 3: TILE_ROWS(3); break;
+            case 2: TILE_ROWS(2); break;
+            default: TILE_ROWS(1); break;
+            }
         }
     }
+    return bad;
+}
+
+/* out[p, j] = out[p, j] (+) sum over blocks b, in order, of dot(x[p, b], w[j, b]), rows [p0, p1).
+ * Operand row p, block b = t * gi + bi (tap t, block bi of the tap) is x[p * ldx + xoff + b * n ..]
+ * when idx is NULL, else image pixel q = idx[p * taps + t]'s block x[q * ldx + xoff + bi * n ..] (zeros,
+ * gi * n of them, when q < 0): the im2col rows of a window, read from the scaled image in place.
+ * wp: ceil(J / 16) panels of [taps * gi][n][16] (zero-padded columns); out: (P, J) row stride
+ * ldo; init: start from +0 instead of out's values. Returns nonzero if any result in the rows is
+ * not finite (the accumulator overflowed). */
+int64_t bfp_gemm_f32(int64_t p0, int64_t p1, int64_t J, int64_t taps, int64_t gi, int64_t n,
+                     const float *x, int64_t ldx, int64_t xoff, const int64_t *idx, const float *zeros,
+                     const float *wp, float *out, int64_t ldo, int init)
+{
+    if (n == 16) return gemm_rows(16, p0, p1, J, taps, gi, x, ldx, xoff, idx, zeros, wp, out, ldo, init);
+    if (n == 8) return gemm_rows(8, p0, p1, J, taps, gi, x, ldx, xoff, idx, zeros, wp, out, ldo, init);
+    return gemm_rows(n, p0, p1, J, taps, gi, x, ldx, xoff, idx, zeros, wp, out, ldo, init);
 }
 
 static inline float pow2f(int k) /* 2**k for k in [-126, 127] */
@@ -177,29 +242,41 @@ void NAME(int64_t r0, int64_t r1, int64_t kb, int64_t n, int m_bits, const MT *m
 SCALE_ROWS(bfp_scale_i16, int16_t)
 SCALE_ROWS(bfp_scale_i32, int32_t)
 
-/* im2col and scaling in one pass: output pixel p's row is, for each tap t, channel blocks
- * [cb_off, cb_off + cb) of image pixel idx[p * taps + t] (zero blocks when idx < 0), mantissas
- * times their block's unit. img: (pixels, cb_total * n) int16 mantissas, iexp: (pixels, cb_total)
- * exponents; out: (P, taps * cb * n). Rows [p0, p1). */
-void bfp_im2col_scaled(int64_t p0, int64_t p1, int64_t taps, int64_t cb_total, int64_t cb_off,
-                       int64_t cb, int64_t n, int m_bits, const int16_t *img, const int16_t *iexp,
-                       const int64_t *idx, float *out)
+/* Blocks [b0, b1) of n int16 mantissas (one exponent per block) times their unit, as
+ * bfp_scale_i16, and the unit exponents s = x - (M - 1) they span, as bfp.nonzero_block_range
+ * takes them: range[0] = the smallest s, range[1] = 1 if a block at that s has a nonzero
+ * mantissa, range[2] = the smallest s above range[0] (INT64_MAX if none), range[3] = the largest
+ * s. Blocks b0 < b1. */
+void bfp_scale_range_i16(int64_t b0, int64_t b1, int64_t n, int m_bits, const int16_t *mant,
+                         const int16_t *exp, float *out, int64_t *range)
 {
-    const int64_t cbn = cb * n;
-    for (int64_t p = p0; p < p1; p++)
-        for (int64_t t = 0; t < taps; t++) {
-            float *o = out + (p * taps + t) * cbn;
-            int64_t q = idx[p * taps + t];
-            if (q < 0) {
-                memset(o, 0, (size_t)cbn * sizeof(float));
-                continue;
-            }
-            for (int64_t b = 0; b < cb; b++) {
-                float u = unit_of((int)iexp[q * cb_total + cb_off + b] - (m_bits - 1));
-                const int16_t *m = img + (q * cb_total + cb_off + b) * n;
-                for (int64_t i = 0; i < n; i++) o[b * n + i] = (float)m[i] * u;
-            }
+    int64_t lo = INT64_MAX, second = INT64_MAX, hi = INT64_MIN;
+    int live = 0;
+    for (int64_t b = b0; b < b1; b++) {
+        const int s = (int)exp[b] - (m_bits - 1);
+        const float u = unit_of(s);
+        const int16_t *m = mant + b * n;
+        float *o = out + b * n;
+        int nz = 0;
+        for (int64_t i = 0; i < n; i++) {
+            nz |= m[i];
+            o[i] = (float)m[i] * u;
         }
+        if (s < lo) {
+            if (lo < second) second = lo;
+            lo = s;
+            live = nz != 0;
+        } else if (s == lo) {
+            live |= nz != 0;
+        } else if (s < second) {
+            second = s;
+        }
+        if (s > hi) hi = s;
+    }
+    range[0] = lo;
+    range[1] = live;
+    range[2] = second;
+    range[3] = hi;
 }
 
 /* Weight tiles to packed, scaled panels: tiles (cob * kb, n, n) int16 (tile ob * kb + b holds

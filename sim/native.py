@@ -58,7 +58,9 @@ def _compiler() -> str | None:
 
 # entry points: name in native.c -> (argument types, result type); see native.c for the contracts
 _SIGNATURES = {
-    "bfp_matmul_f32": ([_I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _I64], None),
+    "bfp_gemm_f32": ([_I64, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _INT],
+                     _I64),
+    "bfp_scale_range_i16": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR], None),
     "bfp_quantize_f32": ([_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
     "bfp_scale_i16": ([_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
     "bfp_scale_i32": ([_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
@@ -67,7 +69,6 @@ _SIGNATURES = {
     "bfp_encode_b1": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
     "bfp_decode_b1": ([_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
     "bfp_add_f32": ([_I64, _I64, _I64, _PTR, _PTR, _I64, _PTR], _I64),
-    "bfp_im2col_scaled": ([_I64, _I64, _I64, _I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR], None),
     "bfp_pack_tiles": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
 }
 
@@ -83,9 +84,10 @@ class NativeKernels:
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, result
             fns[name] = fn
-        self.matmul_f32, self.quantize_f32 = fns["bfp_matmul_f32"], fns["bfp_quantize_f32"]
+        self.gemm_f32, self.quantize_f32 = fns["bfp_gemm_f32"], fns["bfp_quantize_f32"]
+        self.scale_range_i16 = fns["bfp_scale_range_i16"]
         self.encode_b1, self.decode_b1, self.add_f32 = fns["bfp_encode_b1"], fns["bfp_decode_b1"], fns["bfp_add_f32"]
-        self.im2col_scaled, self.pack_tiles = fns["bfp_im2col_scaled"], fns["bfp_pack_tiles"]
+        self.pack_tiles = fns["bfp_pack_tiles"]
         # by mantissa dtype
         self.scale = {np.dtype(np.int16): fns["bfp_scale_i16"], np.dtype(np.int32): fns["bfp_scale_i32"]}
         self.dequant = {np.dtype(np.int16): fns["bfp_dequant_i16"], np.dtype(np.int32): fns["bfp_dequant_i32"]}
