@@ -326,8 +326,9 @@ class _Generator:
         while rows > 1 and (vrf_need(rows) > cap_in or rows * ow * cob_c > out_cap):
             rows = -(-rows // 2)
         if vrf_need(rows) > cap_in:
+            planes = f" (two planes of {op.src.cb}: split activations)" if in_cb != op.src.cb else ""
             raise CapacityError(f"layer {op.name!r}: {_input_rows(op.geom, 1)} input rows of {op.geom.in_w} x "
-                                f"{op.src.cb} blocks do not fit the VRF input region ({cap_in} vectors, "
+                                f"{in_cb} blocks{planes} do not fit the VRF input region ({cap_in} vectors, "
                                 f"{self.cfg.name})")
         self.double_in[id(op)] = cap_in == r.vrf_in_size
         kinds = [(False, False)] + [(False, True)] * (len(self.planes(op.src)) - 1) + \

@@ -103,3 +103,12 @@ def test_cli_split_activations(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.random.default_rng(4).standard_normal((1, 24, 10, 10)).astype(np.float32))
     assert cli.main(["run", str(out), "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npz")]) == 0
     assert np.load(tmp_path / "y.npz")["y"].shape == (1, 20, 10, 10)
+
+
+def test_a_split_input_too_big_for_the_vrf_is_a_capacity_error_naming_the_planes():
+    from accelml.hdl.errors import CapacityError
+
+    model = models.build("ssd_vgg", "reduced")  # a dilated 3x3 (13 input rows per output row)
+    compile_model(model, config="tiny")
+    with pytest.raises(CapacityError, match=r"conv61.*two planes of 16: split activations.*tiny"):
+        compile_model(model, config="tiny", split_activations=True)
