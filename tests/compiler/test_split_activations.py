@@ -112,3 +112,17 @@ def test_a_split_input_too_big_for_the_vrf_is_a_capacity_error_naming_the_planes
     compile_model(model, config="tiny")
     with pytest.raises(CapacityError, match=r"conv61.*two planes of 16: split activations.*tiny"):
         compile_model(model, config="tiny", split_activations=True)
+
+
+def test_split_activations_with_split_weights_and_bias_correction_stay_bit_exact(tmp_path):
+    """Calibration samples run through the golden plan with both planes (the correction's window
+    means are the planes' sums)."""
+    model = models.build("mobilenet_v2", "reduced")
+    rng = np.random.default_rng(5)
+    shape = compile_model(model, config="ecp5").inputs[0]["shape"]
+    calib = [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(2)]
+    cm = compile_model(model, config="ecp5", calibration=calib, split_weights=True, split_activations=True)
+    assert cm.bias_correction["layers"] > 0
+    _, got, want = run_both(cm, tmp_path)
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
