@@ -1,15 +1,27 @@
-"""ISA functional simulator: whole instructions at a time, in vectorised numpy.
+"""ISA functional simulator: whole instructions at a time, in vectorised numpy and native kernels.
 
 Executes a program on the architectural state (external memory image, VRF, MRF, FVRF, scalar and
 configuration registers) with the arithmetic of ``accelml.sim.bfp`` and the window semantics of
 ``accelml.sim.golden``, so its results are bit-exact with the golden layer ops. It counts
 instructions, tile operations, MACs and DMA bytes, and drives the event-based cycle model of
 ``accelml.sim.cycles``.
+
+Each instruction is checked (addresses, window geometry, loop structure, step budget) and then
+does its data work. Control flow and every address depend on the program alone, never on the data
+(no instruction reads data into a register), so a run records its data work as a trace: the
+checked operations in execution order. A later run of the same program from the same registers on
+a memory of the same shape, without the cycle model, replays the trace: the data work only, with
+runs of multi-function unit operations that feed each other (add, ReLU, quantise, store) done in
+one pass over the data. Replay computes the same bits and raises the same data-dependent errors
+(overflow, invalid encodings) naming the same instruction, with the state the instruction-by-
+instruction run leaves: a fused run checks before it writes, and falls back to its instructions
+one by one when anything would fail.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,7 +29,7 @@ import numpy as np
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import ExecutionError, NumericsError
-from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, Act, Cfg, Opcode, PoolMode, Space, VecOp
+from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, SPEC, Act, Cfg, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import Program, cfg_value
 
 from . import bfp, golden, native
@@ -27,6 +39,7 @@ from .memory import ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
 _TILES_PER_LOAD = 1 << 32  # provenance tag of an MRF tile: load tag * this + index within the load
 _PANEL_CACHE_BYTES = 2 << 30  # prepared weight panels kept per constant image, at most
+_MASK32 = 0xFFFF_FFFF
 
 _NO_RANGE = np.iinfo(np.int64).max
 _WINDOWS: dict = {}  # (geometry, pix0, npix, out_w) -> window index, shared by all simulators
@@ -74,6 +87,63 @@ class Stats:
         ]
         return "\n".join(lines)
 
+    def _counts(self) -> tuple[int, int, int, int]:
+        return self.tile_ops, self.macs, self.dma_load_bytes, self.dma_store_bytes
+
+    def _add_counts(self, delta) -> None:
+        self.tile_ops += delta[0]
+        self.macs += delta[1]
+        self.dma_load_bytes += delta[2]
+        self.dma_store_bytes += delta[3]
+
+
+# -- programs prepared for execution ------------------------------------------------------------
+
+@dataclass
+class _Trace:
+    """The data work of one run: ``entries`` are (step, pc, function, arguments) in order."""
+
+    key: tuple  # what the control flow and the checks depended on (see FuncSim._trace_key)
+    steps: int
+    entries: list
+    by_opcode: Counter
+    counts: tuple  # tile_ops, macs, dma bytes loaded and stored
+    regs: list  # scalar and configuration registers at the end
+    cfgr: dict
+
+
+@dataclass
+class _Prepared:
+    insns: tuple
+    code: list  # per instruction: (opcode, handler, arguments)
+    trace: _Trace | None = None
+
+
+_PREPARED: dict[int, tuple[weakref.ref, _Prepared]] = {}  # id(program) -> (program, its preparation)
+
+
+def _prepare(insns: tuple) -> _Prepared:
+    code = []
+    for insn in insns:
+        op, values = insn.op, dict(insn.fields)
+        code.append((op, _HANDLERS.get(op), tuple(values[name] for name, _ in SPEC[op])))
+    return _Prepared(insns, code)
+
+
+def _prepared(program: Program | list) -> tuple[_Prepared, bool]:
+    """The decoded instructions of a program, kept per Program object while its instruction list
+    is unchanged; (preparation, whether it is kept)."""
+    if not isinstance(program, Program):
+        return _prepare(tuple(program)), False
+    insns = tuple(program.instructions)
+    held = _PREPARED.get(id(program))
+    if held is not None and held[0]() is program and held[1].insns == insns:
+        return held[1], True
+    prep = _prepare(insns)
+    key = id(program)
+    _PREPARED[key] = (weakref.ref(program, lambda _, key=key: _PREPARED.pop(key, None)), prep)
+    return prep, True
+
 
 class FuncSim:
     """Architectural state of one engine plus an interpreter for its programs."""
@@ -86,6 +156,7 @@ class FuncSim:
         whose timing is already known, since it does not depend on the data."""
         self.cfg = cfg
         self.numerics = numerics
+        self.timing = timing
         self.insn_end: np.ndarray | None = None  # completion cycle of each instruction (last execution)
         self.mem = memory if isinstance(memory, ExternalMemory) else ExternalMemory(cfg, memory)
         n = cfg.native_dim
@@ -103,12 +174,19 @@ class FuncSim:
         self.model = (CycleModel if timing else NoTiming)(cfg, self.mem.size)
         self._buffers: dict[str, np.ndarray] = {}
         self._scratch_range = np.zeros(4, np.int64)
-        self._exec = {
-            Opcode.NOP: self._nop, Opcode.SETI: self._seti, Opcode.ADDI: self._addi, Opcode.ADD: self._add,
-            Opcode.CFG: self._cfg, Opcode.LD: self._ld, Opcode.ST: self._st, Opcode.MVC: self._mvc,
-            Opcode.POOL: self._pool, Opcode.VOP: self._vop, Opcode.VACT: self._vact, Opcode.DEQ: self._deq,
-            Opcode.QNT: self._qnt,
-        }
+        self._depths = {Space.VRF: cfg.vrf_vectors, Space.MRF: cfg.mrf_tiles, Space.FVRF: cfg.fvrf_vectors}
+        self._items = {Space.VRF: cfg.bfp_vector_bytes, Space.MRF: cfg.tile_bytes, Space.FVRF: cfg.fp_vector_bytes}
+        self._rec: list | None = None  # the trace being recorded
+        self._pc = 0
+        self._step = 0
+        # the native kernels and the register files' addresses, for the DMA and MFU paths
+        k = native.kernels()
+        one_byte = cfg.mantissa_bytes == 1 and mdt == np.int16
+        self._k = k if k is not None and one_byte and cfg.exponent_bits <= 8 and cfg.exp_max <= 127 else None
+        self._p_vm, self._p_ve = native.ptr(self.vrf_mant), native.ptr(self.vrf_exp)
+        self._p_mm, self._p_me = native.ptr(self.mrf_mant), native.ptr(self.mrf_exp)
+        self._p_fv = native.ptr(self.fvrf)
+        self._p_mem = native.ptr(self.mem.data)
 
     # -- helpers --------------------------------------------------------------------------------
     def reg(self, r: int) -> int:
@@ -118,11 +196,10 @@ class FuncSim:
         return cfg_value(key, self.cfgr[key])
 
     def _depth(self, space: Space) -> int:
-        return {Space.VRF: self.cfg.vrf_vectors, Space.MRF: self.cfg.mrf_tiles,
-                Space.FVRF: self.cfg.fvrf_vectors}[space]
+        return self._depths[space]
 
     def _span(self, space: Space, start: int, count: int) -> slice:
-        depth = self._depth(space)
+        depth = self._depths[space]
         if start < 0 or start + count > depth:
             raise ExecutionError(
                 f"{space.name} access [{start}, {start + count}) outside its {depth} entries"
@@ -130,53 +207,130 @@ class FuncSim:
         return slice(start, start + count)
 
     def _item_bytes(self, space: Space) -> int:
-        return {Space.VRF: self.cfg.bfp_vector_bytes, Space.MRF: self.cfg.tile_bytes,
-                Space.FVRF: self.cfg.fp_vector_bytes}[space]
+        return self._items[space]
+
+    def _emit(self, fn, *args) -> None:
+        """Do an instruction's data work (recorded for replay when a trace is being recorded)."""
+        if self._rec is not None:
+            self._rec.append((self._step, self._pc, fn, args))
+        fn(self, *args)
 
     # -- program execution ----------------------------------------------------------------------
+    def _trace_key(self) -> tuple:
+        # everything the control flow and the checks of a run depend on besides the program
+        return (self.cfg, self.mem.size, self.mem.frozen, tuple(self.regs), tuple(self.cfgr.values()))
+
     def run(self, program: Program | list, *, max_steps: int = 50_000_000) -> Stats:
-        insns = program.instructions if isinstance(program, Program) else list(program)
-        decoded = [(i.op, i.as_dict()) for i in insns]
-        self.insn_end = np.zeros(len(decoded), np.int64)
+        prep, kept = _prepared(program)
+        self.insn_end = np.zeros(len(prep.code), np.int64)
         t0 = time.perf_counter()
-        pc, steps, loops = 0, 0, []  # loops: [first, last, remaining]
-        while True:
-            if pc >= len(decoded):
-                raise ExecutionError(f"instruction {pc}: ran past the end of the program without HALT")
-            op, f = decoded[pc]
-            steps += 1
-            if steps > max_steps:
-                raise ExecutionError(f"instruction {pc}: more than {max_steps} instructions executed")
-            self.stats.by_opcode[op.name] += 1
-            if op is Opcode.HALT:
-                self.model.op("ctl", 1, 0)
-                break
+        key = self._trace_key()
+        trace = prep.trace
+        if (trace is not None and not self.timing and self.numerics and trace.key == key
+                and trace.steps <= max_steps):
+            self._replay(trace, prep.code, key)
+            steps = trace.steps
+        else:
+            record = self.numerics and kept
+            counts = self.stats._counts()
+            by_opcode = Counter(self.stats.by_opcode)
+            self._rec = [] if record else None
             try:
-                if op is Opcode.LOOP:
-                    pc = self._loop(pc, f, loops, len(decoded))
-                    continue
-                self._exec[op](**f)
-            except (ExecutionError, NumericsError) as e:
-                if str(e).startswith("instruction "):
-                    raise
-                raise type(e)(f"instruction {pc} ({op.name.lower()}): {e}") from None
-            self.insn_end[pc] = self.model.end
-            pc += 1
-            while loops and pc - 1 == loops[-1][1]:
-                loops[-1][2] -= 1
-                if loops[-1][2] > 0:
-                    pc = loops[-1][0]
-                    break
-                loops.pop()
+                steps = self._interpret(prep.code, max_steps)
+                rec = self._rec
+            finally:
+                self._rec = None
+            if record:
+                after = self.stats._counts()
+                delta = self.stats.by_opcode.copy()
+                delta.subtract(by_opcode)
+                prep.trace = _Trace(key, steps, _fuse(rec, self.cfg), +delta,
+                                    tuple(a - b for a, b in zip(after, counts, strict=True)), list(self.regs),
+                                    dict(self.cfgr))
         self.stats.instructions = steps
         self.stats.cycles = self.model.cycles
         self.stats.busy = dict(self.model.busy)
         self.stats.wall_seconds += time.perf_counter() - t0
         return self.stats
 
-    def _loop(self, pc: int, f: dict, loops: list, n_insns: int) -> int:
-        count = self.reg(f["rs"]) + f["count"]
-        body = f["body"]
+    def _interpret(self, code: list, max_steps: int, stop: int | None = None) -> int:
+        """Execute instruction by instruction; returns the number executed (``stop``: end before
+        executing that step, for rebuilding the state a replay failed in)."""
+        n = len(code)
+        hits = [0] * n
+        pc, steps, loops = 0, 0, []  # loops: [first, last, remaining]
+        model, timing, insn_end = self.model, self.timing, self.insn_end
+        try:
+            while True:
+                if steps == stop:
+                    break
+                if pc >= n:
+                    raise ExecutionError(f"instruction {pc}: ran past the end of the program without HALT")
+                op, fn, args = code[pc]
+                steps += 1
+                if steps > max_steps:
+                    raise ExecutionError(f"instruction {pc}: more than {max_steps} instructions executed")
+                hits[pc] += 1
+                if op is Opcode.HALT:
+                    model.op("ctl", 1, 0)
+                    break
+                self._pc, self._step = pc, steps
+                try:
+                    if op is Opcode.LOOP:
+                        pc = self._loop(pc, args, loops, n)
+                        continue
+                    fn(self, *args)
+                except (ExecutionError, NumericsError) as e:
+                    if str(e).startswith("instruction "):
+                        raise
+                    raise type(e)(f"instruction {pc} ({op.name.lower()}): {e}") from None
+                if timing:
+                    insn_end[pc] = model.end
+                pc += 1
+                while loops and pc - 1 == loops[-1][1]:
+                    loops[-1][2] -= 1
+                    if loops[-1][2] > 0:
+                        pc = loops[-1][0]
+                        break
+                    loops.pop()
+        finally:
+            by_opcode = self.stats.by_opcode
+            for i, h in enumerate(hits):
+                if h:
+                    by_opcode[code[i][0].name] += h
+        return steps
+
+    def _replay(self, trace: _Trace, code: list, key: tuple) -> None:
+        """Run a recorded trace's data work; the registers and counters end as the run's did."""
+        try:
+            for step, pc, fn, args in trace.entries:
+                self._pc, self._step = pc, step
+                fn(self, *args)
+        except (ExecutionError, NumericsError) as e:
+            # the state the failing instruction met: control flow up to it, without the data work
+            # (done above); then its error, named as the instruction-by-instruction run names it
+            step, pc = self._step, self._pc
+            self.regs[:] = list(key[3])
+            self.cfgr = dict(zip(Cfg, key[4], strict=True))
+            numerics, self.numerics = self.numerics, False
+            try:
+                self._interpret(code, step, stop=step - 1)
+            finally:
+                self.numerics = numerics
+            op = code[pc][0]
+            self.stats.by_opcode[op.name] += 1
+            if str(e).startswith("instruction "):
+                raise
+            raise type(e)(f"instruction {pc} ({op.name.lower()}): {e}") from None
+        self.regs[:] = trace.regs
+        self.cfgr = dict(trace.cfgr)
+        self.stats.by_opcode.update(trace.by_opcode)
+        self.stats._add_counts(trace.counts)
+        self.model.issue_time += trace.steps
+
+    def _loop(self, pc: int, args: tuple, loops: list, n_insns: int) -> int:
+        rs, count, body = args
+        count = self.reg(rs) + count
         last = pc + body
         self.model.op("ctl", 1, 0)
         if body == 0 or last >= n_insns:
@@ -193,7 +347,7 @@ class FuncSim:
     # -- scalar and configuration ---------------------------------------------------------------
     def _set(self, rd: int, value: int) -> None:
         if rd:
-            self.regs[rd] = value & 0xFFFF_FFFF
+            self.regs[rd] = value & _MASK32
         self.model.op("ctl", 1, 0)
 
     def _nop(self):
@@ -209,12 +363,12 @@ class FuncSim:
         self._set(rd, self.reg(rs) + self.reg(rt))
 
     def _cfg(self, key, rs, imm):
-        self.cfgr[key] = (self.reg(rs) + imm) & 0xFFFF_FFFF
+        self.cfgr[key] = (self.reg(rs) + imm) & _MASK32
         self.model.op("ctl", 1, 0)
 
     # -- DMA ------------------------------------------------------------------------------------
     def _dma_geometry(self, space, rc, rm, rows, length):
-        item = self._item_bytes(space)
+        item = self._items[space]
         mem_stride = self.c(Cfg.MEM_STRIDE) or length * item
         chip_stride = self.c(Cfg.CHIP_STRIDE) or length
         base = self.reg(rc)
@@ -225,7 +379,7 @@ class FuncSim:
         else:
             chip = (base + np.arange(rows)[:, None] * chip_stride + np.arange(length)[None, :]).reshape(-1)
             lo, hi = (int(chip.min()), int(chip.max()) + 1) if chip.size else (0, 0)
-        depth = self._depth(space)
+        depth = self._depths[space]
         if count and (lo < 0 or hi > depth):
             raise ExecutionError(f"{space.name} access up to entry {hi - 1} outside its {depth} entries")
         addr = self.reg(rm)
@@ -233,35 +387,25 @@ class FuncSim:
         span_bytes = (rows - 1) * mem_stride + length * item if rows else 0
         return item, mem_stride, chip, addr, nbytes, span_bytes, (space.name.lower(), lo, hi)
 
+    def _check_rows(self, addr: int, rows: int, row_bytes: int, stride: int, what: str) -> None:
+        """ExternalMemory's checks of a (rows, row_bytes) access, ``stride`` bytes apart."""
+        if rows > 1 and stride < row_bytes:
+            raise ExecutionError(f"{what}: memory stride {stride} is smaller than a row of {row_bytes} bytes")
+        if rows and row_bytes:
+            self.mem._check(addr, (rows - 1) * stride + row_bytes, what)
+
     def _ld(self, space, rc, rm, rows, length):
         item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
-        key = (space, addr, rows, length, mem_stride)
         const = addr + span <= self.mem.frozen
-        if const and key in self.mem.decoded:  # the constant image never changes: decode it once
-            cached = self.mem.decoded[key]
-            raw = None
-        else:
-            cached = None
-            raw = self.mem.gather(addr, rows, length * item, mem_stride, f"load to {space.name}").reshape(-1, item)
-        where = f"load to {space.name} from {addr:#x}"
-        if space is Space.MRF:  # provenance of each tile, for reuse of prepared weights (_mvc_native)
-            tag = self.mem.decoded.setdefault(("mrf-load", key), len(self.mem.decoded)) if const else -1
-            self.mrf_src[chip] = tag * _TILES_PER_LOAD + np.arange(rows * length) if const else -1
-        if not self.numerics:
-            pass
-        elif cached is not None:
-            self._store_chip(space, chip, *cached)
-        else:
-            if space is Space.FVRF:
-                decoded = (decode_fp(raw, self.cfg, where=where),)
-            else:
-                decoded = decode_bfp(raw, self.cfg, where=where)
-            self._store_chip(space, chip, *decoded)
-            if const:
-                self.mem.decoded[key] = decoded
+        self._check_rows(addr, rows, length * item, mem_stride, f"load to {space.name}")
+        if self.numerics:
+            chip_stride = self.c(Cfg.CHIP_STRIDE) or length
+            base = self.reg(rc)
+            self._emit(_x_ld, space, addr, rows, length, mem_stride, chip, base, chip_stride, const)
         self.stats.dma_load_bytes += nbytes
-        self.model.op("dma_load", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
-                      reads=[self.model.mem_range(addr, span)], writes=[chip_range], bus=True)
+        if self.timing:
+            self.model.op("dma_load", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
+                          reads=[self.model.mem_range(addr, span)], writes=[chip_range], bus=True)
 
     def _store_chip(self, space: Space, chip: np.ndarray, values: np.ndarray, exp: np.ndarray | None = None) -> None:
         if space is Space.FVRF:
@@ -275,20 +419,18 @@ class FuncSim:
 
     def _st(self, space, rc, rm, rows, length):
         item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
-        if not self.numerics:
-            blob = bytes(nbytes)
-        elif space is Space.FVRF:
-            blob = encode_fp(self.fvrf[chip])
-        elif space is Space.VRF:
-            blob = encode_bfp(self.vrf_mant[chip], self.vrf_exp[chip], self.cfg)
-        else:
-            blob = encode_bfp(self.mrf_mant[chip].reshape(-1, self.cfg.native_dim), self.mrf_exp[chip].reshape(-1),
-                              self.cfg)
-        block = np.frombuffer(blob, np.uint8).reshape(rows, length * item)
-        self.mem.scatter(addr, block, mem_stride, f"store from {space.name}")
+        what = f"store from {space.name}"
+        if addr < self.mem.frozen and nbytes:
+            raise ExecutionError(f"{what}: write at {addr:#x} into the read-only constant image "
+                                 f"(< {self.mem.frozen:#x})")
+        self._check_rows(addr, rows, length * item, mem_stride, what)
+        if self.numerics and nbytes:
+            chip_stride = self.c(Cfg.CHIP_STRIDE) or length
+            self._emit(_x_st, space, addr, rows, length, mem_stride, chip, self.reg(rc), chip_stride)
         self.stats.dma_store_bytes += nbytes
-        self.model.op("dma_store", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
-                      reads=[chip_range], writes=[self.model.mem_range(addr, span)], bus=True)
+        if self.timing:
+            self.model.op("dma_store", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
+                          reads=[chip_range], writes=[self.model.mem_range(addr, span)], bus=True)
 
     # -- windows ----------------------------------------------------------------------------------
     def _window(self):
@@ -299,30 +441,27 @@ class FuncSim:
         )
         if min(geom.in_h, geom.in_w, geom.kh, geom.kw, *geom.stride, *geom.dilation, c(Cfg.OUT_W), c(Cfg.IN_CB)) < 1:
             raise ExecutionError("window geometry has a zero dimension (in_h, in_w, kh, kw, strides, out_w, in_cb)")
-        q = c(Cfg.PIX0) + np.arange(c(Cfg.NPIX))
-        return geom, q // c(Cfg.OUT_W), q % c(Cfg.OUT_W)
+        return geom, (c(Cfg.PIX0), c(Cfg.NPIX), c(Cfg.OUT_W))
 
-    def _vrf_image(self, rs: int, geom: golden.ConvGeom, in_cb: int) -> tuple[BfpTensor, slice]:
-        span = self._span(Space.VRF, self.reg(rs), geom.in_h * geom.in_w * in_cb)
+    def _vrf_image(self, vspan: slice, geom: golden.ConvGeom, in_cb: int) -> BfpTensor:
         n = self.cfg.native_dim
-        x = BfpTensor(self.vrf_mant[span].reshape(geom.in_h, geom.in_w, in_cb * n),
-                      self.vrf_exp[span].reshape(geom.in_h, geom.in_w, in_cb),
-                      in_cb * n, n, self.cfg.mantissa_bits)
-        return x, span
+        return BfpTensor(self.vrf_mant[vspan].reshape(geom.in_h, geom.in_w, in_cb * n),
+                         self.vrf_exp[vspan].reshape(geom.in_h, geom.in_w, in_cb),
+                         in_cb * n, n, self.cfg.mantissa_bits)
 
     def _mvc(self, rd, rs, rm, acc):
-        c, n = self.c, self.cfg.native_dim
-        geom, oy, ox = self._window()
+        c = self.c
+        geom, pixels = self._window()
+        p = pixels[1]
         in_cb, cob, taps = c(Cfg.IN_CB), c(Cfg.COB), geom.kh * geom.kw
         gi = c(Cfg.GI) or in_cb
         go = c(Cfg.GO) or cob
-        x, vspan = self._vrf_image(rs, geom, in_cb)
-        p = oy.size
+        vspan = self._span(Space.VRF, self.reg(rs), geom.in_h * geom.in_w * in_cb)
         tspan = self._span(Space.MRF, self.reg(rm), cob * taps * gi)
         dspan = self._span(Space.FVRF, self.reg(rd), p * cob)
         # (first input block, first output block, output blocks) of each group the MVC touches
         if c(Cfg.GI) == 0:  # dense: every output block reads every input block
-            groups = [(0, 0, cob)]
+            groups = ((0, 0, cob),)
         else:
             groups = []
             for ob in range(cob):
@@ -334,33 +473,24 @@ class FuncSim:
             for b0, _, _, g in groups:
                 if b0 + gi > in_cb:
                     raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
-        if self.numerics and not self._mvc_native(vspan, geom, oy, ox, tspan, dspan, in_cb, gi, groups, acc):
-            out = np.zeros((p, cob * n), np.float32) if not acc else self.fvrf[dspan].reshape(p, cob * n).copy()
-            tiles_m = self.mrf_mant[tspan].reshape(cob, taps * gi, n, n)
-            tiles_e = self.mrf_exp[tspan].reshape(cob, taps * gi, n)
-            for b0, ob0, nob, *_ in groups:
-                xg = BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi], gi * n, n,
-                               x.mantissa_bits)
-                wm = tiles_m[ob0:ob0 + nob].transpose(0, 2, 1, 3).reshape(nob * n, -1)
-                we = tiles_e[ob0:ob0 + nob].transpose(0, 2, 1).reshape(nob * n, -1)
-                cols = slice(ob0 * n, (ob0 + nob) * n)
-                out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, oy, ox), (wm, we), self.cfg,
-                                                acc=out[:, cols], what="mvc")
-            self.fvrf[dspan] = out.reshape(p * cob, n)
+            groups = tuple((b0, ob0, nob) for b0, ob0, nob, _ in groups)
+        if self.numerics:
+            self._emit(_x_mvc, geom, pixels, vspan, tspan, dspan, in_cb, cob, gi, groups, acc)
         tile_ops = p * cob * taps * gi
         self.stats.tile_ops += tile_ops
-        self.stats.macs += tile_ops * n * n
-        # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
-        # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
-        occupancy = -(-(cob * p) // self.cfg.tiles) * taps * gi
-        reads = [("vrf", vspan.start, vspan.stop), ("mrf", tspan.start, tspan.stop, False)]
-        if acc:
-            reads.append(("fvrf", dspan.start, dspan.stop))
-        self.model.op("mvu", occupancy, self.model.mvu_latency, reads=reads,
-                      writes=[("fvrf", dspan.start, dspan.stop)])
+        self.stats.macs += tile_ops * self.cfg.native_dim ** 2
+        if self.timing:
+            # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
+            # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
+            occupancy = -(-(cob * p) // self.cfg.tiles) * taps * gi
+            reads = [("vrf", vspan.start, vspan.stop), ("mrf", tspan.start, tspan.stop, False)]
+            if acc:
+                reads.append(("fvrf", dspan.start, dspan.stop))
+            self.model.op("mvu", occupancy, self.model.mvu_latency, reads=reads,
+                          writes=[("fvrf", dspan.start, dspan.stop)])
 
-    def _mvc_native(self, vspan: slice, geom, oy, ox, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
-                    acc: int) -> bool:
+    def _mvc_native(self, vspan: slice, geom, pixels, oy, ox, tspan: slice, dspan: slice, in_cb: int, gi: int,
+                    groups, acc: int) -> bool:
         """An MVC's products in the native kernels, written (acc = 0) or accumulated (acc = 1)
         straight into the FVRF destination: the image scaled once, each window tap read from it
         in place, weights as prepared panels (kept across runs for tiles loaded from the constant
@@ -375,18 +505,19 @@ class FuncSim:
         blocks = vspan.stop - vspan.start
         xs = self._scratch("mvc-image", blocks * n)
         rng = self._scratch_range
-        k.scale_range_i16(0, blocks, n, m_bits, native.ptr(self.vrf_mant) + vspan.start * n * 2,
-                          native.ptr(self.vrf_exp) + vspan.start * 2, native.ptr(xs), native.ptr(rng))
+        k.scale_range_i16(0, blocks, n, m_bits, self._p_vm + vspan.start * n * 2, self._p_ve + vspan.start * 2,
+                          native.ptr(xs), native.ptr(rng))
         lo, live, second, hi = (int(v) for v in rng)
         ar = (lo, hi) if live else ((second, hi) if second != _NO_RANGE else None)
         src = self.mrf_src[tspan]
         src_key = src.tobytes() if src.size and src.min() >= 0 else None  # all tiles from constant loads
-        if src_key is not None and ("mvc-range", src_key) in self.mem.decoded:  # constant weights: scanned once
-            wr = self.mem.decoded[("mvc-range", src_key)]
+        decoded = self.mem.decoded
+        if src_key is not None and ("mvc-range", src_key) in decoded:  # constant weights: scanned once
+            wr = decoded[("mvc-range", src_key)]
         else:
             wr = bfp.nonzero_block_range(self.mrf_mant[tspan], self.mrf_exp[tspan].astype(np.int32) - (m_bits - 1), n)
             if src_key is not None:
-                self.mem.decoded[("mvc-range", src_key)] = wr
+                decoded[("mvc-range", src_key)] = wr
         p = oy.size
         out = self.fvrf[dspan].reshape(p, (dspan.stop - dspan.start) // p * n if p else 0)
         if ar is None or wr is None:  # every product is an exact zero
@@ -398,27 +529,28 @@ class FuncSim:
             return False
         taps = geom.kh * geom.kw
         kb = taps * gi
-        idx = _window_index(geom, (self.c(Cfg.PIX0), self.c(Cfg.NPIX), self.c(Cfg.OUT_W)), oy, ox)
-        zeros = self._scratch("zeros", gi * n, zero=True)
+        idx = _window_index(geom, pixels, oy, ox)
+        zeros = self._scratch("zeros", gi * n)
         tiles_m, tiles_e = self.mrf_mant[tspan], self.mrf_exp[tspan]
         item = tiles_m.itemsize
-        for b0, ob0, nob, *_ in groups:
+        for b0, ob0, nob in groups:
             key = ("mvc-panels", src_key, ob0, nob, kb)
-            wp = self.mem.decoded.get(key) if src_key is not None else None
+            wp = decoded.get(key) if src_key is not None else None
             if wp is None:
                 wp = np.empty((-(-(nob * n) // 16), kb, n, 16), np.float32)
                 k.pack_tiles(nob, kb, n, m_bits, native.ptr(tiles_m) + ob0 * kb * n * n * item,
                              native.ptr(tiles_e) + ob0 * kb * n * item, native.ptr(wp))
-                if src_key is not None and self.mem.decoded.get("mvc-panel-bytes", 0) + wp.nbytes <= _PANEL_CACHE_BYTES:
+                if src_key is not None and decoded.get("mvc-panel-bytes", 0) + wp.nbytes <= _PANEL_CACHE_BYTES:
                     # weights from the constant image are the same every run: keep them prepared
-                    self.mem.decoded[key] = wp
-                    self.mem.decoded["mvc-panel-bytes"] = self.mem.decoded.get("mvc-panel-bytes", 0) + wp.nbytes
+                    decoded[key] = wp
+                    decoded["mvc-panel-bytes"] = decoded.get("mvc-panel-bytes", 0) + wp.nbytes
             bfp.gemm(k, xs, in_cb * n, wp, out[:, ob0 * n:(ob0 + nob) * n], nob * n, n, "mvc", taps=taps, gi=gi,
                      xoff=b0 * n, idx=idx, zeros=zeros, init=not acc)
         return True
 
-    def _scratch(self, name: str, size: int, zero: bool = False) -> np.ndarray:
-        """A float32 work buffer of at least ``size`` elements, kept across instructions."""
+    def _scratch(self, name: str, size: int) -> np.ndarray:
+        """A float32 work buffer of at least ``size`` elements (zeros until written), kept across
+        instructions."""
         buf = self._buffers.get(name)
         if buf is None or buf.size < size:
             buf = np.zeros(max(size, 1024), np.float32)
@@ -426,77 +558,281 @@ class FuncSim:
         return buf
 
     def _pool(self, mode, rd, rs):
-        c, n = self.c, self.cfg.native_dim
-        geom, oy, ox = self._window()
+        c = self.c
+        geom, pixels = self._window()
         in_cb = c(Cfg.IN_CB)
-        x, vspan = self._vrf_image(rs, geom, in_cb)
-        dspan = self._span(Space.FVRF, self.reg(rd), oy.size * in_cb)
+        vspan = self._span(Space.VRF, self.reg(rs), geom.in_h * geom.in_w * in_cb)
+        dspan = self._span(Space.FVRF, self.reg(rd), pixels[1] * in_cb)
         if self.numerics:
-            values = bfp.dequantize_internal(x)
-            if mode is PoolMode.MAX:
-                out = golden.max_pool(values, geom, oy, ox)
-            else:
-                out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
-            self.fvrf[dspan] = out.reshape(-1, n)
-        self.model.op("mfu", self._mfu_cycles(oy.size * in_cb * geom.kh * geom.kw), MFU_LATENCY,
-                      reads=[("vrf", vspan.start, vspan.stop)], writes=[("fvrf", dspan.start, dspan.stop)])
+            self._emit(_x_pool, mode, geom, pixels, vspan, dspan, in_cb)
+        if self.timing:
+            self.model.op("mfu", self._mfu_cycles(pixels[1] * in_cb * geom.kh * geom.kw), MFU_LATENCY,
+                          reads=[("vrf", vspan.start, vspan.stop)], writes=[("fvrf", dspan.start, dspan.stop)])
 
     # -- multi-function unit ----------------------------------------------------------------------
     def _mfu_cycles(self, vectors: int) -> int:
         return -(-vectors // self.cfg.mfu_width)
 
     def _mfu_account(self, count, reads, dspan):
-        self.model.op("mfu", self._mfu_cycles(count), MFU_LATENCY, reads=reads,
-                      writes=[("fvrf", dspan.start, dspan.stop)])
+        if self.timing:
+            self.model.op("mfu", self._mfu_cycles(count), MFU_LATENCY, reads=reads,
+                          writes=[("fvrf", dspan.start, dspan.stop)])
 
     def _vop(self, fn, rd, ra, rb, count, period):
         aspan = self._span(Space.FVRF, self.reg(ra), count)
         bspan = self._span(Space.FVRF, self.reg(rb), period or count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
         if self.numerics:
-            a, b = self.fvrf[aspan], self.fvrf[bspan]
-            if fn is VecOp.ADD:  # b repeats with its period (e.g. a bias for every pixel)
-                r = bfp.mfu_add_periodic(a, b, "vop add")
-            elif fn is VecOp.SUB:  # a - b is a + (-b): negation is exact
-                r = bfp.mfu_add_periodic(a, -b, "vop sub")
-            else:
-                if period:
-                    b = b[np.arange(count) % period]
-                r = bfp.mfu_mul(a, b, "vop mul") if fn is VecOp.MUL else bfp.mfu_max(a, b)
-            self.fvrf[dspan] = r
+            self._emit(_x_vop, fn, aspan, bspan, dspan, count, period)
         self._mfu_account(count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan)
 
     def _vact(self, act, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
-        x = self.fvrf[sspan]
-        if not self.numerics:
-            pass
-        elif act is Act.RELU:
-            self.fvrf[dspan] = bfp.mfu_relu(x)
-        elif act is Act.CLIP:
-            self.fvrf[dspan] = bfp.mfu_clip(x, self.c(Cfg.CLIP_LO), self.c(Cfg.CLIP_HI))
-        elif act is Act.LRELU:
-            self.fvrf[dspan] = bfp.mfu_leaky_relu(x, self.c(Cfg.ALPHA))
-        else:
-            self.fvrf[dspan] = x.copy()
+        if self.numerics:
+            if act is Act.CLIP:
+                self._emit(_x_vact, act, sspan, dspan, (self.c(Cfg.CLIP_LO), self.c(Cfg.CLIP_HI)))
+            elif act is Act.LRELU:
+                self._emit(_x_vact, act, sspan, dspan, (self.c(Cfg.ALPHA),))
+            else:
+                self._emit(_x_vact, act, sspan, dspan, ())
         self._mfu_account(count, [("fvrf", sspan.start, sspan.stop)], dspan)
 
     def _deq(self, rd, rs, count):
         sspan = self._span(Space.VRF, self.reg(rs), count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
         if self.numerics:
-            t = BfpTensor(self.vrf_mant[sspan], self.vrf_exp[sspan][:, None], self.cfg.native_dim,
-                          self.cfg.native_dim, self.cfg.mantissa_bits)
-            self.fvrf[dspan] = bfp.dequantize_internal(t)
+            self._emit(_x_deq, sspan, dspan)
         self._mfu_account(count, [("vrf", sspan.start, sspan.stop)], dspan)
 
     def _qnt(self, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)
         dspan = self._span(Space.VRF, self.reg(rd), count)
         if self.numerics:
-            q = bfp.quantize(self.fvrf[sspan], self.cfg, name="qnt")
-            self.vrf_mant[dspan] = q.mant
-            self.vrf_exp[dspan] = q.exp[:, 0]
-        self.model.op("mfu", self._mfu_cycles(count), MFU_LATENCY, reads=[("fvrf", sspan.start, sspan.stop)],
-                      writes=[("vrf", dspan.start, dspan.stop)])
+            self._emit(_x_qnt, sspan, dspan)
+        if self.timing:
+            self.model.op("mfu", self._mfu_cycles(count), MFU_LATENCY, reads=[("fvrf", sspan.start, sspan.stop)],
+                          writes=[("vrf", dspan.start, dspan.stop)])
+
+
+_HANDLERS = {
+    Opcode.NOP: FuncSim._nop, Opcode.SETI: FuncSim._seti, Opcode.ADDI: FuncSim._addi, Opcode.ADD: FuncSim._add,
+    Opcode.CFG: FuncSim._cfg, Opcode.LD: FuncSim._ld, Opcode.ST: FuncSim._st, Opcode.MVC: FuncSim._mvc,
+    Opcode.POOL: FuncSim._pool, Opcode.VOP: FuncSim._vop, Opcode.VACT: FuncSim._vact, Opcode.DEQ: FuncSim._deq,
+    Opcode.QNT: FuncSim._qnt,
+}
+
+
+# -- data work: what an instruction computes once its checks have passed -------------------------
+# Each takes the simulator and the values its instruction's checks produced; a trace replays them.
+
+def _x_ld(sim: FuncSim, space, addr, rows, length, mem_stride, chip, base, chip_stride, const):
+    if space is Space.MRF:  # provenance of each tile, for reuse of prepared weights (_mvc_native)
+        decoded = sim.mem.decoded
+        key = (space, addr, rows, length, mem_stride)
+        tag = decoded.setdefault(("mrf-load", key), len(decoded)) if const else -1
+        sim.mrf_src[chip] = tag * _TILES_PER_LOAD + np.arange(rows * length) if const else -1
+    if not rows * length:
+        return
+    k, cfg = sim._k, sim.cfg
+    n = cfg.native_dim
+    raw = sim._p_mem + addr
+    if k is not None and space is not Space.FVRF:
+        vpi = 1 if space is Space.VRF else n
+        pm, pe = (sim._p_vm, sim._p_ve) if space is Space.VRF else (sim._p_mm, sim._p_me)
+        if k.load_bfp_b1(rows, length, vpi, n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, raw, mem_stride,
+                         pm + base * vpi * n * 2, pe + base * vpi * 2, chip_stride):
+            raise ExecutionError(f"load to {space.name} from {addr:#x}: invalid BFP vector encoding (mantissa too "
+                                 "wide or reserved exponent)")
+        return
+    if k is not None:
+        if k.load_f32(rows, length, n, raw, mem_stride, sim._p_fv + base * n * 4, chip_stride):
+            raise ExecutionError(f"load to {space.name} from {addr:#x}: internal-format vector holds NaN or infinity")
+        return
+    where = f"load to {space.name} from {addr:#x}"
+    item = sim._items[space]
+    raw = sim.mem.gather(addr, rows, length * item, mem_stride, f"load to {space.name}").reshape(-1, item)
+    if space is Space.FVRF:
+        sim._store_chip(space, chip, decode_fp(raw, cfg, where=where))
+    else:
+        sim._store_chip(space, chip, *decode_bfp(raw, cfg, where=where))
+
+
+def _x_st(sim: FuncSim, space, addr, rows, length, mem_stride, chip, base, chip_stride):
+    k, cfg = sim._k, sim.cfg
+    n = cfg.native_dim
+    if k is not None and space is not Space.FVRF:
+        vpi = 1 if space is Space.VRF else n
+        pm, pe = (sim._p_vm, sim._p_ve) if space is Space.VRF else (sim._p_mm, sim._p_me)
+        k.store_bfp_b1(rows, length, vpi, n, cfg.exp_bias, pm + base * vpi * n * 2, pe + base * vpi * 2, chip_stride,
+                       sim._p_mem + addr, mem_stride)
+        return
+    if space is Space.FVRF:
+        blob = encode_fp(sim.fvrf[chip])
+    elif space is Space.VRF:
+        blob = encode_bfp(sim.vrf_mant[chip], sim.vrf_exp[chip], cfg)
+    else:
+        blob = encode_bfp(sim.mrf_mant[chip].reshape(-1, n), sim.mrf_exp[chip].reshape(-1), cfg)
+    block = np.frombuffer(blob, np.uint8).reshape(rows, length * sim._items[space])
+    sim.mem.scatter(addr, block, mem_stride, f"store from {space.name}")
+
+
+def _x_mvc(sim: FuncSim, geom, pixels, vspan, tspan, dspan, in_cb, cob, gi, groups, acc):
+    n = sim.cfg.native_dim
+    pix0, p, out_w = pixels
+    q = pix0 + np.arange(p)
+    oy, ox = q // out_w, q % out_w
+    if sim._mvc_native(vspan, geom, pixels, oy, ox, tspan, dspan, in_cb, gi, groups, acc):
+        return
+    x = sim._vrf_image(vspan, geom, in_cb)
+    taps = geom.kh * geom.kw
+    out = np.zeros((p, cob * n), np.float32) if not acc else sim.fvrf[dspan].reshape(p, cob * n).copy()
+    tiles_m = sim.mrf_mant[tspan].reshape(cob, taps * gi, n, n)
+    tiles_e = sim.mrf_exp[tspan].reshape(cob, taps * gi, n)
+    for b0, ob0, nob in groups:
+        xg = BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi], gi * n, n, x.mantissa_bits)
+        wm = tiles_m[ob0:ob0 + nob].transpose(0, 2, 1, 3).reshape(nob * n, -1)
+        we = tiles_e[ob0:ob0 + nob].transpose(0, 2, 1).reshape(nob * n, -1)
+        cols = slice(ob0 * n, (ob0 + nob) * n)
+        out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, oy, ox), (wm, we), sim.cfg, acc=out[:, cols],
+                                        what="mvc")
+    sim.fvrf[dspan] = out.reshape(p * cob, n)
+
+
+def _x_pool(sim: FuncSim, mode, geom, pixels, vspan, dspan, in_cb):
+    pix0, p, out_w = pixels
+    q = pix0 + np.arange(p)
+    oy, ox = q // out_w, q % out_w
+    values = bfp.dequantize_internal(sim._vrf_image(vspan, geom, in_cb))
+    if mode is PoolMode.MAX:
+        out = golden.max_pool(values, geom, oy, ox)
+    else:
+        out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+    sim.fvrf[dspan] = out.reshape(-1, sim.cfg.native_dim)
+
+
+def _disjoint(a: slice, b: slice) -> bool:
+    return a.stop <= b.start or b.stop <= a.start or a.start == a.stop or b.start == b.stop
+
+
+def _chain_ok(aspan: slice, bspan: slice, dspan: slice) -> bool:
+    """bfp_mfu_chain may write the add's result over its first operand only, never over b."""
+    return (dspan == aspan or _disjoint(dspan, aspan)) and _disjoint(dspan, bspan)
+
+
+def _x_vop(sim: FuncSim, fn, aspan, bspan, dspan, count, period):
+    k = sim._k
+    if fn is VecOp.ADD and k is not None and _chain_ok(aspan, bspan, dspan):
+        n, fp = sim.cfg.native_dim, sim._p_fv
+        if k.mfu_chain(count, n, fp + aspan.start * n * 4, fp + bspan.start * n * 4, period or count, 0,
+                       fp + dspan.start * n * 4, 0, 0, 0, None, None, None, 0):
+            raise NumericsError(f"vop add: overflow beyond the internal format's range (|x| > {bfp.FLT_MAX:.4g})")
+        return
+    a, b = sim.fvrf[aspan], sim.fvrf[bspan]
+    if fn is VecOp.ADD:  # b repeats with its period (e.g. a bias for every pixel)
+        r = bfp.mfu_add_periodic(a, b, "vop add")
+    elif fn is VecOp.SUB:  # a - b is a + (-b): negation is exact
+        r = bfp.mfu_add_periodic(a, -b, "vop sub")
+    else:
+        if period:
+            b = b[np.arange(count) % period]
+        r = bfp.mfu_mul(a, b, "vop mul") if fn is VecOp.MUL else bfp.mfu_max(a, b)
+    sim.fvrf[dspan] = r
+
+
+def _x_vact(sim: FuncSim, act, sspan, dspan, params):
+    x = sim.fvrf[sspan]
+    if act is Act.RELU:
+        sim.fvrf[dspan] = bfp.mfu_relu(x)
+    elif act is Act.CLIP:
+        sim.fvrf[dspan] = bfp.mfu_clip(x, *params)
+    elif act is Act.LRELU:
+        sim.fvrf[dspan] = bfp.mfu_leaky_relu(x, *params)
+    else:
+        sim.fvrf[dspan] = x.copy()
+
+
+def _x_deq(sim: FuncSim, sspan, dspan):
+    k, n = sim._k, sim.cfg.native_dim
+    if k is not None:
+        k.dequant_rows(sspan.stop - sspan.start, n, sim.cfg.mantissa_bits, sim._p_vm + sspan.start * n * 2,
+                       sim._p_ve + sspan.start * 2, sim._p_fv + dspan.start * n * 4)
+        return
+    t = BfpTensor(sim.vrf_mant[sspan], sim.vrf_exp[sspan][:, None], n, n, sim.cfg.mantissa_bits)
+    sim.fvrf[dspan] = bfp.dequantize_internal(t)
+
+
+def _x_qnt(sim: FuncSim, sspan, dspan):
+    k, cfg = sim._k, sim.cfg
+    n = cfg.native_dim
+    if k is not None:
+        if k.quantize_rows(sspan.stop - sspan.start, n, cfg.mantissa_bits, cfg.exp_min, cfg.exp_max,
+                           sim._p_fv + sspan.start * n * 4, sim._p_vm + dspan.start * n * 2,
+                           sim._p_ve + dspan.start * 2):
+            raise NumericsError("qnt: contains NaN, which no BFP block can represent")
+        return
+    q = bfp.quantize(sim.fvrf[sspan], cfg, name="qnt")
+    sim.vrf_mant[dspan] = q.mant
+    sim.vrf_exp[dspan] = q.exp[:, 0]
+
+
+def _x_chain(sim: FuncSim, aspan, bspan, period, count, relu, dspan, vspan, addr, parts):
+    """Fused add [-> ReLU] [-> quantise [-> store]] (see _fuse); its instructions one by one when
+    the add overflows, so that the error and the state are theirs."""
+    k, cfg = sim._k, sim.cfg
+    n, fp = cfg.native_dim, sim._p_fv
+    vm = ve = mem = None
+    if vspan is not None:
+        vm, ve = sim._p_vm + vspan.start * n * 2, sim._p_ve + vspan.start * 2
+        if addr is not None:
+            mem = sim._p_mem + addr
+    if k.mfu_chain(count, n, fp + aspan.start * n * 4, fp + bspan.start * n * 4, period, relu, fp + dspan.start * n * 4,
+                   cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, vm, ve, mem, cfg.exp_bias):
+        for step, pc, fn, args in parts:
+            sim._pc, sim._step = pc, step
+            fn(sim, *args)
+
+
+def _fuse(entries: list, cfg: EngineConfig) -> list:
+    """Runs of a trace done in one pass: ``vop add`` (in place or to a separate destination),
+    then optionally ``vact relu`` in place on its result, ``qnt`` of its result and a contiguous
+    ``st`` of exactly the quantised vectors, become one native bfp_mfu_chain call. Only where the
+    kernel computes what the instructions compute one by one: the add reads each row before it
+    writes the row, so its result may replace its first operand but must not overlap its second."""
+    k = native.kernels()
+    if k is None or cfg.native_dim != 16 or cfg.mantissa_bytes != 1 or cfg.mantissa_bits > 15 or cfg.exp_max > 127:
+        return entries
+    out, i = [], 0
+    while i < len(entries):
+        step, pc, fn, args = entries[i]
+        if fn is not _x_vop or args[0] is not VecOp.ADD or not _chain_ok(args[1], args[2], args[3]):
+            out.append(entries[i])
+            i += 1
+            continue
+        _, aspan, bspan, dspan, count, period = args
+        parts, relu, vspan, addr = [entries[i]], 0, None, None
+        j = i + 1
+        if j < len(entries) and entries[j][2] is _x_vact:
+            act, sspan, adspan, _ = entries[j][3]
+            if act is Act.RELU and sspan == dspan and adspan == dspan:
+                parts.append(entries[j])
+                relu = 1
+                j += 1
+        if j < len(entries) and entries[j][2] is _x_qnt and entries[j][3][0] == dspan:
+            vspan = entries[j][3][1]
+            parts.append(entries[j])
+            j += 1
+            if j < len(entries) and entries[j][2] is _x_st:
+                space, st_addr, rows, length, mem_stride, chip, base, chip_stride = entries[j][3]
+                contiguous = (rows == 1 or (chip_stride == length and mem_stride == length * cfg.bfp_vector_bytes))
+                if space is Space.VRF and contiguous and base == vspan.start and rows * length == count:
+                    parts.append(entries[j])
+                    addr = st_addr
+                    j += 1
+        if len(parts) == 1:
+            out.append(entries[i])
+        else:
+            out.append((step, pc, _x_chain, (aspan, bspan, period or count, count, relu, dspan, vspan, addr,
+                                             tuple(parts))))
+        i = j
+    return out

@@ -386,3 +386,309 @@ int64_t bfp_add_f32(int64_t r0, int64_t r1, int64_t n, const float *a, const flo
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * The simulator's data movement and multi-function unit, straight between its register files
+ * and the external-memory image. Each checks first and writes nothing when it refuses (the
+ * instruction then fails with its state untouched), and each computes what the numpy code
+ * computes (bfp.py, memory.py) bit for bit. 16-lane blocks take a vector path.
+ * --------------------------------------------------------------------------------------------- */
+
+typedef int16_t v16h __attribute__((vector_size(32)));
+typedef uint8_t v16b __attribute__((vector_size(16)));
+
+static const float FMAX = 3.4028234663852886e38f;
+
+static inline int any16(v16i m)
+{
+    int r = 0;
+    for (int l = 0; l < 16; l++) r |= m[l];
+    return r != 0;
+}
+
+/* 2-D DMA of BFP vectors with one-byte elements (M <= 7) from memory into a register file:
+ * rows x items items of vpi vectors (a VRF entry is one vector, an MRF tile n of them); item
+ * (r, i) is read at raw + r * mem_stride + i * vpi * (n + 1) and written to entry r * chip_stride
+ * + i (mant: n elements per vector, exp: one per vector), rows in order (a later row wins where
+ * entries repeat). Returns 1, writing nothing, if a vector's magnitude exceeds 2**M - 1 or its
+ * exponent field is the reserved all-ones value or too wide; else 0. */
+int64_t bfp_load_bfp_b1(int64_t rows, int64_t items, int64_t vpi, int64_t n, int m_bits, int exp_bits,
+                        int exp_bias, const uint8_t *raw, int64_t mem_stride, int16_t *mant, int16_t *exp,
+                        int64_t chip_stride)
+{
+    const int maxmag = (1 << m_bits) - 1, reserved = (1 << exp_bits) - 1;
+    const int64_t vb = n + 1, vecs = items * vpi;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *row = raw + r * mem_stride;
+        int bad = 0;
+        for (int64_t v = 0; v < vecs; v++) bad |= row[v * vb + n] >= reserved;
+        if (m_bits < 7)
+            for (int64_t v = 0; v < vecs; v++)
+                for (int64_t i = 0; i < n; i++) bad |= (row[v * vb + i] & 0x7f) > maxmag;
+        if (bad) return 1;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *row = raw + r * mem_stride;
+        int16_t *m = mant + r * chip_stride * vpi * n;
+        int16_t *e = exp + r * chip_stride * vpi;
+        for (int64_t v = 0; v < vecs; v++) {
+            const uint8_t *src = row + v * vb;
+            if (n == 16) {
+                v16b b;
+                memcpy(&b, src, sizeof b);
+                v16h w = __builtin_convertvector(b, v16h);
+                v16h neg = -(w >> 7), mag = w & 0x7f;
+                v16h out = (mag ^ neg) - neg;
+                memcpy(m + v * 16, &out, sizeof out);
+            } else {
+                for (int64_t i = 0; i < n; i++) {
+                    int mag = src[i] & 0x7f;
+                    m[v * n + i] = (int16_t)(src[i] & 0x80 ? -mag : mag);
+                }
+            }
+            e[v] = (int16_t)(src[n] - exp_bias);
+        }
+    }
+    return 0;
+}
+
+/* The inverse: rows x items items of vpi vectors from a register file (entry r * chip_stride + i)
+ * to memory (out + r * mem_stride + i * vpi * (n + 1)): element byte |m| | sign << 7, then the
+ * biased exponent byte. */
+void bfp_store_bfp_b1(int64_t rows, int64_t items, int64_t vpi, int64_t n, int exp_bias, const int16_t *mant,
+                      const int16_t *exp, int64_t chip_stride, uint8_t *out, int64_t mem_stride)
+{
+    const int64_t vb = n + 1, vecs = items * vpi;
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *row = out + r * mem_stride;
+        const int16_t *m = mant + r * chip_stride * vpi * n;
+        const int16_t *e = exp + r * chip_stride * vpi;
+        for (int64_t v = 0; v < vecs; v++) {
+            uint8_t *dst = row + v * vb;
+            if (n == 16) {
+                v16h x;
+                memcpy(&x, m + v * 16, sizeof x);
+                v16h neg = x >> 15;
+                v16h byte = ((x ^ neg) - neg) | (neg & 0x80);
+                v16b b = __builtin_convertvector(byte, v16b);
+                memcpy(dst, &b, sizeof b);
+            } else {
+                for (int64_t i = 0; i < n; i++) {
+                    int x = m[v * n + i];
+                    dst[i] = (uint8_t)(x < 0 ? (-x) | 0x80 : x);
+                }
+            }
+            dst[n] = (uint8_t)(e[v] + exp_bias);
+        }
+    }
+}
+
+/* 2-D DMA of internal-format vectors (n binary32 each) from memory into the FVRF, as
+ * memory.decode_fp: values below 2**-126 (subnormals, -0) become +0. Returns 1, writing nothing,
+ * if a value is NaN or infinite; else 0. */
+int64_t bfp_load_f32(int64_t rows, int64_t items, int64_t n, const uint8_t *raw, int64_t mem_stride, float *out,
+                     int64_t chip_stride)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *row = raw + r * mem_stride;
+        int bad = 0;
+        for (int64_t i = 0; i < items * n; i++) {
+            uint32_t bits;
+            memcpy(&bits, row + 4 * i, 4);
+            bad |= (bits & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) return 1;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *row = raw + r * mem_stride;
+        float *o = out + r * chip_stride * n;
+        for (int64_t i = 0; i < items * n; i++) {
+            float v;
+            memcpy(&v, row + 4 * i, 4);
+            o[i] = fabsf(v) < 0x1p-126f ? 0.0f : v;
+        }
+    }
+    return 0;
+}
+
+/* quantize's exponent of one block whose largest magnitude (Inf saturated to FMAX) is amax. */
+static inline int block_exponent(float amax, int m_bits, int exp_min, int exp_max)
+{
+    if (amax == 0.0f) return exp_min;
+    uint32_t bits;
+    memcpy(&bits, &amax, sizeof bits);
+    int e;
+    if (bits >> 23) {
+        e = (int)(bits >> 23) - 127;
+    } else {
+        int fe;
+        (void)frexpf(amax, &fe);
+        e = fe - 1;
+    }
+    int k = (m_bits - 1) - e;
+    float t = k > 127 ? amax * pow2f(k - 127) * pow2f(127) : amax * pow2f(k);
+    if (nearbyintf(t) >= (float)(1 << m_bits)) e += 1;
+    if (e < exp_min) e = exp_min;
+    if (e > exp_max) e = exp_max;
+    return e;
+}
+
+/* One block of n binary32 values (none NaN) to BFP, as bfp_quantize_f32, mantissas as int16. */
+static inline void quantize_block(const float *v, int64_t n, int m_bits, int exp_min, int exp_max, int16_t *mant,
+                                  int16_t *exp)
+{
+    if (n == 16 && m_bits <= 21) {
+        v16f x = load16(v);
+        v16i bits;
+        memcpy(&bits, &x, sizeof bits);
+        v16i ab = bits & 0x7fffffff;
+        const v16i inf = ab > 0x7f7fffff;
+        ab = (inf & 0x7f7fffff) | (~inf & ab); /* +-Inf saturates */
+        int32_t top = 0;
+        for (int l = 0; l < 16; l++) top = ab[l] > top ? ab[l] : top;
+        float amax;
+        memcpy(&amax, &top, sizeof amax);
+        const int e = block_exponent(amax, m_bits, exp_min, exp_max);
+        const int k = (m_bits - 1) - e;
+        const float s1 = k > 127 ? pow2f(k - 127) : pow2f(k), s2 = k > 127 ? pow2f(127) : 1.0f;
+        v16f a;
+        memcpy(&a, &ab, sizeof a);
+        v16f t = a * s1 * s2;
+        /* RNE to an integer: exact through 1.5 * 2**23 below 2**22; anything at or above 2**22
+         * exceeds 2**M - 1 and saturates */
+        const float sat = (float)((1 << m_bits) - 1);
+        v16f r = (t + 12582912.0f) - 12582912.0f;
+        v16i small = t < 4194304.0f;
+        v16i rb, tb;
+        memcpy(&rb, &r, sizeof rb);
+        memcpy(&tb, &t, sizeof tb);
+        v16i qb = (small & rb) | (~small & tb);
+        v16f q;
+        memcpy(&q, &qb, sizeof q);
+        v16i over = q > sat;
+        int32_t sat_bits;
+        memcpy(&sat_bits, &sat, sizeof sat_bits);
+        qb = (over & sat_bits) | (~over & qb);
+        memcpy(&q, &qb, sizeof q);
+        v16i m = __builtin_convertvector(q, v16i);
+        v16i neg = bits >> 31;
+        m = (m ^ neg) - neg;
+        v16h m16 = __builtin_convertvector(m, v16h);
+        memcpy(mant, &m16, sizeof m16);
+        *exp = (int16_t)e;
+        return;
+    }
+    float amax = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(v[i]);
+        amax = a > amax ? a : amax;
+    }
+    if (amax > FMAX) amax = FMAX;
+    const int e = block_exponent(amax, m_bits, exp_min, exp_max);
+    const int k = (m_bits - 1) - e;
+    const float s1 = k > 127 ? pow2f(k - 127) : pow2f(k), s2 = k > 127 ? pow2f(127) : 1.0f;
+    const float sat = (float)((1 << m_bits) - 1);
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(v[i]);
+        a = a > FMAX ? FMAX : a;
+        float q = nearbyintf(a * s1 * s2);
+        q = q > sat ? sat : q;
+        int32_t m = (int32_t)q;
+        mant[i] = (int16_t)(v[i] < 0.0f ? -m : m);
+    }
+    *exp = (int16_t)e;
+}
+
+static inline int has_nan(const float *v, int64_t n)
+{
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, v + i, 4);
+        bad |= (bits & 0x7fffffffu) > 0x7f800000u;
+    }
+    return bad;
+}
+
+/* quantize of rows [0, rows) of n binary32 values (one block each) into int16 mantissas and
+ * exponents (M <= 15, exp_max <= 127). Returns 1 + the first row holding a NaN, writing nothing;
+ * else 0. */
+int64_t bfp_quantize_rows(int64_t rows, int64_t n, int m_bits, int exp_min, int exp_max, const float *x,
+                          int16_t *mant, int16_t *exp)
+{
+    for (int64_t r = 0; r < rows; r++)
+        if (has_nan(x + r * n, n)) return r + 1;
+    for (int64_t r = 0; r < rows; r++) quantize_block(x + r * n, n, m_bits, exp_min, exp_max, mant + r * n, exp + r);
+    return 0;
+}
+
+/* BFP vectors to the internal format (bfp.dequantize_internal), int16 mantissas: rows of n. */
+void bfp_dequant_rows(int64_t rows, int64_t n, int m_bits, const int16_t *mant, const int16_t *exp, float *out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float u = unit_of((int)exp[r] - (m_bits - 1));
+        const int16_t *m = mant + r * n;
+        float *o = out + r * n;
+        if (n == 16) {
+            v16h x;
+            memcpy(&x, m, sizeof x);
+            v16f v = __builtin_convertvector(x, v16f) * u;
+            v16i bits;
+            memcpy(&bits, &v, sizeof bits);
+            v16i tiny = (bits & 0x7fffffff) < 0x00800000;
+            bits &= ~tiny;
+            memcpy(o, &bits, sizeof bits);
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                float v = (float)m[i] * u;
+                o[i] = fabsf(v) < 0x1p-126f ? 0.0f : v;
+            }
+        }
+    }
+}
+
+/* a + b of binary32 rows, FTZ (bfp.mfu_add): the sum, or 1 if it overflows. */
+static inline int add_row(const float *a, const float *b, int64_t n, float *o)
+{
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float s = a[i] + b[i];
+        float m = fabsf(s);
+        bad |= !(m <= FMAX);
+        o[i] = m < 0x1p-126f ? 0.0f : s;
+    }
+    return bad;
+}
+
+static inline int add_overflows(const float *a, const float *b, int64_t n)
+{
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= !(fabsf(a[i] + b[i]) <= FMAX);
+    return bad;
+}
+
+/* The multi-function unit's add (vop add; bfp.mfu_add_periodic), then optionally ReLU
+ * (bfp.mfu_relu), then optionally quantisation (qnt; bfp.quantize) and the memory encoding of
+ * the quantised rows (st; memory.encode_bfp), in one pass over rows [0, rows) of n lanes:
+ *   s = a[r] + b[r % period]  -> out[r]          (after the add: out[r] = s; with relu: max(s, +0))
+ *   q = quantize(out[r])      -> vm, ve          (when vm is not NULL)
+ *   encode(q)                 -> mem + r * (n + 1)  (when mem is not NULL; one-byte elements)
+ * out may be a (in place); neither may overlap b or the other outputs. Returns 1 + the first row
+ * whose sum overflows, writing nothing; else 0. */
+int64_t bfp_mfu_chain(int64_t rows, int64_t n, const float *a, const float *b, int64_t period, int relu, float *out,
+                      int m_bits, int exp_min, int exp_max, int16_t *vm, int16_t *ve, uint8_t *mem, int exp_bias)
+{
+    for (int64_t r = 0; r < rows; r++)
+        if (add_overflows(a + r * n, b + (r % period) * n, n)) return r + 1;
+    for (int64_t r = 0; r < rows; r++) {
+        float *o = out + r * n;
+        (void)add_row(a + r * n, b + (r % period) * n, n, o);
+        if (relu)
+            for (int64_t i = 0; i < n; i++) o[i] = o[i] > 0.0f ? o[i] : 0.0f;
+        if (vm) {
+            quantize_block(o, n, m_bits, exp_min, exp_max, vm + r * n, ve + r);
+            if (mem) bfp_store_bfp_b1(1, 1, 1, n, exp_bias, vm + r * n, ve + r, 0, mem + r * (n + 1), 0);
+        }
+    }
+    return 0;
+}

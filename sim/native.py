@@ -70,6 +70,12 @@ _SIGNATURES = {
     "bfp_decode_b1": ([_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
     "bfp_add_f32": ([_I64, _I64, _I64, _PTR, _PTR, _I64, _PTR], _I64),
     "bfp_pack_tiles": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "bfp_load_bfp_b1": ([_I64, _I64, _I64, _I64, _INT, _INT, _INT, _PTR, _I64, _PTR, _PTR, _I64], _I64),
+    "bfp_store_bfp_b1": ([_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _I64, _PTR, _I64], None),
+    "bfp_load_f32": ([_I64, _I64, _I64, _PTR, _I64, _PTR, _I64], _I64),
+    "bfp_quantize_rows": ([_I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
+    "bfp_dequant_rows": ([_I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "bfp_mfu_chain": ([_I64, _I64, _PTR, _PTR, _I64, _INT, _PTR, _INT, _INT, _INT, _PTR, _PTR, _PTR, _INT], _I64),
 }
 
 
@@ -88,6 +94,10 @@ class NativeKernels:
         self.scale_range_i16 = fns["bfp_scale_range_i16"]
         self.encode_b1, self.decode_b1, self.add_f32 = fns["bfp_encode_b1"], fns["bfp_decode_b1"], fns["bfp_add_f32"]
         self.pack_tiles = fns["bfp_pack_tiles"]
+        # the simulator's DMA and multi-function unit on its register files (funcsim)
+        self.load_bfp_b1, self.store_bfp_b1 = fns["bfp_load_bfp_b1"], fns["bfp_store_bfp_b1"]
+        self.load_f32, self.quantize_rows = fns["bfp_load_f32"], fns["bfp_quantize_rows"]
+        self.dequant_rows, self.mfu_chain = fns["bfp_dequant_rows"], fns["bfp_mfu_chain"]
         # by mantissa dtype
         self.scale = {np.dtype(np.int16): fns["bfp_scale_i16"], np.dtype(np.int32): fns["bfp_scale_i32"]}
         self.dequant = {np.dtype(np.int16): fns["bfp_dequant_i16"], np.dtype(np.int32): fns["bfp_dequant_i32"]}

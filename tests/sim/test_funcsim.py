@@ -297,3 +297,144 @@ halt
     vact_cycles = 256 // cfg.mfu_width
     assert vact_end - mvc_end < vact_cycles  # it began before the MVC was done
     assert vact_end - mvc_end > vact_cycles - 256 // cfg.tiles - 20  # but not before the MVC began
+
+
+def _layer_program(cfg, h, w, cb, cob, addrs) -> str:
+    """A conv layer as the compiler emits it (bias, ReLU, quantise, store; then a residual add of a
+    loaded shortcut), then forms the multi-function unit chains cannot take (a destination over
+    the second operand, subtract, clip) and a loop of strided stores."""
+    p = h * w
+    return f"""
+seti r1, {addrs['x']}
+ld vrf, r0, r1, 1, {h * w * cb}
+seti r2, {addrs['w']}
+ld mrf, r0, r2, 1, {cob * 9 * cb}
+seti r3, {addrs['b']}
+seti r4, 100
+ld fvrf, r4, r3, 1, {cob}
+cfg in_h, r0, {h}
+cfg in_w, r0, {w}
+cfg in_cb, r0, {cb}
+cfg kh, r0, 3
+cfg kw, r0, 3
+cfg pad_t, r0, 1
+cfg pad_l, r0, 1
+cfg pad_b, r0, 1
+cfg pad_r, r0, 1
+cfg out_w, r0, {w}
+cfg npix, r0, {p}
+cfg cob, r0, {cob}
+seti r5, 200
+mvc r5, r0, r0, 0
+vop add, r5, r5, r4, {p * cob}, {cob}
+vact relu, r5, r5, {p * cob}
+seti r6, 300
+qnt r6, r5, {p * cob}
+seti r7, {addrs['out1']}
+st vrf, r6, r7, 1, {p * cob}
+seti r8, {addrs['short']}
+seti r9, 1000
+ld vrf, r9, r8, 1, {p * cob}
+seti r10, 600
+deq r10, r9, {p * cob}
+vop add, r5, r5, r10, {p * cob}, 0
+qnt r6, r5, {p * cob}
+seti r11, {addrs['out2']}
+st vrf, r6, r11, 1, {p * cob}
+vop add, r10, r5, r10, {p * cob}, 0
+vop sub, r5, r5, r4, {p * cob}, {cob}
+cfg clip_lo, r0, -1.5
+cfg clip_hi, r0, 2.0
+vact clip, r5, r5, {p * cob}
+seti r12, {addrs['out3']}
+st fvrf, r5, r12, 1, {cob}
+seti r12, {addrs['out4']}
+seti r13, 300
+cfg mem_stride, r0, {3 * cob * cfg.bfp_vector_bytes}
+loop r0, 4, 3
+st vrf, r13, r12, 2, {cob}
+addi r12, r12, {cob * cfg.bfp_vector_bytes}
+addi r13, r13, {2 * cob}
+halt
+"""
+
+
+def _layer_image(cfg, h, w, cb, cob, seed, *, huge_bias=False, bad_shortcut=False):
+    rng = np.random.default_rng(seed)
+    n = cfg.native_dim
+    img = MemoryImage(cfg)
+    addrs = {"x": img.put_bfp("x", bfp.quantize(rng.standard_normal((h * w, cb * n)), cfg))}
+    wq = golden.quantize_conv_weights(rng.standard_normal((cob * n, cb * n, 3, 3)) * 0.05, cfg)
+    addrs["w"] = img.put_bfp("w", weight_tiles(wq, 9, cb))
+    bias = np.full(cob * n, 3e38) if huge_bias else rng.standard_normal(cob * n) * 0.1
+    addrs["b"] = img.put_fp("b", bfp.internal_const(bias))
+    scale = 1e38 if huge_bias else 1e37  # with the huge bias the residual add overflows (a fused chain)
+    short = np.frombuffer(encode_bfp_rows(bfp.quantize(rng.standard_normal((h * w, cob * n)) * scale, cfg), cfg),
+                          np.uint8).copy()
+    if bad_shortcut:
+        short[7 * cfg.bfp_vector_bytes - 1] = 0xFF  # the reserved exponent field
+    addrs["short"] = img.put("short", short.tobytes())
+    vb = cfg.bfp_vector_bytes
+    for name, size in (("out1", h * w * cob * vb), ("out2", h * w * cob * vb), ("out3", cob * 64),
+                       ("out4", 12 * cob * vb)):
+        addrs[name] = img.reserve(name, size)
+    return img, addrs
+
+
+def encode_bfp_rows(t, cfg):
+    from accelml.sim.memory import encode_bfp
+    return encode_bfp(t.mant.reshape(-1, cfg.native_dim), t.exp.reshape(-1), cfg)
+
+
+def _state(sim, mem):
+    return (sim.vrf_mant.tobytes(), sim.vrf_exp.tobytes(), sim.mrf_mant.tobytes(), sim.mrf_exp.tobytes(),
+            sim.fvrf.tobytes(), mem.data.tobytes(), list(sim.regs), dict(sim.cfgr), sim.stats.instructions,
+            dict(sim.stats.by_opcode), sim.stats._counts())
+
+
+@pytest.mark.parametrize("preset_name", ["a10", "ecp5"])
+def test_a_replayed_run_is_the_instruction_by_instruction_run(preset_name):
+    """A program's second run without the cycle model replays the first run's data work (with the
+    multi-function unit chains fused); every bit of state and every counter equals a run that
+    executes the instructions one by one, on other data, with the constant image frozen or not."""
+    cfg = preset(preset_name)
+    h, w, cb, cob = 5, 6, 2, 3
+    img, addrs = _layer_image(cfg, h, w, cb, cob, 1)
+    program = assemble_program(_layer_program(cfg, h, w, cb, cob, addrs), cfg)
+    for frozen in (0, addrs["b"] + 64):
+        first = FuncSim(cfg, img.build(extra=0x100))
+        first.mem.freeze(frozen)
+        first.run(program)
+        for seed in (2, 3):
+            other, _ = _layer_image(cfg, h, w, cb, cob, seed)
+            replay = FuncSim(cfg, other.build(extra=0x100), timing=False)
+            replay.mem.freeze(frozen)
+            replay.run(program)
+            one_by_one = FuncSim(cfg, other.build(extra=0x100), timing=False)
+            one_by_one.mem.freeze(frozen)
+            one_by_one.run(list(program.instructions))  # a list is never replayed
+            assert _state(replay, replay.mem) == _state(one_by_one, one_by_one.mem)
+            assert replay.stats.cycles == 0 and not replay.insn_end.any()
+
+
+@pytest.mark.parametrize("bad", ["overflow", "encoding"])
+def test_a_replayed_run_raises_the_same_errors_with_the_same_state(bad):
+    """Data-dependent errors in a replayed run (an overflow inside a fused chain, an invalid
+    encoding in a load) name the same instruction and leave the same state and counters."""
+    cfg = preset("a10")
+    h, w, cb, cob = 5, 6, 2, 3
+    img, addrs = _layer_image(cfg, h, w, cb, cob, 1)
+    program = assemble_program(_layer_program(cfg, h, w, cb, cob, addrs), cfg)
+    FuncSim(cfg, img.build(extra=0x100)).run(program)
+    broken, _ = _layer_image(cfg, h, w, cb, cob, 4, huge_bias=bad == "overflow", bad_shortcut=bad == "encoding")
+    errors, states = [], []
+    for prog in (program, list(program.instructions)):
+        sim = FuncSim(cfg, broken.build(extra=0x100), timing=False)
+        with pytest.raises((NumericsError, ExecutionError)) as e:
+            sim.run(prog)
+        errors.append((type(e.value), str(e.value)))
+        states.append(_state(sim, sim.mem))
+    assert errors[0] == errors[1]
+    assert errors[0][1].startswith("instruction 32 (vop): vop add: overflow" if bad == "overflow" else
+                                   "instruction 29 (ld): load to VRF")
+    assert states[0] == states[1]

@@ -241,6 +241,149 @@ def test_window_mvc_matches_numpy(cfg, shape):
     assert np.abs(r1).max() > 0
 
 
+ONE_BYTE = [(c, i) for c, i in zip(CONFIGS, IDS, strict=True) if c.mantissa_bytes == 1]
+
+
+@pytest.mark.parametrize("cfg", [c for c, _ in ONE_BYTE], ids=[i for _, i in ONE_BYTE])
+@pytest.mark.parametrize("vpi", [1, 0], ids=["vrf", "mrf"])
+def test_register_file_dma_matches_the_memory_encoding(cfg, vpi):
+    """bfp_load_bfp_b1 / bfp_store_bfp_b1 (2-D DMA between memory and the VRF or MRF) against
+    memory.decode_bfp / encode_bfp, with row strides on both sides; a refused load writes nothing."""
+    k = native.kernels()
+    rng = np.random.default_rng(12)
+    n = cfg.native_dim
+    vpi = vpi or n
+    rows, items, mem_stride, chip_stride = 3, 5, 7 * vpi * (n + 1) + 3, 6
+    t = random_bfp(rng, cfg, rows * items * vpi, n, 30)
+    mant, exp = t.mant.astype(np.int16), t.exp.reshape(-1)
+    blob = np.frombuffer(memory.encode_bfp(mant, exp, cfg), np.uint8).reshape(rows, -1)
+    raw = np.zeros(rows * mem_stride, np.uint8)
+    for r in range(rows):
+        raw[r * mem_stride: r * mem_stride + blob.shape[1]] = blob[r]
+    entries = (rows - 1) * chip_stride + items
+    dm = np.full((entries * vpi, n), 99, np.int16)
+    de = np.full(entries * vpi, 99, np.int16)
+    assert k.load_bfp_b1(rows, items, vpi, n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, native.ptr(raw),
+                         mem_stride, native.ptr(dm), native.ptr(de), chip_stride) == 0
+    want_m, want_e = memory.decode_bfp(blob.reshape(-1), cfg)
+    for r in range(rows):
+        sel = slice(r * chip_stride * vpi, (r * chip_stride + items) * vpi)
+        got = slice(r * items * vpi, (r + 1) * items * vpi)
+        assert same_bits(dm[sel], want_m[got].astype(np.int16)) and same_bits(de[sel], want_e[got])
+    assert (dm[items * vpi: chip_stride * vpi] == 99).all()  # the gap between rows is untouched
+    out = np.zeros_like(raw)
+    k.store_bfp_b1(rows, items, vpi, n, cfg.exp_bias, native.ptr(dm), native.ptr(de), chip_stride, native.ptr(out),
+                   mem_stride)
+    assert same_bits(out, raw)
+    for bad in ("exponent", "mantissa"):
+        if bad == "mantissa" and cfg.mantissa_bits == 7:
+            continue  # every magnitude byte fits
+        broken = raw.copy()
+        last = (rows - 1) * mem_stride + (items * vpi - 1) * (n + 1)
+        broken[last + (n if bad == "exponent" else 1)] = 0xFF if bad == "exponent" else 1 << cfg.mantissa_bits
+        before = dm.copy()
+        assert k.load_bfp_b1(rows, items, vpi, n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias,
+                             native.ptr(broken), mem_stride, native.ptr(dm), native.ptr(de), chip_stride) == 1
+        assert same_bits(dm, before)
+        with pytest.raises(ExecutionError):
+            memory.decode_bfp(broken[last: last + n + 1], cfg)
+
+
+def test_internal_format_load_matches_decode_fp():
+    k = native.kernels()
+    cfg = preset("a10")
+    rng = np.random.default_rng(13)
+    v = nasty(rng, (40, 16), 140)
+    v = np.where(np.isinf(v), np.float32(1.0), v).astype(np.float32)
+    v[0, :3] = [-0.0, 1e-40, -(2.0**-126)]
+    out = np.full((40, 16), 7, np.float32)
+    assert k.load_f32(4, 10, 16, native.ptr(v), 10 * 64, native.ptr(out), 10) == 0
+    assert same_bits(out, memory.decode_fp(v.view(np.uint8), cfg))
+    for bad in (np.nan, np.inf, -np.inf):
+        w = v.copy()
+        w[39, 15] = bad
+        out[:] = 7
+        assert k.load_f32(4, 10, 16, native.ptr(w), 10 * 64, native.ptr(out), 10) == 1
+        assert (out == 7).all()
+        with pytest.raises(ExecutionError):
+            memory.decode_fp(w.view(np.uint8), cfg)
+
+
+@pytest.mark.parametrize("cfg", [c for c, _ in ONE_BYTE], ids=[i for _, i in ONE_BYTE])
+def test_quantize_and_dequantize_rows_match_numpy(cfg):
+    """bfp_quantize_rows (qnt into the VRF's int16 mantissas) and bfp_dequant_rows (deq) against
+    bfp.quantize and bfp.dequantize_internal with numpy only; a NaN row is refused before any write."""
+    k = native.kernels()
+    rng = np.random.default_rng(14)
+    n = cfg.native_dim
+    x = nasty(rng, (500, n), 140)
+    x[0] = 0.0
+    x[1, 0], x[2, 1], x[2, 2] = np.inf, -np.inf, np.float32(3e38)
+    x[3] = np.float32(2.0**-140)  # below every unit: clamps at the smallest exponent
+    x[4, :2] = [np.float32(127.5 * 2**-6), np.float32(-126.5 * 2**-6)]  # ties
+    mant = np.empty((500, n), np.int16)
+    exp = np.empty(500, np.int16)
+    assert k.quantize_rows(500, n, cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, native.ptr(x), native.ptr(mant),
+                           native.ptr(exp)) == 0
+    with numpy_only():
+        want = bfp.quantize(x, cfg)
+    assert same_bits(mant, want.mant.astype(np.int16)) and same_bits(exp, want.exp[:, 0])
+    vals = np.empty((500, n), np.float32)
+    k.dequant_rows(500, n, cfg.mantissa_bits, native.ptr(mant), native.ptr(exp), native.ptr(vals))
+    with numpy_only():
+        assert same_bits(vals, bfp.dequantize_internal(want))
+    x[321, n - 1] = np.nan
+    before = mant.copy()
+    assert k.quantize_rows(500, n, cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, native.ptr(x), native.ptr(mant),
+                           native.ptr(exp)) == 322
+    assert same_bits(mant, before)
+
+
+@pytest.mark.parametrize("cfg", [c for c, _ in ONE_BYTE], ids=[i for _, i in ONE_BYTE])
+@pytest.mark.parametrize("relu", [0, 1])
+@pytest.mark.parametrize("stages", ["add", "quantize", "store"])
+def test_mfu_chain_matches_its_instructions(cfg, relu, stages):
+    """bfp_mfu_chain (vop add, vact relu, qnt, st in one pass) against mfu_add_periodic, mfu_relu,
+    quantize and encode_bfp with numpy only, in place and to a separate destination; an overflow
+    anywhere is refused before any write."""
+    k = native.kernels()
+    rng = np.random.default_rng(15)
+    n, rows, period = cfg.native_dim, 300, 7
+    a = nasty(rng, (rows, n), 60)
+    a = np.where(np.isinf(a), np.float32(2.0), a).astype(np.float32)
+    a[3, :4] = [2.0**-126 * 1.5, 0.0, 3e38, -(2.0**-126)]
+    b = nasty(rng, (period, n), 60)
+    b = np.where(np.isinf(b), np.float32(-2.0), b).astype(np.float32)
+    b[3, :4] = [-(2.0**-126), 0.0, -3e38, 2.0**-126 * 1.25]
+    with numpy_only():
+        want = bfp.mfu_add_periodic(a, b)
+        if relu:
+            want = bfp.mfu_relu(want)
+        q = bfp.quantize(want, cfg)
+        enc = np.frombuffer(memory.encode_bfp(q.mant.astype(np.int16), q.exp.reshape(-1), cfg), np.uint8)
+    for in_place in (True, False):
+        src = a.copy()
+        dst = src if in_place else np.full_like(a, 5)
+        vm, ve = np.zeros((rows, n), np.int16), np.zeros(rows, np.int16)
+        mem = np.zeros(rows * (n + 1), np.uint8)
+        quant, store = stages != "add", stages == "store"
+        assert k.mfu_chain(rows, n, native.ptr(src), native.ptr(b), period, relu, native.ptr(dst), cfg.mantissa_bits,
+                           cfg.exp_min, cfg.exp_max, native.ptr(vm) if quant else None,
+                           native.ptr(ve) if quant else None, native.ptr(mem) if store else None, cfg.exp_bias) == 0
+        assert same_bits(dst, want)
+        if quant:
+            assert same_bits(vm, q.mant.astype(np.int16)) and same_bits(ve, q.exp[:, 0])
+        assert same_bits(mem, enc if store else np.zeros_like(mem))
+    big = a.copy()
+    big[rows - 1, 0] = np.float32(3e38)
+    bb = b.copy()
+    bb[(rows - 1) % period, 0] = np.float32(3e38)
+    before = big.copy()
+    assert k.mfu_chain(rows, n, native.ptr(big), native.ptr(bb), period, relu, native.ptr(big), cfg.mantissa_bits,
+                       cfg.exp_min, cfg.exp_max, None, None, None, cfg.exp_bias) == rows
+    assert same_bits(big, before)
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_dequantize_internal_matches_numpy(cfg):
     rng = np.random.default_rng(3)
