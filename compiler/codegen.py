@@ -9,13 +9,19 @@ Schedule (per layer, for one EngineConfig):
   is split along kernel rows (the reduction order is kept, so results are unchanged).
 * **Activations**: if the layer's input fits its VRF region it is loaded once; otherwise the
   output is computed in bands of rows with the input rows each band needs (halo included).
+* **Resident activations**: half the VRF is a pool where an activation stays between the layer
+  that writes it and the layers that read it, when all of them handle whole pixels (every channel
+  block) at a time: the writer quantises straight into place, readers take windows, shortcuts
+  and pooling inputs in place, and no external-memory traffic is spent on it. Buffers are
+  placed first-fit in program order by lifetime; the rest stream. When a layer does not fit the
+  streaming regions that remain, the whole segment is scheduled without the pool.
 * **Loop order**: weight chunk outer, row band inner: each weight is read once (weight reuse
   across all output pixels at batch 1).
 * Accumulator, shortcut and output staging regions alternate between two halves, so the epilogue
   of one chunk overlaps the products of the next.
 
-On-chip regions: VRF = input | shortcut | output staging x2; MRF = two halves; FVRF = constants |
-accumulators x2 | shortcut. Everything that does not fit raises ``CapacityError`` naming the
+On-chip regions: VRF = input x2 | shortcut | output staging x2 | resident pool; MRF = two halves;
+FVRF = constants | accumulators x2 | shortcut. Everything that does not fit raises ``CapacityError`` naming the
 layer and the file that is too small.
 """
 
@@ -40,6 +46,7 @@ __all__ = ["Compiled", "LayerInfo", "generate"]
 _U16 = 0xFFFF
 _ALIGN = 64
 PIPELINE_BANDS = 2  # a layer whose weights load once is still computed in this many row bands
+_POOL_ALIGN = 16  # resident buffers start on whole groups of VRF entries
 
 
 @dataclass
@@ -65,7 +72,8 @@ class Compiled:
     image: MemoryImage
     mem_bytes: int  # external memory the program needs (constants + activations)
     layers: list[LayerInfo]
-    buffers: dict[str, dict]  # base buffer -> {addr, h, w, cb, fp32}
+    buffers: dict[str, dict]  # base buffer -> {addr, h, w, cb, fp32, split}
+    resident: dict[str, tuple[int, int]]  # base buffer kept on chip -> (VRF address, vectors reserved)
 
 
 @dataclass
@@ -82,13 +90,19 @@ class _Regions:
     fvrf_acc: tuple[int, int]
     fvrf_acc_size: int
     fvrf_res: int
+    vrf_pool: int  # resident activations (0 vectors: every activation streams through external memory)
+    vrf_pool_size: int
 
 
-def _regions(cfg: EngineConfig, const_vectors: int) -> _Regions:
+def _regions(cfg: EngineConfig, const_vectors: int, pool: bool) -> _Regions:
+    """The on-chip regions; with ``pool`` half the VRF holds resident activations and the
+    streaming regions share the other half."""
     v, f = cfg.vrf_vectors, cfg.fvrf_vectors
-    vin = v // 4
-    vres = v // 8
-    vout = (v - 2 * vin - vres) // 2
+    vpool = v // 2 if pool else 0
+    vs = v - vpool
+    vin = vs // 4
+    vres = vs // 8
+    vout = (vs - 2 * vin - vres) // 2
     fc = min(const_vectors, f // 4)
     facc = (f - fc) // 3
     return _Regions(
@@ -96,6 +110,7 @@ def _regions(cfg: EngineConfig, const_vectors: int) -> _Regions:
         vrf_in_size=vin,
         vrf_res_size=vres, mrf_half=cfg.mrf_tiles // 2, fvrf_const=0, fvrf_const_size=fc,
         fvrf_acc=(fc, fc + facc), fvrf_acc_size=facc, fvrf_res=fc + 2 * facc,
+        vrf_pool=v - vpool, vrf_pool_size=vpool,
     )
 
 
@@ -202,7 +217,7 @@ def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
 
 
 class _Generator:
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, resident: bool):
         self.plan, self.cfg = plan, plan.cfg
         self.n = plan.cfg.native_dim
         self.img = MemoryImage(plan.cfg)
@@ -213,7 +228,8 @@ class _Generator:
                 const = max(const, op.dst.cb)
             elif isinstance(op, EltOp) and op.kind is EltKind.AFFINE:
                 const = max(const, 2 * op.srcs[0].cb)
-        self.r = _regions(plan.cfg, const)
+        self.r = _regions(plan.cfg, const, resident)
+        self.resident: dict[str, tuple[int, int]] = {}  # base buffer on chip -> (VRF address, vectors)
         self.layers: list[LayerInfo] = []
         self.weights: dict[int, tuple[int, int]] = {}
         self.weight_bytes: dict[int, int] = {}
@@ -237,6 +253,67 @@ class _Generator:
     def planes(self, buf: Buf) -> list[bool]:
         """The planes of ``buf`` (``lo`` flags): two for a split buffer."""
         return [False, True] if self.plan.bases[buf.base].split else [False]
+
+    def res_addr(self, buf: Buf, pixel: int) -> int | None:
+        """VRF address of a resident buffer's pixel (None: ``buf`` lives in external memory)."""
+        if buf.base not in self.resident:
+            return None
+        return self.resident[buf.base][0] + pixel * self.plan.bases[buf.base].cb
+
+    # -- resident activations ---------------------------------------------------------------------
+    def place_resident(self) -> None:
+        """Keep activations in the VRF pool instead of external memory where they can be.
+
+        A buffer can stay on chip when one op writes it and only later ops read it, all of them a
+        whole pixel (every block) at a time, so that quantised outputs land in its pixel-major
+        layout directly and windows, shortcuts and pools read it in place: not a segment input
+        or output, not split, not a concat. Buffers are placed first-fit in program order while
+        their lifetimes (producer to last reader) overlap nothing placed at the same addresses."""
+        ops, bases = self.plan.ops, self.plan.bases
+        io = {b.base for b in (*self.plan.inputs.values(), *self.plan.outputs.values())}
+        writers: dict[str, list[int]] = {}
+        readers: dict[str, list[int]] = {}
+        ok: dict[str, bool] = {}
+        for i, op in enumerate(ops):
+            writers.setdefault(op.dst.base, []).append(i)
+            ok[op.dst.base] = ok.get(op.dst.base, True) and self._whole(op.dst) and self._whole_pixels(op, "dst")
+            if isinstance(op, ConvOp):
+                reads = [("src", op.src)] + ([("residual", op.residual)] if op.residual is not None else [])
+            elif isinstance(op, PoolOp):
+                reads = [("src", op.src)]
+            else:
+                reads = [("src", b) for b in op.srcs]
+            for role, buf in reads:
+                readers.setdefault(buf.base, []).append(i)
+                ok[buf.base] = ok.get(buf.base, True) and self._whole(buf) and self._whole_pixels(op, role)
+        placed: list[tuple[int, int, int]] = []  # (address, vectors, last reader)
+        pool, size = self.r.vrf_pool, self.r.vrf_pool_size
+        for name, base in bases.items():
+            w, rd = writers.get(name, []), readers.get(name, [])
+            if name in io or base.fp32 or base.split or len(w) != 1 or not rd or min(rd) <= w[0] or not ok[name]:
+                continue
+            first, last = w[0], max(rd)
+            need = -(-base.vectors // _POOL_ALIGN) * _POOL_ALIGN
+            live = sorted((a, n) for a, n, end in placed if end >= first)
+            at = pool
+            for a, n in live:
+                if a - at >= need:
+                    break
+                at = max(at, a + n)
+            if at + need <= pool + size:
+                placed.append((at, need, last))
+                self.resident[name] = (at, need)
+
+    def _whole(self, buf: Buf) -> bool:
+        return buf.cb_off == 0 and buf.cb == self.plan.bases[buf.base].cb
+
+    def _whole_pixels(self, op, role: str) -> bool:
+        """Whether ``op`` writes (role "dst") or reads its ``role`` buffer every block of a pixel at once."""
+        if isinstance(op, ConvOp):
+            return role == "src" or len(self.plans[id(op)][2]) == 1  # one chunk of output blocks
+        if isinstance(op, PoolOp):
+            return self.plans[id(op)][0] == op.src.cb
+        return True
 
     def pix_stride_bytes(self, buf: Buf) -> int:
         base = self.plan.bases[buf.base]
@@ -409,6 +486,8 @@ class _Generator:
 
         def load_band(band) -> int:
             i0, i1 = self.band_input(op, *band, g.kh)
+            if (at := self.res_addr(op.src, i0 * g.in_w)) is not None:  # on chip: windows read in place
+                return at
             vin = self.next_input_buffer(double)
             for p, lo in enumerate(planes):
                 info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, 0, cb, Space.VRF,
@@ -489,8 +568,11 @@ class _Generator:
         e, r = self.e, self.r
         moved = 0
         for lo in planes:
-            moved += self.load_rows(buf, pix0, npix, blk0, nblk, Space.VRF, r.vrf_res, lo=lo)
-            e.counted(Opcode.DEQ, npix * nblk, rd=r.fvrf_res, rs=r.vrf_res)
+            vin = self.res_addr(buf, pix0)  # a resident buffer is read in place (whole pixels)
+            if vin is None:
+                vin = r.vrf_res
+                moved += self.load_rows(buf, pix0, npix, blk0, nblk, Space.VRF, vin, lo=lo)
+            e.counted(Opcode.DEQ, npix * nblk, rd=r.fvrf_res, rs=vin)
             e.counted(Opcode.VOP, npix * nblk, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_res, period=0)
         return moved
 
@@ -501,6 +583,9 @@ class _Generator:
         e, r = self.e, self.r
         if dst.fp32:
             return self.store_rows(dst, pix0, npix, blk0, nblk, Space.FVRF, acc)
+        if (at := self.res_addr(dst, pix0)) is not None:  # resident: quantised straight into place
+            e.counted(Opcode.QNT, npix * nblk, rd=at, rs=acc)
+            return 0
         stage = r.vrf_out[self.parity]
         cnt = npix * nblk
         e.counted(Opcode.QNT, cnt, rd=stage, rs=acc)
@@ -512,8 +597,9 @@ class _Generator:
             moved += self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, r.vrf_res, lo=True)
         return moved
 
-    def gen_pool(self, op: PoolOp, info: LayerInfo) -> None:
-        e, r = self.e, self.r
+    def pool_plan(self, op: PoolOp) -> tuple[int, int]:
+        """Channel blocks per item and output rows per band of a pooling layer."""
+        r = self.r
         g = op.geom
         oh, ow = g.out_size()
         cb = op.src.cb
@@ -528,6 +614,14 @@ class _Generator:
             raise CapacityError(f"pool {op.name!r} does not fit the VRF/FVRF ({self.cfg.name})")
         if op.kind is PoolKind.AVG_PAD and rows < oh:
             raise CapacityError(f"pool {op.name!r}: padded average needs the whole input on chip ({self.cfg.name})")
+        return cb_c, rows
+
+    def gen_pool(self, op: PoolOp, info: LayerInfo) -> None:
+        e, r = self.e, self.r
+        g = op.geom
+        oh, ow = g.out_size()
+        cb = op.src.cb
+        cb_c, rows = self.plans[id(op)]
         mode = {PoolKind.MAX: PoolMode.MAX, PoolKind.AVG: PoolMode.AVG, PoolKind.AVG_PAD: PoolMode.AVG_PAD}[op.kind]
         bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
         info.bands, info.chunks = len(bands), -(-cb // cb_c)
@@ -536,6 +630,8 @@ class _Generator:
         def load(item) -> int:
             b0, nb, band = item
             i0, i1 = self.band_input(op, *band, g.kh)
+            if (at := self.res_addr(op.src, i0 * g.in_w)) is not None:  # on chip: read in place
+                return at
             vin = self.next_input_buffer()
             info.act_bytes += self.load_rows(op.src, i0 * g.in_w, (i1 - i0) * g.in_w, b0, nb, Space.VRF, vin)
             return vin
@@ -569,8 +665,10 @@ class _Generator:
             np_ = min(px, src.pixels - p0)
             cnt = np_ * cb
             acc = r.fvrf_acc[self.parity]
-            vin = self.next_input_buffer()
-            info.act_bytes += self.load_rows(src, p0, np_, 0, cb, Space.VRF, vin)
+            vin = self.res_addr(src, p0)
+            if vin is None:
+                vin = self.next_input_buffer()
+                info.act_bytes += self.load_rows(src, p0, np_, 0, cb, Space.VRF, vin)
             e.counted(Opcode.DEQ, cnt, rd=acc, rs=vin)
             info.act_bytes += self.add_planes(src, self.planes(src)[1:], acc, p0, np_, 0, cb)
             if op.kind is EltKind.ADD:
@@ -588,12 +686,19 @@ class _Generator:
             if isinstance(op, ConvOp):
                 self.constants(op)
                 self.plans[id(op)] = self.conv_plan(op)
+            elif isinstance(op, PoolOp):
+                self.plans[id(op)] = self.pool_plan(op)
             elif isinstance(op, EltOp) and op.kind is EltKind.AFFINE:
                 addr = self.img.put_fp(f"{op.name}.scale_shift", np.concatenate([op.scale, op.shift]))
                 self.weights[id(op)] = (addr, addr)
-        # activation buffers after the constants
+        if self.r.vrf_pool_size:
+            self.place_resident()
+        # activation buffers after the constants (resident ones have no external copy)
         top = -(-self.img.top // _ALIGN) * _ALIGN
         for base in self.plan.bases.values():
+            if base.name in self.resident:
+                base.addr = -1
+                continue
             vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
             base.addr = top
             self.img.reserve(f"buffer {base.name}", base.vectors * vb, at=top)
@@ -621,9 +726,17 @@ class _Generator:
         buffers = {b.name: {"addr": b.addr, "h": b.h, "w": b.w, "cb": b.cb, "fp32": b.fp32, "split": b.split}
                    for b in self.plan.bases.values()}
         prog = Program(self.e.insns, self.cfg.hash, source="<compiled>")
-        return Compiled(prog, self.img, top, self.layers, buffers)
+        return Compiled(prog, self.img, top, self.layers, buffers, dict(self.resident))
 
 
-def generate(plan: Plan) -> Compiled:
-    """Schedule a lowered plan and emit its program and external-memory image."""
-    return _Generator(plan).generate()
+def generate(plan: Plan, resident: bool = True) -> Compiled:
+    """Schedule a lowered plan and emit its program and external-memory image.
+
+    ``resident``: keep activations in a VRF pool (half the VRF) where they fit; when a layer
+    does not fit the streaming regions that leaves, the plan is scheduled without the pool."""
+    if resident:
+        try:
+            return _Generator(plan, True).generate()
+        except CapacityError:
+            pass
+    return _Generator(plan, False).generate()

@@ -111,6 +111,10 @@ class CompiledModel:
                      f"{100 * s['utilisation']:.1f} %, roofline efficiency {100 * s['roofline_efficiency']:.1f} %; "
                      f"{s['engine_segments']} engine / {s['host_segments']} host segment(s); compiled in "
                      f"{s['compile_seconds']:.2f} s")
+        resident = [b for seg in self.segments if seg.compiled is not None for b in seg.compiled.resident.values()]
+        if resident:
+            lines.append(f"resident activations: {len(resident)} buffers ({sum(n for _, n in resident)} vectors) stay "
+                         "in the VRF between the layers that write and read them")
         if self.split_weights:
             lines.append("split weights: every layer's weights in two BFP parts, multiplied in two passes")
         if self.split_activations:
