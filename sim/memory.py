@@ -24,9 +24,11 @@ def encode_bfp(mant: np.ndarray, exp: np.ndarray, cfg: EngineConfig) -> bytes:
     if k is not None:
         m16 = np.ascontiguousarray(mant, dtype=np.int16).reshape(-1, n)
         e16 = np.ascontiguousarray(exp, dtype=np.int16).reshape(-1)
-        out = np.empty((m16.shape[0], n + 1), np.uint8)
-        k.encode_b1(0, m16.shape[0], n, cfg.exp_bias, native.ptr(m16), native.ptr(e16), native.ptr(out))
-        return out.tobytes()
+        out = bytearray(m16.shape[0] * (n + 1))
+        if out:
+            k.store_bfp_b1(1, m16.shape[0], 1, n, cfg.exp_bias, native.ptr(m16), native.ptr(e16),
+                           0, np.frombuffer(out, np.uint8).ctypes.data, 0)
+        return bytes(out)
     mant = np.asarray(mant, dtype=np.int64).reshape(-1, n)
     exp = np.asarray(exp, dtype=np.int64).reshape(-1)
     word = np.abs(mant) | ((mant < 0).astype(np.int64) << (8 * mb - 1))
@@ -45,8 +47,8 @@ def decode_bfp(raw: np.ndarray, cfg: EngineConfig, *, where: str = "memory") -> 
         raw = np.ascontiguousarray(raw)
         mant = np.empty((raw.shape[0], n), np.int16)
         exp = np.empty(raw.shape[0], np.int16)
-        if k.decode_b1(0, raw.shape[0], n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, native.ptr(raw),
-                       native.ptr(mant), native.ptr(exp)):
+        if k.load_bfp_b1(1, raw.shape[0], 1, n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, native.ptr(raw),
+                         0, native.ptr(mant), native.ptr(exp), 0):
             raise ExecutionError(f"{where}: invalid BFP vector encoding (mantissa too wide or reserved exponent)")
         return mant, exp
     if mb == 1:  # the common case: one byte per element, no widening needed

@@ -329,41 +329,6 @@ void NAME(int64_t b0, int64_t b1, int64_t n, int m_bits, const MT *mant, const i
 DEQUANT(bfp_dequant_i16, int16_t)
 DEQUANT(bfp_dequant_i32, int32_t)
 
-/* External-memory encoding of BFP vectors with one-byte elements (M <= 7): element byte =
- * |m| | sign << 7, then the biased exponent byte. Rows [r0, r1) of n elements. */
-void bfp_encode_b1(int64_t r0, int64_t r1, int64_t n, int exp_bias, const int16_t *mant,
-                   const int16_t *exp, uint8_t *out)
-{
-    for (int64_t r = r0; r < r1; r++) {
-        uint8_t *o = out + r * (n + 1);
-        for (int64_t i = 0; i < n; i++) {
-            int m = mant[r * n + i];
-            o[i] = (uint8_t)(m < 0 ? (-m) | 0x80 : m);
-        }
-        o[n] = (uint8_t)(exp[r] + exp_bias);
-    }
-}
-
-/* The inverse, with the encoding's checks: returns 0, or 1 + the first row whose magnitude
- * exceeds 2**M - 1 or whose exponent field is the reserved all-ones value or too wide. */
-int64_t bfp_decode_b1(int64_t r0, int64_t r1, int64_t n, int m_bits, int exp_bits, int exp_bias,
-                      const uint8_t *raw, int16_t *mant, int16_t *exp)
-{
-    const int maxmag = (1 << m_bits) - 1, reserved = (1 << exp_bits) - 1;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *v = raw + r * (n + 1);
-        for (int64_t i = 0; i < n; i++) {
-            int mag = v[i] & 0x7f;
-            if (mag > maxmag) return r + 1;
-            mant[r * n + i] = (int16_t)(v[i] & 0x80 ? -mag : mag);
-        }
-        int field = v[n];
-        if (field >= reserved) return r + 1;
-        exp[r] = (int16_t)(field - exp_bias);
-    }
-    return 0;
-}
-
 /* Multi-function unit add on internal-format vectors: out[r] = a[r] + b[r % period], n lanes,
  * binary32 RNE (two binary32 operands: the exact sum is a multiple of 2**-149, so the only
  * rounding is binary32's own), results below 2**-126 flushed to +0. Rows [r0, r1). Returns 0, or
@@ -533,47 +498,90 @@ static inline int block_exponent(float amax, int m_bits, int exp_min, int exp_ma
     return e;
 }
 
+static inline v16i max16i(v16i a, v16i b)
+{
+    v16i gt = a > b;
+    return (a & gt) | (b & ~gt);
+}
+
+/* The largest lane (lanes are non-negative binary32 bit patterns, ordered as integers). */
+static inline int32_t hmax16(v16i v)
+{
+    const v16i s8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
+    const v16i s4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
+    const v16i s2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
+    const v16i s1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+    v = max16i(v, __builtin_shuffle(v, s8));
+    v = max16i(v, __builtin_shuffle(v, s4));
+    v = max16i(v, __builtin_shuffle(v, s2));
+    v = max16i(v, __builtin_shuffle(v, s1));
+    return v[0];
+}
+
+/* quantize of one 16-lane block x (none NaN; M <= 21): the signed mantissas, the exponent in *e. */
+static inline v16i quantize16(v16f x, int m_bits, int exp_min, int exp_max, int *e_out)
+{
+    v16i bits;
+    memcpy(&bits, &x, sizeof bits);
+    v16i ab = bits & 0x7fffffff;
+    const v16i inf = ab > 0x7f7fffff;
+    ab = (inf & 0x7f7fffff) | (~inf & ab); /* +-Inf saturates */
+    int32_t top = hmax16(ab);
+    int e;
+    if (top >= 0x00800000) {
+        /* a normal maximum 1.f * 2**x: RNE(1.f * 2**(M - 1)) reaches 2**M exactly when f >= 1 - 2**-M
+         * (the tie 2**M - 1/2 rounds to the even 2**M) */
+        e = (top >> 23) - 127 + ((top & 0x7fffff) >= 0x800000 - (1 << (23 - m_bits)));
+        e = e < exp_min ? exp_min : e > exp_max ? exp_max : e;
+    } else {
+        float amax;
+        memcpy(&amax, &top, sizeof amax);
+        e = block_exponent(amax, m_bits, exp_min, exp_max);
+    }
+    *e_out = e;
+    const int k = (m_bits - 1) - e;
+    const float s1 = k > 127 ? pow2f(k - 127) : pow2f(k), s2 = k > 127 ? pow2f(127) : 1.0f;
+    v16f a;
+    memcpy(&a, &ab, sizeof a);
+    v16f t = a * s1 * s2;
+    /* RNE to an integer: exact through 1.5 * 2**23 below 2**22; anything at or above 2**22
+     * exceeds 2**M - 1 and saturates */
+    const float sat = (float)((1 << m_bits) - 1);
+    v16f r = (t + 12582912.0f) - 12582912.0f;
+    v16i small = t < 4194304.0f;
+    v16i rb, tb;
+    memcpy(&rb, &r, sizeof rb);
+    memcpy(&tb, &t, sizeof tb);
+    v16i qb = (small & rb) | (~small & tb);
+    v16f q;
+    memcpy(&q, &qb, sizeof q);
+    v16i over = q > sat;
+    int32_t sat_bits;
+    memcpy(&sat_bits, &sat, sizeof sat_bits);
+    qb = (over & sat_bits) | (~over & qb);
+    memcpy(&q, &qb, sizeof q);
+    v16i m = __builtin_convertvector(q, v16i);
+    v16i neg = bits >> 31;
+    return (m ^ neg) - neg;
+}
+
+/* The memory encoding of one 16-lane vector with one-byte elements. */
+static inline void encode16(v16i m, int e, int exp_bias, uint8_t *dst)
+{
+    v16i neg = m >> 31;
+    v16i byte = ((m ^ neg) - neg) | (neg & 0x80);
+    v16b b = __builtin_convertvector(byte, v16b);
+    memcpy(dst, &b, sizeof b);
+    dst[16] = (uint8_t)(e + exp_bias);
+}
+
 /* One block of n binary32 values (none NaN) to BFP, as bfp_quantize_f32, mantissas as int16. */
 static inline void quantize_block(const float *v, int64_t n, int m_bits, int exp_min, int exp_max, int16_t *mant,
                                   int16_t *exp)
 {
     if (n == 16 && m_bits <= 21) {
-        v16f x = load16(v);
-        v16i bits;
-        memcpy(&bits, &x, sizeof bits);
-        v16i ab = bits & 0x7fffffff;
-        const v16i inf = ab > 0x7f7fffff;
-        ab = (inf & 0x7f7fffff) | (~inf & ab); /* +-Inf saturates */
-        int32_t top = 0;
-        for (int l = 0; l < 16; l++) top = ab[l] > top ? ab[l] : top;
-        float amax;
-        memcpy(&amax, &top, sizeof amax);
-        const int e = block_exponent(amax, m_bits, exp_min, exp_max);
-        const int k = (m_bits - 1) - e;
-        const float s1 = k > 127 ? pow2f(k - 127) : pow2f(k), s2 = k > 127 ? pow2f(127) : 1.0f;
-        v16f a;
-        memcpy(&a, &ab, sizeof a);
-        v16f t = a * s1 * s2;
-        /* RNE to an integer: exact through 1.5 * 2**23 below 2**22; anything at or above 2**22
-         * exceeds 2**M - 1 and saturates */
-        const float sat = (float)((1 << m_bits) - 1);
-        v16f r = (t + 12582912.0f) - 12582912.0f;
-        v16i small = t < 4194304.0f;
-        v16i rb, tb;
-        memcpy(&rb, &r, sizeof rb);
-        memcpy(&tb, &t, sizeof tb);
-        v16i qb = (small & rb) | (~small & tb);
-        v16f q;
-        memcpy(&q, &qb, sizeof q);
-        v16i over = q > sat;
-        int32_t sat_bits;
-        memcpy(&sat_bits, &sat, sizeof sat_bits);
-        qb = (over & sat_bits) | (~over & qb);
-        memcpy(&q, &qb, sizeof q);
-        v16i m = __builtin_convertvector(q, v16i);
-        v16i neg = bits >> 31;
-        m = (m ^ neg) - neg;
-        v16h m16 = __builtin_convertvector(m, v16h);
+        int e;
+        v16h m16 = __builtin_convertvector(quantize16(load16(v), m_bits, exp_min, exp_max, &e), v16h);
         memcpy(mant, &m16, sizeof m16);
         *exp = (int16_t)e;
         return;
@@ -601,6 +609,11 @@ static inline void quantize_block(const float *v, int64_t n, int m_bits, int exp
 
 static inline int has_nan(const float *v, int64_t n)
 {
+    if (n == 16) {
+        v16i bits;
+        memcpy(&bits, v, sizeof bits);
+        return any16((bits & 0x7fffffff) > 0x7f800000);
+    }
     int bad = 0;
     for (int64_t i = 0; i < n; i++) {
         uint32_t bits;
@@ -675,9 +688,56 @@ static inline int add_overflows(const float *a, const float *b, int64_t n)
  *   encode(q)                 -> mem + r * (n + 1)  (when mem is not NULL; one-byte elements)
  * out may be a (in place); neither may overlap b or the other outputs. Returns 1 + the first row
  * whose sum overflows, writing nothing; else 0. */
+static inline v16f ftz16(v16f s)
+{
+    v16i bits;
+    memcpy(&bits, &s, sizeof bits);
+    bits &= ~((bits & 0x7fffffff) < 0x00800000);
+    memcpy(&s, &bits, sizeof s);
+    return s;
+}
+
+/* bfp_mfu_chain for 16 lanes: 0, or 1 (nothing written) if a sum overflows. */
+static int64_t mfu_chain16(int64_t rows, const float *a, const float *b, int64_t period, int relu, float *out,
+                           int m_bits, int exp_min, int exp_max, int16_t *vm, int16_t *ve, uint8_t *mem, int exp_bias)
+{
+    v16i bad = {0};
+    for (int64_t r = 0, j = 0; r < rows; r++) {
+        v16f s = load16(a + r * 16) + load16(b + j * 16);
+        v16i bits;
+        memcpy(&bits, &s, sizeof bits);
+        bad |= (bits & 0x7fffffff) >= 0x7f800000;
+        if (++j == period) j = 0;
+    }
+    if (any16(bad)) return 1; /* the general path finds the row */
+    for (int64_t r = 0, j = 0; r < rows; r++) {
+        v16f s = ftz16(load16(a + r * 16) + load16(b + j * 16));
+        if (++j == period) j = 0;
+        if (relu) {
+            v16i bits;
+            memcpy(&bits, &s, sizeof bits);
+            bits &= ~(bits >> 31);
+            memcpy(&s, &bits, sizeof s);
+        }
+        store16(out + r * 16, s);
+        if (vm) {
+            int e;
+            v16i m = quantize16(s, m_bits, exp_min, exp_max, &e);
+            v16h m16 = __builtin_convertvector(m, v16h);
+            memcpy(vm + r * 16, &m16, sizeof m16);
+            ve[r] = (int16_t)e;
+            if (mem) encode16(m, e, exp_bias, mem + r * 17);
+        }
+    }
+    return 0;
+}
+
 int64_t bfp_mfu_chain(int64_t rows, int64_t n, const float *a, const float *b, int64_t period, int relu, float *out,
                       int m_bits, int exp_min, int exp_max, int16_t *vm, int16_t *ve, uint8_t *mem, int exp_bias)
 {
+    if (n == 16 && m_bits <= 21) {
+        if (!mfu_chain16(rows, a, b, period, relu, out, m_bits, exp_min, exp_max, vm, ve, mem, exp_bias)) return 0;
+    }
     for (int64_t r = 0; r < rows; r++)
         if (add_overflows(a + r * n, b + (r % period) * n, n)) return r + 1;
     for (int64_t r = 0; r < rows; r++) {

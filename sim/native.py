@@ -66,8 +66,6 @@ _SIGNATURES = {
     "bfp_scale_i32": ([_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
     "bfp_dequant_i16": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
     "bfp_dequant_i32": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
-    "bfp_encode_b1": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
-    "bfp_decode_b1": ([_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
     "bfp_add_f32": ([_I64, _I64, _I64, _PTR, _PTR, _I64, _PTR], _I64),
     "bfp_pack_tiles": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
     "bfp_load_bfp_b1": ([_I64, _I64, _I64, _I64, _INT, _INT, _INT, _PTR, _I64, _PTR, _PTR, _I64], _I64),
@@ -92,7 +90,7 @@ class NativeKernels:
             fns[name] = fn
         self.gemm_f32, self.quantize_f32 = fns["bfp_gemm_f32"], fns["bfp_quantize_f32"]
         self.scale_range_i16 = fns["bfp_scale_range_i16"]
-        self.encode_b1, self.decode_b1, self.add_f32 = fns["bfp_encode_b1"], fns["bfp_decode_b1"], fns["bfp_add_f32"]
+        self.add_f32 = fns["bfp_add_f32"]
         self.pack_tiles = fns["bfp_pack_tiles"]
         # the simulator's DMA and multi-function unit on its register files (funcsim)
         self.load_bfp_b1, self.store_bfp_b1 = fns["bfp_load_bfp_b1"], fns["bfp_store_bfp_b1"]

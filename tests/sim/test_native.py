@@ -339,6 +339,28 @@ def test_quantize_and_dequantize_rows_match_numpy(cfg):
     assert same_bits(mant, before)
 
 
+@pytest.mark.parametrize("cfg", [preset("a10"), preset("a10").with_format("msfp12")], ids=["msfp16", "msfp12"])
+def test_quantize_rows_at_the_exponent_bump(cfg):
+    """Block maxima just below, at and above 2**M - 1/2 units (where the exponent is bumped), at
+    every exponent from the subnormals to the top of the range."""
+    k = native.kernels()
+    m_bits = cfg.mantissa_bits
+    edge = np.float32(1 - 2.0**-(m_bits + 1))  # (2**M - 1/2) / 2**M
+    sig = np.concatenate([edge + np.arange(-3, 4, dtype=np.float32) * np.float32(2.0**-23),
+                          np.float32([1.0, 1.5, 2 - 2.0**-23])])
+    vals = (sig[None, :] * np.ldexp(np.float32(1), np.arange(-149, 128))[:, None]).astype(np.float32)
+    vals = vals[np.isfinite(vals)]
+    x = np.zeros((vals.size, 16), np.float32)
+    x[:, 0] = vals
+    x[:, 1] = -vals / 3
+    mant, exp = np.empty((vals.size, 16), np.int16), np.empty(vals.size, np.int16)
+    assert k.quantize_rows(vals.size, 16, m_bits, cfg.exp_min, cfg.exp_max, native.ptr(x), native.ptr(mant),
+                           native.ptr(exp)) == 0
+    with numpy_only():
+        want = bfp.quantize(x, cfg)
+    assert same_bits(mant, want.mant.astype(np.int16)) and same_bits(exp, want.exp[:, 0])
+
+
 @pytest.mark.parametrize("cfg", [c for c, _ in ONE_BYTE], ids=[i for _, i in ONE_BYTE])
 @pytest.mark.parametrize("relu", [0, 1])
 @pytest.mark.parametrize("stages", ["add", "quantize", "store"])
