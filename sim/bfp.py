@@ -292,6 +292,16 @@ def fast_path(a_range, w_range, cfg: EngineConfig) -> tuple[bool, bool]:
     return no_subnormal and in_range, dbits <= 24
 
 
+def gemm_parts(p: int, panels: int, j: int) -> list[tuple[int, int, int, int]]:
+    """How a product of ``p`` rows and ``j`` columns (``panels`` weight panels of 16) is split
+    across the two worker threads: (first row, end row, first panel, columns) per part; by rows,
+    or for few rows by panels (in whole micro-tiles of 4 panels where there are enough)."""
+    if p >= 2 * _MIN_ROWS_PER_THREAD or panels < 2:
+        return [(p0, p1, 0, j) for p0, p1 in split_rows(p, 6)]
+    half = max(1, (panels // 2) // 4 * 4) if panels >= 8 else panels // 2
+    return [(0, p, 0, half * _PANEL), (0, p, half, j - half * _PANEL)]
+
+
 def gemm(k, x: np.ndarray, ldx: int, wp: np.ndarray, out: np.ndarray, j: int, n: int, what: str, *,
          taps: int = 1, gi: int | None = None, xoff: int = 0, idx: np.ndarray | None = None,
          zeros: np.ndarray | None = None, init: bool = False) -> np.ndarray:
@@ -314,14 +324,8 @@ def gemm(k, x: np.ndarray, ldx: int, wp: np.ndarray, out: np.ndarray, j: int, n:
     ip = native.ptr(idx) if idx is not None else None
     zp = native.ptr(zeros) if zeros is not None else None
     panel_bytes = kb * n * _PANEL * 4
-    if p >= 2 * _MIN_ROWS_PER_THREAD or panels < 2:
-        parts = [(p0, p1, j, wpp, op) for p0, p1 in split_rows(p, 6)]
-    else:  # few rows: each thread takes half of the panels (in whole micro-tiles of 4 panels)
-        half = max(1, (panels // 2) // 4 * 4) if panels >= 8 else panels // 2
-        parts = [(0, p, half * _PANEL, wpp, op),
-                 (0, p, j - half * _PANEL, wpp + half * panel_bytes, op + half * _PANEL * 4)]
-    status = run_parallel([(k.gemm_f32, p0, p1, jj, taps, gi, n, xp, ldx, xoff, ip, zp, w0, o0, ldo, int(init))
-                           for p0, p1, jj, w0, o0 in parts])
+    status = run_parallel([(k.gemm_f32, p0, p1, jj, taps, gi, n, xp, ldx, xoff, ip, zp, wpp + pt * panel_bytes,
+                            op + pt * _PANEL * 4, ldo, int(init)) for p0, p1, pt, jj in gemm_parts(p, panels, j)])
     if any(status):
         raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
     return out

@@ -37,6 +37,7 @@ from .bfp import BfpTensor
 from .cycles import MFU_LATENCY, CycleModel, NoTiming
 from .memory import ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
+INTEGER_MVU = True  # MVC products in 8-bit integers where the machine and the format allow (native.c)
 _TILES_PER_LOAD = 1 << 32  # provenance tag of an MRF tile: load tag * this + index within the load
 _PANEL_CACHE_BYTES = 2 << 30  # prepared weight panels kept per constant image, at most
 _MASK32 = 0xFFFF_FFFF
@@ -502,11 +503,17 @@ class FuncSim:
         if k is None or self.vrf_mant.dtype != np.int16:
             return False
         n, m_bits = self.cfg.native_dim, self.cfg.mantissa_bits
+        i8 = INTEGER_MVU and k.has_gemm_i8 and m_bits <= 7 and n % 4 == 0
         blocks = vspan.stop - vspan.start
-        xs = self._scratch("mvc-image", blocks * n)
         rng = self._scratch_range
-        k.scale_range_i16(0, blocks, n, m_bits, self._p_vm + vspan.start * n * 2, self._p_ve + vspan.start * 2,
-                          native.ptr(xs), native.ptr(rng))
+        mp, ep = self._p_vm + vspan.start * n * 2, self._p_ve + vspan.start * 2
+        if i8:  # mantissas + 128 as bytes, and each block's unit
+            xs = self._scratch("mvc-image-u8", blocks * n, np.uint8)
+            xu = self._scratch("mvc-units", blocks)
+            k.image_u8(blocks, n, m_bits, mp, ep, native.ptr(xs), native.ptr(xu), native.ptr(rng))
+        else:  # mantissas times their units
+            xs = self._scratch("mvc-image", blocks * n)
+            k.scale_range_i16(0, blocks, n, m_bits, mp, ep, native.ptr(xs), native.ptr(rng))
         lo, live, second, hi = (int(v) for v in rng)
         ar = (lo, hi) if live else ((second, hi) if second != _NO_RANGE else None)
         src = self.mrf_src[tspan]
@@ -534,26 +541,46 @@ class FuncSim:
         tiles_m, tiles_e = self.mrf_mant[tspan], self.mrf_exp[tspan]
         item = tiles_m.itemsize
         for b0, ob0, nob in groups:
-            key = ("mvc-panels", src_key, ob0, nob, kb)
+            key = ("mvc-panels-i8" if i8 else "mvc-panels", src_key, ob0, nob, kb)
             wp = decoded.get(key) if src_key is not None else None
             if wp is None:
-                wp = np.empty((-(-(nob * n) // 16), kb, n, 16), np.float32)
-                k.pack_tiles(nob, kb, n, m_bits, native.ptr(tiles_m) + ob0 * kb * n * n * item,
-                             native.ptr(tiles_e) + ob0 * kb * n * item, native.ptr(wp))
-                if src_key is not None and decoded.get("mvc-panel-bytes", 0) + wp.nbytes <= _PANEL_CACHE_BYTES:
+                panels = -(-(nob * n) // 16)
+                tm, te = native.ptr(tiles_m) + ob0 * kb * n * n * item, native.ptr(tiles_e) + ob0 * kb * n * item
+                if i8:
+                    wp = (np.empty(panels * kb * n * 16, np.int8), np.empty(panels * kb * 16, np.int32),
+                          np.empty(panels * kb * 16, np.float32))
+                    k.pack_tiles_i8(nob, kb, n, m_bits, tm, te, *(native.ptr(a) for a in wp))
+                else:
+                    wp = (np.empty((panels, kb, n, 16), np.float32),)
+                    k.pack_tiles(nob, kb, n, m_bits, tm, te, native.ptr(wp[0]))
+                nbytes = sum(a.nbytes for a in wp)
+                if src_key is not None and decoded.get("mvc-panel-bytes", 0) + nbytes <= _PANEL_CACHE_BYTES:
                     # weights from the constant image are the same every run: keep them prepared
                     decoded[key] = wp
-                    decoded["mvc-panel-bytes"] = decoded.get("mvc-panel-bytes", 0) + wp.nbytes
-            bfp.gemm(k, xs, in_cb * n, wp, out[:, ob0 * n:(ob0 + nob) * n], nob * n, n, "mvc", taps=taps, gi=gi,
-                     xoff=b0 * n, idx=idx, zeros=zeros, init=not acc)
+                    decoded["mvc-panel-bytes"] = decoded.get("mvc-panel-bytes", 0) + nbytes
+            cols = out[:, ob0 * n:(ob0 + nob) * n]
+            if not i8:
+                bfp.gemm(k, xs, in_cb * n, wp[0], cols, nob * n, n, "mvc", taps=taps, gi=gi, xoff=b0 * n, idx=idx,
+                         zeros=zeros, init=not acc)
+                continue
+            zx = self._scratch("zeros-u8", gi * n, np.uint8, fill=128)  # a zero block: mantissas + 128
+            j, op, ldo = nob * n, native.ptr(cols), out.shape[1]
+            wpp, cp, up = (native.ptr(a) for a in wp)
+            status = bfp.run_parallel([
+                (k.gemm_i8, p0, p1, jj, taps, gi, n, native.ptr(xs), in_cb * n, b0 * n, native.ptr(xu), in_cb, b0,
+                 native.ptr(idx), native.ptr(zx), native.ptr(zeros), wpp + pt * kb * n * 16, cp + pt * kb * 64,
+                 up + pt * kb * 64, op + pt * 64, ldo, int(not acc))
+                for p0, p1, pt, jj in bfp.gemm_parts(p, -(-j // 16), j)])
+            if any(status):
+                raise NumericsError("mvc: accumulator overflow beyond the internal format's range")
         return True
 
-    def _scratch(self, name: str, size: int) -> np.ndarray:
-        """A float32 work buffer of at least ``size`` elements (zeros until written), kept across
+    def _scratch(self, name: str, size: int, dtype=np.float32, fill=0) -> np.ndarray:
+        """A work buffer of at least ``size`` elements (``fill`` until written), kept across
         instructions."""
         buf = self._buffers.get(name)
         if buf is None or buf.size < size:
-            buf = np.zeros(max(size, 1024), np.float32)
+            buf = np.full(max(size, 1024), fill, dtype)
             self._buffers[name] = buf
         return buf
 

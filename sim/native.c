@@ -10,6 +10,8 @@
 
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
+typedef int16_t v16h __attribute__((vector_size(32)));
+typedef uint8_t v16b __attribute__((vector_size(16)));
 
 #define MR 6   /* rows of a micro-tile */
 #define NR 16  /* columns of a weight panel (one 16-lane vector) */
@@ -223,6 +225,231 @@ static inline float unit_of(int s)
     return ldexpf(1.0f, s);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The MVU on 8-bit integers (M <= 7, n a multiple of 4, AVX-512 VNNI): each block's dot product
+ * d = sum_i a_i * w_i is computed exactly in 32-bit integers (vpdpbusd multiplies unsigned by
+ * signed bytes, so activations carry an offset of 128: sum (a_i + 128) w_i - 128 sum w_i = d), then
+ * converted to binary32 (exact: |d| < 2**24) and scaled by 2**(sa + sw) (exact under the fast-path
+ * conditions: the product is zero or a normal number), and acc = RNE(acc + term), block by block
+ * in order. A fused multiply-add of the scaled term computes the same rounding, the term being
+ * exact.
+ * --------------------------------------------------------------------------------------------- */
+
+/* Blocks [0, blocks) of n int16 mantissas (|m| <= 127) to bytes m + 128 and their units
+ * unit[b] = 2**(x - (M - 1)), with the exponent range of bfp_scale_range_i16. */
+void bfp_image_u8(int64_t blocks, int64_t n, int m_bits, const int16_t *mant, const int16_t *exp, uint8_t *out,
+                  float *unit, int64_t *range)
+{
+    int64_t lo = INT64_MAX, second = INT64_MAX, hi = INT64_MIN;
+    int live = 0;
+    for (int64_t b = 0; b < blocks; b++) {
+        const int s = (int)exp[b] - (m_bits - 1);
+        unit[b] = unit_of(s);
+        const int16_t *m = mant + b * n;
+        uint8_t *o = out + b * n;
+        int nz = 0;
+        if (n == 16) {
+            v16h x;
+            memcpy(&x, m, sizeof x);
+            v16b u = __builtin_convertvector(x + 128, v16b);
+            memcpy(o, &u, sizeof u);
+            for (int l = 0; l < 16; l++) nz |= x[l];
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                nz |= m[i];
+                o[i] = (uint8_t)(m[i] + 128);
+            }
+        }
+        if (s < lo) {
+            if (lo < second) second = lo;
+            lo = s;
+            live = nz != 0;
+        } else if (s == lo) {
+            live |= nz != 0;
+        } else if (s < second) {
+            second = s;
+        }
+        if (s > hi) hi = s;
+    }
+    range[0] = lo;
+    range[1] = live;
+    range[2] = second;
+    range[3] = hi;
+}
+
+/* Weight tiles (as bfp_pack_tiles) to integer panels: for panel pt (columns j = 16 pt + l), block
+ * b, quad q: 64 bytes wp[((pt * kb + b) * (n / 4) + q) * 64 + 4 l + u] = w[j, b, 4 q + u]; per
+ * (panel, block) 16 lanes of ncorr = -128 * sum_i w[j, b, i] and of the unit 2**(x_j - (M - 1));
+ * padding columns are zero. */
+void bfp_pack_tiles_i8(int64_t cob, int64_t kb, int64_t n, int m_bits, const int16_t *tiles, const int16_t *texp,
+                       int8_t *wp, int32_t *ncorr, float *uw)
+{
+    const int64_t J = cob * n, panels = (J + 15) / 16;
+    for (int64_t pt = 0; pt < panels; pt++)
+        for (int64_t b = 0; b < kb; b++) {
+            int8_t *o = wp + (pt * kb + b) * n * 16;
+            for (int l = 0; l < 16; l++) {
+                const int64_t j = pt * 16 + l;
+                int32_t sum = 0;
+                float u = 0.0f;
+                const int16_t *row = 0;
+                if (j < J) {
+                    const int64_t tile = (j / n) * kb + b, r = j % n;
+                    u = unit_of((int)texp[tile * n + r] - (m_bits - 1));
+                    row = tiles + (tile * n + r) * n;
+                }
+                for (int64_t i = 0; i < n; i++) {
+                    const int w = row ? row[i] : 0;
+                    sum += w;
+                    o[(i / 4) * 64 + 4 * l + (i % 4)] = (int8_t)w;
+                }
+                ncorr[(pt * kb + b) * 16 + l] = -128 * sum;
+                uw[(pt * kb + b) * 16 + l] = u;
+            }
+        }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+
+static inline __attribute__((always_inline)) int
+micro_tile_i8(const int mr, const int np, const int64_t n, int64_t taps, int64_t gi, const uint8_t *x, int64_t ldx,
+              int64_t xoff, const float *xu, int64_t ldu, int64_t uoff, const int64_t *idx, const uint8_t *zx,
+              const float *zu, int64_t p, const int8_t *w, const int32_t *ncorr, const float *uw, int64_t kb,
+              float *o, int64_t ldo, int nc, int init)
+{
+    float tmp[MR][NP][NR];
+    float *dst[MR][NP];
+    const int64_t pstride = kb * n * 16; /* bytes between panels */
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < np; c++) {
+            int direct = c < np - 1 || nc == NR;
+            dst[r][c] = direct ? o + r * ldo + c * NR : tmp[r][c];
+            if (!direct) {
+                for (int l = 0; l < NR; l++) tmp[r][c][l] = (init || l >= nc) ? 0.0f : o[r * ldo + c * NR + l];
+            } else if (init) {
+                _mm512_storeu_ps(dst[r][c], _mm512_setzero_ps());
+            }
+        }
+    for (int64_t t = 0; t < taps; t++) {
+        const uint8_t *xr[MR];
+        const float *ur[MR];
+        for (int r = 0; r < mr; r++) {
+            const int64_t pr = p + r;
+            if (!idx) {
+                xr[r] = x + pr * ldx + xoff + t * gi * n;
+                ur[r] = xu + pr * ldu + uoff + t * gi;
+            } else {
+                const int64_t q = idx[pr * taps + t];
+                xr[r] = q < 0 ? zx : x + q * ldx + xoff;
+                ur[r] = q < 0 ? zu : xu + q * ldu + uoff;
+            }
+        }
+        for (int64_t bi = 0; bi < gi; bi++) {
+            const int64_t b = t * gi + bi;
+            __m512i d[MR][NP];
+            for (int c = 0; c < np; c++) {
+                const __m512i init_c = _mm512_loadu_si512(ncorr + (c * kb + b) * 16);
+                for (int r = 0; r < mr; r++) d[r][c] = init_c;
+            }
+            const int8_t *wb = w + b * n * 16;
+            for (int64_t q = 0; q < n / 4; q++) {
+                __m512i wv[NP];
+                for (int c = 0; c < np; c++) wv[c] = _mm512_loadu_si512(wb + c * pstride + q * 64);
+                for (int r = 0; r < mr; r++) {
+                    int32_t quad;
+                    memcpy(&quad, xr[r] + bi * n + 4 * q, 4);
+                    const __m512i a = _mm512_set1_epi32(quad);
+                    for (int c = 0; c < np; c++) d[r][c] = _mm512_dpbusd_epi32(d[r][c], a, wv[c]);
+                }
+            }
+            for (int c = 0; c < np; c++) {
+                const __m512 u = _mm512_loadu_ps(uw + (c * kb + b) * 16);
+                for (int r = 0; r < mr; r++) {
+                    const __m512 s = _mm512_mul_ps(u, _mm512_set1_ps(ur[r][bi]));
+                    _mm512_storeu_ps(dst[r][c], _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][c]), s,
+                                                                _mm512_loadu_ps(dst[r][c])));
+                }
+            }
+        }
+    }
+    __mmask16 bad = 0;
+    for (int r = 0; r < mr; r++)
+        for (int c = 0; c < np; c++) {
+            const __m512i bits = _mm512_castps_si512(_mm512_loadu_ps(dst[r][c]));
+            const __m512i e = _mm512_and_si512(bits, _mm512_set1_epi32(0x7f800000));
+            bad |= _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(0x7f800000));
+            if (dst[r][c] == tmp[r][c])
+                for (int l = 0; l < nc; l++) o[r * ldo + c * NR + l] = tmp[r][c][l];
+        }
+    return bad != 0;
+}
+
+#define TILE_ROWS_I8(NPV)                                                                           \
+    switch (mr) {                                                                                   \
+    case 6: bad |= micro_tile_i8(6, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
+    case 5: bad |= micro_tile_i8(5, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
+    case 4: bad |= micro_tile_i8(4, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
+    case 3: bad |= micro_tile_i8(3, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
+    case 2: bad |= micro_tile_i8(2, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
+    default: bad |= micro_tile_i8(1, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
+    }
+
+static inline __attribute__((always_inline)) int
+gemm_rows_i8(const int64_t n, int64_t p0, int64_t p1, int64_t J, int64_t taps, int64_t gi, const uint8_t *x,
+             int64_t ldx, int64_t xoff, const float *xu, int64_t ldu, int64_t uoff, const int64_t *idx,
+             const uint8_t *zx, const float *zu, const int8_t *wp, const int32_t *ncorr, const float *uw, float *out,
+             int64_t ldo, int init)
+{
+    const int64_t kb = taps * gi, panels = (J + NR - 1) / NR;
+    int bad = 0;
+    for (int64_t jt = 0; jt < panels; jt += NP) {
+        const int npv = panels - jt < NP ? (int)(panels - jt) : NP;
+        const int64_t last = jt + npv - 1;
+        const int nc = (int)(J - last * NR < NR ? J - last * NR : NR);
+        const int8_t *w = wp + jt * kb * n * 16;
+        const int32_t *nc_ = ncorr + jt * kb * 16;
+        const float *u_ = uw + jt * kb * 16;
+        for (int64_t p = p0; p < p1; p += MR) {
+            const int mr = p1 - p < MR ? (int)(p1 - p) : MR;
+            float *o = out + p * ldo + jt * NR;
+            switch (npv) {
+            case 4: TILE_ROWS_I8(4); break;
+            case 3: TILE_ROWS_I8(3); break;
+            case 2: TILE_ROWS_I8(2); break;
+            default: TILE_ROWS_I8(1); break;
+            }
+        }
+    }
+    return bad;
+}
+#endif
+
+/* bfp_gemm_f32 on the integer operands of bfp_image_u8 and bfp_pack_tiles_i8: activation bytes x
+ * (row / pixel stride ldx, offset xoff bytes) with units xu (stride ldu, offset uoff blocks), zx /
+ * zu a zero block (bytes 128, units 0) of gi blocks for taps outside the image, weight panels wp
+ * with ncorr and uw. Returns nonzero if a result is not finite, -1 (nothing done) where the
+ * machine has no AVX-512 VNNI. */
+int64_t bfp_gemm_i8(int64_t p0, int64_t p1, int64_t J, int64_t taps, int64_t gi, int64_t n, const uint8_t *x,
+                    int64_t ldx, int64_t xoff, const float *xu, int64_t ldu, int64_t uoff, const int64_t *idx,
+                    const uint8_t *zx, const float *zu, const int8_t *wp, const int32_t *ncorr, const float *uw,
+                    float *out, int64_t ldo, int init)
+{
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+    if (n % 4) return -1;
+    if (n == 16)
+        return gemm_rows_i8(16, p0, p1, J, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, wp, ncorr, uw, out,
+                            ldo, init);
+    return gemm_rows_i8(n, p0, p1, J, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, wp, ncorr, uw, out, ldo,
+                        init);
+#else
+    (void)p0; (void)p1; (void)J; (void)taps; (void)gi; (void)n; (void)x; (void)ldx; (void)xoff; (void)xu;
+    (void)ldu; (void)uoff; (void)idx; (void)zx; (void)zu; (void)wp; (void)ncorr; (void)uw; (void)out; (void)ldo;
+    (void)init;
+    return -1;
+#endif
+}
+
 /* Mantissas times their block's unit 2**(x - (M - 1)), as binary32: rows [r0, r1) of an
  * (R, kb * n) mantissa array with (R, kb) exponents. Exact wherever the unit is a normal binary32
  * number; a smaller unit goes through ldexpf (the matmul fast path only meets it in all-zero
@@ -358,9 +585,6 @@ int64_t bfp_add_f32(int64_t r0, int64_t r1, int64_t n, const float *a, const flo
  * instruction then fails with its state untouched), and each computes what the numpy code
  * computes (bfp.py, memory.py) bit for bit. 16-lane blocks take a vector path.
  * --------------------------------------------------------------------------------------------- */
-
-typedef int16_t v16h __attribute__((vector_size(32)));
-typedef uint8_t v16b __attribute__((vector_size(16)));
 
 static const float FMAX = 3.4028234663852886e38f;
 

@@ -61,6 +61,10 @@ _SIGNATURES = {
     "bfp_gemm_f32": ([_I64, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _INT],
                      _I64),
     "bfp_scale_range_i16": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR], None),
+    "bfp_gemm_i8": ([_I64, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _PTR,
+                     _PTR, _PTR, _PTR, _I64, _INT], _I64),
+    "bfp_image_u8": ([_I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR, _PTR], None),
+    "bfp_pack_tiles_i8": ([_I64, _I64, _I64, _INT, _PTR, _PTR, _PTR, _PTR, _PTR], None),
     "bfp_quantize_f32": ([_I64, _I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
     "bfp_scale_i16": ([_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
     "bfp_scale_i32": ([_I64, _I64, _I64, _I64, _INT, _PTR, _PTR, _PTR], None),
@@ -90,6 +94,10 @@ class NativeKernels:
             fns[name] = fn
         self.gemm_f32, self.quantize_f32 = fns["bfp_gemm_f32"], fns["bfp_quantize_f32"]
         self.scale_range_i16 = fns["bfp_scale_range_i16"]
+        self.gemm_i8, self.image_u8 = fns["bfp_gemm_i8"], fns["bfp_image_u8"]
+        self.pack_tiles_i8 = fns["bfp_pack_tiles_i8"]
+        # the integer MVU needs AVX-512 VNNI (an empty product answers -1 without it)
+        self.has_gemm_i8 = self.gemm_i8(0, 0, 0, 1, 1, 16, *([None, 0, 0, None, 0, 0] + [None] * 7), 0, 0) == 0
         self.add_f32 = fns["bfp_add_f32"]
         self.pack_tiles = fns["bfp_pack_tiles"]
         # the simulator's DMA and multi-function unit on its register files (funcsim)

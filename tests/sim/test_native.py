@@ -233,9 +233,16 @@ halt
     dict(h=5, w=6, cb=4, cob=5, kh=1, kw=1, stride=1, dil=1, pads=(0, 0, 0, 0), gi=2, go=3, ob0=1),
     dict(h=5, w=7, cb=2, cob=20, kh=1, kw=1, stride=1, dil=1, pads=(0, 0, 0, 0)),
 ], ids=["3x3", "band-stride2", "dilated", "depthwise", "grouped", "1x1-wide"])
-def test_window_mvc_matches_numpy(cfg, shape):
-    """The MVC's native path (windows read in place from the scaled image, the accumulators
-    written or continued in the FVRF) against numpy's im2col and block_matmul, bit for bit."""
+@pytest.mark.parametrize("integer", [True, False], ids=["int8", "f32"])
+def test_window_mvc_matches_numpy(cfg, shape, integer, monkeypatch):
+    """The MVC's native paths (windows read in place from the image, on 8-bit integers or scaled
+    binary32 operands; the accumulators written or continued in the FVRF) against numpy's im2col
+    and block_matmul, bit for bit."""
+    from accelml.sim import funcsim
+
+    if integer and not native.kernels().has_gemm_i8:
+        pytest.skip("no AVX-512 VNNI")
+    monkeypatch.setattr(funcsim, "INTEGER_MVU", integer)
     r1, r2 = both(_conv_sim, cfg, **shape)
     assert same_bits(r1, r2)
     assert np.abs(r1).max() > 0
