@@ -169,7 +169,8 @@ def test_scale_range_matches_nonzero_block_range():
         assert same_bits(out, (mant * np.ldexp(np.float32(1), sexp)[:, None]).astype(np.float32))
 
 
-def _conv_sim(cfg, h, w, cb, cob, kh, kw, stride, dil, pads, *, gi=0, go=0, ob0=0, npix=None, pix0=0, seed=0):
+def _conv_sim(cfg, h, w, cb, cob, kh, kw, stride, dil, pads, *, gi=0, go=0, ob0=0, npix=None, pix0=0, seed=0,
+              shift=(0, 0)):
     """FuncSim after a window MVC (then a second one accumulating onto it) on random operands."""
     from accelml.hdl.program import assemble_program
     from accelml.sim.funcsim import FuncSim
@@ -181,8 +182,9 @@ def _conv_sim(cfg, h, w, cb, cob, kh, kw, stride, dil, pads, *, gi=0, go=0, ob0=
     ow = (w + pads[1] + pads[3] - dil * (kw - 1) - 1) // stride + 1
     npix = oh * ow - pix0 if npix is None else npix
     tiles = cob * kh * kw * (gi or cb)
-    x = random_bfp(rng, cfg, h * w, cb * n, 8)
-    wt = random_bfp(rng, cfg, tiles * n, n, 8)
+    with np.errstate(over="ignore"):
+        x = bfp.quantize(nasty(rng, (h * w, cb * n), 8) * np.float32(2.0 ** shift[0]), cfg)
+        wt = bfp.quantize(nasty(rng, (tiles * n, n), 8) * np.float32(2.0 ** shift[1]), cfg)
     x.mant[: 2 * w] = 0  # whole zero rows
     img = MemoryImage(cfg)
     img.put_bfp("x", x, at=0)
@@ -246,6 +248,30 @@ def test_window_mvc_matches_numpy(cfg, shape, integer, monkeypatch):
     r1, r2 = both(_conv_sim, cfg, **shape)
     assert same_bits(r1, r2)
     assert np.abs(r1).max() > 0
+
+
+@pytest.mark.parametrize("shift", [(-60, -60), (-66, -52), (-40, -90), (50, 45), (60, 52), (100, 0), (-110, 100)])
+@pytest.mark.parametrize("integer", [True, False], ids=["int8", "f32"])
+def test_window_mvc_at_the_edges_of_the_exponent_range(shift, integer, monkeypatch):
+    """Operands scaled towards the limits of the native paths (units near 2**-126, sums near the
+    top of binary32): where a path is exact it matches numpy bit for bit, elsewhere the general
+    path runs; an overflow is refused by both."""
+    from accelml.sim import funcsim
+
+    if integer and not native.kernels().has_gemm_i8:
+        pytest.skip("no AVX-512 VNNI")
+    monkeypatch.setattr(funcsim, "INTEGER_MVU", integer)
+    shape = dict(h=5, w=4, cb=2, cob=3, kh=3, kw=3, stride=1, dil=1, pads=(1, 1, 1, 1))
+    try:
+        r1 = _conv_sim(preset("a10"), **shape, shift=shift)
+    except NumericsError as e:
+        assert "overflow" in str(e)
+        with numpy_only(), pytest.raises(NumericsError, match="overflow"):
+            _conv_sim(preset("a10"), **shape, shift=shift)
+        return
+    with numpy_only():
+        r2 = _conv_sim(preset("a10"), **shape, shift=shift)
+    assert same_bits(r1, r2)
 
 
 ONE_BYTE = [(c, i) for c, i in zip(CONFIGS, IDS, strict=True) if c.mantissa_bytes == 1]
