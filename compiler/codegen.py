@@ -12,9 +12,11 @@ Schedule (per layer, for one EngineConfig):
 * **Resident activations**: half the VRF is a pool where an activation stays between the layer
   that writes it and the layers that read it, when all of them handle whole pixels (every channel
   block) at a time: the writer quantises straight into place, readers take windows, shortcuts
-  and pooling inputs in place, and no external-memory traffic is spent on it. Buffers are
-  placed first-fit in program order by lifetime; the rest stream. When a layer does not fit the
-  streaming regions that remain, the whole segment is scheduled without the pool.
+  and pooling inputs in place, and no external-memory traffic is spent on it (a split buffer
+  keeps both planes there). Buffers are placed first-fit in program order by lifetime; the rest
+  stream. When a layer does not fit the streaming regions that remain, the whole segment is
+  scheduled without the pool; the driver also keeps the streaming schedule when the cycle model
+  finds it faster (its larger regions need fewer bands and weight reloads).
 * **Loop order**: weight chunk outer, row band inner: each weight is read once (weight reuse
   across all output pixels at batch 1).
 * Accumulator, shortcut and output staging regions alternate between two halves, so the epilogue
@@ -230,6 +232,7 @@ class _Generator:
                 const = max(const, 2 * op.srcs[0].cb)
         self.r = _regions(plan.cfg, const, resident)
         self.resident: dict[str, tuple[int, int]] = {}  # base buffer on chip -> (VRF address, vectors)
+        self.addr: dict[str, int] = {}  # base buffer -> external address (-1: resident, none)
         self.layers: list[LayerInfo] = []
         self.weights: dict[int, tuple[int, int]] = {}
         self.weight_bytes: dict[int, int] = {}
@@ -248,17 +251,19 @@ class _Generator:
         base = self.plan.bases[buf.base]
         vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
         plane = base.h * base.w * base.cb if lo else 0
-        return base.addr + (plane + (pixel * base.cb) + buf.cb_off + block) * vb
+        return self.addr[buf.base] + (plane + (pixel * base.cb) + buf.cb_off + block) * vb
 
     def planes(self, buf: Buf) -> list[bool]:
         """The planes of ``buf`` (``lo`` flags): two for a split buffer."""
         return [False, True] if self.plan.bases[buf.base].split else [False]
 
-    def res_addr(self, buf: Buf, pixel: int) -> int | None:
-        """VRF address of a resident buffer's pixel (None: ``buf`` lives in external memory)."""
+    def res_addr(self, buf: Buf, pixel: int, lo: bool = False) -> int | None:
+        """VRF address of a resident buffer's pixel, in its second plane if ``lo`` (None: ``buf``
+        lives in external memory). A resident split buffer keeps its planes one after the other."""
         if buf.base not in self.resident:
             return None
-        return self.resident[buf.base][0] + pixel * self.plan.bases[buf.base].cb
+        base = self.plan.bases[buf.base]
+        return self.resident[buf.base][0] + (base.h * base.w * base.cb if lo else 0) + pixel * base.cb
 
     # -- resident activations ---------------------------------------------------------------------
     def place_resident(self) -> None:
@@ -290,7 +295,7 @@ class _Generator:
         pool, size = self.r.vrf_pool, self.r.vrf_pool_size
         for name, base in bases.items():
             w, rd = writers.get(name, []), readers.get(name, [])
-            if name in io or base.fp32 or base.split or len(w) != 1 or not rd or min(rd) <= w[0] or not ok[name]:
+            if name in io or base.fp32 or len(w) != 1 or not rd or min(rd) <= w[0] or not ok[name]:
                 continue
             first, last = w[0], max(rd)
             need = -(-base.vectors // _POOL_ALIGN) * _POOL_ALIGN
@@ -397,7 +402,11 @@ class _Generator:
         cob_c = max(1, min(cob_c, out_cap // ow))
         rows = oh
         in_cb = op.src.cb * len(self.planes(op.src))  # blocks per input pixel on chip
-        vrf_need = lambda rows: _input_rows(op.geom, rows) * op.geom.in_w * in_cb + in_cb  # noqa: E731  (+ block-range slack)
+        resident = op.src.base in self.resident  # read in place: no input region needed
+
+        def vrf_need(rows: int) -> int:
+            return 0 if resident else _input_rows(op.geom, rows) * op.geom.in_w * in_cb + in_cb  # + block slack
+
         # two input buffers when one band fits half the region, else one buffer of the whole region
         cap_in = r.vrf_in_size if vrf_need(1) <= r.vrf_in_size else 2 * r.vrf_in_size
         while rows > 1 and (vrf_need(rows) > cap_in or rows * ow * cob_c > out_cap):
@@ -482,7 +491,11 @@ class _Generator:
         double = self.double_in[id(op)]
         cb = op.src.cb
         planes = self.planes(op.src)
-        in_cb = cb * len(planes)  # a split input holds each pixel's two planes side by side on chip
+        resident = op.src.base in self.resident
+        # a streamed split input holds each pixel's two planes side by side on chip; a resident one
+        # keeps them apart, each plane at its own place
+        in_cb = cb if resident else cb * len(planes)
+        plane_at = self.res_addr(op.src, 0, lo=True) - self.res_addr(op.src, 0) if resident else cb
 
         def load_band(band) -> int:
             i0, i1 = self.band_input(op, *band, g.kh)
@@ -528,7 +541,7 @@ class _Generator:
             acc = r.fvrf_acc[self.parity]
             npix = (r1 - r0) * ow
             group = kgroups[k]
-            plane = cb if passes[k][1] else 0  # the pass over the input's second plane reads it
+            plane = plane_at if passes[k][1] else 0  # the pass over the input's second plane reads it
             if group[0] == "rows":
                 _, ky0, ky1 = group
                 kh_, kw_, pad_t, pad_l, rs, gi_, go_, ob0 = ky1 - ky0, kw, g.pads[0] - ky0 * g.dilation[0], \
@@ -568,7 +581,7 @@ class _Generator:
         e, r = self.e, self.r
         moved = 0
         for lo in planes:
-            vin = self.res_addr(buf, pix0)  # a resident buffer is read in place (whole pixels)
+            vin = self.res_addr(buf, pix0, lo)  # a resident buffer is read in place (whole pixels)
             if vin is None:
                 vin = r.vrf_res
                 moved += self.load_rows(buf, pix0, npix, blk0, nblk, Space.VRF, vin, lo=lo)
@@ -583,18 +596,18 @@ class _Generator:
         e, r = self.e, self.r
         if dst.fp32:
             return self.store_rows(dst, pix0, npix, blk0, nblk, Space.FVRF, acc)
-        if (at := self.res_addr(dst, pix0)) is not None:  # resident: quantised straight into place
-            e.counted(Opcode.QNT, npix * nblk, rd=at, rs=acc)
-            return 0
-        stage = r.vrf_out[self.parity]
         cnt = npix * nblk
+        at = self.res_addr(dst, pix0)  # resident: quantised straight into place
+        stage = r.vrf_out[self.parity] if at is None else at
         e.counted(Opcode.QNT, cnt, rd=stage, rs=acc)
-        moved = self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
+        moved = 0 if at is not None else self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
         if self.plan.bases[dst.base].split:
+            lo = self.res_addr(dst, pix0, lo=True)
             e.counted(Opcode.DEQ, cnt, rd=r.fvrf_res, rs=stage)
             e.counted(Opcode.VOP, cnt, fn=VecOp.SUB, rd=r.fvrf_res, ra=acc, rb=r.fvrf_res, period=0)
-            e.counted(Opcode.QNT, cnt, rd=r.vrf_res, rs=r.fvrf_res)
-            moved += self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, r.vrf_res, lo=True)
+            e.counted(Opcode.QNT, cnt, rd=r.vrf_res if lo is None else lo, rs=r.fvrf_res)
+            if lo is None:
+                moved += self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, r.vrf_res, lo=True)
         return moved
 
     def pool_plan(self, op: PoolOp) -> tuple[int, int]:
@@ -606,11 +619,12 @@ class _Generator:
         cap = min(r.fvrf_acc_size, r.vrf_out_size)
         if self.plan.bases[op.dst.base].split:  # the second plane is staged in the shortcut regions
             cap = min(cap, r.vrf_res_size, self.cfg.fvrf_vectors - r.fvrf_res)
-        cb_c = max(1, min(cb, cap // ow, r.vrf_in_size // max(1, g.kh * g.in_w)))
+        vin = 1 << 62 if op.src.base in self.resident else r.vrf_in_size  # read in place: no input region
+        cb_c = max(1, min(cb, cap // ow, vin // max(1, g.kh * g.in_w)))
         rows = oh if op.kind is PoolKind.AVG_PAD else -(-oh // PIPELINE_BANDS)
-        while rows > 1 and (_input_rows(g, rows) * g.in_w * cb_c > r.vrf_in_size or rows * ow * cb_c > cap):
+        while rows > 1 and (_input_rows(g, rows) * g.in_w * cb_c > vin or rows * ow * cb_c > cap):
             rows = -(-rows // 2)
-        if _input_rows(g, rows) * g.in_w * cb_c > r.vrf_in_size or ow * cb_c > cap:
+        if _input_rows(g, rows) * g.in_w * cb_c > vin or ow * cb_c > cap:
             raise CapacityError(f"pool {op.name!r} does not fit the VRF/FVRF ({self.cfg.name})")
         if op.kind is PoolKind.AVG_PAD and rows < oh:
             raise CapacityError(f"pool {op.name!r}: padded average needs the whole input on chip ({self.cfg.name})")
@@ -693,14 +707,17 @@ class _Generator:
                 self.weights[id(op)] = (addr, addr)
         if self.r.vrf_pool_size:
             self.place_resident()
+            for op in self.plan.ops:  # inputs read in place need no bands for the input region
+                if isinstance(op, ConvOp | PoolOp) and op.src.base in self.resident:
+                    self.plans[id(op)] = self.conv_plan(op) if isinstance(op, ConvOp) else self.pool_plan(op)
         # activation buffers after the constants (resident ones have no external copy)
         top = -(-self.img.top // _ALIGN) * _ALIGN
         for base in self.plan.bases.values():
             if base.name in self.resident:
-                base.addr = -1
+                self.addr[base.name] = -1
                 continue
             vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
-            base.addr = top
+            self.addr[base.name] = top
             self.img.reserve(f"buffer {base.name}", base.vectors * vb, at=top)
             top = -(-(top + base.vectors * vb) // _ALIGN) * _ALIGN
         for op in self.plan.ops:
@@ -723,7 +740,7 @@ class _Generator:
         if top > self.cfg.mem_bytes:
             raise CapacityError(f"the network needs {top} bytes of external memory; {self.cfg.name} has "
                                 f"{self.cfg.mem_bytes}")
-        buffers = {b.name: {"addr": b.addr, "h": b.h, "w": b.w, "cb": b.cb, "fp32": b.fp32, "split": b.split}
+        buffers = {b.name: {"addr": self.addr[b.name], "h": b.h, "w": b.w, "cb": b.cb, "fp32": b.fp32, "split": b.split}
                    for b in self.plan.bases.values()}
         prog = Program(self.e.insns, self.cfg.hash, source="<compiled>")
         return Compiled(prog, self.img, top, self.layers, buffers, dict(self.resident))

@@ -57,7 +57,6 @@ class BaseBuf:
     w: int
     cb: int  # vectors per pixel
     fp32: bool = False
-    addr: int = -1  # assigned by codegen
     # split activations: a second plane of h * w * cb vectors after the first holds what the
     # first's quantisation misses (``bfp.quantize_split``); convolutions read both
     split: bool = False

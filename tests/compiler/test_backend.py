@@ -168,3 +168,15 @@ def test_resident_pool_is_given_up_when_the_streaming_regions_get_too_small(tmp_
     cm, _ = check(models.build("ssd_vgg", "reduced"), preset("tiny"), tmp_path)
     assert cm.segments[0].compiled.resident == {}
     assert "resident activations" not in cm.report()
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_the_faster_of_the_resident_and_streaming_schedules_is_kept(split):
+    from accelml.compiler import codegen
+    from accelml.compiler.driver import _layer_reports
+
+    cm = compile_model(models.build("resnet50", "reduced"), config="ecp5", split_weights=split,
+                       split_activations=split)
+    plan = cm.segments[0].plan
+    both = [sum(r.cycles for r in _layer_reports(codegen.generate(plan, resident=r), cm.cfg)) for r in (True, False)]
+    assert cm.summary()["cycles"] == min(both)

@@ -46,6 +46,8 @@ def test_split_activations_are_bit_exact_between_funcsim_and_golden(tmp_path, mo
     plan = cm.segments[0].plan
     srcs = {op.src.base for op in plan.ops if isinstance(op, lower.ConvOp)}
     assert srcs and all(plan.bases[b].split for b in srcs)
+    if preset_name == "a10" and model == "mobilenet_v2":  # both planes kept on chip between layers
+        assert any(plan.bases[b].split for b in cm.segments[0].compiled.resident)
     _, got, want = run_both(cm, tmp_path)
     for name in want:
         assert got[name].tobytes() == want[name].tobytes(), name
