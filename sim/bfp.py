@@ -253,9 +253,16 @@ def split_rows(rows: int, align: int = 1, min_rows: int = _MIN_ROWS_PER_THREAD) 
 
 
 def run_parallel(calls) -> list:
-    """Run ``(fn, *args)`` calls on the worker threads (native kernels release the GIL); wait for
-    all and return their results in order."""
-    return [f.result() for f in [_POOL.submit(fn, *args) for fn, *args in calls]]
+    """Run ``(fn, *args)`` calls side by side, the last on the calling thread and the others on
+    the worker threads (native kernels release the GIL); wait for all and return their results in
+    order."""
+    calls = list(calls)
+    if not calls:
+        return []
+    futures = [_POOL.submit(fn, *args) for fn, *args in calls[:-1]]
+    fn, *args = calls[-1]
+    last = fn(*args)
+    return [f.result() for f in futures] + [last]
 
 
 def _scaled_native(k, mant: np.ndarray, exp: np.ndarray, n: int, m_bits: int,

@@ -47,16 +47,25 @@ _WINDOWS: dict = {}  # (geometry, pix0, npix, out_w) -> window index, shared by 
 _WINDOWS_MAX = 512
 
 
-def _window_index(geom: golden.ConvGeom, pixels: tuple, oy: np.ndarray, ox: np.ndarray) -> np.ndarray:
-    """geom.window_index(oy, ox, -1) (-1: a zero block, native.c), kept per window geometry and
-    output pixels (pix0, npix, out_w)."""
+def _window_index(geom: golden.ConvGeom, pixels: tuple) -> tuple[np.ndarray, int]:
+    """geom.window_index(oy, ox, -1) (-1: a zero block, native.c) of output pixels ``pixels``
+    (pix0, npix, out_w), and its address; kept per window geometry and pixels."""
     key = (geom, pixels)
     idx = _WINDOWS.get(key)
     if idx is None:
+        oy, ox = _pixels(pixels)
         if len(_WINDOWS) >= _WINDOWS_MAX:
             _WINDOWS.clear()
-        idx = _WINDOWS[key] = np.ascontiguousarray(geom.window_index(oy, ox, -1), dtype=np.int64)
+        a = np.ascontiguousarray(geom.window_index(oy, ox, -1), dtype=np.int64)
+        idx = _WINDOWS[key] = (a, native.ptr(a))
     return idx
+
+
+def _pixels(pixels: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of output pixels (pix0, npix, out_w)."""
+    pix0, npix, out_w = pixels
+    q = pix0 + np.arange(npix)
+    return q // out_w, q % out_w
 
 
 _CFG_DEFAULTS = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
@@ -174,7 +183,9 @@ class FuncSim:
         self.stats = Stats()
         self.model = (CycleModel if timing else NoTiming)(cfg, self.mem.size)
         self._buffers: dict[str, np.ndarray] = {}
+        self._buffer_ptrs: dict[str, int] = {}
         self._scratch_range = np.zeros(4, np.int64)
+        self._p_range = native.ptr(self._scratch_range)
         self._depths = {Space.VRF: cfg.vrf_vectors, Space.MRF: cfg.mrf_tiles, Space.FVRF: cfg.fvrf_vectors}
         self._items = {Space.VRF: cfg.bfp_vector_bytes, Space.MRF: cfg.tile_bytes, Space.FVRF: cfg.fp_vector_bytes}
         self._rec: list | None = None  # the trace being recorded
@@ -476,7 +487,8 @@ class FuncSim:
                     raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
             groups = tuple((b0, ob0, nob) for b0, ob0, nob, _ in groups)
         if self.numerics:
-            self._emit(_x_mvc, geom, pixels, vspan, tspan, dspan, in_cb, cob, gi, groups, acc)
+            self._emit(_x_mvc, geom, pixels, _window_index(geom, pixels), vspan, tspan, dspan, in_cb, cob, gi, groups,
+                       acc)
         tile_ops = p * cob * taps * gi
         self.stats.tile_ops += tile_ops
         self.stats.macs += tile_ops * self.cfg.native_dim ** 2
@@ -490,15 +502,15 @@ class FuncSim:
             self.model.op("mvu", occupancy, self.model.mvu_latency, reads=reads,
                           writes=[("fvrf", dspan.start, dspan.stop)])
 
-    def _mvc_native(self, vspan: slice, geom, pixels, oy, ox, tspan: slice, dspan: slice, in_cb: int, gi: int,
-                    groups, acc: int) -> bool:
+    def _mvc_native(self, vspan: slice, geom, idx, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
+                    acc: int) -> bool:
         """An MVC's products in the native kernels, written (acc = 0) or accumulated (acc = 1)
-        straight into the FVRF destination: the image scaled once, each window tap read from it
-        in place, weights as prepared panels (kept across runs for tiles loaded from the constant
-        image). False (nothing done) when the kernels are off or the operands need the general
-        path; ranges are taken over the whole image and tile span, a superset of the operands, so
-        the fast path is only taken where it is exact. On an accumulator overflow the destination
-        may be partly written."""
+        straight into the FVRF destination: the image converted once, each window tap (``idx``,
+        _window_index) read from it in place, weights as prepared panels (kept across runs for
+        tiles loaded from the constant image). False (nothing done) when the kernels are off or
+        the operands need the general path; ranges are taken over the whole image and tile span, a
+        superset of the operands, so the fast path is only taken where it is exact. On an
+        accumulator overflow the destination may be partly written."""
         k = native.kernels()
         if k is None or self.vrf_mant.dtype != np.int16:
             return False
@@ -507,14 +519,14 @@ class FuncSim:
         blocks = vspan.stop - vspan.start
         rng = self._scratch_range
         mp, ep = self._p_vm + vspan.start * n * 2, self._p_ve + vspan.start * 2
-        if i8:  # mantissas + 128 as bytes, and each block's unit
-            xs = self._scratch("mvc-image-u8", blocks * n, np.uint8)
-            xu = self._scratch("mvc-units", blocks)
-            k.image_u8(blocks, n, m_bits, mp, ep, native.ptr(xs), native.ptr(xu), native.ptr(rng))
+        if i8:  # mantissas + 128 as bytes, and each block's unit exponent
+            xs = self._scratch_ptr("mvc-image-u8", blocks * n, np.uint8)
+            xu = self._scratch_ptr("mvc-units", blocks, np.int32)
+            k.image_u8(blocks, n, m_bits, mp, ep, xs, xu, self._p_range)
         else:  # mantissas times their units
-            xs = self._scratch("mvc-image", blocks * n)
-            k.scale_range_i16(0, blocks, n, m_bits, mp, ep, native.ptr(xs), native.ptr(rng))
-        lo, live, second, hi = (int(v) for v in rng)
+            xs = self._scratch_ptr("mvc-image", blocks * n)
+            k.scale_range_i16(0, blocks, n, m_bits, mp, ep, xs, self._p_range)
+        lo, live, second, hi = rng.tolist()
         ar = (lo, hi) if live else ((second, hi) if second != _NO_RANGE else None)
         src = self.mrf_src[tspan]
         src_key = src.tobytes() if src.size and src.min() >= 0 else None  # all tiles from constant loads
@@ -525,53 +537,50 @@ class FuncSim:
             wr = bfp.nonzero_block_range(self.mrf_mant[tspan], self.mrf_exp[tspan].astype(np.int32) - (m_bits - 1), n)
             if src_key is not None:
                 decoded[("mvc-range", src_key)] = wr
-        p = oy.size
-        out = self.fvrf[dspan].reshape(p, (dspan.stop - dspan.start) // p * n if p else 0)
+        p = idx[0].shape[0]
+        ldo = (dspan.stop - dspan.start) // p * n if p else 0
         if ar is None or wr is None:  # every product is an exact zero
             if not acc:
-                out[...] = 0
+                self.fvrf[dspan] = 0
             return True
         fast, exact32 = bfp.fast_path(ar, wr, self.cfg)
         if not (fast and exact32):
             return False
         taps = geom.kh * geom.kw
         kb = taps * gi
-        idx = _window_index(geom, pixels, oy, ox)
-        zeros = self._scratch("zeros", gi * n)
-        tiles_m, tiles_e = self.mrf_mant[tspan], self.mrf_exp[tspan]
-        item = tiles_m.itemsize
+        zeros = self._scratch_ptr("zeros", gi * n)
+        item = self.mrf_mant.itemsize
         for b0, ob0, nob in groups:
             key = ("mvc-panels-i8" if i8 else "mvc-panels", src_key, ob0, nob, kb)
             wp = decoded.get(key) if src_key is not None else None
             if wp is None:
                 panels = -(-(nob * n) // 16)
-                tm, te = native.ptr(tiles_m) + ob0 * kb * n * n * item, native.ptr(tiles_e) + ob0 * kb * n * item
+                tm = self._p_mm + (tspan.start + ob0 * kb) * n * n * item
+                te = self._p_me + (tspan.start + ob0 * kb) * n * 2
                 if i8:
-                    wp = (np.empty(panels * kb * n * 16, np.int8), np.empty(panels * kb * 16, np.int32),
-                          np.empty(panels * kb * 16, np.float32))
-                    k.pack_tiles_i8(nob, kb, n, m_bits, tm, te, *(native.ptr(a) for a in wp))
+                    arrays = (np.empty(panels * kb * n * 16, np.int8), np.empty(panels * kb * 16, np.int32),
+                              np.empty(panels * kb * 16, np.float32))
+                    wp = (arrays, tuple(native.ptr(a) for a in arrays))
+                    k.pack_tiles_i8(nob, kb, n, m_bits, tm, te, *wp[1])
                 else:
-                    wp = (np.empty((panels, kb, n, 16), np.float32),)
-                    k.pack_tiles(nob, kb, n, m_bits, tm, te, native.ptr(wp[0]))
-                nbytes = sum(a.nbytes for a in wp)
+                    arrays = (np.empty((panels, kb, n, 16), np.float32),)
+                    wp = (arrays, (native.ptr(arrays[0]),))
+                    k.pack_tiles(nob, kb, n, m_bits, tm, te, wp[1][0])
+                nbytes = sum(a.nbytes for a in arrays)
                 if src_key is not None and decoded.get("mvc-panel-bytes", 0) + nbytes <= _PANEL_CACHE_BYTES:
                     # weights from the constant image are the same every run: keep them prepared
                     decoded[key] = wp
                     decoded["mvc-panel-bytes"] = decoded.get("mvc-panel-bytes", 0) + nbytes
-            cols = out[:, ob0 * n:(ob0 + nob) * n]
             if not i8:
-                bfp.gemm(k, xs, in_cb * n, wp[0], cols, nob * n, n, "mvc", taps=taps, gi=gi, xoff=b0 * n, idx=idx,
-                         zeros=zeros, init=not acc)
+                cols = self.fvrf[dspan].reshape(p, ldo)[:, ob0 * n:(ob0 + nob) * n]
+                bfp.gemm(k, self._buffers["mvc-image"], in_cb * n, wp[0][0], cols, nob * n, n, "mvc", taps=taps,
+                         gi=gi, xoff=b0 * n, idx=idx[0], zeros=self._buffers["zeros"], init=not acc)
                 continue
-            zx = self._scratch("zeros-u8", gi * n, np.uint8, fill=128)  # a zero block: mantissas + 128
-            j, op, ldo = nob * n, native.ptr(cols), out.shape[1]
-            wpp, cp, up = (native.ptr(a) for a in wp)
-            status = bfp.run_parallel([
-                (k.gemm_i8, p0, p1, jj, taps, gi, n, native.ptr(xs), in_cb * n, b0 * n, native.ptr(xu), in_cb, b0,
-                 native.ptr(idx), native.ptr(zx), native.ptr(zeros), wpp + pt * kb * n * 16, cp + pt * kb * 64,
-                 up + pt * kb * 64, op + pt * 64, ldo, int(not acc))
-                for p0, p1, pt, jj in bfp.gemm_parts(p, -(-j // 16), j)])
-            if any(status):
+            zx = self._scratch_ptr("zeros-u8", gi * n, np.uint8, fill=128)  # a zero block: mantissas + 128
+            # one thread: on two cores that share their vector units this kernel gains little from
+            # a second one, less than a hand-over to a worker thread costs
+            if k.gemm_i8(0, p, nob * n, taps, gi, n, xs, in_cb * n, b0 * n, xu, in_cb, b0, idx[1], zx, zeros, *wp[1],
+                         self._p_fv + (dspan.start * n + ob0 * n) * 4, ldo, int(not acc)):
                 raise NumericsError("mvc: accumulator overflow beyond the internal format's range")
         return True
 
@@ -582,7 +591,15 @@ class FuncSim:
         if buf is None or buf.size < size:
             buf = np.full(max(size, 1024), fill, dtype)
             self._buffers[name] = buf
+            self._buffer_ptrs[name] = native.ptr(buf)
         return buf
+
+    def _scratch_ptr(self, name: str, size: int, dtype=np.float32, fill=0) -> int:
+        """The address of ``_scratch(name, ...)``."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            self._scratch(name, size, dtype, fill)
+        return self._buffer_ptrs[name]
 
     def _pool(self, mode, rd, rs):
         c = self.c
@@ -704,13 +721,11 @@ def _x_st(sim: FuncSim, space, addr, rows, length, mem_stride, chip, base, chip_
     sim.mem.scatter(addr, block, mem_stride, f"store from {space.name}")
 
 
-def _x_mvc(sim: FuncSim, geom, pixels, vspan, tspan, dspan, in_cb, cob, gi, groups, acc):
-    n = sim.cfg.native_dim
-    pix0, p, out_w = pixels
-    q = pix0 + np.arange(p)
-    oy, ox = q // out_w, q % out_w
-    if sim._mvc_native(vspan, geom, pixels, oy, ox, tspan, dspan, in_cb, gi, groups, acc):
+def _x_mvc(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi, groups, acc):
+    if sim._mvc_native(vspan, geom, idx, tspan, dspan, in_cb, gi, groups, acc):
         return
+    n, p = sim.cfg.native_dim, pixels[1]
+    oy, ox = _pixels(pixels)
     x = sim._vrf_image(vspan, geom, in_cb)
     taps = geom.kh * geom.kw
     out = np.zeros((p, cob * n), np.float32) if not acc else sim.fvrf[dspan].reshape(p, cob * n).copy()
@@ -727,9 +742,7 @@ def _x_mvc(sim: FuncSim, geom, pixels, vspan, tspan, dspan, in_cb, cob, gi, grou
 
 
 def _x_pool(sim: FuncSim, mode, geom, pixels, vspan, dspan, in_cb):
-    pix0, p, out_w = pixels
-    q = pix0 + np.arange(p)
-    oy, ox = q // out_w, q % out_w
+    oy, ox = _pixels(pixels)
     values = bfp.dequantize_internal(sim._vrf_image(vspan, geom, in_cb))
     if mode is PoolMode.MAX:
         out = golden.max_pool(values, geom, oy, ox)

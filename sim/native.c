@@ -229,22 +229,23 @@ static inline float unit_of(int s)
  * The MVU on 8-bit integers (M <= 7, n a multiple of 4, AVX-512 VNNI): each block's dot product
  * d = sum_i a_i * w_i is computed exactly in 32-bit integers (vpdpbusd multiplies unsigned by
  * signed bytes, so activations carry an offset of 128: sum (a_i + 128) w_i - 128 sum w_i = d), then
- * converted to binary32 (exact: |d| < 2**24) and scaled by 2**(sa + sw) (exact under the fast-path
- * conditions: the product is zero or a normal number), and acc = RNE(acc + term), block by block
- * in order. A fused multiply-add of the scaled term computes the same rounding, the term being
- * exact.
+ * converted to binary32 (exact: |d| < 2**24) and scaled by 2**(sa + sw), and acc = RNE(acc + term),
+ * block by block in order. Under the fast-path conditions every block with a nonzero mantissa has
+ * a unit 2**s with s >= -126 and every pair sums to a normal 2**(sa + sw), so the scale is formed
+ * by adding sa to the exponent field of 2**sw (an all-zero block, whose d is 0, counts as
+ * 2**0); the term d * 2**(sa + sw) is exact, so a fused multiply-add computes acc's rounding.
  * --------------------------------------------------------------------------------------------- */
 
-/* Blocks [0, blocks) of n int16 mantissas (|m| <= 127) to bytes m + 128 and their units
- * unit[b] = 2**(x - (M - 1)), with the exponent range of bfp_scale_range_i16. */
+/* Blocks [0, blocks) of n int16 mantissas (|m| <= 127) to bytes m + 128 and their unit
+ * exponents s = x - (M - 1) as exponent-field offsets shift[b] = s * 2**23 (0 for an all-zero
+ * block), with the exponent range of bfp_scale_range_i16. */
 void bfp_image_u8(int64_t blocks, int64_t n, int m_bits, const int16_t *mant, const int16_t *exp, uint8_t *out,
-                  float *unit, int64_t *range)
+                  int32_t *shift, int64_t *range)
 {
     int64_t lo = INT64_MAX, second = INT64_MAX, hi = INT64_MIN;
     int live = 0;
     for (int64_t b = 0; b < blocks; b++) {
         const int s = (int)exp[b] - (m_bits - 1);
-        unit[b] = unit_of(s);
         const int16_t *m = mant + b * n;
         uint8_t *o = out + b * n;
         int nz = 0;
@@ -260,6 +261,7 @@ void bfp_image_u8(int64_t blocks, int64_t n, int m_bits, const int16_t *mant, co
                 o[i] = (uint8_t)(m[i] + 128);
             }
         }
+        shift[b] = nz ? s * (1 << 23) : 0;
         if (s < lo) {
             if (lo < second) second = lo;
             lo = s;
@@ -279,8 +281,8 @@ void bfp_image_u8(int64_t blocks, int64_t n, int m_bits, const int16_t *mant, co
 
 /* Weight tiles (as bfp_pack_tiles) to integer panels: for panel pt (columns j = 16 pt + l), block
  * b, quad q: 64 bytes wp[((pt * kb + b) * (n / 4) + q) * 64 + 4 l + u] = w[j, b, 4 q + u]; per
- * (panel, block) 16 lanes of ncorr = -128 * sum_i w[j, b, i] and of the unit 2**(x_j - (M - 1));
- * padding columns are zero. */
+ * (panel, block) 16 lanes of ncorr = -128 * sum_i w[j, b, i] and of the unit 2**(x_j - (M - 1))
+ * (1 for an all-zero row and for the zero padding columns). */
 void bfp_pack_tiles_i8(int64_t cob, int64_t kb, int64_t n, int m_bits, const int16_t *tiles, const int16_t *texp,
                        int8_t *wp, int32_t *ncorr, float *uw)
 {
@@ -291,18 +293,22 @@ void bfp_pack_tiles_i8(int64_t cob, int64_t kb, int64_t n, int m_bits, const int
             for (int l = 0; l < 16; l++) {
                 const int64_t j = pt * 16 + l;
                 int32_t sum = 0;
-                float u = 0.0f;
+                int nz = 0;
+                float u = 1.0f;
                 const int16_t *row = 0;
+                int64_t tile = 0, r = 0;
                 if (j < J) {
-                    const int64_t tile = (j / n) * kb + b, r = j % n;
-                    u = unit_of((int)texp[tile * n + r] - (m_bits - 1));
+                    tile = (j / n) * kb + b;
+                    r = j % n;
                     row = tiles + (tile * n + r) * n;
                 }
                 for (int64_t i = 0; i < n; i++) {
                     const int w = row ? row[i] : 0;
                     sum += w;
+                    nz |= w;
                     o[(i / 4) * 64 + 4 * l + (i % 4)] = (int8_t)w;
                 }
+                if (nz) u = unit_of((int)texp[tile * n + r] - (m_bits - 1));
                 ncorr[(pt * kb + b) * 16 + l] = -128 * sum;
                 uw[(pt * kb + b) * 16 + l] = u;
             }
@@ -312,28 +318,31 @@ void bfp_pack_tiles_i8(int64_t cob, int64_t kb, int64_t n, int m_bits, const int
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 
+#ifndef MR8
+#define MR8 7 /* rows of an integer micro-tile */
+#endif
+#ifndef NP8
+#define NP8 2 /* panels of an integer micro-tile */
+#endif
+
+/* One integer micro-tile: rows [p, p + mr) times np panels, accumulators held in registers
+ * through all blocks (binary32 stores and reloads of a 16-lane vector in flight stall). */
 static inline __attribute__((always_inline)) int
 micro_tile_i8(const int mr, const int np, const int64_t n, int64_t taps, int64_t gi, const uint8_t *x, int64_t ldx,
-              int64_t xoff, const float *xu, int64_t ldu, int64_t uoff, const int64_t *idx, const uint8_t *zx,
-              const float *zu, int64_t p, const int8_t *w, const int32_t *ncorr, const float *uw, int64_t kb,
+              int64_t xoff, const int32_t *xu, int64_t ldu, int64_t uoff, const int64_t *idx, const uint8_t *zx,
+              const int32_t *zu, int64_t p, const int8_t *w, const int32_t *ncorr, const float *uw, int64_t kb,
               float *o, int64_t ldo, int nc, int init)
 {
-    float tmp[MR][NP][NR];
-    float *dst[MR][NP];
     const int64_t pstride = kb * n * 16; /* bytes between panels */
+    const __mmask16 last = (__mmask16)((1u << nc) - 1);
+    __m512 acc[MR8][NP8];
     for (int r = 0; r < mr; r++)
-        for (int c = 0; c < np; c++) {
-            int direct = c < np - 1 || nc == NR;
-            dst[r][c] = direct ? o + r * ldo + c * NR : tmp[r][c];
-            if (!direct) {
-                for (int l = 0; l < NR; l++) tmp[r][c][l] = (init || l >= nc) ? 0.0f : o[r * ldo + c * NR + l];
-            } else if (init) {
-                _mm512_storeu_ps(dst[r][c], _mm512_setzero_ps());
-            }
-        }
+        for (int c = 0; c < np; c++)
+            acc[r][c] = init ? _mm512_setzero_ps()
+                             : _mm512_maskz_loadu_ps(c < np - 1 ? (__mmask16)0xffff : last, o + r * ldo + c * NR);
     for (int64_t t = 0; t < taps; t++) {
-        const uint8_t *xr[MR];
-        const float *ur[MR];
+        const uint8_t *xr[MR8];
+        const int32_t *ur[MR8];
         for (int r = 0; r < mr; r++) {
             const int64_t pr = p + r;
             if (!idx) {
@@ -347,14 +356,14 @@ micro_tile_i8(const int mr, const int np, const int64_t n, int64_t taps, int64_t
         }
         for (int64_t bi = 0; bi < gi; bi++) {
             const int64_t b = t * gi + bi;
-            __m512i d[MR][NP];
+            __m512i d[MR8][NP8];
             for (int c = 0; c < np; c++) {
                 const __m512i init_c = _mm512_loadu_si512(ncorr + (c * kb + b) * 16);
                 for (int r = 0; r < mr; r++) d[r][c] = init_c;
             }
             const int8_t *wb = w + b * n * 16;
             for (int64_t q = 0; q < n / 4; q++) {
-                __m512i wv[NP];
+                __m512i wv[NP8];
                 for (int c = 0; c < np; c++) wv[c] = _mm512_loadu_si512(wb + c * pstride + q * 64);
                 for (int r = 0; r < mr; r++) {
                     int32_t quad;
@@ -364,11 +373,10 @@ micro_tile_i8(const int mr, const int np, const int64_t n, int64_t taps, int64_t
                 }
             }
             for (int c = 0; c < np; c++) {
-                const __m512 u = _mm512_loadu_ps(uw + (c * kb + b) * 16);
+                const __m512i u = _mm512_loadu_si512(uw + (c * kb + b) * 16);
                 for (int r = 0; r < mr; r++) {
-                    const __m512 s = _mm512_mul_ps(u, _mm512_set1_ps(ur[r][bi]));
-                    _mm512_storeu_ps(dst[r][c], _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][c]), s,
-                                                                _mm512_loadu_ps(dst[r][c])));
+                    const __m512 s = _mm512_castsi512_ps(_mm512_add_epi32(u, _mm512_set1_epi32(ur[r][bi])));
+                    acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][c]), s, acc[r][c]);
                 }
             }
         }
@@ -376,47 +384,54 @@ micro_tile_i8(const int mr, const int np, const int64_t n, int64_t taps, int64_t
     __mmask16 bad = 0;
     for (int r = 0; r < mr; r++)
         for (int c = 0; c < np; c++) {
-            const __m512i bits = _mm512_castps_si512(_mm512_loadu_ps(dst[r][c]));
-            const __m512i e = _mm512_and_si512(bits, _mm512_set1_epi32(0x7f800000));
-            bad |= _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(0x7f800000));
-            if (dst[r][c] == tmp[r][c])
-                for (int l = 0; l < nc; l++) o[r * ldo + c * NR + l] = tmp[r][c][l];
+            const __mmask16 lanes = c < np - 1 ? (__mmask16)0xffff : last;
+            const __m512i e = _mm512_and_si512(_mm512_castps_si512(acc[r][c]), _mm512_set1_epi32(0x7f800000));
+            bad |= _mm512_mask_cmpeq_epi32_mask(lanes, e, _mm512_set1_epi32(0x7f800000));
+            _mm512_mask_storeu_ps(o + r * ldo + c * NR, lanes, acc[r][c]);
         }
     return bad != 0;
 }
 
+#define TILE_I8(MRV, NPV) \
+    bad |= micro_tile_i8(MRV, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init)
 #define TILE_ROWS_I8(NPV)                                                                           \
     switch (mr) {                                                                                   \
-    case 6: bad |= micro_tile_i8(6, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
-    case 5: bad |= micro_tile_i8(5, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
-    case 4: bad |= micro_tile_i8(4, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
-    case 3: bad |= micro_tile_i8(3, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
-    case 2: bad |= micro_tile_i8(2, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
-    default: bad |= micro_tile_i8(1, NPV, n, taps, gi, x, ldx, xoff, xu, ldu, uoff, idx, zx, zu, p, w, nc_, u_, kb, o, ldo, nc, init); break; \
+    case 12: TILE_I8(12 < MR8 ? 12 : MR8, NPV); break;                                              \
+    case 11: TILE_I8(11 < MR8 ? 11 : MR8, NPV); break;                                              \
+    case 10: TILE_I8(10 < MR8 ? 10 : MR8, NPV); break;                                              \
+    case 9: TILE_I8(9 < MR8 ? 9 : MR8, NPV); break;                                                 \
+    case 8: TILE_I8(8 < MR8 ? 8 : MR8, NPV); break;                                                 \
+    case 7: TILE_I8(7 < MR8 ? 7 : MR8, NPV); break;                                                 \
+    case 6: TILE_I8(6 < MR8 ? 6 : MR8, NPV); break;                                                 \
+    case 5: TILE_I8(5 < MR8 ? 5 : MR8, NPV); break;                                                 \
+    case 4: TILE_I8(4 < MR8 ? 4 : MR8, NPV); break;                                                 \
+    case 3: TILE_I8(3 < MR8 ? 3 : MR8, NPV); break;                                                 \
+    case 2: TILE_I8(2 < MR8 ? 2 : MR8, NPV); break;                                                 \
+    default: TILE_I8(1, NPV); break;                                                                \
     }
 
 static inline __attribute__((always_inline)) int
 gemm_rows_i8(const int64_t n, int64_t p0, int64_t p1, int64_t J, int64_t taps, int64_t gi, const uint8_t *x,
-             int64_t ldx, int64_t xoff, const float *xu, int64_t ldu, int64_t uoff, const int64_t *idx,
-             const uint8_t *zx, const float *zu, const int8_t *wp, const int32_t *ncorr, const float *uw, float *out,
+             int64_t ldx, int64_t xoff, const int32_t *xu, int64_t ldu, int64_t uoff, const int64_t *idx,
+             const uint8_t *zx, const int32_t *zu, const int8_t *wp, const int32_t *ncorr, const float *uw, float *out,
              int64_t ldo, int init)
 {
     const int64_t kb = taps * gi, panels = (J + NR - 1) / NR;
     int bad = 0;
-    for (int64_t jt = 0; jt < panels; jt += NP) {
-        const int npv = panels - jt < NP ? (int)(panels - jt) : NP;
+    for (int64_t jt = 0; jt < panels; jt += NP8) {
+        const int npv = panels - jt < NP8 ? (int)(panels - jt) : NP8;
         const int64_t last = jt + npv - 1;
         const int nc = (int)(J - last * NR < NR ? J - last * NR : NR);
         const int8_t *w = wp + jt * kb * n * 16;
         const int32_t *nc_ = ncorr + jt * kb * 16;
         const float *u_ = uw + jt * kb * 16;
-        for (int64_t p = p0; p < p1; p += MR) {
-            const int mr = p1 - p < MR ? (int)(p1 - p) : MR;
+        for (int64_t p = p0; p < p1; p += MR8) {
+            const int mr = p1 - p < MR8 ? (int)(p1 - p) : MR8;
             float *o = out + p * ldo + jt * NR;
             switch (npv) {
-            case 4: TILE_ROWS_I8(4); break;
-            case 3: TILE_ROWS_I8(3); break;
-            case 2: TILE_ROWS_I8(2); break;
+            case 4: TILE_ROWS_I8(4 < NP8 ? 4 : NP8); break;
+            case 3: TILE_ROWS_I8(3 < NP8 ? 3 : NP8); break;
+            case 2: TILE_ROWS_I8(2 < NP8 ? 2 : NP8); break;
             default: TILE_ROWS_I8(1); break;
             }
         }
@@ -426,13 +441,13 @@ gemm_rows_i8(const int64_t n, int64_t p0, int64_t p1, int64_t J, int64_t taps, i
 #endif
 
 /* bfp_gemm_f32 on the integer operands of bfp_image_u8 and bfp_pack_tiles_i8: activation bytes x
- * (row / pixel stride ldx, offset xoff bytes) with units xu (stride ldu, offset uoff blocks), zx /
- * zu a zero block (bytes 128, units 0) of gi blocks for taps outside the image, weight panels wp
- * with ncorr and uw. Returns nonzero if a result is not finite, -1 (nothing done) where the
+ * (row / pixel stride ldx, offset xoff bytes) with unit shifts xu (stride ldu, offset uoff blocks),
+ * zx / zu a zero block (bytes 128, shifts 0) of gi blocks for taps outside the image, weight panels
+ * wp with ncorr and uw. Returns nonzero if a result is not finite, -1 (nothing done) where the
  * machine has no AVX-512 VNNI. */
 int64_t bfp_gemm_i8(int64_t p0, int64_t p1, int64_t J, int64_t taps, int64_t gi, int64_t n, const uint8_t *x,
-                    int64_t ldx, int64_t xoff, const float *xu, int64_t ldu, int64_t uoff, const int64_t *idx,
-                    const uint8_t *zx, const float *zu, const int8_t *wp, const int32_t *ncorr, const float *uw,
+                    int64_t ldx, int64_t xoff, const int32_t *xu, int64_t ldu, int64_t uoff, const int64_t *idx,
+                    const uint8_t *zx, const int32_t *zu, const int8_t *wp, const int32_t *ncorr, const float *uw,
                     float *out, int64_t ldo, int init)
 {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
