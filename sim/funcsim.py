@@ -608,7 +608,7 @@ class FuncSim:
         vspan = self._span(Space.VRF, self.reg(rs), geom.in_h * geom.in_w * in_cb)
         dspan = self._span(Space.FVRF, self.reg(rd), pixels[1] * in_cb)
         if self.numerics:
-            self._emit(_x_pool, mode, geom, pixels, vspan, dspan, in_cb)
+            self._emit(_x_pool, mode, geom, pixels, _window_index(geom, pixels), vspan, dspan, in_cb)
         if self.timing:
             self.model.op("mfu", self._mfu_cycles(pixels[1] * in_cb * geom.kh * geom.kw), MFU_LATENCY,
                           reads=[("vrf", vspan.start, vspan.stop)], writes=[("fvrf", dspan.start, dspan.stop)])
@@ -741,7 +741,46 @@ def _x_mvc(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi,
     sim.fvrf[dspan] = out.reshape(p * cob, n)
 
 
-def _x_pool(sim: FuncSim, mode, geom, pixels, vspan, dspan, in_cb):
+_RECIPROCALS: dict = {}  # (geometry, pixels, count_include_pad) -> average pool reciprocals
+
+
+def _pool_native(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb) -> bool:
+    """A pool instruction in the native kernel (bfp_pool) on the dequantised image; False, with
+    nothing written, where the numpy definition must decide (a window wholly in the padding, a
+    divisor of zero, an overflowing sum: it raises their errors)."""
+    k, cfg = sim._k, sim.cfg
+    n = cfg.native_dim
+    if k is None or not idx[0].shape[0]:
+        return False
+    if mode is PoolMode.MAX:
+        recip = None
+        if idx[0].shape[1] and not (idx[0] >= 0).any(axis=1).all():
+            return False
+    else:
+        key = (geom, pixels, mode is PoolMode.AVG_PAD)
+        recip = _RECIPROCALS.get(key)
+        if recip is None:
+            count = golden.avg_divisors(geom, mode is PoolMode.AVG_PAD, *_pixels(pixels))
+            if not count.all():
+                return False
+            if len(_RECIPROCALS) >= _WINDOWS_MAX:
+                _RECIPROCALS.clear()
+            recip = _RECIPROCALS[key] = bfp.internal_const(1.0 / count, "avg pool reciprocal")
+    blocks = vspan.stop - vspan.start
+    img = sim._scratch("pool-image", blocks * n)
+    k.dequant_rows(blocks, n, cfg.mantissa_bits, sim._p_vm + vspan.start * n * 2, sim._p_ve + vspan.start * 2,
+                   native.ptr(img))
+    out = sim._scratch("pool-out", (dspan.stop - dspan.start) * n)
+    if k.pool(idx[0].shape[0], idx[0].shape[1], in_cb, n, native.ptr(img), idx[1], 0 if recip is None else 1,
+              None if recip is None else native.ptr(recip), native.ptr(out)):
+        return False
+    sim.fvrf[dspan] = out[:(dspan.stop - dspan.start) * n].reshape(-1, n)
+    return True
+
+
+def _x_pool(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb):
+    if _pool_native(sim, mode, geom, pixels, idx, vspan, dspan, in_cb):
+        return
     oy, ox = _pixels(pixels)
     values = bfp.dequantize_internal(sim._vrf_image(vspan, geom, in_cb))
     if mode is PoolMode.MAX:

@@ -991,3 +991,54 @@ int64_t bfp_mfu_chain(int64_t rows, int64_t n, const float *a, const float *b, i
     }
     return 0;
 }
+
+/* bfp.to_internal of a binary64 value: RNE to 24 significant bits with an unbounded exponent, then
+ * +0 below 2**-126 (the caller rules out overflow). */
+static inline float to_internal_d(double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits = (bits + 0x0FFFFFFFull + ((bits >> 29) & 1)) & ~0x1FFFFFFFull;
+    memcpy(&v, &bits, sizeof v);
+    return fabs(v) < 0x1p-126 ? 0.0f : (float)v;
+}
+
+/* Pooling windows over an image of internal-format values img (pixels, cb * n): output pixel p,
+ * block b, over taps t in order of the pixels idx[p * taps + t] (< 0: outside the input, skipped).
+ * mode 0: the maximum (golden.max_pool; every window holds a pixel). mode 1: the sum, each add
+ * rounded as bfp.mfu_add, times recip[p] rounded as bfp.mfu_mul (golden.avg_pool). out: (P, cb * n).
+ * Returns 1 if a sum overflows (out is then partly written), else 0. */
+int64_t bfp_pool(int64_t p, int64_t taps, int64_t cb, int64_t n, const float *img, const int64_t *idx, int mode,
+                 const float *recip, float *out)
+{
+    const int64_t w = cb * n;
+    for (int64_t q = 0; q < p; q++) {
+        float *o = out + q * w;
+        const int64_t *ix = idx + q * taps;
+        if (mode == 0) {
+            for (int64_t i = 0; i < w; i++) o[i] = -INFINITY;
+            for (int64_t t = 0; t < taps; t++) {
+                if (ix[t] < 0) continue;
+                const float *v = img + ix[t] * w;
+                for (int64_t i = 0; i < w; i++) o[i] = v[i] > o[i] ? v[i] : o[i];
+            }
+            continue;
+        }
+        for (int64_t i = 0; i < w; i++) o[i] = 0.0f;
+        int bad = 0;
+        for (int64_t t = 0; t < taps; t++) {
+            if (ix[t] < 0) continue;
+            const float *v = img + ix[t] * w;
+            for (int64_t i = 0; i < w; i++) {
+                float s = o[i] + v[i];
+                float m = fabsf(s);
+                bad |= !(m <= FMAX);
+                o[i] = m < 0x1p-126f ? 0.0f : s;
+            }
+        }
+        if (bad) return 1;
+        const double r = recip[q];
+        for (int64_t i = 0; i < w; i++) o[i] = to_internal_d((double)o[i] * r);
+    }
+    return 0;
+}

@@ -77,6 +77,7 @@ _SIGNATURES = {
     "bfp_load_f32": ([_I64, _I64, _I64, _PTR, _I64, _PTR, _I64], _I64),
     "bfp_quantize_rows": ([_I64, _I64, _INT, _INT, _INT, _PTR, _PTR, _PTR], _I64),
     "bfp_dequant_rows": ([_I64, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "bfp_pool": ([_I64, _I64, _I64, _I64, _PTR, _PTR, _INT, _PTR, _PTR], _I64),
     "bfp_mfu_chain": ([_I64, _I64, _PTR, _PTR, _I64, _INT, _PTR, _INT, _INT, _INT, _PTR, _PTR, _PTR, _INT], _I64),
 }
 
@@ -104,6 +105,7 @@ class NativeKernels:
         self.load_bfp_b1, self.store_bfp_b1 = fns["bfp_load_bfp_b1"], fns["bfp_store_bfp_b1"]
         self.load_f32, self.quantize_rows = fns["bfp_load_f32"], fns["bfp_quantize_rows"]
         self.dequant_rows, self.mfu_chain = fns["bfp_dequant_rows"], fns["bfp_mfu_chain"]
+        self.pool = fns["bfp_pool"]
         # by mantissa dtype
         self.scale = {np.dtype(np.int16): fns["bfp_scale_i16"], np.dtype(np.int32): fns["bfp_scale_i32"]}
         self.dequant = {np.dtype(np.int16): fns["bfp_dequant_i16"], np.dtype(np.int32): fns["bfp_dequant_i32"]}

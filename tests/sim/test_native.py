@@ -274,6 +274,45 @@ def test_window_mvc_at_the_edges_of_the_exponent_range(shift, integer, monkeypat
     assert same_bits(r1, r2)
 
 
+def test_pool_kernel_matches_golden_including_the_flush_boundary():
+    """bfp_pool against golden.max_pool / avg_pool on internal-format values, with a window
+    average just below 2**-126 where binary32's own subnormal rounding would keep 2**-126 but the
+    definition (round to 24 bits, then flush) gives +0."""
+    from accelml.sim import golden
+    from accelml.sim.funcsim import _pixels, _window_index
+
+    k = native.kernels()
+    rng = np.random.default_rng(21)
+    h, w, n, cb = 5, 7, 16, 2
+    x = bfp.internal_const(rng.standard_normal((h, w, cb * n)) * np.exp2(rng.integers(-20, 20, (h, w, cb * n))))
+    x[0, 0, 0], x[0, 1, 0], x[0, 2, 0] = np.float32(3 * 2.0**-126 - 2.0**-148), 0.0, 0.0
+    big = x.copy()
+    big[4, 5:7, 0] = np.float32(3e38)  # a window sum that overflows
+    for geom in (golden.ConvGeom(h, w, 1, 3, (1, 1), (1, 1), (0, 0, 0, 0)),
+                 golden.ConvGeom(h, w, 3, 3, (2, 2), (1, 1), (1, 1, 1, 1)),
+                 golden.ConvGeom(h, w, 2, 3, (1, 2), (2, 1), (1, 0, 2, 1))):
+        oh, ow = geom.out_size()
+        pixels = (0, oh * ow, ow)
+        idx, ip = _window_index(geom, pixels)
+        oy, ox = _pixels(pixels)
+        img = np.ascontiguousarray(x.reshape(h * w, cb * n))
+        out = np.empty((oh * ow, cb * n), np.float32)
+        assert k.pool(oh * ow, idx.shape[1], cb, n, native.ptr(img), ip, 0, None, native.ptr(out)) == 0
+        assert same_bits(out, golden.max_pool(x, geom, oy, ox))
+        for incl in (False, True):
+            recip = bfp.internal_const(1.0 / golden.avg_divisors(geom, incl, oy, ox))
+            assert k.pool(oh * ow, idx.shape[1], cb, n, native.ptr(img), ip, 1, native.ptr(recip),
+                          native.ptr(out)) == 0
+            assert same_bits(out, golden.avg_pool(x, geom, count_include_pad=incl, oy=oy, ox=ox))
+            bimg = np.ascontiguousarray(big.reshape(h * w, cb * n))
+            assert k.pool(oh * ow, idx.shape[1], cb, n, native.ptr(bimg), ip, 1, native.ptr(recip),
+                          native.ptr(out)) == 1
+            with pytest.raises(NumericsError, match="avg pool sum: overflow"):
+                golden.avg_pool(big, geom, count_include_pad=incl, oy=oy, ox=ox)
+    first = golden.avg_pool(x, golden.ConvGeom(h, w, 1, 3), oy=np.array([0]), ox=np.array([0]))
+    assert first[0, 0] == 0.0  # the case the flush boundary is about
+
+
 ONE_BYTE = [(c, i) for c, i in zip(CONFIGS, IDS, strict=True) if c.mantissa_bytes == 1]
 
 
