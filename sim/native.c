@@ -254,7 +254,9 @@ void bfp_image_u8(int64_t blocks, int64_t n, int m_bits, const int16_t *mant, co
             memcpy(&x, m, sizeof x);
             v16b u = __builtin_convertvector(x + 128, v16b);
             memcpy(o, &u, sizeof u);
-            for (int l = 0; l < 16; l++) nz |= x[l];
+            uint64_t q[4];
+            memcpy(q, &x, sizeof q);
+            nz = (q[0] | q[1] | q[2] | q[3]) != 0;
         } else {
             for (int64_t i = 0; i < n; i++) {
                 nz |= m[i];

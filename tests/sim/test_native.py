@@ -167,6 +167,15 @@ def test_scale_range_matches_nonzero_block_range():
         got = (lo, hi) if live else ((second, hi) if second != np.iinfo(np.int64).max else None)
         assert got == want, case
         assert same_bits(out, (mant * np.ldexp(np.float32(1), sexp)[:, None]).astype(np.float32))
+        if not k.has_gemm_i8:
+            continue
+        u8, shift = np.empty((blocks, n), np.uint8), np.empty(blocks, np.int32)
+        k.image_u8(blocks, n, m_bits, native.ptr(mant), native.ptr(exp), native.ptr(u8), native.ptr(shift),
+                   native.ptr(r))
+        lo, live, second, hi = (int(v) for v in r)
+        assert ((lo, hi) if live else ((second, hi) if second != np.iinfo(np.int64).max else None)) == want
+        assert same_bits(u8, (mant + 128).astype(np.uint8))
+        assert same_bits(shift, np.where(mant.any(axis=1), sexp * 2**23, 0).astype(np.int32))
 
 
 def _conv_sim(cfg, h, w, cb, cob, kh, kw, stride, dil, pads, *, gi=0, go=0, ob0=0, npix=None, pix0=0, seed=0,
