@@ -2,11 +2,12 @@
 
 Schedule (per layer, for one EngineConfig):
 
-* **Weights** stream through the MRF in chunks of output blocks that fit half of it; the two
-  halves alternate across the whole network, and the next chunk's load is issued before the
-  current chunk's matrix-vector products, so weight DMA overlaps compute (double buffering), also
-  across layer boundaries. A layer whose single output block needs more tiles than half the MRF
-  is split along kernel rows (the reduction order is kept, so results are unchanged).
+* **Weights** stream through the MRF in chunks of output blocks that fit half of it. Chunks pack
+  into one half (several small layers' weights share it) until the next does not fit, then into
+  the other half once its chunks are used up, so loads run ahead of the products that need them
+  (double buffering at any chunk size), across layer boundaries, up to a look-ahead of whole
+  convolutions. A layer whose single output block needs more tiles than half the MRF is split
+  along kernel rows (the reduction order is kept, so results are unchanged).
 * **Activations**: if the layer's input fits its VRF region it is loaded once; otherwise the
   output is computed in bands of rows with the input rows each band needs (halo included).
 * **Resident activations**: half the VRF is a pool where an activation stays between the layer
@@ -219,7 +220,7 @@ def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
 
 
 class _Generator:
-    def __init__(self, plan: Plan, resident: bool):
+    def __init__(self, plan: Plan, resident: bool, lookahead: int):
         self.plan, self.cfg = plan, plan.cfg
         self.n = plan.cfg.native_dim
         self.img = MemoryImage(plan.cfg)
@@ -237,11 +238,15 @@ class _Generator:
         self.weights: dict[int, tuple[int, int]] = {}
         self.weight_bytes: dict[int, int] = {}
         self.plans: dict[int, tuple] = {}
-        self.prefetched: dict[int, int] = {}  # conv op -> MRF half holding its first weights
-        convs = [op for op in plan.ops if isinstance(op, ConvOp)]
-        self.next_conv = {id(a): b for a, b in zip(convs, convs[1:], strict=False)}
+        # weight chunks in use order across the network: (op, index in its weight_ids, weight id)
+        self.wqueue: list[tuple[ConvOp, int, tuple]] = []
+        self.wpos = 0  # next chunk of wqueue to load
+        self.wslot: dict[tuple[int, int], int] = {}  # (conv, chunk index) -> MRF tile where it was loaded
+        self.half_keys: tuple[list, list] = ([], [])  # chunks loaded into each MRF half, not yet used up
+        self.fill_half, self.fill_at = 0, 0  # the half chunks go into, and its next free tile
+        self.lookahead = lookahead
+        self.cur_chunk = 0  # index in wqueue of the chunk the products being emitted use
         self.parity = 0
-        self.mrf_turn = 0
         self.in_turn = 0
         self.double_in: dict[int, bool] = {}
 
@@ -456,29 +461,60 @@ class _Generator:
         lo_w, _, j = self.plans[id(op)][4][k]
         return chunk, (j, lo_w)
 
-    def load_weights(self, op: ConvOp, wid) -> int:
-        """Load one weight chunk into the next MRF half; returns the half's first tile."""
-        r = self.r
-        gi, kgroups, _, _, passes = self.plans[id(op)]
+    def chunk_extent(self, op: ConvOp, wid) -> tuple[int, int]:
+        """(first tile within an output block's tiles, tiles per output block) of a weight chunk."""
+        gi, kgroups = self.plans[id(op)][:2]
         kw = op.geom.kw
-        per_ob = op.taps * gi
-        (o0, o1), (j, lo_w) = wid
-        mrf = (self.mrf_turn % 2) * r.mrf_half
-        self.mrf_turn += 1
-        group = kgroups[j]
+        group = kgroups[wid[1][0]]
         if group[0] == "rows":
             _, ky0, ky1 = group
-            first, length = ky0 * kw * gi, (ky1 - ky0) * kw * gi
-        else:
-            _, ky, kx, b0, b1 = group
-            first, length = (ky * kw + kx) * gi + b0, b1 - b0
+            return ky0 * kw * gi, (ky1 - ky0) * kw * gi
+        _, ky, kx, b0, b1 = group
+        return (ky * kw + kx) * gi + b0, b1 - b0
+
+    def fill_weights(self) -> None:
+        """Load upcoming weight chunks in use order while they fit: chunks pack into one MRF half
+        until the next does not fit, then into the other half once every chunk there is used up,
+        so one half fills while products read the other (double buffering at any chunk size).
+        Loads run at most ``lookahead`` chunks ahead of the one the products use: further ahead
+        they would queue before the activation loads the nearer layers need."""
+        half = self.r.mrf_half
+        while self.wpos < len(self.wqueue):
+            op, j, wid = self.wqueue[self.wpos]
+            if self.wpos > self.cur_chunk + self.lookahead:
+                return
+            (o0, o1), _ = wid
+            size = (o1 - o0) * self.chunk_extent(op, wid)[1]
+            if self.fill_at + size > half:
+                if self.half_keys[self.fill_half ^ 1]:
+                    return  # the other half is still in use
+                self.fill_half, self.fill_at = self.fill_half ^ 1, 0
+            mrf = self.fill_half * half + self.fill_at
+            self.load_weights(op, wid, mrf)
+            self.wslot[id(op), j] = mrf
+            self.half_keys[self.fill_half].append((id(op), j))
+            self.fill_at += size
+            self.wpos += 1
+
+    def release_weights(self, op: ConvOp, j: int, fill: bool = True) -> None:
+        """Chunk ``j`` of ``op`` has had all its products emitted: its tiles may be reloaded."""
+        for keys in self.half_keys:
+            if (id(op), j) in keys:
+                keys.remove((id(op), j))
+        if fill:
+            self.fill_weights()
+
+    def load_weights(self, op: ConvOp, wid, mrf: int) -> None:
+        """Load one weight chunk into the MRF at tile ``mrf``."""
+        per_ob = op.taps * self.plans[id(op)][0]
+        (o0, o1), (_, lo_w) = wid
+        first, length = self.chunk_extent(op, wid)
         tile_bytes = self.cfg.tile_bytes
         addr, _, addr_lo = self.weights[id(op)]
         base = addr_lo if lo_w else addr
         self.e.dma(Opcode.LD, Space.MRF, mrf, base + (o0 * per_ob + first) * tile_bytes,
                    o1 - o0, length, mem_stride=per_ob * tile_bytes, chip_stride=length)
         self.weight_bytes[id(op)] = self.weight_bytes.get(id(op), 0) + (o1 - o0) * length * tile_bytes
-        return mrf
 
     def gen_conv(self, op: ConvOp, info: LayerInfo) -> None:
         e, r = self.e, self.r
@@ -507,28 +543,25 @@ class _Generator:
                                                  vin + p * cb, lo=lo, chip_stride=in_cb)
             return vin
 
-        steps, weight_ids = self.weight_ids(op)
+        steps, _ = self.weight_ids(op)
         band_seq = []  # input loads in order: a new load whenever the band changes
         for _, _, b in steps:
             if not band_seq or band_seq[-1] != b:
                 band_seq.append(b)
         vins = [load_band(band_seq[0])]
         bpos = 0
-        nxt = self.next_conv.get(id(op))
-        first = self.prefetched.pop(id(op), None)
-        mrfs = [first if first is not None else self.load_weights(op, weight_ids[0])]  # MRF half per weight id
+        self.cur_chunk = self.windex[id(op), 0]
+        self.fill_weights()
         pos = -1
         prev_band = prev_wid = None
         for (o0, o1), k, (r0, r1) in steps:
             if self.weight_id(op, (o0, o1), k) != prev_wid:
+                if pos >= 0:
+                    self.cur_chunk = self.windex[id(op), pos + 1]
+                    self.release_weights(op, pos)
                 pos += 1
                 prev_wid = self.weight_id(op, (o0, o1), k)
-                if pos + 1 < len(weight_ids):
-                    # prefetch the next weights into the other MRF half while these compute
-                    mrfs.append(self.load_weights(op, weight_ids[pos + 1]))
-                elif nxt is not None:  # ... and across the layer boundary
-                    self.prefetched[id(nxt)] = self.load_weights(nxt, self.weight_ids(nxt)[1][0])
-            mrf = mrfs[pos]
+            mrf = self.wslot[id(op), pos]
             i0, i1 = self.band_input(op, r0, r1, g.kh)
             if prev_band is not None and prev_band != (r0, r1):
                 bpos += 1
@@ -564,6 +597,8 @@ class _Generator:
             if k == len(kgroups) - 1:
                 info.act_bytes += self.epilogue(op, acc, r0 * ow, npix, o0, o1)
                 self.parity ^= 1
+        # the next loads wait for the next layer's first input load (emitted first at its start)
+        self.release_weights(op, pos, fill=False)
 
     def epilogue(self, op: ConvOp, acc: int, pix0: int, npix: int, o0: int, o1: int) -> int:
         e, r = self.e, self.r
@@ -710,6 +745,9 @@ class _Generator:
             for op in self.plan.ops:  # inputs read in place need no bands for the input region
                 if isinstance(op, ConvOp | PoolOp) and op.src.base in self.resident:
                     self.plans[id(op)] = self.conv_plan(op) if isinstance(op, ConvOp) else self.pool_plan(op)
+        self.wqueue = [(op, j, wid) for op in self.plan.ops if isinstance(op, ConvOp)
+                       for j, wid in enumerate(self.weight_ids(op)[1])]
+        self.windex = {(id(op), j): i for i, (op, j, _) in enumerate(self.wqueue)}
         # activation buffers after the constants (resident ones have no external copy)
         top = -(-self.img.top // _ALIGN) * _ALIGN
         for base in self.plan.bases.values():
@@ -746,14 +784,15 @@ class _Generator:
         return Compiled(prog, self.img, top, self.layers, buffers, dict(self.resident))
 
 
-def generate(plan: Plan, resident: bool = True) -> Compiled:
+def generate(plan: Plan, resident: bool = True, lookahead: int = 1) -> Compiled:
     """Schedule a lowered plan and emit its program and external-memory image.
 
     ``resident``: keep activations in a VRF pool (half the VRF) where they fit; when a layer
-    does not fit the streaming regions that leaves, the plan is scheduled without the pool."""
+    does not fit the streaming regions that leaves, the plan is scheduled without the pool.
+    ``lookahead``: weight chunks load at most this many chunks ahead of the one in use."""
     if resident:
         try:
-            return _Generator(plan, True).generate()
+            return _Generator(plan, True, lookahead).generate()
         except CapacityError:
             pass
-    return _Generator(plan, False).generate()
+    return _Generator(plan, False, lookahead).generate()

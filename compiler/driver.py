@@ -178,18 +178,23 @@ def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[La
     return reports
 
 
+LOOKAHEADS = (1, 2)  # weight chunks loaded ahead, tried by _schedule
+
+
 def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, list[LayerReport]]:
-    """The segment's program with activations resident in a VRF pool where they fit, or with every
+    """The segment's program with activations resident in a VRF pool where they fit or with every
     activation streamed through external memory (larger streaming regions: fewer bands and weight
-    reloads), whichever the cycle model finds faster; the same numerics either way."""
+    reloads), and with weights loaded one or two convolutions ahead: whichever the cycle model
+    finds fastest. The numerics are the same in every candidate."""
     best = None
     for resident in (True, False):
-        compiled = codegen.generate(plan, resident=resident)
-        reports = _layer_reports(compiled, cfg)
-        cycles = sum(r.cycles for r in reports)
-        if best is None or cycles < best[0]:
-            best = (cycles, compiled, reports)
-        if not compiled.resident:  # nothing was kept on chip: the streaming schedule itself
+        for lookahead in LOOKAHEADS:
+            compiled = codegen.generate(plan, resident=resident, lookahead=lookahead)
+            reports = _layer_reports(compiled, cfg)
+            cycles = sum(r.cycles for r in reports)
+            if best is None or cycles < best[0]:
+                best = (cycles, compiled, reports)
+        if not compiled.resident:  # nothing was kept on chip: the streaming schedules themselves
             break
     return best[1], best[2]
 
