@@ -189,6 +189,7 @@ class FuncSim:
         self._depths = {Space.VRF: cfg.vrf_vectors, Space.MRF: cfg.mrf_tiles, Space.FVRF: cfg.fvrf_vectors}
         self._items = {Space.VRF: cfg.bfp_vector_bytes, Space.MRF: cfg.tile_bytes, Space.FVRF: cfg.fp_vector_bytes}
         self._rec: list | None = None  # the trace being recorded
+        self._mrf_pending: list | None = None  # deferred MRF loads of a replay: (first, end, load)
         self._pc = 0
         self._step = 0
         # the native kernels and the register files' addresses, for the DMA and MFU paths
@@ -312,12 +313,50 @@ class FuncSim:
                     by_opcode[code[i][0].name] += h
         return steps
 
+    def _mrf_materialize(self, lo: int, hi: int) -> None:
+        """Decode the deferred MRF loads, in order, up to the last one writing tiles [lo, hi)."""
+        pending = self._mrf_pending
+        if not pending:
+            return
+        last = max((i for i, (a, b, _) in enumerate(pending) if a < hi and lo < b), default=-1)
+        if last >= 0:
+            self._mrf_pending = None  # decode now
+            for _, _, load in pending[:last + 1]:
+                _x_ld(self, *load)
+            del pending[:last + 1]
+            self._mrf_pending = pending
+
+    def _mrf_settle(self) -> None:
+        """End deferring MRF loads: decode those whose tiles no later one overwrites entirely."""
+        pending, self._mrf_pending = self._mrf_pending, None
+        covered: list[tuple[int, int]] = []  # tiles written by later loads: sorted, merged ranges
+        keep = []
+        for lo, hi, load in reversed(pending or []):
+            if not any(a <= lo and hi <= b for a, b in covered):
+                keep.append(load)
+            merged = []
+            for a, b in sorted([*covered, (lo, hi)]):
+                if merged and a <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+                else:
+                    merged.append((a, b))
+            covered = merged
+        for load in reversed(keep):
+            _x_ld(self, *load)
+
     def _replay(self, trace: _Trace, code: list, key: tuple) -> None:
-        """Run a recorded trace's data work; the registers and counters end as the run's did."""
+        """Run a recorded trace's data work; the registers and counters end as the run's did.
+        Weight loads from the constant image are decoded only when something reads them or at
+        the end (a load whose tiles later loads overwrite is not decoded at all); they are checked
+        when they execute, as instruction by instruction."""
+        self._mrf_pending = []
         try:
-            for step, pc, fn, args in trace.entries:
-                self._pc, self._step = pc, step
-                fn(self, *args)
+            try:
+                for step, pc, fn, args in trace.entries:
+                    self._pc, self._step = pc, step
+                    fn(self, *args)
+            finally:
+                self._mrf_settle()
         except (ExecutionError, NumericsError) as e:
             # the state the failing instruction met: control flow up to it, without the data work
             # (done above); then its error, named as the instruction-by-instruction run names it
@@ -534,6 +573,7 @@ class FuncSim:
         if src_key is not None and ("mvc-range", src_key) in decoded:  # constant weights: scanned once
             wr = decoded[("mvc-range", src_key)]
         else:
+            self._mrf_materialize(tspan.start, tspan.stop)
             wr = bfp.nonzero_block_range(self.mrf_mant[tspan], self.mrf_exp[tspan].astype(np.int32) - (m_bits - 1), n)
             if src_key is not None:
                 decoded[("mvc-range", src_key)] = wr
@@ -554,6 +594,7 @@ class FuncSim:
             key = ("mvc-panels-i8" if i8 else "mvc-panels", src_key, ob0, nob, kb)
             wp = decoded.get(key) if src_key is not None else None
             if wp is None:
+                self._mrf_materialize(tspan.start, tspan.stop)
                 panels = -(-(nob * n) // 16)
                 tm = self._p_mm + (tspan.start + ob0 * kb) * n * n * item
                 te = self._p_me + (tspan.start + ob0 * kb) * n * 2
@@ -681,6 +722,16 @@ def _x_ld(sim: FuncSim, space, addr, rows, length, mem_stride, chip, base, chip_
     k, cfg = sim._k, sim.cfg
     n = cfg.native_dim
     raw = sim._p_mem + addr
+    if space is Space.MRF and sim._mrf_pending is not None:
+        if const and k is not None:  # weights from the constant image: checked now, decoded when needed
+            if k.load_bfp_b1(rows, length, n, n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, raw, mem_stride,
+                             None, None, chip_stride):
+                raise ExecutionError(f"load to {space.name} from {addr:#x}: invalid BFP vector encoding (mantissa "
+                                     "too wide or reserved exponent)")
+            sim._mrf_pending.append((*_chip_range(chip), (space, addr, rows, length, mem_stride, chip, base,
+                                                          chip_stride, False)))
+            return
+        sim._mrf_materialize(*_chip_range(chip))
     if k is not None and space is not Space.FVRF:
         vpi = 1 if space is Space.VRF else n
         pm, pe = (sim._p_vm, sim._p_ve) if space is Space.VRF else (sim._p_mm, sim._p_me)
@@ -702,7 +753,16 @@ def _x_ld(sim: FuncSim, space, addr, rows, length, mem_stride, chip, base, chip_
         sim._store_chip(space, chip, *decode_bfp(raw, cfg, where=where))
 
 
+def _chip_range(chip) -> tuple[int, int]:
+    """First and end entry of a DMA's on-chip entries (a slice or an index array)."""
+    if isinstance(chip, slice):
+        return chip.start, chip.stop
+    return (int(chip.min()), int(chip.max()) + 1) if chip.size else (0, 0)
+
+
 def _x_st(sim: FuncSim, space, addr, rows, length, mem_stride, chip, base, chip_stride):
+    if space is Space.MRF:
+        sim._mrf_materialize(*_chip_range(chip))
     k, cfg = sim._k, sim.cfg
     n = cfg.native_dim
     if k is not None and space is not Space.FVRF:
@@ -727,6 +787,7 @@ def _x_mvc(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi,
     n, p = sim.cfg.native_dim, pixels[1]
     oy, ox = _pixels(pixels)
     x = sim._vrf_image(vspan, geom, in_cb)
+    sim._mrf_materialize(tspan.start, tspan.stop)
     taps = geom.kh * geom.kw
     out = np.zeros((p, cob * n), np.float32) if not acc else sim.fvrf[dspan].reshape(p, cob * n).copy()
     tiles_m = sim.mrf_mant[tspan].reshape(cob, taps * gi, n, n)

@@ -617,7 +617,7 @@ static inline int any16(v16i m)
  * (r, i) is read at raw + r * mem_stride + i * vpi * (n + 1) and written to entry r * chip_stride
  * + i (mant: n elements per vector, exp: one per vector), rows in order (a later row wins where
  * entries repeat). Returns 1, writing nothing, if a vector's magnitude exceeds 2**M - 1 or its
- * exponent field is the reserved all-ones value or too wide; else 0. */
+ * exponent field is the reserved all-ones value or too wide; else 0 (with mant NULL: only checks). */
 int64_t bfp_load_bfp_b1(int64_t rows, int64_t items, int64_t vpi, int64_t n, int m_bits, int exp_bits,
                         int exp_bias, const uint8_t *raw, int64_t mem_stride, int16_t *mant, int16_t *exp,
                         int64_t chip_stride)
@@ -633,6 +633,7 @@ int64_t bfp_load_bfp_b1(int64_t rows, int64_t items, int64_t vpi, int64_t n, int
                 for (int64_t i = 0; i < n; i++) bad |= (row[v * vb + i] & 0x7f) > maxmag;
         if (bad) return 1;
     }
+    if (!mant) return 0; /* checking only */
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t *row = raw + r * mem_stride;
         int16_t *m = mant + r * chip_stride * vpi * n;

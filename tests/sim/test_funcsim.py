@@ -438,3 +438,74 @@ def test_a_replayed_run_raises_the_same_errors_with_the_same_state(bad):
     assert errors[0][1].startswith("instruction 32 (vop): vop add: overflow" if bad == "overflow" else
                                    "instruction 29 (ld): load to VRF")
     assert states[0] == states[1]
+
+
+def test_replayed_weight_loads_are_decoded_when_read_and_checked_when_executed():
+    """Weight loads from the constant image are deferred in a replay: later loads over the same
+    tiles, an MVC reading them, a store of MRF tiles and a load from writable memory in between
+    all see (and leave) what the instruction-by-instruction run does; an invalid encoding in the
+    constant image still fails at its load."""
+    cfg = preset("a10")
+    rng = np.random.default_rng(9)
+    n = cfg.native_dim
+    img = MemoryImage(cfg)
+    tiles = [weight_tiles(golden.quantize_dense_weights(rng.standard_normal((3 * n, 2 * n)), cfg), 1, 2)
+             for _ in range(3)]
+    waddr = [img.put_bfp(f"w{i}", t) for i, t in enumerate(tiles)]
+    xaddr = img.put_bfp("x", bfp.quantize(rng.standard_normal((1, 2 * n)), cfg))
+    frozen = -(-img.top // 64) * 64
+    out = img.reserve("out", 0x4000, at=frozen)
+    text = f"""
+seti r1, {waddr[0]}
+ld mrf, r0, r1, 1, 6
+seti r1, {waddr[1]}
+seti r2, 3
+ld mrf, r2, r1, 1, 6          ; overlaps the first load's tiles 3..5
+seti r1, {xaddr}
+ld vrf, r0, r1, 1, 2
+cfg in_cb, r0, 2
+cfg cob, r0, 3
+seti r3, 100
+mvc r3, r0, r0, 0             ; reads tiles 0..5
+seti r1, {waddr[2]}
+seti r2, 20
+ld mrf, r2, r1, 1, 6          ; tiles 20..25, overwritten below
+seti r4, {out}
+st mrf, r2, r4, 1, 2          ; stores tiles 20..21
+seti r2, 22
+ld mrf, r2, r4, 1, 2          ; tiles 22..23 from writable memory (tiles 20..21)
+seti r1, {waddr[0]}
+seti r2, 40
+ld mrf, r2, r1, 1, 6          ; tiles 40..45
+ld mrf, r2, r1, 1, 6          ; the same tiles again: the first of the two is never needed
+seti r1, {waddr[1]}
+seti r2, 43
+ld mrf, r2, r1, 1, 2          ; tiles 43..44: inside the last load
+seti r1, {waddr[2]}
+seti r2, 38
+ld mrf, r2, r1, 1, 4          ; tiles 38..41: over the start of tiles 40..45 only
+halt
+"""
+    program = assemble_program(text, cfg)
+
+    def memory(bad=False):
+        mem = img.build(extra=0x4000)
+        if bad:
+            mem.data[waddr[1] + 5 * cfg.tile_bytes + cfg.bfp_vector_bytes - 1] = 0xFF  # a reserved exponent
+        mem.freeze(frozen)
+        return mem
+
+    FuncSim(cfg, memory()).run(program)
+    for bad in (False, True):
+        states, errors = [], []
+        for prog in (program, list(program.instructions)):
+            sim = FuncSim(cfg, memory(bad), timing=False)
+            try:
+                sim.run(prog)
+                errors.append(None)
+            except ExecutionError as e:
+                errors.append(str(e))
+            states.append(_state(sim, sim.mem))
+        assert errors[0] == errors[1]
+        assert (errors[0] or "").startswith("instruction 4 (ld): load to MRF" if bad else "")
+        assert states[0] == states[1]
