@@ -548,8 +548,8 @@ class FuncSim:
         _window_index) read from it in place, weights as prepared panels (kept across runs for
         tiles loaded from the constant image). False (nothing done) when the kernels are off or
         the operands need the general path; ranges are taken over the whole image and tile span, a
-        superset of the operands, so the fast path is only taken where it is exact. On an
-        accumulator overflow the destination may be partly written."""
+        superset of the operands, so the fast path is only taken where it is exact. An
+        accumulator overflow leaves the destination as it was."""
         k = native.kernels()
         if k is None or self.vrf_mant.dtype != np.int16:
             return False
@@ -590,6 +590,18 @@ class FuncSim:
         kb = taps * gi
         zeros = self._scratch_ptr("zeros", gi * n)
         item = self.mrf_mant.itemsize
+        # results go straight into the FVRF where no sum can overflow (each of the kb terms is below
+        # 2**(amax + wmax + dbits)); elsewhere through a work buffer, so that an overflow leaves the
+        # FVRF as it was, as on the definition's path
+        dbits = 2 * m_bits + int(np.log2(n))
+        direct = not acc and ar[1] + wr[1] + dbits + kb.bit_length() + 1 < 128
+        if direct:
+            dest, dptr = self.fvrf[dspan].reshape(p, ldo), self._p_fv + dspan.start * n * 4
+        else:
+            dest = self._scratch("mvc-out", p * ldo)[:p * ldo].reshape(p, ldo)
+            dptr = native.ptr(dest)
+            if acc:
+                dest[...] = self.fvrf[dspan].reshape(p, ldo)
         for b0, ob0, nob in groups:
             key = ("mvc-panels-i8" if i8 else "mvc-panels", src_key, ob0, nob, kb)
             wp = decoded.get(key) if src_key is not None else None
@@ -613,16 +625,18 @@ class FuncSim:
                     decoded[key] = wp
                     decoded["mvc-panel-bytes"] = decoded.get("mvc-panel-bytes", 0) + nbytes
             if not i8:
-                cols = self.fvrf[dspan].reshape(p, ldo)[:, ob0 * n:(ob0 + nob) * n]
-                bfp.gemm(k, self._buffers["mvc-image"], in_cb * n, wp[0][0], cols, nob * n, n, "mvc", taps=taps,
-                         gi=gi, xoff=b0 * n, idx=idx[0], zeros=self._buffers["zeros"], init=not acc)
+                bfp.gemm(k, self._buffers["mvc-image"], in_cb * n, wp[0][0], dest[:, ob0 * n:(ob0 + nob) * n], nob * n,
+                         n, "mvc", taps=taps, gi=gi, xoff=b0 * n, idx=idx[0], zeros=self._buffers["zeros"],
+                         init=not acc)
                 continue
             zx = self._scratch_ptr("zeros-u8", gi * n, np.uint8, fill=128)  # a zero block: mantissas + 128
             # one thread: on two cores that share their vector units this kernel gains little from
             # a second one, less than a hand-over to a worker thread costs
             if k.gemm_i8(0, p, nob * n, taps, gi, n, xs, in_cb * n, b0 * n, xu, in_cb, b0, idx[1], zx, zeros, *wp[1],
-                         self._p_fv + (dspan.start * n + ob0 * n) * 4, ldo, int(not acc)):
+                         dptr + ob0 * n * 4, ldo, int(not acc)):
                 raise NumericsError("mvc: accumulator overflow beyond the internal format's range")
+        if not direct:
+            self.fvrf[dspan] = dest.reshape(-1, n)
         return True
 
     def _scratch(self, name: str, size: int, dtype=np.float32, fill=0) -> np.ndarray:

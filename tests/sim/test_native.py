@@ -322,6 +322,49 @@ def test_pool_kernel_matches_golden_including_the_flush_boundary():
     assert first[0, 0] == 0.0  # the case the flush boundary is about
 
 
+@pytest.mark.parametrize("integer", [True, False], ids=["int8", "f32"])
+def test_an_mvc_overflow_leaves_its_destination_as_it_was(integer, monkeypatch):
+    """A sum continued (acc = 1) from accumulators near the top of binary32 overflows: refused on
+    every path, with the FVRF destination holding what it held before."""
+    from accelml.hdl.program import assemble_program
+    from accelml.sim import funcsim
+    from accelml.sim.funcsim import FuncSim
+    from accelml.sim.layout import MemoryImage
+
+    if integer and not native.kernels().has_gemm_i8:
+        pytest.skip("no AVX-512 VNNI")
+    monkeypatch.setattr(funcsim, "INTEGER_MVU", integer)
+    cfg = preset("a10")
+    rng = np.random.default_rng(22)
+    img = MemoryImage(cfg)
+    img.put_bfp("x", bfp.quantize((np.abs(rng.standard_normal((4, 32))) + 1) * 2.0**50, cfg), at=0)
+    waddr = img.put_bfp("w", bfp.quantize((np.abs(rng.standard_normal((4 * 16, 16))) + 1) * 2.0**50, cfg))
+    acc = np.full((8, 16), np.finfo(np.float32).max, np.float32)
+    acc[::2] = 1.0
+    faddr = img.put_fp("acc", acc)
+    text = f"""
+seti r1, 0
+ld vrf, r0, r1, 1, 8
+seti r2, {waddr}
+ld mrf, r0, r2, 1, 4
+seti r3, {faddr}
+seti r4, 100
+ld fvrf, r4, r3, 1, 8
+cfg in_w, r0, 4
+cfg in_cb, r0, 2
+cfg out_w, r0, 4
+cfg npix, r0, 4
+cfg cob, r0, 2
+mvc r4, r0, r0, 1
+halt
+"""
+    for ctx in (contextlib.nullcontext(), numpy_only()):
+        sim = FuncSim(cfg, img.build(extra=0x100))
+        with ctx, pytest.raises(NumericsError, match="instruction 12 \\(mvc\\).*overflow"):
+            sim.run(assemble_program(text, cfg))
+        assert same_bits(sim.fvrf[100:108], acc)
+
+
 ONE_BYTE = [(c, i) for c, i in zip(CONFIGS, IDS, strict=True) if c.mantissa_bytes == 1]
 
 
