@@ -10,7 +10,7 @@ Schedule (per layer, for one EngineConfig):
   along kernel rows (the reduction order is kept, so results are unchanged).
 * **Activations**: if the layer's input fits its VRF region it is loaded once; otherwise the
   output is computed in bands of rows with the input rows each band needs (halo included).
-* **Resident activations**: half the VRF is a pool where an activation stays between the layer
+* **Resident activations**: part of the VRF is a pool where an activation stays between the layer
   that writes it and the layers that read it, when all of them handle whole pixels (every channel
   block) at a time: the writer quantises straight into place, readers take windows, shortcuts
   and pooling inputs in place, and no external-memory traffic is spent on it (a split buffer
@@ -77,6 +77,7 @@ class Compiled:
     layers: list[LayerInfo]
     buffers: dict[str, dict]  # base buffer -> {addr, h, w, cb, fp32, split}
     resident: dict[str, tuple[int, int]]  # base buffer kept on chip -> (VRF address, vectors reserved)
+    pool: float  # the fraction of the VRF reserved for resident activations (0: every activation streams)
 
 
 @dataclass
@@ -97,11 +98,11 @@ class _Regions:
     vrf_pool_size: int
 
 
-def _regions(cfg: EngineConfig, const_vectors: int, pool: bool) -> _Regions:
-    """The on-chip regions; with ``pool`` half the VRF holds resident activations and the
-    streaming regions share the other half."""
+def _regions(cfg: EngineConfig, const_vectors: int, pool: float) -> _Regions:
+    """The on-chip regions: a ``pool`` fraction of the VRF holds resident activations and the
+    streaming regions share the rest."""
     v, f = cfg.vrf_vectors, cfg.fvrf_vectors
-    vpool = v // 2 if pool else 0
+    vpool = int(v * pool) // _POOL_ALIGN * _POOL_ALIGN
     vs = v - vpool
     vin = vs // 4
     vres = vs // 8
@@ -220,7 +221,7 @@ def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
 
 
 class _Generator:
-    def __init__(self, plan: Plan, resident: bool, lookahead: int):
+    def __init__(self, plan: Plan, pool: float, lookahead: int):
         self.plan, self.cfg = plan, plan.cfg
         self.n = plan.cfg.native_dim
         self.img = MemoryImage(plan.cfg)
@@ -231,7 +232,8 @@ class _Generator:
                 const = max(const, op.dst.cb)
             elif isinstance(op, EltOp) and op.kind is EltKind.AFFINE:
                 const = max(const, 2 * op.srcs[0].cb)
-        self.r = _regions(plan.cfg, const, resident)
+        self.pool = pool
+        self.r = _regions(plan.cfg, const, pool)
         self.resident: dict[str, tuple[int, int]] = {}  # base buffer on chip -> (VRF address, vectors)
         self.addr: dict[str, int] = {}  # base buffer -> external address (-1: resident, none)
         self.layers: list[LayerInfo] = []
@@ -781,18 +783,19 @@ class _Generator:
         buffers = {b.name: {"addr": self.addr[b.name], "h": b.h, "w": b.w, "cb": b.cb, "fp32": b.fp32, "split": b.split}
                    for b in self.plan.bases.values()}
         prog = Program(self.e.insns, self.cfg.hash, source="<compiled>")
-        return Compiled(prog, self.img, top, self.layers, buffers, dict(self.resident))
+        return Compiled(prog, self.img, top, self.layers, buffers, dict(self.resident), self.pool)
 
 
-def generate(plan: Plan, resident: bool = True, lookahead: int = 1) -> Compiled:
+def generate(plan: Plan, pool: float = 0.5, lookahead: int = 1) -> Compiled:
     """Schedule a lowered plan and emit its program and external-memory image.
 
-    ``resident``: keep activations in a VRF pool (half the VRF) where they fit; when a layer
-    does not fit the streaming regions that leaves, the plan is scheduled without the pool.
+    ``pool``: the fraction of the VRF where activations stay resident between layers, where they
+    fit (0: every activation streams through external memory); when a layer does not fit the
+    streaming regions that leaves, the plan is scheduled without the pool.
     ``lookahead``: weight chunks load at most this many chunks ahead of the one in use."""
-    if resident:
+    if pool:
         try:
-            return _Generator(plan, True, lookahead).generate()
+            return _Generator(plan, pool, lookahead).generate()
         except CapacityError:
             pass
-    return _Generator(plan, False, lookahead).generate()
+    return _Generator(plan, 0.0, lookahead).generate()

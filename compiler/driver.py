@@ -178,24 +178,26 @@ def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[La
     return reports
 
 
+POOLS = (0.5, 0.875)  # VRF fractions for resident activations tried by _schedule (and none)
 LOOKAHEADS = (1, 2)  # weight chunks loaded ahead, tried by _schedule
 
 
 def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, list[LayerReport]]:
-    """The segment's program with activations resident in a VRF pool where they fit or with every
-    activation streamed through external memory (larger streaming regions: fewer bands and weight
-    reloads), and with weights loaded one or two convolutions ahead: whichever the cycle model
-    finds fastest. The numerics are the same in every candidate."""
-    best = None
-    for resident in (True, False):
+    """The segment's program with part of the VRF (``POOLS``) keeping activations resident where
+    they fit or with every activation streamed through external memory (larger streaming regions:
+    fewer bands and weight reloads), and with weights loaded ``LOOKAHEADS`` chunks ahead:
+    whichever the cycle model finds fastest. The numerics are the same in every candidate."""
+    best, tried = None, set()
+    for pool in (*POOLS, 0.0):
         for lookahead in LOOKAHEADS:
-            compiled = codegen.generate(plan, resident=resident, lookahead=lookahead)
+            compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
+            if (compiled.pool, lookahead) in tried:  # the pool did not fit: a schedule already timed
+                continue
+            tried.add((compiled.pool, lookahead))
             reports = _layer_reports(compiled, cfg)
             cycles = sum(r.cycles for r in reports)
             if best is None or cycles < best[0]:
                 best = (cycles, compiled, reports)
-        if not compiled.resident:  # nothing was kept on chip: the streaming schedules themselves
-            break
     return best[1], best[2]
 
 

@@ -146,15 +146,15 @@ def test_resident_activations_stay_on_chip_without_sharing_entries_while_alive(n
     seg = cm.segments[0]
     resident = seg.compiled.resident
     assert resident and "resident activations" in cm.report()
-    streaming = codegen.generate(seg.plan, resident=False)
-    assert streaming.resident == {}
+    streaming = codegen.generate(seg.plan, pool=0)
+    assert streaming.resident == {} and streaming.pool == 0 < seg.compiled.pool
     moved = sum(li.act_bytes for li in seg.compiled.layers)
     assert moved < sum(li.act_bytes for li in streaming.layers)
     assert cm.summary()["cycles"] < sum(lr.cycles for lr in _layer_reports(streaming, cm.cfg))
     v = cm.cfg.vrf_vectors
     life = _lifetimes(seg.plan)
     for a, (addr_a, n_a) in resident.items():
-        assert v // 2 <= addr_a and addr_a + n_a <= v  # inside the pool
+        assert v - int(v * seg.compiled.pool) <= addr_a and addr_a + n_a <= v  # inside the pool
         assert seg.plan.bases[a].vectors <= n_a and seg.compiled.buffers[a]["addr"] == -1  # no external copy
         for b, (addr_b, n_b) in resident.items():
             overlap_in_time = a != b and life[a][0] <= life[b][1] and life[b][0] <= life[a][1]
@@ -172,16 +172,16 @@ def test_resident_pool_is_given_up_when_the_streaming_regions_get_too_small(tmp_
 
 @pytest.mark.parametrize("split", [False, True])
 def test_the_fastest_schedule_is_kept(split):
-    """Resident or streamed activations, weights one or two chunks ahead: the compile keeps the
-    candidate with the fewest modelled cycles."""
+    """Activations resident in pools of two sizes or streamed, weights one or two chunks ahead:
+    the compile keeps the candidate with the fewest modelled cycles."""
     from accelml.compiler import codegen
-    from accelml.compiler.driver import LOOKAHEADS, _layer_reports
+    from accelml.compiler.driver import LOOKAHEADS, POOLS, _layer_reports
 
     cm = compile_model(models.build("resnet50", "reduced"), config="ecp5", split_weights=split,
                        split_activations=split)
     plan = cm.segments[0].plan
-    cycles = {(r, la): sum(lr.cycles for lr in _layer_reports(codegen.generate(plan, resident=r, lookahead=la),
+    cycles = {(p, la): sum(lr.cycles for lr in _layer_reports(codegen.generate(plan, pool=p, lookahead=la),
                                                               cm.cfg))
-              for r in (True, False) for la in LOOKAHEADS}
+              for p in (*POOLS, 0) for la in LOOKAHEADS}
     assert cm.summary()["cycles"] == min(cycles.values())
     assert len(set(cycles.values())) > 1  # the candidates are different schedules
