@@ -749,6 +749,12 @@ static inline v16i max16i(v16i a, v16i b)
 /* The largest lane (lanes are non-negative binary32 bit patterns, ordered as integers). */
 static inline int32_t hmax16(v16i v)
 {
+#if defined(__clang__)
+    v = max16i(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    v = max16i(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+    v = max16i(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+    v = max16i(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+#else
     const v16i s8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
     const v16i s4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
     const v16i s2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
@@ -757,6 +763,7 @@ static inline int32_t hmax16(v16i v)
     v = max16i(v, __builtin_shuffle(v, s4));
     v = max16i(v, __builtin_shuffle(v, s2));
     v = max16i(v, __builtin_shuffle(v, s1));
+#endif
     return v[0];
 }
 
