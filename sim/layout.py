@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,17 +89,24 @@ def read_bfp(mem: ExternalMemory, addr: int, vectors: int, cfg: EngineConfig) ->
 
 # -- host-side conversions at the engine boundary (IR tensors are NCHW / NC, the engine HWC) --
 
+@functools.lru_cache(maxsize=8)
+def _window_index(geom: golden.ConvGeom) -> np.ndarray:
+    return geom.window_index(*geom.grid(), geom.in_h * geom.in_w)
+
+
 def pack_first_layer(x_hwc: np.ndarray, geom: golden.ConvGeom) -> np.ndarray:
     """(H, W, C) -> (OH, OW, kh*kw*C): each output pixel's window, tap-major, zeros outside."""
-    oy, ox = geom.grid()
-    cols = [geom.gather(x_hwc, iy, ix, valid, 0.0) for _, _, iy, ix, valid in geom.taps(oy, ox)]
+    h, w, c = x_hwc.shape
+    flat = np.concatenate([x_hwc.reshape(h * w, c), np.zeros((1, c), x_hwc.dtype)])  # + the row outside
     oh, ow = geom.out_size()
-    return np.concatenate(cols, axis=-1).reshape(oh, ow, -1)
+    return flat[_window_index(geom)].reshape(oh, ow, -1)
 
 
 def to_hwc(x: np.ndarray) -> np.ndarray:
-    """IR tensor (1, C, H, W) or (1, C) -> (H, W, C)."""
-    x = np.asarray(x, np.float64)
+    """IR tensor (1, C, H, W) or (1, C) -> (H, W, C); binary32 stays binary32 (quantising it is
+    exact either way), anything else becomes float64."""
+    x = np.asarray(x)
+    x = x if x.dtype == np.float32 else x.astype(np.float64)
     return x[0].transpose(1, 2, 0) if x.ndim == 4 else x.reshape(1, 1, -1)
 
 
@@ -113,5 +121,9 @@ def on_lanes(hwc: np.ndarray, lanes: np.ndarray, cb: int, n: int) -> np.ndarray:
     float32, unused lanes zero; ready to quantise into a buffer's blocks."""
     pixels = hwc.shape[0] * hwc.shape[1]
     phys = np.zeros((pixels, cb * n), np.float32)
-    phys[:, lanes] = hwc.reshape(pixels, -1)
+    c = len(lanes)
+    if np.array_equal(lanes, np.arange(c)):  # the identity: a slice, not a scatter
+        phys[:, :c] = hwc.reshape(pixels, c)
+    else:
+        phys[:, lanes] = hwc.reshape(pixels, -1)
     return phys
