@@ -19,10 +19,11 @@ format also with split weights (``+sw+bc``, two passes of products; ``--split-we
 split weights and split activations (``+sw+sa``, three passes, no calibration;
 ``--split-activations``).
 
-Cost on a 2-core machine: about 1 s per 224 x 224 image on the functional simulator; compiles take
-about 4 s, 40 s with bias correction (16 images), 90 s with split weights as well. The default (48
-images, 4 formats, 10 variants) runs in about 15 minutes; ``--formats msfp16 --images 225`` (9
-photos + 216 augmentations, 4 variants) in about 20.
+Cost on a 2-core machine: about 0.05 s per 224 x 224 image on the functional simulator (0.1 s with
+split weights and activations); compiles take about 3 s, 30 s with bias correction (16 images),
+50 s with split weights as well, 10 s with split weights and activations. The default (48 images,
+4 formats, 10 variants) runs in about 5 minutes; ``--formats msfp16 --images 225`` (9 photos + 216
+augmentations, 4 variants) in about 3.
 
     python tests/bench/bench_fidelity.py [--images 48] [--formats ms-fp9,msfp12,msfp16,mxint8]
                                          [--preset a10] [--seed 0] [--calibrate 16]
