@@ -236,14 +236,43 @@ static inline float unit_of(int s)
  * 2**0); the term d * 2**(sa + sw) is exact, so a fused multiply-add computes acc's rounding.
  * --------------------------------------------------------------------------------------------- */
 
+/* The unit exponents a run of blocks spans, as bfp.nonzero_block_range takes them: the smallest
+ * s, whether a block at that s has a nonzero mantissa, the smallest s above it, the largest s. */
+typedef struct {
+    int64_t lo, second, hi;
+    int live;
+} ExpRange;
+#define RANGE_EMPTY {INT64_MAX, INT64_MAX, INT64_MIN, 0}
+
+static inline void range_add(ExpRange *r, int s, int nz)
+{
+    if (s < r->lo) {
+        if (r->lo < r->second) r->second = r->lo;
+        r->lo = s;
+        r->live = nz != 0;
+    } else if (s == r->lo) {
+        r->live |= nz != 0;
+    } else if (s < r->second) {
+        r->second = s;
+    }
+    if (s > r->hi) r->hi = s;
+}
+
+static inline void range_store(const ExpRange *r, int64_t *range)
+{
+    range[0] = r->lo;
+    range[1] = r->live;
+    range[2] = r->second;
+    range[3] = r->hi;
+}
+
 /* Blocks [0, blocks) of n int16 mantissas (|m| <= 127) to bytes m + 128 and their unit
  * exponents s = x - (M - 1) as exponent-field offsets shift[b] = s * 2**23 (0 for an all-zero
  * block), with the exponent range of bfp_scale_range_i16. */
 void bfp_image_u8(int64_t blocks, int64_t n, int m_bits, const int16_t *mant, const int16_t *exp, uint8_t *out,
                   int32_t *shift, int64_t *range)
 {
-    int64_t lo = INT64_MAX, second = INT64_MAX, hi = INT64_MIN;
-    int live = 0;
+    ExpRange r = RANGE_EMPTY;
     for (int64_t b = 0; b < blocks; b++) {
         const int s = (int)exp[b] - (m_bits - 1);
         const int16_t *m = mant + b * n;
@@ -264,21 +293,9 @@ void bfp_image_u8(int64_t blocks, int64_t n, int m_bits, const int16_t *mant, co
             }
         }
         shift[b] = nz ? s * (1 << 23) : 0;
-        if (s < lo) {
-            if (lo < second) second = lo;
-            lo = s;
-            live = nz != 0;
-        } else if (s == lo) {
-            live |= nz != 0;
-        } else if (s < second) {
-            second = s;
-        }
-        if (s > hi) hi = s;
+        range_add(&r, s, nz);
     }
-    range[0] = lo;
-    range[1] = live;
-    range[2] = second;
-    range[3] = hi;
+    range_store(&r, range);
 }
 
 /* Weight tiles (as bfp_pack_tiles) to integer panels: for panel pt (columns j = 16 pt + l), block
@@ -494,8 +511,7 @@ SCALE_ROWS(bfp_scale_i32, int32_t)
 void bfp_scale_range_i16(int64_t b0, int64_t b1, int64_t n, int m_bits, const int16_t *mant,
                          const int16_t *exp, float *out, int64_t *range)
 {
-    int64_t lo = INT64_MAX, second = INT64_MAX, hi = INT64_MIN;
-    int live = 0;
+    ExpRange r = RANGE_EMPTY;
     for (int64_t b = b0; b < b1; b++) {
         const int s = (int)exp[b] - (m_bits - 1);
         const float u = unit_of(s);
@@ -506,21 +522,9 @@ void bfp_scale_range_i16(int64_t b0, int64_t b1, int64_t n, int m_bits, const in
             nz |= m[i];
             o[i] = (float)m[i] * u;
         }
-        if (s < lo) {
-            if (lo < second) second = lo;
-            lo = s;
-            live = nz != 0;
-        } else if (s == lo) {
-            live |= nz != 0;
-        } else if (s < second) {
-            second = s;
-        }
-        if (s > hi) hi = s;
+        range_add(&r, s, nz);
     }
-    range[0] = lo;
-    range[1] = live;
-    range[2] = second;
-    range[3] = hi;
+    range_store(&r, range);
 }
 
 /* Weight tiles to packed, scaled panels: tiles (cob * kb, n, n) int16 (tile ob * kb + b holds
