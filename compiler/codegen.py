@@ -279,8 +279,9 @@ class _Generator:
         A buffer can stay on chip when one op writes it and only later ops read it, all of them a
         whole pixel (every block) at a time, so that quantised outputs land in its pixel-major
         layout directly and windows, shortcuts and pools read it in place: not a segment input
-        or output, not split, not a concat. Buffers are placed first-fit in program order while
-        their lifetimes (producer to last reader) overlap nothing placed at the same addresses."""
+        or output, not a concat (a split buffer takes both its planes). Buffers are placed
+        first-fit where nothing placed before them is alive at the same addresses at any point of
+        their lifetime (producer to last reader)."""
         ops, bases = self.plan.ops, self.plan.bases
         io = {b.base for b in (*self.plan.inputs.values(), *self.plan.outputs.values())}
         writers: dict[str, list[int]] = {}
