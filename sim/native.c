@@ -158,6 +158,52 @@ static inline float pow2f(int k) /* 2**k for k in [-126, 127] */
     return u;
 }
 
+static const float FMAX = 3.4028234663852886e38f;
+
+/* quantize's exponent of one block whose largest magnitude (Inf saturated to FMAX) is amax. */
+static inline int block_exponent(float amax, int m_bits, int exp_min, int exp_max)
+{
+    if (amax == 0.0f) return exp_min;
+    uint32_t bits;
+    memcpy(&bits, &amax, sizeof bits);
+    int e;
+    if (bits >> 23) {
+        e = (int)(bits >> 23) - 127;
+    } else {
+        int fe;
+        (void)frexpf(amax, &fe);
+        e = fe - 1;
+    }
+    int k = (m_bits - 1) - e;
+    float t = k > 127 ? amax * pow2f(k - 127) * pow2f(127) : amax * pow2f(k);
+    if (nearbyintf(t) >= (float)(1 << m_bits)) e += 1;
+    if (e < exp_min) e = exp_min;
+    if (e > exp_max) e = exp_max;
+    return e;
+}
+
+/* The scale 2**((M - 1) - e) of a block's mantissas as two binary32 factors (2**k itself is not
+ * one for k > 127); multiplying by both is exact except where the result underflows, and then it
+ * is far below 1/2 and rounds to 0 either way. */
+static inline void block_scale(int m_bits, int e, float *s1, float *s2)
+{
+    const int k = (m_bits - 1) - e; /* in [m_bits - 1 - 127, m_bits - 1 + 127] */
+    *s1 = k > 127 ? pow2f(k - 127) : pow2f(k);
+    *s2 = k > 127 ? pow2f(127) : 1.0f;
+}
+
+/* One value's mantissa: RNE of |v| scaled, saturating at 2**M - 1 (+-Inf too), with v's sign. */
+static inline int32_t quantize_one(float v, float s1, float s2, int m_bits)
+{
+    float a = fabsf(v);
+    a = a > FMAX ? FMAX : a;
+    float q = nearbyintf(a * s1 * s2);
+    const float sat = (float)((1 << m_bits) - 1);
+    q = q > sat ? sat : q;
+    const int32_t m = (int32_t)q;
+    return v < 0.0f ? -m : m;
+}
+
 /* BFP quantisation of binary32 values, blocks of n along the rows (bfp.quantize's definition):
  * x = floor(log2 max|v|), bumped when the maximum rounds up to 2**M, clamped to [exp_min,
  * exp_max], exp_min for an all-zero block; mantissas RNE, saturating at 2**M - 1; +-Inf
@@ -169,8 +215,6 @@ int64_t bfp_quantize_f32(int64_t b0, int64_t b1, int64_t n, int m_bits, int exp_
                          const float *x, int32_t *mant, int16_t *exp)
 {
     if (exp_max > 127 || exp_min < -127 || m_bits > 24) return -1;
-    const float fmax = 3.4028234663852886e38f, top_limit = (float)(1 << m_bits);
-    const float sat = (float)((1 << m_bits) - 1);
     for (int64_t b = b0; b < b1; b++) {
         const float *v = x + b * n;
         float amax = 0.0f;
@@ -181,34 +225,10 @@ int64_t bfp_quantize_f32(int64_t b0, int64_t b1, int64_t n, int m_bits, int exp_
             amax = a > amax ? a : amax;
         }
         if (nan) return b + 1;
-        if (amax > fmax) amax = fmax; /* Inf saturates */
-        int e = exp_min;
-        if (amax != 0.0f) {
-            uint32_t bits;
-            memcpy(&bits, &amax, sizeof bits);
-            if (bits >> 23) {
-                e = (int)(bits >> 23) - 127; /* floor(log2 amax) of a normal number */
-            } else {
-                int fe;
-                (void)frexpf(amax, &fe); /* subnormal */
-                e = fe - 1;
-            }
-            int k = (m_bits - 1) - e; /* in [m_bits - 1 - 127, m_bits - 1 + 149] */
-            float t = k > 127 ? amax * pow2f(k - 127) * pow2f(127) : amax * pow2f(k);
-            if (nearbyintf(t) >= top_limit) e += 1;
-            if (e < exp_min) e = exp_min;
-            if (e > exp_max) e = exp_max;
-        }
-        int k = (m_bits - 1) - e; /* in [m_bits - 1 - 127, m_bits - 1 + 127] */
-        float s1 = k > 127 ? pow2f(k - 127) : pow2f(k), s2 = k > 127 ? pow2f(127) : 1.0f;
-        for (int64_t i = 0; i < n; i++) {
-            float a = fabsf(v[i]);
-            a = a > fmax ? fmax : a;
-            float q = nearbyintf(a * s1 * s2);
-            q = q > sat ? sat : q;
-            int32_t m = (int32_t)q;
-            mant[b * n + i] = v[i] < 0.0f ? -m : m;
-        }
+        const int e = block_exponent(amax > FMAX ? FMAX : amax, m_bits, exp_min, exp_max); /* Inf saturates */
+        float s1, s2;
+        block_scale(m_bits, e, &s1, &s2);
+        for (int64_t i = 0; i < n; i++) mant[b * n + i] = quantize_one(v[i], s1, s2, m_bits);
         exp[b] = (int16_t)e;
     }
     return 0;
@@ -584,7 +604,6 @@ DEQUANT(bfp_dequant_i32, int32_t)
 int64_t bfp_add_f32(int64_t r0, int64_t r1, int64_t n, const float *a, const float *b, int64_t period,
                     float *out)
 {
-    const float fmax = 3.4028234663852886e38f;
     for (int64_t r = r0; r < r1; r++) {
         const float *x = a + r * n, *y = b + (r % period) * n;
         float *o = out + r * n;
@@ -592,7 +611,7 @@ int64_t bfp_add_f32(int64_t r0, int64_t r1, int64_t n, const float *a, const flo
         for (int64_t i = 0; i < n; i++) {
             float s = x[i] + y[i];
             float m = fabsf(s);
-            bad |= !(m <= fmax);
+            bad |= !(m <= FMAX);
             o[i] = m < 0x1p-126f ? 0.0f : s;
         }
         if (bad) return r + 1;
@@ -606,8 +625,6 @@ int64_t bfp_add_f32(int64_t r0, int64_t r1, int64_t n, const float *a, const flo
  * instruction then fails with its state untouched), and each computes what the numpy code
  * computes (bfp.py, memory.py) bit for bit. 16-lane blocks take a vector path.
  * --------------------------------------------------------------------------------------------- */
-
-static const float FMAX = 3.4028234663852886e38f;
 
 static inline int any16(v16i m)
 {
@@ -722,27 +739,6 @@ int64_t bfp_load_f32(int64_t rows, int64_t items, int64_t n, const uint8_t *raw,
     return 0;
 }
 
-/* quantize's exponent of one block whose largest magnitude (Inf saturated to FMAX) is amax. */
-static inline int block_exponent(float amax, int m_bits, int exp_min, int exp_max)
-{
-    if (amax == 0.0f) return exp_min;
-    uint32_t bits;
-    memcpy(&bits, &amax, sizeof bits);
-    int e;
-    if (bits >> 23) {
-        e = (int)(bits >> 23) - 127;
-    } else {
-        int fe;
-        (void)frexpf(amax, &fe);
-        e = fe - 1;
-    }
-    int k = (m_bits - 1) - e;
-    float t = k > 127 ? amax * pow2f(k - 127) * pow2f(127) : amax * pow2f(k);
-    if (nearbyintf(t) >= (float)(1 << m_bits)) e += 1;
-    if (e < exp_min) e = exp_min;
-    if (e > exp_max) e = exp_max;
-    return e;
-}
 
 static inline v16i max16i(v16i a, v16i b)
 {
@@ -844,19 +840,10 @@ static inline void quantize_block(const float *v, int64_t n, int m_bits, int exp
         float a = fabsf(v[i]);
         amax = a > amax ? a : amax;
     }
-    if (amax > FMAX) amax = FMAX;
-    const int e = block_exponent(amax, m_bits, exp_min, exp_max);
-    const int k = (m_bits - 1) - e;
-    const float s1 = k > 127 ? pow2f(k - 127) : pow2f(k), s2 = k > 127 ? pow2f(127) : 1.0f;
-    const float sat = (float)((1 << m_bits) - 1);
-    for (int64_t i = 0; i < n; i++) {
-        float a = fabsf(v[i]);
-        a = a > FMAX ? FMAX : a;
-        float q = nearbyintf(a * s1 * s2);
-        q = q > sat ? sat : q;
-        int32_t m = (int32_t)q;
-        mant[i] = (int16_t)(v[i] < 0.0f ? -m : m);
-    }
+    const int e = block_exponent(amax > FMAX ? FMAX : amax, m_bits, exp_min, exp_max);
+    float s1, s2;
+    block_scale(m_bits, e, &s1, &s2);
+    for (int64_t i = 0; i < n; i++) mant[i] = (int16_t)quantize_one(v[i], s1, s2, m_bits);
     *exp = (int16_t)e;
 }
 
