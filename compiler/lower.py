@@ -517,9 +517,7 @@ class _Memory:
 
     def _store(self, buf: Buf, x: np.ndarray) -> None:
         s = slice(buf.cb_off, buf.cb_off + buf.cb)
-        planes = bfp.quantize_split(x, self.cfg, name=buf.name) if buf.base in self.split else \
-            (bfp.quantize(x, self.cfg, name=buf.name),)
-        for lo, q in enumerate(planes):
+        for lo, q in enumerate(bfp.quantize_planes(x, self.cfg, split=buf.base in self.split, name=buf.name)):
             self.mant[buf.base, lo][:, s] = q.mant.reshape(buf.pixels, buf.cb, self.n)
             self.exp[buf.base, lo][:, s] = q.exp
 

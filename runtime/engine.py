@@ -87,8 +87,7 @@ class BufferView:
         if self.packed is not None:
             hwc = layout.pack_first_layer(hwc, self.packed)
         x = layout.on_lanes(hwc, self.lanes, self.cb, cfg.native_dim)
-        planes = bfp.quantize_split(x, cfg, name=name) if self.split else (bfp.quantize(x, cfg, name=name),)
-        for lo, q in enumerate(planes):
+        for lo, q in enumerate(bfp.quantize_planes(x, cfg, split=self.split, name=name)):
             blob = np.frombuffer(encode_bfp(q.mant.reshape(-1, cfg.native_dim), q.exp.reshape(-1), cfg), np.uint8)
             start, stride, row = self._rows(cfg, bool(lo))
             mem.scatter(start, blob.reshape(self.h * self.w, row), stride, f"input {name!r}")

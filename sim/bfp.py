@@ -35,8 +35,8 @@ from . import native
 
 __all__ = [
     "FLT_MAX", "FLT_MIN", "BfpTensor", "quantize", "dequantize", "to_internal", "block_matmul",
-    "quantize_split", "mfu_add", "mfu_sub", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip", "mfu_leaky_relu",
-    "internal_const",
+    "quantize_split", "quantize_planes", "mfu_add", "mfu_sub", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip",
+    "mfu_leaky_relu", "internal_const",
 ]
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -135,6 +135,11 @@ def quantize_split(x, cfg: EngineConfig, *, name: str = "tensor") -> tuple[BfpTe
     hi = quantize(x, cfg, name=name)
     rest = mfu_sub(to_internal(x, name), dequantize_internal(hi)[..., : hi.length], f"{name} residual")
     return hi, quantize(rest, cfg, name=f"{name} residual")
+
+
+def quantize_planes(x, cfg: EngineConfig, *, split: bool, name: str = "tensor") -> tuple[BfpTensor, ...]:
+    """``x`` as a buffer stores it: one BFP tensor, or with ``split`` the two of ``quantize_split``."""
+    return quantize_split(x, cfg, name=name) if split else (quantize(x, cfg, name=name),)
 
 
 def _quantize_native(k, a: np.ndarray, cfg: EngineConfig, nb: int, length: int, name: str) -> BfpTensor | None:
