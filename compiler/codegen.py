@@ -5,8 +5,8 @@ Schedule (per layer, for one EngineConfig):
 * **Weights** stream through the MRF in chunks of output blocks that fit half of it. Chunks pack
   into one half (several small layers' weights share it) until the next does not fit, then into
   the other half once its chunks are used up, so loads run ahead of the products that need them
-  (double buffering at any chunk size), across layer boundaries, up to a look-ahead of whole
-  convolutions. A layer whose single output block needs more tiles than half the MRF is split
+  (double buffering at any chunk size), across layer boundaries, up to a look-ahead of a chunk or
+  two. A layer whose single output block needs more tiles than half the MRF is split
   along kernel rows (the reduction order is kept, so results are unchanged).
 * **Activations**: if the layer's input fits its VRF region it is loaded once; otherwise the
   output is computed in bands of rows with the input rows each band needs (halo included).
@@ -257,7 +257,7 @@ class _Generator:
         """External address of ``buf``'s vector (pixel, block), in its second plane if ``lo``."""
         base = self.plan.bases[buf.base]
         vb = self.cfg.fp_vector_bytes if base.fp32 else self.cfg.bfp_vector_bytes
-        plane = base.h * base.w * base.cb if lo else 0
+        plane = base.plane_vectors if lo else 0
         return self.addr[buf.base] + (plane + (pixel * base.cb) + buf.cb_off + block) * vb
 
     def planes(self, buf: Buf) -> list[bool]:
@@ -270,7 +270,7 @@ class _Generator:
         if buf.base not in self.resident:
             return None
         base = self.plan.bases[buf.base]
-        return self.resident[buf.base][0] + (base.h * base.w * base.cb if lo else 0) + pixel * base.cb
+        return self.resident[buf.base][0] + (base.plane_vectors if lo else 0) + pixel * base.cb
 
     # -- resident activations ---------------------------------------------------------------------
     def place_resident(self) -> None:
@@ -534,7 +534,7 @@ class _Generator:
         # a streamed split input holds each pixel's two planes side by side on chip; a resident one
         # keeps them apart, each plane at its own place
         in_cb = cb if resident else cb * len(planes)
-        plane_at = self.res_addr(op.src, 0, lo=True) - self.res_addr(op.src, 0) if resident else cb
+        plane_at = self.plan.bases[op.src.base].plane_vectors if resident else cb
 
         def load_band(band) -> int:
             i0, i1 = self.band_input(op, *band, g.kh)

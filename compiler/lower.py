@@ -62,8 +62,12 @@ class BaseBuf:
     split: bool = False
 
     @property
+    def plane_vectors(self) -> int:
+        return self.h * self.w * self.cb
+
+    @property
     def vectors(self) -> int:
-        return self.h * self.w * self.cb * (2 if self.split else 1)
+        return self.plane_vectors * (2 if self.split else 1)
 
 
 class PoolKind(enum.Enum):
@@ -504,9 +508,13 @@ class _Memory:
         """Internal-format values of all physical lanes (H, W, cb*N) of the first plane."""
         return bfp.dequantize_internal(self.read(buf))
 
+    def planes(self, buf: Buf) -> range:
+        """The planes of ``buf``'s base (0, and 1 for a split buffer's second)."""
+        return range(1 + (buf.base in self.split))
+
     def parts(self, buf: Buf) -> list[np.ndarray]:
         """Internal-format values of each plane, in the order the engine adds them."""
-        return [bfp.dequantize_internal(self.read(buf, lo)) for lo in range(1 + (buf.base in self.split))]
+        return [bfp.dequantize_internal(self.read(buf, lo)) for lo in self.planes(buf)]
 
     def summed(self, buf: Buf) -> np.ndarray:
         """The planes added in the MFU: a split tensor's value as an element-wise op sees it."""
@@ -538,7 +546,7 @@ class _Memory:
             s = slice(buf.cb_off, buf.cb_off + buf.cb)
             v = self.fp[buf.base][:, s].reshape(buf.h, buf.w, -1)
         else:  # a split buffer: the exact sum of its planes
-            v = sum(bfp.dequantize(self.read(buf, lo)) for lo in range(1 + (buf.base in self.split)))
+            v = sum(bfp.dequantize(self.read(buf, lo)) for lo in self.planes(buf))
         return v[..., buf.lanes]
 
 
