@@ -343,19 +343,13 @@ def gemm(k, x: np.ndarray, ldx: int, wp: np.ndarray, out: np.ndarray, j: int, n:
     return out
 
 
-def matmul_packed(k, xs: np.ndarray, wp: np.ndarray, out: np.ndarray, j: int, n: int, what: str) -> np.ndarray:
-    """``gemm`` on explicit rows: ``xs`` (P, K) binary32, ``wp`` packed weight panels
-    (ceil(J/16), K/n, n, 16), accumulating into ``out`` (P, J) in place."""
-    return gemm(k, xs, xs.shape[1], wp, out, j, n, what)
-
-
 def _block_matmul_native(k, a_mant, a_exp, w_mant, w_exp, out, n, m_bits, what) -> np.ndarray:
     j, kdim = w_mant.shape
     xs = _scaled_native(k, a_mant, a_exp, n, m_bits)
     panels = -(-j // _PANEL)
     wpad = _scaled_native(k, w_mant, w_exp, n, m_bits, panels * _PANEL)
     wp = np.ascontiguousarray(wpad.reshape(panels, _PANEL, kdim // n, n).transpose(0, 2, 3, 1))
-    return matmul_packed(k, xs, wp, np.ascontiguousarray(out, dtype=np.float32), j, n, what)
+    return gemm(k, xs, kdim, wp, np.ascontiguousarray(out, dtype=np.float32), j, n, what)
 
 
 def block_matmul(
