@@ -35,7 +35,7 @@ from accelml.hdl.program import Program, cfg_value
 from . import bfp, golden, native
 from .bfp import BfpTensor
 from .cycles import MFU_LATENCY, CycleModel, NoTiming
-from .memory import ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
+from .memory import BAD_BFP, BAD_FP, ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
 INTEGER_MVU = True  # MVC products in 8-bit integers where the machine and the format allow (native.c)
 _TILES_PER_LOAD = 1 << 32  # provenance tag of an MRF tile: load tag * this + index within the load
@@ -651,9 +651,7 @@ class FuncSim:
 
     def _scratch_ptr(self, name: str, size: int, dtype=np.float32, fill=0) -> int:
         """The address of ``_scratch(name, ...)``."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size:
-            self._scratch(name, size, dtype, fill)
+        self._scratch(name, size, dtype, fill)
         return self._buffer_ptrs[name]
 
     def _pool(self, mode, rd, rs):
@@ -740,8 +738,7 @@ def _x_ld(sim: FuncSim, space, addr, rows, length, mem_stride, chip, base, chip_
         if const and k is not None:  # weights from the constant image: checked now, decoded when needed
             if k.load_bfp_b1(rows, length, n, n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, raw, mem_stride,
                              None, None, chip_stride):
-                raise ExecutionError(f"load to {space.name} from {addr:#x}: invalid BFP vector encoding (mantissa "
-                                     "too wide or reserved exponent)")
+                raise ExecutionError(f"load to {space.name} from {addr:#x}: {BAD_BFP}")
             sim._mrf_pending.append((*_chip_range(chip), (space, addr, rows, length, mem_stride, chip, base,
                                                           chip_stride, False)))
             return
@@ -751,12 +748,11 @@ def _x_ld(sim: FuncSim, space, addr, rows, length, mem_stride, chip, base, chip_
         pm, pe = (sim._p_vm, sim._p_ve) if space is Space.VRF else (sim._p_mm, sim._p_me)
         if k.load_bfp_b1(rows, length, vpi, n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, raw, mem_stride,
                          pm + base * vpi * n * 2, pe + base * vpi * 2, chip_stride):
-            raise ExecutionError(f"load to {space.name} from {addr:#x}: invalid BFP vector encoding (mantissa too "
-                                 "wide or reserved exponent)")
+            raise ExecutionError(f"load to {space.name} from {addr:#x}: {BAD_BFP}")
         return
     if k is not None:
         if k.load_f32(rows, length, n, raw, mem_stride, sim._p_fv + base * n * 4, chip_stride):
-            raise ExecutionError(f"load to {space.name} from {addr:#x}: internal-format vector holds NaN or infinity")
+            raise ExecutionError(f"load to {space.name} from {addr:#x}: {BAD_FP}")
         return
     where = f"load to {space.name} from {addr:#x}"
     item = sim._items[space]

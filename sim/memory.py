@@ -16,6 +16,10 @@ from accelml.hdl.errors import ExecutionError
 from . import native
 from .bfp import BfpTensor, to_internal
 
+# what a load refuses, in the words every decoding path uses
+BAD_BFP = "invalid BFP vector encoding (mantissa too wide or reserved exponent)"
+BAD_FP = "internal-format vector holds NaN or infinity"
+
 
 def encode_bfp(mant: np.ndarray, exp: np.ndarray, cfg: EngineConfig) -> bytes:
     """(n, N) signed mantissas and (n,) shared exponents -> n * bfp_vector_bytes bytes."""
@@ -49,7 +53,7 @@ def decode_bfp(raw: np.ndarray, cfg: EngineConfig, *, where: str = "memory") -> 
         exp = np.empty(raw.shape[0], np.int16)
         if k.load_bfp_b1(1, raw.shape[0], 1, n, cfg.mantissa_bits, cfg.exponent_bits, cfg.exp_bias, native.ptr(raw),
                          0, native.ptr(mant), native.ptr(exp), 0):
-            raise ExecutionError(f"{where}: invalid BFP vector encoding (mantissa too wide or reserved exponent)")
+            raise ExecutionError(f"{where}: {BAD_BFP}")
         return mant, exp
     if mb == 1:  # the common case: one byte per element, no widening needed
         word = raw[:, :n]
@@ -61,7 +65,7 @@ def decode_bfp(raw: np.ndarray, cfg: EngineConfig, *, where: str = "memory") -> 
     field = raw[:, -1].astype(np.int32)
     if (mag > (1 << cfg.mantissa_bits) - 1).any() or (field == (1 << cfg.exponent_bits) - 1).any() \
             or (field >= 1 << cfg.exponent_bits).any():
-        raise ExecutionError(f"{where}: invalid BFP vector encoding (mantissa too wide or reserved exponent)")
+        raise ExecutionError(f"{where}: {BAD_BFP}")
     mag = mag.astype(np.int16 if mb == 1 else np.int32)
     mant = np.where(word >= sign_bit, -mag, mag)
     return mant, (field - cfg.exp_bias).astype(np.int16)
@@ -74,7 +78,7 @@ def encode_fp(values: np.ndarray) -> bytes:
 def decode_fp(raw: np.ndarray, cfg: EngineConfig, *, where: str = "memory") -> np.ndarray:
     v = np.ascontiguousarray(raw, dtype=np.uint8).view("<f4").reshape(-1, cfg.native_dim)
     if not np.isfinite(v).all():
-        raise ExecutionError(f"{where}: internal-format vector holds NaN or infinity")
+        raise ExecutionError(f"{where}: {BAD_FP}")
     return to_internal(v.astype(np.float64), where)
 
 
