@@ -185,6 +185,13 @@ def dequantize_internal(t: BfpTensor) -> np.ndarray:
     return out
 
 
+def overflow(what: str, accumulator: bool = False) -> NumericsError:
+    """The error of a result beyond the internal format's range (an MFU result, or a sum of products)."""
+    if accumulator:
+        return NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
+    return NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
+
+
 def to_internal(v, what: str = "value") -> np.ndarray:
     """Round exact (or float64-computed) values to the internal format: binary32, RNE, FTZ.
 
@@ -197,7 +204,7 @@ def to_internal(v, what: str = "value") -> np.ndarray:
     r = bits.view(np.float64)
     mag = np.abs(r)
     if not (mag <= FLT_MAX).all():
-        raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
+        raise overflow(what)
     return np.where(mag < FLT_MIN, 0.0, r).astype(np.float32)
 
 
@@ -339,7 +346,7 @@ def gemm(k, x: np.ndarray, ldx: int, wp: np.ndarray, out: np.ndarray, j: int, n:
     status = run_parallel([(k.gemm_f32, p0, p1, jj, taps, gi, n, xp, ldx, xoff, ip, zp, wpp + pt * panel_bytes,
                             op + pt * _PANEL * 4, ldo, int(init)) for p0, p1, pt, jj in gemm_parts(p, panels, j)])
     if any(status):
-        raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
+        raise overflow(what, accumulator=True)
     return out
 
 
@@ -413,7 +420,7 @@ def block_matmul(
                     for d in pending.popleft().result():  # strictly in block order
                         out += d if exact32 else to_internal(d, what)
         if not np.isfinite(out).all():
-            raise NumericsError(f"{what}: accumulator overflow beyond the internal format's range")
+            raise overflow(what, accumulator=True)
         return out
 
     # General path: some terms may underflow; apply the definition one block at a time.
@@ -443,7 +450,7 @@ def mfu_add_periodic(a: np.ndarray, b: np.ndarray, what: str = "add") -> np.ndar
     status = run_parallel([(k.add_f32, r0, r1, n, native.ptr(a), native.ptr(b), period, native.ptr(out))
                            for r0, r1 in split_rows(rows, min_rows=4096)])
     if any(status):
-        raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
+        raise overflow(what)
     return out
 
 
@@ -455,7 +462,7 @@ def mfu_add(a, b, what: str = "add") -> np.ndarray:
             r = np.add(a, b)
         mag = np.abs(r)
         if not (mag <= FLT_MAX).all():
-            raise NumericsError(f"{what}: overflow beyond the internal format's range (|x| > {FLT_MAX:.4g})")
+            raise overflow(what)
         return np.where(mag < FLT_MIN, np.float32(0), r)
     return to_internal(np.asarray(a, np.float64) + np.asarray(b, np.float64), what)
 

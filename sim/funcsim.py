@@ -634,7 +634,7 @@ class FuncSim:
             # a second one, less than a hand-over to a worker thread costs
             if k.gemm_i8(0, p, nob * n, taps, gi, n, xs, in_cb * n, b0 * n, xu, in_cb, b0, idx[1], zx, zeros, *wp[1],
                          dptr + ob0 * n * 4, ldo, int(not acc)):
-                raise NumericsError("mvc: accumulator overflow beyond the internal format's range")
+                raise bfp.overflow("mvc", accumulator=True)
         if not direct:
             self.fvrf[dspan] = dest.reshape(-1, n)
         return True
@@ -876,7 +876,7 @@ def _x_vop(sim: FuncSim, fn, aspan, bspan, dspan, count, period):
         n, fp = sim.cfg.native_dim, sim._p_fv
         if k.mfu_chain(count, n, fp + aspan.start * n * 4, fp + bspan.start * n * 4, period or count, 0,
                        fp + dspan.start * n * 4, 0, 0, 0, None, None, None, 0):
-            raise NumericsError(f"vop add: overflow beyond the internal format's range (|x| > {bfp.FLT_MAX:.4g})")
+            raise bfp.overflow("vop add")
         return
     a, b = sim.fvrf[aspan], sim.fvrf[bspan]
     if fn is VecOp.ADD:  # b repeats with its period (e.g. a bias for every pixel)
