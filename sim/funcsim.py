@@ -35,6 +35,7 @@ from accelml.hdl.program import Program, cfg_value
 from . import bfp, golden, native
 from .bfp import BfpTensor
 from .cycles import MFU_LATENCY, CycleModel, NoTiming
+from .layout import pixel_grid, window_index
 from .memory import BAD_BFP, BAD_FP, ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
 INTEGER_MVU = True  # MVC products in 8-bit integers where the machine and the format allow (native.c)
@@ -43,29 +44,7 @@ _PANEL_CACHE_BYTES = 2 << 30  # prepared weight panels kept per constant image, 
 _MASK32 = 0xFFFF_FFFF
 
 _NO_RANGE = np.iinfo(np.int64).max
-_WINDOWS: dict = {}  # (geometry, pix0, npix, out_w) -> window index, shared by all simulators
-_WINDOWS_MAX = 512
-
-
-def _window_index(geom: golden.ConvGeom, pixels: tuple) -> tuple[np.ndarray, int]:
-    """geom.window_index(oy, ox, -1) (-1: a zero block, native.c) of output pixels ``pixels``
-    (pix0, npix, out_w), and its address; kept per window geometry and pixels."""
-    key = (geom, pixels)
-    idx = _WINDOWS.get(key)
-    if idx is None:
-        oy, ox = _pixels(pixels)
-        if len(_WINDOWS) >= _WINDOWS_MAX:
-            _WINDOWS.clear()
-        a = np.ascontiguousarray(geom.window_index(oy, ox, -1), dtype=np.int64)
-        idx = _WINDOWS[key] = (a, native.ptr(a))
-    return idx
-
-
-def _pixels(pixels: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of output pixels (pix0, npix, out_w)."""
-    pix0, npix, out_w = pixels
-    q = pix0 + np.arange(npix)
-    return q // out_w, q % out_w
+_RECIPROCALS_MAX = 512
 
 
 _CFG_DEFAULTS = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
@@ -526,7 +505,7 @@ class FuncSim:
                     raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
             groups = tuple((b0, ob0, nob) for b0, ob0, nob, _ in groups)
         if self.numerics:
-            self._emit(_x_mvc, geom, pixels, _window_index(geom, pixels), vspan, tspan, dspan, in_cb, cob, gi, groups,
+            self._emit(_x_mvc, geom, pixels, window_index(geom, pixels), vspan, tspan, dspan, in_cb, cob, gi, groups,
                        acc)
         tile_ops = p * cob * taps * gi
         self.stats.tile_ops += tile_ops
@@ -545,7 +524,7 @@ class FuncSim:
                     acc: int) -> bool:
         """An MVC's products in the native kernels, written (acc = 0) or accumulated (acc = 1)
         straight into the FVRF destination: the image converted once, each window tap (``idx``,
-        _window_index) read from it in place, weights as prepared panels (kept across runs for
+        layout.window_index) read from it in place, weights as prepared panels (kept across runs for
         tiles loaded from the constant image). False (nothing done) when the kernels are off or
         the operands need the general path; ranges are taken over the whole image and tile span, a
         superset of the operands, so the fast path is only taken where it is exact. An
@@ -661,7 +640,7 @@ class FuncSim:
         vspan = self._span(Space.VRF, self.reg(rs), geom.in_h * geom.in_w * in_cb)
         dspan = self._span(Space.FVRF, self.reg(rd), pixels[1] * in_cb)
         if self.numerics:
-            self._emit(_x_pool, mode, geom, pixels, _window_index(geom, pixels), vspan, dspan, in_cb)
+            self._emit(_x_pool, mode, geom, pixels, window_index(geom, pixels), vspan, dspan, in_cb)
         if self.timing:
             self.model.op("mfu", self._mfu_cycles(pixels[1] * in_cb * geom.kh * geom.kw), MFU_LATENCY,
                           reads=[("vrf", vspan.start, vspan.stop)], writes=[("fvrf", dspan.start, dspan.stop)])
@@ -795,7 +774,7 @@ def _x_mvc(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi,
     if sim._mvc_native(vspan, geom, idx, tspan, dspan, in_cb, gi, groups, acc):
         return
     n, p = sim.cfg.native_dim, pixels[1]
-    oy, ox = _pixels(pixels)
+    oy, ox = pixel_grid(pixels)
     x = sim._vrf_image(vspan, geom, in_cb)
     sim._mrf_materialize(tspan.start, tspan.stop)
     taps = geom.kh * geom.kw
@@ -831,10 +810,10 @@ def _pool_native(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb) -> 
         key = (geom, pixels, mode is PoolMode.AVG_PAD)
         recip = _RECIPROCALS.get(key)
         if recip is None:
-            count = golden.avg_divisors(geom, mode is PoolMode.AVG_PAD, *_pixels(pixels))
+            count = golden.avg_divisors(geom, mode is PoolMode.AVG_PAD, *pixel_grid(pixels))
             if not count.all():
                 return False
-            if len(_RECIPROCALS) >= _WINDOWS_MAX:
+            if len(_RECIPROCALS) >= _RECIPROCALS_MAX:
                 _RECIPROCALS.clear()
             recip = _RECIPROCALS[key] = bfp.internal_const(1.0 / count, "avg pool reciprocal")
     blocks = vspan.stop - vspan.start
@@ -852,7 +831,7 @@ def _pool_native(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb) -> 
 def _x_pool(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb):
     if _pool_native(sim, mode, geom, pixels, idx, vspan, dspan, in_cb):
         return
-    oy, ox = _pixels(pixels)
+    oy, ox = pixel_grid(pixels)
     values = bfp.dequantize_internal(sim._vrf_image(vspan, geom, in_cb))
     if mode is PoolMode.MAX:
         out = golden.max_pool(values, geom, oy, ox)

@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
 
-from . import golden
+from . import golden, native
 from .bfp import BfpTensor
 from .memory import ExternalMemory, decode_bfp, encode_bfp, encode_fp
 
@@ -89,17 +88,40 @@ def read_bfp(mem: ExternalMemory, addr: int, vectors: int, cfg: EngineConfig) ->
 
 # -- host-side conversions at the engine boundary (IR tensors are NCHW / NC, the engine HWC) --
 
-@functools.lru_cache(maxsize=8)
-def _window_index(geom: golden.ConvGeom) -> np.ndarray:
-    return geom.window_index(*geom.grid(), geom.in_h * geom.in_w)
+_WINDOWS: dict = {}  # (geometry, pixels) -> window index and its address, shared by all users
+_WINDOWS_MAX = 512
+
+
+def pixel_grid(pixels: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of output pixels ``pixels`` = (pix0, npix, out_w)."""
+    pix0, npix, out_w = pixels
+    q = pix0 + np.arange(npix)
+    return q // out_w, q % out_w
+
+
+def window_index(geom: golden.ConvGeom, pixels: tuple | None = None) -> tuple[np.ndarray, int]:
+    """``geom.window_index`` of output pixels ``pixels`` (pix0, npix, out_w; default all), with -1
+    for a tap outside the input (a zero block in native.c, the last row of an array that ends
+    with a zero row), and its address; kept per geometry and pixels."""
+    if pixels is None:
+        oh, ow = geom.out_size()
+        pixels = (0, oh * ow, ow)
+    key = (geom, pixels)
+    idx = _WINDOWS.get(key)
+    if idx is None:
+        if len(_WINDOWS) >= _WINDOWS_MAX:
+            _WINDOWS.clear()
+        a = np.ascontiguousarray(geom.window_index(*pixel_grid(pixels), -1), dtype=np.int64)
+        idx = _WINDOWS[key] = (a, native.ptr(a))
+    return idx
 
 
 def pack_first_layer(x_hwc: np.ndarray, geom: golden.ConvGeom) -> np.ndarray:
     """(H, W, C) -> (OH, OW, kh*kw*C): each output pixel's window, tap-major, zeros outside."""
     h, w, c = x_hwc.shape
-    flat = np.concatenate([x_hwc.reshape(h * w, c), np.zeros((1, c), x_hwc.dtype)])  # + the row outside
+    flat = np.concatenate([x_hwc.reshape(h * w, c), np.zeros((1, c), x_hwc.dtype)])  # index -1: the zero row
     oh, ow = geom.out_size()
-    return flat[_window_index(geom)].reshape(oh, ow, -1)
+    return flat[window_index(geom)[0]].reshape(oh, ow, -1)
 
 
 def to_hwc(x: np.ndarray) -> np.ndarray:

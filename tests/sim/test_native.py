@@ -288,7 +288,7 @@ def test_pool_kernel_matches_golden_including_the_flush_boundary():
     average just below 2**-126 where binary32's own subnormal rounding would keep 2**-126 but the
     definition (round to 24 bits, then flush) gives +0."""
     from accelml.sim import golden
-    from accelml.sim.funcsim import _pixels, _window_index
+    from accelml.sim.layout import pixel_grid, window_index
 
     k = native.kernels()
     rng = np.random.default_rng(21)
@@ -302,8 +302,8 @@ def test_pool_kernel_matches_golden_including_the_flush_boundary():
                  golden.ConvGeom(h, w, 2, 3, (1, 2), (2, 1), (1, 0, 2, 1))):
         oh, ow = geom.out_size()
         pixels = (0, oh * ow, ow)
-        idx, ip = _window_index(geom, pixels)
-        oy, ox = _pixels(pixels)
+        idx, ip = window_index(geom, pixels)
+        oy, ox = pixel_grid(pixels)
         img = np.ascontiguousarray(x.reshape(h * w, cb * n))
         out = np.empty((oh * ow, cb * n), np.float32)
         assert k.pool(oh * ow, idx.shape[1], cb, n, native.ptr(img), ip, 0, None, native.ptr(out)) == 0
