@@ -597,6 +597,19 @@ void NAME(int64_t b0, int64_t b1, int64_t n, int m_bits, const MT *mant, const i
 DEQUANT(bfp_dequant_i16, int16_t)
 DEQUANT(bfp_dequant_i32, int32_t)
 
+/* a + b of binary32 rows, FTZ (bfp.mfu_add): the sum, or 1 if it overflows. */
+static inline int add_row(const float *a, const float *b, int64_t n, float *o)
+{
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float s = a[i] + b[i];
+        float m = fabsf(s);
+        bad |= !(m <= FMAX);
+        o[i] = m < 0x1p-126f ? 0.0f : s;
+    }
+    return bad;
+}
+
 /* Multi-function unit add on internal-format vectors: out[r] = a[r] + b[r % period], n lanes,
  * binary32 RNE (two binary32 operands: the exact sum is a multiple of 2**-149, so the only
  * rounding is binary32's own), results below 2**-126 flushed to +0. Rows [r0, r1). Returns 0, or
@@ -604,18 +617,8 @@ DEQUANT(bfp_dequant_i32, int32_t)
 int64_t bfp_add_f32(int64_t r0, int64_t r1, int64_t n, const float *a, const float *b, int64_t period,
                     float *out)
 {
-    for (int64_t r = r0; r < r1; r++) {
-        const float *x = a + r * n, *y = b + (r % period) * n;
-        float *o = out + r * n;
-        int bad = 0;
-        for (int64_t i = 0; i < n; i++) {
-            float s = x[i] + y[i];
-            float m = fabsf(s);
-            bad |= !(m <= FMAX);
-            o[i] = m < 0x1p-126f ? 0.0f : s;
-        }
-        if (bad) return r + 1;
-    }
+    for (int64_t r = r0; r < r1; r++)
+        if (add_row(a + r * n, b + (r % period) * n, n, out + r * n)) return r + 1;
     return 0;
 }
 
@@ -898,19 +901,6 @@ void bfp_dequant_rows(int64_t rows, int64_t n, int m_bits, const int16_t *mant, 
             }
         }
     }
-}
-
-/* a + b of binary32 rows, FTZ (bfp.mfu_add): the sum, or 1 if it overflows. */
-static inline int add_row(const float *a, const float *b, int64_t n, float *o)
-{
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float s = a[i] + b[i];
-        float m = fabsf(s);
-        bad |= !(m <= FMAX);
-        o[i] = m < 0x1p-126f ? 0.0f : s;
-    }
-    return bad;
 }
 
 static inline int add_overflows(const float *a, const float *b, int64_t n)
