@@ -13,7 +13,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,tf,zoo]'
+	$(PY) -m pip install --quiet -e '.[dev,tf,zoo,serve]'
+	$(PY) -m pip install --quiet --no-deps 'tensorflow-serving-api==2.21.0'
 	touch $(STAMP)
 
 demo: $(STAMP)

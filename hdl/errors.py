@@ -108,3 +108,38 @@ class PackageError(AccelmlError, ValueError):
     """A compiled package is missing, corrupt, or built for another EngineConfig."""
 
     exit_code = 12
+
+
+class WorkspaceError(AccelmlError, ValueError):
+    """A workspace is missing or unreadable, or a model, image, service or compute target name is
+    unknown. Names the workspace path or the object."""
+
+    exit_code = 13
+
+
+class DependencyError(WorkspaceError):
+    """An object cannot be deleted while another depends on it (a service on its image, an image on
+    its model). Names the dependent."""
+
+    exit_code = 14
+
+
+class ServeError(AccelmlError, RuntimeError):
+    """A server, deployment or client operation failed (port in use, service unreachable, request
+    refused). Names the service or address."""
+
+    exit_code = 15
+
+
+class PrecisionError(AccelmlError, ValueError):
+    """A precision policy, latency budget or calibration data set is invalid or cannot be met.
+    Names the input or the limit."""
+
+    exit_code = 16
+
+
+class RtlError(AccelmlError, RuntimeError):
+    """The RTL simulation could not be built or run (Verilator missing, build failed, engine
+    stopped with an error code). Names the step or the instruction."""
+
+    exit_code = 17
