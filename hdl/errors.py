@@ -143,3 +143,16 @@ class RtlError(AccelmlError, RuntimeError):
     stopped with an error code). Names the step or the instruction."""
 
     exit_code = 17
+
+
+class DeviceError(AccelmlError, ValueError):
+    """A device is unknown or not available on this machine. Names the device."""
+
+    exit_code = 18
+
+
+class DestinationError(PackageError):
+    """A destination exists and is not something accelml wrote (a file, a directory with other
+    contents, the input model), so writing there could lose data. Nothing was touched."""
+
+    exit_code = 19

@@ -16,6 +16,8 @@ from accelml.hdl.config import PRESETS, EngineConfig, preset
 from accelml.hdl.errors import AccelmlError, ProgramFormatError
 from accelml.hdl.program import MAGIC, Program, assemble_program
 
+from .storage import write_file_atomic
+
 EXIT_USAGE = 2
 EXIT_IO = 74
 EXIT_INTERNAL = 70
@@ -63,13 +65,36 @@ def _parse_int(text: str, what: str) -> int:
         raise UsageError(f"{what}: {text!r} is not an integer") from None
 
 
+def claim_output(path: Path, *, inputs=(), ours=None, force: bool = False, what: str = "output") -> Path:
+    """Check that writing ``path`` loses nothing: never one of the command's ``inputs``, never a
+    directory, and an existing file only if ``ours(first bytes)`` recognises it as this command's
+    kind of output (or with ``--force``). Raises DestinationError before any work is done."""
+    from .storage import DestinationError
+
+    path = Path(path)
+    for src in inputs:
+        if src is not None and path.exists() and Path(src).exists() and path.resolve() == Path(src).resolve():
+            raise DestinationError(f"{path}: is an input of this command; refusing to overwrite it")
+    if path.is_dir():
+        raise DestinationError(f"{path}: is a directory, not a {what} file")
+    if path.exists() and not force:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if ours is None or not ours(head):
+            hint = "" if ours is not None else " (pass --force to replace it)"
+            raise DestinationError(f"{path}: exists and is not a {what} accelml wrote; refusing to "
+                                   f"overwrite it{hint}")
+    return path
+
+
 # -- subcommands ----------------------------------------------------------------------------------
 
 def cmd_asm(args) -> int:
     cfg = config_from_args(args)
     prog = assemble_program(args.source.read_text(), cfg, source=str(args.source))
-    out = args.output or args.source.with_suffix(".bin")
-    out.write_bytes(prog.to_bytes())
+    out = claim_output(args.output or args.source.with_suffix(".bin"), inputs=[args.source],
+                       ours=lambda head: head.startswith(MAGIC), what="program binary")
+    write_file_atomic(out, prog.to_bytes())
     print(f"{out}: {len(prog.instructions)} instructions for {cfg.name} ({cfg.short_hash})")
     return 0
 
@@ -79,7 +104,8 @@ def cmd_disasm(args) -> int:
     prog = Program.from_bytes(args.binary.read_bytes(), config=cfg, source=str(args.binary))
     text = prog.to_asm()
     if args.output:
-        args.output.write_text(text)
+        claim_output(args.output, inputs=[args.binary], force=args.force, what="disassembly")
+        write_file_atomic(args.output, text.encode())
     else:
         sys.stdout.write(text)
     return 0
@@ -91,6 +117,15 @@ def cmd_sim(args) -> int:
 
     cfg = config_from_args(args)
     prog = read_program(args.program, cfg)
+    dumps = []
+    for spec in args.dump:
+        where, sep, file = spec.partition("=")
+        addr, sep2, nbytes = where.partition(":")
+        if not sep or not sep2:
+            raise UsageError(f"--dump {spec!r}: expected ADDR:NBYTES=FILE")
+        claim_output(Path(file), inputs=[args.program] + [s.partition("=")[2] for s in args.load],
+                     force=args.force, what="memory dump")
+        dumps.append((_parse_int(addr, "--dump address"), _parse_int(nbytes, "--dump size"), file))
     loads = []
     for spec in args.load:
         addr, sep, file = spec.partition("=")
@@ -106,13 +141,9 @@ def cmd_sim(args) -> int:
     stats = sim.run(prog)
     print(f"{args.program}: ran on the functional simulator ({cfg.describe()})")
     print(stats.summary(cfg))
-    for spec in args.dump:
-        where, sep, file = spec.partition("=")
-        addr, sep2, nbytes = where.partition(":")
-        if not sep or not sep2:
-            raise UsageError(f"--dump {spec!r}: expected ADDR:NBYTES=FILE")
-        data = mem.read(_parse_int(addr, "--dump address"), _parse_int(nbytes, "--dump size"), "--dump")
-        Path(file).write_bytes(data.tobytes())
+    for addr, nbytes, file in dumps:
+        data = mem.read(addr, nbytes, "--dump")
+        write_file_atomic(file, data.tobytes())
         print(f"wrote {len(data)} bytes from {addr} to {file}")
     return 0
 
@@ -129,6 +160,9 @@ def cmd_compile(args) -> int:
             return 0
     if args.output is None:
         raise UsageError("compile needs -o PKG (or --explain alone)")
+    from .package import check_destination, save_package
+
+    check_destination(args.output)  # refuse before the compile, not after it
     calibration = _load_calibration(args.calibrate) if args.calibrate else None
     print(f"compiling {args.model} for {cfg.describe()}", flush=True)
     if calibration is not None:
@@ -136,8 +170,6 @@ def cmd_compile(args) -> int:
               "model layer by layer (about 2 s per 224 x 224 image)", flush=True)
     cm = compile_model(args.model, config=cfg, name=Path(args.model).stem, calibration=calibration,
                        split_weights=args.split_weights, split_activations=args.split_activations)
-    from .package import save_package
-
     save_package(cm, args.output)
     print(cm.report())
     if args.plot:
@@ -186,17 +218,20 @@ def _parse_inputs(specs: list[str]) -> dict:
 
 
 def cmd_run(args) -> int:
+    import io
+
     import numpy as np
 
     from .package import load
 
+    out = claim_output(Path(args.output), inputs=[args.package] + [s.partition("=")[2] for s in args.input],
+                       ours=lambda head: head.startswith(b"PK"), what=".npz result")
     model = load(args.package, device=args.device)
     feeds = _parse_inputs(args.input)
     outputs = model.run(feeds)
-    out = Path(args.output)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(tmp, **outputs)
-    tmp.replace(out)
+    buf = io.BytesIO()
+    np.savez(buf, **outputs)
+    write_file_atomic(out, buf.getvalue())
     for name, v in outputs.items():
         print(f"{name}: shape {tuple(v.shape)}, dtype {v.dtype}")
     stats = model.device.last_stats
@@ -232,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("disasm", help="disassemble a program binary")
     p.add_argument("binary", type=Path)
     p.add_argument("-o", "--output", type=Path)
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     add_config_args(p)
     p.set_defaults(func=cmd_disasm)
 
@@ -242,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump", action="append", default=[], metavar="ADDR:NBYTES=FILE",
                    help="write external memory to a file after the run")
     p.add_argument("--mem-size", type=int, default=None, help="external memory image size in bytes")
+    p.add_argument("--force", action="store_true", help="replace existing --dump files")
     add_config_args(p)
     p.set_defaults(func=cmd_sim)
 

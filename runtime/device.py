@@ -9,16 +9,12 @@ move the memory image over a host link.
 from __future__ import annotations
 
 from accelml.hdl.config import EngineConfig
-from accelml.hdl.errors import AccelmlError
+from accelml.hdl.errors import DeviceError
 from accelml.hdl.program import Program
 from accelml.sim.funcsim import FuncSim, Stats
 from accelml.sim.memory import ExternalMemory
 
 __all__ = ["Device", "FuncSimDevice", "device_named", "DEVICES"]
-
-
-class DeviceError(AccelmlError):
-    exit_code = 13
 
 
 class Device:

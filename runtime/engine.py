@@ -70,6 +70,20 @@ class BufferView:
         except (KeyError, TypeError, ValueError) as e:
             raise PackageError(f"malformed buffer entry in the manifest: {e!r}") from None
 
+    def problem(self, cfg: EngineConfig, mem_bytes: int) -> str | None:
+        """Why this entry cannot describe a tensor in an engine memory of ``mem_bytes``, or None."""
+        n = cfg.native_dim
+        if min(self.addr, self.cb_off) < 0 or min(self.h, self.w, self.cb, self.base_cb) <= 0:
+            return "negative address or empty extent"
+        if self.cb_off + self.cb > self.base_cb:
+            return f"blocks {self.cb_off}..{self.cb_off + self.cb - 1} outside the buffer's {self.base_cb}"
+        if self.lanes.ndim != 1 or (self.lanes.size and (self.lanes.min() < 0 or self.lanes.max() >= self.cb * n)):
+            return f"lanes outside the {self.cb * n} lanes of its blocks"
+        end = self.addr + (2 if self.split else 1) * self.h * self.w * self.base_cb * self._vector_bytes(cfg)
+        if end > mem_bytes:
+            return f"ends at byte {end}, past the segment's {mem_bytes}-byte memory"
+        return None
+
     def _vector_bytes(self, cfg: EngineConfig) -> int:
         return cfg.fp_vector_bytes if self.fp32 else cfg.bfp_vector_bytes
 

@@ -8,9 +8,15 @@ subgraphs, every file named in the manifest with its SHA-256.
       seg<K>.img        engine segment K: constant external-memory image (weights, biases)
       seg<K>.onnx       host segment K: an ONNX model run by onnxruntime
 
-``save_package`` writes into a temporary directory and renames it into place, so a failed
-compile never leaves a partial package. ``load`` verifies every hash and refuses a package built
-for another EngineConfig than the one asked for.
+``manifest.json`` carries ``manifest_sha256``, the SHA-256 of its own canonical JSON without that
+entry, so an edited manifest is refused like an edited file.
+
+``save_package`` never loses data (runtime/storage.py): it writes into a temporary sibling and
+swaps it into place atomically; a destination that exists and is not an accelml package (a file,
+the input model, a directory holding anything the package does not list) is refused with
+``DestinationError`` before anything is written. ``load`` verifies the manifest's hash, its
+structure (every key and type, every buffer inside the segment's memory) and every file hash, and
+refuses a package built for another EngineConfig than the one asked for.
 """
 
 from __future__ import annotations
@@ -18,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +33,17 @@ from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import AccelmlError, PackageError
 from accelml.hdl.program import Program
 
+from . import storage
 from .device import Device, device_named
 from .engine import BufferView, EngineSegment
+from .storage import DestinationError, write_dir_atomic
 
 FORMAT = "accelml-package"
-VERSION = 1
+VERSION = 2  # 2: the manifest carries its own hash
+MANIFEST = "manifest.json"
+MANIFEST_HASH = "manifest_sha256"
 
-__all__ = ["save_package", "load", "Model"]
+__all__ = ["save_package", "load", "Model", "check_destination", "DestinationError", "manifest_digest"]
 
 
 def _sha(data: bytes) -> str:
@@ -50,8 +58,11 @@ def _view(compiled, plan, name: str, buf, shape) -> BufferView:
 
 
 def save_package(cm, path: str | os.PathLike) -> Path:
-    """Write a CompiledModel as a package directory at ``path`` (replacing one that exists)."""
-    path = Path(path)
+    """Write a CompiledModel as a package directory at ``path``.
+
+    ``path`` may be free or hold an accelml package (replaced atomically: the old package stays
+    valid at ``path`` until the new one is complete). Anything else there (a file, a directory with
+    other contents, the input model) raises ``DestinationError`` before anything is written."""
     files: dict[str, bytes] = {}
     segments = []
     for seg in cm.segments:
@@ -81,24 +92,46 @@ def save_package(cm, path: str | os.PathLike) -> Path:
         "split_weights": cm.split_weights,
         "split_activations": cm.split_activations,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    manifest[MANIFEST_HASH] = manifest_digest(manifest)
+
+    def fill(tmp: Path) -> None:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+    return write_dir_atomic(path, fill, owned=package_owner_problem, what="accelml package")
+
+
+def check_destination(path: str | os.PathLike) -> None:
+    """Raise ``DestinationError`` now if ``save_package`` would refuse ``path`` (so a long compile
+    is not wasted on a destination it may not write)."""
+    storage.check_destination(Path(path), package_owner_problem, "accelml package")
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 over the manifest's canonical JSON, without its own hash entry."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_HASH}
+    return _sha(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def package_owner_problem(path: Path) -> str | None:
+    """None if ``path`` is a directory holding an accelml package and nothing else (so replacing it
+    loses nothing the tool did not write), else why it is not."""
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        return "no manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "its manifest.json is not an accelml manifest"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return "its manifest.json is not an accelml manifest"
+    listed = manifest.get("files")
+    listed = set(listed) if isinstance(listed, dict) else set()
+    for entry in path.iterdir():
+        if entry.name != MANIFEST and (entry.name not in listed or not entry.is_file() or entry.is_symlink()):
+            return f"it holds {entry.name!r}, which the package does not list"
+    return None
 
 
 def _image_bytes(c) -> bytes:
@@ -169,7 +202,7 @@ class Model:
 def load(path: str | os.PathLike, *, device: str = "funcsim", config: EngineConfig | None = None) -> Model:
     """Load and verify a package. ``config``: refuse a package built for another EngineConfig."""
     path = Path(path)
-    mpath = path / "manifest.json"
+    mpath = path / MANIFEST
     if not mpath.is_file():
         raise PackageError(f"{path}: not an accelml package (no manifest.json)")
     try:
@@ -179,16 +212,19 @@ def load(path: str | os.PathLike, *, device: str = "funcsim", config: EngineConf
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PackageError(f"{path}: not an accelml package manifest")
     if manifest.get("version") != VERSION:
-        raise PackageError(f"{path}: package format version {manifest.get('version')} is not supported ({VERSION})")
+        raise PackageError(f"{path}: package format version {manifest.get('version')!r} is not supported "
+                           f"(this accelml reads version {VERSION}; compile the model again)")
+    if manifest.get(MANIFEST_HASH) != manifest_digest(manifest):
+        raise PackageError(f"{path}: manifest.json does not match its hash (edited or corrupt)")
+    _validate_manifest(manifest, path)
     try:
         cfg = EngineConfig.from_dict(manifest["engine_config"])
-        hashes = manifest["files"]
-        segments_spec = manifest["segments"]
-        _ = manifest["inputs"], manifest["outputs"]
-    except (KeyError, TypeError) as e:
-        raise PackageError(f"{path}: manifest lacks {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise PackageError(f"{path}: manifest engine_config is malformed: {e}") from None
     except AccelmlError as e:
         raise PackageError(f"{path}: {e}") from None
+    hashes = manifest["files"]
+    segments_spec = manifest["segments"]
     if cfg.hash != manifest.get("config_hash"):
         raise PackageError(f"{path}: the manifest's EngineConfig does not match its recorded hash")
     if config is not None and config.hash != cfg.hash:
@@ -213,10 +249,77 @@ def load(path: str | os.PathLike, *, device: str = "funcsim", config: EngineConf
             segments.append(_HostSegment(spec["inputs"], spec["outputs"], sess))
         elif spec.get("kind") == "engine":
             prog = Program.from_bytes(blobs[spec["program"]], config=cfg, source=f"{path}/{spec['program']}")
-            segments.append(EngineSegment(
-                cfg, prog, blobs[spec["image"]], int(spec["mem_bytes"]),
-                {n: BufferView.from_json(v) for n, v in spec["inputs"].items()},
-                {n: BufferView.from_json(v) for n, v in spec["outputs"].items()}))
+            views = {}
+            for side in ("inputs", "outputs"):
+                views[side] = {n: BufferView.from_json(v) for n, v in spec[side].items()}
+                for n, v in views[side].items():
+                    problem = v.problem(cfg, spec["mem_bytes"])
+                    if problem:
+                        raise PackageError(f"{path}: manifest segment {spec['index']} {side[:-1]} {n!r}: {problem}")
+            segments.append(EngineSegment(cfg, prog, blobs[spec["image"]], spec["mem_bytes"],
+                                          views["inputs"], views["outputs"]))
         else:
             raise PackageError(f"{path}: unknown segment kind {spec.get('kind')!r}")
     return Model(path, manifest, cfg, segments, dev)
+
+
+# -- manifest structure ------------------------------------------------------------------------------
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate_manifest(m: dict, path: Path) -> None:
+    """Every key ``load`` reads, with its type; a problem is a PackageError naming the key."""
+
+    def need(cond: bool, where: str, what: str) -> None:
+        if not cond:
+            raise PackageError(f"{path}: manifest {where}: {what}")
+
+    for key, types in (("model", str), ("engine_config", dict), ("config_hash", str), ("inputs", list),
+                       ("outputs", list), ("segments", list), ("files", dict)):
+        need(key in m, key, "missing")
+        need(isinstance(m[key], types), key, f"expected {types.__name__}, got {type(m[key]).__name__}")
+    need(m.get("host_preprocess") is None or isinstance(m["host_preprocess"], dict), "host_preprocess",
+         "expected an object or null")
+    for name, digest in m["files"].items():
+        need(isinstance(name, str) and name == Path(name).name and name not in (".", "..", MANIFEST)
+             and not name.startswith("."), f"files[{name!r}]", "not a plain file name inside the package")
+        need(isinstance(digest, str) and len(digest) == 64, f"files[{name!r}]", "not a SHA-256 digest")
+    for side in ("inputs", "outputs"):
+        need(len(m[side]) > 0, side, "empty")
+        for i, spec in enumerate(m[side]):
+            where = f"{side}[{i}]"
+            need(isinstance(spec, dict), where, "expected an object")
+            need(isinstance(spec.get("name"), str), f"{where}.name", "missing or not a string")
+            shape = spec.get("shape")
+            need(isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape), f"{where}.shape",
+                 "missing or not a list of sizes")
+            need(isinstance(spec.get("dtype"), str), f"{where}.dtype", "missing or not a string")
+            try:
+                np.dtype(spec["dtype"])
+            except TypeError:
+                need(False, f"{where}.dtype", f"unknown dtype {spec['dtype']!r}")
+            perm = spec.get("perm")
+            need(perm is None or (isinstance(perm, list) and sorted(perm) == list(range(len(shape)))),
+                 f"{where}.perm", "not a permutation of the shape's axes")
+    need(len(m["segments"]) > 0, "segments", "empty")
+    for i, seg in enumerate(m["segments"]):
+        where = f"segments[{i}]"
+        need(isinstance(seg, dict), where, "expected an object")
+        need(_is_int(seg.get("index")), f"{where}.index", "missing or not an integer")
+        kind = seg.get("kind")
+        need(kind in ("host", "engine"), f"{where}.kind", f"unknown segment kind {kind!r}")
+        blobs = ("onnx",) if kind == "host" else ("program", "image")
+        for key in blobs:
+            need(seg.get(key) in m["files"], f"{where}.{key}", "missing or not a file the package lists")
+        if kind == "host":
+            for key in ("inputs", "outputs"):
+                need(isinstance(seg.get(key), list) and all(isinstance(n, str) for n in seg[key]),
+                     f"{where}.{key}", "expected a list of tensor names")
+        else:
+            need(_is_int(seg.get("mem_bytes")) and seg["mem_bytes"] > 0, f"{where}.mem_bytes",
+                 "missing or not a positive integer")
+            for key in ("inputs", "outputs"):
+                need(isinstance(seg.get(key), dict) and all(isinstance(v, dict) for v in seg[key].values()),
+                     f"{where}.{key}", "expected an object of buffer entries")

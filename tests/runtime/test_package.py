@@ -13,6 +13,7 @@ from accelml.compiler import compile_model, models
 from accelml.hdl.config import preset
 from accelml.hdl.errors import PackageError
 from accelml.runtime import cli, load, save_package
+from accelml.runtime.package import manifest_digest
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,11 @@ def test_package_for_another_engine_is_refused(pkg, tmp_path):
         load(pkg, config=preset("a10"))
     p = copy(pkg, tmp_path)
     m = json.loads((p / "manifest.json").read_text())
-    m["engine_config"]["tiles"] = 4  # a tampered manifest no longer matches its recorded hash
+    m["engine_config"]["tiles"] = 4
+    (p / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match="manifest.json does not match its hash"):
+        load(p)
+    m["manifest_sha256"] = manifest_digest(m)  # even re-hashed, the config no longer matches its hash
     (p / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(PackageError, match="does not match its recorded hash"):
         load(p)
