@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(PY) tests/bench/bench_fidelity.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check compiler hdl sim runtime tests
+	$(PY) -m ruff check compiler hdl sim runtime bitstreams tests
 
 clean:
 	rm -rf $(VENV) .rtl_cache build *.egg-info

@@ -1,0 +1,81 @@
+"""The resource model: fitted to the recorded synthesis, monotone in what it counts, and the presets'
+verdicts against their devices; a synth-marked test re-synthesises one calibration point."""
+
+import dataclasses
+import json
+
+import pytest
+
+from accelml.bitstreams import resources
+from accelml.bitstreams.calibrate import engine_config
+from accelml.hdl.config import PRESETS, preset
+
+
+def test_fit_follows_every_calibration_point():
+    """Four sizes per width over-determine a*N^2 + b*N + c: the fit stays within 5 % of each."""
+    cal = resources.calibration()
+    for (flow, n, m), v in cal.items():
+        if flow.endswith("nodsp"):
+            continue
+        for key in ("logic", "ffs", "mult"):
+            assert resources._fit(flow, key, n, m) == pytest.approx(v[key], rel=0.05, abs=2), (flow, n, m, key)
+
+
+def test_costs_grow_with_macs_mantissa_and_register_files():
+    a10 = preset("a10")
+    small = resources.estimate(dataclasses.replace(a10, tiles=8, mrf_tiles=1536))
+    big = resources.estimate(dataclasses.replace(a10, tiles=16, mrf_tiles=3072))
+    assert big.logic > small.logic and big.multipliers >= small.multipliers and big.ram_blocks > small.ram_blocks
+    narrow = resources.estimate(dataclasses.replace(a10, tiles=8, mrf_tiles=1536, mantissa_bits=3))
+    assert narrow.logic < small.logic
+    more_vrf = resources.estimate(dataclasses.replace(a10, tiles=8, mrf_tiles=1536, vrf_vectors=4 * a10.vrf_vectors))
+    assert more_vrf.ram_blocks > small.ram_blocks
+
+
+def test_products_beyond_the_hard_multipliers_cost_logic():
+    a10 = preset("a10")
+    dev = resources.DEVICES["10AX115"]
+    t_at_limit = dev.multipliers // (a10.native_dim ** 2)
+    at = resources.estimate(dataclasses.replace(a10, tiles=t_at_limit))
+    over = resources.estimate(dataclasses.replace(a10, tiles=t_at_limit + 1))
+    assert at.lut_multiplied_macs == 0 and over.lut_multiplied_macs > 0
+    assert over.logic - at.logic > (over.logic / (t_at_limit + 1))  # more than one tile engine's own logic
+
+
+def test_largest_tiles_fits_and_one_more_does_not():
+    for name in resources.PRESET_DEVICES:
+        cfg = PRESETS[name]
+        t = resources.largest_tiles(cfg)
+        assert t >= 1, name
+        assert resources.estimate(resources.scaled(cfg, t)).fits
+        assert not resources.estimate(resources.scaled(cfg, t + 1)).fits
+
+
+def test_table_names_every_device_preset_and_its_verdict():
+    text = resources.table()
+    for name, dev in resources.PRESET_DEVICES.items():
+        row = next(r for r in text.splitlines() if r.startswith(f"| {name} |"))
+        assert resources.DEVICES[dev].name in row
+        assert ("yes" in row) == resources.estimate(PRESETS[name]).fits
+
+
+def test_a_preset_without_a_device_is_refused():
+    with pytest.raises(ValueError, match="names no device"):
+        resources.estimate(preset("tiny"))
+
+
+@pytest.mark.synth
+def test_recorded_calibration_matches_a_fresh_synthesis():
+    from accelml.bitstreams.synth import synthesize
+    from accelml.hdl.tile_engine import TileEngine
+
+    rec = next(r for r in json.loads(resources._CAL.read_text())["records"]
+               if (r["flow"], r["native_dim"], r["mantissa_bits"]) == ("alm", 4, 7))
+    got = synthesize(TileEngine(engine_config(4, 7)), flow="alm")
+    assert got.cells == rec["cells"]
+
+
+def test_readme_table_is_the_models_output():
+    readme = (resources._CAL.parent / "README.md").read_text()
+    table = readme.split("<!-- table -->\n", 1)[1].split("\n<!-- /table -->", 1)[0]
+    assert table == resources.table()
