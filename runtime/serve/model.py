@@ -52,8 +52,9 @@ class ServedModel:
         return self.model.outputs
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> int:
-        """The version a request addresses; NOT_FOUND for another model, version or label."""
-        if name != self.name:
+        """The version a request addresses; NOT_FOUND for another model, version or label. An
+        empty name addresses the one model served."""
+        if name and name != self.name:
             raise RequestError(Status.NOT_FOUND, f"model {name!r} is not served here (serving {self.name!r})")
         if version is not None and label:
             raise RequestError(Status.INVALID_ARGUMENT, "give a version or a version label, not both")
