@@ -4,6 +4,7 @@ and its gRPC / TensorFlow protos load only when the command runs)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 __all__ = ["register"]
@@ -22,6 +23,11 @@ def cmd_serve(args) -> int:
 
     if not (Path(args.package) / "manifest.json").is_file():
         raise PackageError(f"{args.package}: not an accelml package (no manifest.json)")
+    # TensorFlow's protos load the TensorFlow runtime (no TensorFlow op runs here), whose C++
+    # start-up notes would bury the ready line; gRPC's own log lines repeat the errors reported
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     options = _options(args)
     from .server import serve
 

@@ -293,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         if rows[0].dtype == object:
             out = np.empty((len(rows),) + rows[0].shape, dtype=object)
             for i, r in enumerate(rows):
-                out[i] = r
+                out[i] = r[()] if r.ndim == 0 else r
             return out
         return np.stack(rows)
 

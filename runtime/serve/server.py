@@ -108,8 +108,8 @@ class Server:
                 port = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
             else:
                 port = server.add_insecure_port(address)
-        except RuntimeError as e:
-            raise ServeError(f"gRPC: cannot listen on {address} ({e}; is the port in use?)") from None
+        except RuntimeError:  # grpc: "Failed to bind to address ..."
+            raise ServeError(f"gRPC: cannot listen on {address} (is the port in use?)") from None
         if not port:
             raise ServeError(f"gRPC: cannot listen on {address} (is the port in use?)")
         context = None
