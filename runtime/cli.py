@@ -252,6 +252,10 @@ def cmd_config(args) -> int:
 # Later parts of the toolchain add subcommands here: name -> register(subparsers, name).
 COMMANDS: dict = {}
 
+from .serve.command import register as _register_serve  # noqa: E402  (serve: runtime/serve/)
+
+COMMANDS["serve"] = _register_serve
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accelml", description="Compile, simulate and serve CNNs on a BFP engine.")

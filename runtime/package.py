@@ -36,6 +36,7 @@ from accelml.hdl.program import Program
 from . import storage
 from .device import Device, device_named
 from .engine import BufferView, EngineSegment
+from .host import HostPreprocess, encoded_images
 from .storage import DestinationError, write_dir_atomic
 
 FORMAT = "accelml-package"
@@ -152,14 +153,28 @@ class _HostSegment:
 
 
 class Model:
-    """A loaded package: ``run({input name: array}) -> {output name: array}``."""
+    """A loaded package: ``run({input name: array}) -> {output name: array}``.
+
+    ``run`` is safe to call from several threads at once (each run gets its own external memory).
+    A package with host preprocessing takes the graph's real input, encoded image bytes
+    (``{"images": np.array([jpeg], dtype=object)}``, dtype "string" in ``inputs``), decodes and
+    normalises them on the host (runtime/host.py) and runs the engine; the featurizer's own input
+    (float32 pixels) is accepted as well.
+    """
 
     def __init__(self, path: Path, manifest: dict, cfg: EngineConfig, segments: list, device: Device):
         self.path, self.manifest, self.cfg, self.segments, self.device = path, manifest, cfg, segments, device
+        pre = manifest.get("host_preprocess")
+        self.host: HostPreprocess | None = HostPreprocess.from_dict(pre) if pre is not None else None
 
     @property
     def inputs(self) -> list[dict]:
-        return self.manifest["inputs"]
+        """The inputs a caller feeds: with host preprocessing, the encoded-image input (dtype
+        "string", one image) in place of the featurizer's."""
+        if self.host is None:
+            return self.manifest["inputs"]
+        return [{"name": self.host.input, "shape": [1], "dtype": "string", "perm": None}
+                if spec["name"] == self.host.output else spec for spec in self.manifest["inputs"]]
 
     @property
     def outputs(self) -> list[dict]:
@@ -170,9 +185,24 @@ class Model:
         """The preprocessing split off a TensorFlow graph (decode, resize, scale), or None."""
         return self.manifest.get("host_preprocess")
 
+    def _host_feeds(self, feeds: dict) -> dict:
+        """Encoded images under the host input -> the featurizer's input (one image per run)."""
+        pre = self.host
+        if pre is None or pre.input not in feeds:
+            return feeds
+        if pre.output in feeds:
+            raise PackageError(f"give either input {pre.input!r} (encoded image) or {pre.output!r} (pixels), not both")
+        images = encoded_images(feeds[pre.input], pre.input)
+        if len(images) != 1:
+            raise PackageError(f"input {pre.input!r}: expected one encoded image per run, got {len(images)}")
+        feeds = {k: v for k, v in feeds.items() if k != pre.input}
+        feeds[pre.output] = pre(images[0])
+        return feeds
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = self._host_feeds(feeds)
         env: dict[str, np.ndarray] = {}
-        for spec in self.inputs:
+        for spec in self.manifest["inputs"]:
             name = spec["name"]
             if name not in feeds:
                 raise PackageError(f"missing input {name!r} (inputs: {', '.join(i['name'] for i in self.inputs)})")
@@ -184,7 +214,7 @@ class Model:
             except TypeError:
                 raise PackageError(f"input {name!r}: expected {spec['dtype']}, got {x.dtype}") from None
             env[name] = np.require(x.transpose(spec["perm"]) if spec["perm"] else x, requirements="C")
-        unknown = set(feeds) - {i["name"] for i in self.inputs}
+        unknown = set(feeds) - {i["name"] for i in self.manifest["inputs"]}
         if unknown:
             raise PackageError(f"unknown input(s): {', '.join(sorted(unknown))}")
         for seg in self.segments:

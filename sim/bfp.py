@@ -223,6 +223,8 @@ def internal_const(v, what: str = "constant") -> np.ndarray:
 # Block products computed ahead of the in-order accumulation (bounds memory to a few P x J).
 _WINDOW = 4
 _TASK_ELEMENTS = 1 << 18  # output elements (rows x cols x blocks) per task
+# Shared by every caller: submitting is thread-safe and no task submits to the pool, so concurrent
+# runs (a server's request threads) queue their tasks here without deadlock; results are per task.
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="accelml-mvu")
 # Many small GEMMs (inner dimension N) run far faster on one BLAS thread than on a team that
 # spins up and synchronises for each; see benchmarks.

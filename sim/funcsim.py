@@ -20,6 +20,8 @@ one by one when anything would fail.
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 import weakref
 from collections import Counter
@@ -108,7 +110,17 @@ class _Prepared:
     trace: _Trace | None = None
 
 
-_PREPARED: dict[int, tuple[weakref.ref, _Prepared]] = {}  # id(program) -> (program, its preparation)
+# id(program) -> (program, its preparation); every access holds the lock (a server runs programs on
+# several threads; a weakref callback may drop an entry at any time)
+_PREPARED: dict[int, tuple[weakref.ref, _Prepared]] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    with _PREPARED_LOCK:
+        held = _PREPARED.get(key)
+        if held is not None and held[0] is ref:
+            del _PREPARED[key]
 
 
 def _prepare(insns: tuple) -> _Prepared:
@@ -125,12 +137,15 @@ def _prepared(program: Program | list) -> tuple[_Prepared, bool]:
     if not isinstance(program, Program):
         return _prepare(tuple(program)), False
     insns = tuple(program.instructions)
-    held = _PREPARED.get(id(program))
+    key = id(program)
+    with _PREPARED_LOCK:
+        held = _PREPARED.get(key)
     if held is not None and held[0]() is program and held[1].insns == insns:
         return held[1], True
     prep = _prepare(insns)
-    key = id(program)
-    _PREPARED[key] = (weakref.ref(program, lambda _, key=key: _PREPARED.pop(key, None)), prep)
+    ref = weakref.ref(program, lambda r, key=key: _forget(key, r))
+    with _PREPARED_LOCK:
+        _PREPARED[key] = (ref, prep)
     return prep, True
 
 
@@ -791,7 +806,15 @@ def _x_mvc(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi,
     sim.fvrf[dspan] = out.reshape(p * cob, n)
 
 
-_RECIPROCALS: dict = {}  # (geometry, pixels, count_include_pad) -> average pool reciprocals
+@functools.lru_cache(maxsize=_RECIPROCALS_MAX)
+def _avg_reciprocals(geom, pixels: tuple, count_include_pad: bool) -> np.ndarray | None:
+    """An average pool's reciprocal divisors (read-only, shared by threads); None if a divisor is 0."""
+    count = golden.avg_divisors(geom, count_include_pad, *pixel_grid(pixels))
+    if not count.all():
+        return None
+    recip = bfp.internal_const(1.0 / count, "avg pool reciprocal")
+    recip.flags.writeable = False
+    return recip
 
 
 def _pool_native(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb) -> bool:
@@ -807,15 +830,9 @@ def _pool_native(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb) -> 
         if idx[0].shape[1] and not (idx[0] >= 0).any(axis=1).all():
             return False
     else:
-        key = (geom, pixels, mode is PoolMode.AVG_PAD)
-        recip = _RECIPROCALS.get(key)
+        recip = _avg_reciprocals(geom, pixels, mode is PoolMode.AVG_PAD)
         if recip is None:
-            count = golden.avg_divisors(geom, mode is PoolMode.AVG_PAD, *pixel_grid(pixels))
-            if not count.all():
-                return False
-            if len(_RECIPROCALS) >= _RECIPROCALS_MAX:
-                _RECIPROCALS.clear()
-            recip = _RECIPROCALS[key] = bfp.internal_const(1.0 / count, "avg pool reciprocal")
+            return False
     blocks = vspan.stop - vspan.start
     img = sim._scratch("pool-image", blocks * n)
     k.dequant_rows(blocks, n, cfg.mantissa_bits, sim._p_vm + vspan.start * n * 2, sim._p_ve + vspan.start * 2,

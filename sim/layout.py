@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,10 +89,6 @@ def read_bfp(mem: ExternalMemory, addr: int, vectors: int, cfg: EngineConfig) ->
 
 # -- host-side conversions at the engine boundary (IR tensors are NCHW / NC, the engine HWC) --
 
-_WINDOWS: dict = {}  # (geometry, pixels) -> window index and its address, shared by all users
-_WINDOWS_MAX = 512
-
-
 def pixel_grid(pixels: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Row and column of output pixels ``pixels`` = (pix0, npix, out_w)."""
     pix0, npix, out_w = pixels
@@ -102,18 +99,19 @@ def pixel_grid(pixels: tuple) -> tuple[np.ndarray, np.ndarray]:
 def window_index(geom: golden.ConvGeom, pixels: tuple | None = None) -> tuple[np.ndarray, int]:
     """``geom.window_index`` of output pixels ``pixels`` (pix0, npix, out_w; default all), with -1
     for a tap outside the input (a zero block in native.c, the last row of an array that ends
-    with a zero row), and its address; kept per geometry and pixels."""
+    with a zero row), and its address; kept per geometry and pixels (read-only, shared by every
+    thread: ``functools.lru_cache`` is thread-safe)."""
     if pixels is None:
         oh, ow = geom.out_size()
         pixels = (0, oh * ow, ow)
-    key = (geom, pixels)
-    idx = _WINDOWS.get(key)
-    if idx is None:
-        if len(_WINDOWS) >= _WINDOWS_MAX:
-            _WINDOWS.clear()
-        a = np.ascontiguousarray(geom.window_index(*pixel_grid(pixels), -1), dtype=np.int64)
-        idx = _WINDOWS[key] = (a, native.ptr(a))
-    return idx
+    return _window_index(geom, pixels)
+
+
+@functools.lru_cache(maxsize=512)
+def _window_index(geom: golden.ConvGeom, pixels: tuple) -> tuple[np.ndarray, int]:
+    a = np.ascontiguousarray(geom.window_index(*pixel_grid(pixels), -1), dtype=np.int64)
+    a.flags.writeable = False
+    return a, native.ptr(a)
 
 
 def pack_first_layer(x_hwc: np.ndarray, geom: golden.ConvGeom) -> np.ndarray:
