@@ -216,6 +216,7 @@ def cmd_config(args) -> int:
 
 # Later parts of the toolchain add subcommands here: name -> register(subparsers, name).
 COMMANDS: dict = {}
+COMMANDS.update(__import__("accelml.runtime.workspace.cli", fromlist=["_"]).WORKFLOW_COMMANDS)  # workflow
 
 
 def build_parser() -> argparse.ArgumentParser:
