@@ -193,13 +193,14 @@ def cmd_service_delete(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from accelml.accel import PredictionClient
     from accelml.accel.models import imagenet_classes
     from accelml.core.webservice import Webservice
 
     svc = Webservice(_ws(args), args.service)
     if svc.state != "Healthy" or not svc.scoring_uri:
         raise WorkspaceError(f"service {svc.name!r} is {svc.state}, not serving")
+    from accelml.accel import PredictionClient
+
     model = svc.image.models[0]
     inputs = json.loads(model.properties["input_tensors"])
     outputs = json.loads(model.properties["output_tensors"])
