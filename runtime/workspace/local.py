@@ -55,9 +55,12 @@ def read_keys(path: Path) -> tuple[str, str]:
         raise ServeError(f"{path}: cannot read the service keys ({e})") from None
 
 
-def start(package: Path, name: str, service_dir: Path, *, auth: bool, device: str = "funcsim") -> int:
+def start(package: Path, name: str, service_dir: Path, *, auth: bool, device: str = "funcsim",
+          program: list[str] | None = None) -> int:
+    """Start the server in ``service_dir`` (its own session and process group); returns its PID.
+    ``program``: the command before ``serve`` (default ``python -m accelml.runtime.cli``)."""
     service_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "accelml.runtime.cli", "serve", str(package), "--name", name,
+    cmd = [*(program or [sys.executable, "-m", "accelml.runtime.cli"]), "serve", str(package), "--name", name,
            "--grpc-port", "0", "--rest-port", "0", "--host", HOST, "--device", device]
     if auth:
         cmd += ["--auth-keys", str(service_dir / KEYS)]
@@ -89,7 +92,7 @@ def running(pid: int | None, service_dir: Path) -> bool:
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return False
-    return "accelml.runtime.cli serve" in _cmdline(pid) and cwd == str(service_dir.absolute())
+    return " serve " in _cmdline(pid) and cwd == str(service_dir.absolute())
 
 
 def healthy(port: int, timeout: float = 5.0) -> bool:
