@@ -34,15 +34,10 @@ class Image:
             if id is not None:
                 name, _, v = id.partition(":")
                 version = int(v) if v else version
-            if version is None:
-                rows = workspace.registry.query("SELECT * FROM images WHERE name=? ORDER BY version DESC LIMIT 1",
-                                                (name,))
-            else:
-                rows = workspace.registry.query("SELECT * FROM images WHERE name=? AND version=?", (name, version))
-            if not rows:
+            _row = workspace.registry.version_row("images", name, version)
+            if _row is None:
                 raise WorkspaceError(f"image {name!r}" + (f" version {version}" if version else "")
                                      + f" does not exist in workspace {workspace.name!r}")
-            _row = rows[0]
         self._id, self.name, self.version, self.blob = _row["id"], _row["name"], int(_row["version"]), _row["blob"]
         self.tags, self.description, self.created_time = json.loads(_row["tags"]), _row["description"], _row["created"]
         self.config = json.loads(_row["config"])

@@ -59,14 +59,11 @@ class Model:
 
     @staticmethod
     def _find(workspace, name: str, version: int | None):
-        if version is None:
-            rows = workspace.registry.query("SELECT * FROM models WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
-        else:
-            rows = workspace.registry.query("SELECT * FROM models WHERE name=? AND version=?", (name, int(version)))
-        if not rows:
+        row = workspace.registry.version_row("models", name, version)
+        if row is None:
             what = f"model {name!r}" + (f" version {version}" if version is not None else "")
             raise WorkspaceError(f"{what} is not registered in workspace {workspace.name!r}")
-        return rows[0]
+        return row
 
     def _load(self, row) -> None:
         self._id = row["id"]

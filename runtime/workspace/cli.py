@@ -55,6 +55,12 @@ def _image(ws, ref: str):
     return Image(ws, name=name, version=version)
 
 
+def _delete(obj, what: str) -> int:
+    obj.delete()
+    print(f"deleted {what} {obj.id}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", type=Path, default=None,
                    help="workspace directory (default: the one .azureml/config.json names)")
@@ -101,10 +107,7 @@ def cmd_model_list(args) -> int:
 
 
 def cmd_model_delete(args) -> int:
-    m = _model(_ws(args), args.model)
-    m.delete()
-    print(f"deleted model {m.id}")
-    return 0
+    return _delete(_model(_ws(args), args.model), "model")
 
 
 def cmd_convert(args) -> int:
@@ -139,10 +142,7 @@ def cmd_image_list(args) -> int:
 
 
 def cmd_image_delete(args) -> int:
-    image = _image(_ws(args), args.image)
-    image.delete()
-    print(f"deleted image {image.id}")
-    return 0
+    return _delete(_image(_ws(args), args.image), "image")
 
 
 # -- services --------------------------------------------------------------------------------------

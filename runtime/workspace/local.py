@@ -30,7 +30,21 @@ LOG = "server.log"
 KEYS = "keys.json"
 HOST = "127.0.0.1"
 
-__all__ = ["start", "wait_ready", "running", "servers_in", "stop", "healthy", "write_keys", "read_keys", "new_key"]
+__all__ = ["server_available", "start", "wait_ready", "running", "servers_in", "stop", "healthy", "write_keys",
+           "read_keys", "new_key"]
+
+
+def server_available() -> bool:
+    """Whether this installation has the server: the ``serve`` command and the scoring client."""
+    import argparse
+    import importlib.util
+
+    if importlib.util.find_spec("accelml.runtime.client") is None:
+        return False
+    from accelml.runtime.cli import build_parser
+
+    subs = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return any("serve" in a.choices for a in subs)
 
 
 def new_key() -> str:

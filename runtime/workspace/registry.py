@@ -136,6 +136,14 @@ class Registry:
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, args).fetchall()
 
+    def version_row(self, table: str, name: str, version: int | None) -> sqlite3.Row | None:
+        """The row of ``name`` at ``version`` (None: the latest) in a versioned table."""
+        if version is None:
+            rows = self.query(f"SELECT * FROM {table} WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
+        else:
+            rows = self.query(f"SELECT * FROM {table} WHERE name=? AND version=?", (name, int(version)))
+        return rows[0] if rows else None
+
     def referenced_blobs(self) -> set[str]:
         refs = set()
         for table in ("models", "images", "computes"):

@@ -35,17 +35,7 @@ SEEDS = Path(__file__).with_name("seeds")
 BLOCK = "\n# ---- block ----\n"
 
 
-def server_available() -> bool:
-    import argparse
-    import importlib.util
-
-    if importlib.util.find_spec("accelml.runtime.client") is None:
-        return False
-    from accelml.runtime.cli import build_parser
-
-    subs = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return any("serve" in a.choices for a in subs)
-
+from accelml.runtime.workspace.local import server_available  # noqa: E402
 
 needs_server = pytest.mark.skipif(not server_available(), reason="needs the server (accelml serve, runtime.client)")
 
