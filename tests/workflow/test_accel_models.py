@@ -90,3 +90,22 @@ def test_labels():
         assert labels[i] == name
     # the only repeated name in ILSVRC-2012 is "crane" (the bird, 134, and the machine, 517)
     assert [n for n in set(labels) if labels.count(n) > 1] == ["crane"]
+
+
+def test_ssd_graph_converts_with_the_documented_outputs(tmp_path):
+    """The SSD heads (a list of output tensors) convert; the package's outputs are the twelve
+    documented tensors with their NHWC shapes."""
+    from accelml.accel.accel_onnx_converter import convert_saved_model
+
+    with tf.Graph().as_default():
+        s = tf.placeholder(tf.string)
+        ssd = models.QuantizedSsdVgg(None, size="reduced")
+        heads = ssd.import_graph_def(models.utils.preprocess_array(s, 300, 300))
+        with tf.Session() as sess:
+            ssd.restore_weights(sess)
+            tf.saved_model.simple_save(sess, str(tmp_path / "ssd"), inputs={"images": s},
+                                       outputs={f"o{i}": h for i, h in enumerate(heads)})
+    cm = convert_saved_model(tmp_path / "ssd", s.name, ssd.output_tensor_list)
+    assert [o["name"] for o in cm.outputs] == ssd.output_tensor_list
+    assert cm.outputs[0]["shape"] == [1, 38, 38, 4, 21] and cm.outputs[6]["shape"] == [1, 38, 38, 4, 4]
+    assert cm.host_preprocess["input"] == s.name
