@@ -4,7 +4,9 @@ conversion time (freeze + tf2onnx + compile) and the median latency of one image
 package on the functional simulator (host preprocessing included), which is what a local service
 spends per request on its backend.
 
-    python tests/bench/bench_workflow.py [--presets a10 s10 tiny] [--runs 5] [--size full]
+    python tests/bench/bench_workflow.py [--presets a10 s10 tiny] [--sizes reduced full] [--runs 5]
+
+A preset whose on-chip files cannot hold the network is reported as not fitting.
 """
 
 from __future__ import annotations
@@ -39,50 +41,61 @@ def build(path: Path, size: str) -> tuple[str, str]:
         return in_images.name, out.name
 
 
+def measure(sm: Path, inp: str, out: str, preset: str, runs: int, jpeg, tmp: Path):
+    """(conversion seconds, median funcsim seconds per image, modelled engine us) or None when the
+    network does not fit the preset."""
+    from accelml.accel.accel_onnx_converter import convert_saved_model
+    from accelml.compiler.tf_import import HostPreprocess
+    from accelml.hdl.errors import CapacityError
+    from accelml.runtime import load, save_package
+
+    t0 = time.perf_counter()
+    try:
+        cm = convert_saved_model(sm, inp, out, preset)
+    except CapacityError as e:
+        print(f"  {preset}: does not fit ({e})")
+        return None
+    convert_s = time.perf_counter() - t0
+    pkg = load(save_package(cm, tmp / f"{sm.name}-{preset}.accel"))
+    pre = pkg.host_preprocess
+    feed = {pre["input"]: jpeg}
+    try:
+        pkg.run(feed)
+    except Exception:  # a runtime without host preprocessing: feed the featurizer input
+        hp = HostPreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})
+        feed = {hp.output: hp(jpeg[0])}
+        pkg.run(feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        pkg.run(feed)
+        times.append(time.perf_counter() - t)
+    return convert_s, statistics.median(times), cm.summary()["latency_us"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", nargs="+", default=["a10", "s10", "tiny"])
+    ap.add_argument("--sizes", nargs="+", default=["reduced", "full"], choices=["full", "reduced"])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--size", default="full", choices=["full", "reduced"])
     args = ap.parse_args()
     from PIL import Image
-
-    from accelml.accel.accel_onnx_converter import convert_saved_model
-    from accelml.runtime import load, save_package
 
     rng = np.random.default_rng(0)
     buf = io.BytesIO()
     Image.fromarray((rng.random((240, 320, 3)) * 255).astype(np.uint8)).save(buf, "JPEG")
     jpeg = np.array([buf.getvalue()], dtype=object)
     with tempfile.TemporaryDirectory() as tmp:
-        inp, out = build(Path(tmp) / "sm", args.size)
-        rows = []
-        for preset in args.presets:
-            t0 = time.perf_counter()
-            cm = convert_saved_model(Path(tmp) / "sm", inp, out, preset)
-            convert_s = time.perf_counter() - t0
-            pkg = load(save_package(cm, Path(tmp) / f"{preset}.accel"))
-            pre = pkg.host_preprocess
-            feed = {pre["input"]: jpeg} if pre else {}
-            try:
-                pkg.run(feed)
-            except Exception:  # before the runtime applies host preprocessing: feed the featurizer input
-                from accelml.compiler.tf_import import HostPreprocess
-
-                hp = HostPreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})
-                feed = {hp.output: hp(jpeg[0])}
-                pkg.run(feed)
-            times = []
-            for _ in range(args.runs):
-                t = time.perf_counter()
-                pkg.run(feed)
-                times.append(time.perf_counter() - t)
-            rows.append((preset, convert_s, statistics.median(times), cm.summary()["latency_us"]))
-    base = rows[0][2]
-    print(f"ResNet-50 ({args.size}) from the documented TF graph, {args.runs} runs per preset")
-    print(f"{'preset':8} {'convert s':>10} {'funcsim ms/image':>17} {'vs ' + rows[0][0]:>8} {'modelled engine us':>19}")
-    for preset, conv, med, lat in rows:
-        print(f"{preset:8} {conv:10.1f} {med * 1e3:17.1f} {med / base:7.2f}x {lat:19.1f}")
+        for size in args.sizes:
+            sm = Path(tmp) / f"resnet50-{size}"
+            inp, out = build(sm, size)
+            print(f"ResNet-50 ({size}, 224 x 224) from the documented TF graph, median of {args.runs} runs")
+            rows = [(p, measure(sm, inp, out, p, args.runs, jpeg, Path(tmp))) for p in args.presets]
+            base = next((r[1] for _, r in rows if r is not None), None)
+            print(f"  {'preset':8} {'convert s':>10} {'funcsim ms/image':>17} {'ratio':>7} {'modelled engine us':>19}")
+            for preset, r in rows:
+                if r is not None:
+                    print(f"  {preset:8} {r[0]:10.1f} {r[1] * 1e3:17.1f} {r[1] / base:6.2f}x {r[2]:19.1f}")
     return 0
 
 
