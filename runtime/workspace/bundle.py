@@ -24,8 +24,6 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 GRPC_PORT = 50051
 REST_PORT = 8501
 PACKAGE_DIR = "model.accel"
@@ -134,6 +132,8 @@ def manifests(spec: ImageSpec) -> dict[str, dict]:
 
 
 def write_manifests(dst: Path, spec: ImageSpec) -> list[Path]:
+    import yaml
+
     dst.mkdir(parents=True, exist_ok=True)
     out = []
     for key, doc in manifests(spec).items():
