@@ -12,10 +12,10 @@ it with ``runtime.save_package``; the package is then registered as the next ver
 outputs carry exactly the tensor names given (``Placeholder:0``, ``.../Softmax:0``), which are the
 names a client scores with.
 
-``preset``: the EngineConfig preset, default "a10": its 128-lane tiles need the fewest engine
-instructions of the presets, so the functional simulator that serves the package runs a full
-ResNet-50 at 224 x 224 in well under a second per image, fast enough for a web service (the small
-"tiny" preset is about 7x slower on the same network; see docs/workflow.md).
+``preset``: the EngineConfig preset, default "a10": of the presets it is the one the functional
+simulator (which serves the package) runs fastest, about 0.2 s per image for the full ResNet-50
+at 224 x 224, fast enough for a web service; "s10" models a faster engine but simulates about 1.2x
+slower, and "tiny" cannot hold the full network (``tests/bench/bench_workflow.py``).
 """
 
 from __future__ import annotations
