@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) tests/bench/bench_compiler.py
 	$(PY) tests/bench/bench_fidelity.py
 	$(PY) tests/bench/bench_serve.py
+	$(PY) tests/bench/bench_workflow.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check compiler hdl sim runtime bitstreams tests

@@ -251,6 +251,7 @@ def cmd_config(args) -> int:
 
 # Later parts of the toolchain add subcommands here: name -> register(subparsers, name).
 COMMANDS: dict = {}
+COMMANDS.update(__import__("accelml.runtime.workspace.cli", fromlist=["_"]).WORKFLOW_COMMANDS)  # workflow
 
 from .serve.command import register as _register_serve  # noqa: E402  (serve: runtime/serve/)
 

@@ -1,0 +1,34 @@
+"""Image preprocessing for the featurizers, as TensorFlow 1 graph ops.
+
+    in_images = tf.placeholder(tf.string)
+    image_tensors = utils.preprocess_array(in_images)        # (1, 224, 224, 3) float32
+
+``preprocess_array`` decodes one JPEG image (the request's single element, whatever the rank of
+the string tensor), resizes it bilinearly to ``output_height`` x ``output_width``, reverses the
+channels to BGR and subtracts the per-channel ImageNet mean (the Caffe-style normalisation the
+ResNet / VGG featurizers take). Every op is one that the TensorFlow importer
+(``accelml.compiler.tf_import``) recognises as host preprocessing, so a converted package takes
+JPEG bytes and does this on the host with numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MEAN_BGR = (103.939, 116.779, 123.68)
+
+__all__ = ["preprocess_array", "MEAN_BGR"]
+
+
+def preprocess_array(input_array, output_width: int = 224, output_height: int = 224, name: str = "preprocess"):
+    """JPEG string tensor (one image) -> (1, output_height, output_width, 3) float32 BGR, mean
+    subtracted."""
+    import tensorflow.compat.v1 as tf
+
+    with tf.name_scope(name):
+        data = tf.reshape(input_array, [-1])[0]
+        img = tf.image.decode_jpeg(data, channels=3)
+        img = tf.expand_dims(tf.cast(img, tf.float32), 0)
+        img = tf.image.resize_bilinear(img, [output_height, output_width], align_corners=False)
+        img = tf.reverse(img, axis=[-1])
+        return tf.subtract(img, tf.constant(np.array(MEAN_BGR, np.float32)), name="normalized")
