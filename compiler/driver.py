@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -183,27 +184,36 @@ def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[La
     return reports
 
 
+PRECISION_ROUNDS = 4  # chosen programs the budgeted policy schedules at most
+PRECISION_SLACK = 0.1  # ... stopping at the first that uses at least 90 % of the budget's extra cycles
+def _timing(plan: lower.Plan, cfg: EngineConfig, params: tuple[float, int]) -> dict[str, int]:
+    """Modelled cycles per layer of ``plan`` on one schedule (pool, lookahead)."""
+    compiled = codegen.generate(plan, pool=params[0], lookahead=params[1])
+    return {r.name: r.cycles for r in _layer_reports(compiled, cfg)}
+
+
 POOLS = (0.5, 0.875)  # VRF fractions for resident activations tried by _schedule (and none)
 LOOKAHEADS = (1, 2)  # weight chunks loaded ahead, tried by _schedule
 
 
-def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, list[LayerReport], int]:
+def _schedule(plan: lower.Plan, cfg: EngineConfig, also: tuple[float, int] | None = None
+              ) -> tuple[codegen.Compiled, list[LayerReport], int]:
     """The segment's program with part of the VRF (``POOLS``) keeping activations resident where
     they fit or with every activation streamed through external memory (larger streaming regions:
     fewer bands and weight reloads), and with weights loaded ``LOOKAHEADS`` chunks ahead:
     whichever the cycle model finds fastest (and its lookahead). The numerics are the same in every
-    candidate."""
+    candidate. ``also``: one more (pool, lookahead) candidate."""
     best, tried = None, set()
-    for pool in (*POOLS, 0.0):
-        for lookahead in LOOKAHEADS:
-            compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
-            if (compiled.pool, lookahead) in tried:  # the pool did not fit: a schedule already timed
-                continue
-            tried.add((compiled.pool, lookahead))
-            reports = _layer_reports(compiled, cfg)
-            cycles = sum(r.cycles for r in reports)
-            if best is None or cycles < best[0]:
-                best = (cycles, compiled, reports, lookahead)
+    candidates = [(pool, lookahead) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
+    for pool, lookahead in candidates + ([also] if also else []):
+        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
+        if (compiled.pool, lookahead) in tried:  # the pool did not fit: a schedule already timed
+            continue
+        tried.add((compiled.pool, lookahead))
+        reports = _layer_reports(compiled, cfg)
+        cycles = sum(r.cycles for r in reports)
+        if best is None or cycles < best[0]:
+            best = (cycles, compiled, reports, lookahead)
     return best[1], best[2], best[3]
 
 
@@ -354,35 +364,40 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     fast_total = sum(r.cycles for _, reports, _ in fast_sched for r in reports)
     limit = req.budget * fast_total
     feeds = ctx.samples[:prec_policy.MEASURE_SAMPLES] or prec_policy.synthetic_samples(ctx.inputs)
-    seg_inputs = ctx.segment_inputs(feeds)
-    probes = ctx.lower(split_weights=True, split_activations=True, all_float=True)
+    both = lower.LayerPrecision(True, True)
     noise: dict[str, prec_policy.LayerNoise] = {}
-    for plan, sin in zip(probes, seg_inputs, strict=True):
-        noise.update(prec_policy.measure(plan, sin))
-    del probes
-    upgrades = []
-    for fplan, (compiled, _, lookahead), sw_plan, sa_plan in zip(
-            fast_plans, fast_sched, ctx.lower(split_weights=True), ctx.lower(split_activations=True), strict=True):
-        def timing(plan, pool=compiled.pool, lookahead=lookahead):
-            return {r.name: r.cycles for r in _layer_reports(codegen.generate(plan, pool=pool, lookahead=lookahead),
-                                                             ctx.cfg)}
-        upgrades += prec_policy.upgrade_costs(fplan, sa_plan, timing, timing(fplan), sw_plan)
-    taken = prec_policy.choose(noise, upgrades, limit - fast_total)
-    drop = 1
-    while True:
+    for near, me, sin in zip(ctx.lower(_uniform(ctx, both)),
+                             ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))),
+                             ctx.segment_inputs(feeds), strict=True):
+        noise.update(prec_policy.measure(near, me, sin))
+    upgrades, params = [], []
+    for plan, (compiled, _, lookahead) in zip(fast_plans, fast_sched, strict=True):
+        params.append((compiled.pool, lookahead))
+        upgrades += prec_policy.upgrade_costs(plan, functools.partial(_timing, cfg=ctx.cfg, params=params[-1]))
+    # the per-upgrade costs are estimates: scale the cycles offered to the greedy choice until the
+    # cycle model of the whole chosen program (on the fast program's schedule) fits the budget,
+    # keeping the least noisy program that fits
+    best, scale = None, 1.0
+    for _ in range(PRECISION_ROUNDS):
+        taken = prec_policy.choose(noise, upgrades, scale * (limit - fast_total))
         layer_precs = prec_policy.layer_precisions(noise, taken, bc)
-        precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
-        plans = ctx.lower(precs)
-        schedules = [_schedule(p, ctx.cfg) for p in plans]
-        if sum(r.cycles for _, reports, _ in schedules for r in reports) <= limit or not taken:
+        sw = {n for n, lp in layer_precs.items() if lp.split_weights}
+        sa = {n for n, lp in layer_precs.items() if lp.split_activations}
+        total = sum(sum(_timing(prec_policy.timing_variant(p, split_weights=sw, split_activations=sa), ctx.cfg,
+                                params[i]).values()) for i, p in enumerate(fast_plans))
+        noise_left = prec_policy.total_noise(noise, layer_precs)
+        if total <= limit and (best is None or noise_left < best[0]):
+            best = (noise_left, layer_precs)
+        if total <= limit and total >= limit - PRECISION_SLACK * (limit - fast_total) or not taken:
             break
-        taken = taken[:max(0, len(taken) - drop)]  # the model said more than the estimate: give back the last
-        drop *= 2
-    corrected = 0
-    if bc:  # bias correction changes constants only: the schedule's timing is the same
-        plans = ctx.lower(precs, keep_float=True)
-        corrected = ctx.correct(plans)
-        schedules = [_schedule(p, ctx.cfg) for p in plans]
+        scale *= max(0.1, min(4.0, (limit - fast_total) / max(total - fast_total, 1.0)))
+    layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], bc)
+    precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
+    plans = ctx.lower(precs, keep_float=bc)
+    schedules = [_schedule(p, ctx.cfg, also=params[i]) for i, p in enumerate(plans)]
+    corrected = ctx.correct(plans) if bc else 0  # constants only: the schedule is the same
+    if bc:
+        schedules = [_schedule(p, ctx.cfg, also=params[i]) for i, p in enumerate(plans)]
     return _Chosen(plans, [s[:2] for s in schedules], corrected, [r for _, r, _ in fast_sched], noise, precs)
 
 

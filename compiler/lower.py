@@ -416,7 +416,10 @@ class _Lowering:
         if prec.split_weights:  # what the first part misses, quantised again (same layout)
             kh, kw = phys.shape[2:]
             hi = bfp.dequantize(wq).reshape(cout, kh, kw, -1).transpose(0, 3, 1, 2)
-            wq_lo = golden.quantize_conv_weights(phys.astype(np.float64) - hi, self.cfg, name=f"{name}.weight_lo")
+            rest = phys.astype(np.float64) - hi
+            rest32 = rest.astype(np.float32)  # the same values in binary32 quantise the same, faster
+            wq_lo = golden.quantize_conv_weights(rest32 if np.array_equal(rest32, rest) else rest, self.cfg,
+                                                 name=f"{name}.weight_lo")
         bias_i = bfp.internal_const(np.asarray(bias, np.float64), f"{name}.bias")
         keep = self.all_float or (self.keep_float and prec.bias_correction)
         w_float = phys.transpose(0, 2, 3, 1).reshape(cout, -1) if keep else None
@@ -596,16 +599,18 @@ def epilogue(acc: np.ndarray, bias: np.ndarray, residual: list[np.ndarray], act:
     return _act_apply(y, act)
 
 
-def _execute(plan: Plan, op: EngineOp, mem: _Memory) -> None:
-    """One layer op with the golden ops."""
+def _execute(plan: Plan, op: EngineOp, mem: _Memory, acc: np.ndarray | None = None) -> None:
+    """One layer op with the golden ops (a conv's products already summed in ``acc``: the
+    precision policy's measurement, which is not the engine's definition)."""
     cfg, n = plan.cfg, plan.cfg.native_dim
     if isinstance(op, ConvOp):
         x = mem.read(op.src)
-        acc = golden.conv2d(x, op.wq, op.geom, cfg)
-        if op.src.base in mem.split:  # passes continue every sum: the input's second plane ...
-            acc = golden.conv2d(mem.read(op.src, lo=True), op.wq, op.geom, cfg, acc=acc)
-        if op.wq_lo is not None:  # ... then the second weights
-            acc = golden.conv2d(x, op.wq_lo, op.geom, cfg, acc=acc)
+        if acc is None:
+            acc = golden.conv2d(x, op.wq, op.geom, cfg)
+            if op.src.base in mem.split:  # passes continue every sum: the input's second plane ...
+                acc = golden.conv2d(mem.read(op.src, lo=True), op.wq, op.geom, cfg, acc=acc)
+            if op.wq_lo is not None:  # ... then the second weights
+                acc = golden.conv2d(x, op.wq_lo, op.geom, cfg, acc=acc)
         bias = np.zeros(op.dst.cb * n, np.float32)
         bias[: len(op.bias)] = op.bias
         res = [] if op.residual is None else mem.parts(op.residual)

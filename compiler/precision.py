@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -48,11 +48,11 @@ from . import lower
 from .lower import ConvOp, EltOp, LayerPrecision, PoolOp, Rounding
 
 __all__ = ["Policy", "PrecisionRequest", "request", "LayerNoise", "Upgrade", "measure", "upgrade_costs",
-           "choose", "BALANCED_BUDGET", "SYNTHETIC_SAMPLES", "synthetic_samples", "check_calibration"]
+           "timing_variant", "choose", "BALANCED_BUDGET", "SYNTHETIC_SAMPLES", "synthetic_samples", "check_calibration"]
 
 BALANCED_BUDGET = 1.3  # the balanced policy's latency budget, times the fast program's
-SYNTHETIC_SAMPLES = 2  # deterministic inputs the data-free policy measures on
-MEASURE_SAMPLES = 8  # at most this many calibration samples are used for the measurement
+SYNTHETIC_SAMPLES = 1  # deterministic inputs the data-free policy measures on
+MEASURE_SAMPLES = 4  # at most this many calibration samples are used for the measurement
 
 
 class Policy(enum.Enum):
@@ -180,43 +180,41 @@ def _sq(x: np.ndarray) -> float:
     return float(np.square(x, dtype=np.float64).sum())
 
 
-def measure(plan: lower.Plan, samples: list[dict[str, np.ndarray]], min_error: bool = True) -> dict[str, LayerNoise]:
+def measure(near: lower.Plan, min_error: lower.Plan, samples: list[dict[str, np.ndarray]]) -> dict[str, LayerNoise]:
     """Each conv's noise per choice on ``samples`` (segment inputs, IR layout), from one golden run
-    of ``plan``, which must be lowered with every layer's weights and activations split, nearest
-    rounding and float weights (``lower_segment(split_weights=True, split_activations=True,
-    all_float=True)``). With ``min_error``, also each layer's rounding (see the module docstring)."""
-    cfg = plan.cfg
-    convs = [op for op in plan.ops if isinstance(op, ConvOp)]
-    if any(op.w_float is None or op.wq_lo is None for op in convs):
-        raise ValueError("measure needs a plan lowered with split weights and float weights")
-    me = {}
-    for op in convs:
-        if min_error:
-            w = op.w_float.astype(np.float64)
-            q = bfp.quantize_min_error(w, cfg, name=f"{op.name}.weight")
-            if not np.array_equal(q.exp, op.wq.exp) or not np.array_equal(q.mant, op.wq.mant):
-                me[op.name] = bfp.quantize(w - bfp.dequantize(q), cfg, name=f"{op.name}.weight_lo")
+    of ``near``, the segment lowered with every layer's weights and activations split and weights
+    rounded to nearest; ``min_error`` is the same with error-aware rounding, whose second weights
+    measure its error. Also each layer's rounding (see the module docstring)."""
+    cfg = near.cfg
+    convs = [op for op in near.ops if isinstance(op, ConvOp)]
+    if any(op.wq_lo is None for op in convs):
+        raise ValueError("measure needs a plan lowered with split weights")
+    me = {op.name: op.wq_lo for op in min_error.ops if isinstance(op, ConvOp)}
+    me = {op.name: me[op.name] for op in convs
+          if not np.array_equal(me[op.name].mant, op.wq_lo.mant) or not np.array_equal(me[op.name].exp, op.wq_lo.exp)}
     sums: dict[str, dict[str, float]] = {op.name: {} for op in convs}
-    mems = [lower._loaded_memory(plan, feeds) for feeds in samples]
-    for op in plan.ops:
-        if isinstance(op, ConvOp):
-            acc = sums[op.name]
-            for mem in mems:
-                hi = mem.read(op.src)
-                a = golden.conv2d(hi, op.wq, op.geom, cfg).astype(np.float64)
-                b = (golden.conv2d(mem.read(op.src, lo=True), op.wq, op.geom, cfg).astype(np.float64)
-                     if op.src.base in mem.split else np.zeros_like(a))
-                cs = {Rounding.NEAREST: golden.conv2d(hi, op.wq_lo, op.geom, cfg).astype(np.float64)}
-                if op.name in me:
-                    cs[Rounding.MIN_ERROR] = golden.conv2d(hi, me[op.name], op.geom, cfg).astype(np.float64)
-                signal = max(_sq(a + b + cs[Rounding.NEAREST]), np.finfo(np.float64).tiny)
-                for r, c in cs.items():
-                    for key, v in ((f"w:{r.value}", _sq(c)), (f"single:{r.value}", _sq(b + c) / signal),
-                                   (f"split_a:{r.value}", _sq(c) / signal)):
-                        acc[key] = acc.get(key, 0.0) + v
-                acc["split_w"] = acc.get("split_w", 0.0) + _sq(b) / signal
+    mems = [lower._loaded_memory(near, feeds) for feeds in samples]
+    for op in near.ops:
         for mem in mems:
-            lower._execute(plan, op, mem)
+            if not isinstance(op, ConvOp):
+                lower._execute(near, op, mem)
+                continue
+            acc = sums[op.name]
+            hi = mem.read(op.src)
+            a = golden.conv2d(hi, op.wq, op.geom, cfg).astype(np.float64)
+            b = (golden.conv2d(mem.read(op.src, lo=True), op.wq, op.geom, cfg).astype(np.float64)
+                 if op.src.base in mem.split else np.zeros_like(a))
+            cs = {Rounding.NEAREST: golden.conv2d(hi, op.wq_lo, op.geom, cfg).astype(np.float64)}
+            if op.name in me:
+                cs[Rounding.MIN_ERROR] = golden.conv2d(hi, me[op.name], op.geom, cfg).astype(np.float64)
+            signal = max(_sq(a + b + cs[Rounding.NEAREST]), np.finfo(np.float64).tiny)
+            for r, c in cs.items():
+                for key, v in ((f"w:{r.value}", _sq(c)), (f"single:{r.value}", _sq(b + c) / signal),
+                               (f"split_a:{r.value}", _sq(c) / signal)):
+                    acc[key] = acc.get(key, 0.0) + v
+            acc["split_w"] = acc.get("split_w", 0.0) + _sq(b) / signal
+            # the reference trajectory continues from the (nearly exact) three-pass sum
+            lower._execute(near, op, mem, acc=bfp.to_internal(a + b + cs[Rounding.NEAREST], f"{op.name} sum"))
     out, k = {}, max(len(samples), 1)
     for op in convs:
         acc = sums[op.name]
@@ -227,6 +225,22 @@ def measure(plan: lower.Plan, samples: list[dict[str, np.ndarray]], min_error: b
         out[op.name] = LayerNoise(op.name, acc[f"single:{r}"] / k, acc["split_w"] / k, acc[f"split_a:{r}"] / k,
                                   rounding, {key[2:]: v for key, v in acc.items() if key.startswith("w:")})
     return out
+
+
+def timing_variant(plan: lower.Plan, *, split_weights=False, split_activations=False) -> lower.Plan:
+    """A copy of ``plan`` for the cycle model only (its numerics are not meaningful): the convs
+    named in ``split_weights`` (a set of layer names, or True: all) with a second weight tensor (a
+    copy of the first: timing reads no values), the inputs of those in ``split_activations`` split."""
+    def named(choice, name: str) -> bool:
+        return choice is True or (not isinstance(choice, bool) and name in choice)
+
+    bases = {k: replace(b) for k, b in plan.bases.items()}
+    ops = [replace(op, wq_lo=op.wq) if isinstance(op, ConvOp) and named(split_weights, op.name) else op
+           for op in plan.ops]
+    for op in ops:
+        if isinstance(op, ConvOp) and named(split_activations, op.name) and not bases[op.src.base].fp32:
+            bases[op.src.base].split = True
+    return replace(plan, ops=ops, bases=bases)
 
 
 # -- costs and the greedy choice -----------------------------------------------------------------
@@ -250,12 +264,13 @@ def _touched(op) -> list[str]:
     return list(dict.fromkeys(b.base for b in bufs))
 
 
-def upgrade_costs(fast: lower.Plan, split_act: lower.Plan, cycles: Callable[[lower.Plan], dict[str, int]],
-                  fast_cycles: dict[str, int], split_w_plan: lower.Plan) -> list[Upgrade]:
+def upgrade_costs(fast: lower.Plan, cycles: Callable[[lower.Plan], dict[str, int]]) -> list[Upgrade]:
     """Every upgrade of one segment with its modelled cost: a layer's split weights cost its cycles
     with every weight split less its fast cycles; an op's extra cycles with every conv input split
     are shared equally by the split buffers it touches."""
-    sw, sa = cycles(split_w_plan), cycles(split_act)
+    split_act = timing_variant(fast, split_activations=True)
+    fast_cycles = cycles(fast)
+    sw, sa = cycles(timing_variant(fast, split_weights=True)), cycles(split_act)
     ups = []
     for op in fast.ops:
         if isinstance(op, ConvOp):

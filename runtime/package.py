@@ -80,6 +80,7 @@ def save_package(cm, path: str | os.PathLike) -> Path:
         "bias_correction": cm.bias_correction,
         "split_weights": cm.split_weights,
         "split_activations": cm.split_activations,
+        "precision": cm.precision,  # policy, budget, modelled cost, each conv / dense layer's choice
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

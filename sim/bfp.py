@@ -140,28 +140,33 @@ def quantize_min_error(x, cfg: EngineConfig, *, name: str = "tensor", importance
     tensor: the engine and the simulators need nothing new to use it."""
     base = quantize(x, cfg, name=name)
     n, m_bits, nb = cfg.native_dim, cfg.mantissa_bits, base.exp.shape[-1]
+    mant = base.mant.reshape(-1, nb, n).copy()
+    exp = base.exp.reshape(-1, nb).copy()
+    live = np.nonzero(np.abs(mant).max(axis=-1) > 0)  # only blocks with a nonzero element can gain
+    if not live[0].size:
+        return base
     v = np.zeros((*base.mant.shape[:-1], nb * n))
     v[..., : base.length] = np.asarray(x, np.float64)
-    v = v.reshape(*v.shape[:-1], nb, n)
+    v = v.reshape(-1, nb, n)[live]
     a, sign = np.minimum(np.abs(v), np.finfo(np.float64).max), np.where(v < 0, -1, 1)
     imp = np.ones(nb * n) if importance is None else np.zeros(nb * n)
     if importance is not None:
         imp[: base.length] = np.broadcast_to(np.asarray(importance, np.float64), (base.length,))
-    imp = imp.reshape(nb, n)
-    best_exp = base.exp.astype(np.int32)
-    best_mq = np.abs(base.mant.reshape(a.shape)).astype(np.float64)
+    imp = imp.reshape(nb, n)[live[1]]
+    best_exp = exp[live].astype(np.int32)
+    best_mq = np.abs(mant[live]).astype(np.float64)
     best_err = (imp * (a - np.ldexp(best_mq, (best_exp - (m_bits - 1))[..., None])) ** 2).sum(axis=-1)
-    nonzero = a.max(axis=-1) > 0
     for delta in (-1, 1):
-        cand = np.clip(base.exp.astype(np.int32) + delta, cfg.exp_min, cfg.exp_max)
+        cand = np.clip(exp[live].astype(np.int32) + delta, cfg.exp_min, cfg.exp_max)
         mq = np.minimum(np.rint(np.ldexp(a, ((m_bits - 1) - cand)[..., None])), (1 << m_bits) - 1)
         err = (imp * (a - np.ldexp(mq, (cand - (m_bits - 1))[..., None])) ** 2).sum(axis=-1)
-        better = (err < best_err) & nonzero
+        better = err < best_err
         best_exp = np.where(better, cand, best_exp)
         best_mq = np.where(better[..., None], mq, best_mq)
         best_err = np.where(better, err, best_err)
-    mant = (sign * best_mq).astype(np.int32)
-    return BfpTensor(mant=mant.reshape(base.mant.shape), exp=best_exp.astype(np.int16), length=base.length,
+    mant[live] = (sign * best_mq).astype(np.int32)
+    exp[live] = best_exp
+    return BfpTensor(mant=mant.reshape(base.mant.shape), exp=exp.reshape(base.exp.shape), length=base.length,
                      block=n, mantissa_bits=m_bits)
 
 
