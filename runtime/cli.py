@@ -121,7 +121,6 @@ def cmd_compile(args) -> int:
     from accelml.compiler.driver import compile_model, load_model_source
     from accelml.compiler.frontend import to_ir
     from accelml.compiler.partition import partition
-
     from accelml.compiler.precision import request
 
     request(args.precision, args.latency_budget, split_weights=args.split_weights,
