@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from accelml.hdl.config import EngineConfig, preset
-from accelml.hdl.errors import ModelFormatError
+from accelml.hdl.errors import CapacityError, ModelFormatError
 from accelml.sim.funcsim import FuncSim
 
 from . import codegen, frontend, lower
@@ -383,8 +383,11 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
         layer_precs = prec_policy.layer_precisions(noise, taken, bc)
         sw = {n for n, lp in layer_precs.items() if lp.split_weights}
         sa = {n for n, lp in layer_precs.items() if lp.split_activations}
-        total = sum(sum(_timing(prec_policy.timing_variant(p, split_weights=sw, split_activations=sa), ctx.cfg,
-                                params[i]).values()) for i, p in enumerate(fast_plans))
+        try:
+            total = sum(sum(_timing(prec_policy.timing_variant(p, split_weights=sw, split_activations=sa), ctx.cfg,
+                                    params[i]).values()) for i, p in enumerate(fast_plans))
+        except CapacityError:  # split weights of a layer whose tiles no longer fit: as over budget
+            total = 2 * limit
         noise_left = prec_policy.total_noise(noise, layer_precs)
         if total <= limit and (best is None or noise_left < best[0]):
             best = (noise_left, layer_precs)
@@ -441,9 +444,9 @@ def precision_summary(rec: dict) -> str:
     """One line: the policy and what it chose."""
     layers = rec["layers"]
     budget = f" (budget {rec['budget']:.2f}x the fast program)" if rec.get("budget") else ""
-    parts = [f"{sum(e['split_weights'] for e in layers)}/{len(layers)} layers split weights",
-             f"{sum(e['split_activations'] for e in layers)} split activations",
-             f"{sum(e['rounding'] == 'min-error' for e in layers)} min-error rounding",
+    parts = [f"of {len(layers)} conv / dense layers, {sum(e['split_weights'] for e in layers)} with two-part weights",
+             f"{sum(e['split_activations'] for e in layers)} reading two-plane inputs",
+             f"{sum(e['rounding'] == 'min-error' for e in layers)} with min-error rounding",
              f"{sum(e['bias_correction'] for e in layers)} bias-corrected"]
     cost = f"; modelled {rec['cycles']} cycles"
     if rec.get("ratio"):

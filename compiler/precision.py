@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from accelml.hdl.errors import PrecisionError
+from accelml.hdl.errors import CapacityError, PrecisionError
 from accelml.sim import bfp, golden
 
 from . import lower
@@ -267,14 +267,19 @@ def _touched(op) -> list[str]:
 def upgrade_costs(fast: lower.Plan, cycles: Callable[[lower.Plan], dict[str, int]]) -> list[Upgrade]:
     """Every upgrade of one segment with its modelled cost: a layer's split weights cost its cycles
     with every weight split less its fast cycles; an op's extra cycles with every conv input split
-    are shared equally by the split buffers it touches."""
+    are shared equally by the split buffers it touches. Where the engine cannot hold every conv
+    input split (``CapacityError``), no activation upgrade is offered."""
     split_act = timing_variant(fast, split_activations=True)
     fast_cycles = cycles(fast)
-    sw, sa = cycles(timing_variant(fast, split_weights=True)), cycles(split_act)
+    sw = cycles(timing_variant(fast, split_weights=True))
     ups = []
     for op in fast.ops:
         if isinstance(op, ConvOp):
             ups.append(Upgrade("weights", op.name, (op.name,), max(0.0, float(sw[op.name] - fast_cycles[op.name]))))
+    try:
+        sa = cycles(split_act)
+    except CapacityError:
+        return ups
     share: dict[str, float] = {}
     for op in split_act.ops:
         split = [b for b in _touched(op) if split_act.bases[b].split]
