@@ -2,6 +2,7 @@
 
     frontend.to_ir       load, check, shape-infer, import, canonicalise (passes.PIPELINE)
     partition.partition  engine segments vs host segments, every unsupported node reported
+    precision            per-layer numerics under a latency budget (precision.py)
     lower.lower_segment  engine segment -> layer ops on buffers (numerics decided here)
     codegen.generate     schedule -> program + external-memory image
     report               per-layer MACs, bytes, modelled cycles, utilisation, roofline
@@ -11,20 +12,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from accelml.hdl.config import EngineConfig, preset
-from accelml.hdl.errors import ModelFormatError, ShapeError
+from accelml.hdl.errors import CapacityError, ModelFormatError
 from accelml.sim.funcsim import FuncSim
 
 from . import codegen, frontend, lower
+from . import precision as prec_policy
 from .partition import Device, Partition, partition
 
 __all__ = ["compile_model", "CompiledModel", "CompiledSegment", "LayerReport", "load_model_source"]
@@ -71,6 +74,7 @@ class CompiledModel:
     bias_correction: dict = field(default_factory=lambda: {"samples": 0, "layers": 0})
     split_weights: bool = False  # weights in two BFP parts, two passes of products
     split_activations: bool = False  # convolution inputs in two BFP planes, one more pass of products
+    precision: dict = field(default_factory=dict)  # the per-layer precision choice (manifest "precision")
 
     @property
     def layers(self) -> list[LayerReport]:
@@ -119,6 +123,8 @@ class CompiledModel:
             lines.append("split weights: every layer's weights in two BFP parts, multiplied in two passes")
         if self.split_activations:
             lines.append("split activations: every convolution input in two BFP planes, multiplied in two passes")
+        if self.precision:
+            lines.append(precision_summary(self.precision))
         bc = self.bias_correction
         if bc["samples"]:
             lines.append(f"bias correction: {bc['layers']} layers, from {bc['samples']} calibration sample(s)")
@@ -178,74 +184,65 @@ def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[La
     return reports
 
 
+PRECISION_ROUNDS = 4  # chosen programs the budgeted policy schedules at most
+PRECISION_SLACK = 0.1  # ... stopping at the first that uses at least 90 % of the budget's extra cycles
+def _timing(plan: lower.Plan, cfg: EngineConfig, params: tuple[float, int]) -> dict[str, int]:
+    """Modelled cycles per layer of ``plan`` on one schedule (pool, lookahead)."""
+    compiled = codegen.generate(plan, pool=params[0], lookahead=params[1])
+    return {r.name: r.cycles for r in _layer_reports(compiled, cfg)}
+
+
 POOLS = (0.5, 0.875)  # VRF fractions for resident activations tried by _schedule (and none)
 LOOKAHEADS = (1, 2)  # weight chunks loaded ahead, tried by _schedule
 
 
-def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, list[LayerReport]]:
+def _schedule(plan: lower.Plan, cfg: EngineConfig, also: tuple[float, int] | None = None
+              ) -> tuple[codegen.Compiled, list[LayerReport], int]:
     """The segment's program with part of the VRF (``POOLS``) keeping activations resident where
     they fit or with every activation streamed through external memory (larger streaming regions:
     fewer bands and weight reloads), and with weights loaded ``LOOKAHEADS`` chunks ahead:
-    whichever the cycle model finds fastest. The numerics are the same in every candidate."""
+    whichever the cycle model finds fastest (and its lookahead). The numerics are the same in every
+    candidate. ``also``: one more (pool, lookahead) candidate."""
     best, tried = None, set()
-    for pool in (*POOLS, 0.0):
-        for lookahead in LOOKAHEADS:
-            compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
-            if (compiled.pool, lookahead) in tried:  # the pool did not fit: a schedule already timed
-                continue
-            tried.add((compiled.pool, lookahead))
-            reports = _layer_reports(compiled, cfg)
-            cycles = sum(r.cycles for r in reports)
-            if best is None or cycles < best[0]:
-                best = (cycles, compiled, reports)
-    return best[1], best[2]
-
-
-def _check_calibration(calibration, inputs: list[dict]) -> list[dict[str, np.ndarray]]:
-    """Calibration samples as a list of feeds (external names and shapes), checked."""
-    samples = list(calibration)
-    if not samples:
-        raise ShapeError("calibration needs at least one sample")
-    out = []
-    for i, feeds in enumerate(samples):
-        if not isinstance(feeds, dict):
-            raise ShapeError(f"calibration sample {i} is a {type(feeds).__name__}, not a dict of inputs")
-        checked = {}
-        for spec in inputs:
-            name, shape = spec["name"], tuple(spec["shape"])
-            if name not in feeds:
-                raise ShapeError(f"calibration sample {i} has no value for this input", tensor=name)
-            v = np.asarray(feeds[name], dtype=np.float32)
-            if v.shape == shape[1:] and shape[:1] == (1,):  # a sample without its batch axis
-                v = v[None]
-            if v.shape != shape:
-                raise ShapeError(f"calibration sample {i}: shape {v.shape}, the model takes {shape}", tensor=name)
-            if not np.isfinite(v).all():
-                raise ShapeError(f"calibration sample {i} holds NaN or infinity", tensor=name)
-            checked[name] = v
-        out.append(checked)
-    return out
+    candidates = [(pool, lookahead) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
+    for pool, lookahead in candidates + ([also] if also else []):
+        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
+        if (compiled.pool, lookahead) in tried:  # the pool did not fit: a schedule already timed
+            continue
+        tried.add((compiled.pool, lookahead))
+        reports = _layer_reports(compiled, cfg)
+        cycles = sum(r.cycles for r in reports)
+        if best is None or cycles < best[0]:
+            best = (cycles, compiled, reports, lookahead)
+    return best[1], best[2], best[3]
 
 
 def compile_model(model, *, config: EngineConfig | str = "a10", format: str | None = None,
                   pack_first: bool = True, name: str | None = None, calibration=None,
-                  split_weights: bool = False, split_activations: bool = False) -> CompiledModel:
+                  split_weights: bool = False, split_activations: bool = False,
+                  precision: str | None = None, latency_budget: float | None = None) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory.
 
-    ``calibration``: optional samples (each a dict of input name -> array of the input's shape)
-    for empirical bias correction: each layer's bias absorbs the mean error its quantised weights
-    add on these inputs (``lower.correct_biases``). Nothing else is learnt from them; without
-    them the compile is data-free.
+    ``precision``: the per-layer precision policy (``precision.py``): ``"fast"`` (single pass
+    everywhere), ``"balanced"`` (the default: the layers where it pays get split weights and / or
+    split activations within a modelled latency of 1.3x the fast program) or ``"exact"`` (every
+    layer split); ``latency_budget``: the balanced policy with another budget, a ratio (>= 1) to
+    the fast program's modelled latency. The choice is recorded per layer (``precision``).
 
-    ``split_weights``: every conv / dense weight as the sum of two BFP tensors (the second
-    quantises what the first misses), multiplied in two passes that accumulate into the same sums:
-    about twice the weight mantissa, for twice the products and weight traffic.
+    ``calibration``: optional samples (each a dict of input name -> array of the input's shape).
+    The budgeted policies measure each layer's error on them instead of synthetic inputs, and every
+    layer gets empirical bias correction: its bias absorbs the mean error its quantised weights add
+    on these inputs (``lower.correct_biases``).
 
-    ``split_activations``: every convolution / dense input stored as two BFP planes (the second
-    quantises what the first misses, computed on the engine as each layer writes its output) and
-    multiplied by the weights in one pass each: about twice the activation mantissa, for one more
-    pass of products and twice the activation traffic. Pooling reads the first plane only."""
+    ``split_weights`` / ``split_activations`` (the ``manual`` policy, not combinable with the
+    others): every conv / dense weight as the sum of two BFP tensors (the second quantises what
+    the first misses), multiplied in two passes that accumulate into the same sums; every
+    convolution / dense input stored as two BFP planes (the second quantises what the first
+    misses, computed on the engine as each layer writes its output), one more pass of products and
+    twice the activation traffic. Pooling reads the first plane only."""
     t0 = time.perf_counter()
+    req = prec_policy.request(precision, latency_budget, split_weights=split_weights,
+                              split_activations=split_activations)
     cfg = preset(config) if isinstance(config, str) else config
     if format:
         cfg = cfg.with_format(format)
@@ -257,18 +254,6 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
         pre = HostPreprocess.from_onnx(source)
         host_pre = json.loads(pre.to_json()) if pre is not None else None
     graph = frontend.to_ir(source)
-    part = partition(graph)
-    segments = []
-    for seg in part.segments:
-        cs = CompiledSegment(seg.index, seg.device, list(seg.inputs), list(seg.outputs))
-        if seg.device is Device.HOST:
-            model_proto = seg.to_onnx(graph)
-            cs.onnx = model_proto.SerializeToString()
-        else:
-            cs.plan = lower.lower_segment(seg.subgraph(graph), cfg, pack_first=pack_first,
-                                          keep_float=calibration is not None, split_weights=split_weights,
-                                          split_activations=split_activations)
-        segments.append(cs)
     ins = [{"name": n, "shape": list(_external_shape(graph.shape(n), graph.input_perms.get(n))),
             "dtype": graph.tensor(n).dtype.value,
             "perm": list(graph.input_perms[n]) if n in graph.input_perms else None} for n in graph.inputs]
@@ -279,30 +264,212 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             for n in graph.outputs]
     if not graph.outputs:
         raise ModelFormatError("the model has no outputs", source=str(name or graph.name))
-    plans = [cs.plan for cs in segments if cs.plan is not None]
-    samples = _check_calibration(calibration, ins) if calibration is not None else []
-    corrected = 0
-    if samples and plans:
+    samples = prec_policy.check_calibration(calibration, ins) if calibration is not None else []
+    part = partition(graph)
+    segments, subgraphs = [], []
+    for seg in part.segments:
+        cs = CompiledSegment(seg.index, seg.device, list(seg.inputs), list(seg.outputs))
+        if seg.device is Device.HOST:
+            cs.onnx = seg.to_onnx(graph).SerializeToString()
+        else:
+            subgraphs.append(seg.subgraph(graph))
+        segments.append(cs)
+    ctx = _Context(cfg, part, subgraphs, pack_first, samples, ins)
+    chosen = _compile_precision(ctx, req)
+    for cs, plan, (compiled, reports) in zip([c for c in segments if c.onnx is None], chosen.plans,
+                                             chosen.schedules, strict=True):
+        cs.plan, cs.compiled, cs.layers = plan, compiled, reports
+    convs = [op for plan in chosen.plans for op in plan.ops if isinstance(op, lower.ConvOp)]
+    cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre,
+                       bias_correction={"samples": len(samples), "layers": chosen.corrected},
+                       split_weights=bool(convs) and all(op.wq_lo is not None for op in convs),
+                       split_activations=bool(convs) and all(
+                           p.bases[op.src.base].split for p in chosen.plans for op in p.ops
+                           if isinstance(op, lower.ConvOp)))
+    cm.precision = _precision_record(req, chosen, samples)
+    cm.compile_seconds = time.perf_counter() - t0
+    return cm
+
+
+@dataclass
+class _Context:
+    """What every precision candidate is lowered from."""
+
+    cfg: EngineConfig
+    part: Partition
+    subgraphs: list  # engine segments' subgraphs, in order
+    pack_first: bool
+    samples: list[dict[str, np.ndarray]]  # checked calibration samples (external feeds)
+    inputs: list[dict]
+
+    def lower(self, precs: list[dict[str, lower.LayerPrecision]] | None = None, **kw) -> list[lower.Plan]:
+        return [lower.lower_segment(sg, self.cfg, pack_first=self.pack_first,
+                                    precision=precs[i] if precs else None, **kw)
+                for i, sg in enumerate(self.subgraphs)]
+
+    def segment_inputs(self, feeds_list: list[dict[str, np.ndarray]]) -> list[list[dict]]:
+        """Each engine segment's inputs (IR layout) for each feed, upstream engine segments in float32."""
         from . import reference
 
-        seg_inputs: list[list[dict]] = [[] for _ in plans]
-        for feeds in samples:  # each engine segment's inputs, upstream engine segments run in float32
-            ran = iter(range(len(plans)))  # engine segments run in order
+        seg_inputs: list[list[dict]] = [[] for _ in self.subgraphs]
+        for feeds in feeds_list:
+            ran = iter(range(len(self.subgraphs)))  # engine segments run in order
 
             def record(sg, f, ran=ran):
                 seg_inputs[next(ran)].append(f)
                 return reference.run(sg, f, external=False)
 
-            part.run(feeds, engine=record)
-        corrected = sum(lower.correct_biases(plan, seg_inputs[i]) for i, plan in enumerate(plans))
-    for cs in segments:
-        if cs.plan is not None:
-            cs.compiled, cs.layers = _schedule(cs.plan, cfg)
-    cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre,
-                       bias_correction={"samples": len(samples), "layers": corrected},
-                       split_weights=bool(split_weights), split_activations=bool(split_activations))
-    cm.compile_seconds = time.perf_counter() - t0
-    return cm
+            self.part.run(feeds, engine=record)
+        return seg_inputs
+
+    def correct(self, plans: list[lower.Plan]) -> int:
+        if not self.samples or not plans:
+            return 0
+        seg_inputs = self.segment_inputs(self.samples)
+        return sum(lower.correct_biases(plan, seg_inputs[i]) for i, plan in enumerate(plans))
+
+
+@dataclass
+class _Chosen:
+    plans: list[lower.Plan]
+    schedules: list[tuple[codegen.Compiled, list[LayerReport]]]
+    corrected: int = 0
+    fast: list[list[LayerReport]] | None = None  # the fast program's per-layer reports (budget, exact)
+    noise: dict[str, prec_policy.LayerNoise] = field(default_factory=dict)
+    precs: list[dict[str, lower.LayerPrecision]] | None = None
+
+    @property
+    def cycles(self) -> int:
+        return sum(r.cycles for _, reports in self.schedules for r in reports)
+
+
+def _uniform(ctx: _Context, layer: lower.LayerPrecision) -> list[dict[str, lower.LayerPrecision]]:
+    return [{n.name: layer for n in sg.nodes} for sg in ctx.subgraphs]
+
+
+def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Chosen:
+    """Lower, bias-correct and schedule every engine segment with the requested precision."""
+    bc = bool(ctx.samples)
+    if req.policy in (prec_policy.Policy.FAST, prec_policy.Policy.MANUAL, prec_policy.Policy.EXACT):
+        both = req.policy is prec_policy.Policy.EXACT
+        layer = lower.LayerPrecision(req.split_weights or both, req.split_activations or both, bc)
+        precs = _uniform(ctx, layer)
+        plans = ctx.lower(precs, keep_float=bc)
+        corrected = ctx.correct(plans)
+        fast = [r for _, r in (_schedule(p, ctx.cfg)[:2] for p in ctx.lower())] if both else None
+        return _Chosen(plans, [_schedule(p, ctx.cfg)[:2] for p in plans], corrected, fast, precs=precs)
+    # budgeted: measure, cost, choose, verify
+    fast_plans = ctx.lower()
+    fast_sched = [_schedule(p, ctx.cfg) for p in fast_plans]
+    fast_total = sum(r.cycles for _, reports, _ in fast_sched for r in reports)
+    limit = req.budget * fast_total
+    feeds = ctx.samples[:prec_policy.MEASURE_SAMPLES] or prec_policy.synthetic_samples(ctx.inputs)
+    both = lower.LayerPrecision(True, True)
+    noise: dict[str, prec_policy.LayerNoise] = {}
+    for near, me, sin in zip(ctx.lower(_uniform(ctx, both)),
+                             ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))),
+                             ctx.segment_inputs(feeds), strict=True):
+        noise.update(prec_policy.measure(near, me, sin))
+    upgrades, params = [], []
+    for plan, (compiled, _, lookahead) in zip(fast_plans, fast_sched, strict=True):
+        params.append((compiled.pool, lookahead))
+        upgrades += prec_policy.upgrade_costs(plan, functools.partial(_timing, cfg=ctx.cfg, params=params[-1]))
+    # the per-upgrade costs are estimates: scale the cycles offered to the greedy choice until the
+    # cycle model of the whole chosen program (on the fast program's schedule) fits the budget,
+    # keeping the least noisy program that fits
+    best, scale = None, 1.0
+    for _ in range(PRECISION_ROUNDS):
+        taken = prec_policy.choose(noise, upgrades, scale * (limit - fast_total))
+        layer_precs = prec_policy.layer_precisions(noise, taken, bc)
+        sw = {n for n, lp in layer_precs.items() if lp.split_weights}
+        sa = {n for n, lp in layer_precs.items() if lp.split_activations}
+        try:
+            total = sum(sum(_timing(prec_policy.timing_variant(p, split_weights=sw, split_activations=sa), ctx.cfg,
+                                    params[i]).values()) for i, p in enumerate(fast_plans))
+        except CapacityError:  # split weights of a layer whose tiles no longer fit: as over budget
+            total = 2 * limit
+        noise_left = prec_policy.total_noise(noise, layer_precs)
+        if total <= limit and (best is None or noise_left < best[0]):
+            best = (noise_left, layer_precs)
+        if total <= limit and total >= limit - PRECISION_SLACK * (limit - fast_total) or not taken:
+            break
+        scale *= max(0.1, min(4.0, (limit - fast_total) / max(total - fast_total, 1.0)))
+    layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], bc)
+    precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
+    plans = ctx.lower(precs, keep_float=bc)
+    schedules = [_schedule(p, ctx.cfg, also=params[i]) for i, p in enumerate(plans)]
+    corrected = ctx.correct(plans) if bc else 0  # constants only: the schedule is the same
+    if bc:
+        schedules = [_schedule(p, ctx.cfg, also=params[i]) for i, p in enumerate(plans)]
+    return _Chosen(plans, [s[:2] for s in schedules], corrected, [r for _, r, _ in fast_sched], noise, precs)
+
+
+def _precision_record(req: prec_policy.PrecisionRequest, chosen: _Chosen, samples: list) -> dict:
+    """The manifest's / report's record of the precision choice: the policy, the modelled cost
+    against the fast program, and each conv / dense layer's choice and modelled cycles."""
+    fast = {r.name: r.cycles for reports in (chosen.fast or []) for r in reports}
+    cycles = chosen.cycles
+    fast_total = sum(fast.values()) if chosen.fast is not None else None
+    if req.policy is prec_policy.Policy.FAST:
+        fast, fast_total = {r.name: r.cycles for _, reports in chosen.schedules for r in reports}, cycles
+    layers = []
+    for i, plan in enumerate(chosen.plans):
+        reports = {r.name: r for r in chosen.schedules[i][1]}
+        for op in plan.ops:
+            if not isinstance(op, lower.ConvOp):
+                continue
+            lp = chosen.precs[i].get(op.name, lower.LayerPrecision()) if chosen.precs else lower.LayerPrecision()
+            entry = {"name": op.name, "split_weights": op.wq_lo is not None,
+                     "split_activations": plan.bases[op.src.base].split,
+                     "bias_correction": lp.bias_correction and bool(samples), "rounding": lp.rounding.value,
+                     "cycles": reports[op.name].cycles if op.name in reports else 0}
+            if op.name in fast:
+                entry["fast_cycles"] = fast[op.name]
+            if op.name in chosen.noise:
+                n = chosen.noise[op.name]
+                entry["noise_fast"] = n.single
+                entry["noise"] = n.noise(entry["split_weights"], entry["split_activations"])
+            layers.append(entry)
+    rec = {"policy": req.policy.value, "budget": req.budget, "cycles": cycles, "fast_cycles": fast_total,
+           "ratio": cycles / fast_total if fast_total else None,
+           "measured_on": None if not chosen.noise else ("calibration" if samples else "synthetic"),
+           "layers": layers}
+    if chosen.noise:
+        rec["noise_fast"] = sum(n.single for n in chosen.noise.values())
+        rec["noise"] = sum(e.get("noise", 0.0) for e in layers)
+    return rec
+
+
+def precision_summary(rec: dict) -> str:
+    """One line: the policy and what it chose."""
+    layers = rec["layers"]
+    budget = f" (budget {rec['budget']:.2f}x the fast program)" if rec.get("budget") else ""
+    parts = [f"of {len(layers)} conv / dense layers, {sum(e['split_weights'] for e in layers)} with two-part weights",
+             f"{sum(e['split_activations'] for e in layers)} reading two-plane inputs",
+             f"{sum(e['rounding'] == 'min-error' for e in layers)} with min-error rounding",
+             f"{sum(e['bias_correction'] for e in layers)} bias-corrected"]
+    cost = f"; modelled {rec['cycles']} cycles"
+    if rec.get("ratio"):
+        cost += f" = {rec['ratio']:.2f}x the fast program ({rec['fast_cycles']})"
+    noise = ""
+    if rec.get("noise_fast"):
+        noise = (f"; modelled output noise {rec['noise']:.3g} (fast: {rec['noise_fast']:.3g}, "
+                 f"{rec['measured_on']} inputs)")
+    return f"precision: {rec['policy']}{budget}: " + ", ".join(parts) + cost + noise
+
+
+def precision_table(rec: dict) -> str:
+    """Per conv / dense layer: its choice, modelled cycles (and the fast program's) and noise."""
+    lines = [precision_summary(rec),
+             f"{'layer':28} {'weights':8} {'acts':6} {'rounding':9} {'bias':5} {'cycles':>9} {'fast':>9} "
+             f"{'noise':>9} {'fast':>9}"]
+    for e in rec["layers"]:
+        fast = f"{e['fast_cycles']:9d}" if "fast_cycles" in e else f"{'-':>9}"
+        noise = f"{e['noise']:9.2e} {e['noise_fast']:9.2e}" if "noise" in e else f"{'-':>9} {'-':>9}"
+        lines.append(f"{e['name'][:28]:28} {'split' if e['split_weights'] else 'single':8} "
+                     f"{'split' if e['split_activations'] else 'single':6} {e['rounding']:9} "
+                     f"{'yes' if e['bias_correction'] else 'no':5} {e['cycles']:9d} {fast} {noise}")
+    return "\n".join(lines)
 
 
 def _external_shape(ir_shape, perm_ext_to_ir):

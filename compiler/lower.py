@@ -28,7 +28,33 @@ from accelml.sim.layout import from_hwc, pack_first_layer, to_hwc
 
 from .ir import Activation, ActKind, Graph, Node, OpKind
 
-__all__ = ["Buf", "ConvOp", "PoolOp", "EltOp", "EngineOp", "Plan", "lower_segment", "run_golden"]
+__all__ = ["Buf", "ConvOp", "PoolOp", "EltOp", "EngineOp", "Plan", "LayerPrecision", "lower_segment", "run_golden"]
+
+
+class Rounding(enum.Enum):
+    """How a layer's weights are rounded to BFP: ``bfp.quantize`` (nearest, exponent from the block
+    maximum) or ``bfp.quantize_min_error`` (the shared exponent that minimises the block's error)."""
+
+    NEAREST = "nearest"
+    MIN_ERROR = "min-error"
+
+
+@dataclass(frozen=True)
+class LayerPrecision:
+    """The numerics of one conv / dense layer. ``split_weights``: a second weight tensor, the
+    first's residual (one more pass of products); ``split_activations``: the layer's input buffer
+    stored as two BFP planes (one more pass of products; every layer reading that buffer reads both
+    planes); ``bias_correction``: the bias absorbs the mean weight error on calibration samples
+    (``correct_biases``); ``rounding``: the weights' rounding."""
+
+    split_weights: bool = False
+    split_activations: bool = False
+    bias_correction: bool = False
+    rounding: Rounding = Rounding.NEAREST
+
+    def to_json(self) -> dict:
+        return {"split_weights": self.split_weights, "split_activations": self.split_activations,
+                "bias_correction": self.bias_correction, "rounding": self.rounding.value}
 
 
 @dataclass
@@ -173,9 +199,11 @@ def _expand_lanes(w: np.ndarray, lanes: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, cfg: EngineConfig, pack_first: bool, keep_float: bool, split_weights: bool):
+    def __init__(self, graph: Graph, cfg: EngineConfig, pack_first: bool, keep_float: bool,
+                 precision: dict[str, LayerPrecision], default: LayerPrecision, all_float: bool = False):
         self.g, self.cfg, self.n = graph, cfg, cfg.native_dim
-        self.pack_first, self.keep_float, self.split_weights = pack_first, keep_float, split_weights
+        self.pack_first, self.keep_float = pack_first, keep_float
+        self.precision, self.default, self.all_float = precision, default, all_float
         self.bufs: dict[str, Buf] = {}
         self.bases: dict[str, BaseBuf] = {}
         self.ops: list[EngineOp] = []
@@ -381,14 +409,20 @@ class _Lowering:
                 gi = go = 1
         dense = golden.expand_group_weights(weight, groups)
         phys = _expand_lanes(dense, src.lanes, src.cb * n)
-        wq = golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight")
+        prec = self.precision.get(name, self.default)
+        wq = golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight",
+                                          min_error=prec.rounding is Rounding.MIN_ERROR)
         wq_lo = None
-        if self.split_weights:  # what the first part misses, quantised again (same layout)
+        if prec.split_weights:  # what the first part misses, quantised again (same layout)
             kh, kw = phys.shape[2:]
             hi = bfp.dequantize(wq).reshape(cout, kh, kw, -1).transpose(0, 3, 1, 2)
-            wq_lo = golden.quantize_conv_weights(phys.astype(np.float64) - hi, self.cfg, name=f"{name}.weight_lo")
+            rest = phys.astype(np.float64) - hi
+            rest32 = rest.astype(np.float32)  # the same values in binary32 quantise the same, faster
+            wq_lo = golden.quantize_conv_weights(rest32 if np.array_equal(rest32, rest) else rest, self.cfg,
+                                                 name=f"{name}.weight_lo")
         bias_i = bfp.internal_const(np.asarray(bias, np.float64), f"{name}.bias")
-        w_float = phys.transpose(0, 2, 3, 1).reshape(cout, -1) if self.keep_float else None
+        keep = self.all_float or (self.keep_float and prec.bias_correction)
+        w_float = phys.transpose(0, 2, 3, 1).reshape(cout, -1) if keep else None
         return ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual, macs, w_float, wq_lo)
 
     def lower_dense(self, node: Node, fused: set[str]) -> None:
@@ -446,22 +480,29 @@ class _Lowering:
 
 
 def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True, keep_float: bool = False,
-                  split_weights: bool = False, split_activations: bool = False) -> Plan:
+                  split_weights: bool = False, split_activations: bool = False,
+                  precision: dict[str, LayerPrecision] | None = None, all_float: bool = False) -> Plan:
     """Lower a canonical engine subgraph (``Segment.subgraph``) for one EngineConfig.
-    ``keep_float`` keeps each conv's float weights on its op (``ConvOp.w_float``), for
-    ``correct_biases``; ``split_weights`` gives every conv a second weight tensor, the first's
-    residual (``ConvOp.wq_lo``), for about twice the weight precision at twice the products;
-    ``split_activations`` stores every convolution input as two BFP planes (``BaseBuf.split``),
-    read by one more pass of products with the first weights."""
-    low = _Lowering(graph, cfg, pack_first, keep_float, split_weights)
+
+    Each conv / dense layer's numerics are ``precision[layer name]`` (a ``LayerPrecision``); layers
+    not named there get the default made of ``split_weights`` and ``split_activations``:
+    ``split_weights`` gives a conv a second weight tensor, the first's residual (``ConvOp.wq_lo``),
+    for about twice the weight precision at twice the products; ``split_activations`` stores the
+    conv's input as two BFP planes (``BaseBuf.split``), read by one more pass of products with the
+    first weights (a buffer read by several convs is split if any of them asks).
+    ``keep_float`` keeps the float weights (``ConvOp.w_float``) of the layers whose precision asks
+    for bias correction (``correct_biases``), or of every layer with ``all_float``."""
+    default = LayerPrecision(split_weights=split_weights, split_activations=split_activations,
+                             bias_correction=keep_float)
+    low = _Lowering(graph, cfg, pack_first, keep_float, dict(precision or {}), default, all_float)
     for name in graph.inputs:
         h, w, c = low.hwc(name)
         low.new_buf(name, h, w, c)
     low.lower()
-    if split_activations:
-        for op in low.ops:
-            if isinstance(op, ConvOp) and not low.bases[op.src.base].fp32:
-                low.bases[op.src.base].split = True
+    for op in low.ops:
+        if isinstance(op, ConvOp) and low.precision.get(op.name, default).split_activations \
+                and not low.bases[op.src.base].fp32:
+            low.bases[op.src.base].split = True
     outputs = {}
     for name in graph.outputs:
         if name not in low.bufs:
@@ -558,16 +599,18 @@ def epilogue(acc: np.ndarray, bias: np.ndarray, residual: list[np.ndarray], act:
     return _act_apply(y, act)
 
 
-def _execute(plan: Plan, op: EngineOp, mem: _Memory) -> None:
-    """One layer op with the golden ops."""
+def _execute(plan: Plan, op: EngineOp, mem: _Memory, acc: np.ndarray | None = None) -> None:
+    """One layer op with the golden ops (a conv's products already summed in ``acc``: the
+    precision policy's measurement, which is not the engine's definition)."""
     cfg, n = plan.cfg, plan.cfg.native_dim
     if isinstance(op, ConvOp):
         x = mem.read(op.src)
-        acc = golden.conv2d(x, op.wq, op.geom, cfg)
-        if op.src.base in mem.split:  # passes continue every sum: the input's second plane ...
-            acc = golden.conv2d(mem.read(op.src, lo=True), op.wq, op.geom, cfg, acc=acc)
-        if op.wq_lo is not None:  # ... then the second weights
-            acc = golden.conv2d(x, op.wq_lo, op.geom, cfg, acc=acc)
+        if acc is None:
+            acc = golden.conv2d(x, op.wq, op.geom, cfg)
+            if op.src.base in mem.split:  # passes continue every sum: the input's second plane ...
+                acc = golden.conv2d(mem.read(op.src, lo=True), op.wq, op.geom, cfg, acc=acc)
+            if op.wq_lo is not None:  # ... then the second weights
+                acc = golden.conv2d(x, op.wq_lo, op.geom, cfg, acc=acc)
         bias = np.zeros(op.dst.cb * n, np.float32)
         bias[: len(op.bias)] = op.bias
         res = [] if op.residual is None else mem.parts(op.residual)
@@ -615,8 +658,8 @@ def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
     with ``E[window]`` the mean of the layer's actual (quantised) input windows over the
     calibration ``samples`` (segment inputs, IR layout) and every output pixel. Layers are
     corrected in order and the samples advanced through each corrected layer, so later layers see
-    their corrected inputs. Needs a plan lowered with ``keep_float``; drops the float weights.
-    Returns the number of layers corrected."""
+    their corrected inputs. Layers without float weights (``lower_segment(keep_float=...)``) keep
+    their bias; the float weights are dropped. Returns the number of layers corrected."""
     mems = [_loaded_memory(plan, feeds) for feeds in samples]
     corrected = 0
     for op in plan.ops:

@@ -152,7 +152,10 @@ def cmd_compile(args) -> int:
     from accelml.compiler.driver import compile_model, load_model_source
     from accelml.compiler.frontend import to_ir
     from accelml.compiler.partition import partition
+    from accelml.compiler.precision import request
 
+    request(args.precision, args.latency_budget, split_weights=args.split_weights,
+            split_activations=args.split_activations)  # a bad request fails before any compile work
     cfg = config_from_args(args)
     if args.explain:
         print(partition(to_ir(load_model_source(args.model))).render())
@@ -169,9 +172,14 @@ def cmd_compile(args) -> int:
         print(f"bias correction from {len(calibration)} calibration sample(s): each runs through the golden "
               "model layer by layer (about 2 s per 224 x 224 image)", flush=True)
     cm = compile_model(args.model, config=cfg, name=Path(args.model).stem, calibration=calibration,
-                       split_weights=args.split_weights, split_activations=args.split_activations)
+                       split_weights=args.split_weights, split_activations=args.split_activations,
+                       precision=args.precision, latency_budget=args.latency_budget)
     save_package(cm, args.output)
     print(cm.report())
+    if args.explain:
+        from accelml.compiler.driver import precision_table
+
+        print(precision_table(cm.precision))
     if args.plot:
         cm.plot(args.plot)
         print(f"plot: {args.plot}")
@@ -290,10 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile an ONNX model or a SavedModel directory to a package")
     p.add_argument("model", type=Path)
     p.add_argument("-o", "--output", type=Path, help="package directory to write (.accel)")
-    p.add_argument("--explain", action="store_true", help="list what runs on the engine and what on the host")
+    p.add_argument("--explain", action="store_true",
+                   help="list what runs on the engine and what on the host (with -o: also each layer's precision)")
     p.add_argument("--plot", type=Path, help="write per-layer utilisation and roofline efficiency as a PNG")
     p.add_argument("--calibrate", type=Path, metavar="FILE.npz",
-                   help="samples for bias correction: one array per input, samples along axis 0")
+                   help="samples for the precision policy's measurement and bias correction: one array per "
+                        "input, samples along axis 0")
+    p.add_argument("--precision", default=None, metavar="POLICY",
+                   help="per-layer precision policy: fast (single pass), balanced (default: split weights / "
+                        "activations where they pay, within 1.3x fast's modelled latency), exact (all split)")
+    p.add_argument("--latency-budget", default=None, metavar="RATIO",
+                   help="the balanced policy with this modelled latency budget, a ratio (>= 1) to the fast program")
     p.add_argument("--split-weights", action="store_true",
                    help="weights in two BFP parts multiplied in two passes: ~2x weight precision, 2x products")
     p.add_argument("--split-activations", action="store_true",

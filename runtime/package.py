@@ -92,6 +92,7 @@ def save_package(cm, path: str | os.PathLike) -> Path:
         "bias_correction": cm.bias_correction,
         "split_weights": cm.split_weights,
         "split_activations": cm.split_activations,
+        "precision": cm.precision,  # policy, budget, modelled cost, each conv / dense layer's choice
     }
     manifest[MANIFEST_HASH] = manifest_digest(manifest)
 

@@ -35,8 +35,8 @@ from . import native
 
 __all__ = [
     "FLT_MAX", "FLT_MIN", "BfpTensor", "quantize", "dequantize", "to_internal", "block_matmul",
-    "quantize_split", "quantize_planes", "mfu_add", "mfu_sub", "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip",
-    "mfu_leaky_relu", "internal_const",
+    "quantize_split", "quantize_planes", "quantize_min_error", "mfu_add", "mfu_sub", "mfu_mul", "mfu_max",
+    "mfu_relu", "mfu_clip", "mfu_leaky_relu", "internal_const",
 ]
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -126,6 +126,48 @@ def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
         block=n,
         mantissa_bits=m_bits,
     )
+
+
+def quantize_min_error(x, cfg: EngineConfig, *, name: str = "tensor", importance=None) -> BfpTensor:
+    """Error-aware rounding for constants (weights): like ``quantize``, but each block's shared
+    exponent is the one of ``x - 1``, ``x``, ``x + 1`` (``x`` the exponent ``quantize`` picks,
+    candidates clamped to the exponent range) whose rounding has the least squared error
+    ``sum_i importance_i * (v_i - q_i)**2`` (``importance``: non-negative weights broadcast along
+    the last axis, default 1). Elements are rounded to nearest, ties to even, and saturate at
+    ``2**M - 1`` (with ``x - 1`` the block maximum may saturate: a block whose maximum lies just
+    above a power of two can gain a bit for its other elements). Ties keep ``quantize``'s exponent,
+    so the result's error is never larger than ``quantize``'s. The output is an ordinary BFP
+    tensor: the engine and the simulators need nothing new to use it."""
+    base = quantize(x, cfg, name=name)
+    n, m_bits, nb = cfg.native_dim, cfg.mantissa_bits, base.exp.shape[-1]
+    mant = base.mant.reshape(-1, nb, n).copy()
+    exp = base.exp.reshape(-1, nb).copy()
+    live = np.nonzero(np.abs(mant).max(axis=-1) > 0)  # only blocks with a nonzero element can gain
+    if not live[0].size:
+        return base
+    v = np.zeros((*base.mant.shape[:-1], nb * n))
+    v[..., : base.length] = np.asarray(x, np.float64)
+    v = v.reshape(-1, nb, n)[live]
+    a, sign = np.minimum(np.abs(v), np.finfo(np.float64).max), np.where(v < 0, -1, 1)
+    imp = np.ones(nb * n) if importance is None else np.zeros(nb * n)
+    if importance is not None:
+        imp[: base.length] = np.broadcast_to(np.asarray(importance, np.float64), (base.length,))
+    imp = imp.reshape(nb, n)[live[1]]
+    best_exp = exp[live].astype(np.int32)
+    best_mq = np.abs(mant[live]).astype(np.float64)
+    best_err = (imp * (a - np.ldexp(best_mq, (best_exp - (m_bits - 1))[..., None])) ** 2).sum(axis=-1)
+    for delta in (-1, 1):
+        cand = np.clip(exp[live].astype(np.int32) + delta, cfg.exp_min, cfg.exp_max)
+        mq = np.minimum(np.rint(np.ldexp(a, ((m_bits - 1) - cand)[..., None])), (1 << m_bits) - 1)
+        err = (imp * (a - np.ldexp(mq, (cand - (m_bits - 1))[..., None])) ** 2).sum(axis=-1)
+        better = err < best_err
+        best_exp = np.where(better, cand, best_exp)
+        best_mq = np.where(better[..., None], mq, best_mq)
+        best_err = np.where(better, err, best_err)
+    mant[live] = (sign * best_mq).astype(np.int32)
+    exp[live] = best_exp
+    return BfpTensor(mant=mant.reshape(base.mant.shape), exp=exp.reshape(base.exp.shape), length=base.length,
+                     block=n, mantissa_bits=m_bits)
 
 
 def quantize_split(x, cfg: EngineConfig, *, name: str = "tensor") -> tuple[BfpTensor, BfpTensor]:

@@ -98,11 +98,12 @@ def expand_group_weights(w: np.ndarray, groups: int) -> np.ndarray:
     return dense
 
 
-def quantize_conv_weights(w, cfg: EngineConfig, groups: int = 1, *, name: str = "weights") -> BfpTensor:
+def quantize_conv_weights(w, cfg: EngineConfig, groups: int = 1, *, name: str = "weights",
+                          min_error: bool = False) -> BfpTensor:
     """ONNX conv weights (Cout, Cin/groups, kh, kw) -> BFP rows (Cout, kh*kw*cin_blocks*N).
 
     Each row is blocked per kernel tap along input channels (padded to whole blocks), in the
-    reduction order.
+    reduction order; ``min_error``: each block's exponent chosen by ``bfp.quantize_min_error``.
     """
     w = np.asarray(w)
     dense = expand_group_weights(w if w.dtype == np.float32 else w.astype(np.float64), groups)
@@ -111,7 +112,8 @@ def quantize_conv_weights(w, cfg: EngineConfig, groups: int = 1, *, name: str = 
     cinb = -(-cin // n)
     taps = np.zeros((cout, kh, kw, cinb * n), dtype=dense.dtype)
     taps[..., :cin] = dense.transpose(0, 2, 3, 1)
-    q = bfp.quantize(taps, cfg, name=name)  # blocks never straddle taps: cinb * n is whole blocks
+    quant = bfp.quantize_min_error if min_error else bfp.quantize
+    q = quant(taps, cfg, name=name)  # blocks never straddle taps: cinb * n is whole blocks
     return BfpTensor(q.mant.reshape(cout, -1), q.exp.reshape(cout, -1), kh * kw * cinb * n, n, q.mantissa_bits)
 
 

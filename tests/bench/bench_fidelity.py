@@ -1,7 +1,7 @@
-"""Fidelity of the BFP engine against FP32 on a real network and real photos: EfficientNet-Lite0
-with its ImageNet weights (the ``zoo`` extra) at 224 x 224, compiled once per named format for one
-preset and run on the functional simulator from a saved package; the reference is the same ONNX
-model on onnxruntime FP32.
+"""Fidelity of the BFP engine against FP32 on a real network and real photos, per precision
+policy: EfficientNet-Lite0 with its ImageNet weights (the ``zoo`` extra) at 224 x 224, compiled
+once per policy and format for one preset and run on the functional simulator from a saved
+package; the reference is the same ONNX model on onnxruntime FP32.
 
 Images: the colour photos that ship with scikit-image (astronaut, chelsea, coffee, rocket,
 hubble_deep_field, immunohistochemistry, retina) and scikit-learn (china, flower), each with the
@@ -10,25 +10,22 @@ crop of 25-100 % of the area with aspect 3/4..4/3, horizontal flip, brightness /
 saturation jitter of +-30 %), augmentation i drawn from a generator seeded with (seed, i), so
 ``--images N`` takes the first N of one fixed sequence.
 
-Per format: top-1 agreement (the engine's arg-max equals FP32's), mean top-5 overlap
-(|top-5 engine & top-5 FP32| / 5), how often FP32's top-1 is in the engine's top 5, and the
-median and largest max |logit error| over the images; the simulator's wall time per image and the
-compile time. Each format is compiled with the compiler's defaults, then (``+bc``) with bias
-correction from calibration images that are not evaluation images (``--calibrate``); the default
-format also with split weights (``+sw+bc``, two passes of products; ``--split-weights``) and with
-split weights and split activations (``+sw+sa``, three passes, no calibration;
-``--split-activations``).
+Variants per format: the policies ``fast`` (single pass, today's program), ``balanced`` (the
+default: a modelled latency budget of 1.3x fast) and ``exact`` (every layer split), the budgeted
+policy at each ``--budgets`` ratio (the trade-off curve), and ``balanced+cal``: balanced measured on
+calibration images (disjoint from the evaluation images) with bias correction (``--calibrate``).
+Per variant: top-1 agreement (the engine's arg-max equals FP32's) with its Wilson 95 % interval,
+mean top-5 overlap (|top-5 engine & top-5 FP32| / 5), the median and largest max |logit error|
+over the images, the modelled latency and its ratio to ``fast``, the compile time; then, for the
+budgeted variants, the layers whose upgrades cost the most modelled cycles.
 
-Cost on a 2-core machine: about 0.05 s per 224 x 224 image on the functional simulator (0.1 s with
-split weights and activations); compiles take about 3 s, 30 s with bias correction (16 images),
-50 s with split weights as well, 10 s with split weights and activations. The default (48 images,
-4 formats, 10 variants) runs in about 5 minutes; ``--formats msfp16 --images 225`` (9 photos + 216
-augmentations, 4 variants) in about 3.
+Cost on a 2-core machine: about 0.05 s per 224 x 224 image on the functional simulator (0.1 s
+with every layer split); compiles take 3 s (fast) to 15 s (budgeted), about 60 s with
+calibration. ``--images 225`` (9 photos + 216 augmentations) takes about 2 minutes per variant.
 
-    python tests/bench/bench_fidelity.py [--images 48] [--formats ms-fp9,msfp12,msfp16,mxint8]
-                                         [--preset a10] [--seed 0] [--calibrate 16]
-                                         [--split-weights goal|all|none]
-                                         [--split-activations goal|all|none]
+    python tests/bench/bench_fidelity.py [--images 225] [--formats msfp16] [--preset a10] [--seed 0]
+                                         [--policies fast,balanced,exact] [--budgets 1.1,1.5,2.0]
+                                         [--calibrate 16]
 """
 
 from __future__ import annotations
@@ -49,7 +46,7 @@ from accelml.hdl.config import FORMATS, preset
 from accelml.runtime import load, save_package
 
 SIZE = 224
-GOAL_FORMAT, GOAL_TOP1 = "msfp16", 0.99
+GOAL_FORMAT, GOAL_TOP1, GOAL_RATIO = "msfp16", 0.99, 1.3
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 
 
@@ -132,28 +129,55 @@ def top5(v: np.ndarray) -> set[int]:
     return set(np.argsort(-v)[:5].tolist())
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k / n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate(cm, images, refs, label: str) -> dict:
+    """Run the compiled model's package on every image; agreement statistics against ``refs``."""
+    with tempfile.TemporaryDirectory() as d:
+        pkg = load(save_package(cm, os.path.join(d, "lite0.accel")))
+        top1 = overlap = 0
+        errs, times = [], []
+        for (name, x), ref in zip(images, refs, strict=True):
+            t0 = time.perf_counter()
+            y = pkg.run({"input": x})["logits"][0]
+            times.append(time.perf_counter() - t0)
+            top1 += int(y.argmax() == ref.argmax())
+            overlap += len(top5(y) & top5(ref))
+            errs.append(float(np.abs(y - ref).max()))
+            if y.argmax() != ref.argmax():
+                print(f"  {label}: {name}: top-1 {y.argmax()} vs FP32 {ref.argmax()} "
+                      f"(FP32 margin {np.sort(ref)[-1] - np.sort(ref)[-2]:.3f})", file=sys.stderr, flush=True)
+    n = len(images)
+    return dict(top1=top1 / n, top1_n=top1, wilson=wilson(top1, n), top5=overlap / (5 * n),
+                err_med=float(np.median(errs)), err_max=max(errs), t_img=float(np.median(times)))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=int, default=48,
-                    help="images per format (9 photos, then augmentations); default 48")
-    ap.add_argument("--formats", default="ms-fp9,msfp12,msfp16,mxint8",
-                    help=f"comma-separated BFP formats ({', '.join(FORMATS)})")
+    ap.add_argument("--images", type=int, default=225,
+                    help="images per variant (9 photos, then augmentations); default 225")
+    ap.add_argument("--formats", default=GOAL_FORMAT, help=f"comma-separated BFP formats ({', '.join(FORMATS)})")
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split-weights", choices=("goal", "all", "none"), default="goal",
-                    help=f"also compile with split weights (two passes): for {GOAL_FORMAT} only (default), "
-                         "every format, or none")
-    ap.add_argument("--split-activations", choices=("goal", "all", "none"), default="goal",
-                    help=f"also compile with split weights and split activations (three passes): for "
-                         f"{GOAL_FORMAT} only (default), every format, or none")
+    ap.add_argument("--policies", default="fast,balanced,exact", help="precision policies (fast, balanced, exact)")
+    ap.add_argument("--budgets", default="1.1,1.5,2.0",
+                    help="also the budgeted policy at these latency ratios to fast (the trade-off curve); '' for none")
     ap.add_argument("--calibrate", type=int, default=16,
-                    help="also compile each format with bias correction from this many calibration images "
-                         "(stereo_motorcycle views and augmentations, disjoint from the evaluation photos); 0: off")
+                    help="also balanced measured on this many calibration images (stereo_motorcycle views and "
+                         "augmentations, disjoint from the evaluation photos), with bias correction; 0: off")
     args = ap.parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     for f in formats:
         if f not in FORMATS:
             ap.error(f"unknown format {f!r}; known: {', '.join(FORMATS)}")
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     if args.images < 1:
         ap.error("--images must be >= 1")
     command = " ".join(["python", "tests/bench/bench_fidelity.py", *map(shlex.quote, sys.argv[1:] if argv is None
@@ -178,73 +202,68 @@ def main(argv=None) -> int:
           f"vs onnxruntime FP32, {len(images)} images ({min(len(images), len(base_photos()))} photos + "
           f"{max(0, len(images) - len(base_photos()))} augmentations, seed {args.seed}); "
           f"export {t_export:.1f} s, images {t_images:.1f} s", flush=True)
-
     calib = calibration_set(args.calibrate, args.seed) if args.calibrate > 0 else None
-    def chosen(option: str, fmt: str) -> bool:
-        return option == "all" or (option == "goal" and fmt == GOAL_FORMAT)
-
-    # (format, calibration, split weights, split activations)
-    variants = [(fmt, None, False, False) for fmt in formats]
-    variants += [(fmt, calib, False, False) for fmt in formats] if calib else []
-    variants += [(fmt, calib, True, False) for fmt in formats if chosen(args.split_weights, fmt)]
-    variants += [(fmt, None, True, True) for fmt in formats if chosen(args.split_activations, fmt)]
-    rows = []
-    for fmt, calibration, split_w, split_a in variants:
+    # (label, compile options)
+    variants = [(p, dict(precision=p)) for p in policies]
+    variants += [(f"budget {b:g}", dict(latency_budget=b)) for b in budgets]
+    variants += [("balanced+cal", dict(precision="balanced", calibration=calib))] if calib else []
+    rows, costly = [], {}
+    for fmt in formats:
         cfg = base.with_format(fmt)
-        t0 = time.perf_counter()
-        cm = compile_model(model, config=cfg, calibration=calibration, split_weights=split_w,
-                           split_activations=split_a)
-        t_compile = time.perf_counter() - t0
-        label = fmt + ("+sw" if split_w else "") + ("+sa" if split_a else "") + \
-            ("+bc" if calibration is not None else "")
-        with tempfile.TemporaryDirectory() as d:
-            save_package(cm, os.path.join(d, "lite0.accel"))
-            pkg = load(os.path.join(d, "lite0.accel"))
-            top1 = overlap = in5 = 0
-            errs, times = [], []
-            for (name, x), ref in zip(images, refs, strict=True):
-                t0 = time.perf_counter()
-                y = pkg.run({"input": x})["logits"][0]
-                times.append(time.perf_counter() - t0)
-                top1 += int(y.argmax() == ref.argmax())
-                overlap += len(top5(y) & top5(ref))
-                in5 += int(ref.argmax() in top5(y))
-                errs.append(float(np.abs(y - ref).max()))
-                if y.argmax() != ref.argmax():
-                    print(f"  {label}: {name}: top-1 {y.argmax()} vs FP32 {ref.argmax()} "
-                          f"(FP32 margin {np.sort(ref)[-1] - np.sort(ref)[-2]:.3f})", file=sys.stderr, flush=True)
-        n = len(images)
-        row = dict(fmt=label, desc=f"E{cfg.exponent_bits} M{cfg.mantissa_bits} N={cfg.native_dim}", top1=top1 / n,
-                   top1_n=top1, top5=overlap / (5 * n), in5=in5 / n, err_med=float(np.median(errs)),
-                   err_max=max(errs), t_img=float(np.median(times)), t_compile=t_compile,
-                   latency=cm.summary()["latency_us"])
-        rows.append(row)
-        print(f"  {label}: top-1 {top1}/{n}, compiled in {t_compile:.1f} s, {row['t_img']:.2f} s/image", flush=True)
+        fast_latency = None
+        for label, options in variants:
+            t0 = time.perf_counter()
+            cm = compile_model(model, config=cfg, **options)
+            t_compile = time.perf_counter() - t0
+            rec = cm.precision
+            latency = cm.summary()["latency_us"]
+            if rec["policy"] == "fast":
+                fast_latency = latency
+            ratio = rec["ratio"] if rec.get("ratio") else (latency / fast_latency if fast_latency else float("nan"))
+            row = dict(fmt=fmt, label=label, t_compile=t_compile, latency=latency, ratio=ratio,
+                       sw=sum(e["split_weights"] for e in rec["layers"]),
+                       sa=sum(e["split_activations"] for e in rec["layers"]), n_layers=len(rec["layers"]),
+                       **evaluate(cm, images, refs, f"{fmt} {label}"))
+            rows.append(row)
+            if rec.get("budget"):
+                costly[(fmt, label)] = sorted(((e["cycles"] - e.get("fast_cycles", e["cycles"]), e["name"],
+                                                e["split_weights"], e["split_activations"]) for e in rec["layers"]),
+                                              reverse=True)[:5]
+            print(f"  {fmt} {label}: top-1 {row['top1_n']}/{len(images)}, {ratio:.2f}x fast, "
+                  f"compiled in {t_compile:.1f} s, {row['t_img']:.2f} s/image", flush=True)
 
+    n = len(images)
     print()
     print(f"$ {command}")
-    print(f"{'format':16} {'E/M/block':14} {'top-1 agree':>14} {'top-5 overlap':>14} {'FP32 top-1 in top-5':>20} "
-          f"{'max|err| median':>16} {'max|err| max':>13} {'s/image':>8} {'compile s':>10} {'engine us':>10}")
+    print(f"{'format':8} {'policy':13} {'top-1 agree':>14} {'Wilson 95 %':>15} {'top-5 overlap':>14} "
+          f"{'max|err| med':>13} {'max|err| max':>13} {'engine us':>10} {'x fast':>7} {'split w/a':>10} "
+          f"{'compile s':>10}")
     for r in rows:
-        print(f"{r['fmt']:16} {r['desc']:14} {100 * r['top1']:7.1f} % ({r['top1_n']:3d}) {100 * r['top5']:12.1f} % "
-              f"{100 * r['in5']:18.1f} % {r['err_med']:16.3f} {r['err_max']:13.3f} {r['t_img']:8.2f} "
-              f"{r['t_compile']:10.1f} {r['latency']:10.0f}")
-    print(f"({len(images)} images; max|err| = max over the 1000 logits of |engine - FP32|; s/image = functional "
-          f"simulator wall time, median, on {platform.machine()} with {os.cpu_count()} CPUs; engine us = modelled "
-          f"latency on {args.preset})")
-    if any(v[2] for v in variants):
-        print("+sw: split weights, in two BFP parts multiplied in two passes (twice the products)")
-    if any(v[3] for v in variants):
-        print("+sa: split activations, every convolution input in two BFP planes, one more pass of products "
-              "(with +sw: three times the products, twice the activation traffic)")
+        lo, hi = r["wilson"]
+        print(f"{r['fmt']:8} {r['label']:13} {100 * r['top1']:7.1f} % ({r['top1_n']:3d}) "
+              f"{100 * lo:6.1f}-{100 * hi:5.1f} % {100 * r['top5']:12.1f} % {r['err_med']:13.3f} {r['err_max']:13.3f} "
+              f"{r['latency']:10.0f} {r['ratio']:7.2f} {r['sw']:4d}/{r['sa']:<3d}/{r['n_layers']:<3d}"
+              f"{r['t_compile']:8.1f}")
+    print(f"({n} images; top-5 overlap = mean |top-5 engine & top-5 FP32| / 5; max|err| = max over the 1000 logits "
+          f"of |engine - FP32|, median and max over the images; engine us = modelled latency on {args.preset}, "
+          f"x fast = its ratio to the fast program's; split w/a = layers with split weights / split activations / "
+          f"conv+dense layers; functional simulator on {platform.machine()} with {os.cpu_count()} CPUs)")
     if calib:
-        print(f"+bc: compiled with bias correction from {len(calib)} calibration images (stereo_motorcycle and "
-              "augmentations of it; none is an evaluation image)")
+        print(f"balanced+cal: the balanced policy measured on {len(calib)} calibration images (stereo_motorcycle and "
+              "augmentations of it; none is an evaluation image), every layer bias-corrected from them")
+    for (fmt, label), layers in costly.items():
+        desc = ", ".join(f"{name} (+{extra} cycles, {'w' if w else ''}{'a' if a else ''})"
+                         for extra, name, w, a in layers if extra > 0)
+        print(f"{fmt} {label}: costliest upgrades: {desc or 'none'}")
     for r in rows:
-        if r["fmt"].split("+")[0] == GOAL_FORMAT:
-            met = r["top1"] >= GOAL_TOP1
-            print(f"goal: {GOAL_FORMAT} top-1 agreement >= {100 * GOAL_TOP1:.0f} %: "
-                  f"{'met' if met else 'NOT met'} for {r['fmt']} ({100 * r['top1']:.1f} % on {len(images)} images)")
+        if r["fmt"] == GOAL_FORMAT and r["label"] == "balanced":
+            met = r["top1"] >= GOAL_TOP1 and r["ratio"] <= GOAL_RATIO
+            print(f"goal: {GOAL_FORMAT} balanced top-1 agreement >= {100 * GOAL_TOP1:.0f} % at <= {GOAL_RATIO}x the "
+                  f"fast program's modelled latency: {'met' if met else 'NOT met'} ({100 * r['top1']:.1f} % on "
+                  f"{n} images at {r['ratio']:.2f}x)")
+        if r["fmt"] == GOAL_FORMAT and r["label"] == "exact":
+            print(f"goal: {GOAL_FORMAT} exact top-1 agreement 100 %: {'met' if r['top1_n'] == n else 'NOT met'} "
+                  f"({100 * r['top1']:.1f} % at {r['ratio']:.2f}x)")
     return 0
 
 

@@ -1,0 +1,225 @@
+"""The per-layer precision policy (compile_model(precision=..., latency_budget=...), ``accelml
+compile --precision / --latency-budget``) and error-aware weight rounding (bfp.quantize_min_error)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from compiler_util import make_model
+from onnx import helper
+
+from accelml.compiler import compile_model, driver, lower, models, zoo
+from accelml.hdl.config import preset
+from accelml.hdl.errors import PrecisionError
+from accelml.runtime import cli, load, save_package
+from accelml.sim import bfp, golden
+
+
+def two_convs(rng, cin=24, cout=20, size=10):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1], name="conv2")]
+    inits = {"w": (rng.standard_normal((cout, cin, 3, 3)) * 0.2).astype(np.float32),
+             "b": (rng.standard_normal(cout) * 0.1).astype(np.float32),
+             "w2": (rng.standard_normal((cout, cout, 3, 3)) * 0.2).astype(np.float32)}
+    return make_model(nodes, {"x": [1, cin, size, size]}, ["y"], inits)
+
+
+def run_both(cm, tmp_path, seed=7):
+    rng = np.random.default_rng(seed)
+    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in cm.inputs}
+    return load(save_package(cm, tmp_path / "m.accel")).run(feeds), cm.run_golden(feeds)
+
+
+def choices(cm) -> list[tuple]:
+    return [(e["name"], e["split_weights"], e["split_activations"], e["rounding"], e["bias_correction"])
+            for e in cm.precision["layers"]]
+
+
+# -- the policies --------------------------------------------------------------------------------
+
+def test_fast_is_the_single_pass_program_and_exact_splits_everything():
+    model = models.build("mobilenet_v2", "reduced")
+    fast = compile_model(model, config="ecp5", precision="fast")
+    plain = lower.lower_segment(fast.partition.segments[0].subgraph(fast.partition.graph), preset("ecp5"))
+    for a, b in zip(fast.segments[0].plan.ops, plain.ops, strict=True):
+        if isinstance(a, lower.ConvOp):
+            assert a.wq_lo is None and np.array_equal(a.wq.mant, b.wq.mant) and np.array_equal(a.wq.exp, b.wq.exp)
+    assert not any(b.split for b in fast.segments[0].plan.bases.values())
+    assert fast.precision["ratio"] == 1.0 and all(c[1:4] == (False, False, "nearest") for c in choices(fast))
+    exact = compile_model(model, config="ecp5", precision="exact")
+    assert all(c[1:3] == (True, True) for c in choices(exact))
+    assert exact.precision["ratio"] > 1.5 and exact.precision["fast_cycles"] == fast.summary()["cycles"]
+
+
+def test_balanced_is_the_default_and_keeps_its_budget():
+    cm = compile_model(models.build("resnet50", "reduced"), config="ecp5")
+    rec = cm.precision
+    assert rec["policy"] == "balanced" and rec["budget"] == 1.3 and rec["measured_on"] == "synthetic"
+    assert 1.0 < rec["ratio"] <= 1.3 and rec["cycles"] == cm.summary()["cycles"]
+    assert rec["noise"] < rec["noise_fast"]  # the upgrades it bought reduce the modelled noise
+    assert any(c[1] or c[2] for c in choices(cm))
+    assert "precision: balanced (budget 1.30x the fast program)" in cm.report()
+    tight = compile_model(models.build("resnet50", "reduced"), config="ecp5", latency_budget=1.0)
+    assert tight.precision["policy"] == "budget" and tight.summary()["cycles"] <= rec["fast_cycles"]
+
+
+def test_policy_choices_are_deterministic():
+    model = models.build("mobilenet_v2", "reduced")
+    a = compile_model(model, config="ecp5", latency_budget=1.2)
+    b = compile_model(model, config="ecp5", latency_budget=1.2)
+    assert choices(a) == choices(b) and a.precision == b.precision
+    rng = np.random.default_rng(3)
+    model = two_convs(rng)
+    calib = [{"x": rng.standard_normal((1, 24, 10, 10)).astype(np.float32)} for _ in range(2)]
+    c = compile_model(model, config="ecp5", calibration=calib, latency_budget=1.5)
+    d = compile_model(model, config="ecp5", calibration=calib, latency_budget=1.5)
+    assert choices(c) == choices(d) and c.precision["measured_on"] == "calibration"
+    assert all(ch[4] for ch in choices(c))  # with calibration every layer is bias-corrected
+
+
+@pytest.mark.parametrize("name, preset_name, budget", [
+    ("mobilenet_v2", "ecp5", 1.15),  # depthwise, fused residual adds
+    ("resnet50", "ecp5", 1.2),  # strided shortcuts, residual planes
+    ("densenet121", "ecp5", 1.2),  # concat views, some split and some not
+    ("vgg16", "a10", 1.5),  # pools and dense layers
+])
+def test_mixed_precision_is_bit_exact_between_funcsim_and_golden(tmp_path, name, preset_name, budget):
+    cm = compile_model(models.build(name, "reduced"), config=preset_name, latency_budget=budget)
+    ch = choices(cm)
+    mixed = [any(c[i] for c in ch) and not all(c[i] for c in ch) for i in (1, 2)]
+    assert any(mixed), ch  # some layers upgraded, others not
+    got, want = run_both(cm, tmp_path)
+    for out in want:
+        assert got[out].tobytes() == want[out].tobytes(), out
+
+
+@pytest.mark.slow  # about a minute: the policy lowers Lite0's depthwise weights (zero-expanded) four times
+@pytest.mark.skipif(not zoo.zoo_available(), reason="needs the zoo extra (EfficientNet-Lite0 weights)")
+def test_efficientnet_lite0_default_compile_is_bit_exact(tmp_path):
+    cm = compile_model(zoo.efficientnet_lite0(96), config="a10")
+    ch = choices(cm)
+    assert any(c[1] for c in ch) and not all(c[1] for c in ch)
+    got, want = run_both(cm, tmp_path)
+    assert got["logits"].tobytes() == want["logits"].tobytes()
+
+
+def test_manifest_and_explain_record_each_layer(tmp_path, capsys):
+    src = tmp_path / "c.onnx"
+    src.write_bytes(two_convs(np.random.default_rng(5)).SerializeToString())
+    out = tmp_path / "c.accel"
+    assert cli.main(["compile", str(src), "-o", str(out), "--preset", "tiny", "--explain",
+                     "--latency-budget", "2.5"]) == 0
+    text = capsys.readouterr().out
+    rec = json.loads((out / "manifest.json").read_text())["precision"]
+    assert rec["policy"] == "budget" and rec["budget"] == 2.5
+    assert [e["name"] for e in rec["layers"]] == ["conv1", "conv2"]
+    for e in rec["layers"]:
+        assert {"split_weights", "split_activations", "rounding", "bias_correction", "cycles", "fast_cycles"} <= set(e)
+        assert f"\n{e['name']}" in text
+    assert "precision: budget" in text
+
+
+# -- error-aware rounding ----------------------------------------------------------------------
+
+def test_min_error_exponents_never_increase_a_block_error():
+    cfg = preset("a10")
+    rng = np.random.default_rng(0)
+    # blocks whose maximum sits just above a power of two are where a lower exponent pays
+    w = rng.standard_normal((64, 128)) * 0.05
+    w[:, ::16] = 2.0 ** rng.integers(-6, -2, (64, 8)) * 1.004
+    near, me = bfp.quantize(w, cfg), bfp.quantize_min_error(w, cfg)
+    e_near = ((bfp.dequantize(near) - w) ** 2).reshape(64, -1, 16).sum(-1)
+    e_me = ((bfp.dequantize(me) - w) ** 2).reshape(64, -1, 16).sum(-1)
+    assert (e_me <= e_near).all() and (e_me < e_near).mean() > 0.1
+    assert np.abs(me.mant).max() <= 2**cfg.mantissa_bits - 1
+    assert (bfp.quantize_min_error(np.zeros((2, 16)), cfg).exp == cfg.exp_min).all()  # zero blocks as quantize
+
+
+def _conv_inputs(plan, feeds):
+    """Each conv's input as the fast program computes it (golden run), name -> BfpTensor."""
+    mem = lower._loaded_memory(plan, feeds)
+    seen = {}
+    for op in plan.ops:
+        if isinstance(op, lower.ConvOp):
+            seen[op.name] = mem.read(op.src)
+        lower._execute(plan, op, mem)
+    return seen
+
+
+def test_rounding_never_increases_a_layer_error_on_the_calibration_samples():
+    rng = np.random.default_rng(11)
+    model = two_convs(rng, cin=32, cout=48)
+    calib = [{"x": (1.0 + rng.standard_normal((1, 32, 10, 10))).astype(np.float32)} for _ in range(3)]
+    cm = compile_model(model, config="a10", calibration=calib, latency_budget=1.0)
+    fast = compile_model(model, config="a10", precision="fast")
+    sub = cm.partition.segments[0].subgraph(cm.partition.graph)
+    floats = {op.name: op.w_float.astype(np.float64)
+              for op in lower.lower_segment(sub, cm.cfg, all_float=True).ops if isinstance(op, lower.ConvOp)}
+    chosen = {op.name: op for op in cm.segments[0].plan.ops if isinstance(op, lower.ConvOp)}
+    improved = 0
+    for name, w in floats.items():
+        err = {"chosen": 0.0, "nearest": 0.0}
+        for feeds in calib:
+            x = _conv_inputs(fast.segments[0].plan, feeds)[name]
+            mant, exp = golden.im2col(x, chosen[name].geom)
+            cols = np.ldexp(mant.astype(np.float64), np.repeat(exp.astype(np.int32) - (x.mantissa_bits - 1),
+                                                               x.block, axis=-1))
+            for key, wq in (("chosen", chosen[name].weight_values()),
+                            ("nearest", bfp.dequantize(bfp.quantize(w, cm.cfg)))):
+                err[key] += float((((wq - w) @ cols.T) ** 2).sum())
+        assert err["chosen"] <= err["nearest"], (name, err)
+        improved += err["chosen"] < err["nearest"]
+    assert improved >= 1  # the rounding did change something, for the better
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("calib, message", [
+    ([], "at least one sample, got zero"),
+    ([{"other": np.zeros((1, 24, 10, 10), np.float32)}], "'other' is not an input of the model"),
+    ([{}], "input 'x' has no value"),
+    ([{"x": np.zeros((1, 24, 9, 10), np.float32)}], "input 'x' has shape \\(1, 24, 9, 10\\)"),
+    ([{"x": np.zeros((1, 24, 10, 10), np.int32)}], "input 'x' has dtype int32"),
+    ([{"x": np.full((1, 24, 10, 10), np.nan, np.float32)}], "input 'x' holds NaN"),
+    ([{"x": np.full((1, 24, 10, 10), np.inf, np.float32)}], "input 'x' holds NaN or infinity"),
+])
+def test_bad_calibration_is_a_precision_error_before_any_compile_work(monkeypatch, calib, message):
+    model = two_convs(np.random.default_rng(3))
+
+    def no_partition(*a, **k):
+        raise AssertionError("compile work started")
+
+    monkeypatch.setattr(driver, "partition", no_partition)
+    with pytest.raises(PrecisionError, match=message):
+        compile_model(model, config="tiny", calibration=calib)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(precision="fastest"), "'fastest' is unknown; known: fast, balanced, exact"),
+    (dict(latency_budget=0.9), "below 1.0, the fast program's"),
+    (dict(latency_budget="soon"), "'soon' is not a number"),
+    (dict(latency_budget=float("nan")), "below 1.0"),
+    (dict(precision="exact", latency_budget=2.0), "applies to the balanced policy"),
+    (dict(precision="balanced", split_weights=True), "cannot be combined"),
+])
+def test_bad_policy_is_a_precision_error_before_the_model_is_read(tmp_path, options, message):
+    with pytest.raises(PrecisionError, match=message):
+        compile_model(tmp_path / "missing.onnx", **options)
+
+
+def test_cli_bad_precision_exit_code(tmp_path, capsys):
+    src = tmp_path / "c.onnx"
+    src.write_bytes(two_convs(np.random.default_rng(4)).SerializeToString())
+    out = tmp_path / "c.accel"
+    for args, message in ((["--precision", "turbo"], "'turbo' is unknown"),
+                          (["--latency-budget", "0.5"], "below 1.0")):
+        rc = cli.main(["compile", str(src), "-o", str(out), "--preset", "tiny", *args])
+        err = capsys.readouterr().err
+        assert rc == PrecisionError.exit_code and message in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+    np.savez(tmp_path / "cal.npz", x=np.zeros((0, 24, 10, 10), np.float32))
+    rc = cli.main(["compile", str(src), "-o", str(out), "--preset", "tiny", "--calibrate", str(tmp_path / "cal.npz")])
+    assert rc == PrecisionError.exit_code and "zero" in capsys.readouterr().err and not out.exists()
