@@ -185,8 +185,11 @@ class EngineSim:
         return seconds
 
     def run(self, program, image: bytes | np.ndarray, *, ro_bytes: int = 0, max_steps: int = 50_000_000,
-            max_cycles: int = 1 << 40) -> RtlRun:
-        """Run ``program`` on the memory ``image`` (its size is the engine's external memory)."""
+            max_cycles: int = 100_000_000, stall_mask: int = 0) -> RtlRun:
+        """Run ``program`` on the memory ``image`` (its size is the engine's external memory).
+
+        ``stall_mask`` (16 bits) makes the memory model withhold ready / valid pseudo-randomly
+        (more set bits, more stalls): back-pressure on both streams of the memory port."""
         rtl.require_tools()
         words = program_words(program)
         image = bytes(image)
@@ -197,7 +200,8 @@ class EngineSim:
             raise RtlError(f"memory image of {len(image)} bytes: the memory model holds 1 to "
                            f"{self.model_words * self.word_bytes}")
         dump_words = -(-len(image) // self.word_bytes)
-        params = [len(words), len(image), ro_bytes, max_steps, max_cycles, dump_words, max_cycles + 10_000]
+        params = [len(words), len(image), ro_bytes, max_steps, max_cycles, dump_words, max_cycles + 10_000,
+                  stall_mask & 0xFFFF]
         inputs = {
             "params.hex": "".join(f"{p:016x}\n" for p in params),
             "prog.hex": "".join(f"{w:016x}\n" for w in words) or "0\n",

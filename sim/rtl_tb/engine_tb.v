@@ -1,7 +1,7 @@
 // Free-running testbench of the engine: clock generated here (Verilator --timing), the program
 // and run parameters read from files the harness writes (accelml.sim.rtl_engine), no per-cycle
 // Python. Files: params.hex (prog_len, mem_size, ro_bytes, max_steps, max_cycles, dump_words,
-// hang_cycles), prog.hex (64-bit words), mem.hex (read by the memory model). At the end it
+// hang_cycles, stall_mask), prog.hex (64-bit words), mem.hex (read by the memory model). At the end it
 // writes mem_out.hex and status.txt and raises `finished`, which the cocotb module awaits.
 `timescale 1ns/1ps
 module accelml_tb #(
@@ -20,7 +20,7 @@ module accelml_tb #(
     reg finished = 0;
     reg hung = 0;
 
-    reg [63:0] params [0:6];
+    reg [63:0] params [0:7];
     reg [63:0] prog [0:IMEM_DEPTH-1];
     reg imem_we = 0;
     reg [31:0] imem_waddr = 0;
@@ -56,7 +56,7 @@ module accelml_tb #(
         .req_write(req_payload[AW]), .req_data(req_payload[AW+1 +: 8*WBYTES]),
         .req_mask(req_payload[AW+1+8*WBYTES +: WBYTES]),
         .resp_valid(resp_valid), .resp_ready(resp_ready), .resp_data(resp_data),
-        .dump(dump), .dump_words(params[5])
+        .dump(dump), .dump_words(params[5]), .stall_mask(params[7][15:0])
     );
 
     integer i, fd;

@@ -5,6 +5,8 @@
 // effect when accepted and has no response. At most MAX_OUT reads are in flight (accepted, not yet
 // taken by the engine). Bandwidth is a token bucket of BW_NUM / BW_DEN bytes per cycle: a request
 // (read or write) is accepted only when a whole word's worth of credit is available.
+// With stall_mask non-zero, a 16-bit LFSR also withholds ready on requests and valid on a response
+// not yet presented in the cycles where (lfsr & stall_mask) != 0: back-pressure for tests.
 // The contents are loaded from "mem.hex" at time 0 and written to "mem_out.hex" (words
 // [0, dump_words)) on the rising edge of dump.
 `timescale 1ns/1ps
@@ -28,7 +30,8 @@ module accelml_memory_model #(
     input resp_ready,
     output [8*WBYTES-1:0] resp_data,
     input dump,
-    input [63:0] dump_words
+    input [63:0] dump_words,
+    input [15:0] stall_mask
 );
     reg [8*WBYTES-1:0] mem [0:WORDS-1];
     reg [8*WBYTES-1:0] q_data [0:MAX_OUT-1];
@@ -42,15 +45,21 @@ module accelml_memory_model #(
 
     initial $readmemh("mem.hex", mem);
 
+    reg [15:0] lfsr = 16'hACE1;
+    reg presented = 0;
+    wire stall_req = (lfsr & stall_mask) != 0;
+    wire stall_resp = (lfsr[15:0] & {stall_mask[7:0], stall_mask[15:8]}) != 0;
     wire credit_ok = credit >= WORD_CREDIT;
-    assign req_ready = credit_ok && (req_write || count < MAX_OUT);
-    assign resp_valid = count > 0 && q_due[head] <= now;
+    assign req_ready = credit_ok && (req_write || count < MAX_OUT) && !stall_req;
+    assign resp_valid = count > 0 && q_due[head] <= now && (presented || !stall_resp);
     assign resp_data = q_data[head];
     wire accept = req_valid && req_ready;
     wire pop = resp_valid && resp_ready;
 
     always @(posedge clk) begin
         now <= now + 1;
+        lfsr <= {lfsr[14:0], lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]};
+        presented <= resp_valid && !resp_ready;
         if (accept && req_write) begin
             for (b = 0; b < WBYTES; b = b + 1)
                 if (req_mask[b] && req_addr < WORDS) mem[req_addr][8*b +: 8] <= req_data[8*b +: 8];

@@ -63,9 +63,9 @@ def engine():
     return EngineSim(CFG)
 
 
-def _same(engine, program, image, *, ro_bytes=0, max_steps=50_000_000):
+def _same(engine, program, image, *, ro_bytes=0, max_steps=50_000_000, stall_mask=0):
     ref = funcsim_outcome(CFG, program, image, ro_bytes=ro_bytes, max_steps=max_steps)
-    got = engine.run(program, image, ro_bytes=ro_bytes, max_steps=max_steps)
+    got = engine.run(program, image, ro_bytes=ro_bytes, max_steps=max_steps, stall_mask=stall_mask)
     assert (got.error, got.error_pc) == (ref.error, ref.error_pc), ref.message
     if ref.error is not ErrorCode.ILLEGAL_INSN:  # funcsim refuses such a program before running it
         diff = np.nonzero(got.memory != ref.memory)[0]
@@ -84,23 +84,27 @@ def _dma_loops_image() -> bytearray:
 
 
 @pytest.mark.rtl
-def test_dma_loops_program(engine):
+@pytest.mark.parametrize("stall_mask", [0, 0x0303])
+def test_dma_loops_program(engine, stall_mask):
     program = assemble((PROGRAMS / "dma_loops.s").read_text())
     img = _dma_loops_image()
-    ref, got = _same(engine, program, img)
+    ref, got = _same(engine, program, img, stall_mask=stall_mask)
     assert got.error is ErrorCode.NONE
     assert bytes(got.memory[0x400:0x400 + 150]) != bytes(150)  # the program did write
     assert got.busy["dma_load"] > 0 and got.busy["dma_store"] > 0 and got.cycles >= sum(got.busy.values()) // 2
+    if stall_mask:  # the stalls did happen
+        assert got.cycles > engine.run(program, img).cycles
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("seed", range(4))
-def test_random_dma_programs(engine, seed):
+@pytest.mark.parametrize(("seed", "stall_mask"), [(0, 0), (1, 0), (2, 0x0101), (3, 0x1111), (4, 0x7777), (5, 0xFFF0)])
+def test_random_dma_programs(engine, seed, stall_mask):
+    """Memory-port back-pressure (stall_mask) changes the timing, never the result."""
     rnd = random.Random(seed)
     size = rnd.choice([1500, 2048, 3001])
     ro = rnd.choice([0, 128, 301])
     program = random_dma_program(CFG, rnd, mem_size=size, ro_bytes=ro)
-    _same(engine, program, valid_image(size, seed), ro_bytes=ro)
+    _same(engine, program, valid_image(size, seed), ro_bytes=ro, stall_mask=stall_mask)
 
 
 def _bad_bfp_image():
