@@ -13,9 +13,8 @@ import random
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
-from accelml.hdl.isa import Cfg, Instruction, Opcode, Space
-
 from accelml.hdl.engine.layouts import file_depth, item_bytes
+from accelml.hdl.isa import Cfg, Instruction, Opcode, Space
 
 
 def valid_image(size: int, seed: int) -> bytearray:
