@@ -35,10 +35,14 @@ _I64, _INT = ctypes.c_int64, ctypes.c_int
 _PTR = ctypes.c_void_p
 
 
+def cache_root() -> Path:
+    """The user cache directory: ``$ACCELML_CACHE_DIR``, else ``~/.cache/accelml``."""
+    return Path(os.environ.get("ACCELML_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "accelml"))
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("ACCELML_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "accelml")
-    return Path(root) / "native"
+    return cache_root() / "native"
 
 
 def _cpu_id() -> str:

@@ -27,12 +27,14 @@ What it does:
   ``CFG_CXXFLAGS_STD=-std=c++20``, ``PYTHON3=<this interpreter>``) and ``--public-depth 1``
   instead of cocotb's ``--public-flat-rw`` (4x faster builds and runs; the top-level ports are
   all a test touches).
-* Caches each build in ``<repo>/.rtl_cache/<sha256 of Verilog, flags and tool versions>``; a
+* Caches each build in ``<user cache>/rtl/<sha256 of Verilog, flags and tool versions>`` (the user
+  cache is ``$ACCELML_CACHE_DIR``, default ``~/.cache/accelml``; never inside the package); a
   build that fails has its directory removed (a failed Verilator build can poison later links).
   Concurrent builds of the same design wait for each other (file lock).
-* Runs the cocotb module in a fresh directory under the build, parses the JUnit XML it writes
-  and returns a :class:`CocotbResult`; the run directory is removed when every test passed and
-  kept (with ``sim.log``) otherwise.
+* Runs the cocotb module in a fresh directory under the build (``inputs`` are written there first,
+  ``outputs`` read back into ``CocotbResult.outputs``), parses the JUnit XML it writes and returns
+  a :class:`CocotbResult`; the run directory is removed when every test passed and kept (with
+  ``sim.log``) otherwise.
 
 A cocotb module drives a struct payload port with ``dut.step__payload.value = rtl.pack(layout,
 {...})`` and reads one with ``rtl.unpack(layout, dut.result__payload.value.to_unsigned())``,
@@ -56,13 +58,20 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 __all__ = [
-    "CocotbResult", "RtlBuildError", "REPO_ROOT", "DEFAULT_CACHE", "BUILD_ARGS",
+    "CocotbResult", "RtlBuildError", "REPO_ROOT", "default_cache", "BUILD_ARGS",
     "tools_missing", "require_tools", "verilator_bin_dir", "to_verilog", "build", "run_cocotb",
     "pack", "unpack",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CACHE = REPO_ROOT / ".rtl_cache"
+
+
+def default_cache() -> Path:
+    """Where Verilator builds are kept: ``<user cache>/rtl`` (see ``native.cache_root``)."""
+    from .native import cache_root
+
+    return cache_root() / "rtl"
+
 
 # Flags for every build. Amaranth's Verilog draws dozens of WIDTHEXPAND/WIDTHTRUNC lint warnings
 # (deliberate implicit extensions and truncations), which Verilator would otherwise treat as fatal.
@@ -94,6 +103,7 @@ class CocotbResult:
     build_dir: Path | None = None
     build_seconds: float = 0.0  # 0 when the cached build was reused
     run_seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)  # requested files of the run directory
 
     @property
     def passed(self) -> bool:
@@ -271,9 +281,10 @@ def _locked(path: Path):
 
 
 def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
-          optimize: str = DEFAULT_OPTIMIZE, cache_dir: Path = DEFAULT_CACHE) -> tuple[Path, float]:
+          optimize: str = DEFAULT_OPTIMIZE, cache_dir: Path | None = None) -> tuple[Path, float]:
     """Build (or reuse) the Verilator model; return ``(build_dir, seconds spent building)``."""
     _ensure_path()
+    cache_dir = default_cache() if cache_dir is None else cache_dir
     args = [*BUILD_ARGS, *build_args]
     key = hashlib.sha256(
         "\0".join([verilog_text, toplevel, *args, *_make_vars(optimize), _tool_versions()]).encode()
@@ -331,7 +342,9 @@ def run_cocotb(
     optimize: str = DEFAULT_OPTIMIZE,
     seed: int | None = None,
     async_reset: bool = True,
-    cache_dir: Path = DEFAULT_CACHE,
+    cache_dir: Path | None = None,
+    inputs: Mapping[str, str | bytes] | None = None,
+    outputs: Sequence[str] = (),
 ) -> CocotbResult:
     """Build ``design`` (an Amaranth component or Verilog text) and run cocotb tests on it.
 
@@ -339,7 +352,9 @@ def run_cocotb(
     the run) or the name of an importable module. ``testcase`` selects test functions by name;
     ``extra_env`` is passed to the simulation (parameters for the cocotb module); ``seed`` fixes
     cocotb's random seed; ``build_args`` adds Verilator flags and ``optimize`` sets the C++
-    optimisation level (both part of the cache key).
+    optimisation level (both part of the cache key). ``inputs`` (file name -> contents) are
+    written into the run directory before the run; the ``outputs`` the run leaves there are read
+    back into ``CocotbResult.outputs`` (a missing one is left out).
     """
     if isinstance(design, str):
         verilog_text = design
@@ -355,6 +370,9 @@ def run_cocotb(
     run_dir = Path(tempfile.mkdtemp(prefix=f"{module_name}.", dir=runs))
     xml = run_dir / "results.xml"
     log = run_dir / "sim.log"
+    for name, content in (inputs or {}).items():
+        path = run_dir / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     added = False
     if module_path is not None:
         mod_dir = str(module_path.resolve().parent)
@@ -383,6 +401,7 @@ def run_cocotb(
     result = CocotbResult(
         tests=tests, failed=failed, skipped=skipped, failures=failures, log_tail=_tail(log),
         build_dir=build_dir, build_seconds=build_seconds, run_seconds=run_seconds, run_dir=run_dir,
+        outputs={name: (run_dir / name).read_text() for name in outputs if (run_dir / name).is_file()},
     )
     if result.passed:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,265 @@
+"""Control: instruction memory, fetch/decode, scalar and configuration registers, loops, watchdog.
+
+Instructions run one at a time. ``FETCH`` reads ``imem[pc]`` (stopping with ``PAST_END`` at
+``pc >= prog_len``); ``DECODE`` counts the step (``STEP_BUDGET`` beyond ``max_steps``), refuses an
+undecodable word (``ILLEGAL_INSN``: opcode or enum value out of range, non-zero bits above the
+opcode's last field; ``isa.decode``'s rules) and executes ``nop halt seti addi add cfg loop``.
+``ld``/``st`` are range-checked in ``CHECK`` with the functional simulator's rules and order
+(on-chip range, read-only constant image, memory stride, external range), handed to the DMA on
+``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc pool
+vop vact deq qnt``) stop with ``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``: a body that
+does not fit, overlaps its enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops the engine;
+a zero count skips the body. Every running cycle beyond ``max_cycles`` stops with ``CYCLE_BUDGET``,
+so the engine always reaches ``done`` (``error`` set or not) in bounded time.
+
+The instruction memory is written through ``imem_we/imem_waddr/imem_wdata`` while the engine is
+idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from accelml.hdl.isa import INSN_BITS, INSN_LAYOUT, LAYOUTS, MAX_LOOP_DEPTH, NUM_REGS, Cfg, Opcode, PoolMode, Space
+
+from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes
+from .status import ErrorCode
+
+__all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS"]
+
+# configuration registers' values at start (FuncSim's defaults; the others start at 0)
+CFG_RESET = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
+             Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
+UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL, Opcode.VOP, Opcode.VACT, Opcode.DEQ, Opcode.QNT)
+STEP_BITS = 48
+CYCLE_BITS = 64
+
+
+class Control(wiring.Component):
+    def __init__(self, cfg, *, imem_depth: int = 4096):
+        self.cfg = check_config(cfg, "Control")
+        if isinstance(imem_depth, bool) or not isinstance(imem_depth, int) or not 2 <= imem_depth <= 1 << 20:
+            raise ValueError(f"Control imem_depth must be an integer in [2, {1 << 20}], got {imem_depth!r}")
+        self.imem_depth = imem_depth
+        pw = ceil_log2(imem_depth + 1)
+        self.pc_bits = pw
+        ab = byte_addr_bits(cfg)
+        super().__init__({
+            "imem_we": In(1), "imem_waddr": In(range(imem_depth)), "imem_wdata": In(INSN_BITS),
+            "start": In(1), "prog_len": In(pw), "mem_size": In(ab), "ro_bytes": In(ab),
+            "max_steps": In(STEP_BITS), "max_cycles": In(CYCLE_BITS),
+            "running": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(ErrorCode),
+            "error_pc": Out(pw), "steps": Out(STEP_BITS), "cycles": Out(CYCLE_BITS), "ctl_busy": Out(1),
+            "dma_cmd": Out(stream.Signature(dma_cmd_layout(cfg))),
+            "dma_done": In(stream.Signature(ErrorCode)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        pw = self.pc_bits
+
+        m.submodules.imem = imem = Memory(shape=INSN_BITS, depth=self.imem_depth, init=[])
+        wp = imem.write_port()
+        rp = imem.read_port()
+        m.d.comb += [wp.en.eq(self.imem_we), wp.addr.eq(self.imem_waddr), wp.data.eq(self.imem_wdata)]
+
+        regs = Array(Signal(32, name=f"r{i}") for i in range(NUM_REGS))
+        cfgr = Array(Signal(32, name=f"cfg_{k.name.lower()}", init=CFG_RESET.get(k, 0)) for k in Cfg)
+        pc = Signal(pw)
+        lp_first = Array(Signal(pw, name=f"loop{i}_first") for i in range(MAX_LOOP_DEPTH))
+        lp_last = Array(Signal(pw, name=f"loop{i}_last") for i in range(MAX_LOOP_DEPTH))
+        lp_left = Array(Signal(33, name=f"loop{i}_left") for i in range(MAX_LOOP_DEPTH))
+        depth = Signal(range(MAX_LOOP_DEPTH + 1))
+        top = Signal(range(MAX_LOOP_DEPTH))
+        m.d.comb += top.eq(depth - 1)
+
+        word = Signal(INSN_BITS)
+        m.d.comb += word.eq(rp.data)
+        insn = data.View(INSN_LAYOUT, word[:INSN_LAYOUT.size])
+        opcode = word[:6]
+
+        # -- status -------------------------------------------------------------------------------
+        code = Signal(ErrorCode)
+        m.d.comb += [self.error_code.eq(code), self.error_pc.eq(pc)]
+        halted = Signal()
+        failed = Signal()
+        m.d.comb += [self.done.eq(halted | failed), self.error.eq(failed)]
+
+        def fail(why):
+            m.d.sync += [code.eq(why), failed.eq(1)]
+            m.next = "STOPPED"
+
+        # -- DMA operands, checked in CHECK --------------------------------------------------------
+        d_store = Signal()
+        d_space = Signal(Space)
+        d_base = Signal(32)
+        d_addr = Signal(32)
+        d_rows = Signal(16)
+        d_len = Signal(16)
+        d_mstride = Signal(32)
+        d_cstride = Signal(32)
+
+        def restart():
+            with m.If(self.start):
+                m.d.sync += [pc.eq(0), depth.eq(0), self.steps.eq(0), self.cycles.eq(0), halted.eq(0),
+                             failed.eq(0), code.eq(ErrorCode.NONE)]
+                m.d.sync += [r.eq(0) for r in regs]
+                m.d.sync += [r.eq(CFG_RESET.get(k, 0)) for r, k in zip(cfgr, Cfg, strict=True)]
+                m.next = "FETCH"
+
+        def watchdog():  # last in every running state, so that it wins
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(self.cycles >= self.max_cycles):
+                fail(ErrorCode.CYCLE_BUDGET)
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                restart()
+            with m.State("FETCH"):
+                m.d.comb += [self.ctl_busy.eq(1), rp.addr.eq(pc)]
+                with m.If(pc >= self.prog_len):
+                    fail(ErrorCode.PAST_END)
+                with m.Else():
+                    m.next = "DECODE"
+                watchdog()
+            with m.State("DECODE"):
+                m.d.comb += [self.ctl_busy.eq(1), rp.addr.eq(pc)]
+                legal = Signal()
+                with m.Switch(opcode):
+                    for op, layout in LAYOUTS.items():
+                        with m.Case(op.value):
+                            ok = word[layout.size:] == 0
+                            if op is Opcode.CFG:
+                                ok = ok & (insn.cfg.key.as_value() < len(Cfg))
+                            elif op in (Opcode.LD, Opcode.ST):
+                                ok = ok & (insn.ld.space.as_value() < len(Space))
+                            elif op is Opcode.POOL:
+                                ok = ok & (insn.pool.mode.as_value() < len(PoolMode))
+                            m.d.comb += legal.eq(ok)
+                m.d.sync += self.steps.eq(self.steps + 1)
+                with m.If(self.steps + 1 > self.max_steps):
+                    fail(ErrorCode.STEP_BUDGET)
+                with m.Elif(~legal):
+                    fail(ErrorCode.ILLEGAL_INSN)
+                with m.Else():
+                    m.next = "ADVANCE"
+                    with m.Switch(opcode):
+                        with m.Case(Opcode.HALT):
+                            m.d.sync += halted.eq(1)
+                            m.next = "STOPPED"
+                        with m.Case(Opcode.SETI):
+                            f = insn.seti
+                            with m.If(f.rd != 0):
+                                m.d.sync += regs[f.rd].eq(f.imm)
+                        with m.Case(Opcode.ADDI):
+                            f = insn.addi
+                            with m.If(f.rd != 0):
+                                m.d.sync += regs[f.rd].eq(regs[f.rs] + f.imm)
+                        with m.Case(Opcode.ADD):
+                            f = insn.add
+                            with m.If(f.rd != 0):
+                                m.d.sync += regs[f.rd].eq(regs[f.rs] + regs[f.rt])
+                        with m.Case(Opcode.CFG):
+                            f = insn.cfg
+                            m.d.sync += cfgr[f.key.as_value()].eq(regs[f.rs] + f.imm)
+                        with m.Case(Opcode.LOOP):
+                            f = insn.loop
+                            count = Signal(33)
+                            last = Signal(pw + 13)
+                            m.d.comb += [count.eq(regs[f.rs] + f.count), last.eq(pc + f.body)]
+                            with m.If((f.body == 0) | (last >= self.prog_len)):
+                                fail(ErrorCode.LOOP_FIT)
+                            with m.Elif((depth != 0) & (last > lp_last[top])):
+                                fail(ErrorCode.LOOP_OVERLAP)
+                            with m.Elif(count == 0):
+                                m.d.sync += pc.eq(last + 1)
+                                m.next = "FETCH"
+                            with m.Elif(depth == MAX_LOOP_DEPTH):
+                                fail(ErrorCode.LOOP_DEPTH)
+                            with m.Else():
+                                m.d.sync += [lp_first[depth].eq(pc + 1), lp_last[depth].eq(last),
+                                             lp_left[depth].eq(count), depth.eq(depth + 1), pc.eq(pc + 1)]
+                                m.next = "FETCH"
+                        with m.Case(Opcode.LD, Opcode.ST):
+                            f = insn.ld  # ld and st share one layout
+                            m.d.sync += [
+                                d_store.eq(opcode == Opcode.ST.value), d_space.eq(f.space), d_base.eq(regs[f.rc]),
+                                d_addr.eq(regs[f.rm]), d_rows.eq(f.rows), d_len.eq(f.length),
+                                d_mstride.eq(cfgr[Cfg.MEM_STRIDE.value]), d_cstride.eq(cfgr[Cfg.CHIP_STRIDE.value]),
+                            ]
+                            m.next = "CHECK"
+                        with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
+                            fail(ErrorCode.UNIMPLEMENTED)
+                watchdog()
+            with m.State("CHECK"):
+                m.d.comb += [self.ctl_busy.eq(1)]
+                item = Signal(range(max(item_bytes(cfg, s) for s in Space) + 1))
+                fdepth = Signal(range(max(file_depth(cfg, s) for s in Space) + 1))
+                with m.Switch(d_space):
+                    for s in Space:
+                        with m.Case(s):
+                            m.d.comb += [item.eq(item_bytes(cfg, s)), fdepth.eq(file_depth(cfg, s))]
+                row_bytes = Signal(32)
+                count = Signal(32)
+                chip_stride = Signal(32)
+                mem_stride = Signal(32)
+                chip_end = Signal(50)
+                mem_end = Signal(50)
+                m.d.comb += [
+                    row_bytes.eq(d_len * item), count.eq(d_rows * d_len),
+                    chip_stride.eq(Mux(d_cstride != 0, d_cstride, d_len)),
+                    mem_stride.eq(Mux(d_mstride != 0, d_mstride, row_bytes)),
+                    chip_end.eq(d_base + (d_rows - 1) * chip_stride + d_len),
+                    mem_end.eq(d_addr + (d_rows - 1) * mem_stride + row_bytes),
+                ]
+                with m.If(count == 0):
+                    m.next = "ADVANCE"
+                with m.Elif(chip_end > fdepth):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(d_store & (d_addr < self.ro_bytes)):
+                    fail(ErrorCode.READ_ONLY)
+                with m.Elif((d_rows > 1) & (mem_stride < row_bytes)):
+                    fail(ErrorCode.MEM_STRIDE)
+                with m.Elif(mem_end > self.mem_size):
+                    fail(ErrorCode.MEM_RANGE)
+                with m.Else():
+                    p = self.dma_cmd.payload
+                    m.d.sync += [p.store.eq(d_store), p.space.eq(d_space), p.base.eq(d_base),
+                                 p.chip_stride.eq(chip_stride), p.addr.eq(d_addr), p.mem_stride.eq(mem_stride),
+                                 p.rows.eq(d_rows), p.length.eq(d_len)]
+                    m.next = "DISPATCH"
+                watchdog()
+            with m.State("DISPATCH"):
+                m.d.comb += [self.dma_cmd.valid.eq(1)]
+                with m.If(self.dma_cmd.ready):
+                    m.next = "WAIT"
+                watchdog()
+            with m.State("WAIT"):
+                m.d.comb += [self.dma_done.ready.eq(1)]
+                with m.If(self.dma_done.valid):
+                    with m.If(self.dma_done.payload != ErrorCode.NONE):
+                        fail(self.dma_done.payload)
+                    with m.Else():
+                        m.next = "ADVANCE"
+                watchdog()
+            with m.State("ADVANCE"):  # pc + 1, closing every loop whose body ends here
+                m.d.comb += [self.ctl_busy.eq(1)]
+                with m.If((depth != 0) & (pc == lp_last[top])):
+                    with m.If(lp_left[top] > 1):
+                        m.d.sync += [lp_left[top].eq(lp_left[top] - 1), pc.eq(lp_first[top])]
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.d.sync += depth.eq(depth - 1)
+                with m.Else():
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+                watchdog()
+            with m.State("STOPPED"):
+                restart()
+        m.d.comb += self.running.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("STOPPED"))
+        return m

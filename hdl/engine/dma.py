@@ -1,0 +1,262 @@
+"""2-D strided DMA between the external-memory port and the on-chip files.
+
+A command (``layouts.dma_cmd_layout``, already range-checked by the control unit) moves ``rows`` x
+``length`` entries between on-chip entry ``base + r*chip_stride + i`` and external bytes
+``addr + r*mem_stride + i*item`` in the encodings of ``accelml.sim.memory`` (BFP vectors, tiles
+of N vectors, binary32 vectors). Completion is one transfer on ``done`` carrying
+``ErrorCode.NONE``, or ``BAD_BFP`` / ``BAD_FP`` for a load whose data the encodings refuse (the
+entry is then not written and the command ends there).
+
+Loads: a request generator issues the word reads covering each row (as fast as the port accepts
+them; the memory model bounds the requests in flight); a byte gearbox takes the row's bytes from
+each returned word (a whole word per cycle) and writes one decoded entry whenever a whole item has
+arrived. Stores: entries are read (two cycles each), encoded into a byte buffer and written as
+masked words, so unaligned rows and partial words need no read-modify-write.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from accelml.hdl.isa import Space
+
+from .layouts import check_config, dma_cmd_layout, item_bytes, mem_port_signature, word_bytes
+from .regfiles import file_port_signature
+from .status import ErrorCode
+
+__all__ = ["Dma", "decode_vector", "encode_vector", "decode_fvector"]
+
+
+def decode_vector(cfg, raw):
+    """Bytes of one BFP vector (``raw``, ``8 * bfp_vector_bytes`` bits) -> (entry bits, bad)."""
+    n, m, mb, e = cfg.native_dim, cfg.mantissa_bits, cfg.mantissa_bytes, cfg.exponent_bits
+    mants, bad = [], Const(0, 1)
+    for j in range(n):
+        word = raw[8 * mb * j: 8 * mb * (j + 1)]
+        mag, sign = word[:8 * mb - 1], word[8 * mb - 1]
+        if 8 * mb - 1 > m:
+            bad = bad | (mag[m:] != 0)
+        mants.append(Mux(sign, -mag[:m], mag[:m])[:m + 1])
+    field = raw[8 * mb * n: 8 * mb * n + 8]
+    bad = bad | (field >= (1 << e) - 1)
+    return Cat(*mants, field[:e]), bad
+
+
+def encode_vector(cfg, bits):
+    """Entry bits of one BFP vector -> its ``8 * bfp_vector_bytes`` bits of memory encoding."""
+    n, m, mb, e = cfg.native_dim, cfg.mantissa_bits, cfg.mantissa_bytes, cfg.exponent_bits
+    words = []
+    for j in range(n):
+        mant = bits[(m + 1) * j: (m + 1) * (j + 1)].as_signed()
+        sign = mant < 0
+        mag = Mux(sign, -mant, mant)[:m]
+        words.append(Cat(mag, Const(0, 8 * mb - 1 - m), sign))
+    field = bits[(m + 1) * n: (m + 1) * n + e]
+    return Cat(*words, field, Const(0, 8 - e))
+
+
+def decode_fvector(cfg, raw):
+    """Bytes of one binary32 vector -> (entry bits flushed to zero, bad: a NaN or infinity)."""
+    vals, bad = [], Const(0, 1)
+    for j in range(cfg.native_dim):
+        v = raw[32 * j: 32 * (j + 1)]
+        exp = v[23:31]
+        bad = bad | (exp == 0xFF)
+        vals.append(Mux(exp == 0, 0, v))
+    return Cat(*vals), bad
+
+
+class Dma(wiring.Component):
+    def __init__(self, cfg):
+        self.cfg = check_config(cfg, "Dma")
+        super().__init__({
+            "cmd": In(stream.Signature(dma_cmd_layout(cfg))),
+            "done": Out(stream.Signature(ErrorCode)),
+            "mem": Out(mem_port_signature(cfg)),
+            **{space.name.lower(): Out(file_port_signature(cfg, space)) for space in Space},
+            "busy_load": Out(1),
+            "busy_store": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        w = word_bytes(cfg)
+        lw = ceil_log2(w)
+        n = cfg.native_dim
+        vb, tb, fb = (item_bytes(cfg, s) for s in Space)
+        cap = max(vb, tb, fb) + w  # gearbox capacity in bytes
+        fill_shape = unsigned(ceil_log2(cap + 1))
+
+        c = Signal(dma_cmd_layout(cfg))
+        item = Signal(range(max(vb, tb, fb) + 1))
+        m.d.comb += item.eq(Mux(c.space == Space.VRF, vb, Mux(c.space == Space.MRF, tb, fb)))
+        row_bytes = Signal(32)
+        m.d.comb += row_bytes.eq(c.length * item)
+        code = Signal(ErrorCode)
+        ports = {s: getattr(self, s.name.lower()) for s in Space}
+        ones_w = Const((1 << 8 * w) - 1, 8 * w)
+
+        # -- load: request generator -----------------------------------------------------------
+        g_active = Signal()
+        g_rows = Signal(16)
+        g_row_addr = Signal(c.addr.shape().width + 1)
+        g_waddr = Signal(self.mem.req.payload.addr.shape())
+        g_wlast = Signal.like(g_waddr)
+        # -- load: consumer (gearbox) and entry writer ------------------------------------------
+        buf = Signal(8 * cap)
+        fill = Signal(fill_shape)
+        c_rows = Signal(16)
+        c_row_addr = Signal.like(g_row_addr)
+        c_rem = Signal(32)
+        c_first = Signal()
+        e_i = Signal(16)
+        e_row = Signal(32)
+        e_left = Signal(33)
+        # -- store ------------------------------------------------------------------------------
+        s_i = Signal(16)
+        s_row = Signal(32)
+        s_pushed = Signal()  # every entry of the current row is in the byte buffer
+        primed = Signal()  # the read port shows the entry at the current address
+        o_rows = Signal(16)
+        o_row_addr = Signal.like(g_row_addr)
+        o_pos = Signal(range(w))
+        o_waddr = Signal.like(g_waddr)
+
+        def row_words(addr):
+            return addr >> lw, (addr + row_bytes - 1) >> lw
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    p = self.cmd.payload
+                    m.d.sync += [c.eq(p), code.eq(ErrorCode.NONE)]
+                    m.next = "SETUP"
+            with m.State("SETUP"):  # the command's derived figures (item, row_bytes) are valid now
+                first, last = row_words(c.addr)
+                m.d.sync += [
+                    g_active.eq(~c.store), g_rows.eq(c.rows), g_row_addr.eq(c.addr),
+                    g_waddr.eq(first), g_wlast.eq(last),
+                    buf.eq(0), fill.eq(0), c_rows.eq(c.rows), c_row_addr.eq(c.addr), c_rem.eq(row_bytes),
+                    c_first.eq(1), e_i.eq(0), e_row.eq(c.base), e_left.eq(c.rows * c.length),
+                    s_i.eq(0), s_row.eq(c.base), s_pushed.eq(0), primed.eq(0), o_rows.eq(c.rows),
+                    o_row_addr.eq(c.addr), o_pos.eq(c.addr[:lw]), o_waddr.eq(first),
+                ]
+                with m.If(c.store):
+                    m.next = "STORE"
+                with m.Else():
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += self.busy_load.eq(1)
+                req = self.mem.req
+                # requests
+                m.d.comb += [req.valid.eq(g_active), req.payload.addr.eq(g_waddr), req.payload.write.eq(0)]
+                with m.If(req.valid & req.ready):
+                    m.d.sync += g_waddr.eq(g_waddr + 1)
+                    with m.If(g_waddr == g_wlast):
+                        nxt = g_row_addr + c.mem_stride
+                        first, last = row_words(nxt)
+                        m.d.sync += [g_rows.eq(g_rows - 1), g_row_addr.eq(nxt), g_waddr.eq(first), g_wlast.eq(last)]
+                        with m.If(g_rows == 1):
+                            m.d.sync += g_active.eq(0)
+                # entries out of the gearbox
+                emit = Signal()
+                m.d.comb += emit.eq(fill >= item)
+                entry = Signal(32)
+                m.d.comb += entry.eq(e_row + e_i)
+                vec, vbad = decode_vector(cfg, buf[:8 * vb])
+                tile_bits, tbad = [], Const(0, 1)
+                for j in range(n):
+                    bits, bad = decode_vector(cfg, buf[8 * vb * j: 8 * vb * (j + 1)])
+                    tile_bits.append(bits)
+                    tbad = tbad | bad
+                fvec, fbad = decode_fvector(cfg, buf[:8 * fb])
+                bad = Mux(c.space == Space.VRF, vbad, Mux(c.space == Space.MRF, tbad, fbad))
+                for space, bits in ((Space.VRF, vec), (Space.MRF, Cat(*tile_bits)), (Space.FVRF, fvec)):
+                    port = ports[space]
+                    m.d.comb += [port.waddr.eq(entry), port.wdata.eq(bits),
+                                 port.we.eq(emit & ~bad & (c.space == space))]
+                with m.If(emit):
+                    with m.If(bad):
+                        m.d.sync += code.eq(Mux(c.space == Space.FVRF, ErrorCode.BAD_FP, ErrorCode.BAD_BFP))
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += e_left.eq(e_left - 1)
+                        with m.If(e_i + 1 == c.length):
+                            m.d.sync += [e_i.eq(0), e_row.eq(e_row + c.chip_stride)]
+                        with m.Else():
+                            m.d.sync += e_i.eq(e_i + 1)
+                with m.If(e_left == 0):
+                    m.next = "DONE"
+                # bytes into the gearbox
+                fill_after = Signal(fill_shape)
+                m.d.comb += fill_after.eq(Mux(emit, fill - item, fill))
+                take = Signal()
+                m.d.comb += [take.eq((fill_after < item) & (c_rem != 0) & (e_left != 0)),
+                             self.mem.resp.ready.eq(take)]
+                off = Signal(range(w))
+                m.d.comb += off.eq(Mux(c_first, c_row_addr[:lw], 0))
+                k = Signal(range(w + 1))
+                m.d.comb += k.eq(Mux(c_rem < w - off, c_rem, w - off))
+                piece = Signal(8 * w)
+                m.d.comb += piece.eq((self.mem.resp.payload >> (off * 8)) & ~(ones_w << (k * 8))[:8 * w])
+                shifted = Mux(emit, buf >> (item * 8), buf)
+                got = take & self.mem.resp.valid
+                m.d.sync += [buf.eq((shifted | Mux(got, piece << (fill_after * 8), 0))[:8 * cap]),
+                             fill.eq(fill_after + Mux(got, k, 0))]
+                with m.If(got):
+                    m.d.sync += [c_rem.eq(c_rem - k), c_first.eq(0)]
+                    with m.If((c_rem == k) & (c_rows != 1)):
+                        m.d.sync += [c_rows.eq(c_rows - 1), c_row_addr.eq(c_row_addr + c.mem_stride),
+                                     c_rem.eq(row_bytes), c_first.eq(1)]
+            with m.State("STORE"):
+                m.d.comb += self.busy_store.eq(1)
+                req = self.mem.req
+                entry = Signal(32)
+                m.d.comb += entry.eq(s_row + s_i)
+                raw = Signal(8 * max(vb, tb, fb))
+                for space in Space:
+                    m.d.comb += ports[space].raddr.eq(entry)
+                vraw = encode_vector(cfg, ports[Space.VRF].rdata.as_value())
+                traw = Cat(*(encode_vector(cfg, ports[Space.MRF].rdata[j].as_value()) for j in range(n)))
+                fraw = ports[Space.FVRF].rdata.as_value()
+                m.d.comb += raw.eq(Mux(c.space == Space.VRF, vraw, Mux(c.space == Space.MRF, traw, fraw)))
+                o_buf = buf  # the load's gearbox register serves the store
+                o_fill = fill
+                send = Signal()
+                m.d.comb += send.eq((o_fill != 0) & ((o_pos + o_fill >= w) | s_pushed))
+                used = Signal(range(w + 1))
+                m.d.comb += used.eq(Mux(o_pos + o_fill >= w, w - o_pos, o_fill))
+                m.d.comb += [
+                    req.valid.eq(send), req.payload.write.eq(1), req.payload.addr.eq(o_waddr),
+                    req.payload.data.eq((o_buf << (o_pos * 8))[:8 * w]),
+                    req.payload.mask.eq((~(Const((1 << w) - 1, w) << used)[:w] << o_pos)[:w]),
+                ]
+                push = Signal()
+                m.d.comb += push.eq(~send & primed & ~s_pushed)
+                m.d.sync += primed.eq(~push)
+                with m.If(send):
+                    with m.If(req.ready):
+                        m.d.sync += [o_buf.eq(o_buf >> (used * 8)), o_fill.eq(o_fill - used), o_pos.eq(0),
+                                     o_waddr.eq(o_waddr + 1)]
+                with m.Elif(push):
+                    m.d.sync += [o_buf.eq((o_buf | (raw << (o_fill * 8)))[:8 * cap]), o_fill.eq(o_fill + item)]
+                    with m.If(s_i + 1 == c.length):
+                        m.d.sync += [s_i.eq(0), s_row.eq(s_row + c.chip_stride), s_pushed.eq(1)]
+                    with m.Else():
+                        m.d.sync += s_i.eq(s_i + 1)
+                with m.Elif(s_pushed & (o_fill == 0)):  # row written: the next row, or the end
+                    nxt = o_row_addr + c.mem_stride
+                    m.d.sync += [o_rows.eq(o_rows - 1), o_row_addr.eq(nxt), o_pos.eq(nxt[:lw]),
+                                 o_waddr.eq(nxt >> lw), s_pushed.eq(0)]
+                    with m.If(o_rows == 1):
+                        m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(code)]
+                with m.If(self.done.ready):
+                    m.next = "IDLE"
+        return m

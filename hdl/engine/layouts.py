@@ -1,0 +1,109 @@
+"""Data layouts of the engine's on-chip files, its memory port and its DMA commands.
+
+On-chip entries hold decoded, canonical values (never the raw memory bytes):
+
+* a BFP vector (VRF entry, MRF tile row): N two's-complement mantissas of ``M + 1`` bits and the
+  biased shared-exponent field (``E`` bits; the all-ones field is never stored);
+* an MRF entry: N such vectors, the rows of one weight tile;
+* an FVRF entry: N binary32 bit patterns (flushed to zero: no subnormal, no -0 from a load).
+
+The external-memory port moves whole words of ``W = mem_port_bits / 8`` bytes (byte ``i`` of a
+word in bits ``[8i, 8i+8)``, little-endian) at word addresses: ``req`` carries reads and masked
+writes in order, ``resp`` returns read data in request order. Writes have no response.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from accelml.hdl.config import EngineConfig
+from accelml.hdl.isa import Space
+
+__all__ = [
+    "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
+    "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
+]
+
+
+def check_config(cfg, who: str) -> EngineConfig:
+    """``cfg`` as an EngineConfig this RTL builds, else TypeError / ValueError naming the parameter."""
+    if not isinstance(cfg, EngineConfig):
+        raise TypeError(f"{who} cfg must be an EngineConfig, got {type(cfg).__name__}")
+    w = cfg.mem_port_bits // 8
+    if w & (w - 1):
+        raise ValueError(f"{who}: EngineConfig.mem_port_bits must be 8 times a power of two, got {cfg.mem_port_bits}")
+    if cfg.internal_format != "fp32-ftz":
+        raise ValueError(f"{who}: EngineConfig.internal_format {cfg.internal_format!r} is not built in RTL")
+    return cfg
+
+
+def word_bytes(cfg: EngineConfig) -> int:
+    return cfg.mem_port_bits // 8
+
+
+def byte_addr_bits(cfg: EngineConfig) -> int:
+    """Width of an external byte address or size (holds ``cfg.mem_bytes`` itself)."""
+    return ceil_log2(cfg.mem_bytes + 1)
+
+
+def word_addr_bits(cfg: EngineConfig) -> int:
+    return max(1, byte_addr_bits(cfg) - ceil_log2(word_bytes(cfg)))
+
+
+def vector_layout(cfg: EngineConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "mant": data.ArrayLayout(signed(cfg.mantissa_bits + 1), cfg.native_dim),
+        "exp": unsigned(cfg.exponent_bits),
+    })
+
+
+def tile_layout(cfg: EngineConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(vector_layout(cfg), cfg.native_dim)
+
+
+def fvector_layout(cfg: EngineConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(unsigned(32), cfg.native_dim)
+
+
+def file_depth(cfg: EngineConfig, space: Space) -> int:
+    return {Space.VRF: cfg.vrf_vectors, Space.MRF: cfg.mrf_tiles, Space.FVRF: cfg.fvrf_vectors}[space]
+
+
+def item_bytes(cfg: EngineConfig, space: Space) -> int:
+    """External-memory bytes of one entry of ``space`` (sim/memory.py's encodings)."""
+    return {Space.VRF: cfg.bfp_vector_bytes, Space.MRF: cfg.tile_bytes, Space.FVRF: cfg.fp_vector_bytes}[space]
+
+
+def mem_req_layout(cfg: EngineConfig) -> data.StructLayout:
+    w = word_bytes(cfg)
+    return data.StructLayout({
+        "addr": unsigned(word_addr_bits(cfg)),
+        "write": unsigned(1),
+        "data": unsigned(8 * w),
+        "mask": unsigned(w),
+    })
+
+
+def mem_port_signature(cfg: EngineConfig) -> wiring.Signature:
+    """The engine's side of the external-memory port (the memory model flips it)."""
+    return wiring.Signature({
+        "req": Out(stream.Signature(mem_req_layout(cfg))),
+        "resp": In(stream.Signature(unsigned(8 * word_bytes(cfg)))),
+    })
+
+
+def dma_cmd_layout(cfg: EngineConfig) -> data.StructLayout:
+    """One checked ``ld`` / ``st``: every range already lies inside the files and the image."""
+    return data.StructLayout({
+        "store": unsigned(1),
+        "space": Space,
+        "base": unsigned(32),  # first on-chip entry
+        "chip_stride": unsigned(32),  # entries between rows (never 0: packed rows resolved)
+        "addr": unsigned(byte_addr_bits(cfg)),  # first byte in external memory
+        "mem_stride": unsigned(32),  # bytes between rows (never 0)
+        "rows": unsigned(16),
+        "length": unsigned(16),  # entries per row
+    })

@@ -1,0 +1,44 @@
+"""Error codes and busy-counter units of the engine, shared by the RTL and its Python harness.
+
+The engine stops with ``error`` set, ``error_code`` one of :class:`ErrorCode` and ``error_pc`` the
+index of the instruction it stopped at. The harness (``accelml.sim.rtl_engine``) maps the
+functional simulator's ``ExecutionError`` / ``ProgramFormatError`` cases onto the same codes.
+"""
+
+from __future__ import annotations
+
+from amaranth.lib import enum
+
+__all__ = ["ErrorCode", "Unit"]
+
+
+class ErrorCode(enum.Enum, shape=5):
+    NONE = 0
+    ILLEGAL_INSN = 1  # unknown opcode or enum value, or non-zero bits above the last field
+    PAST_END = 2  # ran past the end of the program without HALT
+    LOOP_FIT = 3  # loop body empty or beyond the end of the program
+    LOOP_OVERLAP = 4  # loop body overlaps the end of its enclosing loop
+    LOOP_DEPTH = 5  # loops nested deeper than isa.MAX_LOOP_DEPTH
+    CHIP_RANGE = 6  # VRF / MRF / FVRF entry out of range
+    MEM_RANGE = 7  # external-memory access outside the image
+    MEM_STRIDE = 8  # memory stride smaller than a row
+    READ_ONLY = 9  # store into the read-only constant image
+    BAD_BFP = 10  # loaded BFP vector: mantissa too wide or reserved exponent
+    BAD_FP = 11  # loaded internal-format vector holds NaN or infinity
+    STEP_BUDGET = 12  # more instructions executed than the step budget (watchdog)
+    CYCLE_BUDGET = 13  # more cycles than the cycle budget (watchdog)
+    UNIMPLEMENTED = 14  # a legal instruction this RTL does not execute yet
+
+
+class Unit(enum.IntEnum):
+    """Units with a busy counter, named as the cycle model (``sim/cycles.py``) names them."""
+
+    CTL = 0
+    DMA_LOAD = 1
+    DMA_STORE = 2
+    MVU = 3
+    MFU = 4
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()

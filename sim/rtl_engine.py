@@ -1,0 +1,227 @@
+"""Run programs on the Verilated engine (``accelml.hdl.engine``) and on the functional simulator.
+
+:class:`EngineSim` builds the engine of one EngineConfig once (Verilog of ``Engine`` plus the
+external-memory model ``rtl_tb/memory_model.v`` and the free-running testbench
+``rtl_tb/engine_tb.v``, cached by ``accelml.sim.rtl`` under the user cache by a hash of the
+Verilog and flags) and runs any number of programs on it: the program is written into the
+instruction memory at run time, so a new program never rebuilds. A run writes the program, the
+memory image and the run parameters to files, lets the simulation run free (no per-cycle Python)
+until the engine reports done, and reads back the whole image and the status: error code and
+faulting instruction, steps, cycles and the busy counters.
+
+:func:`funcsim_outcome` runs the same program on ``FuncSim`` and names its result in the same
+terms: the functional simulator's ``ExecutionError`` / ``ProgramFormatError`` messages are mapped
+onto ``ErrorCode`` (``ERROR_PATTERNS``) and the instruction index they name.
+
+The memory model's timing comes from the EngineConfig (:func:`memory_timing`): read latency
+``mem_latency_cycles``, bandwidth ``mem_bytes_per_cycle`` (the narrower of port and sustained
+bandwidth) and, since the EngineConfig has no such field, as many reads in flight as cover the
+latency at full bandwidth plus one. No DDR4 derating (refresh, turnaround, page misses) is
+modelled yet.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from accelml.hdl.config import EngineConfig
+from accelml.hdl.engine.status import ErrorCode
+from accelml.hdl.engine.top import BUILT_UNITS, Engine
+from accelml.hdl.errors import ExecutionError, NumericsError, ProgramFormatError, RtlError
+from accelml.hdl.isa import Instruction, decode, encode
+from accelml.hdl.program import Program
+
+from . import rtl
+from .funcsim import FuncSim
+from .memory import BAD_BFP, BAD_FP, ExternalMemory
+
+__all__ = ["EngineSim", "RtlRun", "Outcome", "MemoryTiming", "memory_timing", "funcsim_outcome", "ERROR_PATTERNS",
+           "program_words"]
+
+TB_DIR = Path(__file__).with_name("rtl_tb")
+TOPLEVEL = "accelml_tb"
+DEFAULT_MODEL_BYTES = 16 << 20  # the memory model's size when the EngineConfig allows more
+
+# the functional simulator's error messages, in the terms of the RTL's error codes
+ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
+    (r"illegal opcode|non-zero unused bits|holds an illegal value", ErrorCode.ILLEGAL_INSN),
+    (r"ran past the end of the program", ErrorCode.PAST_END),
+    (r"instructions executed", ErrorCode.STEP_BUDGET),
+    (r"loop body of \d+ instructions does not fit", ErrorCode.LOOP_FIT),
+    (r"loop body overlaps the end of its enclosing loop", ErrorCode.LOOP_OVERLAP),
+    (r"loops nested deeper than", ErrorCode.LOOP_DEPTH),
+    (r"(VRF|MRF|FVRF) access .*outside its \d+ entries", ErrorCode.CHIP_RANGE),
+    (r"into the read-only constant image", ErrorCode.READ_ONLY),
+    (r"memory stride \d+ is smaller than a row", ErrorCode.MEM_STRIDE),
+    (r"external memory access .* outside the", ErrorCode.MEM_RANGE),
+    (re.escape(BAD_BFP), ErrorCode.BAD_BFP),
+    (re.escape(BAD_FP), ErrorCode.BAD_FP),
+)
+
+
+@dataclass(frozen=True)
+class MemoryTiming:
+    latency: int  # cycles from a read's acceptance to its data
+    max_outstanding: int  # reads in flight at most
+    bw_num: int  # bandwidth: bw_num / bw_den bytes per cycle
+    bw_den: int
+
+
+def memory_timing(cfg: EngineConfig) -> MemoryTiming:
+    w = cfg.mem_port_bits // 8
+    bpc = Fraction(cfg.mem_bytes_per_cycle).limit_denominator(1000)
+    return MemoryTiming(
+        latency=max(1, cfg.mem_latency_cycles),
+        max_outstanding=math.ceil(cfg.mem_latency_cycles * float(bpc) / w) + 1,
+        bw_num=bpc.numerator, bw_den=bpc.denominator,
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: the external memory image, and the error code with its instruction."""
+
+    memory: np.ndarray
+    error: ErrorCode
+    error_pc: int | None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RtlRun(Outcome):
+    steps: int = 0
+    cycles: int = 0
+    busy: dict = field(default_factory=dict)  # Unit key -> busy cycles
+    run_seconds: float = 0.0
+
+
+def program_words(program) -> list[int]:
+    """64-bit words of a Program, a list of Instructions or a list of words (passed through)."""
+    if isinstance(program, Program):
+        return program.words()
+    return [w if isinstance(w, int) else encode(w) for w in program]
+
+
+def funcsim_outcome(cfg: EngineConfig, program, image: bytes | np.ndarray, *, ro_bytes: int = 0,
+                    max_steps: int = 50_000_000) -> Outcome:
+    """Run ``program`` on the functional simulator; its end in ``ErrorCode`` terms."""
+    words = program_words(program)
+    mem = ExternalMemory(cfg, len(image))
+    mem.write(0, bytes(image))
+    mem.freeze(ro_bytes)
+    try:
+        insns: list[Instruction] = [decode(w, i) for i, w in enumerate(words)]
+        FuncSim(cfg, mem, timing=False).run(insns, max_steps=max_steps)
+    except (ExecutionError, NumericsError, ProgramFormatError) as e:
+        text = str(e)
+        code = next((c for pattern, c in ERROR_PATTERNS if re.search(pattern, text)), None)
+        if code is None:
+            raise
+        found = re.match(r"instruction (\d+)", text)
+        return Outcome(mem.data.copy(), code, int(found.group(1)) if found else None, text)
+    return Outcome(mem.data.copy(), ErrorCode.NONE, None)
+
+
+def _hex_words(raw: bytes, w: int) -> str:
+    a = np.frombuffer(raw, np.uint8)
+    if a.size % w:
+        a = np.concatenate([a, np.zeros(w - a.size % w, np.uint8)])
+    text = a.reshape(-1, w)[:, ::-1].tobytes().hex()
+    return "\n".join(text[i:i + 2 * w] for i in range(0, len(text), 2 * w)) + "\n"
+
+
+def _parse_hex_words(text: str, w: int) -> bytes:
+    lines = [ln.strip() for ln in text.splitlines()]
+    words = [ln for ln in lines if ln and not ln.startswith(("//", "@"))]
+    raw = bytes.fromhex("".join(word.zfill(2 * w) for word in words))
+    return np.frombuffer(raw, np.uint8).reshape(-1, w)[:, ::-1].tobytes()
+
+
+class EngineSim:
+    """One Verilated engine for ``cfg``; ``run`` executes programs on it."""
+
+    def __init__(self, cfg: EngineConfig, *, imem_depth: int = 4096, model_bytes: int | None = None,
+                 optimize: str = rtl.DEFAULT_OPTIMIZE, cache_dir: Path | None = None):
+        self.cfg = cfg
+        self.engine = Engine(cfg, imem_depth=imem_depth)  # validates cfg and imem_depth
+        self.imem_depth = imem_depth
+        self.word_bytes = cfg.mem_port_bits // 8
+        limit = min(cfg.mem_bytes, DEFAULT_MODEL_BYTES) if model_bytes is None else model_bytes
+        if not 0 < limit <= cfg.mem_bytes:
+            raise ValueError(f"EngineSim model_bytes must be in (0, {cfg.mem_bytes}], got {model_bytes!r}")
+        self.model_words = -(-limit // self.word_bytes)
+        self.timing = memory_timing(cfg)
+        self.optimize = optimize
+        self.cache_dir = cache_dir
+        self._verilog: str | None = None
+        self.build_seconds = 0.0
+
+    def verilog(self) -> str:
+        if self._verilog is None:
+            parts = [rtl.to_verilog(self.engine, "accelml_engine")]
+            parts += [(TB_DIR / name).read_text() for name in ("memory_model.v", "engine_tb.v")]
+            self._verilog = "\n".join(parts)
+        return self._verilog
+
+    def _build_args(self) -> list[str]:
+        t = self.timing
+        aw = self.engine.mem.req.payload.addr.shape().width
+        params = {"WBYTES": self.word_bytes, "AW": aw, "WORDS": self.model_words, "LATENCY": t.latency,
+                  "MAX_OUT": t.max_outstanding, "BW_NUM": t.bw_num, "BW_DEN": t.bw_den,
+                  "IMEM_DEPTH": self.imem_depth}
+        return ["--timing", *(f"-G{k}={v}" for k, v in params.items())]
+
+    def build(self) -> float:
+        """Build (or reuse) the model; the seconds spent building (0 when cached)."""
+        _, seconds = rtl.build(self.verilog(), TOPLEVEL, build_args=self._build_args(), optimize=self.optimize,
+                               cache_dir=self.cache_dir)
+        self.build_seconds = seconds
+        return seconds
+
+    def run(self, program, image: bytes | np.ndarray, *, ro_bytes: int = 0, max_steps: int = 50_000_000,
+            max_cycles: int = 100_000_000, stall_mask: int = 0) -> RtlRun:
+        """Run ``program`` on the memory ``image`` (its size is the engine's external memory).
+
+        ``stall_mask`` (16 bits) makes the memory model withhold ready / valid pseudo-randomly
+        (more set bits, more stalls): back-pressure on both streams of the memory port."""
+        rtl.require_tools()
+        words = program_words(program)
+        image = bytes(image)
+        if len(words) > self.imem_depth:
+            raise RtlError(f"program of {len(words)} instructions exceeds the instruction memory "
+                           f"({self.imem_depth})")
+        if not 0 < len(image) <= self.model_words * self.word_bytes:
+            raise RtlError(f"memory image of {len(image)} bytes: the memory model holds 1 to "
+                           f"{self.model_words * self.word_bytes}")
+        dump_words = -(-len(image) // self.word_bytes)
+        params = [len(words), len(image), ro_bytes, max_steps, max_cycles, dump_words, max_cycles + 10_000,
+                  stall_mask & 0xFFFF]
+        inputs = {
+            "params.hex": "".join(f"{p:016x}\n" for p in params),
+            "prog.hex": "".join(f"{w:016x}\n" for w in words) or "0\n",
+            "mem.hex": _hex_words(image, self.word_bytes),
+        }
+        self.build()
+        result = rtl.run_cocotb(self.verilog(), TOPLEVEL, TB_DIR / "engine_run.py", build_args=self._build_args(),
+                                optimize=self.optimize, cache_dir=self.cache_dir, inputs=inputs,
+                                outputs=("status.txt", "mem_out.hex"))
+        if not result.passed or "status.txt" not in result.outputs:
+            raise RtlError(f"RTL run failed: {result.summary()}")
+        status = dict(line.split() for line in result.outputs["status.txt"].splitlines() if line.strip())
+        status = {k: int(v) for k, v in status.items()}
+        if status["hung"]:
+            raise RtlError(f"engine did not stop within {params[6]} cycles (steps {status['steps']}, "
+                           f"pc {status['error_pc']})")
+        memory = np.frombuffer(_parse_hex_words(result.outputs["mem_out.hex"], self.word_bytes), np.uint8)
+        error = ErrorCode(status["error_code"]) if status["error"] else ErrorCode.NONE
+        return RtlRun(
+            memory=memory[:len(image)].copy(), error=error, error_pc=status["error_pc"] if status["error"] else None,
+            steps=status["steps"], cycles=status["cycles"],
+            busy={u.key: status[f"busy_{u.key}"] for u in BUILT_UNITS}, run_seconds=result.run_seconds,
+        )

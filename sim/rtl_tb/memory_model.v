@@ -1,0 +1,83 @@
+// External memory model behind the engine's memory port (accelml.hdl.engine.layouts).
+//
+// Word-wide requests in order: a read returns the word LATENCY cycles after it is accepted (data
+// as of acceptance, so reads and writes take effect in request order); a masked write takes
+// effect when accepted and has no response. At most MAX_OUT reads are in flight (accepted, not yet
+// taken by the engine). Bandwidth is a token bucket of BW_NUM / BW_DEN bytes per cycle: a request
+// (read or write) is accepted only when a whole word's worth of credit is available.
+// With stall_mask non-zero, a 16-bit LFSR also withholds ready on requests and valid on a response
+// not yet presented in the cycles where (lfsr & stall_mask) != 0: back-pressure for tests.
+// The contents are loaded from "mem.hex" at time 0 and written to "mem_out.hex" (words
+// [0, dump_words)) on the rising edge of dump.
+`timescale 1ns/1ps
+module accelml_memory_model #(
+    parameter integer WBYTES = 8,
+    parameter integer AW = 24,
+    parameter integer WORDS = 1024,
+    parameter integer LATENCY = 8,
+    parameter integer MAX_OUT = 2,
+    parameter integer BW_NUM = 8,
+    parameter integer BW_DEN = 1
+) (
+    input clk,
+    input req_valid,
+    output req_ready,
+    input [AW-1:0] req_addr,
+    input req_write,
+    input [8*WBYTES-1:0] req_data,
+    input [WBYTES-1:0] req_mask,
+    output resp_valid,
+    input resp_ready,
+    output [8*WBYTES-1:0] resp_data,
+    input dump,
+    input [63:0] dump_words,
+    input [15:0] stall_mask
+);
+    reg [8*WBYTES-1:0] mem [0:WORDS-1];
+    reg [8*WBYTES-1:0] q_data [0:MAX_OUT-1];
+    reg [63:0] q_due [0:MAX_OUT-1];
+    integer head = 0, tail = 0, count = 0;
+    reg [63:0] now = 0;
+    reg [63:0] credit = WBYTES * BW_DEN;
+    localparam [63:0] WORD_CREDIT = WBYTES * BW_DEN;
+    integer b;
+    reg dumped = 0;
+
+    initial $readmemh("mem.hex", mem);
+
+    reg [15:0] lfsr = 16'hACE1;
+    reg presented = 0;
+    wire stall_req = (lfsr & stall_mask) != 0;
+    wire stall_resp = (lfsr[15:0] & {stall_mask[7:0], stall_mask[15:8]}) != 0;
+    wire credit_ok = credit >= WORD_CREDIT;
+    assign req_ready = credit_ok && (req_write || count < MAX_OUT) && !stall_req;
+    assign resp_valid = count > 0 && q_due[head] <= now && (presented || !stall_resp);
+    assign resp_data = q_data[head];
+    wire accept = req_valid && req_ready;
+    wire pop = resp_valid && resp_ready;
+
+    always @(posedge clk) begin
+        now <= now + 1;
+        lfsr <= {lfsr[14:0], lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]};
+        presented <= resp_valid && !resp_ready;
+        if (accept && req_write) begin
+            for (b = 0; b < WBYTES; b = b + 1)
+                if (req_mask[b] && req_addr < WORDS) mem[req_addr][8*b +: 8] <= req_data[8*b +: 8];
+        end
+        if (accept && !req_write) begin
+            q_data[tail] <= req_addr < WORDS ? mem[req_addr] : {8*WBYTES{1'b0}};
+            q_due[tail] <= now + LATENCY;
+            tail <= (tail + 1) % MAX_OUT;
+        end
+        if (pop) head <= (head + 1) % MAX_OUT;
+        count <= count + (accept && !req_write ? 1 : 0) - (pop ? 1 : 0);
+        if (credit - (accept ? WORD_CREDIT : 0) + BW_NUM > WORD_CREDIT)
+            credit <= WORD_CREDIT;
+        else
+            credit <= credit - (accept ? WORD_CREDIT : 0) + BW_NUM;
+        if (dump && !dumped) begin
+            dumped <= 1;
+            $writememh("mem_out.hex", mem, 0, dump_words - 1);
+        end
+    end
+endmodule

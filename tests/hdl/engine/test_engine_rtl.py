@@ -1,0 +1,191 @@
+# amaranth: UnusedElaboratable=no
+"""hdl/engine: whole programs on the Verilated engine, bit-exact against the functional simulator.
+
+One build of the ``tiny`` engine serves every program (programs are loaded into the instruction
+memory at run time). Each run is compared with ``rtl_engine.funcsim_outcome``: the same error code
+and faulting instruction, and the same external memory, byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_programs import random_dma_program, valid_image
+
+import accelml.sim
+from accelml.hdl.config import preset
+from accelml.hdl.engine.control import Control
+from accelml.hdl.engine.status import ErrorCode
+from accelml.hdl.engine.top import Engine
+from accelml.hdl.errors import ConfigError
+from accelml.hdl.isa import Cfg, Instruction, Opcode, Space
+from accelml.hdl.program import assemble
+from accelml.sim import rtl
+from accelml.sim.memory import encode_bfp
+from accelml.sim.rtl_engine import EngineSim, funcsim_outcome
+
+PROGRAMS = Path(accelml.sim.__file__).parent / "programs"
+CFG = preset("tiny")
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+def test_engine_rejects_non_config():
+    with pytest.raises(TypeError, match="Engine cfg must be an EngineConfig, got dict"):
+        Engine(CFG.to_dict())
+
+
+def test_engine_rejects_port_width_not_a_power_of_two():
+    with pytest.raises(ValueError, match="mem_port_bits must be 8 times a power of two, got 24"):
+        Engine(dataclasses.replace(CFG, mem_port_bits=24))
+
+
+@pytest.mark.parametrize("depth", [1, 3.0, True])
+def test_control_rejects_bad_imem_depth(depth):
+    with pytest.raises(ValueError, match="imem_depth must be an integer"):
+        Control(CFG, imem_depth=depth)
+
+
+def test_config_itself_is_validated():
+    with pytest.raises(ConfigError, match="native_dim"):
+        dataclasses.replace(CFG, native_dim=3)
+
+
+# -- whole programs ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def engine():
+    rtl.require_tools()
+    return EngineSim(CFG)
+
+
+def _same(engine, program, image, *, ro_bytes=0, max_steps=50_000_000, stall_mask=0):
+    ref = funcsim_outcome(CFG, program, image, ro_bytes=ro_bytes, max_steps=max_steps)
+    got = engine.run(program, image, ro_bytes=ro_bytes, max_steps=max_steps, stall_mask=stall_mask)
+    assert (got.error, got.error_pc) == (ref.error, ref.error_pc), ref.message
+    if ref.error is not ErrorCode.ILLEGAL_INSN:  # funcsim refuses such a program before running it
+        diff = np.nonzero(got.memory != ref.memory)[0]
+        assert diff.size == 0, f"{diff.size} bytes differ, first at {diff[:8]}"
+    return ref, got
+
+
+def _dma_loops_image() -> bytearray:
+    rng = np.random.default_rng(7)
+    img = bytearray(0xC00)
+    for r in range(6):  # the image rows, 40 bytes apart
+        img[40 * r:40 * r + 25] = encode_bfp(rng.integers(-127, 128, (5, 4)), rng.integers(-127, 128, 5), CFG)
+    img[0x600:0x600 + 60] = encode_bfp(rng.integers(-127, 128, (12, 4)), rng.integers(-127, 128, 12), CFG)
+    img[0x800:0x840] = rng.standard_normal(16).astype("<f4").tobytes()
+    return img
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("stall_mask", [0, 0x0303])
+def test_dma_loops_program(engine, stall_mask):
+    program = assemble((PROGRAMS / "dma_loops.s").read_text())
+    img = _dma_loops_image()
+    ref, got = _same(engine, program, img, stall_mask=stall_mask)
+    assert got.error is ErrorCode.NONE
+    assert bytes(got.memory[0x400:0x400 + 150]) != bytes(150)  # the program did write
+    assert got.busy["dma_load"] > 0 and got.busy["dma_store"] > 0 and got.cycles >= sum(got.busy.values()) // 2
+    if stall_mask:  # the stalls did happen
+        assert got.cycles > engine.run(program, img).cycles
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("seed", "stall_mask"), [(0, 0), (1, 0), (2, 0x0101), (3, 0x1111), (4, 0x7777), (5, 0xFFF0)])
+def test_random_dma_programs(engine, seed, stall_mask):
+    """Memory-port back-pressure (stall_mask) changes the timing, never the result."""
+    rnd = random.Random(seed)
+    size = rnd.choice([1500, 2048, 3001])
+    ro = rnd.choice([0, 128, 301])
+    program = random_dma_program(CFG, rnd, mem_size=size, ro_bytes=ro)
+    _same(engine, program, valid_image(size, seed), ro_bytes=ro, stall_mask=stall_mask)
+
+
+def _bad_bfp_image():
+    img = valid_image(512, 1)
+    img[4] = 0xFF  # the exponent byte of the first vector: the reserved field
+    return img
+
+
+def _bad_fp_image():
+    img = valid_image(512, 2)
+    img[16 + 3] = 0x7F
+    img[16 + 2] = 0x80  # vector 1, element 0: exponent 255 (an infinity)
+    return img
+
+
+ERROR_CASES = {
+    "past_end": ("seti r1, 4\nnop", ErrorCode.PAST_END, 2),
+    "loop_fit": ("nop\nloop r0, 2, 3\nnop\nhalt", ErrorCode.LOOP_FIT, 1),
+    "loop_overlap": ("loop r0, 2, 2\nloop r0, 2, 2\nnop\nnop\nhalt", ErrorCode.LOOP_OVERLAP, 1),
+    "loop_depth": ("loop r0, 2, 5\n" "loop r0, 2, 4\n" "loop r0, 2, 3\n" "loop r0, 2, 2\n" "loop r0, 2, 1\n"
+                   "nop\nhalt", ErrorCode.LOOP_DEPTH, 4),
+    "chip_range": ("seti r1, 8190\nld vrf, r1, r0, 1, 3\nhalt", ErrorCode.CHIP_RANGE, 1),
+    "chip_range_strided": ("cfg chip_stride, r0, 600\nld mrf, r0, r0, 2, 1\nhalt", ErrorCode.CHIP_RANGE, 1),
+    "mem_range": ("seti r1, 500\nld fvrf, r0, r1, 1, 1\nhalt", ErrorCode.MEM_RANGE, 1),
+    "mem_stride": ("cfg mem_stride, r0, 9\nld vrf, r0, r0, 2, 2\nhalt", ErrorCode.MEM_STRIDE, 1),
+    "read_only": ("seti r1, 100\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 1),
+    "bad_bfp": ("ld vrf, r0, r0, 1, 2\nhalt", ErrorCode.BAD_BFP, 0),
+    "bad_fp": ("ld fvrf, r0, r0, 1, 2\nhalt", ErrorCode.BAD_FP, 0),
+    "step_budget": ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", ErrorCode.STEP_BUDGET, 2),
+    "zero_count_skips": ("loop r0, 0, 1\nseti r1, 300\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 2),
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(ERROR_CASES))
+def test_error_paths_name_code_and_instruction(engine, name):
+    text, code, pc = ERROR_CASES[name]
+    image = {"bad_bfp": _bad_bfp_image, "bad_fp": _bad_fp_image}.get(name, lambda: valid_image(512, 0))()
+    ref, got = _same(engine, assemble(text), image, ro_bytes=128, max_steps=1000)
+    assert (got.error, got.error_pc) == (code, pc)
+
+
+UNIMPLEMENTED = {
+    "mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0", "vop": "vop add, r0, r0, r0, 1, 0",
+    "vact": "vact relu, r0, r0, 1", "deq": "deq r0, r0, 1", "qnt": "qnt r0, r0, 1",
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(UNIMPLEMENTED))
+def test_unimplemented_opcodes_stop_the_engine(engine, name):
+    got = engine.run(assemble(f"seti r1, 4\n{UNIMPLEMENTED[name]}\nhalt"), valid_image(256, 5))
+    assert (got.error, got.error_pc, got.steps) == (ErrorCode.UNIMPLEMENTED, 1, 2)
+
+
+ILLEGAL_WORDS = {
+    "opcode": 0x3F,  # opcode 63
+    "high_bits": Instruction.make(Opcode.NOP).op.value | 1 << 40,
+    "cfg_key": Opcode.CFG.value | 30 << 6,  # Cfg has 25 keys
+    "space": Opcode.LD.value | 3 << 6,
+    "halt_high_bits": Opcode.HALT.value | 1 << 63,
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(ILLEGAL_WORDS))
+def test_illegal_word_stops_at_its_index(engine, name):
+    from accelml.hdl.isa import encode
+
+    words = [encode(Instruction.make(Opcode.SETI, rd=1, imm=7)), encode(Instruction.make(Opcode.NOP)),
+             ILLEGAL_WORDS[name], encode(Instruction.make(Opcode.HALT))]
+    _, got = _same(engine, words, valid_image(256, 3))
+    assert (got.error, got.error_pc) == (ErrorCode.ILLEGAL_INSN, 2)
+
+
+@pytest.mark.rtl
+def test_cycle_budget_stops_a_long_transfer(engine):
+    prog = [Instruction.make(Opcode.CFG, key=Cfg.MEM_STRIDE, rs=0, imm=0),
+            Instruction.make(Opcode.LD, space=Space.FVRF, rc=0, rm=0, rows=8, length=16),
+            Instruction.make(Opcode.HALT)]
+    got = engine.run(prog, valid_image(4096, 4), max_cycles=40)
+    assert (got.error, got.error_pc) == (ErrorCode.CYCLE_BUDGET, 1)
+    assert got.cycles == 41
+    assert funcsim_outcome(CFG, prog, valid_image(4096, 4)).error is ErrorCode.NONE  # no budget there
