@@ -80,7 +80,25 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert r.returncode == 4 and "bad.s:1:11: ld takes 5 operand(s)" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_demo_is_bit_exact(capsys):
-    assert demo.main() == 0
+def test_demo_photos_are_real_jpegs(tmp_path):
+    from PIL import Image
+
+    paths = demo.write_jpegs(demo.photos(), tmp_path / "photos")
+    assert len(paths) >= 6 and "chelsea" in paths
+    for p in paths.values():
+        with Image.open(p) as im:
+            assert im.format == "JPEG" and im.size == (224, 224)
+    assert demo.top([0.1, 0.5, 0.2, 0.5], k=3) == [1, 3, 2]
+
+
+def test_demo_refuses_an_existing_work_directory(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert demo.main(["--workdir", str(tmp_path)]) == 2
+    assert (tmp_path / "keep.txt").read_text() == "mine" and "exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_runs_the_workflow_end_to_end(capsys):
+    assert demo.main([]) == 0
     out = capsys.readouterr().out
-    assert "engine vs golden: bit-exact" in out and "modelled cycles" in out
+    assert "Egyptian cat" in out and "top-1 agreement with FP32" in out and "deleted model" in out
