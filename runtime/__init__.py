@@ -1,4 +1,4 @@
-"""accelml.runtime: packages, devices, the CLI and (later) the serving layer.
+"""accelml.runtime: packages, devices, host pre-processing, the CLI, the server (serve/) and its client.
 
     model = accelml.runtime.load("resnet50.accel")      # verifies hashes and the EngineConfig
     outputs = model.run({"input": image})

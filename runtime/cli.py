@@ -216,6 +216,9 @@ def _parse_inputs(specs: list[str]) -> dict:
         name, sep, file = spec.partition("=")
         if not sep or not name:
             raise UsageError(f"--input {spec!r}: expected NAME=FILE.npy")
+        if not file.endswith(".npy"):  # an encoded image (JPEG, PNG, ...) for a string input
+            feeds[name] = np.array([Path(file).read_bytes()], dtype=object)
+            continue
         try:
             feeds[name] = np.load(file, allow_pickle=False)
         except (ValueError, OSError) as e:
@@ -319,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a package on inputs from .npy files")
     p.add_argument("package", type=Path)
-    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an array (.npy), or any other file as encoded image bytes (a JPEG-input package)")
     p.add_argument("--device", default="funcsim", help="funcsim (default) or rtl")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .npz (every output by name)")
     p.set_defaults(func=cmd_run)

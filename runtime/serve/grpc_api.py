@@ -6,10 +6,14 @@ ServerMetadata, ModelReady, ModelMetadata, ModelInfer), and ``grpc.health.v1.Hea
 Auth (when keys are configured) is an interceptor: every method except the health checks
 (``grpc.health.v1.Health/*``, KServe ServerLive/ServerReady) needs ``authorization: Bearer <key>``
 metadata. Each Predict / ModelInfer answer carries the time spent in ``Model.run`` as trailing
-metadata ``accelml-backend-seconds``, so a client can tell the server's overhead from the engine's.
+metadata ``accelml-backend-seconds``, so a client can tell the server's overhead from the engine's;
+a Predict answer also carries ``accelml-handler-seconds``, the time from the decoded request to the
+built response (the server's own work: checks, tensor conversion, backend).
 """
 
 from __future__ import annotations
+
+import time
 
 import grpc
 import numpy as np
@@ -28,9 +32,10 @@ from .service import Service
 from .status import RequestError, Status
 from .tensors import from_infer_tensor, from_tensor_proto, raw_contents, tf_dtype, to_tensor_proto, v2_datatype
 
-__all__ = ["add_services", "BACKEND_KEY", "PUBLIC_METHODS"]
+__all__ = ["add_services", "BACKEND_KEY", "HANDLER_KEY", "PUBLIC_METHODS"]
 
 BACKEND_KEY = "accelml-backend-seconds"
+HANDLER_KEY = "accelml-handler-seconds"
 SIGNATURE = "serving_default"
 PUBLIC_METHODS = ("/grpc.health.v1.Health/", "/inference.GRPCInferenceService/ServerLive",
                   "/inference.GRPCInferenceService/ServerReady")
@@ -67,6 +72,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         def run():
+            t0 = time.perf_counter()
             version = self._resolve(request.model_spec)
             feeds = {name: from_tensor_proto(t, name) for name, t in request.inputs.items()}
             pred = self.service.predict(feeds, list(request.output_filter))
@@ -76,7 +82,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             resp.model_spec.signature_name = SIGNATURE
             for name, value in pred.outputs.items():
                 resp.outputs[name].CopyFrom(to_tensor_proto(value))
-            context.set_trailing_metadata(((BACKEND_KEY, repr(pred.backend_seconds)),))
+            context.set_trailing_metadata(((BACKEND_KEY, repr(pred.backend_seconds)),
+                                           (HANDLER_KEY, repr(time.perf_counter() - t0))))
             return resp
 
         try:

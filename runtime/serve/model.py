@@ -69,19 +69,29 @@ class ServedModel:
         return self.version
 
     @staticmethod
-    def _match(name: str, known: list[str], what: str) -> str:
+    def _match(name: str, known: list[str], what: str, public: list[str] | None = None) -> str:
         if name in known:
             return name
         base, sep, index = name.rpartition(":")
         if sep and index.isdigit():
             if base in known:
                 return base
-            if len(known) == 1:
-                return known[0]
+            public = known if public is None else public
+            if len(public) == 1:
+                return public[0]
         raise RequestError(Status.INVALID_ARGUMENT, f"unknown {what} {name!r} ({what}s: {', '.join(known)})")
 
+    def _accepted(self) -> dict[str, dict]:
+        """Input name -> spec: the package's inputs and, with host preprocessing, the featurizer's
+        pixel input in place of the encoded images."""
+        specs = {i["name"]: i for i in self.inputs}
+        host = self.model.host
+        if host is not None:
+            specs.update({i["name"]: i for i in self.model.manifest["inputs"] if i["name"] == host.output})
+        return specs
+
     def input_name(self, name: str) -> str:
-        return self._match(name, [i["name"] for i in self.inputs], "input")
+        return self._match(name, list(self._accepted()), "input", [i["name"] for i in self.inputs])
 
     def output_names(self, wanted: list[str] | None) -> list[str]:
         known = [o["name"] for o in self.outputs]
@@ -112,14 +122,16 @@ class ServedModel:
                            f"[B, {', '.join(map(str, shape[1:]))}]), got {list(x.shape)}")
 
     def predict(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> Prediction:
-        specs = {i["name"]: i for i in self.inputs}
+        specs = self._accepted()
         rows: dict[str, list[np.ndarray]] = {}
         for given, value in feeds.items():
             name = self.input_name(given)
             if name in rows:
                 raise RequestError(Status.INVALID_ARGUMENT, f"input {name!r} given twice")
             rows[name] = self._rows(specs[name], np.asarray(value))
-        missing = [n for n in specs if n not in rows]
+        host = self.model.host
+        missing = [i["name"] for i in self.inputs if i["name"] not in rows
+                   and not (host is not None and i["name"] == host.input and host.output in rows)]
         if missing:
             raise RequestError(Status.INVALID_ARGUMENT, f"missing input(s): {', '.join(missing)}")
         batch = {len(r) for r in rows.values()}

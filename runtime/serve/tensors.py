@@ -33,6 +33,10 @@ _TF = {1: (np.float32, "float_val"), 2: (np.float64, "double_val"), 3: (np.int32
        19: (np.float16, "half_val"), 22: (np.uint32, "uint32_val"), 23: (np.uint64, "uint64_val")}
 _TF_OF = {np.dtype(v[0]): k for k, v in _TF.items() if v[0] is not object}
 
+# TensorProto's fixed-width value fields (field numbers in tensor.proto): packed little-endian
+# arrays on the wire, read and written without a Python object per value
+_PACKED_FIELDS = {"float_val": 5, "double_val": 6}
+
 # KServe v2 datatype names -> numpy, and the InferTensorContents field that holds them
 _V2 = {"BOOL": (np.bool_, "bool_contents"), "UINT8": (np.uint8, "uint_contents"),
        "UINT16": (np.uint16, "uint_contents"), "UINT32": (np.uint32, "uint_contents"),
@@ -88,6 +92,9 @@ def from_tensor_proto(t, name: str) -> np.ndarray:
         values = np.frombuffer(raw, dtype=dtype)
     elif field == "half_val":
         values = np.asarray(list(t.half_val), np.uint16).view(np.float16)
+    elif field in _PACKED_FIELDS and (raw := _packed(t.SerializeToString(), _PACKED_FIELDS[field])) is not None \
+            and len(raw) == np.dtype(dtype).itemsize * len(getattr(t, field)):
+        values = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
     else:
         values = list(getattr(t, field))
         if dtype is not object:
@@ -98,6 +105,54 @@ def from_tensor_proto(t, name: str) -> np.ndarray:
     if shape is None:
         shape = (len(values),)
     return _shaped(values, shape, dtype, name, broadcast=True)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _packed(data: bytes, field: int) -> bytes | None:
+    """The payloads of a length-delimited field in a serialised message, joined; None if the field
+    is absent or not length-delimited (unpacked values: the caller reads the parsed message)."""
+    parts, pos = [], 0
+    try:
+        while pos < len(data):
+            key, pos = _read_varint(data, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, pos = _read_varint(data, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            elif wire == 2:
+                n, pos = _read_varint(data, pos)
+                if number == field:
+                    parts.append(data[pos:pos + n])
+                pos += n
+            else:
+                return None
+    except ValueError:
+        return None
+    return b"".join(parts) if parts else None
 
 
 def tf_dtype(dtype) -> int:
@@ -117,6 +172,10 @@ def to_tensor_proto(arr: np.ndarray):
         t.tensor_shape.dim.add(size=int(d))
     field = _TF[t.dtype][1]
     flat = arr.reshape(-1)
+    if field in _PACKED_FIELDS:  # the values as one packed field, without a Python float per value
+        raw = np.ascontiguousarray(flat, dtype=np.dtype(arr.dtype).newbyteorder("<")).tobytes()
+        body = t.SerializeToString() + _varint(_PACKED_FIELDS[field] << 3 | 2) + _varint(len(raw)) + raw
+        return tensor_pb2.TensorProto.FromString(body)
     if field == "string_val":
         t.string_val.extend(bytes(v) for v in flat)
     elif field == "half_val":

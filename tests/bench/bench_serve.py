@@ -7,10 +7,11 @@ through 16 inputs whose answers ``Model.run`` computed beforehand, and report:
 
 - errors and wrong answers (any bit different from ``Model.run``);
 - throughput, client latency p50 / p99;
-- the server's overhead over the backend: client latency minus the time the server spent in
-  ``Model.run`` for that request (sent back as trailing metadata ``accelml-backend-seconds``),
-  p50 / p99; and the server-internal mean overhead (request time inside the handler minus backend
-  time, from ``/metrics``).
+- the overhead over the backend: client latency minus the time the server spent in ``Model.run``
+  for that request (trailing metadata ``accelml-backend-seconds``), p50 / p99: transport, gRPC
+  queueing and the client's own work; and the handler's overhead, the server's own work around
+  the backend (``accelml-handler-seconds`` minus backend), p50 / p99; with the mean from
+  ``/metrics``.
 
 Phases side by side in one run: 1 client (overhead without queueing) and N clients (default 32).
 The goal is p99 overhead <= 1 ms over gRPC on loopback.
@@ -101,10 +102,12 @@ def run_phase(port: int, clients: int, seconds: float, inputs, answers) -> dict:
                 errors[k] += 1
                 continue
             latency = time.perf_counter() - t0
-            backend = float(dict(call.trailing_metadata())["accelml-backend-seconds"])
+            trailer = dict(call.trailing_metadata())
+            backend = float(trailer["accelml-backend-seconds"])
+            handler = float(trailer["accelml-handler-seconds"])
             if not np.array_equal(from_tensor_proto(resp.outputs["logits"], "logits"), answers[j]):
                 wrong[k] += 1
-            results[k].append((latency, backend))
+            results[k].append((latency, backend, handler))
             i += 1
         channel.close()
 
@@ -121,10 +124,12 @@ def run_phase(port: int, clients: int, seconds: float, inputs, answers) -> dict:
     lat = np.array([r[0] for rs in results for r in rs])
     back = np.array([r[1] for rs in results for r in rs])
     over = lat - back
+    inside = np.array([r[2] for rs in results for r in rs]) - back
     return {"clients": clients, "requests": len(lat), "errors": sum(errors), "wrong": sum(wrong),
             "throughput": len(lat) / wall, "p50": np.percentile(lat, 50), "p99": np.percentile(lat, 99),
             "backend_p50": np.percentile(back, 50), "over_p50": np.percentile(over, 50),
-            "over_p99": np.percentile(over, 99)}
+            "over_p99": np.percentile(over, 99), "inside_p50": np.percentile(inside, 50),
+            "inside_p99": np.percentile(inside, 99)}
 
 
 def main() -> None:
@@ -155,16 +160,20 @@ def main() -> None:
     print(f"serving benchmark: small CNN (1x3x32x32, tiny preset), {os.cpu_count()} CPUs, gRPC on 127.0.0.1; "
           f"Model.run in-process {direct * 1e3:.3f} ms")
     print(f"{'clients':>7} {'requests':>9} {'errors':>6} {'wrong':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'backend p50':>11} {'overhead p50':>12} {'overhead p99':>12}")
+          f"{'backend p50':>11} {'overhead p50':>12} {'overhead p99':>12} {'handler p50':>11} {'handler p99':>11}")
     for p in phases:
         print(f"{p['clients']:>7} {p['requests']:>9} {p['errors']:>6} {p['wrong']:>5} {p['throughput']:>8.1f} "
               f"{p['p50'] * 1e3:>7.3f} {p['p99'] * 1e3:>7.3f} {p['backend_p50'] * 1e3:>11.3f} "
-              f"{p['over_p50'] * 1e3:>12.3f} {p['over_p99'] * 1e3:>12.3f}")
+              f"{p['over_p50'] * 1e3:>12.3f} {p['over_p99'] * 1e3:>12.3f} {p['inside_p50'] * 1e3:>11.3f} "
+              f"{p['inside_p99'] * 1e3:>11.3f}")
+    print("(ms; overhead = client latency - backend time: transport, gRPC queueing, client; handler = the "
+          "server's own work around the backend, from the decoded request to the built response)")
     print(f"server-internal mean over {n:.0f} requests: handler {handler * 1e3:.3f} ms, "
           f"backend {backend * 1e3:.3f} ms, overhead {(handler - backend) * 1e3:.3f} ms")
-    goal = phases[-1]["over_p99"] <= 1e-3
-    print(f"goal p99 overhead <= 1 ms at {args.clients} clients: {'met' if goal else 'NOT met'}; "
-          f"server exit code after SIGTERM: {code}")
+    last = phases[-1]
+    print(f"goal p99 overhead <= 1 ms at {args.clients} clients: client-observed {last['over_p99'] * 1e3:.3f} ms "
+          f"({'met' if last['over_p99'] <= 1e-3 else 'NOT met'}), in the handler {last['inside_p99'] * 1e3:.3f} ms "
+          f"({'met' if last['inside_p99'] <= 1e-3 else 'NOT met'}); server exit code after SIGTERM: {code}")
 
 
 if __name__ == "__main__":

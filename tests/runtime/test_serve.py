@@ -189,6 +189,26 @@ def test_jpeg_package_over_every_protocol(jpeg):
         assert np.array_equal(c.infer("jpeg_model", [inp]).as_numpy("scores"), want)
 
 
+def test_accelml_run_and_the_server_agree(small, jpeg, tmp_path):
+    from accelml.runtime import cli
+
+    srv, _ = small
+    x = _x(11)
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["run", str(srv.options.package), "--input", f"input={tmp_path / 'x.npy'}",
+                     "-o", str(tmp_path / "small.npz")]) == 0
+    resp = _stub(srv).Predict(_predict_request("small", {"input": x}), timeout=30)
+    want = np.load(tmp_path / "small.npz")["logits"]
+    assert np.array_equal(from_tensor_proto(resp.outputs["logits"], "logits"), want)
+    srv, _ = jpeg
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(12))
+    assert cli.main(["run", str(srv.options.package), "--input", f"jpeg={tmp_path / 'p.jpg'}",
+                     "-o", str(tmp_path / "jpeg.npz")]) == 0
+    resp = _stub(srv).Predict(_predict_request("jpeg_model", {"jpeg": _strings(jpeg_bytes(12))}), timeout=30)
+    want = np.load(tmp_path / "jpeg.npz")["scores"]
+    assert np.array_equal(from_tensor_proto(resp.outputs["scores"], "scores"), want)
+
+
 # -- bad input: a clear 4xx-class answer, and the server keeps serving --------------------------------
 
 def _grpc_error(fn) -> grpc.RpcError:
