@@ -65,6 +65,12 @@ def test_service_records_manifests_and_dependencies(workspace, image, stop_all):
         aks.delete()
     with pytest.raises(DependencyError, match="used by image resnet50-image"):
         image.models[0].delete()
+    # a record whose deployer died before it started the replica reads as Failed and deletes cleanly
+    local.stop(svc.service_dir)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with workspace.registry.transaction() as db:
+        db.execute("UPDATE services SET runtime=? WHERE name='svc'", (f'{{"deployer": {int(dead.stdout)}}}',))
+    assert Webservice(workspace, "svc").state == "Failed"
     svc.delete()
     assert Webservice.list(workspace) == [] and not svc.service_dir.exists()
     assert local.servers_in(svc.service_dir) == []
