@@ -81,6 +81,9 @@ def start(package: Path, name: str, service_dir: Path, *, auth: bool, device: st
     with open(service_dir / LOG, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=service_dir)
+    deadline = time.monotonic() + 30.0  # until the child has exec'd: before that /proc shows our command line
+    while proc.poll() is None and " serve " not in _cmdline(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
     return proc.pid
 
 
