@@ -21,6 +21,15 @@ pytest.importorskip("grpc_health.v1")
 
 
 
+@pytest.fixture(autouse=True)
+def stop_leftovers(tmp_path):
+    """Stop every stand-in a failing test left running in its service directories."""
+    yield
+    for d in tmp_path.iterdir():
+        if d.is_dir():
+            local.stop(d)
+
+
 def _child_pid(service_dir):
     for line in (service_dir / local.LOG).read_text().splitlines():
         if line.startswith("child "):
