@@ -94,8 +94,9 @@ def test_kill_during_register(tmp_path, tree, seed):
                                                 (2, "writing the package", 0.3)],
                          ids=["converting", "storing-1", "storing-2"])
 def test_kill_during_convert(tmp_path, saved_model, seed, marker, span):
-    """Killed while converting, or while the package is written, stored and registered (with
-    these seeds, one kill lands before the commit and one after it)."""
+    """Killed while converting, or while the package is written, stored and registered (that
+    phase takes about a tenth of a second here, so kills within 0.3 s of its start fall on both
+    sides of the commit: one of these seeds before it, one after it, when measured)."""
     path, inp, out = saved_model
     ws = Workspace.create("ws", path=tmp_path / "ws")
     src = Model.register(ws, path, "resnet50")
