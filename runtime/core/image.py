@@ -79,7 +79,7 @@ class Image:
         return AccelContainerImage.image_configuration(**kwargs)
 
     @classmethod
-    def create(cls, workspace, name: str, models: list, image_config) -> Image:
+    def create(cls, workspace, name: str, models: list, image_config=None) -> Image:
         """Bundle the one converted model in ``models`` as the next version of image ``name``."""
         if not name or name != name.lower():
             raise WorkspaceError(f"image name {name!r} must be non-empty and lowercase")
@@ -90,6 +90,10 @@ class Image:
         model = models[0]
         reg = workspace.registry
         store = reg.store
+        if image_config is None:
+            from accelml.accel.accel_container_image import AccelContainerImage
+
+            image_config = AccelContainerImage.image_configuration()
         cfg = dataclasses.asdict(image_config)
         with reg.transaction() as db:
             model_row = db.execute("SELECT id FROM models WHERE name=? AND version=?",

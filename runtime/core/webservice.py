@@ -12,14 +12,16 @@ process group with its log, process record and keys under ``<workspace>/services
 Kubernetes target also writes the service's manifests (see ``compute``). ``state`` is
 "Transitioning" until ``wait_for_deployment`` succeeds, then "Healthy"; "Unhealthy" when the
 recorded process is gone (a stale PID: exited, killed, or its number reused by another program);
-"Failed" when start-up failed. ``delete`` stops the process group (only if the PID is still the
-server) and removes the record. With ``auth_enabled`` (the default, as in Azure) the server
+"Failed" when start-up failed or the deploying process died before it started the replica.
+``delete`` stops every server process of the service (found by its working directory, so also
+one whose PID was never recorded) and removes the record. With ``auth_enabled`` (the default, as in Azure) the server
 requires one of the two keys (``access_token`` of ``PredictionClient``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 
@@ -78,9 +80,13 @@ class Webservice:
 
     @property
     def state(self) -> str:
-        if self._state in ("Healthy", "Transitioning") and self.runtime.get("pid") \
-                and not local.running(self.runtime["pid"], self.service_dir):
+        if self._state not in ("Healthy", "Transitioning"):
+            return self._state
+        pid = self.runtime.get("pid")
+        if pid and not local.running(pid, self.service_dir):
             return "Unhealthy"
+        if not pid and not local.process_alive(self.runtime.get("deployer")):
+            return "Failed"  # the deploying process died before it started the server
         return self._state
 
     @property
@@ -125,8 +131,8 @@ class Webservice:
             if db.execute("SELECT 1 FROM images WHERE id=?", (image._id,)).fetchone() is None:
                 raise WorkspaceError(f"image {image.id} does not exist in workspace {workspace.name!r}")
             db.execute("INSERT INTO services (name, image_id, compute, config, state, runtime, created) "
-                       "VALUES (?, ?, ?, ?, 'Transitioning', '{}', ?)",
-                       (name, image._id, target.name, dumps(asdict(config)), now()))
+                       "VALUES (?, ?, ?, ?, 'Transitioning', ?, ?)",
+                       (name, image._id, target.name, dumps(asdict(config)), dumps({"deployer": os.getpid()}), now()))
         if svc_dir.exists():  # left by a deployment of the same name that was killed: ours to replace
             local.stop(svc_dir)
             shutil.rmtree(svc_dir)
@@ -147,7 +153,8 @@ class Webservice:
         pid = local.start(image.package_path, name, svc_dir, auth=config.auth_enabled,
                           device=image.config.get("device", "funcsim"))
         with workspace.registry.transaction() as db:
-            db.execute("UPDATE services SET runtime=? WHERE name=?", (dumps({"pid": pid}), name))
+            db.execute("UPDATE services SET runtime=? WHERE name=?",
+                       (dumps({"pid": pid, "deployer": os.getpid()}), name))
         return cls(workspace, name)
 
     def _update(self, state: str, runtime: dict) -> None:

@@ -30,8 +30,8 @@ LOG = "server.log"
 KEYS = "keys.json"
 HOST = "127.0.0.1"
 
-__all__ = ["server_available", "start", "wait_ready", "running", "servers_in", "stop", "healthy", "write_keys",
-           "read_keys", "new_key"]
+__all__ = ["server_available", "process_alive", "start", "wait_ready", "running", "servers_in", "stop", "healthy",
+           "write_keys", "read_keys", "new_key"]
 
 
 def server_available() -> bool:
@@ -81,7 +81,21 @@ def start(package: Path, name: str, service_dir: Path, *, auth: bool, device: st
     with open(service_dir / LOG, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=service_dir)
+    deadline = time.monotonic() + 30.0  # until the child has exec'd: before that /proc shows our command line
+    while proc.poll() is None and " serve " not in _cmdline(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
     return proc.pid
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process ``pid`` exists (and is not a zombie)."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _cmdline(pid: int) -> str:
@@ -94,13 +108,7 @@ def _cmdline(pid: int) -> str:
 def running(pid: int | None, service_dir: Path) -> bool:
     """Whether ``pid`` is still this service's server (not gone, not a zombie, not reused: the
     server runs in the service directory)."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+    if not process_alive(pid):
         return False
     try:
         cwd = os.readlink(f"/proc/{pid}/cwd")

@@ -96,7 +96,13 @@ class Registry:
             conn.commit()
         finally:
             conn.close()
-        os.replace(tmp, path / DB_NAME)  # the database appears complete or not at all
+        try:  # the database appears complete or not at all, and never replaces another one
+            os.link(tmp, path / DB_NAME)
+        except FileExistsError:
+            if not exist_ok:
+                raise WorkspaceError(f"{path}: a workspace already exists here") from None
+        finally:
+            os.unlink(tmp)
         return cls.open(path)
 
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -65,3 +67,39 @@ def workspace(tmp_path, monkeypatch):
 @pytest.fixture
 def make_jpeg():
     return jpeg_bytes
+
+
+# A process that keeps the server's start-up contract (arguments, the ready line, the gRPC health
+# service, a child in its process group) and nothing else: it tests the local replica runner and
+# the service lifecycle without the real server. A package path ending in "broken" makes it exit.
+STAND_IN = textwrap.dedent('''
+    import argparse, signal, subprocess, sys, time
+    from concurrent import futures
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    p = argparse.ArgumentParser()
+    p.add_argument("cmd"); p.add_argument("package"); p.add_argument("--name"); p.add_argument("--host")
+    p.add_argument("--grpc-port", type=int); p.add_argument("--rest-port", type=int)
+    p.add_argument("--device"); p.add_argument("--auth-keys")
+    a = p.parse_args()
+    if a.package.endswith("broken"):
+        print("cannot load package", flush=True); sys.exit(12)
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    h = health.HealthServicer(); h.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(h, server)
+    port = server.add_insecure_port(f"{a.host}:{a.grpc_port}")
+    server.start()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # same process group
+    print(f"child {child.pid}", flush=True)
+    print(f"serving {a.name}: grpc {a.host}:{port} rest {a.host}:{port + 1}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        time.sleep(1)
+''')
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+    return [sys.executable, str(script)]

@@ -109,3 +109,14 @@ def test_ssd_graph_converts_with_the_documented_outputs(tmp_path):
     assert [o["name"] for o in cm.outputs] == ssd.output_tensor_list
     assert cm.outputs[0]["shape"] == [1, 38, 38, 4, 21] and cm.outputs[6]["shape"] == [1, 38, 38, 4, 4]
     assert cm.host_preprocess["input"] == s.name
+
+
+def test_preprocess_array_takes_exactly_one_image(make_jpeg):
+    with tf.Graph().as_default():
+        s = tf.placeholder(tf.string)
+        t = models.utils.preprocess_array(s, 32, 32)
+        assert t.shape.as_list() == [1, 32, 32, 3]
+        with tf.Session() as sess:
+            assert sess.run(t, {s: np.array([[make_jpeg(1)]], dtype=object)}).shape == (1, 32, 32, 3)
+            with pytest.raises(tf.errors.InvalidArgumentError):
+                sess.run(t, {s: np.array([make_jpeg(1), make_jpeg(2)], dtype=object)})

@@ -21,7 +21,7 @@ def test_missing_config_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "no workspace config (.azureml/config.json)" in err
 
 
-def test_workflow_commands_and_errors(tmp_path, monkeypatch, capsys, saved_model):
+def test_workflow_commands_and_errors(tmp_path, monkeypatch, capsys, saved_model, stand_in):
     monkeypatch.chdir(tmp_path)
     assert run(capsys, "workspace", "create", "w")[0] == 0
     path, inp, out = saved_model
@@ -46,6 +46,24 @@ def test_workflow_commands_and_errors(tmp_path, monkeypatch, capsys, saved_model
     assert rc == 13 and "service 'nosuch' does not exist" in err
     rc, _, err = run(capsys, "score", "nosuch", "x.jpg")
     assert rc == 13 and "service 'nosuch' does not exist" in err
+    # services, with a stand-in keeping the server's start-up contract in place of accelml serve
+    from accelml.runtime.workspace import local
+
+    start = local.start
+    monkeypatch.setattr(local, "start", lambda *a, **k: start(*a, program=stand_in, **k))
+    rc, _, err = run(capsys, "service", "deploy", "svc", "--image", "img")
+    assert rc == 0, err
+    rc, text, _ = run(capsys, "service", "list")
+    name, state, image, target, uri = text.strip().split("\t")
+    assert (name, state, image, target) == ("svc", "Healthy", "img:1", "local") and uri.startswith("http://127.0.0.1:")
+    rc, text, _ = run(capsys, "service", "keys", "svc")
+    old = dict(ln.split("\t") for ln in text.splitlines())
+    rc, text, _ = run(capsys, "service", "keys", "svc", "--regen", "primary")
+    new = dict(ln.split("\t") for ln in text.splitlines())
+    assert rc == 0 and new["primary"] != old["primary"] and new["secondary"] == old["secondary"]
+    rc, _, err = run(capsys, "image", "delete", "img")
+    assert rc == 14 and "used by service svc" in err
+    assert run(capsys, "service", "delete", "svc")[0] == 0
     assert run(capsys, "image", "delete", "img")[0] == 0
     assert run(capsys, "model", "delete", "rn.accel")[0] == 0
     rc, text, _ = run(capsys, "model", "list", "--name", "rn.accel")

@@ -65,6 +65,12 @@ def test_service_records_manifests_and_dependencies(workspace, image, stop_all):
         aks.delete()
     with pytest.raises(DependencyError, match="used by image resnet50-image"):
         image.models[0].delete()
+    # a record whose deployer died before it started the replica reads as Failed and deletes cleanly
+    local.stop(svc.service_dir)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with workspace.registry.transaction() as db:
+        db.execute("UPDATE services SET runtime=? WHERE name='svc'", (f'{{"deployer": {int(dead.stdout)}}}',))
+    assert Webservice(workspace, "svc").state == "Failed"
     svc.delete()
     assert Webservice.list(workspace) == [] and not svc.service_dir.exists()
     assert local.servers_in(svc.service_dir) == []
@@ -72,6 +78,28 @@ def test_service_records_manifests_and_dependencies(workspace, image, stop_all):
     image.delete()
     with pytest.raises(WorkspaceError, match="service 'svc' does not exist"):
         Webservice(workspace, "svc")
+
+
+def test_service_lifecycle_against_a_stand_in(workspace, image, stand_in, monkeypatch, stop_all):
+    """deploy -> wait_for_deployment -> Healthy -> keys -> stale PID -> delete, with a stand-in
+    that keeps the server's start-up contract (conftest.STAND_IN) in place of accelml serve."""
+    start = local.start
+    monkeypatch.setattr(local, "start", lambda *a, **k: start(*a, program=stand_in, **k))
+    target = ComputeTarget.create(workspace, "here", LocalCompute.provisioning_configuration())
+    svc = Webservice.deploy_from_image(workspace, "svc", image, AksWebservice.deploy_configuration(), target)
+    assert svc.state == "Transitioning" and svc.scoring_uri is None
+    svc.wait_for_deployment(show_output=False)
+    again = Webservice(workspace, "svc")
+    assert again.state == "Healthy" and again.scoring_uri == f"http://127.0.0.1:{again.runtime['grpc_port']}"
+    assert local.healthy(again.runtime["grpc_port"]) and again.rest_uri.endswith(str(again.runtime["rest_port"]))
+    assert not (workspace.path / "kubernetes").exists()  # a local target writes no manifests
+    os.killpg(os.getpgid(again.runtime["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Webservice(workspace, "svc").state != "Unhealthy" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Webservice(workspace, "svc").state == "Unhealthy"
+    Webservice(workspace, "svc").delete()
+    assert Webservice.list(workspace) == []
 
 
 @needs_server

@@ -35,15 +35,21 @@ CONVERT = textwrap.dedent("""
     ws = Workspace.open(sys.argv[1])
     src = Model(ws, name="resnet50")
     print("ready", flush=True)
-    AccelOnnxConverter.convert_tf_model(ws, src, sys.argv[2], sys.argv[3]).wait_for_completion()
+    AccelOnnxConverter.convert_tf_model(ws, src, sys.argv[2], sys.argv[3]).wait_for_completion(show_output=True)
     print("done", flush=True)
 """)
 
 
-def kill_after(script: str, args: list[str], delay: float) -> int:
+def kill_after(script: str, args: list[str], delay: float, marker: str | None = None) -> int:
+    """Run ``script``; SIGKILL it ``delay`` seconds after it printed "ready" (or after a line of
+    its progress output containing ``marker``)."""
     proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert proc.stdout.readline().strip() == "ready"
+                            stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    for line in proc.stdout:
+        if (marker or "ready") in line:
+            break
+    else:
+        raise AssertionError(f"the writer ended without printing {marker or 'ready'!r}")
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -84,13 +90,18 @@ def test_kill_during_register(tmp_path, tree, seed):
     assert Model.register(Workspace.open(ws.path), tree, "busy").version == len(busy) + 1
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_kill_during_convert(tmp_path, saved_model, seed):
+@pytest.mark.parametrize("seed, marker, span", [(0, None, 2.0), (1, "writing the package", 0.3),
+                                                (2, "writing the package", 0.3)],
+                         ids=["converting", "storing-1", "storing-2"])
+def test_kill_during_convert(tmp_path, saved_model, seed, marker, span):
+    """Killed while converting, or while the package is written, stored and registered (that
+    phase takes about a tenth of a second here, so kills within 0.3 s of its start fall on both
+    sides of the commit: one of these seeds before it, one after it, when measured)."""
     path, inp, out = saved_model
     ws = Workspace.create("ws", path=tmp_path / "ws")
     src = Model.register(ws, path, "resnet50")
-    delay = float(np.random.default_rng(100 + seed).uniform(0.0, 4.0))
-    pid = kill_after(CONVERT, [str(ws.path), inp, out], delay)
+    delay = float(np.random.default_rng(100 + seed).uniform(0.0, span))
+    pid = kill_after(CONVERT, [str(ws.path), inp, out], delay, marker)
     models = check_consistent(ws.path, [src.id], pid)
     converted = [m for m in models if m.kind == "accel"]
     if converted:  # the kill came after the commit: the package is complete and loads

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -20,37 +19,15 @@ from accelml.runtime.workspace import local
 
 pytest.importorskip("grpc_health.v1")
 
-STAND_IN = textwrap.dedent('''
-    import argparse, signal, subprocess, sys, time
-    from concurrent import futures
-    import grpc
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-    p = argparse.ArgumentParser()
-    p.add_argument("cmd"); p.add_argument("package"); p.add_argument("--name"); p.add_argument("--host")
-    p.add_argument("--grpc-port", type=int); p.add_argument("--rest-port", type=int)
-    p.add_argument("--device"); p.add_argument("--auth-keys")
-    a = p.parse_args()
-    if a.package.endswith("broken"):
-        print("cannot load package", flush=True); sys.exit(12)
-    server = grpc.server(futures.ThreadPoolExecutor(2))
-    h = health.HealthServicer(); h.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(h, server)
-    port = server.add_insecure_port(f"{a.host}:{a.grpc_port}")
-    server.start()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # same process group
-    print(f"child {child.pid}", flush=True)
-    print(f"serving {a.name}: grpc {a.host}:{port} rest {a.host}:{port + 1}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
-        time.sleep(1)
-''')
 
 
-@pytest.fixture
-def program(tmp_path):
-    script = tmp_path / "stand_in.py"
-    script.write_text(STAND_IN)
-    return [sys.executable, str(script)]
+@pytest.fixture(autouse=True)
+def stop_leftovers(tmp_path):
+    """Stop every stand-in a failing test left running in its service directories."""
+    yield
+    for d in tmp_path.iterdir():
+        if d.is_dir():
+            local.stop(d)
 
 
 def _child_pid(service_dir):
@@ -68,7 +45,8 @@ def _alive(pid):
     return os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_start_ready_health_stop(tmp_path, program):
+def test_start_ready_health_stop(tmp_path, stand_in):
+    program = stand_in
     svc = tmp_path / "svc"
     svc.mkdir()
     local.write_keys(svc / local.KEYS, "p1", "s1")
@@ -88,7 +66,8 @@ def test_start_ready_health_stop(tmp_path, program):
     assert not local.healthy(grpc_port, timeout=1.0)
 
 
-def test_stale_pid_and_failed_start(tmp_path, program):
+def test_stale_pid_and_failed_start(tmp_path, stand_in):
+    program = stand_in
     svc = tmp_path / "svc"
     pid = local.start(tmp_path / "pkg", "s", svc, auth=False, program=program)
     local.wait_ready(pid, svc, "s", timeout=60)

@@ -4,11 +4,11 @@
     image_tensors = utils.preprocess_array(in_images)        # (1, 224, 224, 3) float32
 
 ``preprocess_array`` decodes one JPEG image (the request's single element, whatever the rank of
-the string tensor), resizes it bilinearly to ``output_height`` x ``output_width``, reverses the
-channels to BGR and subtracts the per-channel ImageNet mean (the Caffe-style normalisation the
-ResNet / VGG featurizers take). Every op is one that the TensorFlow importer
-(``accelml.compiler.tf_import``) recognises as host preprocessing, so a converted package takes
-JPEG bytes and does this on the host with numpy.
+the string tensor; TensorFlow refuses a request with more than one), resizes it bilinearly to
+``output_height`` x ``output_width``, reverses the channels to BGR and subtracts the per-channel
+ImageNet mean (the Caffe-style normalisation the ResNet / VGG featurizers take). Every op is one
+that the TensorFlow importer (``accelml.compiler.tf_import``) recognises as host preprocessing, so
+a converted package takes JPEG bytes and does this on the host with numpy.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def preprocess_array(input_array, output_width: int = 224, output_height: int = 
     import tensorflow.compat.v1 as tf
 
     with tf.name_scope(name):
-        data = tf.reshape(input_array, [-1])[0]
+        data = tf.reshape(input_array, [], name="one_image")  # exactly one image per request
         img = tf.image.decode_jpeg(data, channels=3)
         img = tf.expand_dims(tf.cast(img, tf.float32), 0)
         img = tf.image.resize_bilinear(img, [output_height, output_width], align_corners=False)
