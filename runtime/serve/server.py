@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2
 from accelml.hdl.errors import ServeError
 
 from ..package import load
+from .ready import ready_line
 from .auth import KeyFile
 from .grpc_api import AuthInterceptor, add_services
 from .model import ServedModel
@@ -136,9 +137,8 @@ class Server:
         return self
 
     def ready_line(self) -> str:
-        scheme = "tls" if self.options.tls_cert else "plain"
-        return (f"accelml serve: model {self.name!r} version {self.service.served.version} ready on "
-                f"grpc {self.options.host}:{self.grpc_port} rest {self.options.host}:{self.rest_port} ({scheme})")
+        return ready_line(self.name, self.service.served.version, self.options.host, self.grpc_port, self.rest_port,
+                          bool(self.options.tls_cert))
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish, release the ports."""

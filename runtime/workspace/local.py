@@ -6,8 +6,8 @@
     stop(service_dir)                # every server of the service: SIGTERM to its process group,
                                      # SIGKILL after a grace period
 
-The server prints ``serving NAME: grpc HOST:P rest HOST:Q`` once it is ready; the ports (0 asks for
-free ones) are read from that line in ``server.log``. Keys live in ``keys.json`` (mode 0600),
+The server prints its ready line (``accelml.runtime.serve.ready``) once it is ready; the ports (0 asks
+for free ones) are read from that line in ``server.log``. Keys live in ``keys.json`` (mode 0600),
 ``{"primary": ..., "secondary": ...}``, written to a temporary file and renamed, which the server
 re-reads when the file changes.
 """
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from accelml.hdl.errors import ServeError
+from accelml.runtime.serve.ready import parse_ready_line
 
 LOG = "server.log"
 KEYS = "keys.json"
@@ -141,7 +142,6 @@ def wait_ready(pid: int, service_dir: Path, name: str, timeout: float = 300.0) -
     """Wait for the ready line and a SERVING health check; ServeError (with the log's tail) if the
     server exits or does not become ready in ``timeout`` seconds."""
     log = service_dir / LOG
-    pattern = re.compile(rf"serving {re.escape(name)}: grpc [^\s:]+:(\d+) rest [^\s:]+:(\d+)")
     deadline = time.monotonic() + timeout
     ports = None
     while time.monotonic() < deadline:
@@ -149,8 +149,7 @@ def wait_ready(pid: int, service_dir: Path, name: str, timeout: float = 300.0) -
             raise ServeError(f"service {name!r}: the server exited during start-up: {_tail(log)}")
         if ports is None:
             text = log.read_text(errors="replace") if log.exists() else ""
-            found = pattern.findall(text)
-            ports = (int(found[-1][0]), int(found[-1][1])) if found else None
+            ports = parse_ready_line(text, name)
         if ports is not None and healthy(ports[0], timeout=2.0):
             return ports
         time.sleep(0.1)

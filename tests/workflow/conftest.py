@@ -91,7 +91,8 @@ STAND_IN = textwrap.dedent('''
     server.start()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # same process group
     print(f"child {child.pid}", flush=True)
-    print(f"serving {a.name}: grpc {a.host}:{port} rest {a.host}:{port + 1}", flush=True)
+    from accelml.runtime.serve.ready import ready_line
+    print(ready_line(a.name, 1, a.host, port, port + 1, False), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         time.sleep(1)
