@@ -128,8 +128,8 @@ class CompiledModel:
                      f"{100 * s['utilisation']:.1f} %, roofline efficiency {100 * s['roofline_efficiency']:.1f} %; "
                      f"{s['engine_segments']} engine / {s['host_segments']} host segment(s); compiled in "
                      f"{s['compile_seconds']:.2f} s")
-        lines.append(f"roofline: the network's bound is {s['roofline_bound_cycles']:.0f} cycles (max of MACs at peak and "
-                     f"{s['unavoidable_bytes'] / 1e6:.2f} MB of weights, inputs and outputs at "
+        lines.append(f"roofline: the network's bound is {s['roofline_bound_cycles']:.0f} cycles (max of MACs at peak "
+                     f"and {s['unavoidable_bytes'] / 1e6:.2f} MB of weights, inputs and outputs at "
                      f"{cfg.mem_bytes_per_cycle:g} B/cycle); per-layer rows attribute it and stop at 100 % where a "
                      "layer's data arrived during earlier layers")
         resident = [b for seg in self.segments if seg.compiled is not None for b in seg.compiled.resident.values()]

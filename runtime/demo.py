@@ -174,7 +174,7 @@ def _run(work: Path, preset: str) -> int:
         _step(f"score over gRPC (TF Serving Predict) on the engine ({preset}, functional simulator) "
               "next to the same graph in FP32")
         agree = 0
-        for name, path in jpegs.items():
+        for path in jpegs.values():
             t = time.perf_counter()
             engine = client.score_file(path=str(path), input_name=input_tensors, outputs=output_tensors)
             ms = 1000 * (time.perf_counter() - t)

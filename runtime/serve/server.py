@@ -27,10 +27,10 @@ from grpc_health.v1 import health_pb2
 from accelml.hdl.errors import ServeError
 
 from ..package import load
-from .ready import ready_line
 from .auth import KeyFile
 from .grpc_api import AuthInterceptor, add_services
 from .model import ServedModel
+from .ready import ready_line
 from .rest import RestServer
 from .service import Service
 
