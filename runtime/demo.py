@@ -20,6 +20,7 @@ yet, ``--keep`` to keep it). Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--preset", default=PRESET, help=f"engine preset (default {PRESET})")
     args = ap.parse_args(argv)
+    _quiet_tensorflow()
     if args.workdir is not None and args.workdir.exists():
         print(f"accelml-demo: error: {args.workdir} exists; give a new directory", file=sys.stderr)
         return 2
@@ -113,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nwork directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _quiet_tensorflow() -> None:
+    """TensorFlow's start-up and deprecation messages say nothing about the workflow; keep a
+    user's own setting."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def _step(text: str) -> None:
