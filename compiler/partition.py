@@ -195,30 +195,26 @@ class Partition:
         """Execute segment by segment (external layout in and out, like ``reference.run``):
         host segments on onnxruntime, engine segments with ``engine(subgraph, feeds)``
         (default: the float32 reference interpreter)."""
+        from accelml.runtime.executor import FunctionSegment, HostSegment, permuted, run_segments
+
         from . import reference
 
         g = self.graph
         if engine is None:
             engine = lambda sg, f: reference.run(sg, f, external=False)  # noqa: E731
-        env: dict[str, np.ndarray] = {}
-        for name in g.inputs:
-            v = np.asarray(feeds[name])
-            env[name] = np.require(v.transpose(g.input_perms[name]) if name in g.input_perms else v, requirements="C")
-        for s in self.segments:
-            local = {i: env[i] for i in s.inputs}
-            if s.device is Device.ENGINE:
-                res = engine(s.subgraph(g), local)
-            else:
-                import onnxruntime as ort
+        env = {name: permuted(np.asarray(feeds[name]), g.input_perms.get(name)) for name in g.inputs}
+        def on_engine(sg: Graph):
+            return lambda f: engine(sg, dict(f))
 
-                sess = ort.InferenceSession(s.to_onnx(g).SerializeToString(),
-                                            providers=["CPUExecutionProvider"])
-                res = dict(zip(s.outputs, sess.run(list(s.outputs), local), strict=True))
-            env.update(res)
+        runners = [FunctionSegment(list(s.inputs), list(s.outputs), on_engine(s.subgraph(g)))
+                   if s.device is Device.ENGINE else
+                   HostSegment(list(s.inputs), list(s.outputs), s.to_onnx(g).SerializeToString())
+                   for s in self.segments]
+        env = run_segments(runners, env)
         out = {}
         for name in g.outputs:
             v = env[name] if name in env else g.constants[name]
-            out[name] = np.require(v.transpose(g.output_perms[name]), requirements="C") if name in g.output_perms else v
+            out[name] = permuted(v, g.output_perms[name]) if name in g.output_perms else v
         return out
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from accelml.hdl.program import Program
 from . import storage
 from .device import Device, device_named
 from .engine import BufferView, EngineSegment
+from .executor import FunctionSegment, HostSegment, permuted, run_segments
 from .host import HostPreprocess, encoded_images
 from .storage import DestinationError, write_dir_atomic
 
@@ -142,17 +142,6 @@ def _image_bytes(c) -> bytes:
     return mem.data[:top].tobytes()
 
 
-@dataclass
-class _HostSegment:
-    inputs: list[str]
-    outputs: list[str]
-    session: object
-
-    def run(self, feeds):
-        res = self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})
-        return dict(zip(self.outputs, res, strict=True))
-
-
 class Model:
     """A loaded package: ``run({input name: array}) -> {output name: array}``.
 
@@ -165,6 +154,8 @@ class Model:
 
     def __init__(self, path: Path, manifest: dict, cfg: EngineConfig, segments: list, device: Device):
         self.path, self.manifest, self.cfg, self.segments, self.device = path, manifest, cfg, segments, device
+        self._runners = [FunctionSegment(list(s.inputs), list(s.outputs), lambda f, s=s: s.run(f, device))
+                         if isinstance(s, EngineSegment) else s for s in segments]
         pre = manifest.get("host_preprocess")
         self.host: HostPreprocess | None = HostPreprocess.from_dict(pre) if pre is not None else None
 
@@ -214,20 +205,12 @@ class Model:
                 x = x.astype(spec["dtype"], casting="same_kind", copy=False)
             except TypeError:
                 raise PackageError(f"input {name!r}: expected {spec['dtype']}, got {x.dtype}") from None
-            env[name] = np.require(x.transpose(spec["perm"]) if spec["perm"] else x, requirements="C")
+            env[name] = permuted(x, spec["perm"])
         unknown = set(feeds) - {i["name"] for i in self.manifest["inputs"]}
         if unknown:
             raise PackageError(f"unknown input(s): {', '.join(sorted(unknown))}")
-        for seg in self.segments:
-            if isinstance(seg, EngineSegment):
-                env.update(seg.run(env, self.device))
-            else:
-                env.update(seg.run(env))
-        out = {}
-        for spec in self.outputs:
-            v = env[spec["name"]]
-            out[spec["name"]] = np.require(v.transpose(spec["perm"]) if spec["perm"] else v, requirements="C")
-        return out
+        env = run_segments(self._runners, env)
+        return {spec["name"]: permuted(env[spec["name"]], spec["perm"]) for spec in self.outputs}
 
 
 def load(path: str | os.PathLike, *, device: str = "funcsim", config: EngineConfig | None = None) -> Model:
@@ -274,10 +257,7 @@ def load(path: str | os.PathLike, *, device: str = "funcsim", config: EngineConf
     segments = []
     for spec in segments_spec:
         if spec.get("kind") == "host":
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(blobs[spec["onnx"]], providers=["CPUExecutionProvider"])
-            segments.append(_HostSegment(spec["inputs"], spec["outputs"], sess))
+            segments.append(HostSegment(spec["inputs"], spec["outputs"], blobs[spec["onnx"]]))
         elif spec.get("kind") == "engine":
             prog = Program.from_bytes(blobs[spec["program"]], config=cfg, source=f"{path}/{spec['program']}")
             views = {}
