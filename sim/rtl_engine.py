@@ -62,6 +62,7 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (r"external memory access .* outside the", ErrorCode.MEM_RANGE),
     (re.escape(BAD_BFP), ErrorCode.BAD_BFP),
     (re.escape(BAD_FP), ErrorCode.BAD_FP),
+    (r"overflow beyond the internal format's range", ErrorCode.OVERFLOW),
 )
 
 

@@ -28,6 +28,7 @@ class ErrorCode(enum.Enum, shape=5):
     STEP_BUDGET = 12  # more instructions executed than the step budget (watchdog)
     CYCLE_BUDGET = 13  # more cycles than the cycle budget (watchdog)
     UNIMPLEMENTED = 14  # a legal instruction this RTL does not execute yet
+    OVERFLOW = 15  # an MFU result beyond the internal format's range
 
 
 class Unit(enum.IntEnum):

@@ -96,6 +96,43 @@ def test_dma_loops_program(engine, stall_mask):
         assert got.cycles > engine.run(program, img).cycles
 
 
+def _mfu_image(seed: int) -> bytearray:
+    rng = np.random.default_rng(seed)
+    img = bytearray(0xC00)
+    mant = rng.integers(-127, 128, (8, 4))
+    mant[0] = 0  # a zero block
+    exp = rng.integers(-127, 128, 8)
+    exp[1], exp[2], exp[3] = -127, 127, -120  # exponent extremes: flushed to zero, the largest
+    img[0:40] = encode_bfp(mant, exp, CFG)
+    b = (rng.standard_normal((4, 4)) * 2.0 ** rng.integers(-20, 20, (4, 4))).astype(np.float32)
+    a = (rng.standard_normal((12, 4)) * 2.0 ** rng.integers(-20, 20, (12, 4))).astype(np.float32)
+    a[0] = -b[0]  # a + b cancels to +0
+    a[5] = b[1]  # max of equal values
+    a[2, :2] = 0.0
+    a[3] = np.ldexp(1.0, -126) * np.array([1, -1, 1.5, -3])  # smallest normals: sums flush to zero
+    img[0x100:0x100 + a.nbytes] = a.astype("<f4").tobytes()
+    img[0x300:0x300 + b.nbytes] = b.astype("<f4").tobytes()
+    return img
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("seed", range(3))
+def test_mfu_ops_program(engine, seed):
+    program = assemble((PROGRAMS / "mfu_ops.s").read_text())
+    ref, got = _same(engine, program, _mfu_image(seed))
+    assert got.error is ErrorCode.NONE and got.busy["mfu"] > 0
+    assert bytes(got.memory[0x400:]) != bytes(len(got.memory) - 0x400)
+
+
+@pytest.mark.rtl
+def test_mfu_overflow_names_the_instruction(engine):
+    img = bytearray(512)
+    img[0:16] = np.full(4, 3e38, "<f4").tobytes()
+    program = assemble("ld fvrf, r0, r0, 1, 1\nseti r1, 1\nvop add, r1, r0, r0, 1, 0\nhalt")
+    ref, got = _same(engine, program, img)
+    assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 2)
+
+
 @pytest.mark.rtl
 @pytest.mark.parametrize(("seed", "stall_mask"), [(0, 0), (1, 0), (2, 0x0101), (3, 0x1111), (4, 0x7777), (5, 0xFFF0)])
 def test_random_dma_programs(engine, seed, stall_mask):
@@ -133,6 +170,8 @@ ERROR_CASES = {
     "read_only": ("seti r1, 100\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 1),
     "bad_bfp": ("ld vrf, r0, r0, 1, 2\nhalt", ErrorCode.BAD_BFP, 0),
     "bad_fp": ("ld fvrf, r0, r0, 1, 2\nhalt", ErrorCode.BAD_FP, 0),
+    "mfu_range": ("seti r1, 8190\nvop add, r0, r0, r1, 4, 3\nhalt", ErrorCode.CHIP_RANGE, 1),
+    "deq_range": ("seti r1, 8191\ndeq r0, r1, 2\nhalt", ErrorCode.CHIP_RANGE, 1),
     "step_budget": ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", ErrorCode.STEP_BUDGET, 2),
     "zero_count_skips": ("loop r0, 0, 1\nseti r1, 300\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 2),
 }
@@ -148,8 +187,8 @@ def test_error_paths_name_code_and_instruction(engine, name):
 
 
 UNIMPLEMENTED = {
-    "mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0", "vop": "vop add, r0, r0, r0, 1, 0",
-    "vact": "vact relu, r0, r0, 1", "deq": "deq r0, r0, 1", "qnt": "qnt r0, r0, 1",
+    "mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0", "vop_mul": "vop mul, r0, r0, r0, 1, 0",
+    "vact_lrelu": "vact lrelu, r0, r0, 1", "qnt": "qnt r0, r0, 1",
 }
 
 
