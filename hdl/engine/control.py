@@ -8,10 +8,11 @@ opcode's last field; ``isa.decode``'s rules) and executes ``nop halt seti addi a
 (on-chip range, read-only constant image, memory stride, external range), handed to the DMA on
 ``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc pool
 qnt``, ``vop mul``, ``vact lrelu``) stop with ``UNIMPLEMENTED``; ``deq``, ``vact`` and ``vop``
-are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``loop`` follows ``FuncSim._loop``: a body that
-does not fit, overlaps its enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops the engine;
-a zero count skips the body. Every running cycle beyond ``max_cycles`` stops with ``CYCLE_BUDGET``,
-so the engine always reaches ``done`` (``error`` set or not) in bounded time.
+are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``loop`` follows
+``FuncSim._loop``: a body that does not fit, overlaps its enclosing body or nests deeper than
+``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body. Every running cycle beyond
+``max_cycles`` stops with ``CYCLE_BUDGET``, so the engine always reaches ``done`` (``error`` set
+or not) in bounded time.
 
 The instruction memory is written through ``imem_we/imem_waddr/imem_wdata`` while the engine is
 idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0``.
@@ -26,7 +27,17 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from accelml.hdl.isa import (
-    INSN_BITS, INSN_LAYOUT, LAYOUTS, MAX_LOOP_DEPTH, NUM_REGS, Act, Cfg, Opcode, PoolMode, Space, VecOp,
+    INSN_BITS,
+    INSN_LAYOUT,
+    LAYOUTS,
+    MAX_LOOP_DEPTH,
+    NUM_REGS,
+    Act,
+    Cfg,
+    Opcode,
+    PoolMode,
+    Space,
+    VecOp,
 )
 
 from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes
@@ -216,14 +227,16 @@ class Control(wiring.Component):
                                                  m_depth_a.eq(cfg.vrf_vectors)]
                                 with m.Case(Opcode.VACT):
                                     f = insn.vact
-                                    m.d.sync += [mc.op.eq(MfuOp.VACT), mc.fn.eq(f.act.as_value()), mc.dst.eq(regs[f.rd]),
-                                                 mc.src_a.eq(regs[f.rs]), mc.count.eq(f.count), m_count_b.eq(0)]
+                                    m.d.sync += [mc.op.eq(MfuOp.VACT), mc.fn.eq(f.act.as_value()),
+                                                 mc.dst.eq(regs[f.rd]), mc.src_a.eq(regs[f.rs]), mc.count.eq(f.count),
+                                                 m_count_b.eq(0)]
                                     with m.If(f.act == Act.LRELU):
                                         fail(ErrorCode.UNIMPLEMENTED)
                                 with m.Case(Opcode.VOP):
-                                    m.d.sync += [mc.op.eq(MfuOp.VOP), mc.fn.eq(fv.fn.as_value()), mc.dst.eq(regs[fv.rd]),
-                                                 mc.src_a.eq(regs[fv.ra]), mc.src_b.eq(regs[fv.rb]),
-                                                 mc.count.eq(fv.count), mc.period.eq(fv.period),
+                                    m.d.sync += [mc.op.eq(MfuOp.VOP), mc.fn.eq(fv.fn.as_value()),
+                                                 mc.dst.eq(regs[fv.rd]), mc.src_a.eq(regs[fv.ra]),
+                                                 mc.src_b.eq(regs[fv.rb]), mc.count.eq(fv.count),
+                                                 mc.period.eq(fv.period),
                                                  m_count_b.eq(Mux(fv.period != 0, fv.period, fv.count))]
                                     with m.If(fv.fn == VecOp.MUL):
                                         fail(ErrorCode.UNIMPLEMENTED)

@@ -19,8 +19,8 @@ from accelml.hdl.isa import INSN_BITS, Space
 
 from .control import CYCLE_BITS, STEP_BITS, Control
 from .dma import Dma
-from .mfu import Mfu
 from .layouts import byte_addr_bits, check_config, mem_port_signature
+from .mfu import Mfu
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
