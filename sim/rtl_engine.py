@@ -63,6 +63,7 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (re.escape(BAD_BFP), ErrorCode.BAD_BFP),
     (re.escape(BAD_FP), ErrorCode.BAD_FP),
     (r"overflow beyond the internal format's range", ErrorCode.OVERFLOW),
+    (r"contains NaN, which no BFP block can represent", ErrorCode.NAN),
 )
 
 

@@ -6,8 +6,8 @@ undecodable word (``ILLEGAL_INSN``: opcode or enum value out of range, non-zero 
 opcode's last field; ``isa.decode``'s rules) and executes ``nop halt seti addi add cfg loop``.
 ``ld``/``st`` are range-checked in ``CHECK`` with the functional simulator's rules and order
 (on-chip range, read-only constant image, memory stride, external range), handed to the DMA on
-``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc pool
-qnt``, ``vop mul``, ``vact lrelu``) stop with ``UNIMPLEMENTED``; ``deq``, ``vact`` and ``vop``
+``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc``,
+``pool``, ``vop mul``, ``vact lrelu``) stop with ``UNIMPLEMENTED``; ``deq``, ``qnt``, ``vact``, ``vop``
 are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``loop`` follows
 ``FuncSim._loop``: a body that does not fit, overlaps its enclosing body or nests deeper than
 ``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body. Every running cycle beyond
@@ -49,7 +49,7 @@ __all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS"]
 # configuration registers' values at start (FuncSim's defaults; the others start at 0)
 CFG_RESET = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
              Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
-UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL, Opcode.QNT)  # and vop mul, vact lrelu (see mfu.py)
+UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL)  # and vop mul, vact lrelu (see mfu.py)
 STEP_BITS = 48
 CYCLE_BITS = 64
 
@@ -124,6 +124,7 @@ class Control(wiring.Component):
         mc = Signal(mfu_cmd_layout())
         m_depth_a = Signal(range(max(cfg.vrf_vectors, cfg.fvrf_vectors) + 1))
         m_count_b = Signal(16)
+        m_depth_d = Signal(range(max(cfg.vrf_vectors, cfg.fvrf_vectors) + 1))
 
         def restart():
             with m.If(self.start):
@@ -214,10 +215,11 @@ class Control(wiring.Component):
                                 d_mstride.eq(cfgr[Cfg.MEM_STRIDE.value]), d_cstride.eq(cfgr[Cfg.CHIP_STRIDE.value]),
                             ]
                             m.next = "CHECK"
-                        with m.Case(Opcode.DEQ, Opcode.VACT, Opcode.VOP):
+                        with m.Case(Opcode.DEQ, Opcode.QNT, Opcode.VACT, Opcode.VOP):
                             fv = insn.vop
                             m.d.sync += [mc.clip_lo.eq(cfgr[Cfg.CLIP_LO.value]), mc.clip_hi.eq(cfgr[Cfg.CLIP_HI.value]),
-                                         mc.period.eq(0), mc.src_b.eq(0), m_depth_a.eq(cfg.fvrf_vectors)]
+                                         mc.period.eq(0), mc.src_b.eq(0), m_depth_a.eq(cfg.fvrf_vectors),
+                                         m_depth_d.eq(cfg.fvrf_vectors)]
                             m.next = "MCHECK"
                             with m.Switch(opcode):
                                 with m.Case(Opcode.DEQ):
@@ -225,6 +227,11 @@ class Control(wiring.Component):
                                     m.d.sync += [mc.op.eq(MfuOp.DEQ), mc.dst.eq(regs[f.rd]), mc.src_a.eq(regs[f.rs]),
                                                  mc.count.eq(f.count), m_count_b.eq(0),
                                                  m_depth_a.eq(cfg.vrf_vectors)]
+                                with m.Case(Opcode.QNT):
+                                    f = insn.qnt
+                                    m.d.sync += [mc.op.eq(MfuOp.QNT), mc.dst.eq(regs[f.rd]), mc.src_a.eq(regs[f.rs]),
+                                                 mc.count.eq(f.count), m_count_b.eq(0),
+                                                 m_depth_d.eq(cfg.vrf_vectors)]
                                 with m.Case(Opcode.VACT):
                                     f = insn.vact
                                     m.d.sync += [mc.op.eq(MfuOp.VACT), mc.fn.eq(f.act.as_value()),
@@ -300,7 +307,7 @@ class Control(wiring.Component):
                 b_end = mc.src_b + m_count_b
                 d_end = mc.dst + mc.count
                 with m.If((a_end > m_depth_a) | ((mc.op == MfuOp.VOP) & (b_end > cfg.fvrf_vectors))
-                          | (d_end > cfg.fvrf_vectors)):
+                          | (d_end > m_depth_d)):
                     fail(ErrorCode.CHIP_RANGE)
                 with m.Elif(mc.count == 0):
                     m.next = "ADVANCE"

@@ -1,9 +1,11 @@
-"""Multi-function unit, first slice: ``deq``, ``vact`` (copy, relu, clip) and ``vop`` (add, sub, max).
+"""Multi-function unit, first slice: ``deq``, ``qnt``, ``vact`` (copy, relu, clip), ``vop`` (add, sub, max).
 
 One vector at a time, bit-exact with ``accelml.sim.bfp`` (internal format binary32, RNE, FTZ):
 
 * ``deq``: VRF entry -> FVRF, each lane ``to_internal(mant * 2**(exp - (M - 1)))``
   (``fp32.ScaledIntToF32``);
+* ``qnt``: FVRF -> VRF entry, ``bfp.quantize`` of the N values (``quantize.py``); a NaN stops the
+  command with ``ErrorCode.NAN``;
 * ``vop add`` / ``sub``: ``fp32.F32Add`` per lane (``sub`` adds ``-b``: negation is exact), an
   overflow beyond binary32 stops the command with ``ErrorCode.OVERFLOW``; ``vop max``: numpy's
   ``maximum`` (``a > b or a is NaN ? a : b``); the second operand repeats with ``period``;
@@ -26,6 +28,7 @@ from accelml.hdl.fp32 import F32Add, ScaledIntToF32
 from accelml.hdl.isa import Space
 
 from .layouts import check_config
+from .quantize import quantize_block
 from .regfiles import file_port_signature
 from .status import ErrorCode
 
@@ -36,6 +39,7 @@ class MfuOp(enum.Enum, shape=2):
     DEQ = 0
     VACT = 1
     VOP = 2
+    QNT = 3
 
 
 def mfu_cmd_layout() -> data.StructLayout:
@@ -137,7 +141,9 @@ class Mfu(wiring.Component):
                 with m.Else():
                     m.d.comb += [result.eq(Cat(*add_bits)), overflow.eq(add_ovf)]
 
-        m.d.comb += [self.fvrf.waddr.eq(c.dst + i), self.fvrf.wdata.eq(result)]
+        qbits, qnan = quantize_block(m, cfg, src)
+        m.d.comb += [self.fvrf.waddr.eq(c.dst + i), self.fvrf.wdata.eq(result),
+                     self.vrf.waddr.eq(c.dst + i), self.vrf.wdata.eq(qbits)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -156,11 +162,14 @@ class Mfu(wiring.Component):
                 m.next = "WRITE"
             with m.State("WRITE"):  # the source's data is on the read port now
                 m.d.comb += self.busy.eq(1)
-                with m.If(overflow):
+                with m.If((c.op == MfuOp.QNT) & qnan):
+                    m.d.sync += code.eq(ErrorCode.NAN)
+                    m.next = "DONE"
+                with m.Elif(overflow & (c.op != MfuOp.QNT)):
                     m.d.sync += code.eq(ErrorCode.OVERFLOW)
                     m.next = "DONE"
                 with m.Else():
-                    m.d.comb += self.fvrf.we.eq(1)
+                    m.d.comb += [self.fvrf.we.eq(c.op != MfuOp.QNT), self.vrf.we.eq(c.op == MfuOp.QNT)]
                     m.d.sync += [i.eq(i + 1), j.eq(Mux((c.period != 0) & (j + 1 == c.period), 0, j + 1))]
                     with m.If(i + 1 == c.count):
                         m.next = "DONE"

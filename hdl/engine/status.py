@@ -29,6 +29,7 @@ class ErrorCode(enum.Enum, shape=5):
     CYCLE_BUDGET = 13  # more cycles than the cycle budget (watchdog)
     UNIMPLEMENTED = 14  # a legal instruction this RTL does not execute yet
     OVERFLOW = 15  # an MFU result beyond the internal format's range
+    NAN = 16  # qnt of a block holding a NaN, which no BFP block represents
 
 
 class Unit(enum.IntEnum):

@@ -124,6 +124,39 @@ def test_mfu_ops_program(engine, seed):
     assert bytes(got.memory[0x400:]) != bytes(len(got.memory) - 0x400)
 
 
+def _qnt_image(seed: int) -> bytearray:
+    rng = np.random.default_rng(seed)
+    v = (rng.standard_normal((16, 4)) * 2.0 ** rng.integers(-30, 30, (16, 4))).astype(np.float32)
+    v[0] = 0.0  # an all-zero block
+    v[1] = [127.5, 1.0, -0.25, 3.0]  # the maximum rounds up to 2**M: exponent bumped
+    v[2] = [np.finfo(np.float32).max, -1e38, 5e37, 1.0]  # bumped past exp_max: clipped, saturated
+    v[3] = np.ldexp(np.float32(1.0), -126) * np.array([1, -1.5, 3, 0.5], np.float32)  # below exp_min
+    v[4] = [2.5, -2.5, 0.5, -1.5]  # ties to even
+    v[5] = [1e-30, 1e-35, -1e-40 * 0, 3e-31]
+    img = bytearray(0x400 + 24 * CFG.bfp_vector_bytes + 8)
+    img[:v.nbytes] = v.astype("<f4").tobytes()
+    return img
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("seed", range(3))
+def test_qnt_program(engine, seed):
+    program = assemble((PROGRAMS / "qnt_ops.s").read_text())
+    ref, got = _same(engine, program, _qnt_image(seed))
+    assert got.error is ErrorCode.NONE
+    assert bytes(got.memory[0x400:0x400 + 80]) != bytes(80)
+
+
+@pytest.mark.rtl
+def test_qnt_of_nan_stops_the_engine(engine):
+    img = bytearray(512)
+    img[0:16] = np.array([1, 2, 3, 4], "<f4").tobytes()
+    program = assemble("ld fvrf, r0, r0, 1, 1\nseti r1, 0x7fc00000\ncfg clip_lo, r1, 0\nvact clip, r0, r0, 1\n"
+                       "qnt r0, r0, 1\nhalt")
+    ref, got = _same(engine, program, img)
+    assert (got.error, got.error_pc) == (ErrorCode.NAN, 4)
+
+
 @pytest.mark.rtl
 def test_mfu_overflow_names_the_instruction(engine):
     img = bytearray(512)
@@ -188,7 +221,7 @@ def test_error_paths_name_code_and_instruction(engine, name):
 
 UNIMPLEMENTED = {
     "mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0", "vop_mul": "vop mul, r0, r0, r0, 1, 0",
-    "vact_lrelu": "vact lrelu, r0, r0, 1", "qnt": "qnt r0, r0, 1",
+    "vact_lrelu": "vact lrelu, r0, r0, 1",
 }
 
 
