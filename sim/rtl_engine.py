@@ -190,8 +190,9 @@ class EngineSim:
             max_cycles: int = 100_000_000, stall_mask: int = 0) -> RtlRun:
         """Run ``program`` on the memory ``image`` (its size is the engine's external memory).
 
-        ``stall_mask`` (16 bits) makes the memory model withhold ready / valid pseudo-randomly
-        (more set bits, more stalls): back-pressure on both streams of the memory port."""
+        ``stall_mask`` (16 bits) makes the memory model withhold ready / valid pseudo-randomly, in
+        a fraction ``1 - 2**-k`` of the cycles for ``k`` set bits: back-pressure on both streams of
+        the memory port."""
         rtl.require_tools()
         words = program_words(program)
         image = bytes(image)

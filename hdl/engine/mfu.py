@@ -30,7 +30,7 @@ from accelml.hdl.isa import Space
 from .layouts import check_config
 from .quantize import quantize_block
 from .regfiles import file_port_signature
-from .status import ErrorCode
+from .status import ErrorCode, report_done
 
 __all__ = ["Mfu", "MfuOp", "mfu_cmd_layout"]
 
@@ -176,7 +176,5 @@ class Mfu(wiring.Component):
                     with m.Else():
                         m.next = "READ_A"
             with m.State("DONE"):
-                m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(code)]
-                with m.If(self.done.ready):
-                    m.next = "IDLE"
+                report_done(m, self.done, code)
         return m

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from amaranth.lib import enum
 
-__all__ = ["ErrorCode", "Unit"]
+__all__ = ["ErrorCode", "Unit", "report_done"]
 
 
 class ErrorCode(enum.Enum, shape=5):
@@ -44,3 +44,11 @@ class Unit(enum.IntEnum):
     @property
     def key(self) -> str:
         return self.name.lower()
+
+
+def report_done(m, done, code) -> None:
+    """Inside a unit's ``DONE`` state: offer ``code`` on the ``done`` stream until it is taken,
+    then go back to ``IDLE``."""
+    m.d.comb += [done.valid.eq(1), done.payload.eq(code)]
+    with m.If(done.ready):
+        m.next = "IDLE"
