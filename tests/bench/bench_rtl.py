@@ -62,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "ecp5"])
     ap.add_argument("--iterations", type=int, default=2000)
-    ap.add_argument("--optimize", default="-O0", help="C++ optimisation of the Verilated model")
+    ap.add_argument("--optimize", default="-O2", help="C++ optimisation of the Verilated model")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     for name in args.presets:
