@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) tests/bench/bench_funcsim.py
 	$(PY) tests/bench/bench_compiler.py
 	$(PY) tests/bench/bench_fidelity.py
+	$(PY) tests/bench/bench_rtl.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check compiler hdl sim runtime tests
