@@ -7,7 +7,7 @@ opcode's last field; ``isa.decode``'s rules) and executes ``nop halt seti addi a
 ``ld``/``st`` are range-checked in ``CHECK`` with the functional simulator's rules and order
 (on-chip range, read-only constant image, memory stride, external range), handed to the DMA on
 ``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc``,
-``pool``, ``vop mul``, ``vact lrelu``) stop with ``UNIMPLEMENTED``; ``deq``, ``qnt``, ``vact``, ``vop``
+``pool``) stop with ``UNIMPLEMENTED``; ``deq``, ``qnt``, ``vact``, ``vop``
 are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``loop`` follows
 ``FuncSim._loop``: a body that does not fit, overlaps its enclosing body or nests deeper than
 ``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body. Every running cycle beyond
@@ -32,12 +32,10 @@ from accelml.hdl.isa import (
     LAYOUTS,
     MAX_LOOP_DEPTH,
     NUM_REGS,
-    Act,
     Cfg,
     Opcode,
     PoolMode,
     Space,
-    VecOp,
 )
 
 from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes
@@ -49,7 +47,7 @@ __all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS"]
 # configuration registers' values at start (FuncSim's defaults; the others start at 0)
 CFG_RESET = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
              Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
-UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL)  # and vop mul, vact lrelu (see mfu.py)
+UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL)
 STEP_BITS = 48
 CYCLE_BITS = 64
 
@@ -218,6 +216,7 @@ class Control(wiring.Component):
                         with m.Case(Opcode.DEQ, Opcode.QNT, Opcode.VACT, Opcode.VOP):
                             fv = insn.vop
                             m.d.sync += [mc.clip_lo.eq(cfgr[Cfg.CLIP_LO.value]), mc.clip_hi.eq(cfgr[Cfg.CLIP_HI.value]),
+                                         mc.alpha.eq(cfgr[Cfg.ALPHA.value]),
                                          mc.period.eq(0), mc.src_b.eq(0), m_depth_a.eq(cfg.fvrf_vectors),
                                          m_depth_d.eq(cfg.fvrf_vectors)]
                             m.next = "MCHECK"
@@ -237,16 +236,12 @@ class Control(wiring.Component):
                                     m.d.sync += [mc.op.eq(MfuOp.VACT), mc.fn.eq(f.act.as_value()),
                                                  mc.dst.eq(regs[f.rd]), mc.src_a.eq(regs[f.rs]), mc.count.eq(f.count),
                                                  m_count_b.eq(0)]
-                                    with m.If(f.act == Act.LRELU):
-                                        fail(ErrorCode.UNIMPLEMENTED)
                                 with m.Case(Opcode.VOP):
                                     m.d.sync += [mc.op.eq(MfuOp.VOP), mc.fn.eq(fv.fn.as_value()),
                                                  mc.dst.eq(regs[fv.rd]), mc.src_a.eq(regs[fv.ra]),
                                                  mc.src_b.eq(regs[fv.rb]), mc.count.eq(fv.count),
                                                  mc.period.eq(fv.period),
                                                  m_count_b.eq(Mux(fv.period != 0, fv.period, fv.count))]
-                                    with m.If(fv.fn == VecOp.MUL):
-                                        fail(ErrorCode.UNIMPLEMENTED)
                         with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
                             fail(ErrorCode.UNIMPLEMENTED)
                 watchdog()

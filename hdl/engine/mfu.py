@@ -1,4 +1,4 @@
-"""Multi-function unit, first slice: ``deq``, ``qnt``, ``vact`` (copy, relu, clip), ``vop`` (add, sub, max).
+"""Multi-function unit: ``deq``, ``qnt``, ``vact`` and ``vop``, one vector at a time.
 
 One vector at a time, bit-exact with ``accelml.sim.bfp`` (internal format binary32, RNE, FTZ):
 
@@ -6,14 +6,16 @@ One vector at a time, bit-exact with ``accelml.sim.bfp`` (internal format binary
   (``fp32.ScaledIntToF32``);
 * ``qnt``: FVRF -> VRF entry, ``bfp.quantize`` of the N values (``quantize.py``); a NaN stops the
   command with ``ErrorCode.NAN``;
+* ``vop mul`` and ``vact lrelu`` (``x < 0 ? x * alpha : x``): ``bfp.mfu_mul``, the exact product
+  rounded by ``fp32.ScaledIntToF32``; an overflow in any lane (leaky ReLU forms every lane's
+  product, as the definition does) stops the command with ``ErrorCode.OVERFLOW``;
 * ``vop add`` / ``sub``: ``fp32.F32Add`` per lane (``sub`` adds ``-b``: negation is exact), an
   overflow beyond binary32 stops the command with ``ErrorCode.OVERFLOW``; ``vop max``: numpy's
   ``maximum`` (``a > b or a is NaN ? a : b``); the second operand repeats with ``period``;
 * ``vact copy``, ``relu`` (``maximum(a, +0)``), ``clip`` (``minimum(maximum(a, lo), hi)`` with
   numpy's ``minimum``: ``a < b or a is NaN ? a : b``).
 
-``vop mul`` and ``vact lrelu`` need a binary32 multiplier this RTL does not have; the control unit
-stops them with ``UNIMPLEMENTED`` before they get here. Each element reads its operands before it
+Each element reads its operands before it
 writes its result, element by element in order: a destination that overlaps a source at another
 offset sees the elements already written (the functional simulator reads every operand first).
 """
@@ -47,7 +49,26 @@ def mfu_cmd_layout() -> data.StructLayout:
         "op": MfuOp, "fn": unsigned(2),  # isa.VecOp or isa.Act
         "dst": unsigned(32), "src_a": unsigned(32), "src_b": unsigned(32),
         "count": unsigned(16), "period": unsigned(12), "clip_lo": unsigned(32), "clip_hi": unsigned(32),
+        "alpha": unsigned(32),
     })
+
+
+def _product(m: Module, a, b, name: str):
+    """``to_internal(a * b)`` of two binary32 bit patterns (``bfp.mfu_mul``): (bits, overflow).
+
+    The exact product ``sig_a * sig_b * 2**(e2_a + e2_b)`` (subnormal operands included) goes
+    through ``ScaledIntToF32``; an infinite or NaN operand makes the product overflow, as the
+    definition's float64 product (infinity or NaN) does."""
+    parts = []
+    for x in (a, b):
+        biased = x[23:31]
+        parts.append((Cat(x[:23], biased != 0), Mux(biased == 0, -149, biased - 150), biased == 0xFF))
+    (sa, ea, fa), (sb, eb, fb) = parts
+    conv = ScaledIntToF32(49, 11)
+    m.submodules[name] = conv
+    mag = sa * sb
+    m.d.comb += [conv.d.eq(Mux(a[31] ^ b[31], -mag, mag)), conv.s.eq(ea + eb)]
+    return conv.result, conv.overflow | fa | fb
 
 
 def _is_nan(x):
@@ -103,6 +124,7 @@ class Mfu(wiring.Component):
         deq_bits, deq_ovf = [], Const(0, 1)
         add_bits, add_ovf = [], Const(0, 1)
         max_bits, act_bits = [], []
+        mul_bits, mul_ovf = [], Const(0, 1)
         for k in range(n):
             conv = ScaledIntToF32(mbits + 1, s_shape)
             m.submodules[f"deq{k}"] = conv
@@ -119,12 +141,18 @@ class Mfu(wiring.Component):
             add_ovf = add_ovf | add.overflow
             max_bits.append(np_maximum(a, b))
             x = src[32 * k: 32 * (k + 1)]
+            is_vact = c.op == MfuOp.VACT
+            prod, povf = _product(m, Mux(is_vact, x, a), Mux(is_vact, c.alpha, b), f"mul{k}")
+            mul_bits.append(prod)
+            mul_ovf = mul_ovf | povf
             act = Signal(32, name=f"act{k}")
             with m.Switch(c.fn):
                 with m.Case(Act.RELU.value):
                     m.d.comb += act.eq(np_maximum(x, Const(0, 32)))
                 with m.Case(Act.CLIP.value):
                     m.d.comb += act.eq(np_minimum(np_maximum(x, c.clip_lo), c.clip_hi))
+                with m.Case(Act.LRELU.value):  # x < 0 (not -0, not NaN) takes the product
+                    m.d.comb += act.eq(Mux(x[31] & (x[:31] != 0) & ~_is_nan(x), prod, x))
                 with m.Default():
                     m.d.comb += act.eq(x)
             act_bits.append(act)
@@ -134,10 +162,13 @@ class Mfu(wiring.Component):
             with m.Case(MfuOp.DEQ):
                 m.d.comb += [result.eq(Cat(*deq_bits)), overflow.eq(deq_ovf)]
             with m.Case(MfuOp.VACT):
-                m.d.comb += result.eq(Cat(*act_bits))
+                # leaky ReLU forms every lane's product: an overflow in any lane is the op's
+                m.d.comb += [result.eq(Cat(*act_bits)), overflow.eq((c.fn == Act.LRELU.value) & mul_ovf)]
             with m.Case(MfuOp.VOP):
                 with m.If(c.fn == VecOp.MAX.value):
                     m.d.comb += result.eq(Cat(*max_bits))
+                with m.Elif(c.fn == VecOp.MUL.value):
+                    m.d.comb += [result.eq(Cat(*mul_bits)), overflow.eq(mul_ovf)]
                 with m.Else():
                     m.d.comb += [result.eq(Cat(*add_bits)), overflow.eq(add_ovf)]
 

@@ -1,9 +1,9 @@
-; The multi-function unit's deq, vop (add, sub, max; periodic second operand) and vact (copy,
-; relu, clip) on the tiny preset (N=4), results stored as binary32 vectors.
+; The multi-function unit's deq, vop (add, sub, max, mul; periodic second operand) and vact (copy,
+; relu, clip, leaky relu) on the tiny preset (N=4), results stored as binary32 vectors.
 ; Memory map: q      0x0000  8 BFP vectors
 ;             a      0x0100  12 binary32 vectors
 ;             b      0x0300  4 binary32 vectors (a bias: repeats every 4 vectors)
-;             out    0x0400  fvrf[16..120) as binary32 vectors (out)
+;             out    0x0400  fvrf[16..144) as binary32 vectors (out)
 seti r1, 0x0000
 ld   vrf, r0, r1, 1, 8          ; vrf[0..8)     <- q
 seti r2, 0x0100
@@ -32,6 +32,11 @@ cfg  clip_lo, r0, -0.0
 vact clip, r12, r9, 12          ; fvrf[100..112) <- clip(max(a, b), -0, 0.75)
 seti r13, 112
 vact copy, r13, r6, 8           ; fvrf[112..120) <- deq q
+seti r15, 120
+vop  mul, r15, r3, r5, 12, 4    ; fvrf[120..132) <- (a + a) * b
+cfg  alpha, r0, 0.125
+seti r13, 132
+vact lrelu, r13, r7, 12         ; fvrf[132..144) <- leaky relu(a + b)
 seti r14, 0x0400
-st   fvrf, r3, r14, 1, 104
+st   fvrf, r3, r14, 1, 128
 halt

@@ -151,13 +151,21 @@ def test_qnt_of_nan_stops_the_engine(engine):
     assert (got.error, got.error_pc) == (ErrorCode.NAN, 4)
 
 
+OVERFLOWS = {
+    "add": "vop add, r1, r0, r0, 1, 0",
+    "mul": "vop mul, r1, r0, r0, 1, 0",
+    "lrelu_unselected_lane": "vact lrelu, r1, r0, 1",  # 3e38 * alpha overflows in a lane that keeps x
+}
+
+
 @pytest.mark.rtl
-def test_mfu_overflow_names_the_instruction(engine):
+@pytest.mark.parametrize("name", sorted(OVERFLOWS))
+def test_mfu_overflow_names_the_instruction(engine, name):
     img = bytearray(512)
-    img[0:16] = np.full(4, 3e38, "<f4").tobytes()
-    program = assemble("ld fvrf, r0, r0, 1, 1\nseti r1, 1\nvop add, r1, r0, r0, 1, 0\nhalt")
+    img[0:16] = np.array([3e38, 1, -1, 2], "<f4").tobytes()
+    program = assemble(f"ld fvrf, r0, r0, 1, 1\ncfg alpha, r0, 10.0\nseti r1, 1\n{OVERFLOWS[name]}\nhalt")
     ref, got = _same(engine, program, img)
-    assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 2)
+    assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 3)
 
 
 @pytest.mark.rtl
@@ -213,10 +221,7 @@ def test_error_paths_name_code_and_instruction(engine, name):
     assert (got.error, got.error_pc) == (code, pc)
 
 
-UNIMPLEMENTED = {
-    "mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0", "vop_mul": "vop mul, r0, r0, r0, 1, 0",
-    "vact_lrelu": "vact lrelu, r0, r0, 1",
-}
+UNIMPLEMENTED = {"mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0"}
 
 
 @pytest.mark.rtl
