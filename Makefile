@@ -32,9 +32,10 @@ bench: $(STAMP)
 	$(PY) tests/bench/bench_fidelity.py
 	$(PY) tests/bench/bench_serve.py
 	$(PY) tests/bench/bench_workflow.py
+	$(PY) tests/bench/bench_rtl.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check compiler hdl sim runtime bitstreams tests
 
 clean:
-	rm -rf $(VENV) .rtl_cache build *.egg-info
+	rm -rf $(VENV) build *.egg-info

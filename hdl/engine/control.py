@@ -6,11 +6,13 @@ undecodable word (``ILLEGAL_INSN``: opcode or enum value out of range, non-zero 
 opcode's last field; ``isa.decode``'s rules) and executes ``nop halt seti addi add cfg loop``.
 ``ld``/``st`` are range-checked in ``CHECK`` with the functional simulator's rules and order
 (on-chip range, read-only constant image, memory stride, external range), handed to the DMA on
-``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc pool
-vop vact deq qnt``) stop with ``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``: a body that
-does not fit, overlaps its enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops the engine;
-a zero count skips the body. Every running cycle beyond ``max_cycles`` stops with ``CYCLE_BUDGET``,
-so the engine always reaches ``done`` (``error`` set or not) in bounded time.
+``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc``,
+``pool``) stop with ``UNIMPLEMENTED``; ``deq``, ``qnt``, ``vact``, ``vop``
+are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``loop`` follows
+``FuncSim._loop``: a body that does not fit, overlaps its enclosing body or nests deeper than
+``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body. Every running cycle beyond
+``max_cycles`` stops with ``CYCLE_BUDGET``, so the engine always reaches ``done`` (``error`` set
+or not) in bounded time.
 
 The instruction memory is written through ``imem_we/imem_waddr/imem_wdata`` while the engine is
 idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0``.
@@ -24,9 +26,20 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from accelml.hdl.isa import INSN_BITS, INSN_LAYOUT, LAYOUTS, MAX_LOOP_DEPTH, NUM_REGS, Cfg, Opcode, PoolMode, Space
+from accelml.hdl.isa import (
+    INSN_BITS,
+    INSN_LAYOUT,
+    LAYOUTS,
+    MAX_LOOP_DEPTH,
+    NUM_REGS,
+    Cfg,
+    Opcode,
+    PoolMode,
+    Space,
+)
 
 from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes
+from .mfu import MfuOp, mfu_cmd_layout
 from .status import ErrorCode
 
 __all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS"]
@@ -34,7 +47,7 @@ __all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS"]
 # configuration registers' values at start (FuncSim's defaults; the others start at 0)
 CFG_RESET = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
              Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
-UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL, Opcode.VOP, Opcode.VACT, Opcode.DEQ, Opcode.QNT)
+UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL)
 STEP_BITS = 48
 CYCLE_BITS = 64
 
@@ -56,6 +69,8 @@ class Control(wiring.Component):
             "error_pc": Out(pw), "steps": Out(STEP_BITS), "cycles": Out(CYCLE_BITS), "ctl_busy": Out(1),
             "dma_cmd": Out(stream.Signature(dma_cmd_layout(cfg))),
             "dma_done": In(stream.Signature(ErrorCode)),
+            "mfu_cmd": Out(stream.Signature(mfu_cmd_layout())),
+            "mfu_done": In(stream.Signature(ErrorCode)),
         })
 
     def elaborate(self, platform):
@@ -103,6 +118,11 @@ class Control(wiring.Component):
         d_len = Signal(16)
         d_mstride = Signal(32)
         d_cstride = Signal(32)
+        # MFU operands, checked in MCHECK: (start, entries, depth) of each span
+        mc = Signal(mfu_cmd_layout())
+        m_depth_a = Signal(range(max(cfg.vrf_vectors, cfg.fvrf_vectors) + 1))
+        m_count_b = Signal(16)
+        m_depth_d = Signal(range(max(cfg.vrf_vectors, cfg.fvrf_vectors) + 1))
 
         def restart():
             with m.If(self.start):
@@ -193,6 +213,35 @@ class Control(wiring.Component):
                                 d_mstride.eq(cfgr[Cfg.MEM_STRIDE.value]), d_cstride.eq(cfgr[Cfg.CHIP_STRIDE.value]),
                             ]
                             m.next = "CHECK"
+                        with m.Case(Opcode.DEQ, Opcode.QNT, Opcode.VACT, Opcode.VOP):
+                            fv = insn.vop
+                            m.d.sync += [mc.clip_lo.eq(cfgr[Cfg.CLIP_LO.value]), mc.clip_hi.eq(cfgr[Cfg.CLIP_HI.value]),
+                                         mc.alpha.eq(cfgr[Cfg.ALPHA.value]),
+                                         mc.period.eq(0), mc.src_b.eq(0), m_depth_a.eq(cfg.fvrf_vectors),
+                                         m_depth_d.eq(cfg.fvrf_vectors)]
+                            m.next = "MCHECK"
+                            with m.Switch(opcode):
+                                with m.Case(Opcode.DEQ):
+                                    f = insn.deq
+                                    m.d.sync += [mc.op.eq(MfuOp.DEQ), mc.dst.eq(regs[f.rd]), mc.src_a.eq(regs[f.rs]),
+                                                 mc.count.eq(f.count), m_count_b.eq(0),
+                                                 m_depth_a.eq(cfg.vrf_vectors)]
+                                with m.Case(Opcode.QNT):
+                                    f = insn.qnt
+                                    m.d.sync += [mc.op.eq(MfuOp.QNT), mc.dst.eq(regs[f.rd]), mc.src_a.eq(regs[f.rs]),
+                                                 mc.count.eq(f.count), m_count_b.eq(0),
+                                                 m_depth_d.eq(cfg.vrf_vectors)]
+                                with m.Case(Opcode.VACT):
+                                    f = insn.vact
+                                    m.d.sync += [mc.op.eq(MfuOp.VACT), mc.fn.eq(f.act.as_value()),
+                                                 mc.dst.eq(regs[f.rd]), mc.src_a.eq(regs[f.rs]), mc.count.eq(f.count),
+                                                 m_count_b.eq(0)]
+                                with m.Case(Opcode.VOP):
+                                    m.d.sync += [mc.op.eq(MfuOp.VOP), mc.fn.eq(fv.fn.as_value()),
+                                                 mc.dst.eq(regs[fv.rd]), mc.src_a.eq(regs[fv.ra]),
+                                                 mc.src_b.eq(regs[fv.rb]), mc.count.eq(fv.count),
+                                                 mc.period.eq(fv.period),
+                                                 m_count_b.eq(Mux(fv.period != 0, fv.period, fv.count))]
                         with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
                             fail(ErrorCode.UNIMPLEMENTED)
                 watchdog()
@@ -244,6 +293,33 @@ class Control(wiring.Component):
                 with m.If(self.dma_done.valid):
                     with m.If(self.dma_done.payload != ErrorCode.NONE):
                         fail(self.dma_done.payload)
+                    with m.Else():
+                        m.next = "ADVANCE"
+                watchdog()
+            with m.State("MCHECK"):  # FuncSim._span of each operand, then the MFU
+                m.d.comb += self.ctl_busy.eq(1)
+                a_end = mc.src_a + mc.count
+                b_end = mc.src_b + m_count_b
+                d_end = mc.dst + mc.count
+                with m.If((a_end > m_depth_a) | ((mc.op == MfuOp.VOP) & (b_end > cfg.fvrf_vectors))
+                          | (d_end > m_depth_d)):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(mc.count == 0):
+                    m.next = "ADVANCE"
+                with m.Else():
+                    m.d.sync += self.mfu_cmd.payload.eq(mc)
+                    m.next = "MDISPATCH"
+                watchdog()
+            with m.State("MDISPATCH"):
+                m.d.comb += self.mfu_cmd.valid.eq(1)
+                with m.If(self.mfu_cmd.ready):
+                    m.next = "MWAIT"
+                watchdog()
+            with m.State("MWAIT"):
+                m.d.comb += self.mfu_done.ready.eq(1)
+                with m.If(self.mfu_done.valid):
+                    with m.If(self.mfu_done.payload != ErrorCode.NONE):
+                        fail(self.mfu_done.payload)
                     with m.Else():
                         m.next = "ADVANCE"
                 watchdog()

@@ -25,7 +25,7 @@ from accelml.hdl.isa import Space
 
 from .layouts import check_config, dma_cmd_layout, item_bytes, mem_port_signature, word_bytes
 from .regfiles import file_port_signature
-from .status import ErrorCode
+from .status import ErrorCode, report_done
 
 __all__ = ["Dma", "decode_vector", "encode_vector", "decode_fvector"]
 
@@ -256,7 +256,5 @@ class Dma(wiring.Component):
                     with m.If(o_rows == 1):
                         m.next = "DONE"
             with m.State("DONE"):
-                m.d.comb += [self.done.valid.eq(1), self.done.payload.eq(code)]
-                with m.If(self.done.ready):
-                    m.next = "IDLE"
+                report_done(m, self.done, code)
         return m

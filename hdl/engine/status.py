@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from amaranth.lib import enum
 
-__all__ = ["ErrorCode", "Unit"]
+__all__ = ["ErrorCode", "Unit", "report_done"]
 
 
 class ErrorCode(enum.Enum, shape=5):
@@ -28,6 +28,8 @@ class ErrorCode(enum.Enum, shape=5):
     STEP_BUDGET = 12  # more instructions executed than the step budget (watchdog)
     CYCLE_BUDGET = 13  # more cycles than the cycle budget (watchdog)
     UNIMPLEMENTED = 14  # a legal instruction this RTL does not execute yet
+    OVERFLOW = 15  # an MFU result beyond the internal format's range
+    NAN = 16  # qnt of a block holding a NaN, which no BFP block represents
 
 
 class Unit(enum.IntEnum):
@@ -42,3 +44,11 @@ class Unit(enum.IntEnum):
     @property
     def key(self) -> str:
         return self.name.lower()
+
+
+def report_done(m, done, code) -> None:
+    """Inside a unit's ``DONE`` state: offer ``code`` on the ``done`` stream until it is taken,
+    then go back to ``IDLE``."""
+    m.d.comb += [done.valid.eq(1), done.payload.eq(code)]
+    with m.If(done.ready):
+        m.next = "IDLE"

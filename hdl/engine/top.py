@@ -1,17 +1,17 @@
-"""The engine's top level: control, DMA and register files behind one external-memory port.
+"""The engine's top level: control, DMA, MFU and register files behind one external-memory port.
 
 Ports: ``mem`` (``layouts.mem_port_signature``: word requests out, read data in), the instruction
 memory write port (``imem_we``, ``imem_waddr``, ``imem_wdata``), the run inputs (``start``,
 ``prog_len``, ``mem_size``: bytes of the external image, ``ro_bytes``: its read-only constant
 prefix, ``max_steps`` and ``max_cycles``: the watchdog's budgets) and status (``done``, ``error``,
 ``error_code``, ``error_pc``, ``steps``, ``cycles`` and one busy counter per built unit:
-``busy_ctl``, ``busy_dma_load``, ``busy_dma_store``, in cycles). See ``control.py`` for the run
+``busy_ctl``, ``busy_dma_load``, ``busy_dma_store``, ``busy_mfu``, in cycles). See ``control.py`` for the run
 protocol and ``status.ErrorCode`` for the codes.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -20,12 +20,13 @@ from accelml.hdl.isa import INSN_BITS, Space
 from .control import CYCLE_BITS, STEP_BITS, Control
 from .dma import Dma
 from .layouts import byte_addr_bits, check_config, mem_port_signature
+from .mfu import Mfu
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
 __all__ = ["Engine", "BUILT_UNITS"]
 
-BUILT_UNITS = (Unit.CTL, Unit.DMA_LOAD, Unit.DMA_STORE)  # units with a busy counter in this RTL
+BUILT_UNITS = (Unit.CTL, Unit.DMA_LOAD, Unit.DMA_STORE, Unit.MFU)  # units with a busy counter in this RTL
 
 
 class Engine(wiring.Component):
@@ -49,12 +50,23 @@ class Engine(wiring.Component):
         m = Module()
         m.submodules.control = ctl = self._control
         m.submodules.dma = dma = Dma(self.cfg)
+        m.submodules.mfu = mfu = Mfu(self.cfg)
         m.submodules.files = files = RegisterFiles(self.cfg)
         wiring.connect(m, ctl.dma_cmd, dma.cmd)
         wiring.connect(m, dma.done, ctl.dma_done)
+        wiring.connect(m, ctl.mfu_cmd, mfu.cmd)
+        wiring.connect(m, mfu.done, ctl.mfu_done)
+        # one instruction at a time: the MFU drives the file ports it shares while it is busy
         for space in Space:
             name = space.name.lower()
-            wiring.connect(m, getattr(dma, name), getattr(files, name))
+            fport, dport = getattr(files, name), getattr(dma, name)
+            mport = getattr(mfu, name, None)
+            if mport is None:
+                wiring.connect(m, dport, fport)
+                continue
+            m.d.comb += [dport.rdata.eq(fport.rdata), mport.rdata.eq(fport.rdata)]
+            for sig in ("we", "waddr", "wdata", "raddr"):
+                m.d.comb += getattr(fport, sig).eq(Mux(mfu.busy, getattr(mport, sig), getattr(dport, sig)))
         wiring.connect(m, wiring.flipped(self.mem), dma.mem)
         for name in ("imem_we", "imem_waddr", "imem_wdata", "start", "prog_len", "mem_size", "ro_bytes",
                      "max_steps", "max_cycles"):
@@ -65,7 +77,7 @@ class Engine(wiring.Component):
             m.d.sync += [getattr(self, f"busy_{u.key}").eq(0) for u in BUILT_UNITS]
         with m.Else():
             for unit, busy in ((Unit.CTL, ctl.ctl_busy), (Unit.DMA_LOAD, dma.busy_load),
-                               (Unit.DMA_STORE, dma.busy_store)):
+                               (Unit.DMA_STORE, dma.busy_store), (Unit.MFU, mfu.busy)):
                 counter = getattr(self, f"busy_{unit.key}")
                 with m.If(busy):
                     m.d.sync += counter.eq(counter + 1)

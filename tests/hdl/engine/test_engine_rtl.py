@@ -96,8 +96,80 @@ def test_dma_loops_program(engine, stall_mask):
         assert got.cycles > engine.run(program, img).cycles
 
 
+def _mfu_image(seed: int) -> bytearray:
+    rng = np.random.default_rng(seed)
+    img = bytearray(0xC00)
+    mant = rng.integers(-127, 128, (8, 4))
+    mant[0] = 0  # a zero block
+    exp = rng.integers(-127, 128, 8)
+    exp[1], exp[2], exp[3] = -127, 127, -120  # exponent extremes: flushed to zero, the largest
+    img[0:40] = encode_bfp(mant, exp, CFG)
+    b = (rng.standard_normal((4, 4)) * 2.0 ** rng.integers(-20, 20, (4, 4))).astype(np.float32)
+    a = (rng.standard_normal((12, 4)) * 2.0 ** rng.integers(-20, 20, (12, 4))).astype(np.float32)
+    a[0] = -b[0]  # a + b cancels to +0
+    a[5] = b[1]  # max of equal values
+    a[2, :2] = 0.0
+    a[3] = np.ldexp(1.0, -126) * np.array([1, -1, 1.5, -3])  # smallest normals: sums flush to zero
+    img[0x100:0x100 + a.nbytes] = a.astype("<f4").tobytes()
+    img[0x300:0x300 + b.nbytes] = b.astype("<f4").tobytes()
+    return img
+
+
+
+
+def _qnt_image(seed: int) -> bytearray:
+    rng = np.random.default_rng(seed)
+    v = (rng.standard_normal((16, 4)) * 2.0 ** rng.integers(-30, 30, (16, 4))).astype(np.float32)
+    v[0] = 0.0  # an all-zero block
+    v[1] = [127.5, 1.0, -0.25, 3.0]  # the maximum rounds up to 2**M: exponent bumped
+    v[2] = [np.finfo(np.float32).max, -1e38, 5e37, 1.0]  # bumped past exp_max: clipped, saturated
+    v[3] = np.ldexp(np.float32(1.0), -126) * np.array([1, -1.5, 3, 0.5], np.float32)  # below exp_min
+    v[4] = [2.5, -2.5, 0.5, -1.5]  # ties to even
+    v[5] = [1e-30, 1e-35, -1e-40 * 0, 3e-31]
+    img = bytearray(0x400 + 24 * CFG.bfp_vector_bytes + 8)
+    img[:v.nbytes] = v.astype("<f4").tobytes()
+    return img
+
+
 @pytest.mark.rtl
-@pytest.mark.parametrize(("seed", "stall_mask"), [(0, 0), (1, 0), (2, 0x0101), (3, 0x1111), (4, 0x7777), (5, 0xFFF0)])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("name", "make_image"), [("mfu_ops.s", _mfu_image), ("qnt_ops.s", _qnt_image)])
+def test_mfu_programs(engine, name, make_image, seed):
+    """deq, vop, vact (mfu_ops.s) and qnt (qnt_ops.s) on random data and corners; results stored at 0x400."""
+    ref, got = _same(engine, assemble((PROGRAMS / name).read_text()), make_image(seed))
+    assert got.error is ErrorCode.NONE and got.busy["mfu"] > 0
+    assert bytes(got.memory[0x400:0x400 + 80]) != bytes(80)
+
+
+@pytest.mark.rtl
+def test_qnt_of_nan_stops_the_engine(engine):
+    img = bytearray(512)
+    img[0:16] = np.array([1, 2, 3, 4], "<f4").tobytes()
+    program = assemble("ld fvrf, r0, r0, 1, 1\nseti r1, 0x7fc00000\ncfg clip_lo, r1, 0\nvact clip, r0, r0, 1\n"
+                       "qnt r0, r0, 1\nhalt")
+    ref, got = _same(engine, program, img)
+    assert (got.error, got.error_pc) == (ErrorCode.NAN, 4)
+
+
+OVERFLOWS = {
+    "add": "vop add, r1, r0, r0, 1, 0",
+    "mul": "vop mul, r1, r0, r0, 1, 0",
+    "lrelu_unselected_lane": "vact lrelu, r1, r0, 1",  # 3e38 * alpha overflows in a lane that keeps x
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(OVERFLOWS))
+def test_mfu_overflow_names_the_instruction(engine, name):
+    img = bytearray(512)
+    img[0:16] = np.array([3e38, 1, -1, 2], "<f4").tobytes()
+    program = assemble(f"ld fvrf, r0, r0, 1, 1\ncfg alpha, r0, 10.0\nseti r1, 1\n{OVERFLOWS[name]}\nhalt")
+    ref, got = _same(engine, program, img)
+    assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 3)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("seed", "stall_mask"), [(0, 0), (1, 0), (2, 0x0001), (3, 0x0101), (4, 0x0003), (5, 0x8001)])
 def test_random_dma_programs(engine, seed, stall_mask):
     """Memory-port back-pressure (stall_mask) changes the timing, never the result."""
     rnd = random.Random(seed)
@@ -133,6 +205,8 @@ ERROR_CASES = {
     "read_only": ("seti r1, 100\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 1),
     "bad_bfp": ("ld vrf, r0, r0, 1, 2\nhalt", ErrorCode.BAD_BFP, 0),
     "bad_fp": ("ld fvrf, r0, r0, 1, 2\nhalt", ErrorCode.BAD_FP, 0),
+    "mfu_range": ("seti r1, 8190\nvop add, r0, r0, r1, 4, 3\nhalt", ErrorCode.CHIP_RANGE, 1),
+    "deq_range": ("seti r1, 8191\ndeq r0, r1, 2\nhalt", ErrorCode.CHIP_RANGE, 1),
     "step_budget": ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", ErrorCode.STEP_BUDGET, 2),
     "zero_count_skips": ("loop r0, 0, 1\nseti r1, 300\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 2),
 }
@@ -147,10 +221,7 @@ def test_error_paths_name_code_and_instruction(engine, name):
     assert (got.error, got.error_pc) == (code, pc)
 
 
-UNIMPLEMENTED = {
-    "mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0", "vop": "vop add, r0, r0, r0, 1, 0",
-    "vact": "vact relu, r0, r0, 1", "deq": "deq r0, r0, 1", "qnt": "qnt r0, r0, 1",
-}
+UNIMPLEMENTED = {"mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0"}
 
 
 @pytest.mark.rtl
