@@ -124,7 +124,7 @@ class Mfu(wiring.Component):
         deq_bits, deq_ovf = [], Const(0, 1)
         add_bits, add_ovf = [], Const(0, 1)
         max_bits, act_bits = [], []
-        mul_bits, mul_ovf = [], Const(0, 1)
+        mul_bits, mul_ovf, lrelu_ovf = [], Const(0, 1), Const(0, 1)
         for k in range(n):
             conv = ScaledIntToF32(mbits + 1, s_shape)
             m.submodules[f"deq{k}"] = conv
@@ -145,14 +145,16 @@ class Mfu(wiring.Component):
             prod, povf = _product(m, Mux(is_vact, x, a), Mux(is_vact, c.alpha, b), f"mul{k}")
             mul_bits.append(prod)
             mul_ovf = mul_ovf | povf
+            negative = x[31] & (x[:31] != 0) & ~_is_nan(x)  # x < 0 (not -0, not NaN)
+            lrelu_ovf = lrelu_ovf | (povf & negative)
             act = Signal(32, name=f"act{k}")
             with m.Switch(c.fn):
                 with m.Case(Act.RELU.value):
                     m.d.comb += act.eq(np_maximum(x, Const(0, 32)))
                 with m.Case(Act.CLIP.value):
                     m.d.comb += act.eq(np_minimum(np_maximum(x, c.clip_lo), c.clip_hi))
-                with m.Case(Act.LRELU.value):  # x < 0 (not -0, not NaN) takes the product
-                    m.d.comb += act.eq(Mux(x[31] & (x[:31] != 0) & ~_is_nan(x), prod, x))
+                with m.Case(Act.LRELU.value):  # x < 0 takes the product
+                    m.d.comb += act.eq(Mux(negative, prod, x))
                 with m.Default():
                     m.d.comb += act.eq(x)
             act_bits.append(act)
@@ -162,8 +164,8 @@ class Mfu(wiring.Component):
             with m.Case(MfuOp.DEQ):
                 m.d.comb += [result.eq(Cat(*deq_bits)), overflow.eq(deq_ovf)]
             with m.Case(MfuOp.VACT):
-                # leaky ReLU forms every lane's product: an overflow in any lane is the op's
-                m.d.comb += [result.eq(Cat(*act_bits)), overflow.eq((c.fn == Act.LRELU.value) & mul_ovf)]
+                # leaky ReLU multiplies only negative lanes: only their products can overflow
+                m.d.comb += [result.eq(Cat(*act_bits)), overflow.eq((c.fn == Act.LRELU.value) & lrelu_ovf)]
             with m.Case(MfuOp.VOP):
                 with m.If(c.fn == VecOp.MAX.value):
                     m.d.comb += result.eq(Cat(*max_bits))

@@ -239,3 +239,12 @@ def test_split_quantisation_is_the_engines_recipe_and_adds_a_mantissa(cfg):
     e1 = np.abs(bfp.dequantize(hi) - x).max()
     e2 = np.abs(bfp.dequantize(hi) + bfp.dequantize(lo) - x).max()
     assert e1 > 0 and e2 <= e1 * 2.0 ** -(cfg.mantissa_bits - 2), (e1, e2)
+
+
+def test_leaky_relu_multiplies_only_negative_elements():
+    """x < 0 ? to_internal(x * alpha) : x: a positive element whose product would overflow is kept,
+    a negative one whose product overflows is an overflow."""
+    x = np.array([3e38, 1.0, -1.0, 2.0], np.float32)
+    np.testing.assert_array_equal(bfp.mfu_leaky_relu(x, np.float32(10.0)), np.array([3e38, 1, -10, 2], np.float32))
+    with pytest.raises(NumericsError):
+        bfp.mfu_leaky_relu(-x, np.float32(10.0))

@@ -152,20 +152,34 @@ def test_qnt_of_nan_stops_the_engine(engine):
 
 
 OVERFLOWS = {
-    "add": "vop add, r1, r0, r0, 1, 0",
-    "mul": "vop mul, r1, r0, r0, 1, 0",
-    "lrelu_unselected_lane": "vact lrelu, r1, r0, 1",  # 3e38 * alpha overflows in a lane that keeps x
+    "add": ("vop add, r1, r0, r0, 1, 0", 3e38),
+    "mul": ("vop mul, r1, r0, r0, 1, 0", 3e38),
+    "lrelu": ("vact lrelu, r1, r0, 1", -3e38),  # a negative lane's product overflows
 }
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("name", sorted(OVERFLOWS))
 def test_mfu_overflow_names_the_instruction(engine, name):
+    op, big = OVERFLOWS[name]
     img = bytearray(512)
-    img[0:16] = np.array([3e38, 1, -1, 2], "<f4").tobytes()
-    program = assemble(f"ld fvrf, r0, r0, 1, 1\ncfg alpha, r0, 10.0\nseti r1, 1\n{OVERFLOWS[name]}\nhalt")
+    img[0:16] = np.array([big, 1, -1, 2], "<f4").tobytes()
+    program = assemble(f"ld fvrf, r0, r0, 1, 1\ncfg alpha, r0, 10.0\nseti r1, 1\n{op}\nhalt")
     ref, got = _same(engine, program, img)
     assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 3)
+
+
+@pytest.mark.rtl
+def test_lrelu_keeps_a_positive_lane_whose_product_would_overflow(engine):
+    """x < 0 ? x * alpha : x (docs/numerics.md): a positive lane is never multiplied."""
+    img = bytearray(512)
+    img[0:16] = np.array([3e38, 1, -1, 2], "<f4").tobytes()
+    program = assemble("ld fvrf, r0, r0, 1, 1\ncfg alpha, r0, 10.0\nseti r1, 1\nvact lrelu, r1, r0, 1\n"
+                       "seti r2, 64\nst fvrf, r1, r2, 1, 1\nhalt")
+    ref, got = _same(engine, program, img)
+    assert got.error is ErrorCode.NONE
+    np.testing.assert_array_equal(np.frombuffer(bytes(got.memory[64:80]), "<f4"),
+                                  np.array([3e38, 1, -10, 2], np.float32))
 
 
 @pytest.mark.rtl
