@@ -196,16 +196,15 @@ POOLS = (0.5, 0.875)  # VRF fractions for resident activations tried by _schedul
 LOOKAHEADS = (1, 2)  # weight chunks loaded ahead, tried by _schedule
 
 
-def _schedule(plan: lower.Plan, cfg: EngineConfig, also: tuple[float, int] | None = None
-              ) -> tuple[codegen.Compiled, list[LayerReport], int]:
+def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, list[LayerReport], int]:
     """The segment's program with part of the VRF (``POOLS``) keeping activations resident where
     they fit or with every activation streamed through external memory (larger streaming regions:
     fewer bands and weight reloads), and with weights loaded ``LOOKAHEADS`` chunks ahead:
     whichever the cycle model finds fastest (and its lookahead). The numerics are the same in every
-    candidate. ``also``: one more (pool, lookahead) candidate."""
+    candidate."""
     best, tried = None, set()
     candidates = [(pool, lookahead) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
-    for pool, lookahead in candidates + ([also] if also else []):
+    for pool, lookahead in candidates:
         compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
         if (compiled.pool, lookahead) in tried:  # the pool did not fit: a schedule already timed
             continue
@@ -397,11 +396,12 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], bc)
     precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
     plans = ctx.lower(precs, keep_float=bc)
-    schedules = [_schedule(p, ctx.cfg, also=params[i]) for i, p in enumerate(plans)]
-    corrected = ctx.correct(plans) if bc else 0  # constants only: the schedule is the same
-    if bc:
-        schedules = [_schedule(p, ctx.cfg, also=params[i]) for i, p in enumerate(plans)]
-    return _Chosen(plans, [s[:2] for s in schedules], corrected, [r for _, r, _ in fast_sched], noise, precs)
+    corrected = ctx.correct(plans) if bc else 0
+    schedules = []
+    for plan, (pool, lookahead) in zip(plans, params, strict=True):  # the schedule the choice was timed on
+        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
+        schedules.append((compiled, _layer_reports(compiled, ctx.cfg)))
+    return _Chosen(plans, schedules, corrected, [r for _, r, _ in fast_sched], noise, precs)
 
 
 def _precision_record(req: prec_policy.PrecisionRequest, chosen: _Chosen, samples: list) -> dict:
