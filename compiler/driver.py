@@ -184,7 +184,7 @@ def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[La
     return reports
 
 
-PRECISION_ROUNDS = 4  # chosen programs the budgeted policy schedules at most
+PRECISION_ROUNDS = 6  # chosen programs the budgeted policy times at most
 PRECISION_SLACK = 0.1  # ... stopping at the first that uses at least 90 % of the budget's extra cycles
 def _timing(plan: lower.Plan, cfg: EngineConfig, params: tuple[float, int]) -> dict[str, int]:
     """Modelled cycles per layer of ``plan`` on one schedule (pool, lookahead)."""
@@ -373,12 +373,17 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     for plan, (compiled, _, lookahead) in zip(fast_plans, fast_sched, strict=True):
         params.append((compiled.pool, lookahead))
         upgrades += prec_policy.upgrade_costs(plan, functools.partial(_timing, cfg=ctx.cfg, params=params[-1]))
-    # the per-upgrade costs are estimates: scale the cycles offered to the greedy choice until the
-    # cycle model of the whole chosen program (on the fast program's schedule) fits the budget,
-    # keeping the least noisy program that fits
-    best, scale = None, 1.0
+    # the per-upgrade costs are estimates: the cycles offered to the greedy choice are scaled (a
+    # bracketing search) until the cycle model of the whole chosen program (on the fast program's
+    # schedule) fits the budget; the least noisy program that fits is kept
+    extra = limit - fast_total
+    best, scale, lo, hi, seen = None, 1.0, 0.0, None, set()
     for _ in range(PRECISION_ROUNDS):
-        taken = prec_policy.choose(noise, upgrades, scale * (limit - fast_total))
+        taken = prec_policy.choose(noise, upgrades, scale * extra)
+        key = tuple(taken)
+        if key in seen:
+            break
+        seen.add(key)
         layer_precs = prec_policy.layer_precisions(noise, taken, bc)
         sw = {n for n, lp in layer_precs.items() if lp.split_weights}
         sa = {n for n, lp in layer_precs.items() if lp.split_activations}
@@ -388,11 +393,16 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
         except CapacityError:  # split weights of a layer whose tiles no longer fit: as over budget
             total = 2 * limit
         noise_left = prec_policy.total_noise(noise, layer_precs)
-        if total <= limit and (best is None or noise_left < best[0]):
-            best = (noise_left, layer_precs)
-        if total <= limit and total >= limit - PRECISION_SLACK * (limit - fast_total) or not taken:
-            break
-        scale *= max(0.1, min(4.0, (limit - fast_total) / max(total - fast_total, 1.0)))
+        if total <= limit:
+            if best is None or noise_left < best[0]:
+                best = (noise_left, layer_precs)
+            if total >= limit - PRECISION_SLACK * extra or not taken:
+                break
+            lo = scale
+            scale = (scale + hi) / 2 if hi is not None else scale * min(4.0, extra / max(total - fast_total, 1.0))
+        else:
+            hi = scale
+            scale = (lo + scale) / 2 if lo > 0 else scale * 0.9 * extra / max(total - fast_total, 1.0)
     layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], bc)
     precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
     plans = ctx.lower(precs, keep_float=bc)
