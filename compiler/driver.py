@@ -219,7 +219,8 @@ def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, li
 def compile_model(model, *, config: EngineConfig | str = "a10", format: str | None = None,
                   pack_first: bool = True, name: str | None = None, calibration=None,
                   split_weights: bool = False, split_activations: bool = False,
-                  precision: str | None = None, latency_budget: float | None = None) -> CompiledModel:
+                  precision: str | None = None, latency_budget: float | None = None,
+                  weight_rounding: str = "nearest") -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory.
 
     ``precision``: the per-layer precision policy (``precision.py``): ``"fast"`` (single pass
@@ -227,6 +228,8 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     split activations within a modelled latency of 1.3x the fast program) or ``"exact"`` (every
     layer split); ``latency_budget``: the balanced policy with another budget, a ratio (>= 1) to
     the fast program's modelled latency. The choice is recorded per layer (``precision``).
+    ``weight_rounding="min-error"``: the budgeted policies may also give a layer error-aware weight
+    rounding (``bfp.quantize_min_error``) where it lowers that layer's measured weight error.
 
     ``calibration``: optional samples (each a dict of input name -> array of the input's shape).
     The budgeted policies measure each layer's error on them instead of synthetic inputs, and every
@@ -241,7 +244,7 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     twice the activation traffic. Pooling reads the first plane only."""
     t0 = time.perf_counter()
     req = prec_policy.request(precision, latency_budget, split_weights=split_weights,
-                              split_activations=split_activations)
+                              split_activations=split_activations, weight_rounding=weight_rounding)
     cfg = preset(config) if isinstance(config, str) else config
     if format:
         cfg = cfg.with_format(format)
@@ -365,9 +368,9 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     feeds = ctx.samples[:prec_policy.MEASURE_SAMPLES] or prec_policy.synthetic_samples(ctx.inputs)
     both = lower.LayerPrecision(True, True)
     noise: dict[str, prec_policy.LayerNoise] = {}
-    for near, me, sin in zip(ctx.lower(_uniform(ctx, both)),
-                             ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))),
-                             ctx.segment_inputs(feeds), strict=True):
+    mes = (ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))) if req.min_error_rounding
+           else [None] * len(ctx.subgraphs))
+    for near, me, sin in zip(ctx.lower(_uniform(ctx, both)), mes, ctx.segment_inputs(feeds), strict=True):
         noise.update(prec_policy.measure(near, me, sin))
     upgrades, params = [], []
     for plan, (compiled, _, lookahead) in zip(fast_plans, fast_sched, strict=True):
