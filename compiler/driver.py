@@ -213,7 +213,7 @@ def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[La
     return reports
 
 
-PRECISION_ROUNDS = 4  # chosen programs the budgeted policy schedules at most
+PRECISION_ROUNDS = 6  # chosen programs the budgeted policy times at most
 PRECISION_SLACK = 0.1  # ... stopping at the first that uses at least 90 % of the budget's extra cycles
 def _timing(plan: lower.Plan, cfg: EngineConfig, params: tuple[float, int]) -> dict[str, int]:
     """Modelled cycles per layer of ``plan`` on one schedule (pool, lookahead)."""
@@ -225,16 +225,15 @@ POOLS = (0.5, 0.875)  # VRF fractions for resident activations tried by _schedul
 LOOKAHEADS = (1, 2)  # weight chunks loaded ahead, tried by _schedule
 
 
-def _schedule(plan: lower.Plan, cfg: EngineConfig, also: tuple[float, int] | None = None
-              ) -> tuple[codegen.Compiled, list[LayerReport], int]:
+def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, list[LayerReport], int]:
     """The segment's program with part of the VRF (``POOLS``) keeping activations resident where
     they fit or with every activation streamed through external memory (larger streaming regions:
     fewer bands and weight reloads), and with weights loaded ``LOOKAHEADS`` chunks ahead:
     whichever the cycle model finds fastest (and its lookahead). The numerics are the same in every
-    candidate. ``also``: one more (pool, lookahead) candidate."""
+    candidate."""
     best, tried = None, set()
     candidates = [(pool, lookahead) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
-    for pool, lookahead in candidates + ([also] if also else []):
+    for pool, lookahead in candidates:
         compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
         if (compiled.pool, lookahead) in tried:  # the pool did not fit: a schedule already timed
             continue
@@ -249,7 +248,8 @@ def _schedule(plan: lower.Plan, cfg: EngineConfig, also: tuple[float, int] | Non
 def compile_model(model, *, config: EngineConfig | str = "a10", format: str | None = None,
                   pack_first: bool = True, name: str | None = None, calibration=None,
                   split_weights: bool = False, split_activations: bool = False,
-                  precision: str | None = None, latency_budget: float | None = None) -> CompiledModel:
+                  precision: str | None = None, latency_budget: float | None = None,
+                  weight_rounding: str = "nearest") -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory.
 
     ``precision``: the per-layer precision policy (``precision.py``): ``"fast"`` (single pass
@@ -257,6 +257,8 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     split activations within a modelled latency of 1.3x the fast program) or ``"exact"`` (every
     layer split); ``latency_budget``: the balanced policy with another budget, a ratio (>= 1) to
     the fast program's modelled latency. The choice is recorded per layer (``precision``).
+    ``weight_rounding="min-error"``: the budgeted policies may also give a layer error-aware weight
+    rounding (``bfp.quantize_min_error``) where it lowers that layer's measured weight error.
 
     ``calibration``: optional samples (each a dict of input name -> array of the input's shape).
     The budgeted policies measure each layer's error on them instead of synthetic inputs, and every
@@ -271,7 +273,7 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     twice the activation traffic. Pooling reads the first plane only."""
     t0 = time.perf_counter()
     req = prec_policy.request(precision, latency_budget, split_weights=split_weights,
-                              split_activations=split_activations)
+                              split_activations=split_activations, weight_rounding=weight_rounding)
     cfg = preset(config) if isinstance(config, str) else config
     if format:
         cfg = cfg.with_format(format)
@@ -395,20 +397,25 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     feeds = ctx.samples[:prec_policy.MEASURE_SAMPLES] or prec_policy.synthetic_samples(ctx.inputs)
     both = lower.LayerPrecision(True, True)
     noise: dict[str, prec_policy.LayerNoise] = {}
-    for near, me, sin in zip(ctx.lower(_uniform(ctx, both)),
-                             ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))),
-                             ctx.segment_inputs(feeds), strict=True):
+    mes = (ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))) if req.min_error_rounding
+           else [None] * len(ctx.subgraphs))
+    for near, me, sin in zip(ctx.lower(_uniform(ctx, both)), mes, ctx.segment_inputs(feeds), strict=True):
         noise.update(prec_policy.measure(near, me, sin))
     upgrades, params = [], []
     for plan, (compiled, _, lookahead) in zip(fast_plans, fast_sched, strict=True):
         params.append((compiled.pool, lookahead))
         upgrades += prec_policy.upgrade_costs(plan, functools.partial(_timing, cfg=ctx.cfg, params=params[-1]))
-    # the per-upgrade costs are estimates: scale the cycles offered to the greedy choice until the
-    # cycle model of the whole chosen program (on the fast program's schedule) fits the budget,
-    # keeping the least noisy program that fits
-    best, scale = None, 1.0
+    # the per-upgrade costs are estimates: the cycles offered to the greedy choice are scaled (a
+    # bracketing search) until the cycle model of the whole chosen program (on the fast program's
+    # schedule) fits the budget; the least noisy program that fits is kept
+    extra = limit - fast_total
+    best, scale, lo, hi, seen = None, 1.0, 0.0, None, set()
     for _ in range(PRECISION_ROUNDS):
-        taken = prec_policy.choose(noise, upgrades, scale * (limit - fast_total))
+        taken = prec_policy.choose(noise, upgrades, scale * extra)
+        key = tuple(taken)
+        if key in seen:
+            break
+        seen.add(key)
         layer_precs = prec_policy.layer_precisions(noise, taken, bc)
         sw = {n for n, lp in layer_precs.items() if lp.split_weights}
         sa = {n for n, lp in layer_precs.items() if lp.split_activations}
@@ -418,19 +425,25 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
         except CapacityError:  # split weights of a layer whose tiles no longer fit: as over budget
             total = 2 * limit
         noise_left = prec_policy.total_noise(noise, layer_precs)
-        if total <= limit and (best is None or noise_left < best[0]):
-            best = (noise_left, layer_precs)
-        if total <= limit and total >= limit - PRECISION_SLACK * (limit - fast_total) or not taken:
-            break
-        scale *= max(0.1, min(4.0, (limit - fast_total) / max(total - fast_total, 1.0)))
+        if total <= limit:
+            if best is None or noise_left < best[0]:
+                best = (noise_left, layer_precs)
+            if total >= limit - PRECISION_SLACK * extra or not taken:
+                break
+            lo = scale
+            scale = (scale + hi) / 2 if hi is not None else scale * min(4.0, extra / max(total - fast_total, 1.0))
+        else:
+            hi = scale
+            scale = (lo + scale) / 2 if lo > 0 else scale * 0.9 * extra / max(total - fast_total, 1.0)
     layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], bc)
     precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
     plans = ctx.lower(precs, keep_float=bc)
-    schedules = [_schedule(p, ctx.cfg, also=params[i]) for i, p in enumerate(plans)]
-    corrected = ctx.correct(plans) if bc else 0  # constants only: the schedule is the same
-    if bc:
-        schedules = [_schedule(p, ctx.cfg, also=params[i]) for i, p in enumerate(plans)]
-    return _Chosen(plans, [s[:2] for s in schedules], corrected, [r for _, r, _ in fast_sched], noise, precs)
+    corrected = ctx.correct(plans) if bc else 0
+    schedules = []
+    for plan, (pool, lookahead) in zip(plans, params, strict=True):  # the schedule the choice was timed on
+        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
+        schedules.append((compiled, _layer_reports(compiled, ctx.cfg)))
+    return _Chosen(plans, schedules, corrected, [r for _, r, _ in fast_sched], noise, precs)
 
 
 def _precision_record(req: prec_policy.PrecisionRequest, chosen: _Chosen, samples: list) -> dict:

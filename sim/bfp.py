@@ -128,44 +128,39 @@ def quantize(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
     )
 
 
-def quantize_min_error(x, cfg: EngineConfig, *, name: str = "tensor", importance=None) -> BfpTensor:
-    """Error-aware rounding for constants (weights): like ``quantize``, but each block's shared
-    exponent is the one of ``x - 1``, ``x``, ``x + 1`` (``x`` the exponent ``quantize`` picks,
-    candidates clamped to the exponent range) whose rounding has the least squared error
-    ``sum_i importance_i * (v_i - q_i)**2`` (``importance``: non-negative weights broadcast along
-    the last axis, default 1). Elements are rounded to nearest, ties to even, and saturate at
-    ``2**M - 1`` (with ``x - 1`` the block maximum may saturate: a block whose maximum lies just
-    above a power of two can gain a bit for its other elements). Ties keep ``quantize``'s exponent,
-    so the result's error is never larger than ``quantize``'s. The output is an ordinary BFP
-    tensor: the engine and the simulators need nothing new to use it."""
+def quantize_min_error(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTensor:
+    """Error-aware rounding for constants (weights): like ``quantize``, but a block takes the
+    shared exponent ``x - 1`` instead of ``quantize``'s ``x`` where that gives the block's elements,
+    rounded to nearest (ties to even) and saturated at ``2**M - 1``, a smaller sum of squared errors
+    against ``x``'s values (ties keep ``x``; ``x - 1`` never below the exponent range). With ``x - 1``
+    the block maximum saturates: this pays when it lies just above a power of two and the other
+    elements gain a bit. (``x + 1`` never pays: its grid is a subset of ``x``'s, which saturates
+    nothing.) Only blocks whose largest ``quantize`` mantissa is at most
+    ``(2**M - 1 + sqrt(N)) / 2 + 1`` are tried: beyond, the maximum's saturation error alone
+    exceeds what the other elements can gain. The output is an ordinary BFP tensor: the engine and
+    the simulators need nothing new to use it."""
     base = quantize(x, cfg, name=name)
     n, m_bits, nb = cfg.native_dim, cfg.mantissa_bits, base.exp.shape[-1]
-    mant = base.mant.reshape(-1, nb, n).copy()
-    exp = base.exp.reshape(-1, nb).copy()
-    live = np.nonzero(np.abs(mant).max(axis=-1) > 0)  # only blocks with a nonzero element can gain
-    if not live[0].size:
+    mant = base.mant.reshape(-1, nb, n)
+    exp = base.exp.reshape(-1, nb)
+    top = np.abs(mant).max(axis=-1)
+    tried = np.nonzero((top > 0) & (top <= ((1 << m_bits) - 1 + math.sqrt(n)) / 2 + 1) & (exp > cfg.exp_min))
+    if not tried[0].size:
         return base
     v = np.zeros((*base.mant.shape[:-1], nb * n))
     v[..., : base.length] = np.asarray(x, np.float64)
-    v = v.reshape(-1, nb, n)[live]
-    a, sign = np.minimum(np.abs(v), np.finfo(np.float64).max), np.where(v < 0, -1, 1)
-    imp = np.ones(nb * n) if importance is None else np.zeros(nb * n)
-    if importance is not None:
-        imp[: base.length] = np.broadcast_to(np.asarray(importance, np.float64), (base.length,))
-    imp = imp.reshape(nb, n)[live[1]]
-    best_exp = exp[live].astype(np.int32)
-    best_mq = np.abs(mant[live]).astype(np.float64)
-    best_err = (imp * (a - np.ldexp(best_mq, (best_exp - (m_bits - 1))[..., None])) ** 2).sum(axis=-1)
-    for delta in (-1, 1):
-        cand = np.clip(exp[live].astype(np.int32) + delta, cfg.exp_min, cfg.exp_max)
-        mq = np.minimum(np.rint(np.ldexp(a, ((m_bits - 1) - cand)[..., None])), (1 << m_bits) - 1)
-        err = (imp * (a - np.ldexp(mq, (cand - (m_bits - 1))[..., None])) ** 2).sum(axis=-1)
-        better = err < best_err
-        best_exp = np.where(better, cand, best_exp)
-        best_mq = np.where(better[..., None], mq, best_mq)
-        best_err = np.where(better, err, best_err)
-    mant[live] = (sign * best_mq).astype(np.int32)
-    exp[live] = best_exp
+    v = v.reshape(-1, nb, n)[tried]
+    a = np.minimum(np.abs(v), np.finfo(np.float64).max)
+    cur = exp[tried].astype(np.int32)
+    err = ((a - np.ldexp(np.abs(mant[tried]).astype(np.float64), (cur - (m_bits - 1))[..., None])) ** 2).sum(-1)
+    mq = np.minimum(np.rint(np.ldexp(a, (m_bits - cur)[..., None])), (1 << m_bits) - 1)
+    better = ((a - np.ldexp(mq, (cur - m_bits)[..., None])) ** 2).sum(-1) < err
+    if not better.any():
+        return base
+    mant, exp = mant.copy(), exp.copy()
+    rows = tuple(t[better] for t in tried)
+    mant[rows] = np.where(v[better] < 0, -mq[better], mq[better]).astype(np.int32)
+    exp[rows] = (cur[better] - 1).astype(np.int16)
     return BfpTensor(mant=mant.reshape(base.mant.shape), exp=exp.reshape(base.exp.shape), length=base.length,
                      block=n, mantissa_bits=m_bits)
 

@@ -153,7 +153,7 @@ def test_rounding_never_increases_a_layer_error_on_the_calibration_samples():
     rng = np.random.default_rng(11)
     model = two_convs(rng, cin=32, cout=48)
     calib = [{"x": (1.0 + rng.standard_normal((1, 32, 10, 10))).astype(np.float32)} for _ in range(3)]
-    cm = compile_model(model, config="a10", calibration=calib, latency_budget=1.0)
+    cm = compile_model(model, config="a10", calibration=calib, latency_budget=1.0, weight_rounding="min-error")
     fast = compile_model(model, config="a10", precision="fast")
     sub = cm.partition.segments[0].subgraph(cm.partition.graph)
     floats = {op.name: op.w_float.astype(np.float64)
@@ -204,6 +204,8 @@ def test_bad_calibration_is_a_precision_error_before_any_compile_work(monkeypatc
     (dict(latency_budget=float("nan")), "below 1.0"),
     (dict(precision="exact", latency_budget=2.0), "applies to the balanced policy"),
     (dict(precision="balanced", split_weights=True), "cannot be combined"),
+    (dict(weight_rounding="stochastic"), "'stochastic' is unknown; known: nearest, min-error"),
+    (dict(precision="fast", weight_rounding="min-error"), "not by 'fast'"),
 ])
 def test_bad_policy_is_a_precision_error_before_the_model_is_read(tmp_path, options, message):
     with pytest.raises(PrecisionError, match=message):

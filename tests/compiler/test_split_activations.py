@@ -111,7 +111,7 @@ def test_a_split_input_too_big_for_the_vrf_is_a_capacity_error_naming_the_planes
     from accelml.hdl.errors import CapacityError
 
     model = models.build("ssd_vgg", "reduced")  # a dilated 3x3 (13 input rows per output row)
-    compile_model(model, config="tiny")
+    compile_model(model, config="tiny", precision="fast")
     with pytest.raises(CapacityError, match=r"conv61.*two planes of 16: split activations.*tiny"):
         compile_model(model, config="tiny", split_activations=True)
 
