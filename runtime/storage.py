@@ -31,7 +31,7 @@ from pathlib import Path
 from accelml.hdl.errors import DestinationError
 
 __all__ = ["DestinationError", "write_dir_atomic", "write_file_atomic", "check_destination", "ATOMIC_SWAP",
-           "stale_temporaries"]
+           "stale_temporaries", "pid_alive"]
 
 _TMP_INFIX = ".accelml-tmp-"
 
@@ -75,7 +75,8 @@ _SWAP = _swap_function()
 ATOMIC_SWAP = _SWAP is not None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a writer that may still be using its temporary)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,7 +101,7 @@ def stale_temporaries(dest: Path) -> list[Path]:
             pid = int(p.name[len(prefix):].split("-", 1)[0])
         except ValueError:
             continue  # not provably ours: leave it alone
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             stale.append(p)
     return stale
 

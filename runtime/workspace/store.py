@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from accelml.hdl.errors import WorkspaceError
+from accelml.runtime.storage import pid_alive
 
 TMP_PREFIX = ".tmp-"
 
@@ -66,16 +67,6 @@ def tree_digest(root: str | os.PathLike) -> str:
     for rel, p in _files(Path(root)):
         h.update(f"{rel}\0{_file_sha(p)}\n".encode())
     return h.hexdigest()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BlobStore:
@@ -158,7 +149,7 @@ class BlobStore:
             if not p.name.startswith(TMP_PREFIX):
                 continue
             pid = p.name[len(TMP_PREFIX):].split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
                 n += 1
         return n
