@@ -489,5 +489,10 @@ def mfu_clip(a, lo, hi) -> np.ndarray:
 
 
 def mfu_leaky_relu(a, alpha, what: str = "leaky relu") -> np.ndarray:
+    """``x < 0 ? to_internal(x * alpha) : x``: only negative elements are multiplied, so only
+    their products can overflow."""
     a = np.asarray(a, np.float32)
-    return np.where(a < 0, mfu_mul(a, np.float32(alpha), what), a).astype(np.float32)
+    out = a.copy()
+    negative = a < 0
+    out[negative] = mfu_mul(a[negative], np.float32(alpha), what)
+    return out
