@@ -22,7 +22,7 @@ from accelml.hdl.config import EngineConfig
 from accelml.hdl.mfu import UNITS
 
 CFG = EngineConfig.from_json(os.environ["MFU_CFG"])
-BEATS = int(os.environ.get("MFU_BEATS", "600"))
+BEATS = int(os.environ.get("MFU_BEATS", "2000"))
 
 
 def rng_for(name: str) -> random.Random:
