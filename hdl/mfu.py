@@ -208,7 +208,7 @@ class Quantise(_Unit):
 
     def datapath(self, m, p, sampled, out, reg):
         cfg = self.cfg
-        n, m_bits = cfg.native_dim, cfg.mantissa_bits
+        n = cfg.native_dim
         nan_errors = []
         stage = []
         for w in range(cfg.mfu_width):

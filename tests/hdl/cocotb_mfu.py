@@ -17,6 +17,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from mfu_vectors import Checked, check_results, pack_beat, random_beats, unpack_result
+from stream_ready import Ready
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.mfu import UNITS
@@ -41,22 +42,6 @@ async def reset(dut) -> None:
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
-
-
-class Ready:
-    """``o.ready`` pattern: low with probability ``stall``, in runs of 1..``burst`` cycles."""
-
-    def __init__(self, rng: random.Random, stall: float, burst: int = 1):
-        self.rng, self.stall, self.burst, self.left = rng, stall, burst, 0
-
-    def next(self) -> bool:
-        if self.left > 0:
-            self.left -= 1
-            return False
-        if self.rng.random() < self.stall:
-            self.left = self.rng.randint(1, self.burst) - 1
-            return False
-        return True
 
 
 async def run(dut, unit: str, beats, rng: random.Random, *, gap: float = 0.0, ready: Ready | None = None):

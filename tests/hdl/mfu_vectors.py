@@ -282,4 +282,5 @@ def check_results(cfg: EngineConfig, unit: str, beats: list[Beat], results: list
             continue
         for k in live:
             tally.slots += 1
-            assert got["vec"][k] == want[k], f"{unit} beat {j} slot {k}: got {got['vec'][k]}, expected {want[k]}: {beat}"
+            assert got["vec"][k] == want[k], (
+                f"{unit} beat {j} slot {k}: got {got['vec'][k]}, expected {want[k]}: {beat}")
