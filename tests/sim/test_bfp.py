@@ -239,3 +239,13 @@ def test_split_quantisation_is_the_engines_recipe_and_adds_a_mantissa(cfg):
     e1 = np.abs(bfp.dequantize(hi) - x).max()
     e2 = np.abs(bfp.dequantize(hi) + bfp.dequantize(lo) - x).max()
     assert e1 > 0 and e2 <= e1 * 2.0 ** -(cfg.mantissa_bits - 2), (e1, e2)
+
+
+def test_leaky_relu_multiplies_only_negative_elements():
+    """``x < 0 ? to_internal(x * alpha) : x``: a positive element whose product with alpha would
+    overflow passes unchanged; a negative one overflows."""
+    alpha = np.float32(2.0**100)
+    x = np.array([2.0**100, -1.5, 0.0], np.float32)
+    np.testing.assert_array_equal(bfp.mfu_leaky_relu(x, alpha), np.array([2.0**100, -1.5 * 2.0**100, 0.0], np.float32))
+    with pytest.raises(NumericsError, match="leaky relu"):
+        bfp.mfu_leaky_relu(np.array([-(2.0**100)], np.float32), alpha)
