@@ -1,6 +1,6 @@
 """The internal number format in hardware: binary32 with round-to-nearest-even and flush-to-zero.
 
-Both components implement ``accelml.sim.bfp.to_internal`` bit for bit (see its docstring and
+Every component here implements ``accelml.sim.bfp.to_internal`` bit for bit (see its docstring and
 docs/numerics.md): the exact result is rounded to a 24-bit significand (RNE) with an unbounded
 exponent; a rounded magnitude below 2**-126 becomes +0; a rounded magnitude above the largest
 binary32 sets ``overflow`` (the ``result`` bits are then unspecified). -0 is never produced.
@@ -9,8 +9,9 @@ Inputs are never denormal, infinite or NaN; an input with a zero exponent field 
 * :class:`ScaledIntToF32` converts ``d * 2**s`` (``d`` a signed integer, such as a block dot
   product, ``s`` a signed exponent) to binary32.
 * :class:`F32Add` adds two binary32 values.
+* :class:`F32Mul` multiplies two binary32 values.
 
-Both are combinational and flag an overflow per operation; the engine that uses them puts
+All three are combinational and flag an overflow per operation; the engine that uses them puts
 registers between them and keeps the flag sticky over an accumulation.
 """
 
@@ -21,7 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["ScaledIntToF32", "F32Add", "normalize"]
+__all__ = ["ScaledIntToF32", "F32Add", "F32Mul", "normalize"]
 
 _SIG = 24  # binary32 significand bits, hidden bit included
 _BIAS = 127
@@ -198,4 +199,40 @@ class F32Add(wiring.Component):
         m.d.comb += exp.eq(ex + 1 - lz + carry)
         _pack(m, self.result, self.overflow, sign=x_[31], biased_exp=exp, frac=frac,
               zero=total == 0)
+        return m
+
+
+class F32Mul(wiring.Component):
+    """``result = to_internal(a * b)`` for binary32 ``a`` and ``b`` (normal numbers or zeros).
+
+    The exact 48-bit product of the significands is normalised by at most one place, rounded
+    once (RNE) and flushed or flagged like every other result.
+
+    Members
+    -------
+    a, b : In(32)
+    result : Out(32)
+    overflow : Out(1)
+        The rounded magnitude exceeds the largest binary32 (``result`` is then unspecified).
+    """
+
+    def __init__(self):
+        super().__init__({"a": In(32), "b": In(32), "result": Out(32), "overflow": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        ea, eb = self.a[23:31], self.b[23:31]
+        product = Signal(2 * _SIG)
+        m.d.comb += product.eq(Cat(self.a[:23], 1) * Cat(self.b[:23], 1))
+        # Both significands are in [2**23, 2**24): the product's leading one is bit 47 or 46.
+        top = product[-1]
+        norm = Signal(2 * _SIG)
+        m.d.comb += norm.eq(Mux(top, product, product << 1))
+        frac, carry = _round_rne(m, norm, "mul")
+        # a * b = product * 2**(ea + eb - 300): a leading one at bit 46 has weight 2**(ea + eb - 254),
+        # biased ea + eb - 127; at bit 47 one more.
+        exp = Signal(signed(12))
+        m.d.comb += exp.eq(ea + eb - _BIAS + top + carry)
+        _pack(m, self.result, self.overflow, sign=self.a[31] ^ self.b[31], biased_exp=exp, frac=frac,
+              zero=(ea == 0) | (eb == 0))
         return m

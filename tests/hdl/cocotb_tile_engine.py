@@ -15,6 +15,7 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
+from stream_ready import Ready
 from tile_engine_vectors import Scoreboard, corner_steps, pack_step, random_jobs, unpack_result
 
 from accelml.hdl.config import EngineConfig
@@ -35,22 +36,6 @@ async def reset(dut) -> None:
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
-
-
-class Ready:
-    """``result.ready`` pattern: low with probability ``stall``, in runs of 1..``burst`` cycles."""
-
-    def __init__(self, rng: random.Random, stall: float, burst: int = 1):
-        self.rng, self.stall, self.burst, self.left = rng, stall, burst, 0
-
-    def next(self) -> bool:
-        if self.left > 0:
-            self.left -= 1
-            return False
-        if self.rng.random() < self.stall:
-            self.left = self.rng.randint(1, self.burst) - 1
-            return False
-        return True
 
 
 async def run(dut, steps, rng: random.Random, *, gap: float = 0.0, ready: Ready | None = None):

@@ -10,7 +10,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from accelml.hdl.errors import NumericsError
-from accelml.hdl.fp32 import F32Add, ScaledIntToF32
+from accelml.hdl.fp32 import F32Add, F32Mul, ScaledIntToF32
 from accelml.sim.bfp import to_internal
 
 FLT_MAX_BITS = 0x7F7F_FFFF
@@ -173,3 +173,38 @@ def test_f32_add():
 
     run_comb(F32Add(), vecs, ("a", "b"), check)
     assert outcomes["ftz"] > 3 and outcomes["overflow"] > 3 and outcomes["zero"] > 3
+
+
+# -- F32Mul -------------------------------------------------------------------------------------
+
+def test_f32_mul():
+    rng = random.Random(77)
+    one = f32_bits(1.0)
+    vecs = [(0, one), (one, 0), (one, one), (FLT_MAX_BITS, one), (FLT_MAX_BITS, f32_bits(2.0)),
+            (f32_bits(2.0**-63), f32_bits(2.0**-63)),  # exactly 2**-126: kept
+            (f32_bits(2.0**-64), f32_bits(2.0**-63)),  # 2**-127: FTZ
+            (f32_bits(2.0 - 2.0**-23), f32_bits(2.0**-64)),  # rounds up to 2**-126: kept
+            (f32_bits(1 + 2.0**-23), f32_bits(1 + 2.0**-23)),  # 1 + 2**-22 + 2**-46: rounds down
+            (f32_bits(1 + 3 * 2.0**-23), f32_bits(1 + 2.0**-1))]  # tie cases around the last bit
+    for _ in range(300):
+        a = rand_f32(rng)
+        ea = (a >> 23) & 0xFF
+        # products near the bottom and the top of the range, and anywhere
+        target = rng.choice((127, 126, 128, 381, 380, rng.randint(128, 380)))
+        eb = max(1, min(254, target - ea))
+        vecs.append((a, rng.getrandbits(1) << 31 | eb << 23 | rng.getrandbits(23)))
+    outcomes = {"ftz": 0, "overflow": 0}
+
+    def check(vec, result, overflow):
+        a, b = vec
+        want = golden(float(np.float64(bits_f32(a)) * np.float64(bits_f32(b))))
+        if want is None:
+            outcomes["overflow"] += 1
+            assert overflow == 1, f"{a:#010x} * {b:#010x}: overflow not flagged"
+            return
+        assert overflow == 0, f"{a:#010x} * {b:#010x}: spurious overflow"
+        assert result == want, f"{a:#010x} * {b:#010x}: got {result:#010x} want {want:#010x}"
+        outcomes["ftz"] += want == 0 and a & 0x7FFF_FFFF != 0 and b & 0x7FFF_FFFF != 0
+
+    run_comb(F32Mul(), vecs, ("a", "b"), check)
+    assert outcomes["ftz"] > 3 and outcomes["overflow"] > 3

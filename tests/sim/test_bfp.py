@@ -242,9 +242,10 @@ def test_split_quantisation_is_the_engines_recipe_and_adds_a_mantissa(cfg):
 
 
 def test_leaky_relu_multiplies_only_negative_elements():
-    """x < 0 ? to_internal(x * alpha) : x: a positive element whose product would overflow is kept,
-    a negative one whose product overflows is an overflow."""
-    x = np.array([3e38, 1.0, -1.0, 2.0], np.float32)
-    np.testing.assert_array_equal(bfp.mfu_leaky_relu(x, np.float32(10.0)), np.array([3e38, 1, -10, 2], np.float32))
-    with pytest.raises(NumericsError):
-        bfp.mfu_leaky_relu(-x, np.float32(10.0))
+    """``x < 0 ? to_internal(x * alpha) : x``: a positive element whose product with alpha would
+    overflow passes unchanged; a negative one overflows."""
+    alpha = np.float32(2.0**100)
+    x = np.array([2.0**100, -1.5, 0.0], np.float32)
+    np.testing.assert_array_equal(bfp.mfu_leaky_relu(x, alpha), np.array([2.0**100, -1.5 * 2.0**100, 0.0], np.float32))
+    with pytest.raises(NumericsError, match="leaky relu"):
+        bfp.mfu_leaky_relu(np.array([-(2.0**100)], np.float32), alpha)
