@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from accelml.hdl.config import EngineConfig, preset
-from accelml.hdl.errors import CapacityError, ModelFormatError
+from accelml.hdl.errors import CapacityError, ConfigError, ModelFormatError
 from accelml.sim.funcsim import FuncSim
 
 from . import codegen, frontend, lower
@@ -78,6 +78,7 @@ class CompiledModel:
     outputs: list[dict]
     compile_seconds: float = 0.0
     host_preprocess: dict | None = None  # preprocessing the host applies before the inputs (JSON)
+    host_postprocess: dict | None = None  # decoding the host applies after the outputs (runtime.postprocess)
     bias_correction: dict = field(default_factory=lambda: {"samples": 0, "layers": 0})
     split_weights: bool = False  # weights in two BFP parts, two passes of products
     split_activations: bool = False  # convolution inputs in two BFP planes, one more pass of products
@@ -249,7 +250,7 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
                   pack_first: bool = True, name: str | None = None, calibration=None,
                   split_weights: bool = False, split_activations: bool = False,
                   precision: str | None = None, latency_budget: float | None = None,
-                  weight_rounding: str = "nearest") -> CompiledModel:
+                  weight_rounding: str = "nearest", postprocess: str | None = None) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ModelProto) or a SavedModel directory.
 
     ``precision``: the per-layer precision policy (``precision.py``): ``"fast"`` (single pass
@@ -270,8 +271,13 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     the first misses), multiplied in two passes that accumulate into the same sums; every
     convolution / dense input stored as two BFP planes (the second quantises what the first
     misses, computed on the engine as each layer writes its output), one more pass of products and
-    twice the activation traffic. Pooling reads the first plane only."""
+    twice the activation traffic. Pooling reads the first plane only.
+
+    ``postprocess="ssd"``: the model's outputs are SSD multibox heads; the package declares the host
+    decoding and NMS that ``Model.run`` applies after them (``accelml.runtime.postprocess``)."""
     t0 = time.perf_counter()
+    if postprocess not in (None, "ssd"):
+        raise ConfigError(f"unknown postprocess {postprocess!r}; known: ssd")
     req = prec_policy.request(precision, latency_budget, split_weights=split_weights,
                               split_activations=split_activations, weight_rounding=weight_rounding)
     cfg = preset(config) if isinstance(config, str) else config
@@ -295,6 +301,11 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
             for n in graph.outputs]
     if not graph.outputs:
         raise ModelFormatError("the model has no outputs", source=str(name or graph.name))
+    host_post = None
+    if postprocess == "ssd":
+        from accelml.runtime.postprocess import SsdPostprocess
+
+        host_post = SsdPostprocess.for_outputs(outs, ins[0]["shape"])
     samples = prec_policy.check_calibration(calibration, ins) if calibration is not None else []
     part = partition(graph)
     segments, subgraphs = [], []
@@ -318,6 +329,7 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
                            p.bases[op.src.base].split for p in chosen.plans for op in p.ops
                            if isinstance(op, lower.ConvOp)))
     cm.precision = _precision_record(req, chosen, samples)
+    cm.host_postprocess = host_post
     cm.compile_seconds = time.perf_counter() - t0
     return cm
 

@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from accelml.runtime.postprocess import SsdPostprocess, ssd_priors  # noqa: F401  (ssd_priors: re-exported)
+
 __all__ = [
     "MODELS", "SIZES", "build", "resnet50", "resnet152", "vgg16", "densenet121", "ssd_vgg",
     "mobilenet_v2", "to_tf_style", "ssd_priors", "ssd_postprocess", "IR_VERSION", "OPSET",
@@ -370,71 +372,19 @@ def ssd_vgg(input_size: int = 300, width: float = 1.0, depth: str = "full", seed
     return net.model()
 
 
-def ssd_priors(feature_sizes: list[int], input_size: int = 300) -> np.ndarray:
-    """SSD300 prior boxes (cx, cy, w, h), relative to the image, in head-output order: for each
-    feature map, for each cell row-major, for each anchor. 8732 of them at 300 x 300."""
-    scale = input_size / 300.0
-    min_sizes = [30, 60, 111, 162, 213, 264]
-    max_sizes = [60, 111, 162, 213, 264, 315]
-    ratios = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
-    out = []
-    for k, f in enumerate(feature_sizes):
-        s = min_sizes[k] * scale / input_size
-        s2 = math.sqrt(s * max_sizes[k] * scale / input_size)
-        shapes = [(s, s), (s2, s2)]
-        for r in ratios[k]:
-            shapes += [(s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r))]
-        c = (np.arange(f) + 0.5) / f
-        cy, cx = np.meshgrid(c, c, indexing="ij")
-        cells = np.stack([cx.ravel(), cy.ravel()], axis=1)
-        for_cell = np.array(shapes)
-        boxes = np.concatenate([np.repeat(cells, len(shapes), axis=0), np.tile(for_cell, (f * f, 1))], axis=1)
-        out.append(boxes)
-    return np.clip(np.concatenate(out), 0.0, 1.0)
-
-
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float, top_k: int) -> list[int]:
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    while order.size and len(keep) < top_k:
-        i = order[0]
-        keep.append(int(i))
-        lt = np.maximum(boxes[i, :2], boxes[order[1:], :2])
-        rb = np.minimum(boxes[i, 2:], boxes[order[1:], 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-        order = order[1:][inter / (area[i] + area[order[1:]] - inter + 1e-12) <= iou]
-    return keep
-
-
 def ssd_postprocess(heads: dict[str, np.ndarray], num_classes: int = 21, input_size: int = 300,
                     score_threshold: float = 0.01, iou_threshold: float = 0.45,
                     top_k: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Host-side SSD decoding for ``ssd_vgg``'s NCHW head maps (batch 1): softmax scores, box
-    decoding against ``ssd_priors`` (variances 0.1 / 0.2), per-class NMS. Returns (boxes as
-    (x0, y0, x1, y1) relative to the image, scores, class ids >= 1), best first."""
-    locs, confs, sizes = [], [], []
-    for i in range(len(_SSD_ANCHORS)):
-        loc, conf = heads[f"loc{i}"][0], heads[f"conf{i}"][0]
-        sizes.append(loc.shape[1])
-        locs.append(loc.transpose(1, 2, 0).reshape(-1, 4))
-        confs.append(conf.transpose(1, 2, 0).reshape(-1, num_classes))
-    loc, conf = np.concatenate(locs).astype(np.float64), np.concatenate(confs).astype(np.float64)
-    pri = ssd_priors(sizes, input_size)
-    cxcy = pri[:, :2] + loc[:, :2] * 0.1 * pri[:, 2:]
-    wh = pri[:, 2:] * np.exp(loc[:, 2:] * 0.2)
-    boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)
-    prob = np.exp(conf - conf.max(axis=1, keepdims=True))
-    prob /= prob.sum(axis=1, keepdims=True)
-    out_b, out_s, out_c = [], [], []
-    for c in range(1, num_classes):
-        sel = np.flatnonzero(prob[:, c] > score_threshold)
-        for i in _nms(boxes[sel], prob[sel, c], iou_threshold, top_k):
-            out_b.append(boxes[sel[i]])
-            out_s.append(prob[sel[i], c])
-            out_c.append(c)
-    order = np.argsort(-np.array(out_s), kind="stable")[:top_k]
-    return (np.array(out_b).reshape(-1, 4)[order], np.array(out_s)[order], np.array(out_c, np.int64)[order])
+    """Host-side SSD decoding for ``ssd_vgg``'s NCHW head maps (batch 1), as a package compiled with
+    ``postprocess="ssd"`` applies it (``accelml.runtime.postprocess``): softmax scores, box decoding
+    against ``ssd_priors`` (variances 0.1 / 0.2), per-class NMS. Returns (boxes as (x0, y0, x1, y1)
+    relative to the image, scores, class ids >= 1), best first."""
+    post = SsdPostprocess({"loc": [f"loc{i}" for i in range(len(_SSD_ANCHORS))],
+                           "conf": [f"conf{i}" for i in range(len(_SSD_ANCHORS))], "layout": "nchw",
+                           "num_classes": num_classes, "input_size": input_size, "score_threshold": score_threshold,
+                           "iou_threshold": iou_threshold, "top_k": top_k})
+    out = post(heads)
+    return out["detection_boxes"], out["detection_scores"], out["detection_classes"]
 
 
 MODELS: dict[str, Callable[..., onnx.ModelProto]] = {

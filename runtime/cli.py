@@ -173,7 +173,7 @@ def cmd_compile(args) -> int:
               "model layer by layer (about 2 s per 224 x 224 image)", flush=True)
     cm = compile_model(args.model, config=cfg, name=Path(args.model).stem, calibration=calibration,
                        split_weights=args.split_weights, split_activations=args.split_activations,
-                       precision=args.precision, latency_budget=args.latency_budget)
+                       precision=args.precision, latency_budget=args.latency_budget, postprocess=args.postprocess)
     save_package(cm, args.output)
     print(cm.report())
     if args.explain:
@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convolution inputs in two BFP planes, one more pass of products: ~2x activation "
                         "precision, 2x activation traffic")
     add_config_args(p, default="a10")
+    p.add_argument("--postprocess", choices=["ssd"], default=None,
+                   help="the outputs are SSD multibox heads: the package decodes boxes and applies NMS on the host")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a package on inputs from .npy files")

@@ -37,6 +37,7 @@ from .device import Device, device_named
 from .engine import BufferView, EngineSegment
 from .executor import FunctionSegment, HostSegment, permuted, run_segments
 from .host import HostPreprocess, encoded_images
+from .postprocess import SsdPostprocess
 from .storage import DestinationError, write_dir_atomic
 
 FORMAT = "accelml-package"
@@ -89,6 +90,7 @@ def save_package(cm, path: str | os.PathLike) -> Path:
         "inputs": cm.inputs, "outputs": cm.outputs, "segments": segments,
         "summary": cm.summary(), "files": {k: _sha(v) for k, v in files.items()},
         "host_preprocess": cm.host_preprocess,
+        "host_postprocess": getattr(cm, "host_postprocess", None),
         "bias_correction": cm.bias_correction,
         "split_weights": cm.split_weights,
         "split_activations": cm.split_activations,
@@ -158,6 +160,8 @@ class Model:
                          if isinstance(s, EngineSegment) else s for s in segments]
         pre = manifest.get("host_preprocess")
         self.host: HostPreprocess | None = HostPreprocess.from_dict(pre) if pre is not None else None
+        post = manifest.get("host_postprocess")
+        self.post: SsdPostprocess | None = SsdPostprocess(post) if post is not None else None
 
     @property
     def inputs(self) -> list[dict]:
@@ -170,7 +174,14 @@ class Model:
 
     @property
     def outputs(self) -> list[dict]:
-        return self.manifest["outputs"]
+        """The outputs ``run`` returns: the model's, then, with SSD post-processing, the detections
+        (their first dimension is the number of detections)."""
+        if self.post is None:
+            return self.manifest["outputs"]
+        return self.manifest["outputs"] + [
+            {"name": "detection_boxes", "shape": [-1, 4], "dtype": "float32", "perm": None},
+            {"name": "detection_scores", "shape": [-1], "dtype": "float32", "perm": None},
+            {"name": "detection_classes", "shape": [-1], "dtype": "int64", "perm": None}]
 
     @property
     def host_preprocess(self) -> dict | None:
@@ -210,7 +221,10 @@ class Model:
         if unknown:
             raise PackageError(f"unknown input(s): {', '.join(sorted(unknown))}")
         env = run_segments(self._runners, env)
-        return {spec["name"]: permuted(env[spec["name"]], spec["perm"]) for spec in self.outputs}
+        out = {spec["name"]: permuted(env[spec["name"]], spec["perm"]) for spec in self.manifest["outputs"]}
+        if self.post is not None:
+            out.update(self.post(out))
+        return out
 
 
 def load(path: str | os.PathLike, *, device: str = "funcsim", config: EngineConfig | None = None) -> Model:
@@ -293,6 +307,13 @@ def _validate_manifest(m: dict, path: Path) -> None:
         need(isinstance(m[key], types), key, f"expected {types.__name__}, got {type(m[key]).__name__}")
     need(m.get("host_preprocess") is None or isinstance(m["host_preprocess"], dict), "host_preprocess",
          "expected an object or null")
+    post = m.get("host_postprocess")
+    if post is not None:
+        need(isinstance(post, dict) and post.get("kind") == "ssd", "host_postprocess", "expected an SSD description")
+        names = {o.get("name") for o in m["outputs"] if isinstance(o, dict)}
+        heads = [n for k in ("loc", "conf") for n in (post.get(k) or [])]
+        need(bool(heads) and all(h in names for h in heads), "host_postprocess",
+             "names heads the model does not output")
     for name, digest in m["files"].items():
         need(isinstance(name, str) and name == Path(name).name and name not in (".", "..", MANIFEST)
              and not name.startswith("."), f"files[{name!r}]", "not a plain file name inside the package")

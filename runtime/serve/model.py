@@ -140,6 +140,9 @@ class ServedModel:
         b = batch.pop()
         if not 1 <= b <= self.max_batch:
             raise RequestError(Status.INVALID_ARGUMENT, f"batch of {b}: between 1 and {self.max_batch} per request")
+        if b > 1 and getattr(self.model, "post", None) is not None:
+            raise RequestError(Status.INVALID_ARGUMENT, f"batch of {b}: this model's detections differ in number "
+                               "from image to image; send one image per request")
         wanted = self.output_names(outputs)
         results: list[dict[str, np.ndarray]] = []
         backend = 0.0
