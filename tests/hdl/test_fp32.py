@@ -199,7 +199,8 @@ def test_f32_mul():
 
     def check(vec, result, overflow):
         a, b = vec
-        want = golden(float(np.float64(bits_f32(a)) * np.float64(bits_f32(b))))
+        with np.errstate(invalid="ignore"):  # Inf * 0 is NaN: refused like an overflow
+            want = golden(float(np.float64(bits_f32(a)) * np.float64(bits_f32(b))))
         if want is None:
             outcomes["overflow"] += 1
             assert overflow == 1, f"{a:#010x} * {b:#010x}: overflow not flagged"
