@@ -4,7 +4,8 @@ Every component here implements ``accelml.sim.bfp.to_internal`` bit for bit (see
 docs/numerics.md): the exact result is rounded to a 24-bit significand (RNE) with an unbounded
 exponent; a rounded magnitude below 2**-126 becomes +0; a rounded magnitude above the largest
 binary32 sets ``overflow`` (the ``result`` bits are then unspecified). -0 is never produced.
-Inputs are never denormal, infinite or NaN; an input with a zero exponent field is read as zero.
+Inputs of ``F32Add`` are never denormal, infinite or NaN (an input with a zero exponent field is
+read as zero); ``F32Mul`` takes any binary32 operand (see its docstring).
 
 * :class:`ScaledIntToF32` converts ``d * 2**s`` (``d`` a signed integer, such as a block dot
   product, ``s`` a signed exponent) to binary32.
@@ -203,17 +204,20 @@ class F32Add(wiring.Component):
 
 
 class F32Mul(wiring.Component):
-    """``result = to_internal(a * b)`` for binary32 ``a`` and ``b`` (normal numbers or zeros).
+    """``result = to_internal(a * b)`` for any binary32 ``a`` and ``b`` (``bfp.mfu_mul``).
 
-    The exact 48-bit product of the significands is normalised by at most one place, rounded
-    once (RNE) and flushed or flagged like every other result.
+    The exact product ``sig_a * sig_b * 2**(e2_a + e2_b)`` (subnormal operands taken exactly, as
+    the definition's float64 product takes them: a leaky-ReLU ``alpha`` may be one) is rounded once
+    by :class:`ScaledIntToF32`. An infinite or NaN operand sets ``overflow``, as the definition's
+    float64 product (an infinity or a NaN) is refused.
 
     Members
     -------
     a, b : In(32)
     result : Out(32)
     overflow : Out(1)
-        The rounded magnitude exceeds the largest binary32 (``result`` is then unspecified).
+        The rounded magnitude exceeds the largest binary32, or an operand is Inf or NaN
+        (``result`` is then unspecified).
     """
 
     def __init__(self):
@@ -221,18 +225,14 @@ class F32Mul(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        ea, eb = self.a[23:31], self.b[23:31]
-        product = Signal(2 * _SIG)
-        m.d.comb += product.eq(Cat(self.a[:23], 1) * Cat(self.b[:23], 1))
-        # Both significands are in [2**23, 2**24): the product's leading one is bit 47 or 46.
-        top = product[-1]
-        norm = Signal(2 * _SIG)
-        m.d.comb += norm.eq(Mux(top, product, product << 1))
-        frac, carry = _round_rne(m, norm, "mul")
-        # a * b = product * 2**(ea + eb - 300): a leading one at bit 46 has weight 2**(ea + eb - 254),
-        # biased ea + eb - 127; at bit 47 one more.
-        exp = Signal(signed(12))
-        m.d.comb += exp.eq(ea + eb - _BIAS + top + carry)
-        _pack(m, self.result, self.overflow, sign=self.a[31] ^ self.b[31], biased_exp=exp, frac=frac,
-              zero=(ea == 0) | (eb == 0))
+        parts = []
+        for x in (self.a, self.b):
+            biased = x[23:31]
+            # |x| = sig * 2**e2, the hidden bit only for a normal number
+            parts.append((Cat(x[:23], biased != 0), Mux(biased == 0, -149, biased - 150), biased == 0xFF))
+        (sa, ea, fa), (sb, eb, fb) = parts
+        conv = m.submodules.cvt = ScaledIntToF32(2 * _SIG + 1, 11)
+        mag = Signal(2 * _SIG)
+        m.d.comb += [mag.eq(sa * sb), conv.d.eq(Mux(self.a[31] ^ self.b[31], -mag, mag)), conv.s.eq(ea + eb),
+                     self.result.eq(conv.result), self.overflow.eq(conv.overflow | fa | fb)]
         return m

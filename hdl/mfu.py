@@ -21,13 +21,15 @@ sign-magnitude elements (``mag`` M bits, ``sign``) and the biased E-bit exponent
 A binary32 vector is N bit patterns. The float operations are those of ``accelml.hdl.fp32``
 (shared with the tile engine).
 
-Errors: each output beat has an ``error`` bit, set when a live slot meets what the golden model
-raises ``NumericsError`` for: a result beyond the largest binary32 (add, sub, mul, leaky relu), a
-NaN in ``qnt``'s input. It is also set for inputs the internal format never holds, where the golden
-model would pass them through: an Inf or NaN operand of ``vop``/``vact`` (or as clip bound or
-alpha) and the reserved all-ones exponent field in ``deq``'s input. The values of an erroneous beat
-are unspecified; the engine keeps the flag sticky. Operands are otherwise any binary32 pattern;
-a denormal operand of add, sub or mul reads as zero (the internal format holds none).
+Errors: each output beat has an ``error`` bit, set exactly when a live slot meets what the golden
+model raises ``NumericsError`` for: a result beyond the largest binary32 or an Inf or NaN operand
+of add, sub or mul (the definition's sum or product is then not finite), the same for a negative
+element's leaky-relu product, a NaN in ``qnt``'s input; and for the reserved all-ones exponent
+field in ``deq``'s input (refused when loaded from memory). ``max``, ``copy``, ``relu`` and
+``clip`` never fail: they pass a NaN or an infinity through as numpy's ``maximum``/``minimum``
+do (a NaN operand is the result; of two equal zeros the second). The values of an erroneous beat
+are unspecified. Operands are otherwise any binary32 pattern; a denormal operand of add or sub
+reads as zero (the internal format holds none), one of mul or leaky relu is taken exactly.
 
 Pipeline: a stalling pipeline of ``unit.latency`` registers (input, [qnt: block exponent], output);
 it advances whenever the output register is empty or being taken, so with ``o.ready`` high it takes
@@ -106,8 +108,22 @@ def order_key(m: Module, bits, name: str):
 
 
 def less(m: Module, a, b, name: str):
-    """``a < b`` in IEEE order (what numpy's maximum and minimum decide with)."""
+    """``a < b`` in IEEE order for non-NaN ``a`` and ``b``."""
     return order_key(m, a, f"{name}_ka") < order_key(m, b, f"{name}_kb")
+
+
+def is_nan(bits):
+    return is_special(bits) & (bits[:23] != 0)
+
+
+def np_maximum(m: Module, a, b, name: str):
+    """numpy's ``maximum``: ``a > b or a is NaN ? a : b`` (a NaN operand is the result; ties give ``b``)."""
+    return Mux(is_nan(a) | (~is_nan(b) & less(m, b, a, name)), a, b)
+
+
+def np_minimum(m: Module, a, b, name: str):
+    """numpy's ``minimum``: ``a < b or a is NaN ? a : b``."""
+    return Mux(is_nan(a) | (~is_nan(b) & less(m, a, b, name)), a, b)
 
 
 class _Unit(wiring.Component):
@@ -310,13 +326,13 @@ class VectorOp(_Unit):
                              mul.a.eq(a), mul.b.eq(b)]
                 r, overflow = out.vec[w][i], Signal(name=f"ovf_{w}_{i}")
                 with m.Switch(p.op):
-                    with m.Case(VecOp.ADD, VecOp.SUB):
-                        m.d.comb += [r.eq(add.result), overflow.eq(add.overflow)]
+                    with m.Case(VecOp.ADD, VecOp.SUB):  # an Inf or NaN operand gives no finite sum
+                        m.d.comb += [r.eq(add.result), overflow.eq(add.overflow | is_special(a) | is_special(b))]
                     with m.Case(VecOp.MUL):
                         m.d.comb += [r.eq(mul.result), overflow.eq(mul.overflow)]
-                    with m.Case(VecOp.MAX):
-                        m.d.comb += r.eq(Mux(less(m, a, b, f"lt_{w}_{i}"), b, a))
-                errors.append(p.live[w] & (overflow | is_special(a) | is_special(b)))
+                    with m.Case(VecOp.MAX):  # never an error: a NaN operand is the result
+                        m.d.comb += r.eq(np_maximum(m, a, b, f"max_{w}_{i}"))
+                errors.append(p.live[w] & overflow)
         m.d.comb += out.error.eq(_any(errors))
         return p.live
 
@@ -345,24 +361,21 @@ class Activation(_Unit):
         for w in range(self.cfg.mfu_width):
             for i in range(self.cfg.native_dim):
                 x = p.x[w][i]
-                negative = x[31] & (x[:31] != 0)  # strictly below zero
+                negative = x[31] & (x[:31] != 0) & ~is_nan(x)  # x < 0: not -0, not NaN
                 mul = m.submodules[f"mul_{w}_{i}"] = F32Mul()
                 m.d.comb += [mul.a.eq(x), mul.b.eq(alpha)]
                 floor = Signal(32, name=f"floor_{w}_{i}")  # np.maximum(x, lo), then np.minimum(., hi)
-                m.d.comb += floor.eq(Mux(less(m, x, lo, f"lo_{w}_{i}"), lo, x))
+                m.d.comb += floor.eq(np_maximum(m, x, lo, f"lo_{w}_{i}"))
                 r, bad = out.vec[w][i], Signal(name=f"bad_{w}_{i}")
-                m.d.comb += bad.eq(is_special(x))
                 with m.Switch(p.act):
                     with m.Case(Act.COPY):
                         m.d.comb += r.eq(x)
                     with m.Case(Act.RELU):
-                        m.d.comb += r.eq(Mux(x[31], 0, x))  # -0 becomes +0 as well
+                        m.d.comb += r.eq(np_maximum(m, x, Const(0, 32), f"relu_{w}_{i}"))
                     with m.Case(Act.CLIP):
-                        m.d.comb += [r.eq(Mux(less(m, hi, floor, f"hi_{w}_{i}"), hi, floor)),
-                                     bad.eq(is_special(x) | is_special(lo) | is_special(hi))]
-                    with m.Case(Act.LRELU):
-                        m.d.comb += [r.eq(Mux(negative, mul.result, x)),
-                                     bad.eq(is_special(x) | is_special(alpha) | (negative & mul.overflow))]
+                        m.d.comb += r.eq(np_minimum(m, floor, hi, f"hi_{w}_{i}"))
+                    with m.Case(Act.LRELU):  # only a negative element is multiplied, so only it can fail
+                        m.d.comb += [r.eq(Mux(negative, mul.result, x)), bad.eq(negative & mul.overflow)]
                 errors.append(p.live[w] & bad)
         m.d.comb += out.error.eq(_any(errors))
         return p.live

@@ -1,36 +1,38 @@
-"""Multi-function unit: ``deq``, ``qnt``, ``vact`` and ``vop``, one vector at a time.
+"""The engine's multi-function unit: ``deq``, ``qnt``, ``vact`` and ``vop`` against the register files.
 
-One vector at a time, bit-exact with ``accelml.sim.bfp`` (internal format binary32, RNE, FTZ):
+This block sequences a command over its vectors, one N-vector at a time; every lane is computed by
+the stream units of ``accelml.hdl.mfu`` (``Dequantise``, ``Quantise``, ``VectorOp``,
+``Activation``), instantiated for one vector per beat (an ``EngineConfig`` with ``mfu_width=1``),
+so each operation, its rounding and its failures are defined once, bit-exact with
+``accelml.sim.bfp`` (docs/numerics.md):
 
-* ``deq``: VRF entry -> FVRF, each lane ``to_internal(mant * 2**(exp - (M - 1)))``
-  (``fp32.ScaledIntToF32``);
-* ``qnt``: FVRF -> VRF entry, ``bfp.quantize`` of the N values (``quantize.py``); a NaN stops the
-  command with ``ErrorCode.NAN``;
-* ``vop mul`` and ``vact lrelu`` (``x < 0 ? x * alpha : x``): ``bfp.mfu_mul``, the exact product
-  rounded by ``fp32.ScaledIntToF32``; an overflow in any lane (leaky ReLU forms every lane's
-  product, as the definition does) stops the command with ``ErrorCode.OVERFLOW``;
-* ``vop add`` / ``sub``: ``fp32.F32Add`` per lane (``sub`` adds ``-b``: negation is exact), an
-  overflow beyond binary32 stops the command with ``ErrorCode.OVERFLOW``; ``vop max``: numpy's
-  ``maximum`` (``a > b or a is NaN ? a : b``); the second operand repeats with ``period``;
-* ``vact copy``, ``relu`` (``maximum(a, +0)``), ``clip`` (``minimum(maximum(a, lo), hi)`` with
-  numpy's ``minimum``: ``a < b or a is NaN ? a : b``).
+* ``deq``: VRF entry -> FVRF; ``qnt``: FVRF -> VRF entry (a NaN stops the command with
+  ``ErrorCode.NAN``); the VRF's two's-complement mantissas are converted to and from the units'
+  sign-magnitude elements at the port (a loaded magnitude never exceeds ``2**M - 1``);
+* ``vop`` (the second operand repeating with ``period``) and ``vact`` (``clip_lo``, ``clip_hi``,
+  ``alpha`` from the command): a unit's error (a result beyond binary32, an Inf or NaN operand of
+  add, sub or mul, a negative element's leaky-relu product out of range) stops the command with
+  ``ErrorCode.OVERFLOW``, as the functional simulator names it.
 
-Each element reads its operands before it
-writes its result, element by element in order: a destination that overlaps a source at another
-offset sees the elements already written (the functional simulator reads every operand first).
+Per vector: read the first operand, [read the second], hand the beat to the unit, wait its
+``latency`` for the result and write it. Each element reads its operands before it writes its
+result, element by element in order: a destination that overlaps a source at another offset sees
+the elements already written (the functional simulator reads every operand first). A faulting
+vector is not written; the ones before it are.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from dataclasses import replace
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from accelml.hdl.fp32 import F32Add, ScaledIntToF32
+from accelml.hdl import mfu as units
 from accelml.hdl.isa import Space
 
 from .layouts import check_config
-from .quantize import quantize_block
 from .regfiles import file_port_signature
 from .status import ErrorCode, report_done
 
@@ -53,47 +55,6 @@ def mfu_cmd_layout() -> data.StructLayout:
     })
 
 
-def _product(m: Module, a, b, name: str):
-    """``to_internal(a * b)`` of two binary32 bit patterns (``bfp.mfu_mul``): (bits, overflow).
-
-    The exact product ``sig_a * sig_b * 2**(e2_a + e2_b)`` (subnormal operands included) goes
-    through ``ScaledIntToF32``; an infinite or NaN operand makes the product overflow, as the
-    definition's float64 product (infinity or NaN) does."""
-    parts = []
-    for x in (a, b):
-        biased = x[23:31]
-        parts.append((Cat(x[:23], biased != 0), Mux(biased == 0, -149, biased - 150), biased == 0xFF))
-    (sa, ea, fa), (sb, eb, fb) = parts
-    conv = ScaledIntToF32(49, 11)
-    m.submodules[name] = conv
-    mag = sa * sb
-    m.d.comb += [conv.d.eq(Mux(a[31] ^ b[31], -mag, mag)), conv.s.eq(ea + eb)]
-    return conv.result, conv.overflow | fa | fb
-
-
-def _is_nan(x):
-    return (x[23:31] == 0xFF) & (x[:23] != 0)
-
-
-def _key(x):
-    """An integer ordered as the binary32 values (-0 and +0 equal)."""
-    mag = x[:31]
-    return Mux(x[31], -mag, mag)
-
-
-def f32_gt(a, b):
-    """IEEE ``a > b`` of binary32 bit patterns (false with a NaN)."""
-    return ~_is_nan(a) & ~_is_nan(b) & (_key(a) > _key(b))
-
-
-def np_maximum(a, b):
-    return Mux(f32_gt(a, b) | _is_nan(a), a, b)
-
-
-def np_minimum(a, b):
-    return Mux(f32_gt(b, a) | _is_nan(a), a, b)
-
-
 class Mfu(wiring.Component):
     def __init__(self, cfg):
         self.cfg = check_config(cfg, "Mfu")
@@ -106,77 +67,49 @@ class Mfu(wiring.Component):
         })
 
     def elaborate(self, platform):
-        from accelml.hdl.isa import Act, VecOp
-
         m = Module()
         cfg = self.cfg
-        n, mbits, ebits = cfg.native_dim, cfg.mantissa_bits, cfg.exponent_bits
+        n = cfg.native_dim
         c = Signal(mfu_cmd_layout())
         i = Signal(16)
         j = Signal(12)  # index into the second operand (i modulo the period)
         a_val = Signal(32 * n)
         code = Signal(ErrorCode)
 
-        # lanes: dequantisation, add, max, activation
+        # the datapath: one vector per beat, every lane defined in accelml.hdl.mfu
+        lanes = m.submodules.units = units.Mfu(replace(cfg, mfu_width=1))
         src = self.fvrf.rdata.as_value()
         vec = self.vrf.rdata
-        s_shape = ebits + 3
-        deq_bits, deq_ovf = [], Const(0, 1)
-        add_bits, add_ovf = [], Const(0, 1)
-        max_bits, act_bits = [], []
-        mul_bits, mul_ovf, lrelu_ovf = [], Const(0, 1), Const(0, 1)
-        for k in range(n):
-            conv = ScaledIntToF32(mbits + 1, s_shape)
-            m.submodules[f"deq{k}"] = conv
-            m.d.comb += [conv.d.eq(vec.mant[k]),
-                         conv.s.eq(vec.exp - (cfg.exp_bias + mbits - 1))]
-            deq_bits.append(conv.result)
-            deq_ovf = deq_ovf | conv.overflow
-            a = a_val[32 * k: 32 * (k + 1)]
-            b = src[32 * k: 32 * (k + 1)]
-            add = F32Add()
-            m.submodules[f"add{k}"] = add
-            m.d.comb += [add.a.eq(a), add.b.eq(Mux(c.fn == VecOp.SUB.value, b ^ (1 << 31), b))]
-            add_bits.append(add.result)
-            add_ovf = add_ovf | add.overflow
-            max_bits.append(np_maximum(a, b))
-            x = src[32 * k: 32 * (k + 1)]
-            is_vact = c.op == MfuOp.VACT
-            prod, povf = _product(m, Mux(is_vact, x, a), Mux(is_vact, c.alpha, b), f"mul{k}")
-            mul_bits.append(prod)
-            mul_ovf = mul_ovf | povf
-            negative = x[31] & (x[:31] != 0) & ~_is_nan(x)  # x < 0 (not -0, not NaN)
-            lrelu_ovf = lrelu_ovf | (povf & negative)
-            act = Signal(32, name=f"act{k}")
-            with m.Switch(c.fn):
-                with m.Case(Act.RELU.value):
-                    m.d.comb += act.eq(np_maximum(x, Const(0, 32)))
-                with m.Case(Act.CLIP.value):
-                    m.d.comb += act.eq(np_minimum(np_maximum(x, c.clip_lo), c.clip_hi))
-                with m.Case(Act.LRELU.value):  # x < 0 takes the product
-                    m.d.comb += act.eq(Mux(negative, prod, x))
-                with m.Default():
-                    m.d.comb += act.eq(x)
-            act_bits.append(act)
-        result = Signal(32 * n)
-        overflow = Signal()
-        with m.Switch(c.op):
-            with m.Case(MfuOp.DEQ):
-                m.d.comb += [result.eq(Cat(*deq_bits)), overflow.eq(deq_ovf)]
-            with m.Case(MfuOp.VACT):
-                # leaky ReLU multiplies only negative lanes: only their products can overflow
-                m.d.comb += [result.eq(Cat(*act_bits)), overflow.eq((c.fn == Act.LRELU.value) & lrelu_ovf)]
-            with m.Case(MfuOp.VOP):
-                with m.If(c.fn == VecOp.MAX.value):
-                    m.d.comb += result.eq(Cat(*max_bits))
-                with m.Elif(c.fn == VecOp.MUL.value):
-                    m.d.comb += [result.eq(Cat(*mul_bits)), overflow.eq(mul_ovf)]
-                with m.Else():
-                    m.d.comb += [result.eq(Cat(*add_bits)), overflow.eq(add_ovf)]
+        m.d.comb += [
+            lanes.deq_i.payload.vec[0].exp.eq(vec.exp),
+            lanes.deq_i.payload.live.eq(1),
+            lanes.qnt_i.payload.vec[0].eq(src),
+            lanes.qnt_i.payload.live.eq(1),
+            lanes.vop_i.payload.a[0].eq(a_val), lanes.vop_i.payload.b[0].eq(src),
+            lanes.vop_i.payload.op.eq(c.fn), lanes.vop_i.payload.live.eq(1),
+            lanes.vact_i.payload.x[0].eq(src), lanes.vact_i.payload.act.eq(c.fn),
+            lanes.vact_i.payload.live.eq(1),
+            lanes.clip_lo.eq(c.clip_lo), lanes.clip_hi.eq(c.clip_hi), lanes.alpha.eq(c.alpha),
+        ]
+        qvec = lanes.qnt_o.payload.vec[0]
+        for k in range(n):  # the VRF's two's complement <-> the units' sign-magnitude
+            mant, el = vec.mant[k], lanes.deq_i.payload.vec[0].mant[k]
+            m.d.comb += [el.sign.eq(mant < 0), el.mag.eq(Mux(mant < 0, -mant, mant))]
+            m.d.comb += self.vrf.wdata.mant[k].eq(Mux(qvec.mant[k].sign, -qvec.mant[k].mag, qvec.mant[k].mag))
+        m.d.comb += self.vrf.wdata.exp.eq(qvec.exp)
 
-        qbits, qnan = quantize_block(m, cfg, src)
-        m.d.comb += [self.fvrf.waddr.eq(c.dst + i), self.fvrf.wdata.eq(result),
-                     self.vrf.waddr.eq(c.dst + i), self.vrf.wdata.eq(qbits)]
+        ops = (MfuOp.DEQ, MfuOp.QNT, MfuOp.VOP, MfuOp.VACT)
+        inputs = dict(zip(ops, (lanes.deq_i, lanes.qnt_i, lanes.vop_i, lanes.vact_i), strict=True))
+        outputs = dict(zip(ops, (lanes.deq_o, lanes.qnt_o, lanes.vop_o, lanes.vact_o), strict=True))
+        out_valid, out_error, result = Signal(), Signal(), Signal(32 * n)
+        with m.Switch(c.op):
+            for op, o in outputs.items():
+                with m.Case(op):
+                    m.d.comb += [out_valid.eq(o.valid), out_error.eq(o.payload.error)]
+                    if op is not MfuOp.QNT:
+                        m.d.comb += result.eq(o.payload.vec[0].as_value())
+        m.d.comb += [self.fvrf.waddr.eq(c.dst + i), self.fvrf.wdata.eq(result), self.vrf.waddr.eq(c.dst + i)]
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -188,26 +121,33 @@ class Mfu(wiring.Component):
                 with m.If(c.op == MfuOp.VOP):
                     m.next = "READ_B"
                 with m.Else():
-                    m.next = "WRITE"
+                    m.next = "ISSUE"
             with m.State("READ_B"):
                 m.d.comb += [self.busy.eq(1), self.fvrf.raddr.eq(c.src_b + j)]
                 m.d.sync += a_val.eq(src)
-                m.next = "WRITE"
-            with m.State("WRITE"):  # the source's data is on the read port now
+                m.next = "ISSUE"
+            with m.State("ISSUE"):  # the source's data is on the read port now; the unit is empty
                 m.d.comb += self.busy.eq(1)
-                with m.If((c.op == MfuOp.QNT) & qnan):
-                    m.d.sync += code.eq(ErrorCode.NAN)
-                    m.next = "DONE"
-                with m.Elif(overflow & (c.op != MfuOp.QNT)):
-                    m.d.sync += code.eq(ErrorCode.OVERFLOW)
-                    m.next = "DONE"
-                with m.Else():
-                    m.d.comb += [self.fvrf.we.eq(c.op != MfuOp.QNT), self.vrf.we.eq(c.op == MfuOp.QNT)]
-                    m.d.sync += [i.eq(i + 1), j.eq(Mux((c.period != 0) & (j + 1 == c.period), 0, j + 1))]
-                    with m.If(i + 1 == c.count):
+                with m.Switch(c.op):
+                    for op, s in inputs.items():
+                        with m.Case(op):
+                            m.d.comb += s.valid.eq(1)
+                m.next = "RESULT"
+            with m.State("RESULT"):
+                m.d.comb += self.busy.eq(1)
+                for o in outputs.values():
+                    m.d.comb += o.ready.eq(1)
+                with m.If(out_valid):
+                    with m.If(out_error):
+                        m.d.sync += code.eq(Mux(c.op == MfuOp.QNT, ErrorCode.NAN, ErrorCode.OVERFLOW))
                         m.next = "DONE"
                     with m.Else():
-                        m.next = "READ_A"
+                        m.d.comb += [self.fvrf.we.eq(c.op != MfuOp.QNT), self.vrf.we.eq(c.op == MfuOp.QNT)]
+                        m.d.sync += [i.eq(i + 1), j.eq(Mux((c.period != 0) & (j + 1 == c.period), 0, j + 1))]
+                        with m.If(i + 1 == c.count):
+                            m.next = "DONE"
+                        with m.Else():
+                            m.next = "READ_A"
             with m.State("DONE"):
                 report_done(m, self.done, code)
         return m

@@ -3,7 +3,7 @@
 A :class:`Beat` is one input transfer of a unit (``hdl/mfu.py``): ``mfu_width`` slots, a ``live``
 mask, the op (``vop``/``vact``) and the activation constants. The scoreboard is the golden model
 (``accelml.sim.bfp``) applied slot by slot; a slot is erroneous when the golden model raises
-``NumericsError`` or when an operand is outside the internal format in the ways hdl/mfu.py flags.
+``NumericsError``, or (``deq``) when it holds the reserved exponent field that a load refuses.
 """
 
 from __future__ import annotations
@@ -153,8 +153,9 @@ def vact_params(rng: random.Random) -> dict:
         lo, hi = hi, lo
     if rng.random() < 0.3:
         lo, hi = 0, bits_of([6.0])[0]
+    # a large alpha makes a negative element's product overflow (the only failure of vact)
     alpha = rng.choice((bits_of([0.1])[0], bits_of([0.01])[0], normal(rng, 1, 20, 0), normal(rng, 200, 254, 0),
-                        normal(rng, 100, 140)))
+                        normal(rng, 230, 254, 0), normal(rng, 100, 140)))
     if rng.random() < 0.03:
         key = rng.choice(("clip_lo", "clip_hi", "alpha"))
         return {"clip_lo": lo, "clip_hi": hi, "alpha": alpha, key: special_value(rng)}
@@ -179,7 +180,7 @@ def random_beats(cfg: EngineConfig, unit: str, rng: random.Random, count: int) -
             beats.append(Beat(slots, live, op.value))
         elif unit == "vact":
             act = rng.choice(list(Act))
-            slots = [[special_value(rng) if rng.random() < 0.01 else internal(rng) for _ in range(n)]
+            slots = [[special_value(rng) if rng.random() < 0.03 else internal(rng) for _ in range(n)]
                      for _ in range(w)]
             beats.append(Beat(slots, live, act.value, vact_params(rng)))
         else:
@@ -214,7 +215,8 @@ def unpack_result(cfg: EngineConfig, unit: str, bits: int) -> dict:
 
 def _golden(fn, *args):
     try:
-        return fn(*args)
+        with np.errstate(invalid="ignore", over="ignore"):  # Inf/NaN operands: refused by fn itself
+            return fn(*args)
     except NumericsError:
         return None
 
@@ -238,8 +240,6 @@ def expected_slot(cfg: EngineConfig, unit: str, beat: Beat, k: int):
         return {"mant": [{"mag": abs(v), "sign": int(v < 0)} for v in mant], "exp": int(q.exp[0, 0]) + cfg.exp_bias}
     if unit == "vop":
         a, b = f32(slot[0]), f32(slot[1])
-        if any(special(v) for v in slot[0] + slot[1]):
-            return None
         op = VecOp(beat.op)
         fn = {VecOp.ADD: bfp.mfu_add, VecOp.SUB: bfp.mfu_sub, VecOp.MUL: bfp.mfu_mul, VecOp.MAX: bfp.mfu_max}[op]
         r = _golden(fn, a, b)
@@ -247,9 +247,6 @@ def expected_slot(cfg: EngineConfig, unit: str, beat: Beat, k: int):
     x = f32(slot)
     act = Act(beat.op)
     p = {key: f32(v) for key, v in beat.params.items()}
-    used = {Act.CLIP: ("clip_lo", "clip_hi"), Act.LRELU: ("alpha",)}.get(act, ())
-    if any(special(v) for v in slot) or any(special(beat.params[key]) for key in used):
-        return None
     if act is Act.COPY:
         return bits_of(x)
     if act is Act.RELU:

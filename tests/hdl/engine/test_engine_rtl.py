@@ -169,6 +169,36 @@ def test_mfu_overflow_names_the_instruction(engine, name):
     assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 3)
 
 
+# Infinities and NaNs reach the FVRF only through clip bounds (a load refuses them); alpha is any
+# binary32 pattern. Program prefix: x at FVRF 0, +Inf in every lane at 1, NaN at 2.
+_SPECIALS = ("ld fvrf, r0, r0, 1, 1\nseti r1, 0x7f800000\ncfg clip_lo, r1, 0\ncfg clip_hi, r1, 0\nseti r2, 1\n"
+             "vact clip, r2, r0, 1\nseti r3, 0x7fc00000\ncfg clip_lo, r3, 0\nseti r4, 2\nvact clip, r4, r0, 1\n")
+
+
+@pytest.mark.rtl
+def test_mfu_passes_inf_and_nan_through_max_and_relu_and_takes_a_subnormal_alpha(engine):
+    """numpy's maximum keeps a NaN or Inf operand without an error; a subnormal alpha is exact."""
+    img = bytearray(512)
+    img[0:16] = np.array([1.5, -3e38, 0.0, -1e-3], "<f4").tobytes()
+    program = assemble(_SPECIALS + "seti r5, 3\nvop max, r5, r2, r0, 1, 0\nseti r5, 4\nvop max, r5, r0, r4, 1, 0\n"
+                       "seti r5, 5\nvact relu, r5, r4, 1\nseti r6, 1\ncfg alpha, r6, 0\nseti r5, 6\n"
+                       "vact lrelu, r5, r0, 1\nseti r7, 64\nst fvrf, r2, r7, 1, 6\nhalt")
+    ref, got = _same(engine, program, img)
+    assert got.error is ErrorCode.NONE
+    out = np.frombuffer(bytes(got.memory[64:160]), "<f4").reshape(6, 4)
+    assert np.isinf(out[2]).all() and np.isnan(out[3]).all() and np.isnan(out[4]).all()
+    assert out[5, 1] == np.float32(-3e38 * 2.0**-149) != 0  # a subnormal alpha, not read as zero
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("op", ["vop add, r5, r0, r2, 1, 0", "vop mul, r5, r4, r0, 1, 0"])
+def test_mfu_inf_or_nan_operand_of_add_or_mul_is_an_overflow(engine, op):
+    img = bytearray(512)
+    img[0:16] = np.array([1.5, -2.0, 0.0, 1.0], "<f4").tobytes()
+    ref, got = _same(engine, assemble(_SPECIALS + f"seti r5, 3\n{op}\nhalt"), img)
+    assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 11)
+
+
 @pytest.mark.rtl
 def test_lrelu_keeps_a_positive_lane_whose_product_would_overflow(engine):
     """x < 0 ? x * alpha : x (docs/numerics.md): a positive lane is never multiplied."""
