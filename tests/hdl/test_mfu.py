@@ -11,8 +11,8 @@ import random
 from pathlib import Path
 
 import pytest
-from amaranth.sim import Simulator
 from mfu_vectors import Checked, beat_value, check_results, pack_beat, random_beats, unpack_result
+from stream_ready import drive_stream
 
 from accelml.hdl.config import preset
 from accelml.hdl.errors import ConfigError
@@ -50,42 +50,15 @@ def test_pack_matches_amaranth_layouts(unit):
 def run_python_sim(cfg, unit: str, beats, seed: int, gap: float, stall: float):
     """Drive ``beats`` into one unit with random input gaps and output stalls; return results, cycles."""
     dut = UNITS[unit](cfg)
-    beat_layout, _ = UNITS[unit].layouts(cfg)
-    rng = random.Random(seed)
-    packed = [pack_beat(cfg, unit, b) for b in beats]
-    results, cycles = [], [0]
 
-    async def tb(ctx):
-        k, held = 0, None
-        while len(results) < len(beats):
-            cycles[0] += 1
-            assert cycles[0] < 20 * len(beats) + 100, "unit stopped making progress"
-            offer = k < len(beats) and (rng.random() >= gap or ctx.get(dut.i.valid))
-            ctx.set(dut.i.valid, offer)
-            if offer:
-                ctx.set(dut.i.payload, beat_layout.from_bits(packed[k]))
-                if unit == "vact":
-                    for port, value in beats[k].params.items():
-                        ctx.set(getattr(dut, port), value)
-            ctx.set(dut.o.ready, rng.random() >= stall)
-            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
-                k += 1
-            valid = ctx.get(dut.o.valid)
-            payload = ctx.get(dut.o.payload.as_value())
-            if held is not None:
-                assert valid and payload == held, "result changed before it was taken"
-            held = None
-            if valid and ctx.get(dut.o.ready):
-                results.append(unpack_result(cfg, unit, payload))
-            elif valid:
-                held = payload
-            await ctx.tick()
+    def params(ctx, k):
+        if unit == "vact":
+            for port, value in beats[k].params.items():
+                ctx.set(getattr(dut, port), value)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
-    return results, cycles[0]
+    raw, cycles = drive_stream(dut, dut.i, dut.o, [pack_beat(cfg, unit, b) for b in beats], len(beats),
+                               seed=seed, gap=gap, stall=stall, on_offer=params)
+    return [unpack_result(cfg, unit, r) for r in raw], cycles
 
 
 @pytest.mark.parametrize("unit", list(UNITS))

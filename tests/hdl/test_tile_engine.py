@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from stream_ready import drive_stream
 from tile_engine_vectors import Scoreboard, corner_steps, pack_step, random_jobs, step_value, unpack_result
 
 from accelml.hdl.config import EngineConfig, preset
@@ -73,40 +73,9 @@ def test_pack_matches_amaranth_layouts():
 def run_python_sim(cfg: EngineConfig, steps, seed: int, gap: float, stall: float):
     """Drive ``steps`` with random input gaps and output stalls; return results and cycle count."""
     dut = TileEngine(cfg)
-    rng = random.Random(seed)
-    packed = [pack_step(cfg, s) for s in steps]
-    results = []
-    cycles = [0]
-
-    async def tb(ctx):
-        k = 0
-        held = None  # (valid, payload) of an offered result not yet taken: must not change
-        while len(results) < sum(s.last for s in steps):
-            cycles[0] += 1
-            assert cycles[0] < 20 * len(steps) + 100, "engine stopped making progress"
-            offer = k < len(steps) and (rng.random() >= gap or ctx.get(dut.step.valid))
-            ctx.set(dut.step.valid, offer)
-            if offer:
-                ctx.set(dut.step.payload, step_layout(cfg).from_bits(packed[k]))
-            ctx.set(dut.result.ready, rng.random() >= stall)
-            if ctx.get(dut.step.valid) and ctx.get(dut.step.ready):
-                k += 1
-            valid = ctx.get(dut.result.valid)
-            payload = ctx.get(dut.result.payload.as_value())
-            if held is not None:
-                assert valid and payload == held, "result changed before it was taken"
-            held = None
-            if valid and ctx.get(dut.result.ready):
-                results.append(unpack_result(cfg, payload))
-            elif valid:
-                held = payload
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
-    return results, cycles[0]
+    raw, cycles = drive_stream(dut, dut.step, dut.result, [pack_step(cfg, s) for s in steps],
+                               sum(s.last for s in steps), seed=seed, gap=gap, stall=stall)
+    return [unpack_result(cfg, r) for r in raw], cycles
 
 
 def check_results(cfg, steps, results):
