@@ -31,7 +31,7 @@ from pathlib import Path
 from accelml.hdl.errors import DestinationError
 
 __all__ = ["DestinationError", "write_dir_atomic", "write_file_atomic", "check_destination", "ATOMIC_SWAP",
-           "stale_temporaries", "pid_alive"]
+           "stale_temporaries", "pid_alive", "fsync_tree", "fsync_dir"]
 
 _TMP_INFIX = ".accelml-tmp-"
 
@@ -106,7 +106,8 @@ def stale_temporaries(dest: Path) -> list[Path]:
     return stale
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
+    """Flush every file and every directory of the tree at ``root`` to disk."""
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
@@ -114,18 +115,14 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    _fsync_dir(root)
+        fsync_dir(Path(dirpath))
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (a rename into it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 
@@ -158,13 +155,13 @@ def write_dir_atomic(dest: str | os.PathLike, fill: Callable[[Path], None], *,
     tmp.mkdir()
     try:
         fill(tmp)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         check_destination(dest, owned, what)  # it may have changed while we wrote
         if dest.exists():
             _replace(tmp, dest)
         else:
             _rename_noreplace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         # after a swap ``tmp`` holds the old directory; after a failure, the partial new one
         if tmp.exists():
@@ -217,5 +214,5 @@ def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path

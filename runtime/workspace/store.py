@@ -23,19 +23,11 @@ import shutil
 from pathlib import Path
 
 from accelml.hdl.errors import WorkspaceError
-from accelml.runtime.storage import pid_alive
+from accelml.runtime.storage import fsync_dir, fsync_tree, pid_alive
 
 TMP_PREFIX = ".tmp-"
 
 __all__ = ["BlobStore", "tree_digest"]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _files(root: Path) -> list[tuple[str, Path]]:
@@ -110,18 +102,15 @@ class BlobStore:
 
     def adopt(self, tmp: Path) -> str:
         """Make a complete temporary tree (from ``new_temporary``) permanent under its digest."""
-        for _, p in _files(tmp):
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        for dirpath, _, _ in os.walk(tmp):
-            _fsync_dir(Path(dirpath))
+        _files(tmp)  # regular files only, no links
+        fsync_tree(tmp)
         digest = tree_digest(tmp)
         final = self.path(digest)
         if final.is_dir():  # the same content is already stored
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.rename(tmp, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return digest
 
     def verify(self, digest: str) -> None:

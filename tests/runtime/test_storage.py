@@ -117,7 +117,7 @@ KILLED_WRITER = textwrap.dedent("""
     elif {when!r} == "after-swap":
         storage._SWAP = die
     else:
-        storage._fsync_tree = die
+        storage.fsync_tree = die
     save_package(cm, sys.argv[1])
 """)
 
