@@ -411,8 +411,9 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     noise: dict[str, prec_policy.LayerNoise] = {}
     mes = (ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))) if req.min_error_rounding
            else [None] * len(ctx.subgraphs))
-    for near, me, sin in zip(ctx.lower(_uniform(ctx, both)), mes, ctx.segment_inputs(feeds), strict=True):
-        noise.update(prec_policy.measure(near, me, sin))
+    for near, me, sin, sg in zip(ctx.lower(_uniform(ctx, both)), mes, ctx.segment_inputs(feeds), ctx.subgraphs,
+                                 strict=True):
+        noise.update(prec_policy.measure(near, me, sin, sg))
     upgrades, params = [], []
     for plan, (compiled, _, lookahead) in zip(fast_plans, fast_sched, strict=True):
         params.append((compiled.pool, lookahead))

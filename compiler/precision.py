@@ -11,14 +11,19 @@ Policies (``compile_model(precision=...)``, ``accelml compile --precision``):
   the ``fast`` program's modelled latency, ``R >= 1``).
 
 The budgeted policy measures, on samples (the calibration samples when given, else
-``SYNTHETIC_SAMPLES`` deterministic standard-normal inputs), each layer's error with the golden
-numerics. One golden run of the program with every layer split (weights and activations) gives,
-per conv at its input ``x = hi + lo`` (the two activation planes) and weights ``W ~ Wq + Wq_lo``,
-the terms ``A = Wq.hi``, ``B = Wq.lo`` (what single activations lose) and ``C = Wq_lo.hi`` (what
-single weights lose); a layer's noise, relative to its output ``A + B + C``, is ``|B + C|^2``
-single-pass, ``|B|^2`` with split weights, ``|C|^2`` with split activations, about 0 with both.
-Layers' relative noises are taken as adding up at the output (each layer's output noise-to-signal
-ratio carries forward). With ``weight_rounding="min-error"``, error-aware rounding
+``SYNTHETIC_SAMPLES`` deterministic image-like inputs, ``synthetic_samples``), each layer's error
+with the golden numerics. One golden run of the program with every layer split (weights and
+activations) gives, per conv at its input ``x = hi + lo`` (the two activation planes) and weights
+``W ~ Wq + Wq_lo``, the terms ``A = Wq.hi``, ``B = Wq.lo`` (what single activations lose) and
+``C = Wq_lo.hi`` (what single weights lose): the layer's error is ``B + C`` single-pass, ``B`` with
+split weights, ``C`` with split activations, about 0 with both. Each error is then added to that
+layer's result in the segment's FP32 graph on onnxruntime (``_Injector``, one forward pass per
+layer and choice) and its noise is what it does at the segment's outputs: their squared change
+relative to their energy. Layers' output noises are taken as adding up (their errors are nearly
+independent). The earlier measure, each layer's noise relative to its own output, ranked
+EfficientNet-Lite0's layers poorly (docs/numerics.md); it remains for a layer the graph does not
+show as one node.
+With ``weight_rounding="min-error"``, error-aware rounding
 (``bfp.quantize_min_error``) replaces a layer's nearest rounding where it lowers the layer's weight
 error ``|(W - Wq).x|^2`` on the samples (never where it would raise it); it costs no cycles. It is
 off by default: on EfficientNet-Lite0 it lowered every chosen layer's error yet cost top-1
@@ -54,7 +59,7 @@ __all__ = ["Policy", "PrecisionRequest", "request", "LayerNoise", "Upgrade", "me
            "timing_variant", "choose", "BALANCED_BUDGET", "SYNTHETIC_SAMPLES", "synthetic_samples", "check_calibration"]
 
 BALANCED_BUDGET = 1.3  # the balanced policy's latency budget, times the fast program's
-SYNTHETIC_SAMPLES = 1  # deterministic inputs the data-free policy measures on
+SYNTHETIC_SAMPLES = 2  # deterministic inputs the data-free policy measures on
 MEASURE_SAMPLES = 4  # at most this many calibration samples are used for the measurement
 
 
@@ -168,10 +173,36 @@ def check_calibration(calibration, inputs: list[dict]) -> list[dict[str, np.ndar
 
 
 def synthetic_samples(inputs: list[dict], n: int = SYNTHETIC_SAMPLES) -> list[dict[str, np.ndarray]]:
-    """``n`` deterministic standard-normal feeds for the data-free policy."""
+    """``n`` deterministic feeds for the data-free policy: image-like where an input is (N, C, H, W)
+    or (N, H, W, C) with H, W > 1 (``_image_like``), else standard normal."""
     rng = np.random.default_rng(20240)
-    return [{s["name"]: rng.standard_normal(tuple(s["shape"])).astype(np.float32) for s in inputs}
-            for _ in range(n)]
+    return [{s["name"]: _image_like(tuple(s["shape"]), rng) for s in inputs} for _ in range(n)]
+
+
+def _image_like(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance noise with a natural image's statistics: a 1 / f amplitude spectrum over the
+    two spatial axes (smooth regions and edges at every scale) and channels sharing most of it
+    (like colour planes). White noise, the alternative, makes the layers' errors mostly high
+    frequency, which ranks the layers unlike real inputs do."""
+    if len(shape) != 4:
+        return rng.standard_normal(shape).astype(np.float32)
+    nchw = shape[1] <= 4 or shape[3] > 4  # channels first unless the last axis looks like channels
+    n, c, h, w = shape if nchw else (shape[0], shape[3], shape[1], shape[2])
+    if h < 2 or w < 2:
+        return rng.standard_normal(shape).astype(np.float32)
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    amp = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / max(h, w))
+    amp[0, 0] = 0.0
+
+    def field(k: int) -> np.ndarray:
+        spec = (rng.standard_normal((k, h, w // 2 + 1)) + 1j * rng.standard_normal((k, h, w // 2 + 1))) * amp
+        f = np.fft.irfft2(spec, s=(h, w))
+        return f / f.std(axis=(1, 2), keepdims=True)
+
+    x = 0.8 * field(n)[:, None] + 0.6 * field(n * c).reshape(n, c, h, w)
+    x = x + 0.3 * rng.standard_normal((n, c, 1, 1))  # a colour cast per channel
+    x = x.astype(np.float32)
+    return x if nchw else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 # -- measurement --------------------------------------------------------------------------------
@@ -197,12 +228,83 @@ def _sq(x: np.ndarray) -> float:
     return float(np.square(x, dtype=np.float64).sum())
 
 
-def measure(near: lower.Plan, min_error: lower.Plan | None, samples: list[dict[str, np.ndarray]]
-            ) -> dict[str, LayerNoise]:
+class _Injector:
+    """The segment's FP32 graph on onnxruntime with an error input added to each measured conv /
+    dense layer's result (before its activation): how an error at one layer shows at the outputs."""
+
+    def __init__(self, graph, layers: list[str]):
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        from .onnx_export import to_onnx
+
+        model = to_onnx(graph)
+        by_name = {n.name: n for n in graph.nodes}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        nodes = []
+        for node in model.graph.node:
+            nodes.append(node)
+            if node.name in layers and node.op_type in ("Conv", "Gemm"):
+                err, out = f"{node.name}__error", node.output[0]
+                node.output[0] = f"{out}__exact"
+                nodes.append(helper.make_node("Add", [node.output[0], err], [out], name=f"{node.name}__inject"))
+                self.shapes[node.name] = tuple(graph.shape(by_name[node.name].outputs[0]))
+                model.graph.input.append(helper.make_tensor_value_info(err, TensorProto.FLOAT,
+                                                                       list(self.shapes[node.name])))
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.zeros = {f"{k}__error": ort.OrtValue.ortvalue_from_numpy(np.zeros(v, np.float32))
+                      for k, v in self.shapes.items()}
+        self.outputs = [o.name for o in model.graph.output]
+        self.binding = self.sess.io_binding()
+        for name, z in self.zeros.items():
+            self.binding.bind_ortvalue_input(name, z)
+
+    def ir_error(self, layer: str, acc_error: np.ndarray) -> np.ndarray:
+        """A layer's error in accumulator layout (H, W, Cout) as the graph's tensor (NCHW / NC)."""
+        shape = self.shapes[layer]
+        e = acc_error.reshape(shape) if len(shape) == 2 else acc_error.transpose(2, 0, 1)[None]
+        return np.ascontiguousarray(e, np.float32)
+
+    def _run(self) -> list[np.ndarray]:
+        for o in self.outputs:
+            self.binding.bind_output(o)
+        self.sess.run_with_iobinding(self.binding)
+        return self.binding.copy_outputs_to_cpu()
+
+    def baseline(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Bind a sample's inputs (IR layout); the outputs without errors."""
+        self.feeds = {k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()}  # kept alive while bound
+        for name, v in self.feeds.items():
+            self.binding.bind_cpu_input(name, v)
+        return [y.astype(np.float64) for y in self._run()]
+
+    def effect(self, base: list[np.ndarray], layer: str, error: np.ndarray) -> float:
+        """The outputs' squared change, relative to each output's energy, when ``error`` (graph
+        layout) is added to ``layer``'s result (on the sample ``baseline`` bound)."""
+        name = f"{layer}__error"
+        self.binding.bind_cpu_input(name, error)
+        try:
+            ys = self._run()
+        finally:
+            self.binding.bind_ortvalue_input(name, self.zeros[name])
+        return sum(_sq(y - b) / max(_sq(b), np.finfo(np.float64).tiny) for y, b in zip(ys, base, strict=True))
+
+
+def measure(near: lower.Plan, min_error: lower.Plan | None, samples: list[dict[str, np.ndarray]],
+            graph=None) -> dict[str, LayerNoise]:
     """Each conv's noise per choice on ``samples`` (segment inputs, IR layout), from one golden run
     of ``near``, the segment lowered with every layer's weights and activations split and weights
     rounded to nearest; ``min_error`` (optional) is the same with error-aware rounding, whose
-    second weights measure its error: then also each layer's rounding (see the module docstring)."""
+    second weights measure its error: then also each layer's rounding (see the module docstring).
+
+    With ``graph`` (the segment's IR subgraph), a choice's noise is its error's effect at the
+    segment's outputs: the error is added to that layer's result in the FP32 graph on onnxruntime
+    (``_Injector``) and the outputs' squared change, relative to their energy, is the noise.
+    Without it, the noise is relative to the layer's own output (the local measure)."""
     cfg = near.cfg
     convs = [op for op in near.ops if isinstance(op, ConvOp)]
     if any(op.wq_lo is None for op in convs):
@@ -211,10 +313,14 @@ def measure(near: lower.Plan, min_error: lower.Plan | None, samples: list[dict[s
           if isinstance(op, ConvOp)}
     me = {op.name: me[op.name] for op in convs
           if not np.array_equal(me[op.name].mant, op.wq_lo.mant) or not np.array_equal(me[op.name].exp, op.wq_lo.exp)}
+    inj = _Injector(graph, [op.name for op in convs]) if graph is not None else None
+    if inj is not None and set(inj.shapes) != {op.name for op in convs}:
+        inj = None  # a layer the graph does not show as one node: the local measure
     sums: dict[str, dict[str, float]] = {op.name: {} for op in convs}
-    mems = [lower._loaded_memory(near, feeds) for feeds in samples]
-    for op in near.ops:
-        for mem in mems:
+    for feeds in samples:
+        mem = lower._loaded_memory(near, feeds)
+        base = inj.baseline(feeds) if inj is not None else None
+        for op in near.ops:
             if not isinstance(op, ConvOp):
                 lower._execute(near, op, mem)
                 continue
@@ -226,12 +332,19 @@ def measure(near: lower.Plan, min_error: lower.Plan | None, samples: list[dict[s
             cs = {Rounding.NEAREST: golden.conv2d(hi, op.wq_lo, op.geom, cfg).astype(np.float64)}
             if op.name in me:
                 cs[Rounding.MIN_ERROR] = golden.conv2d(hi, me[op.name], op.geom, cfg).astype(np.float64)
-            signal = max(_sq(a + b + cs[Rounding.NEAREST]), np.finfo(np.float64).tiny)
+            if inj is None:
+                signal = max(_sq(a + b + cs[Rounding.NEAREST]), np.finfo(np.float64).tiny)
+
+                def noise(e, signal=signal):
+                    return _sq(e) / signal
+            else:
+                def noise(e, name=op.name, base=base):
+                    return inj.effect(base, name, inj.ir_error(name, e)) if e.any() else 0.0
             for r, c in cs.items():
-                for key, v in ((f"w:{r.value}", _sq(c)), (f"single:{r.value}", _sq(b + c) / signal),
-                               (f"split_a:{r.value}", _sq(c) / signal)):
+                for key, v in ((f"w:{r.value}", _sq(c)), (f"single:{r.value}", noise(b + c)),
+                               (f"split_a:{r.value}", noise(c))):
                     acc[key] = acc.get(key, 0.0) + v
-            acc["split_w"] = acc.get("split_w", 0.0) + _sq(b) / signal
+            acc["split_w"] = acc.get("split_w", 0.0) + noise(b)
             # the reference trajectory continues from the (nearly exact) three-pass sum
             lower._execute(near, op, mem, acc=bfp.to_internal(a + b + cs[Rounding.NEAREST], f"{op.name} sum"))
     out, k = {}, max(len(samples), 1)
