@@ -12,8 +12,9 @@ saturation jitter of +-30 %), augmentation i drawn from a generator seeded with 
 
 Variants per format: the policies ``fast`` (single pass, today's program), ``balanced`` (the
 default: a modelled latency budget of 1.3x fast) and ``exact`` (every layer split), the budgeted
-policy at each ``--budgets`` ratio (the trade-off curve), and ``balanced+cal``: balanced measured on
-calibration images (disjoint from the evaluation images) with bias correction (``--calibrate``).
+policy at each ``--budgets`` ratio (the trade-off curve), and ``balanced+cal`` / ``budget R+cal``:
+balanced and the ``--cal-budgets`` ratios measured on calibration images (disjoint from the
+evaluation images) with bias correction (``--calibrate``).
 Per variant: top-1 agreement (the engine's arg-max equals FP32's) with its Wilson 95 % interval,
 mean top-5 overlap (|top-5 engine & top-5 FP32| / 5), the median and largest max |logit error|
 over the images, the modelled latency and its ratio to ``fast``, the compile time; then, for the
@@ -25,7 +26,7 @@ calibration. ``--images 225`` (9 photos + 216 augmentations) takes about 2 minut
 
     python tests/bench/bench_fidelity.py [--images 225] [--formats msfp16] [--preset a10] [--seed 0]
                                          [--policies fast,balanced,exact] [--budgets 1.1,1.5,2.0]
-                                         [--calibrate 16]
+                                         [--calibrate 16] [--cal-budgets 1.5,2.0]
 """
 
 from __future__ import annotations
@@ -166,11 +167,14 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policies", default="fast,balanced,exact", help="precision policies (fast, balanced, exact)")
-    ap.add_argument("--budgets", default="1.1,1.5,2.0",
+    ap.add_argument("--budgets", default="1.1,1.2,1.5,2.0",
                     help="also the budgeted policy at these latency ratios to fast (the trade-off curve); '' for none")
     ap.add_argument("--calibrate", type=int, default=16,
                     help="also balanced measured on this many calibration images (stereo_motorcycle views and "
                          "augmentations, disjoint from the evaluation photos), with bias correction; 0: off")
+    ap.add_argument("--cal-budgets", default="1.5,2.0",
+                    help="with --calibrate: also the budgeted policy at these ratios measured on the calibration "
+                         "images (the calibrated trade-off curve); '' for none")
     args = ap.parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     for f in formats:
@@ -178,6 +182,7 @@ def main(argv=None) -> int:
             ap.error(f"unknown format {f!r}; known: {', '.join(FORMATS)}")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    cal_budgets = [float(b) for b in args.cal_budgets.split(",") if b.strip()]
     if args.images < 1:
         ap.error("--images must be >= 1")
     command = " ".join(["python", "tests/bench/bench_fidelity.py", *map(shlex.quote, sys.argv[1:] if argv is None
@@ -207,6 +212,7 @@ def main(argv=None) -> int:
     variants = [(p, dict(precision=p)) for p in policies]
     variants += [(f"budget {b:g}", dict(latency_budget=b)) for b in budgets]
     variants += [("balanced+cal", dict(precision="balanced", calibration=calib))] if calib else []
+    variants += [(f"budget {b:g}+cal", dict(latency_budget=b, calibration=calib)) for b in cal_budgets] if calib else []
     rows, costly = [], {}
     for fmt in formats:
         cfg = base.with_format(fmt)
@@ -251,6 +257,14 @@ def main(argv=None) -> int:
     if calib:
         print(f"balanced+cal: the balanced policy measured on {len(calib)} calibration images (stereo_motorcycle and "
               "augmentations of it; none is an evaluation image), every layer bias-corrected from them")
+    for fmt in formats:
+        for cal in (False, True):
+            curve = sorted((r["ratio"], r["top1"], r["label"]) for r in rows
+                           if r["fmt"] == fmt and r["label"].endswith("+cal") == cal
+                           and (r["label"] in ("fast", "exact") or "budget" in r["label"] or "balanced" in r["label"]))
+            if len(curve) > 1:
+                print(f"{fmt} trade-off{' (calibrated)' if cal else ''}: "
+                      + ", ".join(f"{ratio:.2f}x -> {100 * top1:.1f} % ({label})" for ratio, top1, label in curve))
     for (fmt, label), layers in costly.items():
         desc = ", ".join(f"{name} (+{extra} cycles, {'w' if w else ''}{'a' if a else ''})"
                          for extra, name, w, a in layers if extra > 0)
