@@ -365,10 +365,16 @@ class _Context:
             self.part.run(feeds, engine=record)
         return seg_inputs
 
-    def correct(self, plans: list[lower.Plan]) -> int:
+    def correct(self, plans: list[lower.Plan], compensate: list[dict[str, lower.LayerPrecision]] | None = None) -> int:
+        """Bias correction of every plan on the calibration samples; with ``compensate`` (the
+        plans' per-layer choices) error-compensating rounding first, recorded in those choices."""
         if not self.samples or not plans:
             return 0
         seg_inputs = self.segment_inputs(self.samples)
+        for i, plan in enumerate(plans if compensate is not None else []):
+            for name in lower.compensate_rounding(plan, seg_inputs[i]):
+                lp = compensate[i].get(name, lower.LayerPrecision(bias_correction=True))
+                compensate[i][name] = replace(lp, rounding=lower.Rounding.COMPENSATED)
         return sum(lower.correct_biases(plan, seg_inputs[i]) for i, plan in enumerate(plans))
 
 
@@ -451,7 +457,7 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], bc)
     precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
     plans = ctx.lower(precs, keep_float=bc)
-    corrected = ctx.correct(plans) if bc else 0
+    corrected = ctx.correct(plans, compensate=precs) if bc else 0
     schedules = []
     for plan, (pool, lookahead) in zip(plans, params, strict=True):  # the schedule the choice was timed on
         compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
@@ -502,6 +508,7 @@ def precision_summary(rec: dict) -> str:
     parts = [f"of {len(layers)} conv / dense layers, {sum(e['split_weights'] for e in layers)} with two-part weights",
              f"{sum(e['split_activations'] for e in layers)} reading two-plane inputs",
              f"{sum(e['rounding'] == 'min-error' for e in layers)} with min-error rounding",
+             f"{sum(e['rounding'] == 'compensated' for e in layers)} with compensated rounding",
              f"{sum(e['bias_correction'] for e in layers)} bias-corrected"]
     cost = f"; modelled {rec['cycles']} cycles"
     if rec.get("ratio"):
@@ -516,13 +523,13 @@ def precision_summary(rec: dict) -> str:
 def precision_table(rec: dict) -> str:
     """Per conv / dense layer: its choice, modelled cycles (and the fast program's) and noise."""
     lines = [precision_summary(rec),
-             f"{'layer':28} {'weights':8} {'acts':6} {'rounding':9} {'bias':5} {'cycles':>9} {'fast':>9} "
+             f"{'layer':28} {'weights':8} {'acts':6} {'rounding':11} {'bias':5} {'cycles':>9} {'fast':>9} "
              f"{'noise':>9} {'fast':>9}"]
     for e in rec["layers"]:
         fast = f"{e['fast_cycles']:9d}" if "fast_cycles" in e else f"{'-':>9}"
         noise = f"{e['noise']:9.2e} {e['noise_fast']:9.2e}" if "noise" in e else f"{'-':>9} {'-':>9}"
         lines.append(f"{e['name'][:28]:28} {'split' if e['split_weights'] else 'single':8} "
-                     f"{'split' if e['split_activations'] else 'single':6} {e['rounding']:9} "
+                     f"{'split' if e['split_activations'] else 'single':6} {e['rounding']:11} "
                      f"{'yes' if e['bias_correction'] else 'no':5} {e['cycles']:9d} {fast} {noise}")
     return "\n".join(lines)
 

@@ -33,10 +33,14 @@ __all__ = ["Buf", "ConvOp", "PoolOp", "EltOp", "EngineOp", "Plan", "LayerPrecisi
 
 class Rounding(enum.Enum):
     """How a layer's weights are rounded to BFP: ``bfp.quantize`` (nearest, exponent from the block
-    maximum) or ``bfp.quantize_min_error`` (the shared exponent that minimises the block's error)."""
+    maximum), ``bfp.quantize_min_error`` (the shared exponent that minimises the block's error) or
+    ``bfp.quantize_compensated`` (rounding errors compensated across the row on calibration inputs)."""
 
     NEAREST = "nearest"
     MIN_ERROR = "min-error"
+    # error-compensating rounding on calibration samples (``compensate_rounding``), applied after
+    # lowering where it lowers the layer's error; lowered as nearest
+    COMPENSATED = "compensated"
 
 
 @dataclass(frozen=True)
@@ -652,6 +656,57 @@ def run_golden(plan: Plan, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray
     return {name: from_hwc(mem.output(buf), plan.out_shapes[name]) for name, buf in plan.outputs.items()}
 
 
+COMPENSATE_MAX_K = 4096  # longest weight row compensate_rounding takes on (its K x K second moment)
+COMPENSATE_MIN_WINDOWS = 4  # it needs at least this many input windows per weight column (times K)
+
+
+def _input_windows(op: ConvOp, mem: _Memory) -> np.ndarray:
+    """The values a conv's products read, (pixels, K) float64 in the reduction order (tap, block,
+    lane): the layer's input windows as the engine sees them (a split input's planes summed)."""
+    hw = op.geom.in_h * op.geom.in_w
+    idx = op.geom.window_index(*op.geom.grid(), hw)  # outside: the zero row appended below
+    x = sum(p.astype(np.float64) for p in mem.parts(op.src)).reshape(hw, -1)
+    x = np.concatenate([x, np.zeros((1, x.shape[1]))])
+    return x[idx].reshape(idx.shape[0], -1)
+
+
+def layer_error(weights: np.ndarray, w_float: np.ndarray, hess: np.ndarray) -> float:
+    """``sum |(Wq - W) x|^2`` over the inputs whose second moment is ``hess``."""
+    d = weights - w_float
+    return float(np.einsum("ik,kl,il->", d, hess, d))
+
+
+def compensate_rounding(plan: Plan, samples: list[dict[str, np.ndarray]]) -> list[str]:
+    """Error-compensating weight rounding on calibration ``samples`` (segment inputs, IR layout):
+    each conv with float weights (``keep_float``), one weight tensor and rows of at most
+    ``COMPENSATE_MAX_K`` gets ``bfp.quantize_compensated`` weights from the second moment of its
+    actual input windows (when the samples give at least ``COMPENSATE_MIN_WINDOWS`` windows per
+    weight column: with fewer, the rounding fits those samples and not the inputs to come), where
+    that lowers ``|(Wq - W) x|^2`` on the samples below its current rounding's (never where it
+    would raise it). Layers go in order and the samples advance through
+    each one as rounded, so later layers compensate for their actual inputs. The float weights
+    stay (for ``correct_biases``). Returns the names of the layers whose weights changed."""
+    mems = [_loaded_memory(plan, feeds) for feeds in samples]
+    changed = []
+    for op in plan.ops:
+        if isinstance(op, ConvOp) and op.w_float is not None and op.wq_lo is None and mems \
+                and op.w_float.shape[1] <= COMPENSATE_MAX_K:
+            windows = [_input_windows(op, mem) for mem in mems]
+            if sum(x.shape[0] for x in windows) < COMPENSATE_MIN_WINDOWS * op.w_float.shape[1]:
+                for mem in mems:
+                    _execute(plan, op, mem)
+                continue
+            hess = sum(x.T @ x for x in windows)
+            w = op.w_float.astype(np.float64)
+            q = bfp.quantize_compensated(w, hess, plan.cfg, name=f"{op.name}.weight")
+            if layer_error(bfp.dequantize(q), w, hess) < layer_error(op.weight_values(), w, hess):
+                op.wq = q
+                changed.append(op.name)
+        for mem in mems:
+            _execute(plan, op, mem)
+    return changed
+
+
 def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
     """Empirical bias correction of weight quantisation: each conv's bias becomes
     ``bias - (Wq - W) . E[window]``, the expected error its quantised weights add to the output,
@@ -664,14 +719,8 @@ def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
     corrected = 0
     for op in plan.ops:
         if isinstance(op, ConvOp) and op.w_float is not None and mems:
-            hw = op.geom.in_h * op.geom.in_w
-            idx = op.geom.window_index(*op.geom.grid(), hw)  # outside: the zero row appended below
-            total = 0.0
-            for mem in mems:  # sum of the input windows, tap by tap (the reduction order: tap, block, lane)
-                x = sum(p.astype(np.float64) for p in mem.parts(op.src)).reshape(hw, -1)
-                x = np.concatenate([x, np.zeros((1, x.shape[1]))])
-                total = total + np.concatenate([x[idx[:, t]].sum(axis=0) for t in range(idx.shape[1])])
-            mean = total / (len(mems) * idx.shape[0])
+            windows = [_input_windows(op, mem) for mem in mems]
+            mean = sum(x.sum(axis=0) for x in windows) / sum(x.shape[0] for x in windows)
             error = op.weight_values() - op.w_float.astype(np.float64)
             op.bias = bfp.internal_const(op.bias.astype(np.float64) - error @ mean, f"{op.name}.bias")
             corrected += 1

@@ -35,8 +35,8 @@ from . import native
 
 __all__ = [
     "FLT_MAX", "FLT_MIN", "BfpTensor", "quantize", "dequantize", "to_internal", "block_matmul",
-    "quantize_split", "quantize_planes", "quantize_min_error", "mfu_add", "mfu_sub", "mfu_mul", "mfu_max",
-    "mfu_relu", "mfu_clip", "mfu_leaky_relu", "internal_const",
+    "quantize_split", "quantize_planes", "quantize_min_error", "quantize_compensated", "mfu_add", "mfu_sub",
+    "mfu_mul", "mfu_max", "mfu_relu", "mfu_clip", "mfu_leaky_relu", "internal_const",
 ]
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -163,6 +163,53 @@ def quantize_min_error(x, cfg: EngineConfig, *, name: str = "tensor") -> BfpTens
     exp[rows] = (cur[better] - 1).astype(np.int16)
     return BfpTensor(mant=mant.reshape(base.mant.shape), exp=exp.reshape(base.exp.shape), length=base.length,
                      block=n, mantissa_bits=m_bits)
+
+
+def quantize_compensated(w, hess: np.ndarray, cfg: EngineConfig, *, keep_zeros: bool = True, damp: float = 0.01,
+                         name: str = "tensor", columns: int = 128) -> BfpTensor:
+    """Error-compensating rounding of weight rows ``w`` (R, K), blocks of N along K (GPTQ adapted
+    to shared exponents): each block keeps ``quantize``'s exponent (from the block maximum of
+    ``w``); the columns are rounded in the reduction order, each to nearest with magnitudes
+    saturated at ``2**M - 1``, and each column's rounding error is spread over the columns not yet
+    rounded through the inverse of ``hess`` (K, K), the second moment of the layer's inputs
+    (``sum x x^T`` over the samples' input windows, dampened by ``damp`` times its mean diagonal),
+    so as to lower ``|(Wq - W) x|^2`` on those inputs rather than each weight's own error. With
+    ``keep_zeros`` the zero weights of ``w`` stay zero (grouped convolutions' expanded weights, the
+    padding lanes). Columns go ``columns`` at a time with one update of the rest per group (lazy
+    batch updates, the same result). The output is an ordinary BFP tensor."""
+    w = np.array(w, np.float64)
+    base = quantize(w, cfg, name=name)
+    n, m_bits = cfg.native_dim, cfg.mantissa_bits
+    rows, k = w.shape
+    if base.length != k or k % n:
+        raise ValueError(f"{name}: quantize_compensated needs whole blocks along K, got K = {k}")
+    h = np.array(hess, np.float64)
+    mean_diag = float(np.mean(np.diag(h)))
+    if not np.isfinite(mean_diag) or mean_diag <= 0:
+        return base
+    h[np.diag_indices(k)] += damp * mean_diag
+    try:
+        hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper factor: the sequential update's rows
+    except np.linalg.LinAlgError:
+        return base
+    step = np.ldexp(1.0, np.repeat(base.exp.astype(np.int32) - (m_bits - 1), n, axis=-1))
+    top = float((1 << m_bits) - 1)
+    free = (w != 0) if keep_zeros else np.ones_like(w, bool)
+    mant = np.zeros((rows, k), np.int32)
+    work = w.copy()
+    for b0 in range(0, k, columns):
+        b1 = min(b0 + columns, k)
+        blk = work[:, b0:b1].copy()
+        errs = np.zeros((rows, b1 - b0))
+        for j in range(b1 - b0):
+            i = b0 + j
+            mq = np.clip(np.rint(blk[:, j] / step[:, i]), -top, top) * free[:, i]
+            mant[:, i] = mq.astype(np.int32)
+            e = (blk[:, j] - mq * step[:, i]) / hinv[i, i]
+            errs[:, j] = e
+            blk[:, j + 1:] -= np.outer(e, hinv[i, i + 1:b1]) * free[:, i + 1:b1]
+        work[:, b1:] -= (errs @ hinv[b0:b1, b1:]) * free[:, b1:]
+    return BfpTensor(mant=mant, exp=base.exp.copy(), length=k, block=n, mantissa_bits=m_bits)
 
 
 def quantize_split(x, cfg: EngineConfig, *, name: str = "tensor") -> tuple[BfpTensor, BfpTensor]:

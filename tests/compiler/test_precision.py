@@ -225,3 +225,62 @@ def test_cli_bad_precision_exit_code(tmp_path, capsys):
     np.savez(tmp_path / "cal.npz", x=np.zeros((0, 24, 10, 10), np.float32))
     rc = cli.main(["compile", str(src), "-o", str(out), "--preset", "tiny", "--calibrate", str(tmp_path / "cal.npz")])
     assert rc == PrecisionError.exit_code and "zero" in capsys.readouterr().err and not out.exists()
+
+
+# -- error-compensating rounding (calibration) ---------------------------------------------------
+
+def test_compensated_rounding_keeps_the_bfp_grid_and_zeros():
+    cfg = preset("a10")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4000, 64)) @ (np.eye(64) + 0.5 * rng.standard_normal((64, 64)) / 8)
+    w = rng.standard_normal((24, 64)) * 0.1
+    w[:, 5] = 0.0  # a zero column (like a padding lane or a grouped conv's expanded zeros)
+    near, comp = bfp.quantize(w, cfg), bfp.quantize_compensated(w, x.T @ x, cfg)
+    assert np.array_equal(comp.exp, near.exp) and np.abs(comp.mant).max() <= 2**cfg.mantissa_bits - 1
+    assert (comp.mant[:, 5] == 0).all()
+    err = {k: float((((bfp.dequantize(t) - w) @ x.T) ** 2).sum()) for k, t in (("near", near), ("comp", comp))}
+    assert err["comp"] < 0.9 * err["near"], err  # correlated inputs: compensation pays
+    assert not np.array_equal(comp.mant, near.mant)
+
+
+def test_compensated_rounding_never_increases_a_layer_error_on_the_calibration_samples():
+    rng = np.random.default_rng(12)
+    model = two_convs(rng, cin=32, cout=48, size=16)
+    calib = [{"x": (1.0 + rng.standard_normal((1, 32, 16, 16))).astype(np.float32)} for _ in range(8)]
+    cm = compile_model(model, config="a10", precision="fast")
+    sub = cm.partition.segments[0].subgraph(cm.partition.graph)
+    plan = lower.lower_segment(sub, cm.cfg, all_float=True)
+    nearest = {op.name: op.weight_values() for op in plan.ops if isinstance(op, lower.ConvOp)}
+    changed = lower.compensate_rounding(plan, calib)
+    ops = {op.name: op for op in plan.ops if isinstance(op, lower.ConvOp)}
+    improved = 0
+    for name, op in ops.items():  # each layer on its inputs as the rounded layers before it give them
+        w = op.w_float.astype(np.float64)
+        hess = 0.0
+        for feeds in calib:
+            mem = lower._loaded_memory(plan, feeds)
+            for prev in plan.ops:
+                if prev is op:
+                    break
+                lower._execute(plan, prev, mem)
+            x = lower._input_windows(op, mem)
+            hess = hess + x.T @ x
+        chosen, near = lower.layer_error(op.weight_values(), w, hess), lower.layer_error(nearest[name], w, hess)
+        assert chosen <= near, (name, chosen, near)
+        assert (name in changed) == (chosen < near)
+        improved += chosen < near
+    assert improved >= 1
+
+
+def test_calibrated_policy_compensates_and_stays_bit_exact(tmp_path):
+    model = models.build("mobilenet_v2", "reduced")
+    shape = compile_model(model, config="ecp5", precision="fast").inputs[0]
+    rng = np.random.default_rng(8)
+    calib = [{shape["name"]: rng.standard_normal(shape["shape"]).astype(np.float32)} for _ in range(4)]
+    cm = compile_model(model, config="ecp5", calibration=calib, latency_budget=1.2)
+    ch = choices(cm)
+    assert any(c[3] == "compensated" for c in ch) and any(c[1] or c[2] for c in ch), ch
+    assert "compensated rounding" in cm.report()
+    got, want = run_both(cm, tmp_path)
+    for out in want:
+        assert got[out].tobytes() == want[out].tobytes(), out
