@@ -367,15 +367,19 @@ class _Context:
 
     def correct(self, plans: list[lower.Plan], compensate: list[dict[str, lower.LayerPrecision]] | None = None) -> int:
         """Bias correction of every plan on the calibration samples; with ``compensate`` (the
-        plans' per-layer choices) error-compensating rounding first, recorded in those choices."""
+        plans' per-layer choices) error-compensating rounding too (``lower.calibrate``: one pass),
+        recorded in those choices."""
         if not self.samples or not plans:
             return 0
         seg_inputs = self.segment_inputs(self.samples)
-        for i, plan in enumerate(plans if compensate is not None else []):
-            for name in lower.compensate_rounding(plan, seg_inputs[i]):
+        corrected = 0
+        for i, plan in enumerate(plans):
+            names, n = lower.calibrate(plan, seg_inputs[i], compensate=compensate is not None, correct=True)
+            corrected += n
+            for name in names:
                 lp = compensate[i].get(name, lower.LayerPrecision(bias_correction=True))
                 compensate[i][name] = replace(lp, rounding=lower.Rounding.COMPENSATED)
-        return sum(lower.correct_biases(plan, seg_inputs[i]) for i, plan in enumerate(plans))
+        return corrected
 
 
 @dataclass

@@ -678,33 +678,15 @@ def layer_error(weights: np.ndarray, w_float: np.ndarray, hess: np.ndarray) -> f
 
 def compensate_rounding(plan: Plan, samples: list[dict[str, np.ndarray]]) -> list[str]:
     """Error-compensating weight rounding on calibration ``samples`` (segment inputs, IR layout):
-    each conv with float weights (``keep_float``), one weight tensor and rows of at most
+    each conv with float weights (``keep_float``), one weight tensor, no groups and rows of at most
     ``COMPENSATE_MAX_K`` gets ``bfp.quantize_compensated`` weights from the second moment of its
     actual input windows (when the samples give at least ``COMPENSATE_MIN_WINDOWS`` windows per
     weight column: with fewer, the rounding fits those samples and not the inputs to come), where
     that lowers ``|(Wq - W) x|^2`` on the samples below its current rounding's (never where it
-    would raise it). Layers go in order and the samples advance through
-    each one as rounded, so later layers compensate for their actual inputs. The float weights
-    stay (for ``correct_biases``). Returns the names of the layers whose weights changed."""
-    mems = [_loaded_memory(plan, feeds) for feeds in samples]
-    changed = []
-    for op in plan.ops:
-        if isinstance(op, ConvOp) and op.w_float is not None and op.wq_lo is None and mems \
-                and op.w_float.shape[1] <= COMPENSATE_MAX_K:
-            windows = [_input_windows(op, mem) for mem in mems]
-            if sum(x.shape[0] for x in windows) < COMPENSATE_MIN_WINDOWS * op.w_float.shape[1]:
-                for mem in mems:
-                    _execute(plan, op, mem)
-                continue
-            hess = sum(x.T @ x for x in windows)
-            w = op.w_float.astype(np.float64)
-            q = bfp.quantize_compensated(w, hess, plan.cfg, name=f"{op.name}.weight")
-            if layer_error(bfp.dequantize(q), w, hess) < layer_error(op.weight_values(), w, hess):
-                op.wq = q
-                changed.append(op.name)
-        for mem in mems:
-            _execute(plan, op, mem)
-    return changed
+    would raise it). Layers go in order and the samples advance through each one as rounded, so
+    later layers compensate for their actual inputs. The float weights stay (for
+    ``correct_biases``). Returns the names of the layers whose weights changed."""
+    return calibrate(plan, samples, compensate=True, correct=False)[0]
 
 
 def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
@@ -715,17 +697,35 @@ def correct_biases(plan: Plan, samples: list[dict[str, np.ndarray]]) -> int:
     corrected in order and the samples advanced through each corrected layer, so later layers see
     their corrected inputs. Layers without float weights (``lower_segment(keep_float=...)``) keep
     their bias; the float weights are dropped. Returns the number of layers corrected."""
+    return calibrate(plan, samples, compensate=False, correct=True)[1]
+
+
+def calibrate(plan: Plan, samples: list[dict[str, np.ndarray]], *, compensate: bool, correct: bool
+              ) -> tuple[list[str], int]:
+    """``compensate_rounding`` and / or ``correct_biases`` in one pass over the layers (one golden
+    run of the samples): each layer's weights are rounded, then its bias corrected, then the
+    samples advance through it. Returns the compensated layers and the number corrected."""
     mems = [_loaded_memory(plan, feeds) for feeds in samples]
-    corrected = 0
+    changed, corrected = [], 0
     for op in plan.ops:
         if isinstance(op, ConvOp) and op.w_float is not None and mems:
             windows = [_input_windows(op, mem) for mem in mems]
-            mean = sum(x.sum(axis=0) for x in windows) / sum(x.shape[0] for x in windows)
-            error = op.weight_values() - op.w_float.astype(np.float64)
-            op.bias = bfp.internal_const(op.bias.astype(np.float64) - error @ mean, f"{op.name}.bias")
-            corrected += 1
-        if isinstance(op, ConvOp):
+            w = op.w_float.astype(np.float64)
+            k = w.shape[1]
+            if compensate and op.wq_lo is None and op.gi == 0 and k <= COMPENSATE_MAX_K \
+                    and sum(x.shape[0] for x in windows) >= COMPENSATE_MIN_WINDOWS * k:
+                hess = sum(x.T @ x for x in windows)
+                q = bfp.quantize_compensated(w, hess, plan.cfg, name=f"{op.name}.weight")
+                if layer_error(bfp.dequantize(q), w, hess) < layer_error(op.weight_values(), w, hess):
+                    op.wq = q
+                    changed.append(op.name)
+            if correct:
+                mean = sum(x.sum(axis=0) for x in windows) / sum(x.shape[0] for x in windows)
+                error = op.weight_values() - w
+                op.bias = bfp.internal_const(op.bias.astype(np.float64) - error @ mean, f"{op.name}.bias")
+                corrected += 1
+        if isinstance(op, ConvOp) and correct:
             op.w_float = None
         for mem in mems:
             _execute(plan, op, mem)
-    return corrected
+    return changed, corrected
