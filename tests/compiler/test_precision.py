@@ -85,6 +85,8 @@ def test_policy_choices_are_deterministic():
     ("resnet50", "ecp5", 1.2),  # strided shortcuts, residual planes
     ("densenet121", "ecp5", 1.2),  # concat views, some split and some not
     ("vgg16", "a10", 1.5),  # pools and dense layers
+    ("resnet152", "ecp5", 1.2),  # bottleneck stacks
+    ("ssd_vgg", "a10", 1.3),  # several outputs (the multibox heads)
 ])
 def test_mixed_precision_is_bit_exact_between_funcsim_and_golden(tmp_path, name, preset_name, budget):
     cm = compile_model(models.build(name, "reduced"), config=preset_name, latency_budget=budget)
@@ -96,13 +98,23 @@ def test_mixed_precision_is_bit_exact_between_funcsim_and_golden(tmp_path, name,
         assert got[out].tobytes() == want[out].tobytes(), out
 
 
-@pytest.mark.slow  # about a minute: the policy lowers Lite0's depthwise weights (zero-expanded) four times
+@pytest.mark.slow  # a few minutes: the policy lowers Lite0's depthwise weights (zero-expanded) four times
 @pytest.mark.skipif(not zoo.zoo_available(), reason="needs the zoo extra (EfficientNet-Lite0 weights)")
 def test_efficientnet_lite0_default_compile_is_bit_exact(tmp_path):
-    cm = compile_model(zoo.efficientnet_lite0(96), config="a10")
+    model = zoo.efficientnet_lite0(96)
+    cm = compile_model(model, config="a10")
     ch = choices(cm)
     assert any(c[1] for c in ch) and not all(c[1] for c in ch)
     got, want = run_both(cm, tmp_path)
+    assert got["logits"].tobytes() == want["logits"].tobytes()
+    rng = np.random.default_rng(1)  # calibrated: compensated rounding on some layers
+    spec = cm.inputs[0]
+    calib = [{spec["name"]: rng.uniform(-1, 1, spec["shape"]).astype(np.float32)} for _ in range(2)]
+    cm = compile_model(model, config="a10", calibration=calib)
+    ch = choices(cm)
+    assert any(c[3] == "compensated" for c in ch) and any(c[1] for c in ch), ch
+    (tmp_path / "cal").mkdir()
+    got, want = run_both(cm, tmp_path / "cal")
     assert got["logits"].tobytes() == want["logits"].tobytes()
 
 
