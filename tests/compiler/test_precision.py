@@ -107,12 +107,12 @@ def test_efficientnet_lite0_default_compile_is_bit_exact(tmp_path):
     assert any(c[1] for c in ch) and not all(c[1] for c in ch)
     got, want = run_both(cm, tmp_path)
     assert got["logits"].tobytes() == want["logits"].tobytes()
-    rng = np.random.default_rng(1)  # calibrated: compensated rounding on some layers
+    rng = np.random.default_rng(1)  # calibrated, single-pass layers: compensated rounding on some
     spec = cm.inputs[0]
     calib = [{spec["name"]: rng.uniform(-1, 1, spec["shape"]).astype(np.float32)} for _ in range(2)]
-    cm = compile_model(model, config="a10", calibration=calib)
+    cm = compile_model(model, config="a10", calibration=calib, latency_budget=1.0)
     ch = choices(cm)
-    assert any(c[3] == "compensated" for c in ch) and any(c[1] for c in ch), ch
+    assert any(c[3] == "compensated" for c in ch), ch
     (tmp_path / "cal").mkdir()
     got, want = run_both(cm, tmp_path / "cal")
     assert got["logits"].tobytes() == want["logits"].tobytes()
