@@ -262,9 +262,10 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     rounding (``bfp.quantize_min_error``) where it lowers that layer's measured weight error.
 
     ``calibration``: optional samples (each a dict of input name -> array of the input's shape).
-    The budgeted policies measure each layer's error on them instead of synthetic inputs, and every
-    layer gets empirical bias correction: its bias absorbs the mean error its quantised weights add
-    on these inputs (``lower.correct_biases``).
+    The budgeted policies measure each layer's error on them instead of synthetic inputs, give the
+    single-pass layers error-compensating weight rounding where it lowers their error on these
+    inputs (``lower.compensate_rounding``), and every layer gets empirical bias correction: its
+    bias absorbs the mean error its quantised weights add on these inputs (``lower.correct_biases``).
 
     ``split_weights`` / ``split_activations`` (the ``manual`` policy, not combinable with the
     others): every conv / dense weight as the sum of two BFP tensors (the second quantises what

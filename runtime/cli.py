@@ -169,8 +169,8 @@ def cmd_compile(args) -> int:
     calibration = _load_calibration(args.calibrate) if args.calibrate else None
     print(f"compiling {args.model} for {cfg.describe()}", flush=True)
     if calibration is not None:
-        print(f"bias correction from {len(calibration)} calibration sample(s): each runs through the golden "
-              "model layer by layer (about 2 s per 224 x 224 image)", flush=True)
+        print(f"calibration from {len(calibration)} sample(s) (measurement, compensated rounding, bias correction): "
+              "each runs through the golden model layer by layer (about 2 s per 224 x 224 image)", flush=True)
     cm = compile_model(args.model, config=cfg, name=Path(args.model).stem, calibration=calibration,
                        split_weights=args.split_weights, split_activations=args.split_activations,
                        precision=args.precision, latency_budget=args.latency_budget, postprocess=args.postprocess)
@@ -305,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list what runs on the engine and what on the host (with -o: also each layer's precision)")
     p.add_argument("--plot", type=Path, help="write per-layer utilisation and roofline efficiency as a PNG")
     p.add_argument("--calibrate", type=Path, metavar="FILE.npz",
-                   help="samples for the precision policy's measurement and bias correction: one array per "
-                        "input, samples along axis 0")
+                   help="samples for the precision policy's measurement, compensated weight rounding and bias "
+                        "correction: one array per input, samples along axis 0")
     p.add_argument("--precision", default=None, metavar="POLICY",
                    help="per-layer precision policy: fast (single pass), balanced (default: split weights / "
                         "activations where they pay, within 1.3x fast's modelled latency), exact (all split)")
