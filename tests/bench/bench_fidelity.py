@@ -21,11 +21,12 @@ over the images, the modelled latency and its ratio to ``fast``, the compile tim
 budgeted variants, the layers whose upgrades cost the most modelled cycles.
 
 Cost on a 2-core machine: about 0.05 s per 224 x 224 image on the functional simulator (0.1 s
-with every layer split); compiles take 3 s (fast) to 15 s (budgeted), about 60 s with
-calibration. ``--images 225`` (9 photos + 216 augmentations) takes about 2 minutes per variant.
+with every layer split); compiles take about 15 s (fast), 45 s (budgeted: one onnxruntime pass per
+layer, choice and measurement sample) and 110 s with calibration (2-3x that while other work
+runs). ``--images 225`` (9 photos + 216 augmentations) takes about 2 minutes per variant.
 
     python tests/bench/bench_fidelity.py [--images 225] [--formats msfp16] [--preset a10] [--seed 0]
-                                         [--policies fast,balanced,exact] [--budgets 1.1,1.5,2.0]
+                                         [--policies fast,balanced,exact] [--budgets 1.1,1.2,1.5,2.0]
                                          [--calibrate 16] [--cal-budgets 1.5,2.0]
 """
 
