@@ -284,16 +284,22 @@ class FuncSim:
                 self._pc, self._step = pc, steps
                 try:
                     if op is Opcode.LOOP:
-                        pc = self._loop(pc, args, loops, n)
-                        continue
-                    fn(self, *args)
+                        nxt = self._loop(pc, args, loops, n)
+                        if nxt == pc + 1:  # entered its body
+                            pc = nxt
+                            continue
+                    else:
+                        fn(self, *args)
+                        nxt = pc + 1
                 except (ExecutionError, NumericsError) as e:
                     if str(e).startswith("instruction "):
                         raise
                     raise type(e)(f"instruction {pc} ({op.name.lower()}): {e}") from None
                 if timing:
                     insn_end[pc] = model.end
-                pc += 1
+                # past the instruction (a zero-count loop: past its body, as if the body's last
+                # instruction had just run), closing or repeating every loop whose body ends there
+                pc = nxt
                 while loops and pc - 1 == loops[-1][1]:
                     loops[-1][2] -= 1
                     if loops[-1][2] > 0:

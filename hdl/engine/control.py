@@ -10,7 +10,8 @@ opcode's last field; ``isa.decode``'s rules) and executes ``nop halt seti addi a
 ``pool``) stop with ``UNIMPLEMENTED``; ``deq``, ``qnt``, ``vact``, ``vop``
 are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``loop`` follows
 ``FuncSim._loop``: a body that does not fit, overlaps its enclosing body or nests deeper than
-``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body. Every running cycle beyond
+``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body and continues as if its last
+instruction had run (``ADVANCE``), so an enclosing loop ending there repeats. Every running cycle beyond
 ``max_cycles`` stops with ``CYCLE_BUDGET``, so the engine always reaches ``done`` (``error`` set
 or not) in bounded time.
 
@@ -196,9 +197,9 @@ class Control(wiring.Component):
                                 fail(ErrorCode.LOOP_FIT)
                             with m.Elif((depth != 0) & (last > lp_last[top])):
                                 fail(ErrorCode.LOOP_OVERLAP)
-                            with m.Elif(count == 0):
-                                m.d.sync += pc.eq(last + 1)
-                                m.next = "FETCH"
+                            with m.Elif(count == 0):  # past the body, as if its last instruction had run
+                                m.d.sync += pc.eq(last)
+                                m.next = "ADVANCE"
                             with m.Elif(depth == MAX_LOOP_DEPTH):
                                 fail(ErrorCode.LOOP_DEPTH)
                             with m.Else():

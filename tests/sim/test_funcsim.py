@@ -209,6 +209,19 @@ def test_loops_nest_and_execute_the_right_number_of_times():
     assert sim.regs[1] == 0 and sim.reg(0) == 0
 
 
+def test_zero_count_loop_ending_with_its_enclosing_body_closes_that_loop():
+    # the outer body is instructions 1..3; the skipped inner body is instruction 3, the outer's last:
+    # skipping it reaches the outer loop's end, which repeats (docs/isa.md)
+    sim = FuncSim(CFG, 0x1000)
+    sim.run(assemble_program("loop r0, 3, 3\naddi r1, r1, 1\nloop r0, 0, 1\naddi r2, r2, 1\nhalt", CFG))
+    assert sim.regs[1] == 3 and sim.regs[2] == 0
+    # two levels closed at once, then the instruction after them
+    sim = FuncSim(CFG, 0x1000)
+    sim.run(assemble_program("loop r0, 2, 4\nloop r0, 3, 3\naddi r1, r1, 1\nloop r0, 0, 1\naddi r2, r2, 1\n"
+                             "addi r3, r3, 1\nhalt", CFG))
+    assert (sim.regs[1], sim.regs[2], sim.regs[3]) == (6, 0, 1)
+
+
 def test_overflow_in_the_mfu_is_a_numerics_fault():
     img = MemoryImage(CFG)
     img.put_fp("v", np.full(4, 3e38, np.float32), at=0)

@@ -265,6 +265,21 @@ def test_error_paths_name_code_and_instruction(engine, name):
     assert (got.error, got.error_pc) == (code, pc)
 
 
+@pytest.mark.rtl
+def test_zero_count_loop_ending_with_its_enclosing_body_closes_that_loop(engine):
+    """The skipped body ends where the outer body does: the outer loop repeats (r1 = 3 * 50), so the
+    store lands at 150, past the read-only image, not at 50 inside it."""
+    program = assemble("loop r0, 3, 3\naddi r1, r1, 50\nloop r0, 0, 1\nnop\nst vrf, r0, r1, 1, 1\nhalt")
+    ref, got = _same(engine, program, valid_image(512, 6), ro_bytes=128)
+    assert got.error is ErrorCode.NONE and got.steps == ref_steps(program)
+
+
+def ref_steps(program) -> int:
+    from accelml.sim.funcsim import FuncSim
+
+    return FuncSim(CFG, 512, numerics=False, timing=False).run(program).instructions
+
+
 UNIMPLEMENTED = {"mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0"}
 
 
