@@ -22,10 +22,8 @@ modelled yet.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +36,15 @@ from accelml.hdl.isa import Instruction, decode, encode
 from accelml.hdl.program import Program
 
 from . import rtl
+from .cycles import MemoryTiming, memory_timing
 from .funcsim import FuncSim
 from .memory import BAD_BFP, BAD_FP, ExternalMemory
 
 __all__ = ["EngineSim", "RtlRun", "Outcome", "MemoryTiming", "memory_timing", "funcsim_outcome", "ERROR_PATTERNS",
-           "program_words"]
+           "program_words", "timing_mismatch", "CYCLES_TOLERANCE", "BUSY_TOLERANCE"]
+
+CYCLES_TOLERANCE = 0.01  # modelled total cycles within 1 % of the RTL's
+BUSY_TOLERANCE = 0.02  # each unit's modelled busy count within 2 % of the RTL's counter
 
 TB_DIR = Path(__file__).with_name("rtl_tb")
 TOPLEVEL = "accelml_tb"
@@ -71,24 +73,6 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
 
 
 @dataclass(frozen=True)
-class MemoryTiming:
-    latency: int  # cycles from a read's acceptance to its data
-    max_outstanding: int  # reads in flight at most
-    bw_num: int  # bandwidth: bw_num / bw_den bytes per cycle
-    bw_den: int
-
-
-def memory_timing(cfg: EngineConfig) -> MemoryTiming:
-    w = cfg.mem_port_bits // 8
-    bpc = Fraction(cfg.mem_bytes_per_cycle).limit_denominator(1000)
-    return MemoryTiming(
-        latency=max(1, cfg.mem_latency_cycles),
-        max_outstanding=math.ceil(cfg.mem_latency_cycles * float(bpc) / w) + 1,
-        bw_num=bpc.numerator, bw_den=bpc.denominator,
-    )
-
-
-@dataclass(frozen=True)
 class Outcome:
     """How a run ended: the external memory image, and the error code with its instruction."""
 
@@ -96,13 +80,13 @@ class Outcome:
     error: ErrorCode
     error_pc: int | None
     message: str = ""
+    cycles: int = 0  # the cycle model's total (a run that ended without an error; else 0)
+    busy: dict = field(default_factory=dict)  # the cycle model's busy cycles per Unit key
 
 
 @dataclass(frozen=True)
 class RtlRun(Outcome):
     steps: int = 0
-    cycles: int = 0
-    busy: dict = field(default_factory=dict)  # Unit key -> busy cycles
     run_seconds: float = 0.0
 
 
@@ -122,7 +106,7 @@ def funcsim_outcome(cfg: EngineConfig, program, image: bytes | np.ndarray, *, ro
     mem.freeze(ro_bytes)
     try:
         insns: list[Instruction] = [decode(w, i) for i, w in enumerate(words)]
-        FuncSim(cfg, mem, timing=False).run(insns, max_steps=max_steps)
+        stats = FuncSim(cfg, mem).run(insns, max_steps=max_steps)
     except (ExecutionError, NumericsError, ProgramFormatError) as e:
         text = str(e)
         code = next((c for pattern, c in ERROR_PATTERNS if re.search(pattern, text)), None)
@@ -130,7 +114,22 @@ def funcsim_outcome(cfg: EngineConfig, program, image: bytes | np.ndarray, *, ro
             raise
         found = re.match(r"instruction (\d+)", text)
         return Outcome(mem.data.copy(), code, int(found.group(1)) if found else None, text)
-    return Outcome(mem.data.copy(), ErrorCode.NONE, None)
+    return Outcome(mem.data.copy(), ErrorCode.NONE, None, cycles=stats.cycles,
+                   busy={u.key: stats.busy.get(u.key, 0) for u in BUILT_UNITS})
+
+
+def timing_mismatch(ref: Outcome, got: RtlRun) -> str | None:
+    """Where the cycle model (``ref``, from :func:`funcsim_outcome`) and the RTL's counters
+    (``got``) differ by more than CYCLES_TOLERANCE in total or BUSY_TOLERANCE in a unit's busy
+    count; None when they agree. For runs that end without an error."""
+    wrong = []
+    if abs(ref.cycles - got.cycles) > CYCLES_TOLERANCE * got.cycles:
+        wrong.append(f"cycles: model {ref.cycles}, RTL {got.cycles}")
+    for unit, cycles in got.busy.items():
+        model = ref.busy.get(unit, 0)
+        if abs(model - cycles) > BUSY_TOLERANCE * cycles:
+            wrong.append(f"busy {unit}: model {model}, RTL {cycles}")
+    return "; ".join(wrong) or None
 
 
 def _hex_words(raw: bytes, w: int) -> str:

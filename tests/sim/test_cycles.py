@@ -1,20 +1,59 @@
-"""The cycle model's shared memory bus and separate read/write DMA queues."""
+"""The cycle model: in-order dispatch to units of depth 1, range hazards, the shared memory port.
+
+The RTL comparison (model total and busy counts against the Verilated engine's counters) is in
+tests/hdl/engine/test_engine_rtl.py; these check the model's rules on their own.
+"""
 
 from accelml.hdl.config import preset
-from accelml.sim.cycles import CycleModel
+from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_vector_cycles, store_phase
+
+CFG = preset("tiny")
 
 
-def test_load_and_store_share_the_bus_bandwidth():
-    m = CycleModel(preset("tiny"), 1 << 16)
-    a = m.op("dma_load", 100, 0, writes=[("vrf", 0, 10)], bus=True)
-    b = m.op("dma_store", 100, 0, reads=[("fvrf", 0, 10)], bus=True)
-    assert abs(a - b) >= 100  # one bus: the two transfers do not overlap, whichever queue they are on
+def _model():
+    return CycleModel(CFG, 1 << 16)
 
 
-def test_a_later_load_backfills_the_bus_while_an_earlier_store_waits_for_data():
-    m = CycleModel(preset("tiny"), 1 << 16)
-    mvu_done = m.op("mvu", 500, 0, writes=[("vrf", 0, 10)])
-    store = m.op("dma_store", 50, 0, reads=[("vrf", 0, 10, False)], bus=True)
-    load = m.op("dma_load", 50, 0, writes=[("vrf", 100, 110)], bus=True)
-    assert store >= mvu_done + 50  # the store waits for its data
-    assert load < mvu_done  # the load, issued after it, ran on the idle bus meanwhile
+def test_load_and_store_hold_the_memory_port_one_transfer_at_a_time():
+    m = _model()
+    ld = m.dispatch("dma_load", [("vrf", 0, 10, True), ("mem", 0, 50, False)], dma=(5, 0, 1, 10, 50))
+    st = m.dispatch("dma_store", [("fvrf", 0, 10, False), ("mem", 1000, 1160, True)], dma=(16, 1000, 1, 10, 160))
+    t = memory_timing(CFG)
+    assert st == ld + 1 + store_phase(t, 16, 1000 % 8, 1, 10, 160)  # starts the cycle the load reaches DONE
+    assert m.busy["dma_load"] == load_phase(t, 5, 0, 1, 10, 50)
+
+
+def test_an_instruction_waits_for_the_one_in_flight_whose_result_it_reads():
+    m = _model()
+    ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
+    vact = m.dispatch("mfu", [("fvrf", 0, 8, False), ("fvrf", 100, 108, True)], mfu=("vact", 8))
+    assert vact == ld + 1 + 1 + 8 * mfu_vector_cycles("vact")  # dispatched when the load's slot frees
+
+
+def test_independent_units_overlap_and_a_unit_takes_one_instruction_at_a_time():
+    m = _model()
+    ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
+    a = m.dispatch("mfu", [("fvrf", 200, 208, False), ("fvrf", 100, 108, True)], mfu=("vact", 8))
+    assert a < ld + 8 * mfu_vector_cycles("vact")  # ran beside the load
+    b = m.dispatch("mfu", [("fvrf", 300, 308, False), ("fvrf", 400, 408, True)], mfu=("vop", 8))
+    assert b == a + 1 + 1 + 8 * mfu_vector_cycles("vop")  # the MFU's next instruction waits for its slot
+    assert m.halt() == max(ld, b) + 2  # halt waits for every unit: the last slot frees, then the stop
+
+
+def test_control_cycles_per_instruction():
+    m = _model()
+    m.ctl()  # FETCH DECODE ADVANCE
+    m.ctl(entered_loop=True)  # FETCH DECODE
+    m.skip()  # FETCH DECODE CHECK ADVANCE
+    m.closed(2)  # two more ADVANCE cycles
+    assert m.t == 3 + 2 + 4 + 2 and m.busy["ctl"] == m.t
+
+
+def test_load_phase_is_latency_plus_one_word_per_cycle_when_entries_fill_words():
+    t = memory_timing(CFG)  # 8-byte words, one per cycle; a binary32 vector is two words
+    words = 2 * 40
+    # requests from cycle 0, words taken from cycle `latency`, the last entry written the cycle
+    # after its last word, DONE seen the cycle after that
+    assert load_phase(t, 16, 0, 1, 40, 640) == t.latency + words + 2
+    # 5-byte BFP vectors: the gearbox writes one entry per cycle, below the port's rate
+    assert load_phase(t, 5, 0, 1, 40, 200) == t.latency + 40 + 2

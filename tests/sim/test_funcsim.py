@@ -7,6 +7,7 @@ from accelml.hdl.config import preset
 from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.hdl.program import assemble_program
 from accelml.sim import bfp, golden
+from accelml.sim.cycles import load_phase, memory_timing, mfu_vector_cycles
 from accelml.sim.funcsim import FuncSim
 from accelml.sim.layout import MemoryImage, read_bfp, weight_tiles
 
@@ -272,7 +273,7 @@ mvc r0, r0, r0, 0
 
 def test_cycle_model_overlaps_dma_with_compute_when_buffers_differ():
     """Loading the next weights into a different MRF region overlaps the MVC; the same region waits
-    (an MVC holds all its weight tiles from its start to its end)."""
+    for the MVC to finish (a write of what an instruction in flight reads)."""
     cfg = preset("tiny")
     img, first = _mvc_setup(cfg, 64 * 4, 32)
 
@@ -288,13 +289,14 @@ halt
     for region in (0, 32):
         sim = FuncSim(cfg, img.build(extra=0x100))
         cycles[region] = sim.run(assemble_program(program(region), cfg)).cycles
-    dma = -(-32 * cfg.tile_bytes // int(cfg.mem_bytes_per_cycle)) + cfg.mem_latency_cycles
-    assert cycles[32] < cycles[0]
-    assert cycles[0] - cycles[32] >= dma - 2  # the reload is hidden behind the first MVC
+    t = memory_timing(cfg)
+    mvc = -(-(64 * 4) // cfg.tiles) * 32  # 1x1 window over 32 input blocks, one output block
+    dma = load_phase(t, cfg.tile_bytes, 0, 1, 32, 32 * cfg.tile_bytes) + 3  # SETUP, LOAD, DONE, slot free
+    assert dma < mvc and cycles[0] - cycles[32] == dma  # the reload, hidden behind the first MVC
 
 
-def test_cycle_model_chains_a_vector_op_behind_the_products_it_consumes():
-    """An MFU op on an MVC's results starts while the products still stream out (chaining)."""
+def test_cycle_model_starts_a_vector_op_after_the_products_it_consumes():
+    """An MFU op on an MVC's results is dispatched the cycle the MVC's slot frees (no chaining)."""
     cfg = preset("tiny")
     img, text = _mvc_setup(cfg, 4, 1)
     sim = FuncSim(cfg, img.build(extra=0x100))
@@ -307,9 +309,7 @@ halt
     sim.run(prog)
     ops = [i.op.name for i in prog.instructions]
     mvc_end, vact_end = sim.insn_end[ops.index("MVC")], sim.insn_end[ops.index("VACT")]
-    vact_cycles = 256 // cfg.mfu_width
-    assert vact_end - mvc_end < vact_cycles  # it began before the MVC was done
-    assert vact_end - mvc_end > vact_cycles - 256 // cfg.tiles - 20  # but not before the MVC began
+    assert vact_end - mvc_end == 1 + 1 + 256 * mfu_vector_cycles("vact")  # slot free, IDLE, the vectors
 
 
 def _layer_program(cfg, h, w, cb, cob, addrs) -> str:

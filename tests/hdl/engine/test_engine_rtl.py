@@ -26,7 +26,7 @@ from accelml.hdl.isa import Cfg, Instruction, Opcode, Space
 from accelml.hdl.program import assemble
 from accelml.sim import rtl
 from accelml.sim.memory import encode_bfp
-from accelml.sim.rtl_engine import EngineSim, funcsim_outcome
+from accelml.sim.rtl_engine import EngineSim, funcsim_outcome, timing_mismatch
 
 PROGRAMS = Path(accelml.sim.__file__).parent / "programs"
 CFG = preset("tiny")
@@ -64,12 +64,18 @@ def engine():
 
 
 def _same(engine, program, image, *, ro_bytes=0, max_steps=50_000_000, stall_mask=0):
+    """The RTL run ends as funcsim's (error code, instruction, memory byte for byte) and, for a run
+    that ends without an error and without injected stalls (which the cycle model does not know),
+    the cycle model's total and per-unit busy cycles match the RTL's counters
+    (rtl_engine.timing_mismatch: 1 % and 2 %)."""
     ref = funcsim_outcome(CFG, program, image, ro_bytes=ro_bytes, max_steps=max_steps)
     got = engine.run(program, image, ro_bytes=ro_bytes, max_steps=max_steps, stall_mask=stall_mask)
     assert (got.error, got.error_pc) == (ref.error, ref.error_pc), ref.message
     if ref.error is not ErrorCode.ILLEGAL_INSN:  # funcsim refuses such a program before running it
         diff = np.nonzero(got.memory != ref.memory)[0]
         assert diff.size == 0, f"{diff.size} bytes differ, first at {diff[:8]}"
+    if ref.error is ErrorCode.NONE and not stall_mask:
+        assert timing_mismatch(ref, got) is None, timing_mismatch(ref, got)
     return ref, got
 
 
