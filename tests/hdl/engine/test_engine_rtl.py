@@ -286,6 +286,36 @@ def ref_steps(program) -> int:
     return FuncSim(CFG, 512, numerics=False, timing=False).run(program).instructions
 
 
+def _late_bad_bfp_image():
+    img = valid_image(1024, 8)
+    img[39 * 5 + 4] = 0xFF  # the exponent byte of vector 39: a 40-vector load fails at its end
+    img[512:528] = np.array([3e38, 1, 2, 3], "<f4").tobytes()  # x + x overflows
+    return img
+
+
+ORDER_CASES = {
+    # a range error found at issue in a later instruction while the load is still in flight
+    "range_error_after_a_faulting_load": ("ld vrf, r0, r0, 1, 40\nseti r1, 8190\nld vrf, r1, r0, 1, 3\nhalt",
+                                          ErrorCode.BAD_BFP, 0),
+    # the MFU's overflow in a younger instruction is reported first; the older load's fault wins
+    "younger_unit_fault_first": ("seti r2, 512\nld fvrf, r0, r2, 1, 1\nld vrf, r0, r0, 1, 40\n"
+                                 "vop add, r3, r0, r0, 1, 0\nhalt", ErrorCode.BAD_BFP, 2),
+    # and with the load faultless, the younger instruction's overflow is the error
+    "unit_fault_alone": ("seti r2, 512\nld fvrf, r0, r2, 1, 1\nld vrf, r0, r0, 1, 39\n"
+                         "vop add, r3, r0, r0, 1, 0\nhalt", ErrorCode.OVERFLOW, 3),
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(ORDER_CASES))
+def test_the_oldest_faulting_instruction_names_the_error(engine, name):
+    """Units run concurrently, so faults arrive out of program order; the engine reports the one
+    funcsim stops at (the first in program order), with that instruction's PC."""
+    text, code, pc = ORDER_CASES[name]
+    ref, got = _same(engine, assemble(text), _late_bad_bfp_image())
+    assert (got.error, got.error_pc) == (code, pc)
+
+
 UNIMPLEMENTED = {"mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0"}
 
 
