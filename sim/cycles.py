@@ -42,6 +42,8 @@ from functools import lru_cache
 
 from accelml.hdl.config import EngineConfig
 
+from .dram import derating
+
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY", "MVU_PIPELINE",
            "mfu_vector_cycles"]
 
@@ -63,30 +65,69 @@ class MemoryTiming:
     bw_num: int  # bandwidth: bw_num / bw_den bytes per cycle (a token bucket holding one word at most)
     bw_den: int
     word_bytes: int
+    row_bytes: int = 0  # DRAM row: a request to another row than the open one waits page_miss (0: none)
+    page_miss: int = 0
+    read_to_write: int = 0  # cycles from a read's acceptance to a write's, at least
+    write_to_read: int = 0  # cycles from a write's acceptance to a read's, at least
 
 
 def memory_timing(cfg: EngineConfig) -> MemoryTiming:
     """The external memory's timing: read latency ``mem_latency_cycles``, bandwidth
-    ``mem_bytes_per_cycle`` (the narrower of port and sustained bandwidth) and, as the EngineConfig
-    has no such field, as many reads in flight as cover the latency at full bandwidth plus one."""
+    ``mem_bytes_per_cycle`` (the narrower of port and sustained bandwidth) times the DRAM's refresh
+    efficiency, the DRAM's page-miss and turnaround costs (``accelml.sim.dram``; none for memory
+    faster than one DDR4 channel) and, as the EngineConfig has no such field, as many reads in
+    flight as cover the latency at full bandwidth plus one."""
     w = cfg.mem_port_bits // 8
     bpc = Fraction(cfg.mem_bytes_per_cycle).limit_denominator(1000)
-    return MemoryTiming(
-        latency=max(1, cfg.mem_latency_cycles),
-        max_outstanding=math.ceil(cfg.mem_latency_cycles * float(bpc) / w) + 1,
-        bw_num=bpc.numerator, bw_den=bpc.denominator, word_bytes=w,
-    )
+    outstanding = math.ceil(cfg.mem_latency_cycles * float(bpc) / w) + 1
+    d = derating(cfg)
+    if d is None:
+        return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w)
+    bpc *= d.efficiency
+    return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w,
+                        d.row_bytes, d.page_miss, d.read_to_write, d.write_to_read)
 
 
 # -- the DMA's LOAD / STORE phases, word by word (hdl/engine/dma.py against memory_model.v) -------
 
+class _Dram:
+    """The memory model's request gate: bandwidth tokens, the open row, read/write turnaround
+    (memory_model.v's ``req_ready`` and activation logic)."""
+
+    def __init__(self, t: MemoryTiming, open_row: int | None, wait: int):
+        self.t, self.open, self.act_done, self.wait = t, open_row, 0, wait
+        self.word_credit = t.word_bytes * t.bw_den
+        self.credit = self.word_credit
+        self.last = -1  # the last accepted request's cycle
+
+    def ready(self, now: int, valid: bool, byte_addr: int) -> bool:
+        """Whether a request presented (``valid``) at ``now`` is accepted; opens its row if not."""
+        t = self.t
+        ok = self.credit >= self.word_credit and now >= self.wait
+        if t.row_bytes:
+            row = byte_addr // t.row_bytes
+            if valid and row != self.open:
+                self.open, self.act_done = row, now + t.page_miss
+                ok = False
+            ok = ok and now >= self.act_done
+        return ok
+
+    def tick(self, accept: bool, now: int) -> None:
+        if accept:
+            self.last = now
+        self.credit = min(self.word_credit, self.credit - (self.word_credit if accept else 0) + self.t.bw_num)
+
+
 @lru_cache(maxsize=1 << 16)
-def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int) -> int:
-    """Cycles a load spends in ``LOAD`` (``addr`` matters modulo the word size only)."""
+def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+               open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+    """(cycles a load spends in ``LOAD``, the cycle of its last memory request, the open row after
+    it): ``addr`` matters modulo the DRAM row (the word without one), ``open_row`` is the open row
+    at its start (row index of ``addr``'s row being ``addr // row_bytes``), ``wait`` the cycle its
+    first request may be accepted (read after write)."""
     w = t.word_bytes
     row_bytes = length * item
-    word_credit = w * t.bw_den
-    credit = word_credit
+    dram = _Dram(t, open_row, wait)
     due: list[int] = []  # read responses in flight, in order: the cycle each is valid from
     head = 0
     # request generator
@@ -99,9 +140,10 @@ def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, me
     now = 0
     while True:
         if e_left == 0:
-            return now + 1
+            return now + 1, dram.last, dram.open
         count = len(due) - head
-        accept = g_active and credit >= word_credit and count < t.max_outstanding
+        ready = dram.ready(now, g_active, g_word * w) and count < t.max_outstanding
+        accept = g_active and ready
         emit = fill >= item
         fill_after = fill - item if emit else fill
         take = fill_after < item and c_rem != 0
@@ -132,22 +174,23 @@ def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, me
                 c_rem, c_first = row_bytes, True
         else:
             fill = fill_after
-        credit = min(word_credit, credit - (word_credit if accept else 0) + t.bw_num)
+        dram.tick(accept, now)
         now += 1
 
 
 @lru_cache(maxsize=1 << 16)
-def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int) -> int:
-    """Cycles a store spends in ``STORE`` (``addr`` matters modulo the word size only)."""
+def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+                open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+    """As :func:`load_phase`, for a store in ``STORE``."""
     w = t.word_bytes
-    word_credit = w * t.bw_den
-    credit = word_credit
+    dram = _Dram(t, open_row, wait)
     s_i, s_pushed, primed = 0, False, False
     o_rows, o_row, o_pos, o_fill = rows, addr, addr % w, 0
+    o_word = addr // w
     now = 0
     while True:
         send = o_fill != 0 and (o_pos + o_fill >= w or s_pushed)
-        accept = send and credit >= word_credit
+        accept = dram.ready(now, send, o_word * w) and send
         push = not send and primed and not s_pushed
         primed = not push
         if send:
@@ -155,6 +198,7 @@ def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, m
                 used = w - o_pos if o_pos + o_fill >= w else o_fill
                 o_fill -= used
                 o_pos = 0
+                o_word += 1
         elif push:
             o_fill += item
             if s_i + 1 == length:
@@ -163,11 +207,12 @@ def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, m
                 s_i += 1
         elif s_pushed and o_fill == 0:
             if o_rows == 1:
-                return now + 1
+                return now + 1, dram.last, dram.open
             o_rows -= 1
             o_row += mem_stride
             o_pos, s_pushed = o_row % w, False
-        credit = min(word_credit, credit - (word_credit if accept else 0) + t.bw_num)
+            o_word = o_row // w
+        dram.tick(accept, now)
         now += 1
 
 
@@ -197,6 +242,8 @@ class CycleModel:
         self.busy: dict[str, int] = defaultdict(int)
         self.inflight: dict[str, _InFlight] = {}
         self.port_free = 0  # the memory port: DONE cycle of the transfer holding it last
+        self.last_access: tuple[int, bool] | None = None  # DRAM: (cycle, is a write) of the last request
+        self.open_row: int | None = None  # DRAM: the open row
         self.end = 0  # completion cycle of the last instruction (insn_end)
         self.finish = 0  # total cycles of a halted run
         self.issue_time = 0  # instructions accounted (kept for the replay's bookkeeping)
@@ -255,11 +302,24 @@ class CycleModel:
             done = d + 1 + work
         elif dma is not None:
             item, addr, rows, length, mem_stride = dma
-            w = self.mem.word_bytes
-            phase = load_phase if unit == "dma_load" else store_phase
-            work = phase(self.mem, item, addr % w, rows, length, mem_stride)
-            start = max(d + 1, self.port_free)  # SETUP: granted when the port is free
-            done = start + 1 + work
+            t = self.mem
+            store = unit == "dma_store"
+            start = max(d + 1, self.port_free) + 1  # SETUP (granted when the port is free), then the phase
+            # the DRAM's state at the phase's start, relative to the transfer
+            unit_bytes = t.row_bytes or t.word_bytes
+            base = addr - addr % unit_bytes
+            first_row = base // t.row_bytes if t.row_bytes else 0
+            open_row = None if self.open_row is None or not t.row_bytes else self.open_row - first_row
+            wait = 0
+            if self.last_access is not None and self.last_access[1] != store:
+                gap = t.read_to_write if store else t.write_to_read
+                wait = max(0, self.last_access[0] + gap - start)
+            phase = store_phase if store else load_phase
+            work, last, row = phase(t, item, addr - base, rows, length, mem_stride, open_row, wait)
+            if last >= 0:
+                self.last_access = (start + last, store)
+            self.open_row = None if row is None else row + first_row
+            done = start + work
             self.port_free = done
         else:
             work, total = cycles

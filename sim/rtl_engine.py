@@ -13,11 +13,11 @@ faulting instruction, steps, cycles and the busy counters.
 terms: the functional simulator's ``ExecutionError`` / ``ProgramFormatError`` messages are mapped
 onto ``ErrorCode`` (``ERROR_PATTERNS``) and the instruction index they name.
 
-The memory model's timing comes from the EngineConfig (:func:`memory_timing`): read latency
+The memory model's timing is the cycle model's (``accelml.sim.cycles.memory_timing``): read latency
 ``mem_latency_cycles``, bandwidth ``mem_bytes_per_cycle`` (the narrower of port and sustained
-bandwidth) and, since the EngineConfig has no such field, as many reads in flight as cover the
-latency at full bandwidth plus one. No DDR4 derating (refresh, turnaround, page misses) is
-modelled yet.
+bandwidth) times the DRAM's refresh efficiency, the DRAM's page-miss and read/write turnaround
+costs (``accelml.sim.dram``: DDR4-2400 figures) and, since the EngineConfig has no such field, as
+many reads in flight as cover the latency at full bandwidth plus one.
 """
 
 from __future__ import annotations
@@ -178,7 +178,8 @@ class EngineSim:
         aw = self.engine.mem.req.payload.addr.shape().width
         params = {"WBYTES": self.word_bytes, "AW": aw, "WORDS": self.model_words, "LATENCY": t.latency,
                   "MAX_OUT": t.max_outstanding, "BW_NUM": t.bw_num, "BW_DEN": t.bw_den,
-                  "IMEM_DEPTH": self.imem_depth}
+                  "ROW_BYTES": t.row_bytes, "PAGE_MISS": t.page_miss, "RD2WR": t.read_to_write,
+                  "WR2RD": t.write_to_read, "IMEM_DEPTH": self.imem_depth}
         return ["--timing", *(f"-G{k}={v}" for k, v in params.items())]
 
     def build(self) -> float:

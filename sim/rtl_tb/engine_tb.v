@@ -12,6 +12,10 @@ module accelml_tb #(
     parameter integer MAX_OUT = 2,
     parameter integer BW_NUM = 8,
     parameter integer BW_DEN = 1,
+    parameter integer ROW_BYTES = 0,
+    parameter integer PAGE_MISS = 0,
+    parameter integer RD2WR = 0,
+    parameter integer WR2RD = 0,
     parameter integer IMEM_DEPTH = 4096
 ) ();
     reg clk = 0;
@@ -51,7 +55,8 @@ module accelml_tb #(
     );
 
     accelml_memory_model #(.WBYTES(WBYTES), .AW(AW), .WORDS(WORDS), .LATENCY(LATENCY), .MAX_OUT(MAX_OUT),
-                           .BW_NUM(BW_NUM), .BW_DEN(BW_DEN)) memory (
+                           .BW_NUM(BW_NUM), .BW_DEN(BW_DEN), .ROW_BYTES(ROW_BYTES), .PAGE_MISS(PAGE_MISS),
+                           .RD2WR(RD2WR), .WR2RD(WR2RD)) memory (
         .clk(clk),
         .req_valid(req_valid), .req_ready(req_ready), .req_addr(req_payload[AW-1:0]),
         .req_write(req_payload[AW]), .req_data(req_payload[AW+1 +: 8*WBYTES]),

@@ -4,8 +4,13 @@ The RTL comparison (model total and busy counts against the Verilated engine's c
 tests/hdl/engine/test_engine_rtl.py; these check the model's rules on their own.
 """
 
+import dataclasses
+
+import pytest
+
 from accelml.hdl.config import preset
 from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_vector_cycles, store_phase
+from accelml.sim.dram import DDR4_2400, derating
 
 CFG = preset("tiny")
 
@@ -19,8 +24,11 @@ def test_load_and_store_hold_the_memory_port_one_transfer_at_a_time():
     ld = m.dispatch("dma_load", [("vrf", 0, 10, True), ("mem", 0, 50, False)], dma=(5, 0, 1, 10, 50))
     st = m.dispatch("dma_store", [("fvrf", 0, 10, False), ("mem", 1000, 1160, True)], dma=(16, 1000, 1, 10, 160))
     t = memory_timing(CFG)
-    assert st == ld + 1 + store_phase(t, 16, 1000 % 8, 1, 10, 160)  # starts the cycle the load reaches DONE
-    assert m.busy["dma_load"] == load_phase(t, 5, 0, 1, 10, 50)
+    load, last, row = load_phase(t, 5, 0, 1, 10, 50)
+    assert m.busy["dma_load"] == load and row == 0
+    # the store starts the cycle the load reaches DONE, in the same DRAM row, a write after a read
+    wait = max(0, last + t.read_to_write - (load + 2))
+    assert st == ld + 1 + store_phase(t, 16, 1000, 1, 10, 160, 0, wait)[0]
 
 
 def test_an_instruction_waits_for_the_one_in_flight_whose_result_it_reads():
@@ -50,10 +58,29 @@ def test_control_cycles_per_instruction():
 
 
 def test_load_phase_is_latency_plus_one_word_per_cycle_when_entries_fill_words():
-    t = memory_timing(CFG)  # 8-byte words, one per cycle; a binary32 vector is two words
-    words = 2 * 40
+    t = dataclasses.replace(memory_timing(CFG), bw_num=8, bw_den=1, row_bytes=0)  # a word per cycle, no DRAM
+    words = 2 * 40  # 8-byte words; a binary32 vector is two words
     # requests from cycle 0, words taken from cycle `latency`, the last entry written the cycle
     # after its last word, DONE seen the cycle after that
-    assert load_phase(t, 16, 0, 1, 40, 640) == t.latency + words + 2
+    assert load_phase(t, 16, 0, 1, 40, 640)[0] == t.latency + words + 2
     # 5-byte BFP vectors: the gearbox writes one entry per cycle, below the port's rate
-    assert load_phase(t, 5, 0, 1, 40, 200) == t.latency + 40 + 2
+    assert load_phase(t, 5, 0, 1, 40, 200)[0] == t.latency + 40 + 2
+
+
+def test_dram_costs():
+    d = derating(CFG)
+    t = memory_timing(CFG)
+    assert (t.row_bytes, t.page_miss, t.write_to_read) == (8192, d.page_miss, d.write_to_read)
+    assert t.bw_num / t.bw_den == CFG.mem_bytes_per_cycle * (1 - 350 / 7800)  # refresh: tRFC of every tREFI
+    assert d.page_miss == 3 and d.write_to_read == 3 and d.read_to_write == 1  # 26.6, 20.8, 9.2 ns at 100 MHz
+    assert derating(preset("s10")) is None  # HBM2-class: faster than one DDR4-2400 channel
+    assert DDR4_2400.write_to_read_ns == pytest.approx((12 + 4 + 9) / 1.2)  # CWL + BL/2 + tWTR_L, in tCK
+    # a miss costs the open row's activation; rows 8 KB apart pay it on every row (partly hidden
+    # behind the reads in flight)
+    hit = load_phase(t, 16, 0, 1, 4, 64, open_row=0)[0]
+    assert load_phase(t, 16, 0, 1, 4, 64)[0] == hit + t.page_miss
+    one_row = load_phase(t, 16, 0, 3, 4, 64, open_row=0)
+    three_rows = load_phase(t, 16, 0, 3, 4, 8192, open_row=0)
+    assert three_rows[0] > one_row[0] and (one_row[2], three_rows[2]) == (0, 2)
+    # a read waits for the turnaround after a write
+    assert load_phase(t, 16, 0, 1, 4, 64, open_row=0, wait=3)[0] == hit + 3

@@ -25,6 +25,7 @@ from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Cfg, Instruction, Opcode, Space
 from accelml.hdl.program import assemble
 from accelml.sim import rtl
+from accelml.sim.funcsim import FuncSim
 from accelml.sim.memory import encode_bfp
 from accelml.sim.rtl_engine import EngineSim, funcsim_outcome, timing_mismatch
 
@@ -100,6 +101,25 @@ def test_dma_loops_program(engine, stall_mask):
     assert got.busy["dma_load"] > 0 and got.busy["dma_store"] > 0 and got.cycles >= sum(got.busy.values()) // 2
     if stall_mask:  # the stalls did happen
         assert got.cycles > engine.run(program, img).cycles
+
+
+@pytest.mark.rtl
+def test_dram_page_misses_and_turnarounds_are_timed_as_modelled(engine):
+    """Rows 8 KB apart (a DRAM row each: a page miss per row) and loads and stores alternating on
+    one port (read/write turnarounds): the RTL's cycles equal the model's (_same), and those costs
+    are in them."""
+    size = 5 * 8192
+    program = assemble("cfg mem_stride, r0, 8195\nseti r1, 3\nld vrf, r0, r1, 5, 6\nseti r2, 16384\n"
+                       "loop r0, 4, 4\nst vrf, r0, r2, 2, 6\nld fvrf, r0, r1, 2, 2\nst fvrf, r0, r2, 1, 2\n"
+                       "addi r2, r2, 12\nhalt")
+    ref, got = _same(engine, program, valid_image(size, 9))
+    assert got.error is ErrorCode.NONE
+    from accelml.sim.cycles import memory_timing
+
+    t = memory_timing(CFG)
+    assert t.page_miss and t.write_to_read and t.read_to_write
+    plain = FuncSim(dataclasses.replace(CFG, mem_bandwidth_gbps=100.0), size).run(program)  # no DRAM costs
+    assert got.cycles > plain.cycles
 
 
 def _mfu_image(seed: int) -> bytearray:
@@ -281,8 +301,6 @@ def test_zero_count_loop_ending_with_its_enclosing_body_closes_that_loop(engine)
 
 
 def ref_steps(program) -> int:
-    from accelml.sim.funcsim import FuncSim
-
     return FuncSim(CFG, 512, numerics=False, timing=False).run(program).instructions
 
 
