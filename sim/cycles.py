@@ -40,9 +40,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
+import numpy as np
+
 from accelml.hdl.config import EngineConfig
 
+from . import native
 from .dram import derating
+
+NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY", "MVU_PIPELINE",
            "mfu_vector_cycles"]
@@ -118,8 +123,7 @@ class _Dram:
         self.credit = min(self.word_credit, self.credit - (self.word_credit if accept else 0) + self.t.bw_num)
 
 
-@lru_cache(maxsize=1 << 16)
-def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
                open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
     """(cycles a load spends in ``LOAD``, the cycle of its last memory request, the open row after
     it): ``addr`` matters modulo the DRAM row (the word without one), ``open_row`` is the open row
@@ -178,9 +182,8 @@ def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, me
         now += 1
 
 
-@lru_cache(maxsize=1 << 16)
-def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
-                open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+def _store_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+                    open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
     """As :func:`load_phase`, for a store in ``STORE``."""
     w = t.word_bytes
     dram = _Dram(t, open_row, wait)
@@ -214,6 +217,39 @@ def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, m
             o_word = o_row // w
         dram.tick(accept, now)
         now += 1
+
+
+def _phase(kernel: str, py, t: MemoryTiming, *args) -> tuple[int, int, int | None]:
+    k = native.kernels() if NATIVE_PHASES else None
+    if k is None:
+        return py(t, *args)
+    item, addr, rows, length, mem_stride, open_row, wait = args
+    tv = np.array([t.latency, t.max_outstanding, t.bw_num, t.bw_den, t.word_bytes, t.row_bytes, t.page_miss],
+                  np.int64)
+    out = np.zeros(3, np.int64)
+    cycles = getattr(k, kernel)(tv.ctypes.data, item, addr, rows, length, mem_stride, int(open_row is not None),
+                                open_row or 0, wait, out.ctypes.data)
+    if cycles < 0:
+        raise MemoryError("dma phase: out of memory")
+    return int(cycles), int(out[0]), int(out[2]) if out[1] else None
+
+
+@lru_cache(maxsize=1 << 16)
+def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+               open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+    """(cycles a load spends in ``LOAD``, the cycle of its last memory request, the open row after
+    it): ``addr`` matters modulo the DRAM row (the word without one), ``open_row`` is the open row
+    at its start (row index of ``addr``'s row being ``addr // row_bytes``), ``wait`` the cycle its
+    first request may be accepted (read after write). Computed by ``native.c``'s copy of
+    :func:`_load_phase_py` where the kernels are built (tests/sim/test_cycles.py compares them)."""
+    return _phase("dma_load_phase", _load_phase_py, t, item, addr, rows, length, mem_stride, open_row, wait)
+
+
+@lru_cache(maxsize=1 << 16)
+def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+                open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+    """As :func:`load_phase`, for a store in ``STORE`` (:func:`_store_phase_py`)."""
+    return _phase("dma_store_phase", _store_phase_py, t, item, addr, rows, length, mem_stride, open_row, wait)
 
 
 @dataclass

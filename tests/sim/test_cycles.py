@@ -84,3 +84,22 @@ def test_dram_costs():
     assert three_rows[0] > one_row[0] and (one_row[2], three_rows[2]) == (0, 2)
     # a read waits for the turnaround after a write
     assert load_phase(t, 16, 0, 1, 4, 64, open_row=0, wait=3)[0] == hit + 3
+
+
+def test_native_dma_phases_equal_the_python_definition():
+    import random
+
+    from accelml.sim import cycles, native
+
+    if native.kernels() is None:
+        pytest.skip(f"native kernels: {native.status()}")
+    rnd = random.Random(1)
+    t = memory_timing(CFG)
+    for _ in range(200):
+        item, length, rows = rnd.choice([5, 16, 17, 20, 64, 272]), rnd.randint(1, 9), rnd.randint(1, 5)
+        stride = length * item + rnd.choice([0, 3, 100, 8192])
+        addr, open_row, wait = rnd.randint(0, 9000), rnd.choice([None, 0, 1, -1]), rnd.choice([0, 0, 3])
+        tt = t if rnd.random() < 0.5 else dataclasses.replace(t, row_bytes=0, bw_num=8, bw_den=1, max_outstanding=3)
+        for py, name in ((cycles._load_phase_py, "dma_load_phase"), (cycles._store_phase_py, "dma_store_phase")):
+            args = (item, addr, rows, length, stride, open_row, wait)
+            assert cycles._phase(name, py, tt, *args) == py(tt, *args), (name, args)
