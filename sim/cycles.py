@@ -3,7 +3,8 @@
 It models the hardware as built, state machine by state machine, so that on every whole-program
 RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/engine asserts it):
 
-* **Control** (``hdl/engine/control.py``) runs one instruction at a time: ``FETCH`` and ``DECODE``
+* **Control** (``hdl/engine/control.py``) takes the instructions in program order, one after the
+  other, while the units run theirs concurrently: ``FETCH`` and ``DECODE``
   (1 cycle each), then ``ADVANCE`` (1 cycle, plus 1 per loop it closes) for ``nop seti addi add
   cfg`` and a zero-count ``loop``; a ``loop`` it enters goes straight to the next ``FETCH``. A unit
   instruction adds its check (1 cycle) and waits in ``ISSUE`` (1 cycle at least) until its unit's
@@ -21,12 +22,15 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
 * **MVU** (not in the RTL yet): ``ceil(cob * npix / T) * taps * gi`` cycles plus
   ``MVU_PIPELINE`` cycles of pipeline latency, the timing contract of the MVU being built.
 * **DMA** (``hdl/engine/dma.py``): a load unit and a store unit that share the memory port a
-  transfer at a time (the first to ask holds it to its ``DONE``). After dispatch a transfer spends
-  a ``SETUP`` cycle (longer while the other DMA holds the port), then its ``LOAD`` / ``STORE``
-  phase, whose length this model computes by running the DMA's word-level logic against the
-  memory model (:class:`MemoryTiming`: read latency, reads in flight, bandwidth token bucket), per
-  distinct transfer shape (cached): a load's byte gearbox writes at most one entry per cycle, a
-  store reads each entry in two cycles and writes whole words. That phase is the unit's busy count.
+  transfer at a time (the first to ask holds it to its ``DONE``). Per transfer the setup cost is
+  the RTL's: the dispatch cycle, a ``SETUP`` cycle (longer while the other DMA holds the port) and
+  the ``DONE`` cycle around the ``LOAD`` / ``STORE`` phase, whose length this model computes by
+  running the DMA's word-level logic against the memory model (:class:`MemoryTiming`: read
+  latency, the limit of reads in flight, bandwidth token bucket, the open DRAM row and read/write
+  turnaround, ``accelml.sim.dram``), per distinct transfer shape and DRAM state (cached; the loop
+  is in ``native.c``, :func:`_load_phase_py` / :func:`_store_phase_py` its definition): a load's
+  byte gearbox writes at most one entry per cycle, a store reads each entry in two cycles and
+  writes whole words. That phase is the unit's busy count.
 
 External memory timing (:func:`memory_timing`) comes from the EngineConfig, the same numbers the
 RTL testbench's memory model (``sim/rtl_tb/memory_model.v``) is built with.
