@@ -101,6 +101,8 @@ def test_dma_loops_program(engine, stall_mask):
     assert got.busy["dma_load"] > 0 and got.busy["dma_store"] > 0 and got.cycles >= sum(got.busy.values()) // 2
     if stall_mask:  # the stalls did happen
         assert got.cycles > engine.run(program, img).cycles
+    else:  # the cycle model is exact here, not only within _same's tolerance
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
 
 
 @pytest.mark.rtl
@@ -164,6 +166,7 @@ def test_mfu_programs(engine, name, make_image, seed):
     """deq, vop, vact (mfu_ops.s) and qnt (qnt_ops.s) on random data and corners; results stored at 0x400."""
     ref, got = _same(engine, assemble((PROGRAMS / name).read_text()), make_image(seed))
     assert got.error is ErrorCode.NONE and got.busy["mfu"] > 0
+    assert (ref.cycles, ref.busy) == (got.cycles, got.busy)  # the cycle model is exact
     assert bytes(got.memory[0x400:0x400 + 80]) != bytes(80)
 
 
