@@ -46,7 +46,9 @@ the cycle the unit takes the command) for a unit instruction, then ``ADVANCE`` 1
 it closes (a loop entered goes straight to ``FETCH``).
 
 The instruction memory is written through ``imem_we/imem_waddr/imem_wdata`` while the engine is
-idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0``.
+idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0``
+(after ``RESUME``: a unit still running an instruction of a run the watchdog stopped finishes it
+first, its error dropped).
 """
 
 from __future__ import annotations
@@ -251,13 +253,19 @@ class Control(wiring.Component):
             r = p_rng[k]
             return [r.valid.eq(valid), r.write.eq(write), r.space.eq(space), r.lo.eq(lo), r.hi.eq(hi)]
 
+        def clear_fault():
+            return [f_valid.eq(0), f_code.eq(ErrorCode.NONE), f_pc.eq(0), f_step.eq(0)]
+
         def restart():
             with m.If(self.start):
                 m.d.sync += [pc.eq(0), depth.eq(0), self.steps.eq(0), self.cycles.eq(0), halted.eq(0),
-                             failed.eq(0), f_valid.eq(0), f_code.eq(ErrorCode.NONE), f_pc.eq(0), f_step.eq(0)]
+                             failed.eq(0), *clear_fault()]
                 m.d.sync += [r.eq(0) for r in regs]
                 m.d.sync += [r.eq(CFG_RESET.get(k, 0)) for r, k in zip(cfgr, Cfg, strict=True)]
-                m.next = "FETCH"
+                # a unit still running an instruction of a run the watchdog stopped finishes first
+                m.next = "RESUME"
+                with m.If(~any_busy):
+                    m.next = "FETCH"
 
         def watchdog():  # last in every running state, so that it wins
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -480,6 +488,10 @@ class Control(wiring.Component):
                     m.d.sync += failed.eq(1)
                     m.next = "STOPPED"
                 watchdog()
+            with m.State("RESUME"):  # the previous run's instructions finish; their faults are dropped
+                m.d.sync += clear_fault()
+                with m.If(~any_busy):
+                    m.next = "FETCH"
             with m.State("STOPPED"):
                 restart()
         m.d.comb += self.running.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("STOPPED"))
