@@ -371,10 +371,6 @@ class CycleModel:
         self.end = max(self.end, done)
         return done
 
-    @staticmethod
-    def mem_range(addr: int, nbytes: int) -> tuple[str, int, int]:
-        return "mem", addr, addr + nbytes
-
     @property
     def cycles(self) -> int:
         return self.finish or max(self.end, self.t)
