@@ -376,3 +376,31 @@ def test_cycle_budget_stops_a_long_transfer(engine):
     assert (got.error, got.error_pc) == (ErrorCode.CYCLE_BUDGET, 1)
     assert got.cycles == 41
     assert funcsim_outcome(CFG, prog, valid_image(4096, 4)).error is ErrorCode.NONE  # no budget there
+
+
+OTHER_MEMORIES = {
+    "ecp5": preset("ecp5"),  # 4-byte words, BFP vectors wider than a word, latency 12
+    # a10's memory system (64-byte words, latency 100, DDR4 costs at 300 MHz) on small files
+    "a10-memory": dataclasses.replace(preset("a10"), vrf_vectors=256, mrf_tiles=64, fvrf_vectors=256, tiles=1),
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OTHER_MEMORIES))
+def test_cycle_model_is_exact_on_other_memory_systems(name):
+    """Random DMA programs on engines of other word widths, latencies and DRAM costs: the RTL's
+    cycles and busy counts equal the cycle model's (builds one engine each: slow)."""
+    rtl.require_tools()
+    cfg = OTHER_MEMORIES[name]
+    engine = EngineSim(cfg)
+    for seed in range(3):
+        rnd = random.Random(seed)
+        size = rnd.choice([15000, 20480, 30001])
+        ro = rnd.choice([0, 128, 301])
+        program = random_dma_program(cfg, rnd, mem_size=size, ro_bytes=ro)
+        image = valid_image(size, seed)
+        ref = funcsim_outcome(cfg, program, image, ro_bytes=ro)
+        got = engine.run(program, image, ro_bytes=ro)
+        assert (got.error, got.error_pc) == (ref.error, ref.error_pc) and (got.memory == ref.memory).all()
+        assert ref.error is ErrorCode.NONE and (ref.cycles, ref.busy) == (got.cycles, got.busy)
