@@ -850,10 +850,13 @@ def _x_pool(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb):
         return
     oy, ox = pixel_grid(pixels)
     values = bfp.dequantize_internal(sim._vrf_image(vspan, geom, in_cb))
-    if mode is PoolMode.MAX:
-        out = golden.max_pool(values, geom, oy, ox)
-    else:
-        out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+    try:
+        if mode is PoolMode.MAX:
+            out = golden.max_pool(values, geom, oy, ox)
+        else:
+            out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+    except ValueError as e:  # a window with nothing to take: the program's error
+        raise ExecutionError(str(e)) from None
     sim.fvrf[dspan] = out.reshape(-1, sim.cfg.native_dim)
 
 

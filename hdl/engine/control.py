@@ -6,9 +6,12 @@ undecodable word (``ILLEGAL_INSN``: opcode or enum value out of range, non-zero 
 opcode's last field; ``isa.decode``'s rules) and executes ``nop halt seti addi add cfg loop``.
 ``ld``/``st`` are range-checked in ``CHECK`` with the functional simulator's rules and order
 (on-chip range, read-only constant image, memory stride, external range), handed to the DMA on
-``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc``,
-``pool``) stop with ``UNIMPLEMENTED``; ``deq``, ``qnt``, ``vact``, ``vop``
-are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``loop`` follows
+``dma_cmd`` and waited for on ``dma_done``. ``deq``, ``qnt``, ``vact``, ``vop``
+are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``mvc`` and
+``pool`` are checked in ``WCHECK`` in ``FuncSim._mvc`` / ``_pool``'s order (a zero window
+dimension: ``WINDOW``; the VRF, [MRF,] FVRF spans: ``CHIP_RANGE``) and handed, with the window
+read from the configuration registers, to the matrix-vector unit (``mvu.py``) or the pool unit
+(``pool.py``). Opcodes in ``UNIMPLEMENTED_OPS`` (none now) stop with ``UNIMPLEMENTED``. ``loop`` follows
 ``FuncSim._loop``: a body that does not fit, overlaps its enclosing body or nests deeper than
 ``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body. Every running cycle beyond
 ``max_cycles`` stops with ``CYCLE_BUDGET``, so the engine always reaches ``done`` (``error`` set
@@ -20,7 +23,7 @@ idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -40,6 +43,8 @@ from accelml.hdl.isa import (
 
 from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes
 from .mfu import MfuOp, mfu_cmd_layout
+from .mvu import mvu_cmd_layout
+from .pool import pool_cmd_layout
 from .status import ErrorCode
 
 __all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS"]
@@ -47,7 +52,7 @@ __all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS"]
 # configuration registers' values at start (FuncSim's defaults; the others start at 0)
 CFG_RESET = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
              Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
-UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL)
+UNIMPLEMENTED_OPS: tuple[Opcode, ...] = ()
 STEP_BITS = 48
 CYCLE_BITS = 64
 
@@ -71,6 +76,10 @@ class Control(wiring.Component):
             "dma_done": In(stream.Signature(ErrorCode)),
             "mfu_cmd": Out(stream.Signature(mfu_cmd_layout())),
             "mfu_done": In(stream.Signature(ErrorCode)),
+            "mvu_cmd": Out(stream.Signature(mvu_cmd_layout())),
+            "mvu_done": In(stream.Signature(ErrorCode)),
+            "pool_cmd": Out(stream.Signature(pool_cmd_layout())),
+            "pool_done": In(stream.Signature(ErrorCode)),
         })
 
     def elaborate(self, platform):
@@ -123,6 +132,17 @@ class Control(wiring.Component):
         m_depth_a = Signal(range(max(cfg.vrf_vectors, cfg.fvrf_vectors) + 1))
         m_count_b = Signal(16)
         m_depth_d = Signal(range(max(cfg.vrf_vectors, cfg.fvrf_vectors) + 1))
+
+        # mvc / pool operands, checked in WCHECK
+        w_pool = Signal()  # pool (else mvc)
+        w_mode = Signal(PoolMode)
+        w_acc = Signal()
+        w_vs = Signal(32)  # VRF, MRF, FVRF starts
+        w_ts = Signal(32)
+        w_ds = Signal(32)
+
+        def c_(key):
+            return cfgr[key.value]
 
         def restart():
             with m.If(self.start):
@@ -242,8 +262,18 @@ class Control(wiring.Component):
                                                  mc.src_b.eq(regs[fv.rb]), mc.count.eq(fv.count),
                                                  mc.period.eq(fv.period),
                                                  m_count_b.eq(Mux(fv.period != 0, fv.period, fv.count))]
-                        with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
-                            fail(ErrorCode.UNIMPLEMENTED)
+                        with m.Case(Opcode.MVC):
+                            f = insn.mvc
+                            m.d.sync += [w_pool.eq(0), w_acc.eq(f.acc), w_vs.eq(regs[f.rs]), w_ts.eq(regs[f.rm]),
+                                         w_ds.eq(regs[f.rd])]
+                            m.next = "WCHECK"
+                        with m.Case(Opcode.POOL):
+                            f = insn.pool
+                            m.d.sync += [w_pool.eq(1), w_mode.eq(f.mode), w_vs.eq(regs[f.rs]), w_ds.eq(regs[f.rd])]
+                            m.next = "WCHECK"
+                        if UNIMPLEMENTED_OPS:
+                            with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
+                                fail(ErrorCode.UNIMPLEMENTED)
                 watchdog()
             with m.State("CHECK"):
                 m.d.comb += [self.ctl_busy.eq(1)]
@@ -320,6 +350,64 @@ class Control(wiring.Component):
                 with m.If(self.mfu_done.valid):
                     with m.If(self.mfu_done.payload != ErrorCode.NONE):
                         fail(self.mfu_done.payload)
+                    with m.Else():
+                        m.next = "ADVANCE"
+                watchdog()
+            with m.State("WCHECK"):  # FuncSim._window, then the _span of each operand
+                m.d.comb += self.ctl_busy.eq(1)
+                in_cb, cob = c_(Cfg.IN_CB), c_(Cfg.COB)
+                gi = Mux(c_(Cfg.GI) != 0, c_(Cfg.GI), in_cb)
+                go = Mux(c_(Cfg.GO) != 0, c_(Cfg.GO), cob)
+                taps = c_(Cfg.KH) * c_(Cfg.KW)
+                nj = Mux(w_pool, in_cb, cob)
+                zero = Signal()
+                m.d.comb += zero.eq(Cat(*(c_(k) == 0 for k in (
+                    Cfg.IN_H, Cfg.IN_W, Cfg.KH, Cfg.KW, Cfg.STRIDE_H, Cfg.STRIDE_W, Cfg.DIL_H, Cfg.DIL_W,
+                    Cfg.OUT_W, Cfg.IN_CB))).any())
+                v_end = w_vs + c_(Cfg.IN_H) * c_(Cfg.IN_W) * in_cb
+                t_end = w_ts + cob * taps * gi
+                d_end = w_ds + c_(Cfg.NPIX) * nj
+                win = {"vbase": w_vs, "in_h": c_(Cfg.IN_H), "in_w": c_(Cfg.IN_W), "in_cb": in_cb,
+                       "kh": c_(Cfg.KH), "kw": c_(Cfg.KW), "stride_h": c_(Cfg.STRIDE_H),
+                       "stride_w": c_(Cfg.STRIDE_W), "dil_h": c_(Cfg.DIL_H), "dil_w": c_(Cfg.DIL_W),
+                       "pad_t": c_(Cfg.PAD_T), "pad_l": c_(Cfg.PAD_L), "pad_b": c_(Cfg.PAD_B),
+                       "pad_r": c_(Cfg.PAD_R), "pix0": c_(Cfg.PIX0), "npix": c_(Cfg.NPIX), "out_w": c_(Cfg.OUT_W),
+                       "nj": nj}
+                with m.If(zero):
+                    fail(ErrorCode.WINDOW)
+                with m.Elif(v_end > cfg.vrf_vectors):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(~w_pool & (t_end > cfg.mrf_tiles)):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(d_end > cfg.fvrf_vectors):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(w_pool):
+                    pc_ = self.pool_cmd.payload
+                    m.d.sync += [getattr(pc_.win, k).eq(v) for k, v in win.items()]
+                    m.d.sync += [pc_.win.kblk.eq(1), pc_.win.gi.eq(1), pc_.win.go.eq(1), pc_.win.ob0.eq(0),
+                                 pc_.dbase.eq(w_ds), pc_.mode.eq(w_mode)]
+                    m.next = "WDISPATCH"
+                with m.Else():
+                    vc = self.mvu_cmd.payload
+                    dense = c_(Cfg.GI) == 0
+                    m.d.sync += [getattr(vc.win, k).eq(v) for k, v in win.items()]
+                    m.d.sync += [vc.win.kblk.eq(gi), vc.win.gi.eq(gi), vc.win.go.eq(Mux(dense, cob, go)),
+                                 vc.win.ob0.eq(Mux(dense, 0, c_(Cfg.OB0))), vc.tbase.eq(w_ts), vc.dbase.eq(w_ds),
+                                 vc.kb.eq(taps * gi), vc.acc.eq(w_acc), vc.pairs.eq(c_(Cfg.NPIX) * cob)]
+                    m.next = "WDISPATCH"
+                watchdog()
+            with m.State("WDISPATCH"):
+                m.d.comb += [self.pool_cmd.valid.eq(w_pool), self.mvu_cmd.valid.eq(~w_pool)]
+                with m.If(Mux(w_pool, self.pool_cmd.ready, self.mvu_cmd.ready)):
+                    m.next = "WWAIT"
+                watchdog()
+            with m.State("WWAIT"):
+                m.d.comb += [self.pool_done.ready.eq(w_pool), self.mvu_done.ready.eq(~w_pool)]
+                w_valid = Mux(w_pool, self.pool_done.valid, self.mvu_done.valid)
+                w_code = Mux(w_pool, self.pool_done.payload, self.mvu_done.payload)
+                with m.If(w_valid):
+                    with m.If(w_code != ErrorCode.NONE):
+                        fail(w_code)
                     with m.Else():
                         m.next = "ADVANCE"
                 watchdog()

@@ -1,0 +1,273 @@
+"""``pool`` on the MFU side: max, average and average counting the pads (``isa.PoolMode``).
+
+For every (output pixel, channel block) pair ``q = pixel * in_cb + cb`` (pixel-major), the window
+generator (``window.py``, one lane) names the VRF block of each tap in the golden order; this
+block reads it, dequantises it (``accelml.hdl.mfu.Dequantise``) and folds it into the pair's value
+with ``accelml.hdl.mfu.VectorOp``, exactly as ``golden.max_pool`` / ``golden.avg_pool`` do:
+
+* max: ``acc = maximum(acc, v)`` from ``acc = -inf``, a tap outside the input reading ``-inf``
+  (so it changes nothing); a window with no tap inside the input stops the instruction with
+  ``EMPTY_WINDOW`` (the golden model's "window lies entirely in the padding");
+* avg / avg_pad: ``acc = acc + v`` from ``+0`` in tap order, each add rounded (a tap outside the
+  input adds +0; the golden's first ``to_internal(v)`` is ``+0 + v``), then ``acc * r`` with
+  ``r = internal_const(1 / count)``: ``count`` is the number of taps inside the input (avg) or
+  inside the input and its explicit pads (avg_pad), counted from the generator's ``zero`` /
+  ``inpad`` flags, and :class:`Reciprocal` computes ``r`` correctly rounded (binary32, RNE), the
+  value ``internal_const`` gives for every count below 2**24 (a binary32 integer: the float64
+  quotient rounds to binary32 without a double-rounding error, Figueroa's p' >= 2p + 2 bound;
+  checked exhaustively in tests/hdl/engine/test_pool.py). A count of zero is ``EMPTY_WINDOW``;
+  an add beyond the internal format's range is ``OVERFLOW``.
+
+Errors are collected over the whole instruction and reported at its end, ``EMPTY_WINDOW`` before
+``OVERFLOW`` (the golden checks the divisors before it sums); the results of the pairs before a
+fault are written (the functional simulator writes none; a failing program stops there).
+
+Timing: one tap at a time (read, dequantise, fold: about ``3 + Dequantise.latency +
+VectorOp.latency`` cycles), plus the reciprocal (``RECIP_CYCLES``) once per output pixel and the
+scale and write per pair; the cycle model charges ``ceil(p * in_cb * taps / mfu_width)``, so this
+unit is several times slower than the model (measured in tests/hdl/engine/test_engine_rtl.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from accelml.hdl import mfu as units
+from accelml.hdl.isa import PoolMode, Space, VecOp
+
+from .layouts import check_config
+from .regfiles import file_addr_bits, file_port_signature
+from .status import ErrorCode, report_done
+from .window import WindowGen, window_cmd_layout, window_step_layout
+
+__all__ = ["Pool", "Reciprocal", "pool_cmd_layout", "COUNT_BITS", "RECIP_CYCLES", "reciprocal_bits"]
+
+COUNT_BITS = 64  # taps counted per window (kh * kw fits)
+RECIP_CYCLES = 27
+NEG_INF = 0xFF80_0000
+
+
+def pool_cmd_layout() -> data.StructLayout:
+    return data.StructLayout({"win": window_cmd_layout(), "dbase": unsigned(32), "mode": PoolMode})
+
+
+def reciprocal_bits(count: int) -> int:
+    """Python model of :class:`Reciprocal`: binary32 bits of 1 / count, correctly rounded (RNE)."""
+    length = count.bit_length()
+    if count & (count - 1) == 0:
+        return (128 - length) << 23
+    q, r = 1, (1 << length) - count
+    for _ in range(24):
+        r <<= 1
+        bit = r >= count
+        r -= count if bit else 0
+        q = q << 1 | bit
+    mant, rnd = q >> 1, q & 1
+    mant += rnd & (1 if r or mant & 1 else 0)
+    exp = 127 - length
+    if mant >> 24:
+        mant, exp = mant >> 1, exp + 1
+    return exp << 23 | (mant & 0x7F_FFFF)
+
+
+class Reciprocal(wiring.Component):
+    """``start`` (a pulse with ``count`` >= 1) -> ``result``: binary32 bits of ``1 / count``, RNE, with
+    ``done`` high from ``RECIP_CYCLES`` cycles later until the next ``start``. Restoring division of
+    ``2**L`` by ``count`` (``L`` its bit length), 25 quotient bits and a sticky remainder; the
+    model is :func:`reciprocal_bits`."""
+
+    def __init__(self):
+        super().__init__({"start": In(1), "count": In(COUNT_BITS), "result": Out(32), "done": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        w = COUNT_BITS
+        c = Signal(w)
+        length = Signal(range(w + 1))
+        pow2 = Signal()
+        q = Signal(25)
+        r = Signal(w + 2)
+        steps = Signal(range(26))
+        length_in = Signal(range(w + 1))
+        for k in range(w):  # the bit length of the count
+            with m.If(self.count[k]):
+                m.d.comb += length_in.eq(k + 1)
+        trial = Signal(w + 3)
+        m.d.comb += trial.eq((r << 1) - c)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [c.eq(self.count), length.eq(length_in),
+                                 pow2.eq((self.count & (self.count - 1)) == 0),
+                                 r.eq((1 << length_in) - self.count), q.eq(1), steps.eq(24), self.done.eq(0)]
+                    m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                with m.If(steps != 0):
+                    m.d.sync += steps.eq(steps - 1)
+                    with m.If(~trial[w + 2]):
+                        m.d.sync += [r.eq(trial), q.eq(q << 1 | 1)]
+                    with m.Else():
+                        m.d.sync += [r.eq(r << 1), q.eq(q << 1)]
+                with m.Else():
+                    mant = Signal(25)
+                    m.d.comb += mant.eq(q[1:] + (q[0] & ((r != 0) | q[1])))
+                    exp = Signal(8)
+                    with m.If(pow2):
+                        m.d.sync += self.result.eq((128 - length) << 23)
+                    with m.Elif(mant[24]):
+                        m.d.comb += exp.eq(128 - length)
+                        m.d.sync += self.result.eq(Cat(mant[1:24], exp))
+                    with m.Else():
+                        m.d.comb += exp.eq(127 - length)
+                        m.d.sync += self.result.eq(Cat(mant[:23], exp))
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+        return m
+
+
+class Pool(wiring.Component):
+    def __init__(self, cfg):
+        self.cfg = check_config(cfg, "Pool")
+        super().__init__({
+            "cmd": In(stream.Signature(pool_cmd_layout())),
+            "done": Out(stream.Signature(ErrorCode)),
+            "vrf": Out(file_port_signature(cfg, Space.VRF)),
+            "fvrf": Out(file_port_signature(cfg, Space.FVRF)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        n = cfg.native_dim
+        c = Signal(pool_cmd_layout())
+        m.submodules.window = gen = WindowGen(cfg, 1)
+        one = replace(cfg, mfu_width=1)
+        m.submodules.deq = deq = units.Dequantise(one)
+        m.submodules.vop = vop = units.VectorOp(one)
+        m.submodules.recip = recip = Reciprocal()
+
+        beat = gen.o.payload
+        lane = beat.lane[0]
+        step = Signal(window_step_layout(cfg, 1))  # the step being folded
+        acc = Signal(32 * n)
+        count = Signal(COUNT_BITS)
+        ovf = Signal()
+        empty = Signal()
+        code = Signal(ErrorCode)
+        is_max = c.mode == PoolMode.MAX
+        ninf = Signal(32 * n)
+        m.d.comb += ninf.eq(int("".join(f"{NEG_INF:032b}" for _ in range(n)), 2))
+        value = Signal(32 * n)  # the tap's value (dequantised, or the fill)
+        faw = file_addr_bits(cfg, Space.FVRF)
+        recip_ok = Signal()  # ``recip.result`` is the current pixel's reciprocal
+
+        # VRF mantissas (two's complement) -> the unit's sign-magnitude elements
+        vec = self.vrf.rdata
+        m.d.comb += [deq.i.payload.vec[0].exp.eq(vec.exp), deq.i.payload.live.eq(1)]
+        for k in range(n):
+            mant, el = vec.mant[k], deq.i.payload.vec[0].mant[k]
+            m.d.comb += [el.sign.eq(mant < 0), el.mag.eq(Mux(mant < 0, -mant, mant))]
+        m.d.comb += [vop.i.payload.live.eq(1), deq.o.ready.eq(1), vop.o.ready.eq(1)]
+        m.d.comb += [self.fvrf.waddr.eq((c.dbase + step.lane[0].q)[:faw]), self.fvrf.wdata.eq(vop.o.payload.vec[0])]
+        start_acc = Mux(is_max, ninf, 0)
+        a_op = Mux(step.first, start_acc, acc)
+        counts = Mux(c.mode == PoolMode.AVG_PAD, step.lane[0].inpad, ~step.lane[0].zero)
+        new_count = Signal(COUNT_BITS)
+        m.d.comb += new_count.eq(Mux(step.first, 0, count) + counts)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), recip_ok.eq(0)]
+                    m.next = "WINDOW"
+            with m.State("WINDOW"):
+                m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
+                with m.If(gen.cmd.ready):
+                    m.next = "STEP"
+            with m.State("STEP"):  # take a tap from the window generator and read its block
+                m.d.comb += [self.busy.eq(1), gen.o.ready.eq(1), self.vrf.raddr.eq(lane.addr)]
+                with m.If(gen.o.valid):
+                    m.d.sync += step.eq(beat)
+                    with m.If(beat.none | beat.fault):
+                        m.next = "FINISH"
+                    with m.Elif(lane.zero):
+                        m.next = "FOLD"
+                    with m.Else():
+                        m.next = "DEQ"
+            with m.State("DEQ"):  # the block is on the read port
+                m.d.comb += [self.busy.eq(1), deq.i.valid.eq(1)]
+                m.next = "DEQ_WAIT"
+            with m.State("DEQ_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(deq.o.valid):
+                    m.d.sync += value.eq(deq.o.payload.vec[0])
+                    with m.If(deq.o.payload.error):
+                        m.d.sync += ovf.eq(1)
+                    m.next = "FOLD_READY"
+            with m.State("FOLD"):  # a tap outside the input: the fill value
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += value.eq(Mux(is_max, ninf, 0))
+                m.next = "FOLD_READY"
+            with m.State("FOLD_READY"):
+                m.d.comb += [self.busy.eq(1), vop.i.valid.eq(1), vop.i.payload.a[0].eq(a_op),
+                             vop.i.payload.b[0].eq(value), vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD))]
+                m.d.sync += count.eq(new_count)
+                with m.If(step.lane[0].j == 0):
+                    with m.If(step.first):
+                        m.d.sync += recip_ok.eq(0)
+                m.next = "FOLD_WAIT"
+            with m.State("FOLD_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(vop.o.valid):
+                    m.d.sync += acc.eq(vop.o.payload.vec[0])
+                    with m.If(vop.o.payload.error):
+                        m.d.sync += ovf.eq(1)
+                    with m.If(~step.last):
+                        m.next = "STEP"
+                    with m.Elif(count == 0):
+                        m.d.sync += empty.eq(1)
+                        m.next = "NEXT"
+                    with m.Elif(is_max):
+                        m.d.comb += [self.fvrf.we.eq(1), self.fvrf.wdata.eq(vop.o.payload.vec[0])]
+                        m.next = "NEXT"
+                    with m.Elif(recip_ok):
+                        m.next = "SCALE"
+                    with m.Else():
+                        m.d.comb += [recip.start.eq(1), recip.count.eq(count)]
+                        m.next = "RECIP"
+            with m.State("RECIP"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(recip.done):
+                    m.d.sync += recip_ok.eq(1)
+                    m.next = "SCALE"
+            with m.State("SCALE"):
+                m.d.comb += [self.busy.eq(1), vop.i.valid.eq(1), vop.i.payload.a[0].eq(acc),
+                             vop.i.payload.b[0].eq(Cat(*[recip.result] * n)), vop.i.payload.op.eq(VecOp.MUL)]
+                m.next = "SCALE_WAIT"
+            with m.State("SCALE_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(vop.o.valid):
+                    with m.If(vop.o.payload.error):
+                        m.d.sync += ovf.eq(1)
+                    with m.Else():
+                        m.d.comb += self.fvrf.we.eq(1)
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(step.final):
+                    m.next = "FINISH"
+                with m.Else():
+                    m.next = "STEP"
+            with m.State("FINISH"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += code.eq(Mux(empty, ErrorCode.EMPTY_WINDOW, Mux(ovf, ErrorCode.OVERFLOW, ErrorCode.NONE)))
+                m.next = "DONE"
+            with m.State("DONE"):
+                report_done(m, self.done, code)
+        return m
