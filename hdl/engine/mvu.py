@@ -14,11 +14,13 @@ all engines in lockstep (the last round's idle engines step too; their results a
 step reads, per engine, the VRF (activation), the MRF (weight tile) and, on a round's first step,
 the FVRF (the sum to continue): T read ports on each file (``regfiles.read_ports_signature``).
 Rounds follow each other without a bubble, across groups too. At a round's end the T results are
-latched in one cycle and written to the FVRF over the next T cycles (one write port); a round
-shorter than T steps (``taps * gi < T``) stalls the engines until the writes are done. Before
-the first step the window generator divides (``window.DIV_CYCLES``), and the pipeline (read,
-tile engine) drains after the last, so an ``mvc`` takes about ``occupancy + DIV_CYCLES + 10``
-cycles in this unit (``busy_mvu``).
+latched in one cycle and written to the FVRF over the next T cycles (one write port; the next
+round's results may be latched while the last of them is written); a round shorter than T steps
+(``taps * gi < T``) stalls the engines until the writes are done. Before the first step the window
+generator divides (``window.DIV_CYCLES``), and the pipeline (file read, tile engine, write-back)
+drains after the last, so with ``taps * gi >= T`` an ``mvc`` keeps this unit busy (``busy_mvu``)
+for exactly the occupancy plus a constant: 46 cycles on the ``tiny`` preset (T = 2), of which
+``DIV_CYCLES`` = 34 are the divisions (tests/hdl/engine/test_engine_rtl.py checks it).
 
 Errors, reported on ``done`` after the walk: a group whose input blocks lie beyond ``in_cb``
 (``GROUP_RANGE``, before any step: ``FuncSim._mvc``'s check), a sum or term beyond the internal
@@ -123,18 +125,16 @@ class Mvu(wiring.Component):
         q_res = Signal(64)  # first pair of the latched round
         ovf = Signal()
         results_valid = engines[0].result.valid
-        latch = Signal()
-        m.d.comb += latch.eq(results_valid & ~holding)
+        last_drain = Signal()
+        m.d.comb += last_drain.eq(holding & (drain == nt - 1))
+        latch = Signal()  # the buffer takes a round's results (while its last entry is written, too)
+        m.d.comb += latch.eq(results_valid & (~holding | last_drain))
+        q_base = Signal(64)  # first pair of the round being latched
+        m.d.comb += q_base.eq(Mux(holding, q_res + nt, q_res))
         for e in engines:
             m.d.comb += e.result.ready.eq(latch)
         rounds_out = Signal(64)  # rounds whose steps all went to the engines
         rounds_in = Signal(64)  # rounds latched
-        with m.If(latch):
-            m.d.sync += [buf[t].eq(e.result.payload.acc) for t, e in enumerate(engines)]
-            m.d.sync += [holding.eq(1), drain.eq(0), rounds_in.eq(rounds_in + 1)]
-            for t, e in enumerate(engines):
-                with m.If(e.result.payload.overflow & (q_res + t < c.pairs)):
-                    m.d.sync += ovf.eq(1)
         with m.If(holding):
             q = Signal(64)
             m.d.comb += q.eq(q_res + drain)
@@ -144,8 +144,14 @@ class Mvu(wiring.Component):
                         m.d.comb += self.fvrf.wdata.eq(buf[t])
             m.d.comb += [self.fvrf.we.eq(q < c.pairs), self.fvrf.waddr.eq((c.dbase + q)[:faw])]
             m.d.sync += drain.eq(drain + 1)
-            with m.If(drain == nt - 1):
+            with m.If(last_drain):
                 m.d.sync += [holding.eq(0), q_res.eq(q_res + nt)]
+        with m.If(latch):
+            m.d.sync += [buf[t].eq(e.result.payload.acc) for t, e in enumerate(engines)]
+            m.d.sync += [holding.eq(1), drain.eq(0), rounds_in.eq(rounds_in + 1)]
+            for t, e in enumerate(engines):
+                with m.If(e.result.payload.overflow & (q_base + t < c.pairs)):
+                    m.d.sync += ovf.eq(1)
 
         code = Signal(ErrorCode)
         with m.FSM():

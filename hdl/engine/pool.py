@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -55,23 +56,29 @@ def pool_cmd_layout() -> data.StructLayout:
     return data.StructLayout({"win": window_cmd_layout(), "dbase": unsigned(32), "mode": PoolMode})
 
 
-def reciprocal_bits(count: int) -> int:
-    """Python model of :class:`Reciprocal`: binary32 bits of 1 / count, correctly rounded (RNE)."""
-    length = count.bit_length()
-    if count & (count - 1) == 0:
-        return (128 - length) << 23
-    q, r = 1, (1 << length) - count
+def reciprocal_bits(count):
+    """Model of :class:`Reciprocal` (numpy, element-wise; counts in [1, 2**62]): binary32 bits of
+    1 / count, correctly rounded (RNE), as uint32."""
+    c = np.asarray(count, dtype=np.uint64)
+    if (c < 1).any() or (c > 1 << 62).any():
+        raise ValueError("reciprocal_bits: counts must lie in [1, 2**62]")
+    length = np.zeros(c.shape, np.uint64)
+    for k in range(63):
+        length = np.where((c >> np.uint64(k)) != 0, np.uint64(k + 1), length)
+    one = np.uint64(1)
+    q, r = np.ones(c.shape, np.uint64), (one << length) - c
     for _ in range(24):
-        r <<= 1
-        bit = r >= count
-        r -= count if bit else 0
-        q = q << 1 | bit
-    mant, rnd = q >> 1, q & 1
-    mant += rnd & (1 if r or mant & 1 else 0)
-    exp = 127 - length
-    if mant >> 24:
-        mant, exp = mant >> 1, exp + 1
-    return exp << 23 | (mant & 0x7F_FFFF)
+        r = r << one
+        bit = r >= c
+        r = np.where(bit, r - c, r)
+        q = q << one | bit.astype(np.uint64)
+    mant = (q >> one) + (q & one & ((r != 0) | ((q >> one) & one)).astype(np.uint64))
+    carry = mant >> np.uint64(24)
+    exp = np.uint64(127) - length + carry
+    bits = exp << np.uint64(23) | (np.where(carry != 0, mant >> one, mant) & np.uint64(0x7F_FFFF))
+    pow2 = (c & (c - one)) == 0
+    bits = np.where(pow2, (np.uint64(128) - length) << np.uint64(23), bits)
+    return bits.astype(np.uint32)
 
 
 class Reciprocal(wiring.Component):
