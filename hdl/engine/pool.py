@@ -15,17 +15,18 @@ with ``accelml.hdl.mfu.VectorOp``, exactly as ``golden.max_pool`` / ``golden.avg
   ``inpad`` flags, and :class:`Reciprocal` computes ``r`` correctly rounded (binary32, RNE), the
   value ``internal_const`` gives for every count below 2**24 (a binary32 integer: the float64
   quotient rounds to binary32 without a double-rounding error, Figueroa's p' >= 2p + 2 bound;
-  checked exhaustively in tests/hdl/engine/test_pool.py). A count of zero is ``EMPTY_WINDOW``;
+  tests/hdl/engine/test_pool.py checks every count below 2**20, and below 2**24 under the ``slow``
+  marker). A count of zero is ``EMPTY_WINDOW``;
   an add beyond the internal format's range is ``OVERFLOW``.
 
 Errors are collected over the whole instruction and reported at its end, ``EMPTY_WINDOW`` before
 ``OVERFLOW`` (the golden checks the divisors before it sums); the results of the pairs before a
 fault are written (the functional simulator writes none; a failing program stops there).
 
-Timing: one tap at a time (read, dequantise, fold: about ``3 + Dequantise.latency +
-VectorOp.latency`` cycles), plus the reciprocal (``RECIP_CYCLES``) once per output pixel and the
-scale and write per pair; the cycle model charges ``ceil(p * in_cb * taps / mfu_width)``, so this
-unit is several times slower than the model (measured in tests/hdl/engine/test_engine_rtl.py).
+Timing: one tap at a time (read, dequantise, fold: about 7 cycles), plus the reciprocal
+(``RECIP_CYCLES``) once per output pixel and the scale and write per pair; the cycle model charges
+``ceil(p * in_cb * taps / mfu_width)``, so this unit is 7 to 10 times slower than the model (a
+3 x 3 max pool of 8 pairs: 551 cycles against 72; tests/hdl/engine/test_engine_rtl.py bounds it).
 """
 
 from __future__ import annotations

@@ -386,3 +386,18 @@ def test_pool_cycles(engine):
     model = cfgs["npix"] * cfgs["in_cb"] * 9 // CFG.mfu_width
     got = _window_run(engine, cfgs, "pool max, r0, r0")
     assert 4 * model < got.busy["mfu"] < 10 * model
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("tiles", [1, 3])
+def test_random_window_programs_on_other_tile_counts(tiles):
+    """The MVU's rounds, lockstep and write-back with one and with three tile engines (its own build each)."""
+    cfg = dataclasses.replace(CFG, tiles=tiles)
+    sim = EngineSim(cfg)
+    for seed in range(6):
+        program, image = random_window_program(cfg, random.Random(200 + seed), instructions=4)
+        ref = funcsim_outcome(cfg, program, image)
+        got = sim.run(program, image)
+        assert (got.error, got.error_pc) == (ref.error, ref.error_pc), ref.message
+        assert np.array_equal(got.memory, ref.memory)
