@@ -388,12 +388,17 @@ def test_pool_cycles(engine):
     assert 4 * model < got.busy["mfu"] < 10 * model
 
 
+OTHER_CONFIGS = {"tiles1": dataclasses.replace(CFG, tiles=1), "tiles3": dataclasses.replace(CFG, tiles=3),
+                 "ecp5": preset("ecp5")}
+
+
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("tiles", [1, 3])
-def test_random_window_programs_on_other_tile_counts(tiles):
-    """The MVU's rounds, lockstep and write-back with one and with three tile engines (its own build each)."""
-    cfg = dataclasses.replace(CFG, tiles=tiles)
+@pytest.mark.parametrize("name", sorted(OTHER_CONFIGS))
+def test_random_window_programs_on_other_configs(name):
+    """The MVU's rounds, lockstep and write-back with one and with three tile engines, and the
+    ecp5 preset (N = 8); a build each."""
+    cfg = OTHER_CONFIGS[name]
     sim = EngineSim(cfg)
     for seed in range(6):
         program, image = random_window_program(cfg, random.Random(200 + seed), instructions=4)
