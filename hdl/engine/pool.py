@@ -23,10 +23,17 @@ Errors are collected over the whole instruction and reported at its end, ``EMPTY
 ``OVERFLOW`` (the golden checks the divisors before it sums); the results of the pairs before a
 fault are written (the functional simulator writes none; a failing program stops there).
 
-Timing: one tap at a time (read, dequantise, fold: about 7 cycles), plus the reciprocal
-(``RECIP_CYCLES``) once per output pixel and the scale and write per pair; the cycle model charges
-``ceil(p * in_cb * taps / mfu_width)``, so this unit is 7 to 10 times slower than the model (a
-3 x 3 max pool of 8 pairs: 551 cycles against 72; tests/hdl/engine/test_engine_rtl.py bounds it).
+Pipeline: the window generator's taps are read from the VRF and dequantised one per cycle (a tap
+outside the input goes through as a zero block, its value replaced by the fill), a small FIFO
+keeping each tap's flags beside ``Dequantise``; the fold takes a tap whenever the previous fold's
+result returns (2 cycles: ``VectorOp``'s latency, its result forwarded straight into the next
+operation). At a pair's end the value is written (max) or scaled by the reciprocal, computed by
+:class:`Reciprocal` (``RECIP_CYCLES``) once per output pixel, and written.
+
+Timing: about 2 cycles per tap plus 2 per pair (max), plus the reciprocal per pixel and 4 per pair
+(avg); the cycle model charges ``ceil(p * in_cb * taps / mfu_width)``, so a 3 x 3 max pool of 8
+pairs takes 210 cycles against the model's 72, the average 338
+(tests/hdl/engine/test_engine_rtl.py bounds both).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from dataclasses import replace
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from accelml.hdl import mfu as units
@@ -158,97 +166,101 @@ class Pool(wiring.Component):
         m.submodules.deq = deq = units.Dequantise(one)
         m.submodules.vop = vop = units.VectorOp(one)
         m.submodules.recip = recip = Reciprocal()
+        step_layout = window_step_layout(cfg, 1)
+        m.submodules.meta = meta = SyncFIFO(width=step_layout.size, depth=4)  # the taps inside ``deq``
 
+        is_max = c.mode == PoolMode.MAX
+        ninf = Signal(32 * n)
+        m.d.comb += ninf.eq(int("".join(f"{NEG_INF:032b}" for _ in range(n)), 2))
+        faw = file_addr_bits(cfg, Space.FVRF)
+        running = Signal()  # taps flow from the window generator into ``deq``
+
+        # -- front: window step -> VRF read (stage R) -> Dequantise, one tap per cycle ----------
         beat = gen.o.payload
-        lane = beat.lane[0]
-        step = Signal(window_step_layout(cfg, 1))  # the step being folded
+        special = beat.none | beat.fault
+        r_valid = Signal()
+        r_step = Signal(step_layout)
+        deq_take = Signal()
+        m.d.comb += deq_take.eq(r_valid & deq.i.ready & meta.w_rdy)
+        take = Signal()
+        m.d.comb += take.eq(running & gen.o.valid & ~special & (~r_valid | deq_take))
+        m.d.comb += [gen.o.ready.eq(take), self.vrf.raddr.eq(Mux(take, beat.lane[0].addr, r_step.lane[0].addr))]
+        with m.If(take):
+            m.d.sync += [r_valid.eq(1), r_step.eq(beat)]
+        with m.Elif(deq_take):
+            m.d.sync += r_valid.eq(0)
+        vec = self.vrf.rdata  # the block of r_step (its address is held while it waits)
+        zero = r_step.lane[0].zero
+        m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(1),
+                     deq.i.payload.vec[0].exp.eq(Mux(zero, 0, vec.exp)),
+                     meta.w_en.eq(deq_take), meta.w_data.eq(r_step.as_value())]
+        for k in range(n):  # VRF two's complement -> the unit's sign-magnitude elements
+            mant, el = vec.mant[k], deq.i.payload.vec[0].mant[k]
+            m.d.comb += [el.sign.eq(~zero & (mant < 0)), el.mag.eq(Mux(zero, 0, Mux(mant < 0, -mant, mant)))]
+
+        # -- back: fold each tap into the pair's value, one VectorOp at a time -----------------
+        nxt = data.View(step_layout, meta.r_data)  # the tap whose value ``deq`` offers
+        cur = Signal(step_layout)  # the tap being folded (or the pair just finished)
         acc = Signal(32 * n)
+        inflight = Signal()
         count = Signal(COUNT_BITS)
         ovf = Signal()
         empty = Signal()
         code = Signal(ErrorCode)
-        is_max = c.mode == PoolMode.MAX
-        ninf = Signal(32 * n)
-        m.d.comb += ninf.eq(int("".join(f"{NEG_INF:032b}" for _ in range(n)), 2))
-        value = Signal(32 * n)  # the tap's value (dequantised, or the fill)
-        faw = file_addr_bits(cfg, Space.FVRF)
         recip_ok = Signal()  # ``recip.result`` is the current pixel's reciprocal
-
-        # VRF mantissas (two's complement) -> the unit's sign-magnitude elements
-        vec = self.vrf.rdata
-        m.d.comb += [deq.i.payload.vec[0].exp.eq(vec.exp), deq.i.payload.live.eq(1)]
-        for k in range(n):
-            mant, el = vec.mant[k], deq.i.payload.vec[0].mant[k]
-            m.d.comb += [el.sign.eq(mant < 0), el.mag.eq(Mux(mant < 0, -mant, mant))]
-        m.d.comb += [vop.i.payload.live.eq(1), deq.o.ready.eq(1), vop.o.ready.eq(1)]
-        m.d.comb += [self.fvrf.waddr.eq((c.dbase + step.lane[0].q)[:faw]), self.fvrf.wdata.eq(vop.o.payload.vec[0])]
+        result = vop.o.payload.vec[0]
+        m.d.comb += [vop.i.payload.live.eq(1), vop.o.ready.eq(1),
+                     self.fvrf.waddr.eq((c.dbase + cur.lane[0].q)[:faw]), self.fvrf.wdata.eq(result)]
+        arrived = inflight & vop.o.valid  # the folded value of ``cur``
+        prev = Mux(arrived, result, acc)
         start_acc = Mux(is_max, ninf, 0)
-        a_op = Mux(step.first, start_acc, acc)
-        counts = Mux(c.mode == PoolMode.AVG_PAD, step.lane[0].inpad, ~step.lane[0].zero)
-        new_count = Signal(COUNT_BITS)
-        m.d.comb += new_count.eq(Mux(step.first, 0, count) + counts)
+        counts = Mux(c.mode == PoolMode.AVG_PAD, nxt.lane[0].inpad, ~nxt.lane[0].zero)
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), recip_ok.eq(0)]
+                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), recip_ok.eq(0), inflight.eq(0)]
                     m.next = "WINDOW"
             with m.State("WINDOW"):
                 m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
                 with m.If(gen.cmd.ready):
-                    m.next = "STEP"
-            with m.State("STEP"):  # take a tap from the window generator and read its block
-                m.d.comb += [self.busy.eq(1), gen.o.ready.eq(1), self.vrf.raddr.eq(lane.addr)]
-                with m.If(gen.o.valid):
-                    m.d.sync += step.eq(beat)
-                    with m.If(beat.none | beat.fault):
-                        m.next = "FINISH"
-                    with m.Elif(lane.zero):
-                        m.next = "FOLD"
-                    with m.Else():
-                        m.next = "DEQ"
-            with m.State("DEQ"):  # the block is on the read port
-                m.d.comb += [self.busy.eq(1), deq.i.valid.eq(1)]
-                m.next = "DEQ_WAIT"
-            with m.State("DEQ_WAIT"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(deq.o.valid):
-                    m.d.sync += value.eq(deq.o.payload.vec[0])
-                    with m.If(deq.o.payload.error):
-                        m.d.sync += ovf.eq(1)
-                    m.next = "FOLD_READY"
-            with m.State("FOLD"):  # a tap outside the input: the fill value
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += value.eq(Mux(is_max, ninf, 0))
-                m.next = "FOLD_READY"
-            with m.State("FOLD_READY"):
-                m.d.comb += [self.busy.eq(1), vop.i.valid.eq(1), vop.i.payload.a[0].eq(a_op),
-                             vop.i.payload.b[0].eq(value), vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD))]
-                m.d.sync += count.eq(new_count)
-                with m.If(step.lane[0].j == 0):
-                    with m.If(step.first):
-                        m.d.sync += recip_ok.eq(0)
-                m.next = "FOLD_WAIT"
-            with m.State("FOLD_WAIT"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(vop.o.valid):
-                    m.d.sync += acc.eq(vop.o.payload.vec[0])
+                    m.next = "FOLD"
+            with m.State("FOLD"):
+                m.d.comb += [self.busy.eq(1), running.eq(1)]
+                with m.If(arrived):
+                    m.d.sync += [acc.eq(result), inflight.eq(0)]
                     with m.If(vop.o.payload.error):
                         m.d.sync += ovf.eq(1)
-                    with m.If(~step.last):
-                        m.next = "STEP"
-                    with m.Elif(count == 0):
-                        m.d.sync += empty.eq(1)
-                        m.next = "NEXT"
-                    with m.Elif(is_max):
-                        m.d.comb += [self.fvrf.we.eq(1), self.fvrf.wdata.eq(vop.o.payload.vec[0])]
-                        m.next = "NEXT"
-                    with m.Elif(recip_ok):
-                        m.next = "SCALE"
-                    with m.Else():
-                        m.d.comb += [recip.start.eq(1), recip.count.eq(count)]
-                        m.next = "RECIP"
+                with m.If(gen.o.valid & special):  # a walk without taps: its only beat
+                    m.d.comb += gen.o.ready.eq(1)
+                    m.next = "FINISH"
+                with m.Elif(arrived & cur.last):
+                    m.next = "PAIR_END"
+                with m.Elif(deq.o.valid & meta.r_rdy & (~inflight | arrived)):
+                    m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(Mux(nxt.first, start_acc, prev)),
+                                 vop.i.payload.b[0].eq(Mux(nxt.lane[0].zero, Mux(is_max, ninf, 0),
+                                                           deq.o.payload.vec[0])),
+                                 vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD)),
+                                 deq.o.ready.eq(1), meta.r_en.eq(1)]
+                    m.d.sync += [cur.eq(nxt), inflight.eq(1), count.eq(Mux(nxt.first, 0, count) + counts)]
+                    with m.If(deq.o.payload.error & ~nxt.lane[0].zero):
+                        m.d.sync += ovf.eq(1)
+                    with m.If(nxt.first & (nxt.lane[0].j == 0)):
+                        m.d.sync += recip_ok.eq(0)
+            with m.State("PAIR_END"):  # acc and count are the pair's
+                m.d.comb += self.busy.eq(1)
+                with m.If(count == 0):
+                    m.d.sync += empty.eq(1)
+                    m.next = "NEXT"
+                with m.Elif(is_max):
+                    m.d.comb += [self.fvrf.we.eq(1), self.fvrf.wdata.eq(acc)]
+                    m.next = "NEXT"
+                with m.Elif(recip_ok):
+                    m.next = "SCALE"
+                with m.Else():
+                    m.d.comb += [recip.start.eq(1), recip.count.eq(count)]
+                    m.next = "RECIP"
             with m.State("RECIP"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(recip.done):
@@ -268,10 +280,9 @@ class Pool(wiring.Component):
                     m.next = "NEXT"
             with m.State("NEXT"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(step.final):
+                m.next = "FOLD"
+                with m.If(cur.final):
                     m.next = "FINISH"
-                with m.Else():
-                    m.next = "STEP"
             with m.State("FINISH"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += code.eq(Mux(empty, ErrorCode.EMPTY_WINDOW, Mux(ovf, ErrorCode.OVERFLOW, ErrorCode.NONE)))
