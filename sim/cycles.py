@@ -17,10 +17,18 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   each operand) or the unit's next instruction be dispatched. No chaining.
 * **MFU** (``hdl/engine/mfu.py``): one vector at a time; ``2 + unit latency`` cycles per vector
   (``vop`` one more for its second operand; latency 2, ``qnt`` 3): done ``1 + count * that``
-  cycles after dispatch. ``pool`` (not in the RTL yet) is charged
-  ``ceil(npix * in_cb * taps / mfu_width)`` cycles.
-* **MVU** (not in the RTL yet): ``ceil(cob * npix / T) * taps * gi`` cycles plus
-  ``MVU_PIPELINE`` cycles of pipeline latency, the timing contract of the MVU being built.
+  cycles after dispatch.
+* **MVU** (``hdl/engine/mvu.py``, :func:`mvu_busy`): the ``cob * npix`` (pixel, output block)
+  pairs T = ``tiles`` at a time, a round of ``kb = taps * gi`` steps, one per cycle, rounds back to
+  back; a round's T results are written over T cycles, so with ``kb < T`` every round after the
+  first waits for them (a round every T cycles). Plus ``MVU_SETUP + T``: the window generator's
+  divisions (``window.DIV_CYCLES``), the pipeline's fill and drain and the last round's writes
+  (``MVU_SETUP_EMPTY`` without pairs). Done the cycle after its busy cycles.
+* **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: per
+  (pixel, channel block) pair a fold every 2 cycles (a tap through ``VectorOp``'s 2-cycle latency)
+  and the pair's end (3 cycles for max; 6 for the averages, which scale by the reciprocal), plus
+  the reciprocal of each output pixel's divisor (``POOL_RECIP`` cycles, not overlapped) and
+  ``POOL_SETUP`` (the divisions and the front pipeline; ``POOL_SETUP_EMPTY`` without pairs).
 * **DMA** (``hdl/engine/dma.py``): a load unit and a store unit that share the memory port a
   transfer at a time (the first to ask holds it to its ``DONE``). Per transfer the setup cost is
   the RTL's: the dispatch cycle, a ``SETUP`` cycle (longer while the other DMA holds the port) and
@@ -53,13 +61,38 @@ from .dram import derating
 
 NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
-__all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY", "MVU_PIPELINE",
-           "mfu_vector_cycles"]
+__all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY",
+           "mfu_vector_cycles", "mvu_busy", "pool_busy"]
 
-UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu")  # status.Unit's names
+UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu", "pool")  # status.Unit's names
 MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit's pipeline latency
-MVU_PIPELINE = 8  # MVU pipeline latency (cycles from its last tile to done), pending the MVU's RTL
+# hdl/engine/mvu.py and pool.py, measured on the RTL (tests/hdl/engine/test_engine_rtl.py keeps them
+# exact): beyond window.DIV_CYCLES = 34, the command's hand-over, the file read, the tile engine's
+# pipeline (MVU) or the dequantiser (pool)
+MVU_SETUP = 44  # + T: the last round's writes
+MVU_SETUP_EMPTY = 38  # an mvc without pairs
+POOL_SETUP = 42
+POOL_SETUP_EMPTY = 39
+POOL_PAIR_END = {"max": 3, "avg": 6, "avg_pad": 6}  # cycles after a pair's last fold
+POOL_RECIP = 26  # the reciprocal of a pixel's divisor (pool.RECIP_CYCLES - 1 beyond the pair's end)
 SPACES = ("vrf", "mrf", "fvrf", "mem")
+
+
+def mvu_busy(tiles: int, pairs: int, kb: int) -> int:
+    """Busy cycles of an ``mvc`` of ``pairs`` (pixel, output block) pairs of ``kb = taps * gi``
+    steps each on ``tiles`` tile engines."""
+    if pairs == 0:
+        return MVU_SETUP_EMPTY
+    rounds = -(-pairs // tiles)
+    return MVU_SETUP + tiles + kb + (rounds - 1) * max(kb, tiles)
+
+
+def pool_busy(mode: str, pixels: int, pairs: int, taps: int) -> int:
+    """Busy cycles of a ``pool`` (``mode`` a PoolMode name) of ``pixels`` output pixels,
+    ``pairs = pixels * in_cb`` and ``taps = kh * kw``."""
+    if pairs == 0:
+        return POOL_SETUP_EMPTY
+    return POOL_SETUP + pairs * (2 * taps + POOL_PAIR_END[mode]) + (mode != "max") * POOL_RECIP * pixels
 
 
 def mfu_vector_cycles(op: str) -> int:

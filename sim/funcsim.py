@@ -36,7 +36,7 @@ from accelml.hdl.program import Program, cfg_value
 
 from . import bfp, golden, native
 from .bfp import BfpTensor
-from .cycles import MVU_PIPELINE, CycleModel, NoTiming
+from .cycles import CycleModel, NoTiming, mvu_busy, pool_busy
 from .layout import pixel_grid, window_index
 from .memory import BAD_BFP, BAD_FP, ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
@@ -549,12 +549,12 @@ class FuncSim:
         if self.timing:
             # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
-            occupancy = -(-(cob * p) // self.cfg.tiles) * taps * gi
+            busy = mvu_busy(self.cfg.tiles, cob * p, taps * gi)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("mrf", tspan.start, tspan.stop, False),
                       ("fvrf", dspan.start, dspan.stop, True)]
             if acc:
                 ranges.append(("fvrf", dspan.start, dspan.stop, False))
-            self.model.dispatch("mvu", ranges, cycles=(occupancy, occupancy + MVU_PIPELINE))
+            self.model.dispatch("mvu", ranges, cycles=(busy, 1 + busy))
 
     def _mvc_native(self, vspan: slice, geom, idx, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
                     acc: int) -> bool:
@@ -678,9 +678,9 @@ class FuncSim:
         if self.numerics:
             self._emit(_x_pool, mode, geom, pixels, window_index(geom, pixels), vspan, dspan, in_cb)
         if self.timing:
-            work = -(-(pixels[1] * in_cb * geom.kh * geom.kw) // self.cfg.mfu_width)
+            work = pool_busy(PoolMode(mode).name.lower(), pixels[1], pixels[1] * in_cb, geom.kh * geom.kw)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("fvrf", dspan.start, dspan.stop, True)]
-            self.model.dispatch("mfu", ranges, cycles=(work, 1 + work))
+            self.model.dispatch("pool", ranges, cycles=(work, 1 + work))
 
     # -- multi-function unit ----------------------------------------------------------------------
     def _mfu_account(self, op: str, count: int, reads, dspan, dst: str = "fvrf"):
@@ -871,10 +871,13 @@ def _x_pool(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb):
         return
     oy, ox = pixel_grid(pixels)
     values = bfp.dequantize_internal(sim._vrf_image(vspan, geom, in_cb))
-    if mode is PoolMode.MAX:
-        out = golden.max_pool(values, geom, oy, ox)
-    else:
-        out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+    try:
+        if mode is PoolMode.MAX:
+            out = golden.max_pool(values, geom, oy, ox)
+        else:
+            out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+    except ValueError as e:  # a window with nothing to take: the program's error
+        raise ExecutionError(str(e)) from None
     sim.fvrf[dspan] = out.reshape(-1, sim.cfg.native_dim)
 
 

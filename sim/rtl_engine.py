@@ -69,6 +69,9 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (re.escape(BAD_FP), ErrorCode.BAD_FP),
     (r"overflow beyond the internal format's range", ErrorCode.OVERFLOW),
     (r"contains NaN, which no BFP block can represent", ErrorCode.NAN),
+    (r"window geometry has a zero dimension", ErrorCode.WINDOW),
+    (r"group \d+ needs input blocks", ErrorCode.GROUP_RANGE),
+    (r"a window lies entirely (in the padding|outside the input and its pads)", ErrorCode.EMPTY_WINDOW),
 )
 
 

@@ -7,20 +7,24 @@ opcode or enum value out of range, non-zero bits above the opcode's last field; 
 rules) and executes ``nop halt seti addi add cfg loop``. ``ld``/``st`` are range-checked in
 ``CHECK`` with the functional simulator's rules and order (on-chip range, read-only constant image,
 memory stride, external range); ``deq``, ``qnt``, ``vact``, ``vop`` in ``MCHECK`` (FuncSim._span of
-each operand). The opcodes this RTL does not execute yet (``mvc``, ``pool``) stop with
+each operand); ``mvc`` and ``pool`` in ``WCHECK`` in ``FuncSim._mvc`` / ``_pool``'s order (a zero
+window dimension: ``WINDOW``; the VRF, [MRF,] FVRF spans: ``CHIP_RANGE``), the window read from the
+configuration registers into the command. Opcodes in ``UNIMPLEMENTED_OPS`` (none now) stop with
 ``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``: a body that does not fit, overlaps its
 enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body
 and continues as if its last instruction had run (``ADVANCE``), so an enclosing loop ending there
 repeats.
 
 Dispatch (``ISSUE``). Every unit in :data:`UNITS` (``ld`` -> ``dma_load``, ``st`` -> ``dma_store``,
-``deq qnt vact vop`` -> ``mfu``; the MVU plugs in as one more entry) has a ``{name}_cmd`` /
+``deq qnt vact vop`` -> ``mfu``, ``mvc`` -> ``mvu``, ``pool`` -> ``pool``) has a ``{name}_cmd`` /
 ``{name}_done`` stream pair and a queue of depth 1: its slot holds the instruction it runs (PC, step
 number, up to three operand ranges). A checked instruction waits in ``ISSUE`` until its unit's slot
 is free and none of its ranges conflicts with a range of any instruction in flight: a read against
 an in-flight write, a write against an in-flight read or write, over the half-open span each
 operand covers (entries of VRF / MRF / FVRF, bytes of external memory; a strided transfer covers
-its first to last element); then it is handed over and control goes on with the next instruction.
+its first to last element; an ``mvc`` reads its VRF image span and MRF tile span and writes its
+FVRF destination, which an accumulating one also reads; a ``pool`` reads its VRF image span and
+writes its FVRF destination); then it is handed over and control goes on with the next instruction.
 The command carries everything the unit needs, configuration registers included (``clip_lo``,
 ``clip_hi``, ``alpha``, strides), copied when the instruction is checked: a later ``cfg`` does not
 reach an instruction already dispatched. No chaining: a dependent instruction starts once its
@@ -39,9 +43,9 @@ running cycle beyond ``max_cycles`` stops at once with ``CYCLE_BUDGET`` and the 
 instruction in flight (control's when none is), so the engine always reaches ``done`` (``error`` set
 or not) in bounded time.
 
-Busy counter: ``ctl_busy`` is set in ``FETCH``, ``DECODE``, ``CHECK``, ``MCHECK`` and ``ADVANCE``
+Busy counter: ``ctl_busy`` is set in ``FETCH``, ``DECODE``, ``CHECK``, ``MCHECK``, ``WCHECK`` and ``ADVANCE``
 (not while ``ISSUE`` or ``halt`` waits). Timing per instruction, which ``accelml.sim.cycles``
-models: ``FETCH`` 1, ``DECODE`` 1, then ``CHECK``/``MCHECK`` 1 and ``ISSUE`` (1 cycle at least,
+models: ``FETCH`` 1, ``DECODE`` 1, then ``CHECK``/``MCHECK``/``WCHECK`` 1 and ``ISSUE`` (1 cycle at least,
 the cycle the unit takes the command) for a unit instruction, then ``ADVANCE`` 1 plus 1 per loop
 it closes (a loop entered goes straight to ``FETCH``).
 
@@ -76,6 +80,8 @@ from accelml.hdl.isa import (
 
 from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes
 from .mfu import MfuOp, mfu_cmd_layout
+from .mvu import mvu_cmd_layout
+from .pool import pool_cmd_layout
 from .status import ErrorCode, Unit
 
 __all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS", "UNITS", "UnitPort", "RANGES"]
@@ -83,7 +89,7 @@ __all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS", "UNITS", "UnitPort", "RA
 # configuration registers' values at start (FuncSim's defaults; the others start at 0)
 CFG_RESET = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
              Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
-UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL)
+UNIMPLEMENTED_OPS: tuple[Opcode, ...] = ()
 STEP_BITS = 48
 CYCLE_BITS = 64
 RANGES = 3  # operand ranges per instruction (vop: two reads and a write)
@@ -103,9 +109,8 @@ UNITS = (
     UnitPort("dma_load", Unit.DMA_LOAD, dma_cmd_layout),
     UnitPort("dma_store", Unit.DMA_STORE, dma_cmd_layout),
     UnitPort("mfu", Unit.MFU, lambda cfg: mfu_cmd_layout()),
-    # The MVU plugs in here: UnitPort("mvu", Unit.MVU, mvu_cmd_layout), its command and ranges set
-    # where DECODE handles ``mvc`` (``_dispatch(UNIT_INDEX["mvu"], ...)``), and an entry in
-    # top.FILE_USERS for its register-file ports.
+    UnitPort("mvu", Unit.MVU, lambda cfg: mvu_cmd_layout()),
+    UnitPort("pool", Unit.POOL, lambda cfg: pool_cmd_layout()),
 )
 UNIT_INDEX = {u.name: i for i, u in enumerate(UNITS)}
 
@@ -249,6 +254,17 @@ class Control(wiring.Component):
         m_count_b = Signal(16)
         m_depth_d = Signal(range(max(cfg.vrf_vectors, cfg.fvrf_vectors) + 1))
 
+        # mvc / pool operands, checked in WCHECK
+        w_pool = Signal()  # pool (else mvc)
+        w_mode = Signal(PoolMode)
+        w_acc = Signal()
+        w_vs = Signal(32)  # VRF, MRF, FVRF starts
+        w_ts = Signal(32)
+        w_ds = Signal(32)
+
+        def c_(key):
+            return cfgr[key.value]
+
         def set_range(k, space, lo, hi, write, valid=1):
             r = p_rng[k]
             return [r.valid.eq(valid), r.write.eq(write), r.space.eq(space), r.lo.eq(lo), r.hi.eq(hi)]
@@ -380,10 +396,18 @@ class Control(wiring.Component):
                                                  mc.src_b.eq(regs[fv.rb]), mc.count.eq(fv.count),
                                                  mc.period.eq(fv.period),
                                                  m_count_b.eq(Mux(fv.period != 0, fv.period, fv.count))]
-                        # the MVU plugs in here: ``mvc`` checked (its window's spans), payload and
-                        # ranges set, then ISSUE with p_unit = UNIT_INDEX["mvu"]
-                        with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
-                            fail(ErrorCode.UNIMPLEMENTED)
+                        with m.Case(Opcode.MVC):
+                            f = insn.mvc
+                            m.d.sync += [w_pool.eq(0), w_acc.eq(f.acc), w_vs.eq(regs[f.rs]), w_ts.eq(regs[f.rm]),
+                                         w_ds.eq(regs[f.rd])]
+                            m.next = "WCHECK"
+                        with m.Case(Opcode.POOL):
+                            f = insn.pool
+                            m.d.sync += [w_pool.eq(1), w_mode.eq(f.mode), w_vs.eq(regs[f.rs]), w_ds.eq(regs[f.rd])]
+                            m.next = "WCHECK"
+                        if UNIMPLEMENTED_OPS:
+                            with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
+                                fail(ErrorCode.UNIMPLEMENTED)
                 watchdog()
             with m.State("CHECK"):
                 m.d.comb += [self.ctl_busy.eq(1)]
@@ -443,6 +467,56 @@ class Control(wiring.Component):
                                  *set_range(0, Mux(mc.op == MfuOp.DEQ, Space.VRF, Space.FVRF), mc.src_a, a_end, 0),
                                  *set_range(1, Space.FVRF, mc.src_b, b_end, 0, valid=mc.op == MfuOp.VOP),
                                  *set_range(2, Mux(mc.op == MfuOp.QNT, Space.VRF, Space.FVRF), mc.dst, d_end, 1)]
+                    m.next = "ISSUE"
+                watchdog()
+            with m.State("WCHECK"):  # FuncSim._window, then the _span of each operand
+                m.d.comb += self.ctl_busy.eq(1)
+                in_cb, cob = c_(Cfg.IN_CB), c_(Cfg.COB)
+                gi = Mux(c_(Cfg.GI) != 0, c_(Cfg.GI), in_cb)
+                go = Mux(c_(Cfg.GO) != 0, c_(Cfg.GO), cob)
+                taps = c_(Cfg.KH) * c_(Cfg.KW)
+                nj = Mux(w_pool, in_cb, cob)
+                zero = Signal()
+                m.d.comb += zero.eq(Cat(*(c_(k) == 0 for k in (
+                    Cfg.IN_H, Cfg.IN_W, Cfg.KH, Cfg.KW, Cfg.STRIDE_H, Cfg.STRIDE_W, Cfg.DIL_H, Cfg.DIL_W,
+                    Cfg.OUT_W, Cfg.IN_CB))).any())
+                v_end = w_vs + c_(Cfg.IN_H) * c_(Cfg.IN_W) * in_cb  # full width: no wrap past the checks
+                t_end = w_ts + cob * taps * gi
+                d_end = w_ds + c_(Cfg.NPIX) * nj
+                win = {"vbase": w_vs, "in_h": c_(Cfg.IN_H), "in_w": c_(Cfg.IN_W), "in_cb": in_cb,
+                       "kh": c_(Cfg.KH), "kw": c_(Cfg.KW), "stride_h": c_(Cfg.STRIDE_H),
+                       "stride_w": c_(Cfg.STRIDE_W), "dil_h": c_(Cfg.DIL_H), "dil_w": c_(Cfg.DIL_W),
+                       "pad_t": c_(Cfg.PAD_T), "pad_l": c_(Cfg.PAD_L), "pad_b": c_(Cfg.PAD_B),
+                       "pad_r": c_(Cfg.PAD_R), "pix0": c_(Cfg.PIX0), "npix": c_(Cfg.NPIX), "out_w": c_(Cfg.OUT_W),
+                       "nj": nj}
+                with m.If(zero):
+                    fail(ErrorCode.WINDOW)
+                with m.Elif(v_end > cfg.vrf_vectors):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(~w_pool & (t_end > cfg.mrf_tiles)):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(d_end > cfg.fvrf_vectors):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(w_pool):
+                    pc_ = payload[UNIT_INDEX["pool"]]
+                    m.d.sync += [getattr(pc_.win, k).eq(v) for k, v in win.items()]
+                    m.d.sync += [pc_.win.kblk.eq(1), pc_.win.gi.eq(1), pc_.win.go.eq(1), pc_.win.ob0.eq(0),
+                                 pc_.dbase.eq(w_ds), pc_.mode.eq(w_mode), p_unit.eq(UNIT_INDEX["pool"]),
+                                 *set_range(0, Space.VRF, w_vs, v_end, 0),
+                                 *set_range(1, 0, 0, 0, 0, valid=0),
+                                 *set_range(2, Space.FVRF, w_ds, d_end, 1)]
+                    m.next = "ISSUE"
+                with m.Else():
+                    vc = payload[UNIT_INDEX["mvu"]]
+                    dense = c_(Cfg.GI) == 0
+                    m.d.sync += [getattr(vc.win, k).eq(v) for k, v in win.items()]
+                    m.d.sync += [vc.win.kblk.eq(gi), vc.win.gi.eq(gi), vc.win.go.eq(Mux(dense, cob, go)),
+                                 vc.win.ob0.eq(Mux(dense, 0, c_(Cfg.OB0))), vc.tbase.eq(w_ts), vc.dbase.eq(w_ds),
+                                 vc.kb.eq(taps * gi), vc.acc.eq(w_acc), vc.pairs.eq(c_(Cfg.NPIX) * cob),
+                                 p_unit.eq(UNIT_INDEX["mvu"]),
+                                 *set_range(0, Space.VRF, w_vs, v_end, 0),
+                                 *set_range(1, Space.MRF, w_ts, t_end, 0),
+                                 *set_range(2, Space.FVRF, w_ds, d_end, 1)]  # an accumulating mvc reads it too
                     m.next = "ISSUE"
                 watchdog()
             with m.State("ISSUE"):  # wait for the unit's slot and for no conflict with any in flight

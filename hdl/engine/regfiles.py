@@ -8,18 +8,23 @@ member. Depths come from the EngineConfig. The engine's users and ports (``top.F
 ====  ===============================  ===============================
 file  write ports                      read ports
 ====  ===============================  ===============================
-VRF   dma_load, mfu (``qnt``)          dma_store, mfu (``deq``)
-MRF   dma_load                         dma_store
-FVRF  dma_load, mfu                    dma_store, mfu
+VRF   dma_load, mfu (``qnt``)          dma_store, mfu (``deq``), pool, mvu x T
+MRF   dma_load                         dma_store, mvu x T
+FVRF  dma_load, mfu, pool, mvu         dma_store, mfu, mvu x T (an accumulating ``mvc``)
 ====  ===============================  ===============================
 
-(the MVU, when built, adds VRF, MRF and FVRF read ports and an FVRF write port).
+The matrix-vector unit's reads are ``wide``: T = ``cfg.tiles`` synchronous read ports per file
+(one per tile engine: its activation block, weight tile and the sum it continues) behind one
+enable (``en`` low holds the data read last), a :func:`read_ports_signature` member
+``{user}_{file}_wide``. Every read port is a copy of the memory in hardware (or one more port of
+a multi-ported RAM): VRF ``3 + T``, MRF ``1 + T``, FVRF ``2 + T`` read ports; a banked layout for
+large T is not built.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -28,16 +33,30 @@ from accelml.hdl.isa import Space
 
 from .layouts import check_config, file_depth, fvector_layout, tile_layout, vector_layout
 
-__all__ = ["RegisterFiles", "file_port_signature", "file_shape"]
+__all__ = ["RegisterFiles", "file_port_signature", "read_ports_signature", "file_shape", "file_addr_bits"]
 
 
 def file_shape(cfg, space: Space):
     return {Space.VRF: vector_layout, Space.MRF: tile_layout, Space.FVRF: fvector_layout}[space](cfg)
 
 
+def file_addr_bits(cfg, space: Space) -> int:
+    return max(1, ceil_log2(file_depth(cfg, space)))
+
+
+def read_ports_signature(cfg, space: Space, count: int) -> wiring.Signature:
+    """A user's side of ``count`` read ports of one file: ``addr[t]`` -> ``data[t]`` the next cycle
+    when ``en`` is high (held while it is low)."""
+    aw = file_addr_bits(cfg, space)
+    return wiring.Signature({
+        "en": Out(1), "addr": Out(data.ArrayLayout(aw, count)),
+        "data": In(data.ArrayLayout(file_shape(cfg, space), count)),
+    })
+
+
 def file_port_signature(cfg, space: Space) -> wiring.Signature:
     """A user's side of one file: write (``we``, ``waddr``, ``wdata``) and read (``raddr`` -> ``rdata``)."""
-    aw = max(1, ceil_log2(file_depth(cfg, space)))
+    aw = file_addr_bits(cfg, space)
     shape = file_shape(cfg, space)
     return wiring.Signature({
         "we": Out(1), "waddr": Out(aw), "wdata": Out(shape), "raddr": Out(aw), "rdata": In(shape),
@@ -53,10 +72,11 @@ class RegisterFiles(wiring.Component):
     reads and writes in the same cycle as the others. The engine keeps users from touching the same
     entries at once (control's hazard check), so two write ports never write one entry in a cycle.
     Without ``users``: one user named ``""`` reading and writing every file (members ``vrf``,
-    ``mrf``, ``fvrf``).
+    ``mrf``, ``fvrf``). ``wide`` maps a user to a count T: it also gets a :func:`read_ports_signature`
+    member ``{user}_{file}_wide`` of T read ports on every file.
     """
 
-    def __init__(self, cfg, users: dict | None = None):
+    def __init__(self, cfg, users: dict | None = None, *, wide: dict | None = None):
         self.cfg = check_config(cfg, "RegisterFiles")
         if users is None:
             users = {"": {space: "rw" for space in Space}}
@@ -65,10 +85,15 @@ class RegisterFiles(wiring.Component):
                 if not isinstance(space, Space) or mode not in ("r", "w", "rw"):
                     raise ValueError(f"RegisterFiles user {user!r}: {space!r} -> {mode!r} is not Space -> r|w|rw")
         self.users = {u: dict(sp) for u, sp in users.items()}
-        super().__init__({
-            self.port_name(user, space): In(file_port_signature(cfg, space))
-            for user, spaces in self.users.items() for space in spaces
-        })
+        self.wide = dict(wide or {})
+        for user, count in self.wide.items():
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"RegisterFiles wide reads of {user!r} must be a positive integer, got {count!r}")
+        members = {self.port_name(user, space): In(file_port_signature(cfg, space))
+                   for user, spaces in self.users.items() for space in spaces}
+        members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
+                        for user, count in self.wide.items() for space in Space})
+        super().__init__(members)
 
     @staticmethod
     def port_name(user: str, space: Space) -> str:
@@ -91,4 +116,9 @@ class RegisterFiles(wiring.Component):
                 if "r" in mode:
                     rp = mem.read_port()
                     m.d.comb += [rp.addr.eq(port.raddr), port.rdata.eq(rp.data)]
+            for user, count in self.wide.items():
+                port = getattr(self, f"{self.port_name(user, space)}_wide")
+                for t in range(count):
+                    rp = mem.read_port()
+                    m.d.comb += [rp.en.eq(port.en), rp.addr.eq(port.addr[t]), port.data[t].eq(rp.data)]
         return m

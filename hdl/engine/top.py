@@ -5,14 +5,17 @@ memory write port (``imem_we``, ``imem_waddr``, ``imem_wdata``), the run inputs 
 ``prog_len``, ``mem_size``: bytes of the external image, ``ro_bytes``: its read-only constant
 prefix, ``max_steps`` and ``max_cycles``: the watchdog's budgets) and status (``done``, ``error``,
 ``error_code``, ``error_pc``, ``steps``, ``cycles`` and one busy counter per built unit:
-``busy_ctl``, ``busy_dma_load``, ``busy_dma_store``, ``busy_mfu``, in cycles). See ``control.py`` for the run
+``busy_ctl``, ``busy_dma_load``, ``busy_dma_store``, ``busy_mvu``, ``busy_mfu``, ``busy_pool``, in
+cycles). See ``control.py`` for the run
 protocol, the dispatch and ``status.ErrorCode`` for the codes.
 
-Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mfu``;
-each runs the one instruction control dispatched to it, all at once. Each has its own register-file
-ports (``FILE_USERS``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at
-a time: the one that asks first (the load when both ask in one cycle) holds it from its start to its
-``DONE``; the other starts the cycle its holder reaches ``DONE``.
+Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mvu``
+(``mvc`` on T tile engines), ``mfu`` (``deq qnt vact vop``) and ``pool`` (beside the MFU, with its
+own dequantiser and vector unit); each runs the one instruction control dispatched to it, all at
+once. Each has its own register-file ports (``FILE_USERS``; ``regfiles.py`` lists them). The two
+DMAs share the memory port a transfer at a time: the one that asks first (the load when both ask in
+one cycle) holds it from its start to its ``DONE``; the other starts the cycle its holder reaches
+``DONE``.
 """
 
 from __future__ import annotations
@@ -27,17 +30,22 @@ from .control import CYCLE_BITS, STEP_BITS, UNITS, Control
 from .dma import Dma
 from .layouts import byte_addr_bits, check_config, mem_port_signature
 from .mfu import Mfu
+from .mvu import Mvu
+from .pool import Pool
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
 __all__ = ["Engine", "BUILT_UNITS", "FILE_USERS"]
 
-BUILT_UNITS = (Unit.CTL, Unit.DMA_LOAD, Unit.DMA_STORE, Unit.MFU)  # units with a busy counter in this RTL
-# register-file ports per unit (RegisterFiles users); the MVU adds {VRF: "r", MRF: "r", FVRF: "rw"}
+BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
+# register-file ports per unit (RegisterFiles users); the MVU also has T read ports on every file
+# (RegisterFiles wide={"mvu": cfg.tiles})
 FILE_USERS = {
     "dma_load": {Space.VRF: "w", Space.MRF: "w", Space.FVRF: "w"},
     "dma_store": {Space.VRF: "r", Space.MRF: "r", Space.FVRF: "r"},
     "mfu": {Space.VRF: "rw", Space.FVRF: "rw"},
+    "pool": {Space.VRF: "r", Space.FVRF: "w"},
+    "mvu": {Space.FVRF: "w"},
 }
 
 
@@ -64,8 +72,10 @@ class Engine(wiring.Component):
         m.submodules.dma_load = ld = Dma(self.cfg, load=True, store=False)
         m.submodules.dma_store = st = Dma(self.cfg, load=False, store=True)
         m.submodules.mfu = mfu = Mfu(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg, FILE_USERS)
-        units = {"dma_load": ld, "dma_store": st, "mfu": mfu}  # one entry per control.UNITS
+        m.submodules.pool = pool = Pool(self.cfg)
+        m.submodules.mvu = mvu = Mvu(self.cfg)
+        m.submodules.files = files = RegisterFiles(self.cfg, FILE_USERS, wide={"mvu": self.cfg.tiles})
+        units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
             wiring.connect(m, units[u.name].done, getattr(ctl, f"{u.name}_done"))
@@ -73,6 +83,9 @@ class Engine(wiring.Component):
             for space in spaces:
                 wiring.connect(m, getattr(units[user], space.name.lower()),
                                getattr(files, RegisterFiles.port_name(user, space)))
+        for space in Space:
+            name = space.name.lower()
+            wiring.connect(m, getattr(mvu, f"{name}_r"), getattr(files, f"mvu_{name}_wide"))
         # the memory port: held by one DMA from the start of its transfer to its DONE
         owner = Signal(range(3))  # 0 none, 1 load, 2 store
         free = Signal()
@@ -107,7 +120,8 @@ class Engine(wiring.Component):
             m.d.sync += [getattr(self, f"busy_{u.key}").eq(0) for u in BUILT_UNITS]
         with m.Else():
             for unit, busy in ((Unit.CTL, ctl.ctl_busy), (Unit.DMA_LOAD, ld.busy_load),
-                               (Unit.DMA_STORE, st.busy_store), (Unit.MFU, mfu.busy)):
+                               (Unit.DMA_STORE, st.busy_store), (Unit.MVU, mvu.busy), (Unit.MFU, mfu.busy),
+                               (Unit.POOL, pool.busy)):
                 counter = getattr(self, f"busy_{unit.key}")
                 with m.If(busy):
                     m.d.sync += counter.eq(counter + 1)

@@ -40,7 +40,7 @@ module accelml_tb #(
     wire [4:0] error_code;
     wire [31:0] error_pc;
     wire [47:0] steps;
-    wire [63:0] cycles, busy_ctl, busy_dma_load, busy_dma_store, busy_mfu;
+    wire [63:0] cycles, busy_ctl, busy_dma_load, busy_dma_store, busy_mvu, busy_mfu, busy_pool;
 
     accelml_engine engine (
         .clk(clk), .rst(rst),
@@ -51,7 +51,7 @@ module accelml_tb #(
         .max_steps(params[3]), .max_cycles(params[4]),
         .done(done), .error(error), .error_code(error_code), .error_pc(error_pc), .steps(steps),
         .cycles(cycles), .busy_ctl(busy_ctl), .busy_dma_load(busy_dma_load), .busy_dma_store(busy_dma_store),
-        .busy_mfu(busy_mfu)
+        .busy_mvu(busy_mvu), .busy_mfu(busy_mfu), .busy_pool(busy_pool)
     );
 
     accelml_memory_model #(.WBYTES(WBYTES), .AW(AW), .WORDS(WORDS), .LATENCY(LATENCY), .MAX_OUT(MAX_OUT),
@@ -91,8 +91,8 @@ module accelml_tb #(
         fd = $fopen("status.txt", "w");
         $fwrite(fd, "done %0d\nhung %0d\nerror %0d\nerror_code %0d\nerror_pc %0d\nsteps %0d\ncycles %0d\n",
                 done, hung, error, error_code, error_pc, steps, cycles);
-        $fwrite(fd, "busy_ctl %0d\nbusy_dma_load %0d\nbusy_dma_store %0d\nbusy_mfu %0d\n", busy_ctl, busy_dma_load,
-                busy_dma_store, busy_mfu);
+        $fwrite(fd, "busy_ctl %0d\nbusy_dma_load %0d\nbusy_dma_store %0d\nbusy_mvu %0d\nbusy_mfu %0d\nbusy_pool %0d\n",
+                busy_ctl, busy_dma_load, busy_dma_store, busy_mvu, busy_mfu, busy_pool);
         $fclose(fd);
         finished = 1;
     end

@@ -191,6 +191,13 @@ halt
         ("cfg kh, r0, 0\nmvc r0, r0, r0, 0\nhalt", "instruction 1 \\(mvc\\): window geometry has a zero dimension"),
         ("seti r1, 8190\ncfg npix, r0, 4\nqnt r1, r0, 4\nhalt", "VRF access \\[8190, 8194\\)"),
         ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", "more than 1000000 instructions"),
+        ("cfg pad_l, r0, 1\npool max, r0, r0\nhalt",
+         "instruction 1 \\(pool\\): max_pool: a window lies entirely in the padding"),
+        ("cfg pad_l, r0, 1\npool avg, r0, r0\nhalt",
+         "instruction 1 \\(pool\\): avg_pool: a window lies entirely in the padding \\(divisor 0\\)"),
+        ("cfg pad_t, r0, 0xFFFFFFFF\npool avg_pad, r0, r0\nhalt",
+         "avg_pool: a window lies entirely outside the input and its pads"),
+        ("cfg in_cb, r0, 2\ncfg gi, r0, 3\nmvc r0, r0, r0, 0\nhalt", "group 0 needs input blocks \\[0, 3\\)"),
     ],
 )
 def test_run_time_errors_are_typed_and_name_the_instruction(text, match):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_programs import random_dma_program, valid_image
+from engine_programs import random_dma_program, random_window_program, valid_image
 
 import accelml.sim
 from accelml.hdl.config import preset
@@ -282,6 +282,22 @@ ERROR_CASES = {
     "deq_range": ("seti r1, 8191\ndeq r0, r1, 2\nhalt", ErrorCode.CHIP_RANGE, 1),
     "step_budget": ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", ErrorCode.STEP_BUDGET, 2),
     "zero_count_skips": ("loop r0, 0, 1\nseti r1, 300\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 2),
+    # mvc / pool: FuncSim._window, then the spans in its order, then the groups, then the data
+    "mvc_window": ("cfg kh, r0, 0\nmvc r0, r0, r0, 0\nhalt", ErrorCode.WINDOW, 1),
+    "pool_window": ("cfg in_cb, r0, 0\npool max, r0, r0\nhalt", ErrorCode.WINDOW, 1),
+    "mvc_window_before_range": ("seti r1, 9000\ncfg dil_w, r0, 0\nmvc r0, r1, r0, 0\nhalt", ErrorCode.WINDOW, 2),
+    "mvc_vrf_range": ("seti r1, 8191\ncfg in_cb, r0, 2\nmvc r0, r1, r0, 0\nhalt", ErrorCode.CHIP_RANGE, 2),
+    "mvc_mrf_range": ("seti r1, 511\ncfg kh, r0, 2\nmvc r0, r0, r1, 0\nhalt", ErrorCode.CHIP_RANGE, 2),
+    "mvc_fvrf_range": ("seti r1, 8191\ncfg npix, r0, 2\nmvc r1, r0, r0, 1\nhalt", ErrorCode.CHIP_RANGE, 2),
+    "pool_fvrf_range": ("seti r1, 8190\ncfg npix, r0, 3\npool avg, r1, r0\nhalt", ErrorCode.CHIP_RANGE, 2),
+    "mvc_group_range": ("cfg in_cb, r0, 2\ncfg gi, r0, 1\ncfg go, r0, 1\ncfg cob, r0, 2\ncfg ob0, r0, 1\n"
+                        "mvc r0, r0, r0, 0\nhalt", ErrorCode.GROUP_RANGE, 5),
+    "mvc_group_range_no_pixels": ("cfg in_cb, r0, 2\ncfg gi, r0, 3\ncfg npix, r0, 0\nmvc r0, r0, r0, 0\nhalt",
+                                  ErrorCode.GROUP_RANGE, 3),
+    "pool_max_empty": ("cfg pad_l, r0, 1\npool max, r0, r0\nhalt", ErrorCode.EMPTY_WINDOW, 1),
+    "pool_avg_empty": ("cfg in_w, r0, 2\ncfg npix, r0, 2\ncfg pad_t, r0, 0xFFFFFFFF\ncfg in_h, r0, 1\n"
+                       "pool avg, r0, r0\nhalt", ErrorCode.EMPTY_WINDOW, 4),
+    "pool_avg_pad_empty": ("cfg pad_t, r0, 0xFFFFFFFF\npool avg_pad, r0, r0\nhalt", ErrorCode.EMPTY_WINDOW, 1),
 }
 
 
@@ -335,16 +351,6 @@ def test_the_oldest_faulting_instruction_names_the_error(engine, name):
     text, code, pc = ORDER_CASES[name]
     ref, got = _same(engine, assemble(text), _late_bad_bfp_image())
     assert (got.error, got.error_pc) == (code, pc)
-
-
-UNIMPLEMENTED = {"mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0"}
-
-
-@pytest.mark.rtl
-@pytest.mark.parametrize("name", sorted(UNIMPLEMENTED))
-def test_unimplemented_opcodes_stop_the_engine(engine, name):
-    got = engine.run(assemble(f"seti r1, 4\n{UNIMPLEMENTED[name]}\nhalt"), valid_image(256, 5))
-    assert (got.error, got.error_pc, got.steps) == (ErrorCode.UNIMPLEMENTED, 1, 2)
 
 
 ILLEGAL_WORDS = {
@@ -404,3 +410,119 @@ def test_cycle_model_is_exact_on_other_memory_systems(name):
         got = engine.run(program, image, ro_bytes=ro)
         assert (got.error, got.error_pc) == (ref.error, ref.error_pc) and (got.memory == ref.memory).all()
         assert ref.error is ErrorCode.NONE and (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+# -- mvc and pool --------------------------------------------------------------------------------
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("seed", "stall_mask"), [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0x0101), (5, 0), (6, 0),
+                                                  (7, 0)])
+def test_random_window_programs(engine, seed, stall_mask):
+    """mvc (dense, grouped, depthwise, acc = 0 / 1) and pool (max, avg, avg_pad) with padding,
+    stride 2, dilation 2, negative top pads, odd sizes, zero blocks and exponent extremes."""
+    program, image = random_window_program(CFG, random.Random(seed), instructions=4)
+    ref, got = _same(engine, program, image, stall_mask=stall_mask)
+    assert got.error is ErrorCode.NONE and got.busy["mvu"] + got.busy["pool"] > 0
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("seed", range(3))
+def test_window_programs_at_the_exponent_extremes(engine, seed):
+    """Half the blocks at the ends of the exponent range: terms flushed to zero, sums that overflow
+    (the run then stops at that mvc with OVERFLOW, as the functional simulator does)."""
+    program, image = random_window_program(CFG, random.Random(100 + seed), instructions=4, extreme=0.5)
+    _same(engine, program, image)
+
+
+@pytest.mark.rtl
+def test_mvc_overflow_names_the_instruction(engine):
+    n = CFG.native_dim
+    img = bytearray(512)
+    blob = encode_bfp(np.full((1 + n, n), 127), np.full(1 + n, CFG.exp_max), CFG)  # a block, a tile
+    img[0:len(blob)] = blob
+    program = assemble(f"ld vrf, r0, r0, 1, 1\nseti r1, {CFG.bfp_vector_bytes}\nld mrf, r0, r1, 1, 1\n"
+                       "mvc r0, r0, r0, 0\nhalt")
+    ref, got = _same(engine, program, img)
+    assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 3)
+
+
+MVC_SHAPES = {  # taps * gi >= T = 2
+    "3x3": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "out_w": 2, "npix": 4, "in_cb": 2, "cob": 3},
+    "1x1_two_blocks": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 16, "in_cb": 2, "cob": 2},
+    "depthwise": {"in_h": 6, "in_w": 6, "kh": 3, "kw": 3, "out_w": 4, "npix": 16, "in_cb": 4, "cob": 4, "gi": 1,
+                  "go": 1},
+    "groups_of_two": {"in_h": 6, "in_w": 6, "kh": 3, "kw": 3, "out_w": 4, "npix": 15, "in_cb": 4, "cob": 3,
+                      "gi": 2, "go": 2, "ob0": 1},
+}
+
+
+MVC_SHAPES.update({  # taps * gi < T: each round after the first waits for the T writes
+    "1x1_one_block": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 15, "in_cb": 1, "cob": 1},
+    "depthwise_1x1": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 16, "in_cb": 4, "cob": 4, "gi": 1, "go": 1},
+    "no_pixels": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 0, "in_cb": 1, "cob": 1},
+})
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(MVC_SHAPES))
+def test_mvc_cycles_are_modelled_exactly(engine, name):
+    """busy_mvu = cycles.mvu_busy: the rounds of T pairs back to back (or every T cycles when
+    taps * gi < T), plus the window's divisions, the pipeline and the last round's writes; the
+    whole run's cycles too (_same asserts the tolerance, this the equality)."""
+    from accelml.sim.cycles import mvu_busy
+
+    cfgs = MVC_SHAPES[name]
+    gi = cfgs.get("gi") or cfgs["in_cb"]
+    kb = cfgs.get("kh", 1) * cfgs.get("kw", 1) * gi
+    text = "".join(f"cfg {k}, r0, {v}\n" for k, v in cfgs.items())
+    for acc in (0, 1):
+        ref, got = _same(engine, assemble(text + f"mvc r0, r0, r0, {acc}\nhalt"), valid_image(256, 9))
+        assert got.busy["mvu"] == mvu_busy(CFG.tiles, cfgs["cob"] * cfgs["npix"], kb)
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+POOL_SHAPES = {
+    "3x3": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "out_w": 2, "npix": 4, "in_cb": 2},
+    "2x2_stride_2": {"in_h": 4, "in_w": 4, "kh": 2, "kw": 2, "stride_h": 2, "stride_w": 2, "out_w": 2, "npix": 4,
+                     "in_cb": 3},
+    "padded": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "pad_t": 1, "pad_l": 1, "out_w": 4, "npix": 16, "in_cb": 1},
+    "no_pixels": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 0, "in_cb": 1},
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(POOL_SHAPES))
+def test_pool_cycles_are_modelled_exactly(engine, name):
+    """busy_pool = cycles.pool_busy: a tap folded every 2 cycles, each pair's end, each output
+    pixel's reciprocal (averages), the setup; the run's cycles equal the model's."""
+    from accelml.sim.cycles import pool_busy
+
+    cfgs = POOL_SHAPES[name]
+    taps = cfgs.get("kh", 1) * cfgs.get("kw", 1)
+    text = "".join(f"cfg {k}, r0, {v}\n" for k, v in cfgs.items())
+    for mode in ("max", "avg", "avg_pad"):
+        ref, got = _same(engine, assemble(text + f"pool {mode}, r0, r0\nhalt"), valid_image(256, 9))
+        assert got.busy["pool"] == pool_busy(mode, cfgs["npix"], cfgs["npix"] * cfgs["in_cb"], taps)
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+OTHER_CONFIGS = {"tiles1": dataclasses.replace(CFG, tiles=1), "tiles3": dataclasses.replace(CFG, tiles=3),
+                 "ecp5": preset("ecp5")}
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OTHER_CONFIGS))
+def test_random_window_programs_on_other_configs(name):
+    """The MVU's rounds, lockstep and write-back with one and with three tile engines, and the
+    ecp5 preset (N = 8); a build each."""
+    cfg = OTHER_CONFIGS[name]
+    sim = EngineSim(cfg)
+    for seed in range(6):
+        program, image = random_window_program(cfg, random.Random(200 + seed), instructions=4)
+        ref = funcsim_outcome(cfg, program, image)
+        got = sim.run(program, image)
+        assert (got.error, got.error_pc) == (ref.error, ref.error_pc), ref.message
+        assert np.array_equal(got.memory, ref.memory)
+        if ref.error is ErrorCode.NONE:
+            assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
