@@ -8,7 +8,7 @@ window generator (``window.py``, T lanes) names, a tap outside the input being a
 still stepped (``-0 + +0`` is ``+0``, as the golden sums it). Each sum starts from +0, or, with
 ``acc``, from the FVRF entry ``dbase + q`` it is written back to.
 
-Timing (the cycle model's ``ceil(cob * p / T) * taps * gi``): the pairs are taken T at a time, a
+Timing: the pairs are taken T at a time, a
 *round*; tile engine ``t`` takes pair ``q0 + t`` and streams its ``taps * gi`` steps, one per cycle,
 all engines in lockstep (the last round's idle engines step too; their results are dropped). Each
 step reads, per engine, the VRF (activation), the MRF (weight tile) and, on a round's first step,
@@ -18,9 +18,10 @@ latched in one cycle and written to the FVRF over the next T cycles (one write p
 round's results may be latched while the last of them is written); a round shorter than T steps
 (``taps * gi < T``) stalls the engines until the writes are done. Before the first step the window
 generator divides (``window.DIV_CYCLES``), and the pipeline (file read, tile engine, write-back)
-drains after the last, so with ``taps * gi >= T`` an ``mvc`` keeps this unit busy (``busy_mvu``)
-for exactly the occupancy plus a constant: 46 cycles on the ``tiny`` preset (T = 2), of which
-``DIV_CYCLES`` = 34 are the divisions (tests/hdl/engine/test_engine_rtl.py checks it).
+drains after the last: an ``mvc`` keeps this unit busy (``busy_mvu``) for
+``kb + (rounds - 1) * max(kb, T) + 44 + T`` cycles (``kb = taps * gi``, ``rounds = ceil(pairs / T)``;
+38 without pairs), of which ``DIV_CYCLES`` = 34 are the divisions: ``accelml.sim.cycles.mvu_busy``,
+equal to the RTL's count (tests/hdl/engine/test_engine_rtl.py).
 
 Errors, reported on ``done`` after the walk: a group whose input blocks lie beyond ``in_cb``
 (``GROUP_RANGE``, before any step: ``FuncSim._mvc``'s check), a sum or term beyond the internal

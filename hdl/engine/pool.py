@@ -30,10 +30,11 @@ result returns (2 cycles: ``VectorOp``'s latency, its result forwarded straight 
 operation). At a pair's end the value is written (max) or scaled by the reciprocal, computed by
 :class:`Reciprocal` (``RECIP_CYCLES``) once per output pixel, and written.
 
-Timing: about 2 cycles per tap plus 2 per pair (max), plus the reciprocal per pixel and 4 per pair
-(avg); the cycle model charges ``ceil(p * in_cb * taps / mfu_width)``, so a 3 x 3 max pool of 8
-pairs takes 210 cycles against the model's 72, the average 338
-(tests/hdl/engine/test_engine_rtl.py bounds both).
+Timing (``accelml.sim.cycles.pool_busy``, equal to ``busy_pool``: tests/hdl/engine/test_engine_rtl.py):
+2 cycles per tap and 3 per pair's end (max; 6 with the averages' scaling), the reciprocal once per
+output pixel (26 more cycles, not overlapped) and a setup of 42 cycles (the window generator's
+divisions and the front pipeline; 39 without pairs): a 3 x 3 max pool of 8 pairs takes 210
+cycles, the average 338.
 """
 
 from __future__ import annotations
