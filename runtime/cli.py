@@ -16,7 +16,7 @@ from accelml.hdl.config import PRESETS, EngineConfig, preset
 from accelml.hdl.errors import AccelmlError, ProgramFormatError
 from accelml.hdl.program import MAGIC, Program, assemble_program
 
-from .storage import write_file_atomic
+from .storage import claim_output, write_file_atomic
 
 EXIT_USAGE = 2
 EXIT_IO = 74
@@ -58,33 +58,21 @@ def read_program(path: Path, cfg: EngineConfig | None) -> Program:
     return assemble_program(text, cfg, source=str(path))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def _parse_int(text: str, what: str) -> int:
     try:
         return int(text, 0)
     except ValueError:
         raise UsageError(f"{what}: {text!r} is not an integer") from None
-
-
-def claim_output(path: Path, *, inputs=(), ours=None, force: bool = False, what: str = "output") -> Path:
-    """Check that writing ``path`` loses nothing: never one of the command's ``inputs``, never a
-    directory, and an existing file only if ``ours(first bytes)`` recognises it as this command's
-    kind of output (or with ``--force``). Raises DestinationError before any work is done."""
-    from .storage import DestinationError
-
-    path = Path(path)
-    for src in inputs:
-        if src is not None and path.exists() and Path(src).exists() and path.resolve() == Path(src).resolve():
-            raise DestinationError(f"{path}: is an input of this command; refusing to overwrite it")
-    if path.is_dir():
-        raise DestinationError(f"{path}: is a directory, not a {what} file")
-    if path.exists() and not force:
-        with open(path, "rb") as f:
-            head = f.read(64)
-        if ours is None or not ours(head):
-            hint = "" if ours is not None else " (pass --force to replace it)"
-            raise DestinationError(f"{path}: exists and is not a {what} accelml wrote; refusing to "
-                                   f"overwrite it{hint}")
-    return path
 
 
 # -- subcommands ----------------------------------------------------------------------------------
@@ -235,9 +223,21 @@ def cmd_run(args) -> int:
 
     from .package import load
 
-    out = claim_output(Path(args.output), inputs=[args.package] + [s.partition("=")[2] for s in args.input],
-                       ours=lambda head: head.startswith(b"PK"), what=".npz result")
-    model = load(args.package, device=args.device)
+    inputs = [args.package] + [s.partition("=")[2] for s in args.input]
+    out = claim_output(Path(args.output), inputs=inputs, ours=lambda head: head.startswith(b"PK"), what=".npz result")
+    options = {"max_steps": args.max_steps}
+    if args.device == "rtl":
+        from .device import claim_trace
+
+        if args.trace is not None:
+            if Path(args.trace).resolve() == out.resolve():
+                raise UsageError("--trace and -o name the same file")
+            claim_trace(args.trace, inputs=inputs)
+        options.update(max_cycles=args.max_cycles, trace=args.trace, progress=sys.stderr)
+    elif args.trace is not None or args.max_cycles is not None:
+        raise UsageError(f"--trace and --max-cycles apply to --device rtl, not {args.device}")
+    config = config_from_args(args) if (args.preset or args.config) else None
+    model = load(args.package, device=args.device, config=config, **options)
     feeds = _parse_inputs(args.input)
     outputs = model.run(feeds)
     buf = io.BytesIO()
@@ -326,8 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", type=Path)
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an array (.npy), or any other file as encoded image bytes (a JPEG-input package)")
-    p.add_argument("--device", default="funcsim", help="funcsim (default) or rtl")
+    p.add_argument("--device", default="funcsim",
+                   help="funcsim (default: the functional simulator) or rtl (the Verilated engine RTL, built "
+                        "once per EngineConfig into the user cache)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .npz (every output by name)")
+    p.add_argument("--preset", default=None, help="refuse a package built for another engine preset")
+    p.add_argument("--config", type=Path, default=None, help="refuse a package built for another EngineConfig (JSON)")
+    p.add_argument("--max-steps", type=_positive_int, default=50_000_000, metavar="N",
+                   help="instructions a program may execute (default 50,000,000)")
+    p.add_argument("--max-cycles", type=_positive_int, default=None, metavar="N",
+                   help="rtl: cycle budget of each engine run (default: 64 x the cycle model's estimate + 100,000)")
+    p.add_argument("--trace", type=Path, default=None, metavar="FILE.fst",
+                   help="rtl: write the engine's waveform (FST; a separate Verilator build); a package with "
+                        "several engine segments writes FILE.1.fst, ... for the later ones")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="print an engine configuration and its hash")
