@@ -27,6 +27,7 @@ from pathlib import Path
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import AccelmlError, DeviceError, RtlError
+from accelml.hdl.isa import decode
 from accelml.hdl.program import Program
 from accelml.sim.funcsim import FuncSim, Stats
 from accelml.sim.memory import ExternalMemory
@@ -171,6 +172,10 @@ class RtlDevice(Device):
         missing = rtl.tools_missing()
         if missing:
             raise DeviceError(f"device 'rtl' is not available here: {missing}")
+        if trace is not None:
+            missing = rtl.fst_missing()
+            if missing:
+                raise DeviceError(f"device 'rtl' cannot write FST waveforms here: {missing}")
         try:
             from accelml.hdl.engine.layouts import check_config
 
@@ -187,6 +192,7 @@ class RtlDevice(Device):
         self._lock = threading.Lock()
 
     def _sim(self, imem_depth: int, model_bytes: int):
+        from accelml.sim.rtl import RtlBuildError
         from accelml.sim.rtl_engine import EngineSim
 
         key = (imem_depth, model_bytes, self.trace is not None)
@@ -204,14 +210,19 @@ class RtlDevice(Device):
         if not built:
             what = (f"building the Verilated engine for {self.cfg.name} (imem {imem_depth}, memory model "
                     f"{model_bytes >> 20} MiB{', FST trace' if self.trace else ''}; a few minutes, once)")
-            if self.progress is not None:
-                with _Progress(self.progress, what):
+            try:
+                if self.progress is not None:
+                    with _Progress(self.progress, what):
+                        sim.build()
+                else:
                     sim.build()
-            else:
-                sim.build()
+            except RtlBuildError as e:  # one line: the first compiler / Verilator error of the log
+                lines = str(e).splitlines()
+                first = next((ln.strip() for ln in lines[1:] if "error" in ln.lower()), "see the build log")
+                raise RtlError(f"{lines[0]}: {first}") from None
         return sim
 
-    def _plan(self, program: Program, memory: ExternalMemory) -> Stats:
+    def _plan(self, program: Program | list[int], memory: ExternalMemory) -> Stats:
         """The cycle model's run of ``program`` (steps, modelled cycles, MACs, DMA bytes), once per
         program and memory shape."""
         known = self._plans.get(id(program))
@@ -221,7 +232,8 @@ class RtlDevice(Device):
         mem.freeze(memory.frozen)
         sim = FuncSim(self.cfg, mem, numerics=False, timing=True)
         try:
-            stats = sim.run(program, max_steps=self.max_steps)
+            runnable = program if isinstance(program, Program) else [decode(w, i) for i, w in enumerate(program)]
+            stats = sim.run(runnable, max_steps=self.max_steps)
         except AccelmlError as e:
             if "instructions executed" in str(e):
                 from accelml.hdl.engine.status import ErrorCode
@@ -243,7 +255,9 @@ class RtlDevice(Device):
         path = self.trace if k == 0 else self.trace.with_name(f"{self.trace.stem}.{k}{self.trace.suffix}")
         return claim_trace(path)
 
-    def execute(self, program: Program, memory: ExternalMemory) -> Stats:
+    def execute(self, program: Program | list[int], memory: ExternalMemory) -> Stats:
+        """Run ``program`` (a Program, or raw 64-bit words) on ``memory``'s image and write back what
+        it stored; RtlError when the engine stops with an error code."""
         from accelml.hdl.engine.status import ErrorCode
         from accelml.sim.rtl_engine import imem_depth_for, model_bytes_for, stop_message
 

@@ -57,9 +57,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
+from accelml.hdl.errors import RtlError
+
 __all__ = [
     "CocotbResult", "RtlBuildError", "REPO_ROOT", "default_cache", "BUILD_ARGS",
-    "tools_missing", "require_tools", "verilator_bin_dir", "to_verilog", "build", "is_built", "run_cocotb",
+    "tools_missing", "fst_missing", "require_tools", "verilator_bin_dir", "to_verilog", "build", "is_built",
+    "run_cocotb",
     "pack", "unpack",
 ]
 
@@ -86,7 +89,7 @@ def _make_vars(optimize: str) -> list[str]:
     return [f"OPT_FAST={optimize}", "OPT_SLOW=-O0", f"OPT_GLOBAL={optimize}"]
 
 
-class RtlBuildError(RuntimeError):
+class RtlBuildError(RtlError):
     """Verilator could not build the design; the message ends with the build log's tail."""
 
 
@@ -145,6 +148,23 @@ def tools_missing() -> str | None:
     for tool in ("verilator", "make", "perl", os.environ.get("CXX", "g++")):
         if shutil.which(tool) is None:
             return f"{tool!r} not found on PATH"
+    return None
+
+
+def fst_missing() -> str | None:
+    """Why Verilator's FST waveform writer cannot be built here (it compiles against the LZ4 and
+    zlib headers), or None."""
+    missing = tools_missing()
+    if missing:
+        return missing
+    import subprocess
+
+    cxx = os.environ.get("CXX", "g++")
+    for header, package in (("lz4.h", "liblz4-dev"), ("zlib.h", "zlib1g-dev")):
+        r = subprocess.run([cxx, "-E", "-x", "c++", "-"], input=f"#include <{header}>\n", capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            return f"the C++ compiler finds no {header} (Debian / Ubuntu: apt-get install {package})"
     return None
 
 
@@ -234,6 +254,10 @@ def _make_runner(optimize: str = DEFAULT_OPTIMIZE):
         def _build_command(self):
             cmds = super()._build_command()
             cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            if any(arg in ("--trace", "--trace-fst") for arg in cmds[0]):
+                # a design that dumps its own waveform ($dumpfile) needs the tracing runtime
+                # (Verilated::traceEverOn), which cocotb's main() enables only in a VM_TRACE=1 build
+                cmds[1] = ["VM_TRACE=1" if arg == "VM_TRACE=0" else arg for arg in cmds[1]]
             return cmds
 
     return _Verilator()
