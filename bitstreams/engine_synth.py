@@ -3,7 +3,8 @@ per preset, recorded in ``engine_synth.json`` beside this file.
 
     python -m accelml.bitstreams.engine_synth [--presets tiny ecp5] [--imem-depth 4096]
 
-Each record holds the preset, its EngineConfig hash, the instruction-memory depth, every cell
+Each record holds the preset, its EngineConfig hash, the SHA-256 of the engine's Verilog (so a
+record shows which RTL it measured), the instruction-memory depth, every cell
 count Yosys reports, the wall seconds of the synthesis and Yosys's version. ``fit(record)`` checks
 the counts against the LFE5U-85F (``resources.DEVICES``): LUT4 (+ two per CCU2C carry cell, as
 ``resources.py`` counts logic), MULT18X18D and DP16KD. The tests marked ``synth``
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from accelml.hdl.config import preset
-from accelml.hdl.emit import DEFAULT_IMEM_DEPTH
+from accelml.hdl.emit import DEFAULT_IMEM_DEPTH, ENGINE_TOP, engine_verilog
 
 from .resources import DEVICES
 from .synth import synthesize
@@ -33,8 +34,10 @@ def synthesize_engine(name: str, *, imem_depth: int = DEFAULT_IMEM_DEPTH) -> dic
     from accelml.hdl.engine.top import Engine
 
     cfg = preset(name)
-    result = synthesize(Engine(cfg, imem_depth=imem_depth), flow="ecp5", top="accelml_engine")
-    return {"preset": name, "config_hash": cfg.hash, "imem_depth": imem_depth, "flow": "ecp5",
+    result = synthesize(Engine(cfg, imem_depth=imem_depth), flow="ecp5", top=ENGINE_TOP)
+    _, manifest = engine_verilog(cfg, imem_depth=imem_depth)  # the same text synthesize read
+    return {"preset": name, "config_hash": cfg.hash, "verilog_sha256": manifest["verilog_sha256"],
+            "imem_depth": imem_depth, "flow": "ecp5",
             "cells": {k: v for k, v in sorted(result.cells.items()) if not k.startswith("$")},
             "seconds": round(result.seconds, 1), "yosys": result.yosys}
 
