@@ -9,6 +9,10 @@ in Verilator than Amaranth's default synchronous one); every user of Verilog (th
 harness in ``sim/rtl.py``, synthesis in ``bitstreams/synth.py``, ``accelml hdl emit``) goes through
 it, so they all see the same text.
 
+``accelml hdl emit`` writes the two into a directory (``write_emit``: ``accelml_engine.v`` and
+``manifest.json``), atomically and never over a directory ``emit_owner_problem`` does not recognise
+as an earlier emit.
+
 ``engine_verilog`` gives the engine (``hdl.engine.top.Engine``) as module ``accelml_engine`` and a
 manifest: the EngineConfig (as a dict, with its hash), the Verilog's SHA-256, the instruction-memory
 depth, the reset style and every port with its direction and width, in the Verilog's port names
@@ -24,11 +28,13 @@ from functools import lru_cache
 
 from .config import EngineConfig
 
-__all__ = ["to_verilog", "ports", "engine_verilog", "ENGINE_TOP", "EMIT_FORMAT", "DEFAULT_IMEM_DEPTH"]
+__all__ = ["to_verilog", "ports", "engine_verilog", "ENGINE_TOP", "EMIT_FORMAT", "DEFAULT_IMEM_DEPTH", "MANIFEST",
+           "write_emit", "emit_owner_problem"]
 
 ENGINE_TOP = "accelml_engine"
 EMIT_FORMAT = "accelml-hdl-emit"
 DEFAULT_IMEM_DEPTH = 4096
+MANIFEST = "manifest.json"
 
 
 def _port_values(component, cd):
@@ -102,3 +108,30 @@ def _engine_verilog(cfg: EngineConfig, imem_depth: int) -> tuple[str, str]:
         "ports": port_rows,
     }
     return text, json.dumps(manifest)
+
+
+def write_emit(directory, text: str, manifest: dict) -> None:
+    """Write an emit's files (the Verilog and ``manifest.json``) into ``directory``."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    (directory / manifest["verilog"]).write_text(text)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def emit_owner_problem(path) -> str | None:
+    """None if ``path`` holds an earlier ``accelml hdl emit`` and nothing else, else why not."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "no accelml hdl emit manifest.json"
+    if not isinstance(manifest, dict) or manifest.get("format") != EMIT_FORMAT:
+        return "its manifest.json is not an accelml hdl emit manifest"
+    ours = {MANIFEST, manifest.get("verilog")}
+    for entry in path.iterdir():
+        if entry.name not in ours or entry.is_symlink() or not entry.is_file():
+            return f"it holds {entry.name!r}, which an emit does not write"
+    return None

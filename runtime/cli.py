@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from accelml.hdl.config import PRESETS, EngineConfig, preset
-from accelml.hdl.errors import AccelmlError, ProgramFormatError
+from accelml.hdl.errors import AccelmlError, ConfigError, ProgramFormatError
 from accelml.hdl.program import MAGIC, Program, assemble_program
 
 from .storage import claim_output, write_file_atomic
@@ -252,6 +252,24 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_hdl_emit(args) -> int:
+    from accelml.hdl.emit import emit_owner_problem, engine_verilog, write_emit
+
+    from .storage import check_destination, write_dir_atomic
+
+    cfg = config_from_args(args)
+    what = "accelml hdl emit directory"
+    check_destination(args.output, emit_owner_problem, what)  # before the conversion's seconds
+    try:
+        text, manifest = engine_verilog(cfg, imem_depth=args.imem_depth)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"the RTL cannot build EngineConfig {cfg.name} ({cfg.short_hash}): {e}") from None
+    write_dir_atomic(args.output, lambda tmp: write_emit(tmp, text, manifest), owned=emit_owner_problem, what=what)
+    print(f"{args.output}: {manifest['verilog']} ({len(text):,} bytes, sha256 {manifest['verilog_sha256'][:12]}) "
+          f"and manifest.json for {cfg.describe()}, imem depth {args.imem_depth}, {len(manifest['ports'])} ports")
+    return 0
+
+
 def cmd_config(args) -> int:
     cfg = config_from_args(args)
     print(cfg.describe())
@@ -340,6 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rtl: write the engine's waveform (FST; a separate Verilator build); a package with "
                         "several engine segments writes FILE.1.fst, ... for the later ones")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("hdl", help="the engine's hardware description")
+    hdl = p.add_subparsers(dest="hdl_command", metavar="HDL_COMMAND")
+    hdl.required = True
+    e = hdl.add_parser("emit", help="write the engine's top-level Verilog and a manifest (config, ports, sha256)",
+                       description="Write DIR/accelml_engine.v (the engine of one EngineConfig, module accelml_engine: "
+                                   "clk, asynchronous active-high rst, the memory port, the instruction-memory "
+                                   "write port, run inputs and status) and DIR/manifest.json (the EngineConfig, "
+                                   "its hash, the Verilog's sha256, every port with direction and width, the "
+                                   "instruction-memory depth). DIR is created atomically; an existing DIR is "
+                                   "replaced only if it holds an earlier emit and nothing else.")
+    e.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="directory to create")
+    e.add_argument("--imem-depth", type=_positive_int, default=4096, metavar="N",
+                   help="instruction-memory depth in instructions (default 4096)")
+    add_config_args(e)
+    e.set_defaults(func=cmd_hdl_emit)
 
     p = sub.add_parser("config", help="print an engine configuration and its hash")
     add_config_args(p)
