@@ -187,6 +187,7 @@ class RtlDevice(Device):
         self.progress = progress
         self.cache_dir = cache_dir
         self.runs = 0
+        self.build_seconds = 0.0  # Verilator builds this device made (cached ones cost nothing)
         self._sims: dict[tuple, object] = {}
         self._plans: dict[int, tuple] = {}  # id(program) -> (program, memory size, ro bytes, Stats)
         self._lock = threading.Lock()
@@ -216,6 +217,7 @@ class RtlDevice(Device):
                         sim.build()
                 else:
                     sim.build()
+                self.build_seconds += sim.build_seconds
             except RtlBuildError as e:  # one line: the first compiler / Verilator error of the log
                 lines = str(e).splitlines()
                 first = next((ln.strip() for ln in lines[1:] if "error" in ln.lower()), "see the build log")

@@ -126,7 +126,8 @@ def resnet50(name: str, size: str) -> None:
             got = rtl_model.run({in_name: x})
             total = time.perf_counter() - t0
         except AccelmlError as e:
-            raise SystemExit(f"resnet50 ({size}) on {name}: the RTL run stopped: {type(e).__name__}: {e}") from None
+            raise SystemExit(f"resnet50 ({size}) on {name}: Verilator build {device.build_seconds:.0f} s; the RTL "
+                             f"run stopped: {type(e).__name__}: {e}") from None
     stats = device.last_stats
     rtl_s = total - stats.build_seconds
     same = all(got[k].tobytes() == v.tobytes() for k, v in ref.items())
