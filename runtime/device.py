@@ -265,8 +265,9 @@ class RtlDevice(Device):
 
         words = program.words() if isinstance(program, Program) else list(program)
         depth = imem_depth_for(len(words))
+        built_before = self.build_seconds
         sim = self._sim(depth, model_bytes_for(self.cfg, memory.size))
-        build_seconds = sim.build_seconds
+        build_seconds = self.build_seconds - built_before  # 0 unless this run built the engine
         if self.max_cycles is None:
             plan = self._plan(program, memory)
             max_steps, max_cycles = plan.instructions, self.CYCLE_MARGIN * plan.cycles + self.CYCLE_SLACK
