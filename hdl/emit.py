@@ -28,12 +28,13 @@ from functools import lru_cache
 
 from .config import EngineConfig
 
-__all__ = ["to_verilog", "ports", "engine_verilog", "ENGINE_TOP", "EMIT_FORMAT", "DEFAULT_IMEM_DEPTH", "MANIFEST",
-           "write_emit", "emit_owner_problem"]
+__all__ = ["to_verilog", "ports", "engine_verilog", "ENGINE_TOP", "EMIT_FORMAT", "DEFAULT_IMEM_DEPTH",
+           "IMEM_DEPTH_RANGE", "MANIFEST", "write_emit", "emit_owner_problem"]
 
 ENGINE_TOP = "accelml_engine"
 EMIT_FORMAT = "accelml-hdl-emit"
 DEFAULT_IMEM_DEPTH = 4096
+IMEM_DEPTH_RANGE = (2, 1 << 20)  # what engine.control.Control accepts
 MANIFEST = "manifest.json"
 
 
@@ -84,6 +85,10 @@ def engine_verilog(cfg: EngineConfig, *, imem_depth: int = DEFAULT_IMEM_DEPTH) -
 
     Raises TypeError / ValueError naming the parameter when the RTL cannot build ``cfg`` or
     ``imem_depth``. The last few conversions are remembered (seconds each)."""
+    lo, hi = IMEM_DEPTH_RANGE
+    if isinstance(imem_depth, bool) or not isinstance(imem_depth, int) or not lo <= imem_depth <= hi:
+        # checked here too, so that no component is half-constructed (Amaranth would warn it unused)
+        raise ValueError(f"Engine imem_depth must be an integer in [{lo}, {hi}], got {imem_depth!r}")
     text, manifest = _engine_verilog(cfg, imem_depth)
     return text, json.loads(manifest)
 

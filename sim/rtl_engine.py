@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
-from accelml.hdl.emit import engine_verilog
+from accelml.hdl.emit import IMEM_DEPTH_RANGE, engine_verilog
 from accelml.hdl.engine.layouts import word_addr_bits
 from accelml.hdl.engine.status import ErrorCode
 from accelml.hdl.engine.top import BUILT_UNITS
@@ -94,7 +94,7 @@ ERROR_TEXT: dict[ErrorCode, str] = {
 }
 
 IMEM_MIN_DEPTH = 4096  # one build serves every program up to this length
-IMEM_MAX_DEPTH = 1 << 20  # Control's limit
+IMEM_MAX_DEPTH = IMEM_DEPTH_RANGE[1]  # Control's limit
 
 
 def imem_depth_for(length: int) -> int:
