@@ -2,7 +2,8 @@
 // and run parameters read from files the harness writes (accelml.sim.rtl_engine), no per-cycle
 // Python. Files: params.hex (prog_len, mem_size, ro_bytes, max_steps, max_cycles, dump_words,
 // hang_cycles, stall_mask), prog.hex (64-bit words), mem.hex (read by the memory model). At the end it
-// writes mem_out.hex and status.txt and raises `finished`, which the cocotb module awaits.
+// writes mem_out.hex and status.txt and raises `finished`, which the cocotb module awaits. Built with
+// ACCELML_TRACE defined, it also writes the engine's waveform to trace.fst.
 `timescale 1ns/1ps
 module accelml_tb #(
     parameter integer WBYTES = 8,
@@ -64,6 +65,13 @@ module accelml_tb #(
         .resp_valid(resp_valid), .resp_ready(resp_ready), .resp_data(resp_data),
         .dump(dump), .dump_words(params[5]), .stall_mask(params[7][15:0])
     );
+
+`ifdef ACCELML_TRACE
+    initial begin  // a build with --trace-fst +define+ACCELML_TRACE (EngineSim(trace=True))
+        $dumpfile("trace.fst");
+        $dumpvars(0, engine);
+    end
+`endif
 
     integer i, fd;
     initial begin
