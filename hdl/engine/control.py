@@ -60,7 +60,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -229,8 +229,8 @@ class Control(wiring.Component):
         o_pc = Signal(pw)
         o_step = Signal(STEP_BITS)
         o_any = Signal()
-        ov, opc, ost = Const(0, 1), pc, Const(0, STEP_BITS)
-        for u in range(nu):
+        ov, opc, ost = s_busy[0], Mux(s_busy[0], s_pc[0], pc), s_step[0]
+        for u in range(1, nu):
             take = s_busy[u] & (~ov | (s_step[u] < ost))
             ov, opc, ost = ov | s_busy[u], Mux(take, s_pc[u], opc), Mux(take, s_step[u], ost)
         m.d.comb += [o_any.eq(ov), o_pc.eq(opc), o_step.eq(ost)]

@@ -169,7 +169,10 @@ class Dma(wiring.Component):
                     m.d.comb += [self.busy_load.eq(1), self.want.eq(1)]
                     req = self.mem.req
                     # requests
-                    m.d.comb += [req.valid.eq(g_active), req.payload.addr.eq(g_waddr), req.payload.write.eq(0)]
+                    # (a read carries no data: zeros, driven here so that a load-only instance drives
+                    # every bit of its port from this process, not from a bare constant)
+                    m.d.comb += [req.valid.eq(g_active), req.payload.addr.eq(g_waddr), req.payload.write.eq(0),
+                                 req.payload.data.eq(0), req.payload.mask.eq(0)]
                     with m.If(req.valid & req.ready):
                         m.d.sync += g_waddr.eq(g_waddr + 1)
                         with m.If(g_waddr == g_wlast):

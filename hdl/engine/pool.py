@@ -192,7 +192,7 @@ class Pool(wiring.Component):
             m.d.sync += r_valid.eq(0)
         vec = self.vrf.rdata  # the block of r_step (its address is held while it waits)
         zero = r_step.lane[0].zero
-        m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(1),
+        m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(r_valid),
                      deq.i.payload.vec[0].exp.eq(Mux(zero, 0, vec.exp)),
                      meta.w_en.eq(deq_take), meta.w_data.eq(r_step.as_value())]
         for k in range(n):  # VRF two's complement -> the unit's sign-magnitude elements
@@ -210,7 +210,7 @@ class Pool(wiring.Component):
         code = Signal(ErrorCode)
         recip_ok = Signal()  # ``recip.result`` is the current pixel's reciprocal
         result = vop.o.payload.vec[0]
-        m.d.comb += [vop.i.payload.live.eq(1), vop.o.ready.eq(1),
+        m.d.comb += [vop.i.payload.live.eq(vop.i.valid), vop.o.ready.eq(1),
                      self.fvrf.waddr.eq((c.dbase + cur.lane[0].q)[:faw]), self.fvrf.wdata.eq(result)]
         arrived = inflight & vop.o.valid  # the folded value of ``cur``
         prev = Mux(arrived, result, acc)
