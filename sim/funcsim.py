@@ -36,7 +36,7 @@ from accelml.hdl.program import Program, cfg_value
 
 from . import bfp, golden, native
 from .bfp import BfpTensor
-from .cycles import MFU_LATENCY, CycleModel, NoTiming
+from .cycles import CycleModel, NoTiming, mvu_busy, pool_busy
 from .layout import pixel_grid, window_index
 from .memory import BAD_BFP, BAD_FP, ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
@@ -279,27 +279,39 @@ class FuncSim:
                     raise ExecutionError(f"instruction {pc}: more than {max_steps} instructions executed")
                 hits[pc] += 1
                 if op is Opcode.HALT:
-                    model.op("ctl", 1, 0)
+                    model.halt()
+                    if timing:
+                        insn_end[pc] = model.end
                     break
                 self._pc, self._step = pc, steps
                 try:
                     if op is Opcode.LOOP:
-                        pc = self._loop(pc, args, loops, n)
-                        continue
-                    fn(self, *args)
+                        nxt = self._loop(pc, args, loops, n)
+                        if nxt == pc + 1:  # entered its body
+                            pc = nxt
+                            continue
+                    else:
+                        fn(self, *args)
+                        nxt = pc + 1
                 except (ExecutionError, NumericsError) as e:
                     if str(e).startswith("instruction "):
                         raise
                     raise type(e)(f"instruction {pc} ({op.name.lower()}): {e}") from None
                 if timing:
                     insn_end[pc] = model.end
-                pc += 1
+                # past the instruction (a zero-count loop: past its body, as if the body's last
+                # instruction had just run), closing or repeating every loop whose body ends there
+                pc = nxt
+                closed = 0
                 while loops and pc - 1 == loops[-1][1]:
                     loops[-1][2] -= 1
                     if loops[-1][2] > 0:
                         pc = loops[-1][0]
                         break
                     loops.pop()
+                    closed += 1
+                if closed:
+                    model.closed(closed)
         finally:
             by_opcode = self.stats.by_opcode
             for i, h in enumerate(hits):
@@ -377,7 +389,7 @@ class FuncSim:
         rs, count, body = args
         count = self.reg(rs) + count
         last = pc + body
-        self.model.op("ctl", 1, 0)
+        self.model.ctl(entered_loop=count != 0)
         if body == 0 or last >= n_insns:
             raise ExecutionError(f"instruction {pc}: loop body of {body} instructions does not fit the program")
         if loops and last > loops[-1][1]:
@@ -393,10 +405,10 @@ class FuncSim:
     def _set(self, rd: int, value: int) -> None:
         if rd:
             self.regs[rd] = value & _MASK32
-        self.model.op("ctl", 1, 0)
+        self.model.ctl()
 
     def _nop(self):
-        self.model.op("ctl", 1, 0)
+        self.model.ctl()
 
     def _seti(self, rd, imm):
         self._set(rd, imm)
@@ -409,7 +421,7 @@ class FuncSim:
 
     def _cfg(self, key, rs, imm):
         self.cfgr[key] = (self.reg(rs) + imm) & _MASK32
-        self.model.op("ctl", 1, 0)
+        self.model.ctl()
 
     # -- DMA ------------------------------------------------------------------------------------
     def _dma_geometry(self, space, rc, rm, rows, length):
@@ -449,8 +461,7 @@ class FuncSim:
             self._emit(_x_ld, space, addr, rows, length, mem_stride, chip, base, chip_stride, const)
         self.stats.dma_load_bytes += nbytes
         if self.timing:
-            self.model.op("dma_load", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
-                          reads=[self.model.mem_range(addr, span)], writes=[chip_range], bus=True)
+            self._dma_account("dma_load", space, rc, addr, rows, length, mem_stride, span)
 
     def _store_chip(self, space: Space, chip: np.ndarray, values: np.ndarray, exp: np.ndarray | None = None) -> None:
         if space is Space.FVRF:
@@ -474,8 +485,18 @@ class FuncSim:
             self._emit(_x_st, space, addr, rows, length, mem_stride, chip, self.reg(rc), chip_stride)
         self.stats.dma_store_bytes += nbytes
         if self.timing:
-            self.model.op("dma_store", self.model.dma_cycles(nbytes), self.cfg.mem_latency_cycles,
-                          reads=[chip_range], writes=[self.model.mem_range(addr, span)], bus=True)
+            self._dma_account("dma_store", space, rc, addr, rows, length, mem_stride, span)
+
+    def _dma_account(self, unit, space, rc, addr, rows, length, mem_stride, span):
+        """A transfer's timing, with the operand spans control's hazard check uses."""
+        if not rows * length:
+            self.model.skip()
+            return
+        base = self.reg(rc)
+        chip_hi = base + (rows - 1) * (self.c(Cfg.CHIP_STRIDE) or length) + length
+        store = unit == "dma_store"
+        ranges = ((space.name.lower(), base, chip_hi, not store), ("mem", addr, addr + span, store))
+        self.model.dispatch(unit, ranges, dma=(self._items[space], addr, rows, length, mem_stride))
 
     # -- windows ----------------------------------------------------------------------------------
     def _window(self):
@@ -528,12 +549,12 @@ class FuncSim:
         if self.timing:
             # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
-            occupancy = -(-(cob * p) // self.cfg.tiles) * taps * gi
-            reads = [("vrf", vspan.start, vspan.stop), ("mrf", tspan.start, tspan.stop, False)]
+            busy = mvu_busy(self.cfg.tiles, cob * p, taps * gi)
+            ranges = [("vrf", vspan.start, vspan.stop, False), ("mrf", tspan.start, tspan.stop, False),
+                      ("fvrf", dspan.start, dspan.stop, True)]
             if acc:
-                reads.append(("fvrf", dspan.start, dspan.stop))
-            self.model.op("mvu", occupancy, self.model.mvu_latency, reads=reads,
-                          writes=[("fvrf", dspan.start, dspan.stop)])
+                ranges.append(("fvrf", dspan.start, dspan.stop, False))
+            self.model.dispatch("mvu", ranges, cycles=(busy, 1 + busy))
 
     def _mvc_native(self, vspan: slice, geom, idx, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
                     acc: int) -> bool:
@@ -657,17 +678,19 @@ class FuncSim:
         if self.numerics:
             self._emit(_x_pool, mode, geom, pixels, window_index(geom, pixels), vspan, dspan, in_cb)
         if self.timing:
-            self.model.op("mfu", self._mfu_cycles(pixels[1] * in_cb * geom.kh * geom.kw), MFU_LATENCY,
-                          reads=[("vrf", vspan.start, vspan.stop)], writes=[("fvrf", dspan.start, dspan.stop)])
+            work = pool_busy(PoolMode(mode).name.lower(), pixels[1], pixels[1] * in_cb, geom.kh * geom.kw)
+            ranges = [("vrf", vspan.start, vspan.stop, False), ("fvrf", dspan.start, dspan.stop, True)]
+            self.model.dispatch("pool", ranges, cycles=(work, 1 + work))
 
     # -- multi-function unit ----------------------------------------------------------------------
-    def _mfu_cycles(self, vectors: int) -> int:
-        return -(-vectors // self.cfg.mfu_width)
-
-    def _mfu_account(self, count, reads, dspan):
-        if self.timing:
-            self.model.op("mfu", self._mfu_cycles(count), MFU_LATENCY, reads=reads,
-                          writes=[("fvrf", dspan.start, dspan.stop)])
+    def _mfu_account(self, op: str, count: int, reads, dspan, dst: str = "fvrf"):
+        if not self.timing:
+            return
+        if not count:
+            self.model.skip()
+            return
+        ranges = [(space, lo, hi, False) for space, lo, hi in reads] + [(dst, dspan.start, dspan.stop, True)]
+        self.model.dispatch("mfu", ranges, mfu=(op, count))
 
     def _vop(self, fn, rd, ra, rb, count, period):
         aspan = self._span(Space.FVRF, self.reg(ra), count)
@@ -675,7 +698,7 @@ class FuncSim:
         dspan = self._span(Space.FVRF, self.reg(rd), count)
         if self.numerics:
             self._emit(_x_vop, fn, aspan, bspan, dspan, count, period)
-        self._mfu_account(count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan)
+        self._mfu_account("vop", count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan)
 
     def _vact(self, act, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)
@@ -687,23 +710,21 @@ class FuncSim:
                 self._emit(_x_vact, act, sspan, dspan, (self.c(Cfg.ALPHA),))
             else:
                 self._emit(_x_vact, act, sspan, dspan, ())
-        self._mfu_account(count, [("fvrf", sspan.start, sspan.stop)], dspan)
+        self._mfu_account("vact", count, [("fvrf", sspan.start, sspan.stop)], dspan)
 
     def _deq(self, rd, rs, count):
         sspan = self._span(Space.VRF, self.reg(rs), count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
         if self.numerics:
             self._emit(_x_deq, sspan, dspan)
-        self._mfu_account(count, [("vrf", sspan.start, sspan.stop)], dspan)
+        self._mfu_account("deq", count, [("vrf", sspan.start, sspan.stop)], dspan)
 
     def _qnt(self, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)
         dspan = self._span(Space.VRF, self.reg(rd), count)
         if self.numerics:
             self._emit(_x_qnt, sspan, dspan)
-        if self.timing:
-            self.model.op("mfu", self._mfu_cycles(count), MFU_LATENCY, reads=[("fvrf", sspan.start, sspan.stop)],
-                          writes=[("vrf", dspan.start, dspan.stop)])
+        self._mfu_account("qnt", count, [("fvrf", sspan.start, sspan.stop)], dspan, dst="vrf")
 
 
 _HANDLERS = {
@@ -850,10 +871,13 @@ def _x_pool(sim: FuncSim, mode, geom, pixels, idx, vspan, dspan, in_cb):
         return
     oy, ox = pixel_grid(pixels)
     values = bfp.dequantize_internal(sim._vrf_image(vspan, geom, in_cb))
-    if mode is PoolMode.MAX:
-        out = golden.max_pool(values, geom, oy, ox)
-    else:
-        out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+    try:
+        if mode is PoolMode.MAX:
+            out = golden.max_pool(values, geom, oy, ox)
+        else:
+            out = golden.avg_pool(values, geom, count_include_pad=mode is PoolMode.AVG_PAD, oy=oy, ox=ox)
+    except ValueError as e:  # a window with nothing to take: the program's error
+        raise ExecutionError(str(e)) from None
     sim.fvrf[dspan] = out.reshape(-1, sim.cfg.native_dim)
 
 

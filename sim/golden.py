@@ -197,15 +197,22 @@ def avg_divisors(geom: ConvGeom, count_include_pad: bool, oy, ox) -> np.ndarray:
 
 
 def avg_pool(x: np.ndarray, geom: ConvGeom, *, count_include_pad: bool = False, oy=None, ox=None) -> np.ndarray:
-    """Average pool: window sum in tap order (each add rounded), times the rounded reciprocal."""
+    """Average pool: window sum in tap order (each add rounded), times the rounded reciprocal.
+
+    A window with a divisor of zero (no tap inside the input, or, with ``count_include_pad``,
+    inside the input and its pads) is a ValueError, checked before the sums."""
     full = oy is None
     if full:
         oy, ox = geom.grid()
+    count = avg_divisors(geom, count_include_pad, oy, ox)
+    if not count.all():
+        where = "outside the input and its pads" if count_include_pad else "in the padding"
+        raise ValueError(f"avg_pool: a window lies entirely {where} (divisor 0)")
     acc = None
     for _, _, iy, ix, valid in geom.taps(oy, ox):
         v = geom.gather(x, iy, ix, valid, 0)
         acc = bfp.to_internal(v) if acc is None else bfp.mfu_add(acc, v, "avg pool sum")
-    recip = bfp.internal_const(1.0 / avg_divisors(geom, count_include_pad, oy, ox), "avg pool reciprocal")
+    recip = bfp.internal_const(1.0 / count, "avg pool reciprocal")
     return _pool_out(geom, bfp.mfu_mul(acc, recip[:, None], "avg pool scale"), full)
 
 

@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef float v16f __attribute__((vector_size(64)));
@@ -1032,4 +1033,162 @@ int64_t bfp_pool(int64_t p, int64_t taps, int64_t cb, int64_t n, const float *im
         for (int64_t i = 0; i < w; i++) o[i] = to_internal_d((double)o[i] * r);
     }
     return 0;
+}
+
+/* ---- the cycle model's DMA phases (accelml.sim.cycles.load_phase / store_phase, the definition) ----
+ * t: latency, max_outstanding, bw_num, bw_den, word_bytes, row_bytes, page_miss; the transfer: item,
+ * addr, rows, length, mem_stride; the DRAM at the start: has_open, open_row, wait. Returns the
+ * phase's cycles; out[0] = cycle of the last accepted request (-1: none), out[1] = has an open row,
+ * out[2] = the open row. */
+typedef struct {
+    int64_t bw_num, word_credit, credit, row_bytes, page_miss, wait, act_done, last, open;
+    int has_open;
+} Dram;
+
+static inline int dram_ready(Dram *d, int64_t now, int valid, int64_t byte_addr)
+{
+    int ok = d->credit >= d->word_credit && now >= d->wait;
+    if (d->row_bytes) {
+        int64_t row = byte_addr / d->row_bytes;
+        if (valid && (!d->has_open || row != d->open)) {
+            d->open = row;
+            d->has_open = 1;
+            d->act_done = now + d->page_miss;
+            ok = 0;
+        }
+        ok = ok && now >= d->act_done;
+    }
+    return ok;
+}
+
+static inline void dram_tick(Dram *d, int accept, int64_t now)
+{
+    if (accept) d->last = now;
+    int64_t c = d->credit - (accept ? d->word_credit : 0) + d->bw_num;
+    d->credit = c < d->word_credit ? c : d->word_credit;
+}
+
+static void dram_init(Dram *d, const int64_t *t, int64_t has_open, int64_t open_row, int64_t wait)
+{
+    d->bw_num = t[2];
+    d->word_credit = t[4] * t[3];
+    d->credit = d->word_credit;
+    d->row_bytes = t[5];
+    d->page_miss = t[6];
+    d->wait = wait;
+    d->act_done = 0;
+    d->last = -1;
+    d->open = open_row;
+    d->has_open = (int)has_open;
+}
+
+static int64_t dram_out(const Dram *d, int64_t now, int64_t *out)
+{
+    out[0] = d->last;
+    out[1] = d->has_open;
+    out[2] = d->open;
+    return now + 1;
+}
+
+int64_t dma_load_phase(const int64_t *t, int64_t item, int64_t addr, int64_t rows, int64_t length,
+                       int64_t mem_stride, int64_t has_open, int64_t open_row, int64_t wait, int64_t *out)
+{
+    const int64_t latency = t[0], max_out = t[1], w = t[4];
+    const int64_t row_bytes = length * item;
+    Dram d;
+    dram_init(&d, t, has_open, open_row, wait);
+    int64_t *due = malloc(sizeof(int64_t) * (size_t)(max_out + 1));
+    if (!due) return -1;
+    int64_t head = 0, tail = 0, count = 0;
+    int64_t g_rows = rows, g_row = addr, g_word = addr / w, g_last = (addr + row_bytes - 1) / w;
+    int g_active = 1;
+    int64_t fill = 0, c_rows = rows, c_row = addr, c_rem = row_bytes;
+    int c_first = 1;
+    int64_t e_left = rows * length;
+    for (int64_t now = 0;; now++) {
+        if (e_left == 0) {
+            free(due);
+            return dram_out(&d, now, out);
+        }
+        int ready = dram_ready(&d, now, g_active, g_word * w) && count < max_out;
+        int accept = g_active && ready;
+        int emit = fill >= item;
+        int64_t fill_after = emit ? fill - item : fill;
+        int take = fill_after < item && c_rem != 0;
+        int got = take && count > 0 && due[head] <= now;
+        if (accept) {
+            due[tail] = now + latency;
+            tail = (tail + 1) % (max_out + 1);
+            count++;
+            if (g_word == g_last) {
+                g_rows--;
+                g_row += mem_stride;
+                g_word = g_row / w;
+                g_last = (g_row + row_bytes - 1) / w;
+                if (g_rows == 0) g_active = 0;
+            } else {
+                g_word++;
+            }
+        }
+        if (emit) e_left--;
+        if (got) {
+            head = (head + 1) % (max_out + 1);
+            count--;
+            int64_t off = c_first ? c_row % w : 0;
+            int64_t k = c_rem < w - off ? c_rem : w - off;
+            fill = fill_after + k;
+            c_rem -= k;
+            c_first = 0;
+            if (c_rem == 0 && c_rows != 1) {
+                c_rows--;
+                c_row += mem_stride;
+                c_rem = row_bytes;
+                c_first = 1;
+            }
+        } else {
+            fill = fill_after;
+        }
+        dram_tick(&d, accept, now);
+    }
+}
+
+int64_t dma_store_phase(const int64_t *t, int64_t item, int64_t addr, int64_t rows, int64_t length,
+                        int64_t mem_stride, int64_t has_open, int64_t open_row, int64_t wait, int64_t *out)
+{
+    const int64_t w = t[4];
+    Dram d;
+    dram_init(&d, t, has_open, open_row, wait);
+    int64_t s_i = 0;
+    int s_pushed = 0, primed = 0;
+    int64_t o_rows = rows, o_row = addr, o_pos = addr % w, o_fill = 0, o_word = addr / w;
+    for (int64_t now = 0;; now++) {
+        int send = o_fill != 0 && (o_pos + o_fill >= w || s_pushed);
+        int accept = dram_ready(&d, now, send, o_word * w) && send;
+        int push = !send && primed && !s_pushed;
+        primed = !push;
+        if (send) {
+            if (accept) {
+                int64_t used = o_pos + o_fill >= w ? w - o_pos : o_fill;
+                o_fill -= used;
+                o_pos = 0;
+                o_word++;
+            }
+        } else if (push) {
+            o_fill += item;
+            if (s_i + 1 == length) {
+                s_i = 0;
+                s_pushed = 1;
+            } else {
+                s_i++;
+            }
+        } else if (s_pushed && o_fill == 0) {
+            if (o_rows == 1) return dram_out(&d, now, out);
+            o_rows--;
+            o_row += mem_stride;
+            o_pos = o_row % w;
+            s_pushed = 0;
+            o_word = o_row / w;
+        }
+        dram_tick(&d, accept, now);
+    }
 }

@@ -84,6 +84,8 @@ _SIGNATURES = {
     "bfp_dequant_rows": ([_I64, _I64, _INT, _PTR, _PTR, _PTR], None),
     "bfp_pool": ([_I64, _I64, _I64, _I64, _PTR, _PTR, _INT, _PTR, _PTR], _I64),
     "bfp_mfu_chain": ([_I64, _I64, _PTR, _PTR, _I64, _INT, _PTR, _INT, _INT, _INT, _PTR, _PTR, _PTR, _INT], _I64),
+    "dma_load_phase": ([_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR], _I64),
+    "dma_store_phase": ([_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR], _I64),
 }
 
 
@@ -111,6 +113,8 @@ class NativeKernels:
         self.load_f32, self.quantize_rows = fns["bfp_load_f32"], fns["bfp_quantize_rows"]
         self.dequant_rows, self.mfu_chain = fns["bfp_dequant_rows"], fns["bfp_mfu_chain"]
         self.pool = fns["bfp_pool"]
+        # the cycle model's DMA phases (accelml.sim.cycles)
+        self.dma_load_phase, self.dma_store_phase = fns["dma_load_phase"], fns["dma_store_phase"]
         # by mantissa dtype
         self.scale = {np.dtype(np.int16): fns["bfp_scale_i16"], np.dtype(np.int32): fns["bfp_scale_i32"]}
         self.dequant = {np.dtype(np.int16): fns["bfp_dequant_i16"], np.dtype(np.int32): fns["bfp_dequant_i32"]}

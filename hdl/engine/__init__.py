@@ -1,4 +1,5 @@
-"""The engine in Amaranth: control (fetch, decode, registers, loops, watchdog), DMA, register files.
+"""The engine in Amaranth: control (fetch, decode, registers, loops, watchdog), DMA, register files,
+the multi-function unit, pooling, the window address generator and the matrix-vector unit.
 
 ``Engine`` (``top.py``) is the top level; every block is a ``wiring.Component`` parametrised by
 ``EngineConfig`` and validating it. ``status.ErrorCode`` lists the codes the engine stops with,

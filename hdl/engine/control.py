@@ -1,26 +1,66 @@
-"""Control: instruction memory, fetch/decode, scalar and configuration registers, loops, watchdog.
+"""Control: instruction memory, fetch/decode, scalar and configuration registers, loops, watchdog,
+and the in-order dispatch of unit instructions to units that run concurrently.
 
-Instructions run one at a time. ``FETCH`` reads ``imem[pc]`` (stopping with ``PAST_END`` at
-``pc >= prog_len``); ``DECODE`` counts the step (``STEP_BUDGET`` beyond ``max_steps``), refuses an
-undecodable word (``ILLEGAL_INSN``: opcode or enum value out of range, non-zero bits above the
-opcode's last field; ``isa.decode``'s rules) and executes ``nop halt seti addi add cfg loop``.
-``ld``/``st`` are range-checked in ``CHECK`` with the functional simulator's rules and order
-(on-chip range, read-only constant image, memory stride, external range), handed to the DMA on
-``dma_cmd`` and waited for on ``dma_done``. The opcodes this RTL does not execute yet (``mvc``,
-``pool``) stop with ``UNIMPLEMENTED``; ``deq``, ``qnt``, ``vact``, ``vop``
-are checked (FuncSim._span of each operand) and handed to the MFU (``mfu.py``). ``loop`` follows
-``FuncSim._loop``: a body that does not fit, overlaps its enclosing body or nests deeper than
-``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body. Every running cycle beyond
-``max_cycles`` stops with ``CYCLE_BUDGET``, so the engine always reaches ``done`` (``error`` set
+``FETCH`` reads ``imem[pc]`` (stopping with ``PAST_END`` at ``pc >= prog_len``); ``DECODE`` counts
+the step (``STEP_BUDGET`` beyond ``max_steps``), refuses an undecodable word (``ILLEGAL_INSN``:
+opcode or enum value out of range, non-zero bits above the opcode's last field; ``isa.decode``'s
+rules) and executes ``nop halt seti addi add cfg loop``. ``ld``/``st`` are range-checked in
+``CHECK`` with the functional simulator's rules and order (on-chip range, read-only constant image,
+memory stride, external range); ``deq``, ``qnt``, ``vact``, ``vop`` in ``MCHECK`` (FuncSim._span of
+each operand); ``mvc`` and ``pool`` in ``WCHECK`` in ``FuncSim._mvc`` / ``_pool``'s order (a zero
+window dimension: ``WINDOW``; the VRF, [MRF,] FVRF spans: ``CHIP_RANGE``), the window read from the
+configuration registers into the command. Opcodes in ``UNIMPLEMENTED_OPS`` (none now) stop with
+``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``: a body that does not fit, overlaps its
+enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body
+and continues as if its last instruction had run (``ADVANCE``), so an enclosing loop ending there
+repeats.
+
+Dispatch (``ISSUE``). Every unit in :data:`UNITS` (``ld`` -> ``dma_load``, ``st`` -> ``dma_store``,
+``deq qnt vact vop`` -> ``mfu``, ``mvc`` -> ``mvu``, ``pool`` -> ``pool``) has a ``{name}_cmd`` /
+``{name}_done`` stream pair and a queue of depth 1: its slot holds the instruction it runs (PC, step
+number, up to three operand ranges). A checked instruction waits in ``ISSUE`` until its unit's slot
+is free and none of its ranges conflicts with a range of any instruction in flight: a read against
+an in-flight write, a write against an in-flight read or write, over the half-open span each
+operand covers (entries of VRF / MRF / FVRF, bytes of external memory; a strided transfer covers
+its first to last element; an ``mvc`` reads its VRF image span and MRF tile span and writes its
+FVRF destination, which an accumulating one also reads; a ``pool`` reads its VRF image span and
+writes its FVRF destination); then it is handed over and control goes on with the next instruction.
+The command carries everything the unit needs, configuration registers included (``clip_lo``,
+``clip_hi``, ``alpha``, strides), copied when the instruction is checked: a later ``cfg`` does not
+reach an instruction already dispatched. No chaining: a dependent instruction starts once its
+producer has reported done. ``halt`` waits for every unit to finish.
+
+Errors. An error found by control (its checks, the step budget) and an error a unit reports on its
+``done`` stream both stop dispatch; the engine then waits for every instruction in flight and
+stops with the error of the oldest faulting instruction in program order (by step number), so the
+code and PC are the functional simulator's, which stops at the first faulting instruction: a unit's
+data error in an older instruction wins over a range error control found in a later one. The PC
+reported is the faulting instruction's (held in its slot), not control's. Instructions younger than
+a faulting unit instruction that were already dispatched to other units do complete: after a data
+error (``BAD_BFP``, ``BAD_FP``, ``OVERFLOW``, ``NAN``) external memory can hold their effects, where
+the functional simulator stops before them (imprecise data faults; range errors are precise). Every
+running cycle beyond ``max_cycles`` stops at once with ``CYCLE_BUDGET`` and the PC of the oldest
+instruction in flight (control's when none is), so the engine always reaches ``done`` (``error`` set
 or not) in bounded time.
 
+Busy counter: ``ctl_busy`` is set in ``FETCH``, ``DECODE``, ``CHECK``, ``MCHECK``, ``WCHECK`` and ``ADVANCE``
+(not while ``ISSUE`` or ``halt`` waits). Timing per instruction, which ``accelml.sim.cycles``
+models: ``FETCH`` 1, ``DECODE`` 1, then ``CHECK``/``MCHECK``/``WCHECK`` 1 and ``ISSUE`` (1 cycle at least,
+the cycle the unit takes the command) for a unit instruction, then ``ADVANCE`` 1 plus 1 per loop
+it closes (a loop entered goes straight to ``FETCH``).
+
 The instruction memory is written through ``imem_we/imem_waddr/imem_wdata`` while the engine is
-idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0``.
+idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0``
+(after ``RESUME``: a unit still running an instruction of a run the watchdog stopped finishes it
+first, its error dropped).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -40,16 +80,48 @@ from accelml.hdl.isa import (
 
 from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes
 from .mfu import MfuOp, mfu_cmd_layout
-from .status import ErrorCode
+from .mvu import mvu_cmd_layout
+from .pool import pool_cmd_layout
+from .status import ErrorCode, Unit
 
-__all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS"]
+__all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS", "UNITS", "UnitPort", "RANGES"]
 
 # configuration registers' values at start (FuncSim's defaults; the others start at 0)
 CFG_RESET = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
              Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
-UNIMPLEMENTED_OPS = (Opcode.MVC, Opcode.POOL)
+UNIMPLEMENTED_OPS: tuple[Opcode, ...] = ()
 STEP_BITS = 48
 CYCLE_BITS = 64
+RANGES = 3  # operand ranges per instruction (vop: two reads and a write)
+MEM_SPACE = 3  # hazard space of external memory (after Space.VRF, MRF, FVRF)
+
+
+@dataclass(frozen=True)
+class UnitPort:
+    """A unit control dispatches to: ``{name}_cmd`` (payload ``layout(cfg)``) / ``{name}_done``."""
+
+    name: str
+    unit: Unit
+    layout: Callable
+
+
+UNITS = (
+    UnitPort("dma_load", Unit.DMA_LOAD, dma_cmd_layout),
+    UnitPort("dma_store", Unit.DMA_STORE, dma_cmd_layout),
+    UnitPort("mfu", Unit.MFU, lambda cfg: mfu_cmd_layout()),
+    UnitPort("mvu", Unit.MVU, lambda cfg: mvu_cmd_layout()),
+    UnitPort("pool", Unit.POOL, lambda cfg: pool_cmd_layout()),
+)
+UNIT_INDEX = {u.name: i for i, u in enumerate(UNITS)}
+
+
+def range_layout() -> data.StructLayout:
+    """One operand's span for the hazard check: ``space`` (Space or MEM_SPACE), [lo, hi)."""
+    return data.StructLayout({"valid": 1, "write": 1, "space": 2, "lo": 50, "hi": 50})
+
+
+def _conflict(a, b):
+    return (a.valid & b.valid & (a.space == b.space) & (a.write | b.write) & (a.lo < b.hi) & (b.lo < a.hi))
 
 
 class Control(wiring.Component):
@@ -61,22 +133,23 @@ class Control(wiring.Component):
         pw = ceil_log2(imem_depth + 1)
         self.pc_bits = pw
         ab = byte_addr_bits(cfg)
-        super().__init__({
+        members = {
             "imem_we": In(1), "imem_waddr": In(range(imem_depth)), "imem_wdata": In(INSN_BITS),
             "start": In(1), "prog_len": In(pw), "mem_size": In(ab), "ro_bytes": In(ab),
             "max_steps": In(STEP_BITS), "max_cycles": In(CYCLE_BITS),
             "running": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(ErrorCode),
             "error_pc": Out(pw), "steps": Out(STEP_BITS), "cycles": Out(CYCLE_BITS), "ctl_busy": Out(1),
-            "dma_cmd": Out(stream.Signature(dma_cmd_layout(cfg))),
-            "dma_done": In(stream.Signature(ErrorCode)),
-            "mfu_cmd": Out(stream.Signature(mfu_cmd_layout())),
-            "mfu_done": In(stream.Signature(ErrorCode)),
-        })
+        }
+        for u in UNITS:
+            members[f"{u.name}_cmd"] = Out(stream.Signature(u.layout(cfg)))
+            members[f"{u.name}_done"] = In(stream.Signature(ErrorCode))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         pw = self.pc_bits
+        nu = len(UNITS)
 
         m.submodules.imem = imem = Memory(shape=INSN_BITS, depth=self.imem_depth, init=[])
         wp = imem.write_port()
@@ -98,16 +171,73 @@ class Control(wiring.Component):
         insn = data.View(INSN_LAYOUT, word[:INSN_LAYOUT.size])
         opcode = word[:6]
 
-        # -- status -------------------------------------------------------------------------------
-        code = Signal(ErrorCode)
-        m.d.comb += [self.error_code.eq(code), self.error_pc.eq(pc)]
+        # -- units: command payloads, slots (the instruction each unit runs), done streams ------------
+        cmds = [getattr(self, f"{u.name}_cmd") for u in UNITS]
+        dones = [getattr(self, f"{u.name}_done") for u in UNITS]
+        payload = [Signal(u.layout(cfg), name=f"{u.name}_payload") for u in UNITS]
+        s_busy = [Signal(name=f"{u.name}_slot_busy") for u in UNITS]
+        s_pc = [Signal(pw, name=f"{u.name}_slot_pc") for u in UNITS]
+        s_step = [Signal(STEP_BITS, name=f"{u.name}_slot_step") for u in UNITS]
+        s_rng = [[Signal(range_layout(), name=f"{u.name}_slot_range{k}") for k in range(RANGES)] for u in UNITS]
+        p_unit = Signal(range(nu))  # the checked instruction waiting in ISSUE
+        p_rng = [Signal(range_layout(), name=f"pending_range{k}") for k in range(RANGES)]
+        any_busy = Signal()
+        m.d.comb += any_busy.eq(Cat(*s_busy).any())
+
+        # -- status and faults ----------------------------------------------------------------------
+        f_valid = Signal()
+        f_code = Signal(ErrorCode)
+        f_pc = Signal(pw)
+        f_step = Signal(STEP_BITS)
+        m.d.comb += [self.error_code.eq(f_code), self.error_pc.eq(f_pc)]
         halted = Signal()
         failed = Signal()
         m.d.comb += [self.done.eq(halted | failed), self.error.eq(failed)]
+        ctl_fail = Signal()  # control found an error in the current instruction (this cycle)
+        ctl_code = Signal(ErrorCode)
+        watchdog_fired = Signal()
 
         def fail(why):
-            m.d.sync += [code.eq(why), failed.eq(1)]
-            m.next = "STOPPED"
+            m.d.comb += [ctl_fail.eq(1), ctl_code.eq(why)]
+            m.next = "DRAIN"
+
+        # done streams: always taken; a slot frees the cycle after its done
+        unit_err = [Signal(name=f"{u.name}_fault") for u in UNITS]
+        fault_now = Signal()
+        for u in range(nu):
+            m.d.comb += [dones[u].ready.eq(1), unit_err[u].eq(dones[u].valid & (dones[u].payload != ErrorCode.NONE))]
+            with m.If(dones[u].valid):
+                m.d.sync += s_busy[u].eq(0)
+        m.d.comb += fault_now.eq(Cat(*unit_err).any())
+        # the oldest fault wins: control's (the youngest instruction) only if none is recorded, then
+        # each unit's done error if older than what is recorded so far
+        v, c, fpc, st = f_valid, f_code, f_pc, f_step
+        nv, nc, npc, nst = (Signal.like(v, name="fault0_valid"), Signal.like(c, name="fault0_code"),
+                            Signal.like(fpc, name="fault0_pc"), Signal.like(st, name="fault0_step"))
+        m.d.comb += [nv.eq(v), nc.eq(c), npc.eq(fpc), nst.eq(st)]
+        with m.If(ctl_fail & ~v):
+            m.d.comb += [nv.eq(1), nc.eq(ctl_code), npc.eq(pc), nst.eq(self.steps + 1)]
+        v, c, fpc, st = nv, nc, npc, nst
+        for u in range(nu):
+            nv, nc, npc, nst = (Signal.like(v, name=f"fault{u + 1}_valid"), Signal.like(c, name=f"fault{u + 1}_code"),
+                                Signal.like(fpc, name=f"fault{u + 1}_pc"), Signal.like(st, name=f"fault{u + 1}_step"))
+            m.d.comb += [nv.eq(v), nc.eq(c), npc.eq(fpc), nst.eq(st)]
+            with m.If(unit_err[u] & (~v | (s_step[u] < st))):
+                m.d.comb += [nv.eq(1), nc.eq(dones[u].payload), npc.eq(s_pc[u]), nst.eq(s_step[u])]
+            v, c, fpc, st = nv, nc, npc, nst
+        # the oldest instruction in flight, for CYCLE_BUDGET
+        o_pc = Signal(pw)
+        o_step = Signal(STEP_BITS)
+        o_any = Signal()
+        ov, opc, ost = s_busy[0], Mux(s_busy[0], s_pc[0], pc), s_step[0]
+        for u in range(1, nu):
+            take = s_busy[u] & (~ov | (s_step[u] < ost))
+            ov, opc, ost = ov | s_busy[u], Mux(take, s_pc[u], opc), Mux(take, s_step[u], ost)
+        m.d.comb += [o_any.eq(ov), o_pc.eq(opc), o_step.eq(ost)]
+        with m.If(watchdog_fired):
+            m.d.sync += [f_valid.eq(1), f_code.eq(ErrorCode.CYCLE_BUDGET), f_pc.eq(o_pc)]
+        with m.Else():
+            m.d.sync += [f_valid.eq(v), f_code.eq(c), f_pc.eq(fpc), f_step.eq(st)]
 
         # -- DMA operands, checked in CHECK --------------------------------------------------------
         d_store = Signal()
@@ -124,25 +254,50 @@ class Control(wiring.Component):
         m_count_b = Signal(16)
         m_depth_d = Signal(range(max(cfg.vrf_vectors, cfg.fvrf_vectors) + 1))
 
+        # mvc / pool operands, checked in WCHECK
+        w_pool = Signal()  # pool (else mvc)
+        w_mode = Signal(PoolMode)
+        w_acc = Signal()
+        w_vs = Signal(32)  # VRF, MRF, FVRF starts
+        w_ts = Signal(32)
+        w_ds = Signal(32)
+
+        def c_(key):
+            return cfgr[key.value]
+
+        def set_range(k, space, lo, hi, write, valid=1):
+            r = p_rng[k]
+            return [r.valid.eq(valid), r.write.eq(write), r.space.eq(space), r.lo.eq(lo), r.hi.eq(hi)]
+
+        def clear_fault():
+            return [f_valid.eq(0), f_code.eq(ErrorCode.NONE), f_pc.eq(0), f_step.eq(0)]
+
         def restart():
             with m.If(self.start):
                 m.d.sync += [pc.eq(0), depth.eq(0), self.steps.eq(0), self.cycles.eq(0), halted.eq(0),
-                             failed.eq(0), code.eq(ErrorCode.NONE)]
+                             failed.eq(0), *clear_fault()]
                 m.d.sync += [r.eq(0) for r in regs]
                 m.d.sync += [r.eq(CFG_RESET.get(k, 0)) for r, k in zip(cfgr, Cfg, strict=True)]
-                m.next = "FETCH"
+                # a unit still running an instruction of a run the watchdog stopped finishes first
+                m.next = "RESUME"
+                with m.If(~any_busy):
+                    m.next = "FETCH"
 
         def watchdog():  # last in every running state, so that it wins
             m.d.sync += self.cycles.eq(self.cycles + 1)
             with m.If(self.cycles >= self.max_cycles):
-                fail(ErrorCode.CYCLE_BUDGET)
+                m.d.comb += watchdog_fired.eq(1)
+                m.d.sync += failed.eq(1)
+                m.next = "STOPPED"
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 restart()
             with m.State("FETCH"):
                 m.d.comb += [self.ctl_busy.eq(1), rp.addr.eq(pc)]
-                with m.If(pc >= self.prog_len):
+                with m.If(f_valid):  # a unit reported an error: no further instruction
+                    m.next = "DRAIN"
+                with m.Elif(pc >= self.prog_len):
                     fail(ErrorCode.PAST_END)
                 with m.Else():
                     m.next = "DECODE"
@@ -170,8 +325,7 @@ class Control(wiring.Component):
                     m.next = "ADVANCE"
                     with m.Switch(opcode):
                         with m.Case(Opcode.HALT):
-                            m.d.sync += halted.eq(1)
-                            m.next = "STOPPED"
+                            m.next = "HALTING"
                         with m.Case(Opcode.SETI):
                             f = insn.seti
                             with m.If(f.rd != 0):
@@ -196,9 +350,9 @@ class Control(wiring.Component):
                                 fail(ErrorCode.LOOP_FIT)
                             with m.Elif((depth != 0) & (last > lp_last[top])):
                                 fail(ErrorCode.LOOP_OVERLAP)
-                            with m.Elif(count == 0):
-                                m.d.sync += pc.eq(last + 1)
-                                m.next = "FETCH"
+                            with m.Elif(count == 0):  # past the body, as if its last instruction had run
+                                m.d.sync += pc.eq(last)
+                                m.next = "ADVANCE"
                             with m.Elif(depth == MAX_LOOP_DEPTH):
                                 fail(ErrorCode.LOOP_DEPTH)
                             with m.Else():
@@ -242,8 +396,18 @@ class Control(wiring.Component):
                                                  mc.src_b.eq(regs[fv.rb]), mc.count.eq(fv.count),
                                                  mc.period.eq(fv.period),
                                                  m_count_b.eq(Mux(fv.period != 0, fv.period, fv.count))]
-                        with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
-                            fail(ErrorCode.UNIMPLEMENTED)
+                        with m.Case(Opcode.MVC):
+                            f = insn.mvc
+                            m.d.sync += [w_pool.eq(0), w_acc.eq(f.acc), w_vs.eq(regs[f.rs]), w_ts.eq(regs[f.rm]),
+                                         w_ds.eq(regs[f.rd])]
+                            m.next = "WCHECK"
+                        with m.Case(Opcode.POOL):
+                            f = insn.pool
+                            m.d.sync += [w_pool.eq(1), w_mode.eq(f.mode), w_vs.eq(regs[f.rs]), w_ds.eq(regs[f.rd])]
+                            m.next = "WCHECK"
+                        if UNIMPLEMENTED_OPS:
+                            with m.Case(*(op.value for op in UNIMPLEMENTED_OPS)):
+                                fail(ErrorCode.UNIMPLEMENTED)
                 watchdog()
             with m.State("CHECK"):
                 m.d.comb += [self.ctl_busy.eq(1)]
@@ -277,24 +441,16 @@ class Control(wiring.Component):
                 with m.Elif(mem_end > self.mem_size):
                     fail(ErrorCode.MEM_RANGE)
                 with m.Else():
-                    p = self.dma_cmd.payload
-                    m.d.sync += [p.store.eq(d_store), p.space.eq(d_space), p.base.eq(d_base),
-                                 p.chip_stride.eq(chip_stride), p.addr.eq(d_addr), p.mem_stride.eq(mem_stride),
-                                 p.rows.eq(d_rows), p.length.eq(d_len)]
-                    m.next = "DISPATCH"
-                watchdog()
-            with m.State("DISPATCH"):
-                m.d.comb += [self.dma_cmd.valid.eq(1)]
-                with m.If(self.dma_cmd.ready):
-                    m.next = "WAIT"
-                watchdog()
-            with m.State("WAIT"):
-                m.d.comb += [self.dma_done.ready.eq(1)]
-                with m.If(self.dma_done.valid):
-                    with m.If(self.dma_done.payload != ErrorCode.NONE):
-                        fail(self.dma_done.payload)
-                    with m.Else():
-                        m.next = "ADVANCE"
+                    for u in (UNIT_INDEX["dma_load"], UNIT_INDEX["dma_store"]):
+                        p = payload[u]
+                        m.d.sync += [p.store.eq(d_store), p.space.eq(d_space), p.base.eq(d_base),
+                                     p.chip_stride.eq(chip_stride), p.addr.eq(d_addr), p.mem_stride.eq(mem_stride),
+                                     p.rows.eq(d_rows), p.length.eq(d_len)]
+                    m.d.sync += [p_unit.eq(Mux(d_store, UNIT_INDEX["dma_store"], UNIT_INDEX["dma_load"])),
+                                 *set_range(0, d_space, d_base, chip_end, ~d_store),
+                                 *set_range(1, MEM_SPACE, d_addr, mem_end, d_store),
+                                 *set_range(2, 0, 0, 0, 0, valid=0)]
+                    m.next = "ISSUE"
                 watchdog()
             with m.State("MCHECK"):  # FuncSim._span of each operand, then the MFU
                 m.d.comb += self.ctl_busy.eq(1)
@@ -307,21 +463,80 @@ class Control(wiring.Component):
                 with m.Elif(mc.count == 0):
                     m.next = "ADVANCE"
                 with m.Else():
-                    m.d.sync += self.mfu_cmd.payload.eq(mc)
-                    m.next = "MDISPATCH"
+                    m.d.sync += [payload[UNIT_INDEX["mfu"]].eq(mc), p_unit.eq(UNIT_INDEX["mfu"]),
+                                 *set_range(0, Mux(mc.op == MfuOp.DEQ, Space.VRF, Space.FVRF), mc.src_a, a_end, 0),
+                                 *set_range(1, Space.FVRF, mc.src_b, b_end, 0, valid=mc.op == MfuOp.VOP),
+                                 *set_range(2, Mux(mc.op == MfuOp.QNT, Space.VRF, Space.FVRF), mc.dst, d_end, 1)]
+                    m.next = "ISSUE"
                 watchdog()
-            with m.State("MDISPATCH"):
-                m.d.comb += self.mfu_cmd.valid.eq(1)
-                with m.If(self.mfu_cmd.ready):
-                    m.next = "MWAIT"
+            with m.State("WCHECK"):  # FuncSim._window, then the _span of each operand
+                m.d.comb += self.ctl_busy.eq(1)
+                in_cb, cob = c_(Cfg.IN_CB), c_(Cfg.COB)
+                gi = Mux(c_(Cfg.GI) != 0, c_(Cfg.GI), in_cb)
+                go = Mux(c_(Cfg.GO) != 0, c_(Cfg.GO), cob)
+                taps = c_(Cfg.KH) * c_(Cfg.KW)
+                nj = Mux(w_pool, in_cb, cob)
+                zero = Signal()
+                m.d.comb += zero.eq(Cat(*(c_(k) == 0 for k in (
+                    Cfg.IN_H, Cfg.IN_W, Cfg.KH, Cfg.KW, Cfg.STRIDE_H, Cfg.STRIDE_W, Cfg.DIL_H, Cfg.DIL_W,
+                    Cfg.OUT_W, Cfg.IN_CB))).any())
+                v_end = w_vs + c_(Cfg.IN_H) * c_(Cfg.IN_W) * in_cb  # full width: no wrap past the checks
+                t_end = w_ts + cob * taps * gi
+                d_end = w_ds + c_(Cfg.NPIX) * nj
+                win = {"vbase": w_vs, "in_h": c_(Cfg.IN_H), "in_w": c_(Cfg.IN_W), "in_cb": in_cb,
+                       "kh": c_(Cfg.KH), "kw": c_(Cfg.KW), "stride_h": c_(Cfg.STRIDE_H),
+                       "stride_w": c_(Cfg.STRIDE_W), "dil_h": c_(Cfg.DIL_H), "dil_w": c_(Cfg.DIL_W),
+                       "pad_t": c_(Cfg.PAD_T), "pad_l": c_(Cfg.PAD_L), "pad_b": c_(Cfg.PAD_B),
+                       "pad_r": c_(Cfg.PAD_R), "pix0": c_(Cfg.PIX0), "npix": c_(Cfg.NPIX), "out_w": c_(Cfg.OUT_W),
+                       "nj": nj}
+                with m.If(zero):
+                    fail(ErrorCode.WINDOW)
+                with m.Elif(v_end > cfg.vrf_vectors):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(~w_pool & (t_end > cfg.mrf_tiles)):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(d_end > cfg.fvrf_vectors):
+                    fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(w_pool):
+                    pc_ = payload[UNIT_INDEX["pool"]]
+                    m.d.sync += [getattr(pc_.win, k).eq(v) for k, v in win.items()]
+                    m.d.sync += [pc_.win.kblk.eq(1), pc_.win.gi.eq(1), pc_.win.go.eq(1), pc_.win.ob0.eq(0),
+                                 pc_.dbase.eq(w_ds), pc_.mode.eq(w_mode), p_unit.eq(UNIT_INDEX["pool"]),
+                                 *set_range(0, Space.VRF, w_vs, v_end, 0),
+                                 *set_range(1, 0, 0, 0, 0, valid=0),
+                                 *set_range(2, Space.FVRF, w_ds, d_end, 1)]
+                    m.next = "ISSUE"
+                with m.Else():
+                    vc = payload[UNIT_INDEX["mvu"]]
+                    dense = c_(Cfg.GI) == 0
+                    m.d.sync += [getattr(vc.win, k).eq(v) for k, v in win.items()]
+                    m.d.sync += [vc.win.kblk.eq(gi), vc.win.gi.eq(gi), vc.win.go.eq(Mux(dense, cob, go)),
+                                 vc.win.ob0.eq(Mux(dense, 0, c_(Cfg.OB0))), vc.tbase.eq(w_ts), vc.dbase.eq(w_ds),
+                                 vc.kb.eq(taps * gi), vc.acc.eq(w_acc), vc.pairs.eq(c_(Cfg.NPIX) * cob),
+                                 p_unit.eq(UNIT_INDEX["mvu"]),
+                                 *set_range(0, Space.VRF, w_vs, v_end, 0),
+                                 *set_range(1, Space.MRF, w_ts, t_end, 0),
+                                 *set_range(2, Space.FVRF, w_ds, d_end, 1)]  # an accumulating mvc reads it too
+                    m.next = "ISSUE"
                 watchdog()
-            with m.State("MWAIT"):
-                m.d.comb += self.mfu_done.ready.eq(1)
-                with m.If(self.mfu_done.valid):
-                    with m.If(self.mfu_done.payload != ErrorCode.NONE):
-                        fail(self.mfu_done.payload)
-                    with m.Else():
-                        m.next = "ADVANCE"
+            with m.State("ISSUE"):  # wait for the unit's slot and for no conflict with any in flight
+                hazard = Signal()
+                m.d.comb += hazard.eq(Cat(*(s_busy[u] & _conflict(a, b) for u in range(nu)
+                                            for a in p_rng for b in s_rng[u])).any())
+                free = Signal()
+                m.d.comb += free.eq(~Array(s_busy)[p_unit])
+                go = Signal()
+                m.d.comb += go.eq(free & ~hazard & ~f_valid & ~fault_now)
+                for u in range(nu):
+                    m.d.comb += [cmds[u].payload.eq(payload[u]), cmds[u].valid.eq(go & (p_unit == u))]
+                with m.If(f_valid | fault_now):
+                    m.next = "DRAIN"
+                with m.Elif(go & Array(c.ready for c in cmds)[p_unit]):
+                    for u in range(nu):
+                        with m.If(p_unit == u):
+                            m.d.sync += [s_busy[u].eq(1), s_pc[u].eq(pc), s_step[u].eq(self.steps)]
+                            m.d.sync += [s_rng[u][k].eq(p_rng[k]) for k in range(RANGES)]
+                    m.next = "ADVANCE"
                 watchdog()
             with m.State("ADVANCE"):  # pc + 1, closing every loop whose body ends here
                 m.d.comb += [self.ctl_busy.eq(1)]
@@ -335,6 +550,22 @@ class Control(wiring.Component):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
                 watchdog()
+            with m.State("HALTING"):  # every unit finishes first
+                with m.If(f_valid | fault_now):
+                    m.next = "DRAIN"
+                with m.Elif(~any_busy):
+                    m.d.sync += halted.eq(1)
+                    m.next = "STOPPED"
+                watchdog()
+            with m.State("DRAIN"):  # an error: the instructions in flight finish, the oldest fault wins
+                with m.If(~any_busy):
+                    m.d.sync += failed.eq(1)
+                    m.next = "STOPPED"
+                watchdog()
+            with m.State("RESUME"):  # the previous run's instructions finish; their faults are dropped
+                m.d.sync += clear_fault()
+                with m.If(~any_busy):
+                    m.next = "FETCH"
             with m.State("STOPPED"):
                 restart()
         m.d.comb += self.running.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("STOPPED"))

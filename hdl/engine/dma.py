@@ -70,8 +70,18 @@ def decode_fvector(cfg, raw):
 
 
 class Dma(wiring.Component):
-    def __init__(self, cfg):
+    """``load`` / ``store``: which commands this instance executes (the engine builds one of each,
+    so a load and a store run side by side; the other kind of command must not be sent).
+
+    ``want`` / ``grant`` share the memory port between instances at transfer granularity: ``want``
+    is raised from ``SETUP`` to the end of the transfer, and the transfer starts (leaves ``SETUP``)
+    only in a cycle where ``grant`` is set. ``grant`` is 1 when left unconnected."""
+
+    def __init__(self, cfg, *, load: bool = True, store: bool = True):
         self.cfg = check_config(cfg, "Dma")
+        if not (load or store):
+            raise ValueError("Dma must execute loads, stores or both")
+        self.load, self.store = load, store
         super().__init__({
             "cmd": In(stream.Signature(dma_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
@@ -79,6 +89,8 @@ class Dma(wiring.Component):
             **{space.name.lower(): Out(file_port_signature(cfg, space)) for space in Space},
             "busy_load": Out(1),
             "busy_store": Out(1),
+            "want": Out(1),
+            "grant": In(1, init=1),
         })
 
     def elaborate(self, platform):
@@ -137,6 +149,7 @@ class Dma(wiring.Component):
                     m.d.sync += [c.eq(p), code.eq(ErrorCode.NONE)]
                     m.next = "SETUP"
             with m.State("SETUP"):  # the command's derived figures (item, row_bytes) are valid now
+                m.d.comb += self.want.eq(1)
                 first, last = row_words(c.addr)
                 m.d.sync += [
                     g_active.eq(~c.store), g_rows.eq(c.rows), g_row_addr.eq(c.addr),
@@ -146,115 +159,121 @@ class Dma(wiring.Component):
                     s_i.eq(0), s_row.eq(c.base), s_pushed.eq(0), primed.eq(0), o_rows.eq(c.rows),
                     o_row_addr.eq(c.addr), o_pos.eq(c.addr[:lw]), o_waddr.eq(first),
                 ]
-                with m.If(c.store):
-                    m.next = "STORE"
-                with m.Else():
-                    m.next = "LOAD"
+                with m.If(self.grant):  # the memory port is this instance's until DONE
+                    with m.If(c.store):
+                        m.next = "STORE"
+                    with m.Else():
+                        m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += self.busy_load.eq(1)
-                req = self.mem.req
-                # requests
-                m.d.comb += [req.valid.eq(g_active), req.payload.addr.eq(g_waddr), req.payload.write.eq(0)]
-                with m.If(req.valid & req.ready):
-                    m.d.sync += g_waddr.eq(g_waddr + 1)
-                    with m.If(g_waddr == g_wlast):
-                        nxt = g_row_addr + c.mem_stride
-                        first, last = row_words(nxt)
-                        m.d.sync += [g_rows.eq(g_rows - 1), g_row_addr.eq(nxt), g_waddr.eq(first), g_wlast.eq(last)]
-                        with m.If(g_rows == 1):
-                            m.d.sync += g_active.eq(0)
-                # entries out of the gearbox
-                emit = Signal()
-                m.d.comb += emit.eq(fill >= item)
-                entry = Signal(32)
-                m.d.comb += entry.eq(e_row + e_i)
-                vec, vbad = decode_vector(cfg, buf[:8 * vb])
-                tile_bits, tbad = [], Const(0, 1)
-                for j in range(n):
-                    bits, bad = decode_vector(cfg, buf[8 * vb * j: 8 * vb * (j + 1)])
-                    tile_bits.append(bits)
-                    tbad = tbad | bad
-                fvec, fbad = decode_fvector(cfg, buf[:8 * fb])
-                bad = Mux(c.space == Space.VRF, vbad, Mux(c.space == Space.MRF, tbad, fbad))
-                for space, bits in ((Space.VRF, vec), (Space.MRF, Cat(*tile_bits)), (Space.FVRF, fvec)):
-                    port = ports[space]
-                    m.d.comb += [port.waddr.eq(entry), port.wdata.eq(bits),
-                                 port.we.eq(emit & ~bad & (c.space == space))]
-                with m.If(emit):
-                    with m.If(bad):
-                        m.d.sync += code.eq(Mux(c.space == Space.FVRF, ErrorCode.BAD_FP, ErrorCode.BAD_BFP))
-                        m.next = "DONE"
-                    with m.Else():
-                        m.d.sync += e_left.eq(e_left - 1)
-                        with m.If(e_i + 1 == c.length):
-                            m.d.sync += [e_i.eq(0), e_row.eq(e_row + c.chip_stride)]
+                if self.load:  # (left empty in an instance without loads)
+                    m.d.comb += [self.busy_load.eq(1), self.want.eq(1)]
+                    req = self.mem.req
+                    # requests
+                    # (a read carries no data: zeros, driven here so that a load-only instance drives
+                    # every bit of its port from this process, not from a bare constant)
+                    m.d.comb += [req.valid.eq(g_active), req.payload.addr.eq(g_waddr), req.payload.write.eq(0),
+                                 req.payload.data.eq(0), req.payload.mask.eq(0)]
+                    with m.If(req.valid & req.ready):
+                        m.d.sync += g_waddr.eq(g_waddr + 1)
+                        with m.If(g_waddr == g_wlast):
+                            nxt = g_row_addr + c.mem_stride
+                            first, last = row_words(nxt)
+                            m.d.sync += [g_rows.eq(g_rows - 1), g_row_addr.eq(nxt), g_waddr.eq(first), g_wlast.eq(last)]
+                            with m.If(g_rows == 1):
+                                m.d.sync += g_active.eq(0)
+                    # entries out of the gearbox
+                    emit = Signal()
+                    m.d.comb += emit.eq(fill >= item)
+                    entry = Signal(32)
+                    m.d.comb += entry.eq(e_row + e_i)
+                    vec, vbad = decode_vector(cfg, buf[:8 * vb])
+                    tile_bits, tbad = [], Const(0, 1)
+                    for j in range(n):
+                        bits, bad = decode_vector(cfg, buf[8 * vb * j: 8 * vb * (j + 1)])
+                        tile_bits.append(bits)
+                        tbad = tbad | bad
+                    fvec, fbad = decode_fvector(cfg, buf[:8 * fb])
+                    bad = Mux(c.space == Space.VRF, vbad, Mux(c.space == Space.MRF, tbad, fbad))
+                    for space, bits in ((Space.VRF, vec), (Space.MRF, Cat(*tile_bits)), (Space.FVRF, fvec)):
+                        port = ports[space]
+                        m.d.comb += [port.waddr.eq(entry), port.wdata.eq(bits),
+                                     port.we.eq(emit & ~bad & (c.space == space))]
+                    with m.If(emit):
+                        with m.If(bad):
+                            m.d.sync += code.eq(Mux(c.space == Space.FVRF, ErrorCode.BAD_FP, ErrorCode.BAD_BFP))
+                            m.next = "DONE"
                         with m.Else():
-                            m.d.sync += e_i.eq(e_i + 1)
-                with m.If(e_left == 0):
-                    m.next = "DONE"
-                # bytes into the gearbox
-                fill_after = Signal(fill_shape)
-                m.d.comb += fill_after.eq(Mux(emit, fill - item, fill))
-                take = Signal()
-                m.d.comb += [take.eq((fill_after < item) & (c_rem != 0) & (e_left != 0)),
-                             self.mem.resp.ready.eq(take)]
-                off = Signal(range(w))
-                m.d.comb += off.eq(Mux(c_first, c_row_addr[:lw], 0))
-                k = Signal(range(w + 1))
-                m.d.comb += k.eq(Mux(c_rem < w - off, c_rem, w - off))
-                piece = Signal(8 * w)
-                m.d.comb += piece.eq((self.mem.resp.payload >> (off * 8)) & ~(ones_w << (k * 8))[:8 * w])
-                shifted = Mux(emit, buf >> (item * 8), buf)
-                got = take & self.mem.resp.valid
-                m.d.sync += [buf.eq((shifted | Mux(got, piece << (fill_after * 8), 0))[:8 * cap]),
-                             fill.eq(fill_after + Mux(got, k, 0))]
-                with m.If(got):
-                    m.d.sync += [c_rem.eq(c_rem - k), c_first.eq(0)]
-                    with m.If((c_rem == k) & (c_rows != 1)):
-                        m.d.sync += [c_rows.eq(c_rows - 1), c_row_addr.eq(c_row_addr + c.mem_stride),
-                                     c_rem.eq(row_bytes), c_first.eq(1)]
-            with m.State("STORE"):
-                m.d.comb += self.busy_store.eq(1)
-                req = self.mem.req
-                entry = Signal(32)
-                m.d.comb += entry.eq(s_row + s_i)
-                raw = Signal(8 * max(vb, tb, fb))
-                for space in Space:
-                    m.d.comb += ports[space].raddr.eq(entry)
-                vraw = encode_vector(cfg, ports[Space.VRF].rdata.as_value())
-                traw = Cat(*(encode_vector(cfg, ports[Space.MRF].rdata[j].as_value()) for j in range(n)))
-                fraw = ports[Space.FVRF].rdata.as_value()
-                m.d.comb += raw.eq(Mux(c.space == Space.VRF, vraw, Mux(c.space == Space.MRF, traw, fraw)))
-                o_buf = buf  # the load's gearbox register serves the store
-                o_fill = fill
-                send = Signal()
-                m.d.comb += send.eq((o_fill != 0) & ((o_pos + o_fill >= w) | s_pushed))
-                used = Signal(range(w + 1))
-                m.d.comb += used.eq(Mux(o_pos + o_fill >= w, w - o_pos, o_fill))
-                m.d.comb += [
-                    req.valid.eq(send), req.payload.write.eq(1), req.payload.addr.eq(o_waddr),
-                    req.payload.data.eq((o_buf << (o_pos * 8))[:8 * w]),
-                    req.payload.mask.eq((~(Const((1 << w) - 1, w) << used)[:w] << o_pos)[:w]),
-                ]
-                push = Signal()
-                m.d.comb += push.eq(~send & primed & ~s_pushed)
-                m.d.sync += primed.eq(~push)
-                with m.If(send):
-                    with m.If(req.ready):
-                        m.d.sync += [o_buf.eq(o_buf >> (used * 8)), o_fill.eq(o_fill - used), o_pos.eq(0),
-                                     o_waddr.eq(o_waddr + 1)]
-                with m.Elif(push):
-                    m.d.sync += [o_buf.eq((o_buf | (raw << (o_fill * 8)))[:8 * cap]), o_fill.eq(o_fill + item)]
-                    with m.If(s_i + 1 == c.length):
-                        m.d.sync += [s_i.eq(0), s_row.eq(s_row + c.chip_stride), s_pushed.eq(1)]
-                    with m.Else():
-                        m.d.sync += s_i.eq(s_i + 1)
-                with m.Elif(s_pushed & (o_fill == 0)):  # row written: the next row, or the end
-                    nxt = o_row_addr + c.mem_stride
-                    m.d.sync += [o_rows.eq(o_rows - 1), o_row_addr.eq(nxt), o_pos.eq(nxt[:lw]),
-                                 o_waddr.eq(nxt >> lw), s_pushed.eq(0)]
-                    with m.If(o_rows == 1):
+                            m.d.sync += e_left.eq(e_left - 1)
+                            with m.If(e_i + 1 == c.length):
+                                m.d.sync += [e_i.eq(0), e_row.eq(e_row + c.chip_stride)]
+                            with m.Else():
+                                m.d.sync += e_i.eq(e_i + 1)
+                    with m.If(e_left == 0):
                         m.next = "DONE"
+                    # bytes into the gearbox
+                    fill_after = Signal(fill_shape)
+                    m.d.comb += fill_after.eq(Mux(emit, fill - item, fill))
+                    take = Signal()
+                    m.d.comb += [take.eq((fill_after < item) & (c_rem != 0) & (e_left != 0)),
+                                 self.mem.resp.ready.eq(take)]
+                    off = Signal(range(w))
+                    m.d.comb += off.eq(Mux(c_first, c_row_addr[:lw], 0))
+                    k = Signal(range(w + 1))
+                    m.d.comb += k.eq(Mux(c_rem < w - off, c_rem, w - off))
+                    piece = Signal(8 * w)
+                    m.d.comb += piece.eq((self.mem.resp.payload >> (off * 8)) & ~(ones_w << (k * 8))[:8 * w])
+                    shifted = Mux(emit, buf >> (item * 8), buf)
+                    got = take & self.mem.resp.valid
+                    m.d.sync += [buf.eq((shifted | Mux(got, piece << (fill_after * 8), 0))[:8 * cap]),
+                                 fill.eq(fill_after + Mux(got, k, 0))]
+                    with m.If(got):
+                        m.d.sync += [c_rem.eq(c_rem - k), c_first.eq(0)]
+                        with m.If((c_rem == k) & (c_rows != 1)):
+                            m.d.sync += [c_rows.eq(c_rows - 1), c_row_addr.eq(c_row_addr + c.mem_stride),
+                                         c_rem.eq(row_bytes), c_first.eq(1)]
+            with m.State("STORE"):
+                if self.store:  # (left empty in an instance without stores)
+                    m.d.comb += [self.busy_store.eq(1), self.want.eq(1)]
+                    req = self.mem.req
+                    entry = Signal(32)
+                    m.d.comb += entry.eq(s_row + s_i)
+                    raw = Signal(8 * max(vb, tb, fb))
+                    for space in Space:
+                        m.d.comb += ports[space].raddr.eq(entry)
+                    vraw = encode_vector(cfg, ports[Space.VRF].rdata.as_value())
+                    traw = Cat(*(encode_vector(cfg, ports[Space.MRF].rdata[j].as_value()) for j in range(n)))
+                    fraw = ports[Space.FVRF].rdata.as_value()
+                    m.d.comb += raw.eq(Mux(c.space == Space.VRF, vraw, Mux(c.space == Space.MRF, traw, fraw)))
+                    o_buf = buf  # the load's gearbox register serves the store
+                    o_fill = fill
+                    send = Signal()
+                    m.d.comb += send.eq((o_fill != 0) & ((o_pos + o_fill >= w) | s_pushed))
+                    used = Signal(range(w + 1))
+                    m.d.comb += used.eq(Mux(o_pos + o_fill >= w, w - o_pos, o_fill))
+                    m.d.comb += [
+                        req.valid.eq(send), req.payload.write.eq(1), req.payload.addr.eq(o_waddr),
+                        req.payload.data.eq((o_buf << (o_pos * 8))[:8 * w]),
+                        req.payload.mask.eq((~(Const((1 << w) - 1, w) << used)[:w] << o_pos)[:w]),
+                    ]
+                    push = Signal()
+                    m.d.comb += push.eq(~send & primed & ~s_pushed)
+                    m.d.sync += primed.eq(~push)
+                    with m.If(send):
+                        with m.If(req.ready):
+                            m.d.sync += [o_buf.eq(o_buf >> (used * 8)), o_fill.eq(o_fill - used), o_pos.eq(0),
+                                         o_waddr.eq(o_waddr + 1)]
+                    with m.Elif(push):
+                        m.d.sync += [o_buf.eq((o_buf | (raw << (o_fill * 8)))[:8 * cap]), o_fill.eq(o_fill + item)]
+                        with m.If(s_i + 1 == c.length):
+                            m.d.sync += [s_i.eq(0), s_row.eq(s_row + c.chip_stride), s_pushed.eq(1)]
+                        with m.Else():
+                            m.d.sync += s_i.eq(s_i + 1)
+                    with m.Elif(s_pushed & (o_fill == 0)):  # row written: the next row, or the end
+                        nxt = o_row_addr + c.mem_stride
+                        m.d.sync += [o_rows.eq(o_rows - 1), o_row_addr.eq(nxt), o_pos.eq(nxt[:lw]),
+                                     o_waddr.eq(nxt >> lw), s_pushed.eq(0)]
+                        with m.If(o_rows == 1):
+                            m.next = "DONE"
             with m.State("DONE"):
                 report_done(m, self.done, code)
         return m

@@ -30,6 +30,9 @@ class ErrorCode(enum.Enum, shape=5):
     UNIMPLEMENTED = 14  # a legal instruction this RTL does not execute yet
     OVERFLOW = 15  # an MFU result beyond the internal format's range
     NAN = 16  # qnt of a block holding a NaN, which no BFP block represents
+    WINDOW = 17  # mvc / pool window geometry with a zero dimension
+    GROUP_RANGE = 18  # an mvc group's input blocks lie beyond IN_CB
+    EMPTY_WINDOW = 19  # a pool window with no tap to take (max, avg) or to count (avg_pad)
 
 
 class Unit(enum.IntEnum):
@@ -40,6 +43,7 @@ class Unit(enum.IntEnum):
     DMA_STORE = 2
     MVU = 3
     MFU = 4
+    POOL = 5
 
     @property
     def key(self) -> str:

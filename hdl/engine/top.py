@@ -1,32 +1,52 @@
-"""The engine's top level: control, DMA, MFU and register files behind one external-memory port.
+"""The engine's top level: control, the units and the register files behind one external-memory port.
 
 Ports: ``mem`` (``layouts.mem_port_signature``: word requests out, read data in), the instruction
 memory write port (``imem_we``, ``imem_waddr``, ``imem_wdata``), the run inputs (``start``,
 ``prog_len``, ``mem_size``: bytes of the external image, ``ro_bytes``: its read-only constant
 prefix, ``max_steps`` and ``max_cycles``: the watchdog's budgets) and status (``done``, ``error``,
 ``error_code``, ``error_pc``, ``steps``, ``cycles`` and one busy counter per built unit:
-``busy_ctl``, ``busy_dma_load``, ``busy_dma_store``, ``busy_mfu``, in cycles). See ``control.py`` for the run
-protocol and ``status.ErrorCode`` for the codes.
+``busy_ctl``, ``busy_dma_load``, ``busy_dma_store``, ``busy_mvu``, ``busy_mfu``, ``busy_pool``, in
+cycles). See ``control.py`` for the run
+protocol, the dispatch and ``status.ErrorCode`` for the codes.
+
+Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mvu``
+(``mvc`` on T tile engines), ``mfu`` (``deq qnt vact vop``) and ``pool`` (beside the MFU, with its
+own dequantiser and vector unit); each runs the one instruction control dispatched to it, all at
+once. Each has its own register-file ports (``FILE_USERS``; ``regfiles.py`` lists them). The two
+DMAs share the memory port a transfer at a time: the one that asks first (the load when both ask in
+one cycle) holds it from its start to its ``DONE``; the other starts the cycle its holder reaches
+``DONE``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from accelml.hdl.isa import INSN_BITS, Space
 
-from .control import CYCLE_BITS, STEP_BITS, Control
+from .control import CYCLE_BITS, STEP_BITS, UNITS, Control
 from .dma import Dma
 from .layouts import byte_addr_bits, check_config, mem_port_signature
 from .mfu import Mfu
+from .mvu import Mvu
+from .pool import Pool
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
-__all__ = ["Engine", "BUILT_UNITS"]
+__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS"]
 
-BUILT_UNITS = (Unit.CTL, Unit.DMA_LOAD, Unit.DMA_STORE, Unit.MFU)  # units with a busy counter in this RTL
+BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
+# register-file ports per unit (RegisterFiles users); the MVU also has T read ports on every file
+# (RegisterFiles wide={"mvu": cfg.tiles})
+FILE_USERS = {
+    "dma_load": {Space.VRF: "w", Space.MRF: "w", Space.FVRF: "w"},
+    "dma_store": {Space.VRF: "r", Space.MRF: "r", Space.FVRF: "r"},
+    "mfu": {Space.VRF: "rw", Space.FVRF: "rw"},
+    "pool": {Space.VRF: "r", Space.FVRF: "w"},
+    "mvu": {Space.FVRF: "w"},
+}
 
 
 class Engine(wiring.Component):
@@ -49,25 +69,48 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.control = ctl = self._control
-        m.submodules.dma = dma = Dma(self.cfg)
+        m.submodules.dma_load = ld = Dma(self.cfg, load=True, store=False)
+        m.submodules.dma_store = st = Dma(self.cfg, load=False, store=True)
         m.submodules.mfu = mfu = Mfu(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg)
-        wiring.connect(m, ctl.dma_cmd, dma.cmd)
-        wiring.connect(m, dma.done, ctl.dma_done)
-        wiring.connect(m, ctl.mfu_cmd, mfu.cmd)
-        wiring.connect(m, mfu.done, ctl.mfu_done)
-        # one instruction at a time: the MFU drives the file ports it shares while it is busy
+        m.submodules.pool = pool = Pool(self.cfg)
+        m.submodules.mvu = mvu = Mvu(self.cfg)
+        m.submodules.files = files = RegisterFiles(self.cfg, FILE_USERS, wide={"mvu": self.cfg.tiles})
+        units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
+        for u in UNITS:
+            wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
+            wiring.connect(m, units[u.name].done, getattr(ctl, f"{u.name}_done"))
+        for user, spaces in FILE_USERS.items():
+            for space in spaces:
+                wiring.connect(m, getattr(units[user], space.name.lower()),
+                               getattr(files, RegisterFiles.port_name(user, space)))
         for space in Space:
             name = space.name.lower()
-            fport, dport = getattr(files, name), getattr(dma, name)
-            mport = getattr(mfu, name, None)
-            if mport is None:
-                wiring.connect(m, dport, fport)
-                continue
-            m.d.comb += [dport.rdata.eq(fport.rdata), mport.rdata.eq(fport.rdata)]
-            for sig in ("we", "waddr", "wdata", "raddr"):
-                m.d.comb += getattr(fport, sig).eq(Mux(mfu.busy, getattr(mport, sig), getattr(dport, sig)))
-        wiring.connect(m, wiring.flipped(self.mem), dma.mem)
+            wiring.connect(m, getattr(mvu, f"{name}_r"), getattr(files, f"mvu_{name}_wide"))
+        # the memory port: held by one DMA from the start of its transfer to its DONE
+        owner = Signal(range(3))  # 0 none, 1 load, 2 store
+        free = Signal()
+        g_ld, g_st = Signal(), Signal()
+        m.d.comb += [
+            free.eq((owner == 0) | ((owner == 1) & ~ld.want) | ((owner == 2) & ~st.want)),
+            g_ld.eq(ld.want & ((owner == 1) | free)),
+            g_st.eq(st.want & ((owner == 2) | (free & ~ld.want))),
+            ld.grant.eq(g_ld), st.grant.eq(g_st),
+        ]
+        with m.If(g_ld):
+            m.d.sync += owner.eq(1)
+        with m.Elif(g_st):
+            m.d.sync += owner.eq(2)
+        with m.Elif(free):
+            m.d.sync += owner.eq(0)
+        req = self.mem.req
+        with m.If(g_st):
+            m.d.comb += [req.valid.eq(st.mem.req.valid), req.payload.eq(st.mem.req.payload),
+                         st.mem.req.ready.eq(req.ready)]
+        with m.Else():
+            m.d.comb += [req.valid.eq(ld.mem.req.valid & g_ld), req.payload.eq(ld.mem.req.payload),
+                         ld.mem.req.ready.eq(req.ready & g_ld)]
+        m.d.comb += [ld.mem.resp.valid.eq(self.mem.resp.valid), ld.mem.resp.payload.eq(self.mem.resp.payload),
+                     self.mem.resp.ready.eq(ld.mem.resp.ready)]
         for name in ("imem_we", "imem_waddr", "imem_wdata", "start", "prog_len", "mem_size", "ro_bytes",
                      "max_steps", "max_cycles"):
             m.d.comb += getattr(ctl, name).eq(getattr(self, name))
@@ -76,8 +119,9 @@ class Engine(wiring.Component):
         with m.If(self.start & ~ctl.running):
             m.d.sync += [getattr(self, f"busy_{u.key}").eq(0) for u in BUILT_UNITS]
         with m.Else():
-            for unit, busy in ((Unit.CTL, ctl.ctl_busy), (Unit.DMA_LOAD, dma.busy_load),
-                               (Unit.DMA_STORE, dma.busy_store), (Unit.MFU, mfu.busy)):
+            for unit, busy in ((Unit.CTL, ctl.ctl_busy), (Unit.DMA_LOAD, ld.busy_load),
+                               (Unit.DMA_STORE, st.busy_store), (Unit.MVU, mvu.busy), (Unit.MFU, mfu.busy),
+                               (Unit.POOL, pool.busy)):
                 counter = getattr(self, f"busy_{unit.key}")
                 with m.If(busy):
                     m.d.sync += counter.eq(counter + 1)

@@ -5,6 +5,12 @@
 // effect when accepted and has no response. At most MAX_OUT reads are in flight (accepted, not yet
 // taken by the engine). Bandwidth is a token bucket of BW_NUM / BW_DEN bytes per cycle: a request
 // (read or write) is accepted only when a whole word's worth of credit is available.
+// DRAM costs (accelml.sim.dram; all 0 for memory without them): one row of ROW_BYTES bytes is open;
+// a request to another row opens it (the row it needs is activated the first cycle the request is
+// presented) and waits PAGE_MISS cycles; a write is accepted RD2WR cycles after the last read at
+// the earliest, a read WR2RD cycles after the last write. Refresh is in the bandwidth (BW_NUM /
+// BW_DEN is the sustained bandwidth times the refresh efficiency). accelml.sim.cycles models the
+// same gate cycle for cycle.
 // With stall_mask non-zero, a 16-bit LFSR also withholds ready on requests and valid on a response
 // not yet presented in the cycles where (lfsr & stall_mask) != 0: back-pressure for tests.
 // The contents are loaded from "mem.hex" at time 0 and written to "mem_out.hex" (words
@@ -17,7 +23,11 @@ module accelml_memory_model #(
     parameter integer LATENCY = 8,
     parameter integer MAX_OUT = 2,
     parameter integer BW_NUM = 8,
-    parameter integer BW_DEN = 1
+    parameter integer BW_DEN = 1,
+    parameter integer ROW_BYTES = 0,
+    parameter integer PAGE_MISS = 0,
+    parameter integer RD2WR = 0,
+    parameter integer WR2RD = 0
 ) (
     input clk,
     input req_valid,
@@ -50,7 +60,18 @@ module accelml_memory_model #(
     wire stall_req = (lfsr & stall_mask) != 0;
     wire stall_resp = (lfsr[15:0] & {stall_mask[7:0], stall_mask[15:8]}) != 0;
     wire credit_ok = credit >= WORD_CREDIT;
-    assign req_ready = credit_ok && (req_write || count < MAX_OUT) && !stall_req;
+    reg [63:0] open_row = 0;
+    reg open_valid = 0;
+    reg [63:0] act_done = 0;
+    reg any_acc = 0;
+    reg last_write = 0;
+    reg [63:0] last_acc = 0;
+    wire [63:0] req_byte = {{(64-AW){1'b0}}, req_addr} * WBYTES;
+    wire [63:0] req_row = ROW_BYTES != 0 ? req_byte / ROW_BYTES : 64'd0;
+    wire row_miss = ROW_BYTES != 0 && !(open_valid && req_row == open_row);
+    wire row_ok = !row_miss && now >= act_done;
+    wire dir_ok = !any_acc || req_write == last_write || now >= last_acc + (req_write ? RD2WR : WR2RD);
+    assign req_ready = credit_ok && (req_write || count < MAX_OUT) && !stall_req && row_ok && dir_ok;
     assign resp_valid = count > 0 && q_due[head] <= now && (presented || !stall_resp);
     assign resp_data = q_data[head];
     wire accept = req_valid && req_ready;
@@ -60,6 +81,16 @@ module accelml_memory_model #(
         now <= now + 1;
         lfsr <= {lfsr[14:0], lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]};
         presented <= resp_valid && !resp_ready;
+        if (req_valid && row_miss) begin
+            open_row <= req_row;
+            open_valid <= 1;
+            act_done <= now + PAGE_MISS;
+        end
+        if (accept) begin
+            any_acc <= 1;
+            last_write <= req_write;
+            last_acc <= now;
+        end
         if (accept && req_write) begin
             for (b = 0; b < WBYTES; b = b + 1)
                 if (req_mask[b] && req_addr < WORDS) mem[req_addr][8*b +: 8] <= req_data[8*b +: 8];

@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from accelml.compiler import compile_model, models
 from accelml.runtime import load, save_package
+from accelml.sim.funcsim import FuncSim
 
 ALL = ["resnet50", "resnet152", "vgg16", "densenet121", "ssd_vgg", "mobilenet_v2"]
 
@@ -31,6 +32,18 @@ def best(fn, repeats):
         out = fn()
         times.append(time.perf_counter() - t0)
     return min(times), out
+
+
+def unit_busy(cm) -> dict[str, int]:
+    """Modelled busy cycles per unit, summed over the engine segments (timing-only funcsim runs)."""
+    busy: dict[str, int] = {}
+    for seg in cm.segments:
+        if seg.compiled is None:
+            continue
+        sim = FuncSim(cm.cfg, seg.compiled.mem_bytes, numerics=False)
+        for unit, cycles in sim.run(seg.compiled.program).busy.items():
+            busy[unit] = busy.get(unit, 0) + cycles
+    return busy
 
 
 def main() -> None:
@@ -71,6 +84,9 @@ def main() -> None:
             os.makedirs(args.plot_dir, exist_ok=True)
             cm.plot(os.path.join(args.plot_dir, f"{name}-{args.preset}.png"))
         print(f"{name}: {cm.report().splitlines()[-1]}", flush=True)
+        busy = unit_busy(cm)
+        print(f"{name}: modelled busy cycles per unit (% of {s['cycles']}): "
+              + ", ".join(f"{u} {c} ({100 * c / s['cycles']:.1f} %)" for u, c in sorted(busy.items())), flush=True)
     print()
     hdr = (f"{'model':14} {'GMAC':>6} {'compile s':>9} {'insns':>7} {'cycles':>10} {'latency us':>10} "
            f"{'MVU util':>8} {'roofline':>8} {'funcsim s':>9} {'ORT s':>7} {'ratio':>6} {'bit-exact':>9} "

@@ -10,12 +10,24 @@ start-up and the image's load and dump, so long runs measure the engine) and the
 simulators' wall times, measured side by side in one run.
 
     python tests/bench/bench_rtl.py [--presets tiny ecp5] [--iterations 2000] [--optimize=-O2]
+
+``--resnet50 PRESET`` instead: compile ResNet-50 (``compiler.models``, synthetic weights; ``--size``
+full or reduced) for the preset, print what the RTL run needs (instructions per engine segment,
+image and memory bytes, the instruction-memory depth and memory-model size of its build), then run
+one image on onnxruntime (float32), on the functional simulator and on the RTL through the same
+device code (``runtime.device``: ``accelml run --device rtl``), assert the two engine results equal
+bit for bit and print the wall times side by side, their ratios, RTL cycles and MACs per wall
+second and the Verilator build time. An engine stop or a network the preset cannot hold ends the
+run with the typed error's one line.
+
+    python tests/bench/bench_rtl.py --resnet50 ecp5 [--size reduced]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,13 +70,90 @@ def image(cfg) -> bytes:
     return a.tobytes()
 
 
+def _timed(fn, repeat: int = 1):
+    """(result of the last call, seconds of the fastest of ``repeat`` calls)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def resnet50(name: str, size: str) -> None:
+    """The ``--resnet50`` mode (see the module doc)."""
+    import onnxruntime as ort
+
+    from accelml.compiler import compile_model, models
+    from accelml.hdl.errors import AccelmlError
+    from accelml.runtime import save_package
+    from accelml.runtime.device import RtlDevice
+    from accelml.runtime.engine import EngineSegment
+    from accelml.runtime.package import load
+    from accelml.sim.rtl_engine import imem_depth_for, model_bytes_for
+
+    cfg = preset(name)
+    model = models.build("resnet50", size=size)
+    x = np.random.default_rng(0).standard_normal(
+        [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
+    try:
+        cm, compile_s = _timed(lambda: compile_model(model, config=cfg, name="resnet50"))
+    except AccelmlError as e:
+        raise SystemExit(f"resnet50 ({size}) on {name}: does not compile: {type(e).__name__}: {e}") from None
+    s = cm.summary()
+    print(f"resnet50 ({size}) on {cfg.describe()}: compiled in {compile_s:.1f} s; {s['macs']:,} MACs, "
+          f"{s['instructions']:,} instructions, modelled {s['cycles']:,} cycles")
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = Path(tmp) / "resnet50.accel"
+        save_package(cm, pkg)
+        fs_model = load(pkg)
+        for seg in fs_model.segments:
+            if isinstance(seg, EngineSegment):
+                size_b = max(seg.mem_bytes, len(seg.image))
+                print(f"  engine segment: {len(seg.program.instructions):,} instructions (imem build "
+                      f"{imem_depth_for(len(seg.program.instructions))}), constant image {len(seg.image):,} B, "
+                      f"memory {size_b:,} B (memory model {model_bytes_for(cfg, size_b) >> 20} MiB)")
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        in_name = model.graph.input[0].name
+        _, ort_s = _timed(lambda: sess.run(None, {in_name: x}), repeat=3)
+        fs_model.run({in_name: x})  # the first run also runs the cycle model
+        ref, fs_s = _timed(lambda: fs_model.run({in_name: x}))
+        print(f"  onnxruntime fp32 {ort_s:.3f} s; funcsim {fs_s:.3f} s (a repeat run)", flush=True)
+        device = RtlDevice(cfg, progress=sys.stderr)
+        rtl_model = load(pkg, device=device)
+        try:
+            t0 = time.perf_counter()
+            got = rtl_model.run({in_name: x})
+            total = time.perf_counter() - t0
+        except AccelmlError as e:
+            raise SystemExit(f"resnet50 ({size}) on {name}: Verilator build {device.build_seconds:.0f} s; the RTL "
+                             f"run stopped: {type(e).__name__}: {e}") from None
+    stats = device.last_stats
+    rtl_s = total - stats.build_seconds
+    same = all(got[k].tobytes() == v.tobytes() for k, v in ref.items())
+    print(f"  RTL {rtl_s:.1f} s (RTL / funcsim = "
+          f"{rtl_s / fs_s:,.0f}x, RTL / onnxruntime = {rtl_s / ort_s:,.0f}x); Verilator build "
+          f"{stats.build_seconds:.0f} s")
+    print(f"  RTL {stats.cycles:,} cycles (cycle model {stats.modelled_cycles:,}) = "
+          f"{stats.cycles / stats.run_seconds:,.0f} cycles/s, {stats.macs / stats.run_seconds:,.0f} MAC/s; "
+          f"bit-exact: {same}")
+    if not same:
+        raise SystemExit("resnet50: RTL and funcsim outputs differ")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "ecp5"])
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--optimize", default="-O2", help="C++ optimisation of the Verilated model")
+    ap.add_argument("--resnet50", metavar="PRESET", default=None,
+                    help="instead: ResNet-50 on PRESET, RTL next to funcsim and onnxruntime")
+    ap.add_argument("--size", choices=["full", "reduced"], default="full", help="--resnet50: model size")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    if args.resnet50:
+        resnet50(args.resnet50, args.size)
+        return
     for name in args.presets:
         cfg = preset(name)
         with tempfile.TemporaryDirectory() as cache:

@@ -46,7 +46,7 @@ def test_rejects_unsupported_native_dim():
 def test_layout_widths(name):
     cfg = preset(name)
     n, m, e = cfg.native_dim, cfg.mantissa_bits, cfg.exponent_bits
-    assert step_layout(cfg).size == n * n * (m + 1) + n * (e + 1) + n * (m + 1) + (e + 1) + 2
+    assert step_layout(cfg).size == n * n * (m + 1) + n * (e + 1) + n * (m + 1) + (e + 1) + 2 + 32 * n
     assert result_layout(cfg).size == 32 * n + 1
     assert dot_width(cfg) == 2 * m + (n.bit_length() - 1) + 1
     # the widest exact block dot product fits

@@ -6,6 +6,7 @@ The scoreboard is the golden model, ``accelml.sim.bfp.block_matmul``, one weight
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class Step:
     a_exp: int
     first: bool
     last: bool
+    init: np.ndarray | None = None  # (N,) float32: the values the sums start from with `first` (None: +0)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ def step_value(step: Step) -> dict:
     return {
         "w_mant": step.w_mant.tolist(), "w_exp": step.w_exp.tolist(), "a_mant": step.a_mant.tolist(),
         "a_exp": int(step.a_exp), "first": int(step.first), "last": int(step.last),
+        "init": ([0] * len(step.a_mant) if step.init is None
+                 else np.asarray(step.init, np.float32).view(np.uint32).tolist()),
     }
 
 
@@ -61,7 +65,7 @@ def _f32_bits(v) -> int:
 def definition_row(cfg: EngineConfig, blocks: list[Step], j: int) -> int | None:
     """Row ``j`` straight from the documented definition: exact integer block dot products."""
     m1 = cfg.mantissa_bits - 1
-    acc = np.float32(0)
+    acc = np.float32(0) if blocks[0].init is None else np.float32(blocks[0].init[j])
     try:
         for b in blocks:
             d = sum(int(w) * int(a) for w, a in zip(b.w_mant[j], b.a_mant, strict=True))
@@ -89,8 +93,9 @@ class Scoreboard:
         w_mant = np.concatenate([b.w_mant[j] for b in blocks]).reshape(1, -1).astype(np.int32)
         w_exp = np.array([[b.w_exp[j] for b in blocks]], np.int16)
         assert a_mant.shape[1] == n * len(blocks)
+        acc = None if blocks[0].init is None else np.array([[blocks[0].init[j]]], np.float32)
         try:
-            return _f32_bits(block_matmul((a_mant, a_exp), (w_mant, w_exp), self.cfg)[0, 0])
+            return _f32_bits(block_matmul((a_mant, a_exp), (w_mant, w_exp), self.cfg, acc=acc)[0, 0])
         except NumericsError:
             exact = definition_row(self.cfg, blocks, j)
             if exact is not None:
@@ -165,9 +170,25 @@ def random_jobs(cfg: EngineConfig, rng: random.Random, count: int, max_blocks: i
         mode = rng.choices(("mid", "full", "low", "high"), weights=(5, 2, 2, 2))[0]
         length = rng.randint(1, max_blocks)
         restart = k == 0 or rng.random() < 0.9
+        init = random_init(cfg, rng) if restart and rng.random() < 0.3 else None
         for b in range(length):
-            steps.append(random_step(cfg, rng, mode, first=restart and b == 0, last=b == length - 1))
+            step = random_step(cfg, rng, mode, first=restart and b == 0, last=b == length - 1)
+            steps.append(dataclasses.replace(step, init=init) if b == 0 else step)
     return steps
+
+
+def random_init(cfg: EngineConfig, rng: random.Random) -> np.ndarray:
+    """Values a sum continues from (an accumulating mvc's FVRF entry): finite internal-format
+    binary32, zeros, tiny and huge magnitudes included."""
+    out = []
+    for _ in range(cfg.native_dim):
+        kind = rng.random()
+        if kind < 0.2:
+            out.append(0.0)
+        else:
+            e = rng.choice((rng.randint(-20, 20), rng.randint(-126, -110), rng.randint(110, 127)))
+            out.append(math.ldexp(rng.uniform(1, 2), e) * rng.choice((1, -1)))
+    return to_internal(np.array(out))
 
 
 def corner_steps(cfg: EngineConfig, rng: random.Random) -> list[Step]:

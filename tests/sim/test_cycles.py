@@ -1,20 +1,105 @@
-"""The cycle model's shared memory bus and separate read/write DMA queues."""
+"""The cycle model: in-order dispatch to units of depth 1, range hazards, the shared memory port.
+
+The RTL comparison (model total and busy counts against the Verilated engine's counters) is in
+tests/hdl/engine/test_engine_rtl.py; these check the model's rules on their own.
+"""
+
+import dataclasses
+
+import pytest
 
 from accelml.hdl.config import preset
-from accelml.sim.cycles import CycleModel
+from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_vector_cycles, store_phase
+from accelml.sim.dram import DDR4_2400, derating
+
+CFG = preset("tiny")
 
 
-def test_load_and_store_share_the_bus_bandwidth():
-    m = CycleModel(preset("tiny"), 1 << 16)
-    a = m.op("dma_load", 100, 0, writes=[("vrf", 0, 10)], bus=True)
-    b = m.op("dma_store", 100, 0, reads=[("fvrf", 0, 10)], bus=True)
-    assert abs(a - b) >= 100  # one bus: the two transfers do not overlap, whichever queue they are on
+def _model():
+    return CycleModel(CFG, 1 << 16)
 
 
-def test_a_later_load_backfills_the_bus_while_an_earlier_store_waits_for_data():
-    m = CycleModel(preset("tiny"), 1 << 16)
-    mvu_done = m.op("mvu", 500, 0, writes=[("vrf", 0, 10)])
-    store = m.op("dma_store", 50, 0, reads=[("vrf", 0, 10, False)], bus=True)
-    load = m.op("dma_load", 50, 0, writes=[("vrf", 100, 110)], bus=True)
-    assert store >= mvu_done + 50  # the store waits for its data
-    assert load < mvu_done  # the load, issued after it, ran on the idle bus meanwhile
+def test_load_and_store_hold_the_memory_port_one_transfer_at_a_time():
+    m = _model()
+    ld = m.dispatch("dma_load", [("vrf", 0, 10, True), ("mem", 0, 50, False)], dma=(5, 0, 1, 10, 50))
+    st = m.dispatch("dma_store", [("fvrf", 0, 10, False), ("mem", 1000, 1160, True)], dma=(16, 1000, 1, 10, 160))
+    t = memory_timing(CFG)
+    load, last, row = load_phase(t, 5, 0, 1, 10, 50)
+    assert m.busy["dma_load"] == load and row == 0
+    # the store starts the cycle the load reaches DONE, in the same DRAM row, a write after a read
+    wait = max(0, last + t.read_to_write - (load + 2))
+    assert st == ld + 1 + store_phase(t, 16, 1000, 1, 10, 160, 0, wait)[0]
+
+
+def test_an_instruction_waits_for_the_one_in_flight_whose_result_it_reads():
+    m = _model()
+    ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
+    vact = m.dispatch("mfu", [("fvrf", 0, 8, False), ("fvrf", 100, 108, True)], mfu=("vact", 8))
+    assert vact == ld + 1 + 1 + 8 * mfu_vector_cycles("vact")  # dispatched when the load's slot frees
+
+
+def test_independent_units_overlap_and_a_unit_takes_one_instruction_at_a_time():
+    m = _model()
+    ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
+    a = m.dispatch("mfu", [("fvrf", 200, 208, False), ("fvrf", 100, 108, True)], mfu=("vact", 8))
+    assert a < ld + 8 * mfu_vector_cycles("vact")  # ran beside the load
+    b = m.dispatch("mfu", [("fvrf", 300, 308, False), ("fvrf", 400, 408, True)], mfu=("vop", 8))
+    assert b == a + 1 + 1 + 8 * mfu_vector_cycles("vop")  # the MFU's next instruction waits for its slot
+    assert m.halt() == max(ld, b) + 2  # halt waits for every unit: the last slot frees, then the stop
+
+
+def test_control_cycles_per_instruction():
+    m = _model()
+    m.ctl()  # FETCH DECODE ADVANCE
+    m.ctl(entered_loop=True)  # FETCH DECODE
+    m.skip()  # FETCH DECODE CHECK ADVANCE
+    m.closed(2)  # two more ADVANCE cycles
+    assert m.t == 3 + 2 + 4 + 2 and m.busy["ctl"] == m.t
+
+
+def test_load_phase_is_latency_plus_one_word_per_cycle_when_entries_fill_words():
+    t = dataclasses.replace(memory_timing(CFG), bw_num=8, bw_den=1, row_bytes=0)  # a word per cycle, no DRAM
+    words = 2 * 40  # 8-byte words; a binary32 vector is two words
+    # requests from cycle 0, words taken from cycle `latency`, the last entry written the cycle
+    # after its last word, DONE seen the cycle after that
+    assert load_phase(t, 16, 0, 1, 40, 640)[0] == t.latency + words + 2
+    # 5-byte BFP vectors: the gearbox writes one entry per cycle, below the port's rate
+    assert load_phase(t, 5, 0, 1, 40, 200)[0] == t.latency + 40 + 2
+
+
+def test_dram_costs():
+    d = derating(CFG)
+    t = memory_timing(CFG)
+    assert (t.row_bytes, t.page_miss, t.write_to_read) == (8192, d.page_miss, d.write_to_read)
+    assert t.bw_num / t.bw_den == CFG.mem_bytes_per_cycle * (1 - 350 / 7800)  # refresh: tRFC of every tREFI
+    assert d.page_miss == 3 and d.write_to_read == 3 and d.read_to_write == 1  # 26.6, 20.8, 9.2 ns at 100 MHz
+    assert derating(preset("s10")) is None  # HBM2-class: faster than one DDR4-2400 channel
+    assert DDR4_2400.write_to_read_ns == pytest.approx((12 + 4 + 9) / 1.2)  # CWL + BL/2 + tWTR_L, in tCK
+    # a miss costs the open row's activation; rows 8 KB apart pay it on every row (partly hidden
+    # behind the reads in flight)
+    hit = load_phase(t, 16, 0, 1, 4, 64, open_row=0)[0]
+    assert load_phase(t, 16, 0, 1, 4, 64)[0] == hit + t.page_miss
+    one_row = load_phase(t, 16, 0, 3, 4, 64, open_row=0)
+    three_rows = load_phase(t, 16, 0, 3, 4, 8192, open_row=0)
+    assert three_rows[0] > one_row[0] and (one_row[2], three_rows[2]) == (0, 2)
+    # a read waits for the turnaround after a write
+    assert load_phase(t, 16, 0, 1, 4, 64, open_row=0, wait=3)[0] == hit + 3
+
+
+def test_native_dma_phases_equal_the_python_definition():
+    import random
+
+    from accelml.sim import cycles, native
+
+    if native.kernels() is None:
+        pytest.skip(f"native kernels: {native.status()}")
+    rnd = random.Random(1)
+    t = memory_timing(CFG)
+    for _ in range(200):
+        item, length, rows = rnd.choice([5, 16, 17, 20, 64, 272]), rnd.randint(1, 9), rnd.randint(1, 5)
+        stride = length * item + rnd.choice([0, 3, 100, 8192])
+        addr, open_row, wait = rnd.randint(0, 9000), rnd.choice([None, 0, 1, -1]), rnd.choice([0, 0, 3])
+        tt = t if rnd.random() < 0.5 else dataclasses.replace(t, row_bytes=0, bw_num=8, bw_den=1, max_outstanding=3)
+        for py, name in ((cycles._load_phase_py, "dma_load_phase"), (cycles._store_phase_py, "dma_store_phase")):
+            args = (item, addr, rows, length, stride, open_row, wait)
+            assert cycles._phase(name, py, tt, *args) == py(tt, *args), (name, args)

@@ -7,6 +7,7 @@ from accelml.hdl.config import preset
 from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.hdl.program import assemble_program
 from accelml.sim import bfp, golden
+from accelml.sim.cycles import load_phase, memory_timing, mfu_vector_cycles
 from accelml.sim.funcsim import FuncSim
 from accelml.sim.layout import MemoryImage, read_bfp, weight_tiles
 
@@ -190,6 +191,13 @@ halt
         ("cfg kh, r0, 0\nmvc r0, r0, r0, 0\nhalt", "instruction 1 \\(mvc\\): window geometry has a zero dimension"),
         ("seti r1, 8190\ncfg npix, r0, 4\nqnt r1, r0, 4\nhalt", "VRF access \\[8190, 8194\\)"),
         ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", "more than 1000000 instructions"),
+        ("cfg pad_l, r0, 1\npool max, r0, r0\nhalt",
+         "instruction 1 \\(pool\\): max_pool: a window lies entirely in the padding"),
+        ("cfg pad_l, r0, 1\npool avg, r0, r0\nhalt",
+         "instruction 1 \\(pool\\): avg_pool: a window lies entirely in the padding \\(divisor 0\\)"),
+        ("cfg pad_t, r0, 0xFFFFFFFF\npool avg_pad, r0, r0\nhalt",
+         "avg_pool: a window lies entirely outside the input and its pads"),
+        ("cfg in_cb, r0, 2\ncfg gi, r0, 3\nmvc r0, r0, r0, 0\nhalt", "group 0 needs input blocks \\[0, 3\\)"),
     ],
 )
 def test_run_time_errors_are_typed_and_name_the_instruction(text, match):
@@ -207,6 +215,19 @@ def test_loops_nest_and_execute_the_right_number_of_times():
     sim = FuncSim(CFG, 0x1000)
     sim.run(assemble_program("seti r0, 5\nloop r0, 0, 1\naddi r1, r1, 1\nhalt", CFG))
     assert sim.regs[1] == 0 and sim.reg(0) == 0
+
+
+def test_zero_count_loop_ending_with_its_enclosing_body_closes_that_loop():
+    # the outer body is instructions 1..3; the skipped inner body is instruction 3, the outer's last:
+    # skipping it reaches the outer loop's end, which repeats (docs/isa.md)
+    sim = FuncSim(CFG, 0x1000)
+    sim.run(assemble_program("loop r0, 3, 3\naddi r1, r1, 1\nloop r0, 0, 1\naddi r2, r2, 1\nhalt", CFG))
+    assert sim.regs[1] == 3 and sim.regs[2] == 0
+    # two levels closed at once, then the instruction after them
+    sim = FuncSim(CFG, 0x1000)
+    sim.run(assemble_program("loop r0, 2, 4\nloop r0, 3, 3\naddi r1, r1, 1\nloop r0, 0, 1\naddi r2, r2, 1\n"
+                             "addi r3, r3, 1\nhalt", CFG))
+    assert (sim.regs[1], sim.regs[2], sim.regs[3]) == (6, 0, 1)
 
 
 def test_overflow_in_the_mfu_is_a_numerics_fault():
@@ -259,7 +280,7 @@ mvc r0, r0, r0, 0
 
 def test_cycle_model_overlaps_dma_with_compute_when_buffers_differ():
     """Loading the next weights into a different MRF region overlaps the MVC; the same region waits
-    (an MVC holds all its weight tiles from its start to its end)."""
+    for the MVC to finish (a write of what an instruction in flight reads)."""
     cfg = preset("tiny")
     img, first = _mvc_setup(cfg, 64 * 4, 32)
 
@@ -275,13 +296,15 @@ halt
     for region in (0, 32):
         sim = FuncSim(cfg, img.build(extra=0x100))
         cycles[region] = sim.run(assemble_program(program(region), cfg)).cycles
-    dma = -(-32 * cfg.tile_bytes // int(cfg.mem_bytes_per_cycle)) + cfg.mem_latency_cycles
-    assert cycles[32] < cycles[0]
-    assert cycles[0] - cycles[32] >= dma - 2  # the reload is hidden behind the first MVC
+    t = memory_timing(cfg)
+    mvc = -(-(64 * 4) // cfg.tiles) * 32  # 1x1 window over 32 input blocks, one output block
+    # the weights' DRAM row is open (the first load read it); + SETUP, DONE, the slot freeing
+    dma = load_phase(t, cfg.tile_bytes, 0x4000 % t.row_bytes, 1, 32, 32 * cfg.tile_bytes, 0)[0] + 3
+    assert dma < mvc and cycles[0] - cycles[32] == dma  # the reload, hidden behind the first MVC
 
 
-def test_cycle_model_chains_a_vector_op_behind_the_products_it_consumes():
-    """An MFU op on an MVC's results starts while the products still stream out (chaining)."""
+def test_cycle_model_starts_a_vector_op_after_the_products_it_consumes():
+    """An MFU op on an MVC's results is dispatched the cycle the MVC's slot frees (no chaining)."""
     cfg = preset("tiny")
     img, text = _mvc_setup(cfg, 4, 1)
     sim = FuncSim(cfg, img.build(extra=0x100))
@@ -294,9 +317,7 @@ halt
     sim.run(prog)
     ops = [i.op.name for i in prog.instructions]
     mvc_end, vact_end = sim.insn_end[ops.index("MVC")], sim.insn_end[ops.index("VACT")]
-    vact_cycles = 256 // cfg.mfu_width
-    assert vact_end - mvc_end < vact_cycles  # it began before the MVC was done
-    assert vact_end - mvc_end > vact_cycles - 256 // cfg.tiles - 20  # but not before the MVC began
+    assert vact_end - mvc_end == 1 + 1 + 256 * mfu_vector_cycles("vact")  # slot free, IDLE, the vectors
 
 
 def _layer_program(cfg, h, w, cb, cob, addrs) -> str:

@@ -14,7 +14,10 @@ import numpy as np
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.engine.layouts import file_depth, item_bytes
-from accelml.hdl.isa import Cfg, Instruction, Opcode, Space
+from accelml.hdl.isa import Cfg, Instruction, Opcode, PoolMode, Space
+from accelml.sim import golden
+from accelml.sim.layout import window_index
+from accelml.sim.memory import encode_bfp
 
 
 def valid_image(size: int, seed: int) -> bytearray:
@@ -65,3 +68,116 @@ def random_dma_program(cfg: EngineConfig, rnd: random.Random, *, mem_size: int, 
         _i(Opcode.HALT),
     ]
     return prog
+
+
+# -- mvc / pool ----------------------------------------------------------------------------------
+
+def _bfp_bytes(cfg: EngineConfig, rnd: random.Random, vectors: int, *, extreme: float, high: bool) -> bytes:
+    """``vectors`` BFP vectors: random mantissas (zero blocks, full-scale ones), exponents mostly
+    moderate, a fraction ``extreme`` of them at the bottom of the range (terms flushed to zero)
+    or, with ``high``, at the top."""
+    n, mx = cfg.native_dim, (1 << cfg.mantissa_bits) - 1
+    rng = np.random.default_rng(rnd.getrandbits(32))
+    mant = rng.integers(-mx, mx + 1, (vectors, n))
+    mant[rng.random(vectors) < 0.1] = 0
+    full = rng.random(vectors) < 0.05
+    mant[full] = np.where(rng.random((int(full.sum()), n)) < 0.5, mx, -mx)
+    exp = rng.integers(-12, 13, vectors)
+    ext = rng.random(vectors) < extreme
+    ends = [cfg.exp_min, cfg.exp_min + 3] + ([cfg.exp_max - 40, cfg.exp_max - 26] if high else [])
+    exp[ext] = rng.choice(ends, int(ext.sum()))
+    return encode_bfp(mant, exp, cfg)
+
+
+def random_window_geometry(rnd: random.Random, *, allow_empty: bool = True) -> dict:
+    """A window (Cfg values) whose output grid is non-empty, with padding, stride 2, dilation 2,
+    odd sizes and, now and then, a negative top pad (a band of rows); without ``allow_empty``,
+    every chosen output pixel has a tap inside the input."""
+    while True:
+        g = {"in_h": rnd.randint(1, 6), "in_w": rnd.randint(1, 6), "kh": rnd.randint(1, 3), "kw": rnd.randint(1, 3),
+             "stride_h": rnd.choice([1, 1, 2]), "stride_w": rnd.choice([1, 2]), "dil_h": rnd.choice([1, 1, 2]),
+             "dil_w": rnd.choice([1, 2]), "pad_t": rnd.choice([0, 0, 1, 2, -1]), "pad_l": rnd.choice([0, 1, 2]),
+             "pad_b": rnd.choice([0, 1, 2]), "pad_r": rnd.choice([0, 1])}
+        span_h = g["in_h"] + g["pad_t"] + g["pad_b"] - (g["dil_h"] * (g["kh"] - 1) + 1)
+        span_w = g["in_w"] + g["pad_l"] + g["pad_r"] - (g["dil_w"] * (g["kw"] - 1) + 1)
+        if span_h >= 0 and span_w >= 0:
+            oh, ow = span_h // g["stride_h"] + 1, span_w // g["stride_w"] + 1
+            pix0 = rnd.choice([0, 0, rnd.randint(0, oh * ow - 1)])
+            g = {**g, "out_w": ow, "pix0": pix0, "npix": rnd.randint(1, oh * ow - pix0)}
+            geom = golden.ConvGeom(g["in_h"], g["in_w"], g["kh"], g["kw"], (g["stride_h"], g["stride_w"]),
+                                   (g["dil_h"], g["dil_w"]), (g["pad_t"], g["pad_l"], g["pad_b"], g["pad_r"]))
+            if allow_empty or (window_index(geom, (g["pix0"], g["npix"], ow))[0] >= 0).any(axis=1).all():
+                return g
+
+
+def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions: int = 3,
+                          extreme: float = 0.05) -> tuple[list[Instruction], bytearray]:
+    """``instructions`` mvc / pool instructions on random data, each loading its operands
+    (activations to the VRF, weight tiles to the MRF, an accumulating mvc's sums to the FVRF),
+    running and storing its FVRF results; returns (program, memory image). Dense, grouped and
+    depthwise mvc (GI / GO / OB0), acc = 0 / 1, every pool mode."""
+    n = cfg.native_dim
+    img = bytearray()
+    prog: list[Instruction] = []
+
+    def put(blob: bytes) -> int:
+        addr = -(-len(img) // 16) * 16
+        img.extend(bytes(addr - len(img)))
+        img.extend(blob)
+        return addr
+
+    outs = []
+    for _ in range(instructions):
+        kind = rnd.choice(["mvc", "mvc", "mvc_group", "pool"])
+        g = random_window_geometry(rnd, allow_empty=kind != "pool" or rnd.random() < 0.05)
+        in_cb = rnd.randint(1, 3)
+        cfgs = {**g, "in_cb": in_cb, "gi": 0, "go": 0, "ob0": 0, "cob": 1}
+        taps = g["kh"] * g["kw"]
+        vectors = g["in_h"] * g["in_w"] * in_cb
+        if kind == "mvc_group":
+            gi = rnd.randint(1, 2)
+            groups = rnd.randint(1, 3)
+            in_cb = gi * groups
+            go = rnd.randint(1, 2)
+            cob = rnd.randint(1, groups * go)
+            cfgs.update(in_cb=in_cb, gi=gi, go=go, cob=cob, ob0=rnd.randint(0, groups * go - cob))
+            vectors = g["in_h"] * g["in_w"] * in_cb
+        elif kind == "mvc":
+            cfgs["cob"] = rnd.randint(1, 3)
+        vaddr = put(_bfp_bytes(cfg, rnd, vectors, extreme=extreme, high=True))
+        vbase = rnd.randint(0, 40)
+        prog += [_i(Opcode.SETI, rd=1, imm=vbase), _i(Opcode.SETI, rd=2, imm=vaddr),
+                 _i(Opcode.CFG, key=Cfg.MEM_STRIDE, rs=0, imm=0), _i(Opcode.CFG, key=Cfg.CHIP_STRIDE, rs=0, imm=0),
+                 _i(Opcode.LD, space=Space.VRF, rc=1, rm=2, rows=1, length=vectors)]
+        for key, value in cfgs.items():
+            prog.append(_i(Opcode.CFG, key=Cfg[key.upper()], rs=0, imm=value & 0xFFFF_FFFF))
+        dbase = rnd.randint(0, 30)
+        prog.append(_i(Opcode.SETI, rd=3, imm=dbase))
+        if kind == "pool":
+            mode = rnd.choice(list(PoolMode))
+            prog.append(_i(Opcode.POOL, mode=mode, rd=3, rs=1))
+            results = g["npix"] * in_cb
+        else:
+            cob = cfgs["cob"]
+            gi = cfgs["gi"] or in_cb
+            tiles = cob * taps * gi
+            taddr = put(_bfp_bytes(cfg, rnd, tiles * n, extreme=extreme, high=False))
+            tbase = rnd.randint(0, 20)
+            results = g["npix"] * cob
+            acc = int(rnd.random() < 0.35)
+            prog += [_i(Opcode.SETI, rd=4, imm=tbase), _i(Opcode.SETI, rd=5, imm=taddr),
+                     _i(Opcode.LD, space=Space.MRF, rc=4, rm=5, rows=1, length=tiles)]
+            if acc:
+                rng = np.random.default_rng(rnd.getrandbits(32))
+                init = (rng.standard_normal((results, n)) * 2.0 ** rng.integers(-20, 20, (results, n)))
+                init[rng.random((results, n)) < 0.1] = 0.0
+                faddr = put(init.astype("<f4").tobytes())
+                prog += [_i(Opcode.SETI, rd=6, imm=faddr),
+                         _i(Opcode.LD, space=Space.FVRF, rc=3, rm=6, rows=1, length=results)]
+            prog.append(_i(Opcode.MVC, rd=3, rs=1, rm=4, acc=acc))
+        outs.append((dbase, results))
+        oaddr = put(bytes(results * cfg.fp_vector_bytes))
+        prog += [_i(Opcode.SETI, rd=7, imm=oaddr), _i(Opcode.ST, space=Space.FVRF, rc=3, rm=7, rows=1, length=results)]
+    prog.append(_i(Opcode.HALT))
+    img.extend(bytes(64))
+    return prog, img

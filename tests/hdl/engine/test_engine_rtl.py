@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_programs import random_dma_program, valid_image
+from engine_programs import random_dma_program, random_window_program, valid_image
 
 import accelml.sim
 from accelml.hdl.config import preset
@@ -25,8 +25,9 @@ from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Cfg, Instruction, Opcode, Space
 from accelml.hdl.program import assemble
 from accelml.sim import rtl
+from accelml.sim.funcsim import FuncSim
 from accelml.sim.memory import encode_bfp
-from accelml.sim.rtl_engine import EngineSim, funcsim_outcome
+from accelml.sim.rtl_engine import EngineSim, funcsim_outcome, timing_mismatch
 
 PROGRAMS = Path(accelml.sim.__file__).parent / "programs"
 CFG = preset("tiny")
@@ -64,12 +65,18 @@ def engine():
 
 
 def _same(engine, program, image, *, ro_bytes=0, max_steps=50_000_000, stall_mask=0):
+    """The RTL run ends as funcsim's (error code, instruction, memory byte for byte) and, for a run
+    that ends without an error and without injected stalls (which the cycle model does not know),
+    the cycle model's total and per-unit busy cycles match the RTL's counters
+    (rtl_engine.timing_mismatch: 1 % and 2 %)."""
     ref = funcsim_outcome(CFG, program, image, ro_bytes=ro_bytes, max_steps=max_steps)
     got = engine.run(program, image, ro_bytes=ro_bytes, max_steps=max_steps, stall_mask=stall_mask)
     assert (got.error, got.error_pc) == (ref.error, ref.error_pc), ref.message
     if ref.error is not ErrorCode.ILLEGAL_INSN:  # funcsim refuses such a program before running it
         diff = np.nonzero(got.memory != ref.memory)[0]
         assert diff.size == 0, f"{diff.size} bytes differ, first at {diff[:8]}"
+    if ref.error is ErrorCode.NONE and not stall_mask:
+        assert timing_mismatch(ref, got) is None, timing_mismatch(ref, got)
     return ref, got
 
 
@@ -94,6 +101,27 @@ def test_dma_loops_program(engine, stall_mask):
     assert got.busy["dma_load"] > 0 and got.busy["dma_store"] > 0 and got.cycles >= sum(got.busy.values()) // 2
     if stall_mask:  # the stalls did happen
         assert got.cycles > engine.run(program, img).cycles
+    else:  # the cycle model is exact here, not only within _same's tolerance
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+@pytest.mark.rtl
+def test_dram_page_misses_and_turnarounds_are_timed_as_modelled(engine):
+    """Rows 8 KB apart (a DRAM row each: a page miss per row) and loads and stores alternating on
+    one port (read/write turnarounds): the RTL's cycles equal the model's (_same), and those costs
+    are in them."""
+    size = 5 * 8192
+    program = assemble("cfg mem_stride, r0, 8195\nseti r1, 3\nld vrf, r0, r1, 5, 6\nseti r2, 16384\n"
+                       "loop r0, 4, 4\nst vrf, r0, r2, 2, 6\nld fvrf, r0, r1, 2, 2\nst fvrf, r0, r2, 1, 2\n"
+                       "addi r2, r2, 12\nhalt")
+    ref, got = _same(engine, program, valid_image(size, 9))
+    assert got.error is ErrorCode.NONE
+    from accelml.sim.cycles import memory_timing
+
+    t = memory_timing(CFG)
+    assert t.page_miss and t.write_to_read and t.read_to_write
+    plain = FuncSim(dataclasses.replace(CFG, mem_bandwidth_gbps=100.0), size).run(program)  # no DRAM costs
+    assert got.cycles > plain.cycles
 
 
 def _mfu_image(seed: int) -> bytearray:
@@ -138,6 +166,7 @@ def test_mfu_programs(engine, name, make_image, seed):
     """deq, vop, vact (mfu_ops.s) and qnt (qnt_ops.s) on random data and corners; results stored at 0x400."""
     ref, got = _same(engine, assemble((PROGRAMS / name).read_text()), make_image(seed))
     assert got.error is ErrorCode.NONE and got.busy["mfu"] > 0
+    assert (ref.cycles, ref.busy) == (got.cycles, got.busy)  # the cycle model is exact
     assert bytes(got.memory[0x400:0x400 + 80]) != bytes(80)
 
 
@@ -253,6 +282,22 @@ ERROR_CASES = {
     "deq_range": ("seti r1, 8191\ndeq r0, r1, 2\nhalt", ErrorCode.CHIP_RANGE, 1),
     "step_budget": ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", ErrorCode.STEP_BUDGET, 2),
     "zero_count_skips": ("loop r0, 0, 1\nseti r1, 300\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 2),
+    # mvc / pool: FuncSim._window, then the spans in its order, then the groups, then the data
+    "mvc_window": ("cfg kh, r0, 0\nmvc r0, r0, r0, 0\nhalt", ErrorCode.WINDOW, 1),
+    "pool_window": ("cfg in_cb, r0, 0\npool max, r0, r0\nhalt", ErrorCode.WINDOW, 1),
+    "mvc_window_before_range": ("seti r1, 9000\ncfg dil_w, r0, 0\nmvc r0, r1, r0, 0\nhalt", ErrorCode.WINDOW, 2),
+    "mvc_vrf_range": ("seti r1, 8191\ncfg in_cb, r0, 2\nmvc r0, r1, r0, 0\nhalt", ErrorCode.CHIP_RANGE, 2),
+    "mvc_mrf_range": ("seti r1, 511\ncfg kh, r0, 2\nmvc r0, r0, r1, 0\nhalt", ErrorCode.CHIP_RANGE, 2),
+    "mvc_fvrf_range": ("seti r1, 8191\ncfg npix, r0, 2\nmvc r1, r0, r0, 1\nhalt", ErrorCode.CHIP_RANGE, 2),
+    "pool_fvrf_range": ("seti r1, 8190\ncfg npix, r0, 3\npool avg, r1, r0\nhalt", ErrorCode.CHIP_RANGE, 2),
+    "mvc_group_range": ("cfg in_cb, r0, 2\ncfg gi, r0, 1\ncfg go, r0, 1\ncfg cob, r0, 2\ncfg ob0, r0, 1\n"
+                        "mvc r0, r0, r0, 0\nhalt", ErrorCode.GROUP_RANGE, 5),
+    "mvc_group_range_no_pixels": ("cfg in_cb, r0, 2\ncfg gi, r0, 3\ncfg npix, r0, 0\nmvc r0, r0, r0, 0\nhalt",
+                                  ErrorCode.GROUP_RANGE, 3),
+    "pool_max_empty": ("cfg pad_l, r0, 1\npool max, r0, r0\nhalt", ErrorCode.EMPTY_WINDOW, 1),
+    "pool_avg_empty": ("cfg in_w, r0, 2\ncfg npix, r0, 2\ncfg pad_t, r0, 0xFFFFFFFF\ncfg in_h, r0, 1\n"
+                       "pool avg, r0, r0\nhalt", ErrorCode.EMPTY_WINDOW, 4),
+    "pool_avg_pad_empty": ("cfg pad_t, r0, 0xFFFFFFFF\npool avg_pad, r0, r0\nhalt", ErrorCode.EMPTY_WINDOW, 1),
 }
 
 
@@ -265,14 +310,47 @@ def test_error_paths_name_code_and_instruction(engine, name):
     assert (got.error, got.error_pc) == (code, pc)
 
 
-UNIMPLEMENTED = {"mvc": "mvc r0, r0, r0, 0", "pool": "pool max, r0, r0"}
+@pytest.mark.rtl
+def test_zero_count_loop_ending_with_its_enclosing_body_closes_that_loop(engine):
+    """The skipped body ends where the outer body does: the outer loop repeats (r1 = 3 * 50), so the
+    store lands at 150, past the read-only image, not at 50 inside it."""
+    program = assemble("loop r0, 3, 3\naddi r1, r1, 50\nloop r0, 0, 1\nnop\nst vrf, r0, r1, 1, 1\nhalt")
+    ref, got = _same(engine, program, valid_image(512, 6), ro_bytes=128)
+    assert got.error is ErrorCode.NONE and got.steps == ref_steps(program)
+
+
+def ref_steps(program) -> int:
+    return FuncSim(CFG, 512, numerics=False, timing=False).run(program).instructions
+
+
+def _late_bad_bfp_image():
+    img = valid_image(1024, 8)
+    img[39 * 5 + 4] = 0xFF  # the exponent byte of vector 39: a 40-vector load fails at its end
+    img[512:528] = np.array([3e38, 1, 2, 3], "<f4").tobytes()  # x + x overflows
+    return img
+
+
+ORDER_CASES = {
+    # a range error found at issue in a later instruction while the load is still in flight
+    "range_error_after_a_faulting_load": ("ld vrf, r0, r0, 1, 40\nseti r1, 8190\nld vrf, r1, r0, 1, 3\nhalt",
+                                          ErrorCode.BAD_BFP, 0),
+    # the MFU's overflow in a younger instruction is reported first; the older load's fault wins
+    "younger_unit_fault_first": ("seti r2, 512\nld fvrf, r0, r2, 1, 1\nld vrf, r0, r0, 1, 40\n"
+                                 "vop add, r3, r0, r0, 1, 0\nhalt", ErrorCode.BAD_BFP, 2),
+    # and with the load faultless, the younger instruction's overflow is the error
+    "unit_fault_alone": ("seti r2, 512\nld fvrf, r0, r2, 1, 1\nld vrf, r0, r0, 1, 39\n"
+                         "vop add, r3, r0, r0, 1, 0\nhalt", ErrorCode.OVERFLOW, 3),
+}
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("name", sorted(UNIMPLEMENTED))
-def test_unimplemented_opcodes_stop_the_engine(engine, name):
-    got = engine.run(assemble(f"seti r1, 4\n{UNIMPLEMENTED[name]}\nhalt"), valid_image(256, 5))
-    assert (got.error, got.error_pc, got.steps) == (ErrorCode.UNIMPLEMENTED, 1, 2)
+@pytest.mark.parametrize("name", sorted(ORDER_CASES))
+def test_the_oldest_faulting_instruction_names_the_error(engine, name):
+    """Units run concurrently, so faults arrive out of program order; the engine reports the one
+    funcsim stops at (the first in program order), with that instruction's PC."""
+    text, code, pc = ORDER_CASES[name]
+    ref, got = _same(engine, assemble(text), _late_bad_bfp_image())
+    assert (got.error, got.error_pc) == (code, pc)
 
 
 ILLEGAL_WORDS = {
@@ -304,3 +382,147 @@ def test_cycle_budget_stops_a_long_transfer(engine):
     assert (got.error, got.error_pc) == (ErrorCode.CYCLE_BUDGET, 1)
     assert got.cycles == 41
     assert funcsim_outcome(CFG, prog, valid_image(4096, 4)).error is ErrorCode.NONE  # no budget there
+
+
+OTHER_MEMORIES = {
+    "ecp5": preset("ecp5"),  # 4-byte words, BFP vectors wider than a word, latency 12
+    # a10's memory system (64-byte words, latency 100, DDR4 costs at 300 MHz) on small files
+    "a10-memory": dataclasses.replace(preset("a10"), vrf_vectors=256, mrf_tiles=64, fvrf_vectors=256, tiles=1),
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OTHER_MEMORIES))
+def test_cycle_model_is_exact_on_other_memory_systems(name):
+    """Random DMA programs on engines of other word widths, latencies and DRAM costs: the RTL's
+    cycles and busy counts equal the cycle model's (builds one engine each: slow)."""
+    rtl.require_tools()
+    cfg = OTHER_MEMORIES[name]
+    engine = EngineSim(cfg)
+    for seed in range(3):
+        rnd = random.Random(seed)
+        size = rnd.choice([15000, 20480, 30001])
+        ro = rnd.choice([0, 128, 301])
+        program = random_dma_program(cfg, rnd, mem_size=size, ro_bytes=ro)
+        image = valid_image(size, seed)
+        ref = funcsim_outcome(cfg, program, image, ro_bytes=ro)
+        got = engine.run(program, image, ro_bytes=ro)
+        assert (got.error, got.error_pc) == (ref.error, ref.error_pc) and (got.memory == ref.memory).all()
+        assert ref.error is ErrorCode.NONE and (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+# -- mvc and pool --------------------------------------------------------------------------------
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("seed", "stall_mask"), [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0x0101), (5, 0), (6, 0),
+                                                  (7, 0)])
+def test_random_window_programs(engine, seed, stall_mask):
+    """mvc (dense, grouped, depthwise, acc = 0 / 1) and pool (max, avg, avg_pad) with padding,
+    stride 2, dilation 2, negative top pads, odd sizes, zero blocks and exponent extremes."""
+    program, image = random_window_program(CFG, random.Random(seed), instructions=4)
+    ref, got = _same(engine, program, image, stall_mask=stall_mask)
+    assert got.error is ErrorCode.NONE and got.busy["mvu"] + got.busy["pool"] > 0
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("seed", range(3))
+def test_window_programs_at_the_exponent_extremes(engine, seed):
+    """Half the blocks at the ends of the exponent range: terms flushed to zero, sums that overflow
+    (the run then stops at that mvc with OVERFLOW, as the functional simulator does)."""
+    program, image = random_window_program(CFG, random.Random(100 + seed), instructions=4, extreme=0.5)
+    _same(engine, program, image)
+
+
+@pytest.mark.rtl
+def test_mvc_overflow_names_the_instruction(engine):
+    n = CFG.native_dim
+    img = bytearray(512)
+    blob = encode_bfp(np.full((1 + n, n), 127), np.full(1 + n, CFG.exp_max), CFG)  # a block, a tile
+    img[0:len(blob)] = blob
+    program = assemble(f"ld vrf, r0, r0, 1, 1\nseti r1, {CFG.bfp_vector_bytes}\nld mrf, r0, r1, 1, 1\n"
+                       "mvc r0, r0, r0, 0\nhalt")
+    ref, got = _same(engine, program, img)
+    assert (got.error, got.error_pc) == (ErrorCode.OVERFLOW, 3)
+
+
+MVC_SHAPES = {  # taps * gi >= T = 2
+    "3x3": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "out_w": 2, "npix": 4, "in_cb": 2, "cob": 3},
+    "1x1_two_blocks": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 16, "in_cb": 2, "cob": 2},
+    "depthwise": {"in_h": 6, "in_w": 6, "kh": 3, "kw": 3, "out_w": 4, "npix": 16, "in_cb": 4, "cob": 4, "gi": 1,
+                  "go": 1},
+    "groups_of_two": {"in_h": 6, "in_w": 6, "kh": 3, "kw": 3, "out_w": 4, "npix": 15, "in_cb": 4, "cob": 3,
+                      "gi": 2, "go": 2, "ob0": 1},
+}
+
+
+MVC_SHAPES.update({  # taps * gi < T: each round after the first waits for the T writes
+    "1x1_one_block": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 15, "in_cb": 1, "cob": 1},
+    "depthwise_1x1": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 16, "in_cb": 4, "cob": 4, "gi": 1, "go": 1},
+    "no_pixels": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 0, "in_cb": 1, "cob": 1},
+})
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(MVC_SHAPES))
+def test_mvc_cycles_are_modelled_exactly(engine, name):
+    """busy_mvu = cycles.mvu_busy: the rounds of T pairs back to back (or every T cycles when
+    taps * gi < T), plus the window's divisions, the pipeline and the last round's writes; the
+    whole run's cycles too (_same asserts the tolerance, this the equality)."""
+    from accelml.sim.cycles import mvu_busy
+
+    cfgs = MVC_SHAPES[name]
+    gi = cfgs.get("gi") or cfgs["in_cb"]
+    kb = cfgs.get("kh", 1) * cfgs.get("kw", 1) * gi
+    text = "".join(f"cfg {k}, r0, {v}\n" for k, v in cfgs.items())
+    for acc in (0, 1):
+        ref, got = _same(engine, assemble(text + f"mvc r0, r0, r0, {acc}\nhalt"), valid_image(256, 9))
+        assert got.busy["mvu"] == mvu_busy(CFG.tiles, cfgs["cob"] * cfgs["npix"], kb)
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+POOL_SHAPES = {
+    "3x3": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "out_w": 2, "npix": 4, "in_cb": 2},
+    "2x2_stride_2": {"in_h": 4, "in_w": 4, "kh": 2, "kw": 2, "stride_h": 2, "stride_w": 2, "out_w": 2, "npix": 4,
+                     "in_cb": 3},
+    "padded": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "pad_t": 1, "pad_l": 1, "out_w": 4, "npix": 16, "in_cb": 1},
+    "no_pixels": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 0, "in_cb": 1},
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(POOL_SHAPES))
+def test_pool_cycles_are_modelled_exactly(engine, name):
+    """busy_pool = cycles.pool_busy: a tap folded every 2 cycles, each pair's end, each output
+    pixel's reciprocal (averages), the setup; the run's cycles equal the model's."""
+    from accelml.sim.cycles import pool_busy
+
+    cfgs = POOL_SHAPES[name]
+    taps = cfgs.get("kh", 1) * cfgs.get("kw", 1)
+    text = "".join(f"cfg {k}, r0, {v}\n" for k, v in cfgs.items())
+    for mode in ("max", "avg", "avg_pad"):
+        ref, got = _same(engine, assemble(text + f"pool {mode}, r0, r0\nhalt"), valid_image(256, 9))
+        assert got.busy["pool"] == pool_busy(mode, cfgs["npix"], cfgs["npix"] * cfgs["in_cb"], taps)
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+OTHER_CONFIGS = {"tiles1": dataclasses.replace(CFG, tiles=1), "tiles3": dataclasses.replace(CFG, tiles=3),
+                 "ecp5": preset("ecp5")}
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OTHER_CONFIGS))
+def test_random_window_programs_on_other_configs(name):
+    """The MVU's rounds, lockstep and write-back with one and with three tile engines, and the
+    ecp5 preset (N = 8); a build each."""
+    cfg = OTHER_CONFIGS[name]
+    sim = EngineSim(cfg)
+    for seed in range(6):
+        program, image = random_window_program(cfg, random.Random(200 + seed), instructions=4)
+        ref = funcsim_outcome(cfg, program, image)
+        got = sim.run(program, image)
+        assert (got.error, got.error_pc) == (ref.error, ref.error_pc), ref.message
+        assert np.array_equal(got.memory, ref.memory)
+        if ref.error is ErrorCode.NONE:
+            assert (ref.cycles, ref.busy) == (got.cycles, got.busy)

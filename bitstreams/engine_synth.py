@@ -1,0 +1,92 @@
+"""synth_ecp5 of the whole engine (``hdl.engine.top.Engine``: control, DMA, MFU, register files)
+per preset, recorded in ``engine_synth.json`` beside this file.
+
+    python -m accelml.bitstreams.engine_synth [--presets tiny ecp5] [--imem-depth 4096]
+
+Each record holds the preset, its EngineConfig hash, the SHA-256 of the engine's Verilog (so a
+record shows which RTL it measured), the instruction-memory depth, every cell
+count Yosys reports, the wall seconds of the synthesis and Yosys's version. ``fit(record)`` checks
+the counts against the LFE5U-85F (``resources.DEVICES``): LUT4 (+ two per CCU2C carry cell, as
+``resources.py`` counts logic), MULT18X18D and DP16KD. The tests marked ``synth``
+(tests/bitstreams/test_engine_synth.py) re-synthesise and re-record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from accelml.hdl.config import preset
+from accelml.hdl.emit import DEFAULT_IMEM_DEPTH, ENGINE_TOP, engine_verilog
+
+from .resources import DEVICES
+from .synth import synthesize
+
+__all__ = ["RECORDS", "synthesize_engine", "record", "recorded", "fit", "CELLS"]
+
+RECORDS = Path(__file__).with_name("engine_synth.json")
+CELLS = ("LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D", "DP16KD", "PFUMX", "L6MUX21", "TRELLIS_DPR16X4")
+
+
+def synthesize_engine(name: str, *, imem_depth: int = DEFAULT_IMEM_DEPTH) -> dict:
+    """synth_ecp5 of the engine of preset ``name``: one record (see the module doc)."""
+    from accelml.hdl.engine.top import Engine
+
+    cfg = preset(name)
+    result = synthesize(Engine(cfg, imem_depth=imem_depth), flow="ecp5", top=ENGINE_TOP)
+    _, manifest = engine_verilog(cfg, imem_depth=imem_depth)  # the same text synthesize read
+    return {"preset": name, "config_hash": cfg.hash, "verilog_sha256": manifest["verilog_sha256"],
+            "imem_depth": imem_depth, "flow": "ecp5",
+            "cells": {k: v for k, v in sorted(result.cells.items()) if not k.startswith("$")},
+            "seconds": round(result.seconds, 1), "yosys": result.yosys}
+
+
+def recorded(path: Path = RECORDS) -> dict[str, dict]:
+    """The recorded figures by preset name ({} when none are recorded)."""
+    if not path.is_file():
+        return {}
+    return {r["preset"]: r for r in json.loads(path.read_text())["records"]}
+
+
+def record(rec: dict, path: Path = RECORDS) -> None:
+    """Put ``rec`` into the records (replacing the preset's earlier one), written atomically."""
+    import os
+    import tempfile
+
+    records = recorded(path)
+    records[rec["preset"]] = rec
+    text = json.dumps({"command": "python -m accelml.bitstreams.engine_synth",
+                       "records": [records[k] for k in sorted(records)]}, indent=1) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def fit(rec: dict, device: str = "LFE5U-85F") -> dict[str, tuple[int, int]]:
+    """{resource: (used, available)} of ``rec`` on ``device``: logic (LUT4 + 2 x CCU2C), multipliers,
+    RAM blocks."""
+    dev = DEVICES[device]
+    c = rec["cells"]
+    return {"LUT4": (c.get("LUT4", 0) + 2 * c.get("CCU2C", 0), dev.logic),
+            "MULT18X18D": (c.get("MULT18X18D", 0), dev.multipliers),
+            "DP16KD": (c.get("DP16KD", 0), dev.ram_blocks)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["tiny", "ecp5"])
+    ap.add_argument("--imem-depth", type=int, default=DEFAULT_IMEM_DEPTH)
+    args = ap.parse_args(argv)
+    for name in args.presets:
+        rec = synthesize_engine(name, imem_depth=args.imem_depth)
+        record(rec)
+        used = ", ".join(f"{k} {u:,} / {a:,}" for k, (u, a) in fit(rec).items())
+        print(f"{name}: {rec['seconds']:.0f} s; {used}; cells {rec['cells']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

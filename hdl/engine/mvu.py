@@ -1,0 +1,186 @@
+"""The matrix-vector unit: ``mvc`` on T = ``cfg.tiles`` tile engines (``accelml.hdl.tile_engine``).
+
+An ``mvc`` computes, for every (output pixel, output block) pair ``q = pixel * cob + ob`` (pixel-
+major), the N sums of ``FuncSim._mvc``: over the window's taps and the group's ``gi`` input blocks,
+in the golden order (kernel row, kernel column, input block), the block product of weight tile
+``tbase + ob * kb + k`` (``kb = taps * gi``; ``k`` the step's index) and the activation block the
+window generator (``window.py``, T lanes) names, a tap outside the input being a zero block that is
+still stepped (``-0 + +0`` is ``+0``, as the golden sums it). Each sum starts from +0, or, with
+``acc``, from the FVRF entry ``dbase + q`` it is written back to.
+
+Timing: the pairs are taken T at a time, a
+*round*; tile engine ``t`` takes pair ``q0 + t`` and streams its ``taps * gi`` steps, one per cycle,
+all engines in lockstep (the last round's idle engines step too; their results are dropped). Each
+step reads, per engine, the VRF (activation), the MRF (weight tile) and, on a round's first step,
+the FVRF (the sum to continue): T read ports on each file (``regfiles.read_ports_signature``).
+Rounds follow each other without a bubble, across groups too. At a round's end the T results are
+latched in one cycle and written to the FVRF over the next T cycles (one write port; the next
+round's results may be latched while the last of them is written); a round shorter than T steps
+(``taps * gi < T``) stalls the engines until the writes are done. Before the first step the window
+generator divides (``window.DIV_CYCLES``), and the pipeline (file read, tile engine, write-back)
+drains after the last: an ``mvc`` keeps this unit busy (``busy_mvu``) for
+``kb + (rounds - 1) * max(kb, T) + 44 + T`` cycles (``kb = taps * gi``, ``rounds = ceil(pairs / T)``;
+38 without pairs), of which ``DIV_CYCLES`` = 34 are the divisions: ``accelml.sim.cycles.mvu_busy``,
+equal to the RTL's count (tests/hdl/engine/test_engine_rtl.py).
+
+Errors, reported on ``done`` after the walk: a group whose input blocks lie beyond ``in_cb``
+(``GROUP_RANGE``, before any step: ``FuncSim._mvc``'s check), a sum or term beyond the internal
+format's range (``OVERFLOW``: the tile engine's sticky flag of any pair). The results of the other
+pairs are written either way (the functional simulator writes none; a failing program stops there).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from accelml.hdl.isa import Space
+from accelml.hdl.tile_engine import TileEngine
+
+from .layouts import check_config
+from .regfiles import file_addr_bits, file_port_signature, read_ports_signature
+from .status import ErrorCode, report_done
+from .window import WindowGen, window_cmd_layout
+
+__all__ = ["Mvu", "mvu_cmd_layout"]
+
+
+def mvu_cmd_layout() -> data.StructLayout:
+    return data.StructLayout({
+        "win": window_cmd_layout(),  # nj = cob, kblk = gi (dense: gi = in_cb, go = cob, ob0 = 0)
+        "tbase": unsigned(32), "dbase": unsigned(32), "kb": unsigned(32), "acc": unsigned(1),
+        "pairs": unsigned(64),  # npix * cob
+    })
+
+
+class Mvu(wiring.Component):
+    def __init__(self, cfg):
+        self.cfg = check_config(cfg, "Mvu")
+        t = cfg.tiles
+        super().__init__({
+            "cmd": In(stream.Signature(mvu_cmd_layout())),
+            "done": Out(stream.Signature(ErrorCode)),
+            "vrf_r": Out(read_ports_signature(cfg, Space.VRF, t)),
+            "mrf_r": Out(read_ports_signature(cfg, Space.MRF, t)),
+            "fvrf_r": Out(read_ports_signature(cfg, Space.FVRF, t)),
+            "fvrf": Out(file_port_signature(cfg, Space.FVRF)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        nt, n = cfg.tiles, cfg.native_dim
+        bias = cfg.exp_bias
+        c = Signal(mvu_cmd_layout())
+        m.submodules.window = gen = WindowGen(cfg, nt)
+        engines = [TileEngine(cfg) for _ in range(nt)]
+        for t, e in enumerate(engines):
+            m.submodules[f"tile{t}"] = e
+
+        # -- issue: window step -> file reads (stage 1) -> tile engine steps (stage 2) ---------
+        beat = gen.o.payload
+        s2_valid = Signal()
+        s2 = Signal(data.StructLayout({"first": 1, "last": 1, "zero": data.ArrayLayout(1, nt)}))
+        ready = Signal()  # every engine takes a step (they run in lockstep, so all or none)
+        m.d.comb += ready.eq(engines[0].step.ready)
+        adv = Signal()
+        m.d.comb += adv.eq(~s2_valid | ready)
+        walking = Signal()  # the window's steps are flowing
+        special = beat.fault | beat.none
+        take = Signal()
+        m.d.comb += take.eq(walking & gen.o.valid & ~special & adv)
+        maw = file_addr_bits(cfg, Space.MRF)
+        faw = file_addr_bits(cfg, Space.FVRF)
+        for t in range(nt):
+            ln = beat.lane[t]
+            m.d.comb += [
+                self.vrf_r.addr[t].eq(ln.addr),
+                self.mrf_r.addr[t].eq((c.tbase + ln.j * c.kb + beat.tapk)[:maw]),
+                self.fvrf_r.addr[t].eq((c.dbase + ln.q)[:faw]),
+            ]
+        m.d.comb += [self.vrf_r.en.eq(take), self.mrf_r.en.eq(take), self.fvrf_r.en.eq(take & beat.first & c.acc)]
+        with m.If(take):
+            m.d.sync += [s2_valid.eq(1), s2.first.eq(beat.first), s2.last.eq(beat.last)]
+            m.d.sync += [s2.zero[t].eq(beat.lane[t].zero) for t in range(nt)]
+        with m.Elif(adv):
+            m.d.sync += s2_valid.eq(0)
+        for t, e in enumerate(engines):
+            p = e.step.payload
+            vec, tile = self.vrf_r.data[t], self.mrf_r.data[t]
+            m.d.comb += [e.step.valid.eq(s2_valid), p.first.eq(s2.first), p.last.eq(s2.last),
+                         p.a_exp.eq(vec.exp - bias)]
+            for i in range(n):
+                m.d.comb += p.a_mant[i].eq(Mux(s2.zero[t], 0, vec.mant[i]))
+            for j in range(n):
+                m.d.comb += p.w_exp[j].eq(tile[j].exp - bias)
+                for i in range(n):
+                    m.d.comb += p.w_mant[j][i].eq(tile[j].mant[i])
+                m.d.comb += p.init[j].eq(Mux(c.acc, self.fvrf_r.data[t][j], 0))
+
+        # -- results: latched together, written one per cycle ---------------------------------
+        buf = [Signal(data.ArrayLayout(32, n), name=f"res{t}") for t in range(nt)]
+        holding = Signal()
+        drain = Signal(range(nt + 1))
+        q_res = Signal(64)  # first pair of the latched round
+        ovf = Signal()
+        results_valid = engines[0].result.valid
+        last_drain = Signal()
+        m.d.comb += last_drain.eq(holding & (drain == nt - 1))
+        latch = Signal()  # the buffer takes a round's results (while its last entry is written, too)
+        m.d.comb += latch.eq(results_valid & (~holding | last_drain))
+        q_base = Signal(64)  # first pair of the round being latched
+        m.d.comb += q_base.eq(Mux(holding, q_res + nt, q_res))
+        for e in engines:
+            m.d.comb += e.result.ready.eq(latch)
+        rounds_out = Signal(64)  # rounds whose steps all went to the engines
+        rounds_in = Signal(64)  # rounds latched
+        with m.If(holding):
+            q = Signal(64)
+            m.d.comb += q.eq(q_res + drain)
+            with m.Switch(drain):
+                for t in range(nt):
+                    with m.Case(t):
+                        m.d.comb += self.fvrf.wdata.eq(buf[t])
+            m.d.comb += [self.fvrf.we.eq(q < c.pairs), self.fvrf.waddr.eq((c.dbase + q)[:faw])]
+            m.d.sync += drain.eq(drain + 1)
+            with m.If(last_drain):
+                m.d.sync += [holding.eq(0), q_res.eq(q_res + nt)]
+        with m.If(latch):
+            m.d.sync += [buf[t].eq(e.result.payload.acc) for t, e in enumerate(engines)]
+            m.d.sync += [holding.eq(1), drain.eq(0), rounds_in.eq(rounds_in + 1)]
+            for t, e in enumerate(engines):
+                with m.If(e.result.payload.overflow & (q_base + t < c.pairs)):
+                    m.d.sync += ovf.eq(1)
+
+        code = Signal(ErrorCode)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), q_res.eq(0), rounds_out.eq(0),
+                                 rounds_in.eq(0), code.eq(ErrorCode.NONE)]
+                    m.next = "WINDOW"
+            with m.State("WINDOW"):
+                m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
+                with m.If(gen.cmd.ready):
+                    m.next = "WALK"
+            with m.State("WALK"):
+                m.d.comb += [self.busy.eq(1), walking.eq(1), gen.o.ready.eq(take | (gen.o.valid & special))]
+                with m.If(gen.o.valid & special):
+                    m.d.sync += code.eq(Mux(beat.fault, ErrorCode.GROUP_RANGE, ErrorCode.NONE))
+                    m.next = "DONE"
+                with m.Elif(take & beat.last):
+                    m.d.sync += rounds_out.eq(rounds_out + 1)
+                    with m.If(beat.final):
+                        m.next = "FINISH"
+            with m.State("FINISH"):  # the last steps go through the engines and are written
+                m.d.comb += self.busy.eq(1)
+                with m.If((rounds_in == rounds_out) & ~holding & ~s2_valid):
+                    m.d.sync += code.eq(Mux(ovf, ErrorCode.OVERFLOW, ErrorCode.NONE))
+                    m.next = "DONE"
+            with m.State("DONE"):
+                report_done(m, self.done, code)
+        return m
+

@@ -1,0 +1,293 @@
+"""``pool`` on the MFU side: max, average and average counting the pads (``isa.PoolMode``).
+
+For every (output pixel, channel block) pair ``q = pixel * in_cb + cb`` (pixel-major), the window
+generator (``window.py``, one lane) names the VRF block of each tap in the golden order; this
+block reads it, dequantises it (``accelml.hdl.mfu.Dequantise``) and folds it into the pair's value
+with ``accelml.hdl.mfu.VectorOp``, exactly as ``golden.max_pool`` / ``golden.avg_pool`` do:
+
+* max: ``acc = maximum(acc, v)`` from ``acc = -inf``, a tap outside the input reading ``-inf``
+  (so it changes nothing); a window with no tap inside the input stops the instruction with
+  ``EMPTY_WINDOW`` (the golden model's "window lies entirely in the padding");
+* avg / avg_pad: ``acc = acc + v`` from ``+0`` in tap order, each add rounded (a tap outside the
+  input adds +0; the golden's first ``to_internal(v)`` is ``+0 + v``), then ``acc * r`` with
+  ``r = internal_const(1 / count)``: ``count`` is the number of taps inside the input (avg) or
+  inside the input and its explicit pads (avg_pad), counted from the generator's ``zero`` /
+  ``inpad`` flags, and :class:`Reciprocal` computes ``r`` correctly rounded (binary32, RNE), the
+  value ``internal_const`` gives for every count below 2**24 (a binary32 integer: the float64
+  quotient rounds to binary32 without a double-rounding error, Figueroa's p' >= 2p + 2 bound;
+  tests/hdl/engine/test_pool.py checks every count below 2**20, and below 2**24 under the ``slow``
+  marker). A count of zero is ``EMPTY_WINDOW``;
+  an add beyond the internal format's range is ``OVERFLOW``.
+
+Errors are collected over the whole instruction and reported at its end, ``EMPTY_WINDOW`` before
+``OVERFLOW`` (the golden checks the divisors before it sums); the results of the pairs before a
+fault are written (the functional simulator writes none; a failing program stops there).
+
+Pipeline: the window generator's taps are read from the VRF and dequantised one per cycle (a tap
+outside the input goes through as a zero block, its value replaced by the fill), a small FIFO
+keeping each tap's flags beside ``Dequantise``; the fold takes a tap whenever the previous fold's
+result returns (2 cycles: ``VectorOp``'s latency, its result forwarded straight into the next
+operation). At a pair's end the value is written (max) or scaled by the reciprocal, computed by
+:class:`Reciprocal` (``RECIP_CYCLES``) once per output pixel, and written.
+
+Timing (``accelml.sim.cycles.pool_busy``, equal to ``busy_pool``: tests/hdl/engine/test_engine_rtl.py):
+2 cycles per tap and 3 per pair's end (max; 6 with the averages' scaling), the reciprocal once per
+output pixel (26 more cycles, not overlapped) and a setup of 42 cycles (the window generator's
+divisions and the front pipeline; 39 without pairs): a 3 x 3 max pool of 8 pairs takes 210
+cycles, the average 338.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from accelml.hdl import mfu as units
+from accelml.hdl.isa import PoolMode, Space, VecOp
+
+from .layouts import check_config
+from .regfiles import file_addr_bits, file_port_signature
+from .status import ErrorCode, report_done
+from .window import WindowGen, window_cmd_layout, window_step_layout
+
+__all__ = ["Pool", "Reciprocal", "pool_cmd_layout", "COUNT_BITS", "RECIP_CYCLES", "reciprocal_bits"]
+
+COUNT_BITS = 64  # taps counted per window (kh * kw fits)
+RECIP_CYCLES = 27
+NEG_INF = 0xFF80_0000
+
+
+def pool_cmd_layout() -> data.StructLayout:
+    return data.StructLayout({"win": window_cmd_layout(), "dbase": unsigned(32), "mode": PoolMode})
+
+
+def reciprocal_bits(count):
+    """Model of :class:`Reciprocal` (numpy, element-wise; counts in [1, 2**62]): binary32 bits of
+    1 / count, correctly rounded (RNE), as uint32."""
+    c = np.asarray(count, dtype=np.uint64)
+    if (c < 1).any() or (c > 1 << 62).any():
+        raise ValueError("reciprocal_bits: counts must lie in [1, 2**62]")
+    length = np.zeros(c.shape, np.uint64)
+    for k in range(63):
+        length = np.where((c >> np.uint64(k)) != 0, np.uint64(k + 1), length)
+    one = np.uint64(1)
+    q, r = np.ones(c.shape, np.uint64), (one << length) - c
+    for _ in range(24):
+        r = r << one
+        bit = r >= c
+        r = np.where(bit, r - c, r)
+        q = q << one | bit.astype(np.uint64)
+    mant = (q >> one) + (q & one & ((r != 0) | ((q >> one) & one)).astype(np.uint64))
+    carry = mant >> np.uint64(24)
+    exp = np.uint64(127) - length + carry
+    bits = exp << np.uint64(23) | (np.where(carry != 0, mant >> one, mant) & np.uint64(0x7F_FFFF))
+    pow2 = (c & (c - one)) == 0
+    bits = np.where(pow2, (np.uint64(128) - length) << np.uint64(23), bits)
+    return bits.astype(np.uint32)
+
+
+class Reciprocal(wiring.Component):
+    """``start`` (a pulse with ``count`` >= 1) -> ``result``: binary32 bits of ``1 / count``, RNE, with
+    ``done`` high from ``RECIP_CYCLES`` cycles later until the next ``start``. Restoring division of
+    ``2**L`` by ``count`` (``L`` its bit length), 25 quotient bits and a sticky remainder; the
+    model is :func:`reciprocal_bits`."""
+
+    def __init__(self):
+        super().__init__({"start": In(1), "count": In(COUNT_BITS), "result": Out(32), "done": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        w = COUNT_BITS
+        c = Signal(w)
+        length = Signal(range(w + 1))
+        pow2 = Signal()
+        q = Signal(25)
+        r = Signal(w + 2)
+        steps = Signal(range(26))
+        length_in = Signal(range(w + 1))
+        for k in range(w):  # the bit length of the count
+            with m.If(self.count[k]):
+                m.d.comb += length_in.eq(k + 1)
+        trial = Signal(w + 3)
+        m.d.comb += trial.eq((r << 1) - c)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [c.eq(self.count), length.eq(length_in),
+                                 pow2.eq((self.count & (self.count - 1)) == 0),
+                                 r.eq((1 << length_in) - self.count), q.eq(1), steps.eq(24), self.done.eq(0)]
+                    m.next = "DIVIDE"
+            with m.State("DIVIDE"):
+                with m.If(steps != 0):
+                    m.d.sync += steps.eq(steps - 1)
+                    with m.If(~trial[w + 2]):
+                        m.d.sync += [r.eq(trial), q.eq(q << 1 | 1)]
+                    with m.Else():
+                        m.d.sync += [r.eq(r << 1), q.eq(q << 1)]
+                with m.Else():
+                    mant = Signal(25)
+                    m.d.comb += mant.eq(q[1:] + (q[0] & ((r != 0) | q[1])))
+                    exp = Signal(8)
+                    with m.If(pow2):
+                        m.d.sync += self.result.eq((128 - length) << 23)
+                    with m.Elif(mant[24]):
+                        m.d.comb += exp.eq(128 - length)
+                        m.d.sync += self.result.eq(Cat(mant[1:24], exp))
+                    with m.Else():
+                        m.d.comb += exp.eq(127 - length)
+                        m.d.sync += self.result.eq(Cat(mant[:23], exp))
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+        return m
+
+
+class Pool(wiring.Component):
+    def __init__(self, cfg):
+        self.cfg = check_config(cfg, "Pool")
+        super().__init__({
+            "cmd": In(stream.Signature(pool_cmd_layout())),
+            "done": Out(stream.Signature(ErrorCode)),
+            "vrf": Out(file_port_signature(cfg, Space.VRF)),
+            "fvrf": Out(file_port_signature(cfg, Space.FVRF)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        n = cfg.native_dim
+        c = Signal(pool_cmd_layout())
+        m.submodules.window = gen = WindowGen(cfg, 1)
+        one = replace(cfg, mfu_width=1)
+        m.submodules.deq = deq = units.Dequantise(one)
+        m.submodules.vop = vop = units.VectorOp(one)
+        m.submodules.recip = recip = Reciprocal()
+        step_layout = window_step_layout(cfg, 1)
+        m.submodules.meta = meta = SyncFIFO(width=step_layout.size, depth=4)  # the taps inside ``deq``
+
+        is_max = c.mode == PoolMode.MAX
+        ninf = Signal(32 * n)
+        m.d.comb += ninf.eq(int("".join(f"{NEG_INF:032b}" for _ in range(n)), 2))
+        faw = file_addr_bits(cfg, Space.FVRF)
+        running = Signal()  # taps flow from the window generator into ``deq``
+
+        # -- front: window step -> VRF read (stage R) -> Dequantise, one tap per cycle ----------
+        beat = gen.o.payload
+        special = beat.none | beat.fault
+        r_valid = Signal()
+        r_step = Signal(step_layout)
+        deq_take = Signal()
+        m.d.comb += deq_take.eq(r_valid & deq.i.ready & meta.w_rdy)
+        take = Signal()
+        m.d.comb += take.eq(running & gen.o.valid & ~special & (~r_valid | deq_take))
+        m.d.comb += [gen.o.ready.eq(take), self.vrf.raddr.eq(Mux(take, beat.lane[0].addr, r_step.lane[0].addr))]
+        with m.If(take):
+            m.d.sync += [r_valid.eq(1), r_step.eq(beat)]
+        with m.Elif(deq_take):
+            m.d.sync += r_valid.eq(0)
+        vec = self.vrf.rdata  # the block of r_step (its address is held while it waits)
+        zero = r_step.lane[0].zero
+        m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(r_valid),
+                     deq.i.payload.vec[0].exp.eq(Mux(zero, 0, vec.exp)),
+                     meta.w_en.eq(deq_take), meta.w_data.eq(r_step.as_value())]
+        for k in range(n):  # VRF two's complement -> the unit's sign-magnitude elements
+            mant, el = vec.mant[k], deq.i.payload.vec[0].mant[k]
+            m.d.comb += [el.sign.eq(~zero & (mant < 0)), el.mag.eq(Mux(zero, 0, Mux(mant < 0, -mant, mant)))]
+
+        # -- back: fold each tap into the pair's value, one VectorOp at a time -----------------
+        nxt = data.View(step_layout, meta.r_data)  # the tap whose value ``deq`` offers
+        cur = Signal(step_layout)  # the tap being folded (or the pair just finished)
+        acc = Signal(32 * n)
+        inflight = Signal()
+        count = Signal(COUNT_BITS)
+        ovf = Signal()
+        empty = Signal()
+        code = Signal(ErrorCode)
+        recip_ok = Signal()  # ``recip.result`` is the current pixel's reciprocal
+        result = vop.o.payload.vec[0]
+        m.d.comb += [vop.i.payload.live.eq(vop.i.valid), vop.o.ready.eq(1),
+                     self.fvrf.waddr.eq((c.dbase + cur.lane[0].q)[:faw]), self.fvrf.wdata.eq(result)]
+        arrived = inflight & vop.o.valid  # the folded value of ``cur``
+        prev = Mux(arrived, result, acc)
+        start_acc = Mux(is_max, ninf, 0)
+        counts = Mux(c.mode == PoolMode.AVG_PAD, nxt.lane[0].inpad, ~nxt.lane[0].zero)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), recip_ok.eq(0), inflight.eq(0)]
+                    m.next = "WINDOW"
+            with m.State("WINDOW"):
+                m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
+                with m.If(gen.cmd.ready):
+                    m.next = "FOLD"
+            with m.State("FOLD"):
+                m.d.comb += [self.busy.eq(1), running.eq(1)]
+                with m.If(arrived):
+                    m.d.sync += [acc.eq(result), inflight.eq(0)]
+                    with m.If(vop.o.payload.error):
+                        m.d.sync += ovf.eq(1)
+                with m.If(gen.o.valid & special):  # a walk without taps: its only beat
+                    m.d.comb += gen.o.ready.eq(1)
+                    m.next = "FINISH"
+                with m.Elif(arrived & cur.last):
+                    m.next = "PAIR_END"
+                with m.Elif(deq.o.valid & meta.r_rdy & (~inflight | arrived)):
+                    m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(Mux(nxt.first, start_acc, prev)),
+                                 vop.i.payload.b[0].eq(Mux(nxt.lane[0].zero, Mux(is_max, ninf, 0),
+                                                           deq.o.payload.vec[0])),
+                                 vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD)),
+                                 deq.o.ready.eq(1), meta.r_en.eq(1)]
+                    m.d.sync += [cur.eq(nxt), inflight.eq(1), count.eq(Mux(nxt.first, 0, count) + counts)]
+                    with m.If(deq.o.payload.error & ~nxt.lane[0].zero):
+                        m.d.sync += ovf.eq(1)
+                    with m.If(nxt.first & (nxt.lane[0].j == 0)):
+                        m.d.sync += recip_ok.eq(0)
+            with m.State("PAIR_END"):  # acc and count are the pair's
+                m.d.comb += self.busy.eq(1)
+                with m.If(count == 0):
+                    m.d.sync += empty.eq(1)
+                    m.next = "NEXT"
+                with m.Elif(is_max):
+                    m.d.comb += [self.fvrf.we.eq(1), self.fvrf.wdata.eq(acc)]
+                    m.next = "NEXT"
+                with m.Elif(recip_ok):
+                    m.next = "SCALE"
+                with m.Else():
+                    m.d.comb += [recip.start.eq(1), recip.count.eq(count)]
+                    m.next = "RECIP"
+            with m.State("RECIP"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(recip.done):
+                    m.d.sync += recip_ok.eq(1)
+                    m.next = "SCALE"
+            with m.State("SCALE"):
+                m.d.comb += [self.busy.eq(1), vop.i.valid.eq(1), vop.i.payload.a[0].eq(acc),
+                             vop.i.payload.b[0].eq(Cat(*[recip.result] * n)), vop.i.payload.op.eq(VecOp.MUL)]
+                m.next = "SCALE_WAIT"
+            with m.State("SCALE_WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(vop.o.valid):
+                    with m.If(vop.o.payload.error):
+                        m.d.sync += ovf.eq(1)
+                    with m.Else():
+                        m.d.comb += self.fvrf.we.eq(1)
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "FOLD"
+                with m.If(cur.final):
+                    m.next = "FINISH"
+            with m.State("FINISH"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += code.eq(Mux(empty, ErrorCode.EMPTY_WINDOW, Mux(ovf, ErrorCode.OVERFLOW, ErrorCode.NONE)))
+                m.next = "DONE"
+            with m.State("DONE"):
+                report_done(m, self.done, code)
+        return m

