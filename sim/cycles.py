@@ -47,6 +47,7 @@ from functools import lru_cache
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
+from accelml.hdl.engine.layouts import dma_lanes
 
 from . import native
 from .dram import derating
@@ -134,6 +135,7 @@ def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int
     at its start (row index of ``addr``'s row being ``addr // row_bytes``), ``wait`` the cycle its
     first request may be accepted (read after write)."""
     w = t.word_bytes
+    lanes = dma_lanes(w, item)
     row_bytes = length * item
     dram = _Dram(t, open_row, wait)
     due: list[int] = []  # read responses in flight, in order: the cycle each is valid from
@@ -152,8 +154,8 @@ def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int
         count = len(due) - head
         ready = dram.ready(now, g_active, g_word * w) and count < t.max_outstanding
         accept = g_active and ready
-        emit = fill >= item
-        fill_after = fill - item if emit else fill
+        emit = min(fill // item, lanes)
+        fill_after = fill - emit * item
         take = fill_after < item and c_rem != 0
         got = take and count > 0 and due[head] <= now
         # next state
@@ -167,8 +169,7 @@ def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int
                     g_active = False
             else:
                 g_word += 1
-        if emit:
-            e_left -= 1
+        e_left -= emit
         if got:
             head += 1
             off = c_row % w if c_first else 0
@@ -228,8 +229,8 @@ def _phase(kernel: str, py, t: MemoryTiming, *args) -> tuple[int, int, int | Non
     if k is None:
         return py(t, *args)
     item, addr, rows, length, mem_stride, open_row, wait = args
-    tv = np.array([t.latency, t.max_outstanding, t.bw_num, t.bw_den, t.word_bytes, t.row_bytes, t.page_miss],
-                  np.int64)
+    tv = np.array([t.latency, t.max_outstanding, t.bw_num, t.bw_den, t.word_bytes, t.row_bytes, t.page_miss,
+                   dma_lanes(t.word_bytes, item)], np.int64)
     out = np.zeros(3, np.int64)
     cycles = getattr(k, kernel)(tv.ctypes.data, item, addr, rows, length, mem_stride, int(open_row is not None),
                                 open_row or 0, wait, out.ctypes.data)

@@ -1036,7 +1036,8 @@ int64_t bfp_pool(int64_t p, int64_t taps, int64_t cb, int64_t n, const float *im
 }
 
 /* ---- the cycle model's DMA phases (accelml.sim.cycles.load_phase / store_phase, the definition) ----
- * t: latency, max_outstanding, bw_num, bw_den, word_bytes, row_bytes, page_miss; the transfer: item,
+ * t: latency, max_outstanding, bw_num, bw_den, word_bytes, row_bytes, page_miss, load lanes (entries a
+ * load writes per cycle at most, accelml.hdl.engine.layouts.dma_lanes); the transfer: item,
  * addr, rows, length, mem_stride; the DRAM at the start: has_open, open_row, wait. Returns the
  * phase's cycles; out[0] = cycle of the last accepted request (-1: none), out[1] = has an open row,
  * out[2] = the open row. */
@@ -1093,7 +1094,7 @@ static int64_t dram_out(const Dram *d, int64_t now, int64_t *out)
 int64_t dma_load_phase(const int64_t *t, int64_t item, int64_t addr, int64_t rows, int64_t length,
                        int64_t mem_stride, int64_t has_open, int64_t open_row, int64_t wait, int64_t *out)
 {
-    const int64_t latency = t[0], max_out = t[1], w = t[4];
+    const int64_t latency = t[0], max_out = t[1], w = t[4], lanes = t[7];
     const int64_t row_bytes = length * item;
     Dram d;
     dram_init(&d, t, has_open, open_row, wait);
@@ -1112,8 +1113,8 @@ int64_t dma_load_phase(const int64_t *t, int64_t item, int64_t addr, int64_t row
         }
         int ready = dram_ready(&d, now, g_active, g_word * w) && count < max_out;
         int accept = g_active && ready;
-        int emit = fill >= item;
-        int64_t fill_after = emit ? fill - item : fill;
+        int64_t emit = fill / item < lanes ? fill / item : lanes;
+        int64_t fill_after = fill - emit * item;
         int take = fill_after < item && c_rem != 0;
         int got = take && count > 0 && due[head] <= now;
         if (accept) {
@@ -1130,7 +1131,7 @@ int64_t dma_load_phase(const int64_t *t, int64_t item, int64_t addr, int64_t row
                 g_word++;
             }
         }
-        if (emit) e_left--;
+        e_left -= emit;
         if (got) {
             head = (head + 1) % (max_out + 1);
             count--;

@@ -23,7 +23,7 @@ from amaranth.utils import ceil_log2
 
 from accelml.hdl.isa import Space
 
-from .layouts import check_config, dma_cmd_layout, item_bytes, mem_port_signature, word_bytes
+from .layouts import check_config, dma_cmd_layout, dma_lanes, item_bytes, mem_port_signature, word_bytes
 from .regfiles import file_port_signature
 from .status import ErrorCode, report_done
 
@@ -82,16 +82,40 @@ class Dma(wiring.Component):
         if not (load or store):
             raise ValueError("Dma must execute loads, stores or both")
         self.load, self.store = load, store
+        w = word_bytes(cfg)
+        self.lanes = {space: dma_lanes(w, item_bytes(cfg, space)) if load else 1 for space in Space}
         super().__init__({
             "cmd": In(stream.Signature(dma_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
             "mem": Out(mem_port_signature(cfg)),
-            **{space.name.lower(): Out(file_port_signature(cfg, space)) for space in Space},
+            **{self.port_name(space, j): Out(file_port_signature(cfg, space))
+               for space in Space for j in range(self.lanes[space])},
             "busy_load": Out(1),
             "busy_store": Out(1),
             "want": Out(1),
             "grant": In(1, init=1),
         })
+
+    @staticmethod
+    def port_name(space: Space, lane: int = 0) -> str:
+        """The member of ``space``'s port of write lane ``lane`` (lane 0 also reads, for stores)."""
+        return space.name.lower() + (str(lane) if lane else "")
+
+    def _port(self, space: Space, lane: int = 0):
+        return getattr(self, self.port_name(space, lane))
+
+    def lane_users(self, user: str) -> dict:
+        """The register-file users (``RegisterFiles``) of this DMA's extra write lanes, named after
+        ``user`` (``{user}{lane}``: one write port of ``{space}{lane}`` each); lane 0 is ``user``'s own."""
+        return {f"{user}{j}": {space: "w" for space in Space if self.lanes[space] > j}
+                for j in range(1, max(self.lanes.values()))}
+
+    def connect_lanes(self, m, files, user: str) -> None:
+        """Wire the extra write lanes to ``files`` (a ``RegisterFiles`` built with :meth:`lane_users`)."""
+        for name, spaces in self.lane_users(user).items():
+            lane = int(name[len(user):])
+            for space in spaces:
+                wiring.connect(m, self._port(space, lane), getattr(files, files.port_name(name, space)))
 
     def elaborate(self, platform):
         m = Module()
@@ -178,38 +202,57 @@ class Dma(wiring.Component):
                             m.d.sync += [g_rows.eq(g_rows - 1), g_row_addr.eq(nxt), g_waddr.eq(first), g_wlast.eq(last)]
                             with m.If(g_rows == 1):
                                 m.d.sync += g_active.eq(0)
-                    # entries out of the gearbox
-                    emit = Signal()
-                    m.d.comb += emit.eq(fill >= item)
-                    entry = Signal(32)
-                    m.d.comb += entry.eq(e_row + e_i)
-                    vec, vbad = decode_vector(cfg, buf[:8 * vb])
-                    tile_bits, tbad = [], Const(0, 1)
-                    for j in range(n):
-                        bits, bad = decode_vector(cfg, buf[8 * vb * j: 8 * vb * (j + 1)])
-                        tile_bits.append(bits)
-                        tbad = tbad | bad
-                    fvec, fbad = decode_fvector(cfg, buf[:8 * fb])
-                    bad = Mux(c.space == Space.VRF, vbad, Mux(c.space == Space.MRF, tbad, fbad))
-                    for space, bits in ((Space.VRF, vec), (Space.MRF, Cat(*tile_bits)), (Space.FVRF, fvec)):
-                        port = ports[space]
-                        m.d.comb += [port.waddr.eq(entry), port.wdata.eq(bits),
-                                     port.we.eq(emit & ~bad & (c.space == space))]
-                    with m.If(emit):
-                        with m.If(bad):
-                            m.d.sync += code.eq(Mux(c.space == Space.FVRF, ErrorCode.BAD_FP, ErrorCode.BAD_BFP))
-                            m.next = "DONE"
-                        with m.Else():
-                            m.d.sync += e_left.eq(e_left - 1)
-                            with m.If(e_i + 1 == c.length):
-                                m.d.sync += [e_i.eq(0), e_row.eq(e_row + c.chip_stride)]
-                            with m.Else():
-                                m.d.sync += e_i.eq(e_i + 1)
+                    # entries out of the gearbox: up to `lanes` whole items a cycle, one write port each
+                    lanes = max(self.lanes.values())
+                    pos = [(e_i, e_row)]  # lane j's (index in its row, row's first entry)
+                    for _ in range(lanes):
+                        i, r = pos[-1]
+                        wrap = i + 1 == c.length
+                        pos.append((Mux(wrap, 0, i + 1)[:16], Mux(wrap, r + c.chip_stride, r)[:32]))
+                    fault = Signal()
+                    nemit = Signal(range(lanes + 1))
+                    for space in Space:
+                        k_s, it = self.lanes[space], item_bytes(cfg, space)
+                        sel = c.space == space
+                        bad_so_far = Const(0, 1)
+                        for j in range(k_s):
+                            raw = buf[8 * it * j: 8 * it * (j + 1)]
+                            if space == Space.VRF:
+                                bits, bad = decode_vector(cfg, raw)
+                            elif space == Space.MRF:
+                                rows_ = [decode_vector(cfg, raw[8 * vb * q: 8 * vb * (q + 1)]) for q in range(n)]
+                                bits = Cat(*(b for b, _ in rows_))
+                                bad = Const(0, 1)
+                                for _, b in rows_:
+                                    bad = bad | b
+                            else:
+                                bits, bad = decode_fvector(cfg, raw)
+                            here = fill >= it * (j + 1)
+                            bad_so_far = bad_so_far | bad
+                            port = self._port(space, j)
+                            i, r = pos[j]
+                            m.d.comb += [port.waddr.eq(r + i), port.wdata.eq(bits),
+                                         port.we.eq(sel & here & ~bad_so_far)]
+                            with m.If(sel & here):
+                                m.d.comb += nemit.eq(j + 1)
+                                with m.If(bad):
+                                    m.d.comb += fault.eq(1)
+                    emit_bytes = Signal(range(lanes * max(vb, tb, fb) + 1))
+                    m.d.comb += emit_bytes.eq(nemit * item)
+                    with m.If(fault):
+                        m.d.sync += code.eq(Mux(c.space == Space.FVRF, ErrorCode.BAD_FP, ErrorCode.BAD_BFP))
+                        m.next = "DONE"
+                    with m.Elif(nemit != 0):
+                        m.d.sync += e_left.eq(e_left - nemit)
+                        with m.Switch(nemit):
+                            for j in range(1, lanes + 1):
+                                with m.Case(j):
+                                    m.d.sync += [e_i.eq(pos[j][0]), e_row.eq(pos[j][1])]
                     with m.If(e_left == 0):
                         m.next = "DONE"
                     # bytes into the gearbox
                     fill_after = Signal(fill_shape)
-                    m.d.comb += fill_after.eq(Mux(emit, fill - item, fill))
+                    m.d.comb += fill_after.eq(fill - emit_bytes)
                     take = Signal()
                     m.d.comb += [take.eq((fill_after < item) & (c_rem != 0) & (e_left != 0)),
                                  self.mem.resp.ready.eq(take)]
@@ -219,7 +262,7 @@ class Dma(wiring.Component):
                     m.d.comb += k.eq(Mux(c_rem < w - off, c_rem, w - off))
                     piece = Signal(8 * w)
                     m.d.comb += piece.eq((self.mem.resp.payload >> (off * 8)) & ~(ones_w << (k * 8))[:8 * w])
-                    shifted = Mux(emit, buf >> (item * 8), buf)
+                    shifted = buf >> (emit_bytes * 8)
                     got = take & self.mem.resp.valid
                     m.d.sync += [buf.eq((shifted | Mux(got, piece << (fill_after * 8), 0))[:8 * cap]),
                                  fill.eq(fill_after + Mux(got, k, 0))]

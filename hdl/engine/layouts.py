@@ -25,7 +25,10 @@ from accelml.hdl.isa import Space
 __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
+    "DMA_MAX_LANES", "dma_lanes",
 ]
+
+DMA_MAX_LANES = 4  # file entries a load writes per cycle at most (write ports of a file for the load DMA)
 
 
 def check_config(cfg, who: str) -> EngineConfig:
@@ -75,6 +78,13 @@ def file_depth(cfg: EngineConfig, space: Space) -> int:
 def item_bytes(cfg: EngineConfig, space: Space) -> int:
     """External-memory bytes of one entry of ``space`` (sim/memory.py's encodings)."""
     return {Space.VRF: cfg.bfp_vector_bytes, Space.MRF: cfg.tile_bytes, Space.FVRF: cfg.fp_vector_bytes}[space]
+
+
+def dma_lanes(word: int, item: int) -> int:
+    """Entries of ``item`` bytes a load writes per cycle with ``word``-byte memory words: as many as
+    a word's bytes can complete (``ceil(word / item)``, so a word per cycle drains), at most
+    :data:`DMA_MAX_LANES`. ``accelml.sim.cycles`` models the same count."""
+    return max(1, min(-(-word // item), DMA_MAX_LANES))
 
 
 def mem_req_layout(cfg: EngineConfig) -> data.StructLayout:

@@ -64,7 +64,7 @@ class Engine(wiring.Component):
         m.submodules.dma_load = ld = Dma(self.cfg, load=True, store=False)
         m.submodules.dma_store = st = Dma(self.cfg, load=False, store=True)
         m.submodules.mfu = mfu = Mfu(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg, FILE_USERS)
+        m.submodules.files = files = RegisterFiles(self.cfg, {**FILE_USERS, **ld.lane_users("dma_load")})
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu}  # one entry per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
@@ -73,6 +73,7 @@ class Engine(wiring.Component):
             for space in spaces:
                 wiring.connect(m, getattr(units[user], space.name.lower()),
                                getattr(files, RegisterFiles.port_name(user, space)))
+        ld.connect_lanes(m, files, "dma_load")
         # the memory port: held by one DMA from the start of its transfer to its DONE
         owner = Signal(range(3))  # 0 none, 1 load, 2 store
         free = Signal()
