@@ -5,13 +5,22 @@ A command (``layouts.dma_cmd_layout``, already range-checked by the control unit
 ``addr + r*mem_stride + i*item`` in the encodings of ``accelml.sim.memory`` (BFP vectors, tiles
 of N vectors, binary32 vectors). Completion is one transfer on ``done`` carrying
 ``ErrorCode.NONE``, or ``BAD_BFP`` / ``BAD_FP`` for a load whose data the encodings refuse (the
-entry is then not written and the command ends there).
+entry is then not written and the command ends there; entries before it, also those of the same
+cycle, are written).
+
+Both directions move a memory word per cycle. ``layouts.dma_lanes`` entries of a space (as many as
+a word's bytes complete, at most ``DMA_MAX_LANES``) are moved per cycle through that many file
+ports, ``{space}`` (lane 0) and ``{space}{lane}``: a load's write ports, a store's read ports
+(:meth:`Dma.lane_users` names the extra ones for ``RegisterFiles``).
 
 Loads: a request generator issues the word reads covering each row (as fast as the port accepts
 them; the memory model bounds the requests in flight); a byte gearbox takes the row's bytes from
-each returned word (a whole word per cycle) and writes one decoded entry whenever a whole item has
-arrived. Stores: entries are read (two cycles each), encoded into a byte buffer and written as
-masked words, so unaligned rows and partial words need no read-modify-write.
+each returned word (a whole word per cycle, while less than an item is left after the cycle's
+writes) and writes, in the same cycle, every whole item it holds, up to the lanes, rows followed
+in order. Stores: each cycle the row's next entries are read, as many as the lanes and as fit the
+byte buffer (``layouts.dma_store_room``, counting the entries read the cycle before), encoded into
+the buffer the cycle after, and written as masked words, one a cycle whenever the buffer holds a
+word (or the row's last bytes), so unaligned rows and partial words need no read-modify-write.
 """
 
 from __future__ import annotations
@@ -23,7 +32,15 @@ from amaranth.utils import ceil_log2
 
 from accelml.hdl.isa import Space
 
-from .layouts import check_config, dma_cmd_layout, dma_lanes, item_bytes, mem_port_signature, word_bytes
+from .layouts import (
+    check_config,
+    dma_cmd_layout,
+    dma_lanes,
+    dma_store_room,
+    item_bytes,
+    mem_port_signature,
+    word_bytes,
+)
 from .regfiles import file_port_signature
 from .status import ErrorCode, report_done
 
@@ -83,7 +100,7 @@ class Dma(wiring.Component):
             raise ValueError("Dma must execute loads, stores or both")
         self.load, self.store = load, store
         w = word_bytes(cfg)
-        self.lanes = {space: dma_lanes(w, item_bytes(cfg, space)) if load else 1 for space in Space}
+        self.lanes = {space: dma_lanes(w, item_bytes(cfg, space)) for space in Space}
         super().__init__({
             "cmd": In(stream.Signature(dma_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
@@ -107,7 +124,8 @@ class Dma(wiring.Component):
     def lane_users(self, user: str) -> dict:
         """The register-file users (``RegisterFiles``) of this DMA's extra write lanes, named after
         ``user`` (``{user}{lane}``: one write port of ``{space}{lane}`` each); lane 0 is ``user``'s own."""
-        return {f"{user}{j}": {space: "w" for space in Space if self.lanes[space] > j}
+        mode = ("r" if self.store else "") + ("w" if self.load else "")
+        return {f"{user}{j}": {space: mode for space in Space if self.lanes[space] > j}
                 for j in range(1, max(self.lanes.values()))}
 
     def connect_lanes(self, m, files, user: str) -> None:
@@ -124,7 +142,9 @@ class Dma(wiring.Component):
         lw = ceil_log2(w)
         n = cfg.native_dim
         vb, tb, fb = (item_bytes(cfg, s) for s in Space)
-        cap = max(vb, tb, fb) + w  # gearbox capacity in bytes
+        lanes = max(self.lanes.values())
+        # buffer capacity in bytes: a load's gearbox (an item and a word), a store's room
+        cap = max(max(vb, tb, fb) + w, *(dma_store_room(w, item_bytes(cfg, s)) for s in Space))
         fill_shape = unsigned(ceil_log2(cap + 1))
 
         c = Signal(dma_cmd_layout(cfg))
@@ -133,7 +153,6 @@ class Dma(wiring.Component):
         row_bytes = Signal(32)
         m.d.comb += row_bytes.eq(c.length * item)
         code = Signal(ErrorCode)
-        ports = {s: getattr(self, s.name.lower()) for s in Space}
         ones_w = Const((1 << 8 * w) - 1, 8 * w)
 
         # -- load: request generator -----------------------------------------------------------
@@ -155,8 +174,8 @@ class Dma(wiring.Component):
         # -- store ------------------------------------------------------------------------------
         s_i = Signal(16)
         s_row = Signal(32)
-        s_pushed = Signal()  # every entry of the current row is in the byte buffer
-        primed = Signal()  # the read port shows the entry at the current address
+        s_read = Signal()  # every entry of the current row is read
+        p_n = Signal(range(max(self.lanes.values()) + 1))  # entries read last cycle (their data out now)
         o_rows = Signal(16)
         o_row_addr = Signal.like(g_row_addr)
         o_pos = Signal(range(w))
@@ -180,7 +199,7 @@ class Dma(wiring.Component):
                     g_waddr.eq(first), g_wlast.eq(last),
                     buf.eq(0), fill.eq(0), c_rows.eq(c.rows), c_row_addr.eq(c.addr), c_rem.eq(row_bytes),
                     c_first.eq(1), e_i.eq(0), e_row.eq(c.base), e_left.eq(c.rows * c.length),
-                    s_i.eq(0), s_row.eq(c.base), s_pushed.eq(0), primed.eq(0), o_rows.eq(c.rows),
+                    s_i.eq(0), s_row.eq(c.base), s_read.eq(0), p_n.eq(0), o_rows.eq(c.rows),
                     o_row_addr.eq(c.addr), o_pos.eq(c.addr[:lw]), o_waddr.eq(first),
                 ]
                 with m.If(self.grant):  # the memory port is this instance's until DONE
@@ -203,7 +222,6 @@ class Dma(wiring.Component):
                             with m.If(g_rows == 1):
                                 m.d.sync += g_active.eq(0)
                     # entries out of the gearbox: up to `lanes` whole items a cycle, one write port each
-                    lanes = max(self.lanes.values())
                     pos = [(e_i, e_row)]  # lane j's (index in its row, row's first entry)
                     for _ in range(lanes):
                         i, r = pos[-1]
@@ -275,17 +293,34 @@ class Dma(wiring.Component):
                 if self.store:  # (left empty in an instance without stores)
                     m.d.comb += [self.busy_store.eq(1), self.want.eq(1)]
                     req = self.mem.req
-                    entry = Signal(32)
-                    m.d.comb += entry.eq(s_row + s_i)
-                    raw = Signal(8 * max(vb, tb, fb))
-                    for space in Space:
-                        m.d.comb += ports[space].raddr.eq(entry)
-                    vraw = encode_vector(cfg, ports[Space.VRF].rdata.as_value())
-                    traw = Cat(*(encode_vector(cfg, ports[Space.MRF].rdata[j].as_value()) for j in range(n)))
-                    fraw = ports[Space.FVRF].rdata.as_value()
-                    m.d.comb += raw.eq(Mux(c.space == Space.VRF, vraw, Mux(c.space == Space.MRF, traw, fraw)))
                     o_buf = buf  # the load's gearbox register serves the store
                     o_fill = fill
+                    pend = Signal(range(lanes * max(vb, tb, fb) + 1))
+                    m.d.comb += pend.eq(p_n * item)
+                    s_pushed = Signal()
+                    m.d.comb += s_pushed.eq(s_read & (p_n == 0))
+                    # the entries read last cycle, encoded (p_n of them)
+                    data = Signal(8 * lanes * max(vb, tb, fb))
+                    nread = Signal(range(lanes + 1))
+                    for space in Space:
+                        k_s, it = self.lanes[space], item_bytes(cfg, space)
+                        raws = []
+                        for j in range(k_s):
+                            port = self._port(space, j)
+                            m.d.comb += port.raddr.eq(s_row + s_i + j)
+                            if space == Space.VRF:
+                                raws.append(encode_vector(cfg, port.rdata.as_value()))
+                            elif space == Space.MRF:
+                                raws.append(Cat(*(encode_vector(cfg, port.rdata[q].as_value()) for q in range(n))))
+                            else:
+                                raws.append(port.rdata.as_value())
+                        with m.If(c.space == space):
+                            m.d.comb += data.eq(Cat(*raws))
+                            # entries read this cycle: the row's next ones that fit the buffer
+                            for j in range(k_s):
+                                with m.If(~s_read & (s_i + j < c.length)
+                                          & (o_fill + pend + it * (j + 1) <= dma_store_room(w, it))):
+                                    m.d.comb += nread.eq(j + 1)
                     send = Signal()
                     m.d.comb += send.eq((o_fill != 0) & ((o_pos + o_fill >= w) | s_pushed))
                     used = Signal(range(w + 1))
@@ -295,23 +330,22 @@ class Dma(wiring.Component):
                         req.payload.data.eq((o_buf << (o_pos * 8))[:8 * w]),
                         req.payload.mask.eq((~(Const((1 << w) - 1, w) << used)[:w] << o_pos)[:w]),
                     ]
-                    push = Signal()
-                    m.d.comb += push.eq(~send & primed & ~s_pushed)
-                    m.d.sync += primed.eq(~push)
-                    with m.If(send):
-                        with m.If(req.ready):
-                            m.d.sync += [o_buf.eq(o_buf >> (used * 8)), o_fill.eq(o_fill - used), o_pos.eq(0),
-                                         o_waddr.eq(o_waddr + 1)]
-                    with m.Elif(push):
-                        m.d.sync += [o_buf.eq((o_buf | (raw << (o_fill * 8)))[:8 * cap]), o_fill.eq(o_fill + item)]
-                        with m.If(s_i + 1 == c.length):
-                            m.d.sync += [s_i.eq(0), s_row.eq(s_row + c.chip_stride), s_pushed.eq(1)]
-                        with m.Else():
-                            m.d.sync += s_i.eq(s_i + 1)
-                    with m.Elif(s_pushed & (o_fill == 0)):  # row written: the next row, or the end
+                    sent = Signal(range(w + 1))
+                    m.d.comb += sent.eq(Mux(send & req.ready, used, 0))
+                    with m.If(send & req.ready):
+                        m.d.sync += [o_pos.eq(0), o_waddr.eq(o_waddr + 1)]
+                    kept = Signal(fill_shape)
+                    m.d.comb += kept.eq(o_fill - sent)
+                    ones_d = Const((1 << len(data)) - 1, len(data))
+                    pushed = data & ~(ones_d << (pend * 8))[:len(data)]
+                    m.d.sync += [o_buf.eq(((o_buf >> (sent * 8)) | (pushed << (kept * 8)))[:8 * cap]),
+                                 o_fill.eq(kept + pend), p_n.eq(nread), s_i.eq(s_i + nread)]
+                    with m.If(~s_read & (s_i + nread == c.length)):
+                        m.d.sync += [s_read.eq(1), s_row.eq(s_row + c.chip_stride)]
+                    with m.If(s_pushed & (o_fill == 0)):  # row written: the next row, or the end
                         nxt = o_row_addr + c.mem_stride
                         m.d.sync += [o_rows.eq(o_rows - 1), o_row_addr.eq(nxt), o_pos.eq(nxt[:lw]),
-                                     o_waddr.eq(nxt >> lw), s_pushed.eq(0)]
+                                     o_waddr.eq(nxt >> lw), s_i.eq(0), s_read.eq(0)]
                         with m.If(o_rows == 1):
                             m.next = "DONE"
             with m.State("DONE"):

@@ -13,7 +13,9 @@ MRF   dma_load                         dma_store
 FVRF  dma_load, mfu                    dma_store, mfu
 ====  ===============================  ===============================
 
-(the MVU, when built, adds VRF, MRF and FVRF read ports and an FVRF write port).
+(the MVU, when built, adds VRF, MRF and FVRF read ports and an FVRF write port), plus a write port
+(``dma_load{lane}``) and a read port (``dma_store{lane}``) per DMA lane beyond the first
+(``Dma.lane_users``: entries narrower than a memory word move several a cycle).
 """
 
 from __future__ import annotations

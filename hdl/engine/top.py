@@ -10,7 +10,7 @@ protocol, the dispatch and ``status.ErrorCode`` for the codes.
 
 Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mfu``;
 each runs the one instruction control dispatched to it, all at once. Each has its own register-file
-ports (``FILE_USERS``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at
+ports (``FILE_USERS``, and the DMAs' extra lanes: ``Dma.lane_users``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at
 a time: the one that asks first (the load when both ask in one cycle) holds it from its start to its
 ``DONE``; the other starts the cycle its holder reaches ``DONE``.
 """
@@ -64,7 +64,8 @@ class Engine(wiring.Component):
         m.submodules.dma_load = ld = Dma(self.cfg, load=True, store=False)
         m.submodules.dma_store = st = Dma(self.cfg, load=False, store=True)
         m.submodules.mfu = mfu = Mfu(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg, {**FILE_USERS, **ld.lane_users("dma_load")})
+        m.submodules.files = files = RegisterFiles(self.cfg, {**FILE_USERS, **ld.lane_users("dma_load"),
+                                                             **st.lane_users("dma_store")})
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu}  # one entry per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
@@ -74,6 +75,7 @@ class Engine(wiring.Component):
                 wiring.connect(m, getattr(units[user], space.name.lower()),
                                getattr(files, RegisterFiles.port_name(user, space)))
         ld.connect_lanes(m, files, "dma_load")
+        st.connect_lanes(m, files, "dma_store")
         # the memory port: held by one DMA from the start of its transfer to its DONE
         owner = Signal(range(3))  # 0 none, 1 load, 2 store
         free = Signal()

@@ -73,6 +73,17 @@ def test_load_phase_is_latency_plus_one_word_per_cycle_when_entries_fill_words()
     assert dma_lanes(1024, 17) == DMA_MAX_LANES
 
 
+def test_store_phase_writes_a_word_per_cycle():
+    t = dataclasses.replace(memory_timing(CFG), bw_num=8, bw_den=1, row_bytes=0)  # a word per cycle, no DRAM
+    # the first entries read (cycle 0), in the buffer (1), a word per cycle from cycle 2, then the
+    # cycle that sees the row written
+    for item in (16, 5, 20):
+        assert store_phase(t, item, 0, 1, 40, 40 * item)[0] == 2 + 40 * item // 8 + 1, item
+    t64 = dataclasses.replace(t, word_bytes=64, bw_num=64)
+    for item in (17, 64, 272):
+        assert store_phase(t64, item, 0, 1, 64, 64 * item)[0] == 2 + item + 1, item
+
+
 def test_dram_costs():
     d = derating(CFG)
     t = memory_timing(CFG)
