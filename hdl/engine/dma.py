@@ -181,6 +181,18 @@ class Dma(wiring.Component):
         o_pos = Signal(range(w))
         o_waddr = Signal.like(g_waddr)
 
+        def items_bytes(count):
+            """Bytes of ``count`` (at most ``lanes``) entries of the command's space, from constants."""
+            out = Signal(range(lanes * max(vb, tb, fb) + 1))
+            with m.Switch(c.space):
+                for space in Space:
+                    with m.Case(space):
+                        with m.Switch(count):
+                            for j in range(1, self.lanes[space] + 1):
+                                with m.Case(j):
+                                    m.d.comb += out.eq(j * item_bytes(cfg, space))
+            return out
+
         def row_words(addr):
             return addr >> lw, (addr + row_bytes - 1) >> lw
 
@@ -255,8 +267,7 @@ class Dma(wiring.Component):
                                 m.d.comb += nemit.eq(j + 1)
                                 with m.If(bad):
                                     m.d.comb += fault.eq(1)
-                    emit_bytes = Signal(range(lanes * max(vb, tb, fb) + 1))
-                    m.d.comb += emit_bytes.eq(nemit * item)
+                    emit_bytes = items_bytes(nemit)
                     with m.If(fault):
                         m.d.sync += code.eq(Mux(c.space == Space.FVRF, ErrorCode.BAD_FP, ErrorCode.BAD_BFP))
                         m.next = "DONE"
@@ -295,8 +306,7 @@ class Dma(wiring.Component):
                     req = self.mem.req
                     o_buf = buf  # the load's gearbox register serves the store
                     o_fill = fill
-                    pend = Signal(range(lanes * max(vb, tb, fb) + 1))
-                    m.d.comb += pend.eq(p_n * item)
+                    pend = items_bytes(p_n)
                     s_pushed = Signal()
                     m.d.comb += s_pushed.eq(s_read & (p_n == 0))
                     # the entries read last cycle, encoded (p_n of them)

@@ -10,9 +10,10 @@ protocol, the dispatch and ``status.ErrorCode`` for the codes.
 
 Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mfu``;
 each runs the one instruction control dispatched to it, all at once. Each has its own register-file
-ports (``FILE_USERS``, and the DMAs' extra lanes: ``Dma.lane_users``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at
-a time: the one that asks first (the load when both ask in one cycle) holds it from its start to its
-``DONE``; the other starts the cycle its holder reaches ``DONE``.
+ports (``FILE_USERS``, and the DMAs' extra lanes: ``Dma.lane_users``; ``regfiles.py`` lists them).
+The two DMAs share the memory port a transfer at a time: the one that asks first (the load when both
+ask in one cycle) holds it from its start to its ``DONE``; the other starts the cycle its holder
+reaches ``DONE``.
 """
 
 from __future__ import annotations
