@@ -37,8 +37,9 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   latency, the limit of reads in flight, bandwidth token bucket, the open DRAM row and read/write
   turnaround, ``accelml.sim.dram``), per distinct transfer shape and DRAM state (cached; the loop
   is in ``native.c``, :func:`_load_phase_py` / :func:`_store_phase_py` its definition): a load's
-  byte gearbox writes at most one entry per cycle, a store reads each entry in two cycles and
-  writes whole words. That phase is the unit's busy count.
+  byte gearbox takes a word per cycle and writes up to ``dma_lanes`` entries per cycle, a store
+  reads up to as many per cycle while they fit its buffer and writes a word per cycle. That phase
+  is the unit's busy count.
 
 External memory timing (:func:`memory_timing`) comes from the EngineConfig, the same numbers the
 RTL testbench's memory model (``sim/rtl_tb/memory_model.v``) is built with.
@@ -55,6 +56,7 @@ from functools import lru_cache
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
+from accelml.hdl.engine.layouts import dma_lanes, dma_store_room
 
 from . import native
 from .dram import derating
@@ -167,6 +169,7 @@ def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int
     at its start (row index of ``addr``'s row being ``addr // row_bytes``), ``wait`` the cycle its
     first request may be accepted (read after write)."""
     w = t.word_bytes
+    lanes = dma_lanes(w, item)
     row_bytes = length * item
     dram = _Dram(t, open_row, wait)
     due: list[int] = []  # read responses in flight, in order: the cycle each is valid from
@@ -185,8 +188,8 @@ def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int
         count = len(due) - head
         ready = dram.ready(now, g_active, g_word * w) and count < t.max_outstanding
         accept = g_active and ready
-        emit = fill >= item
-        fill_after = fill - item if emit else fill
+        emit = min(fill // item, lanes)
+        fill_after = fill - emit * item
         take = fill_after < item and c_rem != 0
         got = take and count > 0 and due[head] <= now
         # next state
@@ -200,8 +203,7 @@ def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int
                     g_active = False
             else:
                 g_word += 1
-        if emit:
-            e_left -= 1
+        e_left -= emit
         if got:
             head += 1
             off = c_row % w if c_first else 0
@@ -223,35 +225,34 @@ def _store_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: in
                     open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
     """As :func:`load_phase`, for a store in ``STORE``."""
     w = t.word_bytes
+    lanes, room = dma_lanes(w, item), dma_store_room(w, item)
     dram = _Dram(t, open_row, wait)
-    s_i, s_pushed, primed = 0, False, False
+    s_i, s_read, p_n = 0, False, 0  # next entry of the row to read, all read, entries read last cycle
     o_rows, o_row, o_pos, o_fill = rows, addr, addr % w, 0
     o_word = addr // w
     now = 0
     while True:
+        pend = p_n * item
+        s_pushed = s_read and p_n == 0
         send = o_fill != 0 and (o_pos + o_fill >= w or s_pushed)
         accept = dram.ready(now, send, o_word * w) and send
-        push = not send and primed and not s_pushed
-        primed = not push
-        if send:
-            if accept:
-                used = w - o_pos if o_pos + o_fill >= w else o_fill
-                o_fill -= used
-                o_pos = 0
-                o_word += 1
-        elif push:
-            o_fill += item
-            if s_i + 1 == length:
-                s_i, s_pushed = 0, True
-            else:
-                s_i += 1
-        elif s_pushed and o_fill == 0:
+        row_end = s_pushed and o_fill == 0  # row written (no write, no entry this cycle)
+        n = 0 if s_read else min(lanes, length - s_i, (room - o_fill - pend) // item)
+        if accept:
+            o_fill -= w - o_pos if o_pos + o_fill >= w else o_fill
+            o_pos = 0
+            o_word += 1
+        o_fill += pend
+        p_n = n
+        s_i += n
+        s_read = s_read or s_i == length
+        if row_end:  # the next row, or the end
             if o_rows == 1:
                 return now + 1, dram.last, dram.open
             o_rows -= 1
             o_row += mem_stride
-            o_pos, s_pushed = o_row % w, False
-            o_word = o_row // w
+            o_pos, o_word = o_row % w, o_row // w
+            s_i, s_read = 0, False
         dram.tick(accept, now)
         now += 1
 
@@ -261,8 +262,8 @@ def _phase(kernel: str, py, t: MemoryTiming, *args) -> tuple[int, int, int | Non
     if k is None:
         return py(t, *args)
     item, addr, rows, length, mem_stride, open_row, wait = args
-    tv = np.array([t.latency, t.max_outstanding, t.bw_num, t.bw_den, t.word_bytes, t.row_bytes, t.page_miss],
-                  np.int64)
+    tv = np.array([t.latency, t.max_outstanding, t.bw_num, t.bw_den, t.word_bytes, t.row_bytes, t.page_miss,
+                   dma_lanes(t.word_bytes, item), dma_store_room(t.word_bytes, item)], np.int64)
     out = np.zeros(3, np.int64)
     cycles = getattr(k, kernel)(tv.ctypes.data, item, addr, rows, length, mem_stride, int(open_row is not None),
                                 open_row or 0, wait, out.ctypes.data)

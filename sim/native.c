@@ -1036,7 +1036,9 @@ int64_t bfp_pool(int64_t p, int64_t taps, int64_t cb, int64_t n, const float *im
 }
 
 /* ---- the cycle model's DMA phases (accelml.sim.cycles.load_phase / store_phase, the definition) ----
- * t: latency, max_outstanding, bw_num, bw_den, word_bytes, row_bytes, page_miss; the transfer: item,
+ * t: latency, max_outstanding, bw_num, bw_den, word_bytes, row_bytes, page_miss, lanes (entries a DMA
+ * moves per cycle at most) and a store's room (accelml.hdl.engine.layouts.dma_lanes / dma_store_room);
+ * the transfer: item,
  * addr, rows, length, mem_stride; the DRAM at the start: has_open, open_row, wait. Returns the
  * phase's cycles; out[0] = cycle of the last accepted request (-1: none), out[1] = has an open row,
  * out[2] = the open row. */
@@ -1093,7 +1095,7 @@ static int64_t dram_out(const Dram *d, int64_t now, int64_t *out)
 int64_t dma_load_phase(const int64_t *t, int64_t item, int64_t addr, int64_t rows, int64_t length,
                        int64_t mem_stride, int64_t has_open, int64_t open_row, int64_t wait, int64_t *out)
 {
-    const int64_t latency = t[0], max_out = t[1], w = t[4];
+    const int64_t latency = t[0], max_out = t[1], w = t[4], lanes = t[7];
     const int64_t row_bytes = length * item;
     Dram d;
     dram_init(&d, t, has_open, open_row, wait);
@@ -1112,8 +1114,8 @@ int64_t dma_load_phase(const int64_t *t, int64_t item, int64_t addr, int64_t row
         }
         int ready = dram_ready(&d, now, g_active, g_word * w) && count < max_out;
         int accept = g_active && ready;
-        int emit = fill >= item;
-        int64_t fill_after = emit ? fill - item : fill;
+        int64_t emit = fill / item < lanes ? fill / item : lanes;
+        int64_t fill_after = fill - emit * item;
         int take = fill_after < item && c_rem != 0;
         int got = take && count > 0 && due[head] <= now;
         if (accept) {
@@ -1130,7 +1132,7 @@ int64_t dma_load_phase(const int64_t *t, int64_t item, int64_t addr, int64_t row
                 g_word++;
             }
         }
-        if (emit) e_left--;
+        e_left -= emit;
         if (got) {
             head = (head + 1) % (max_out + 1);
             count--;
@@ -1155,39 +1157,41 @@ int64_t dma_load_phase(const int64_t *t, int64_t item, int64_t addr, int64_t row
 int64_t dma_store_phase(const int64_t *t, int64_t item, int64_t addr, int64_t rows, int64_t length,
                         int64_t mem_stride, int64_t has_open, int64_t open_row, int64_t wait, int64_t *out)
 {
-    const int64_t w = t[4];
+    const int64_t w = t[4], lanes = t[7], room = t[8];
     Dram d;
     dram_init(&d, t, has_open, open_row, wait);
-    int64_t s_i = 0;
-    int s_pushed = 0, primed = 0;
+    int64_t s_i = 0, p_n = 0;
+    int s_read = 0;
     int64_t o_rows = rows, o_row = addr, o_pos = addr % w, o_fill = 0, o_word = addr / w;
     for (int64_t now = 0;; now++) {
-        int send = o_fill != 0 && (o_pos + o_fill >= w || s_pushed);
-        int accept = dram_ready(&d, now, send, o_word * w) && send;
-        int push = !send && primed && !s_pushed;
-        primed = !push;
-        if (send) {
-            if (accept) {
-                int64_t used = o_pos + o_fill >= w ? w - o_pos : o_fill;
-                o_fill -= used;
-                o_pos = 0;
-                o_word++;
-            }
-        } else if (push) {
-            o_fill += item;
-            if (s_i + 1 == length) {
-                s_i = 0;
-                s_pushed = 1;
-            } else {
-                s_i++;
-            }
-        } else if (s_pushed && o_fill == 0) {
+        const int64_t pend = p_n * item;
+        const int s_pushed = s_read && p_n == 0;
+        const int send = o_fill != 0 && (o_pos + o_fill >= w || s_pushed);
+        const int accept = dram_ready(&d, now, send, o_word * w) && send;
+        const int row_end = s_pushed && o_fill == 0;
+        int64_t n = 0;
+        if (!s_read) {
+            n = (room - o_fill - pend) / item;
+            if (n > lanes) n = lanes;
+            if (n > length - s_i) n = length - s_i;
+        }
+        if (accept) {
+            o_fill -= o_pos + o_fill >= w ? w - o_pos : o_fill;
+            o_pos = 0;
+            o_word++;
+        }
+        o_fill += pend;
+        p_n = n;
+        s_i += n;
+        if (s_i == length) s_read = 1;
+        if (row_end) {
             if (o_rows == 1) return dram_out(&d, now, out);
             o_rows--;
             o_row += mem_stride;
             o_pos = o_row % w;
-            s_pushed = 0;
             o_word = o_row / w;
+            s_i = 0;
+            s_read = 0;
         }
         dram_tick(&d, accept, now);
     }

@@ -5,13 +5,22 @@ A command (``layouts.dma_cmd_layout``, already range-checked by the control unit
 ``addr + r*mem_stride + i*item`` in the encodings of ``accelml.sim.memory`` (BFP vectors, tiles
 of N vectors, binary32 vectors). Completion is one transfer on ``done`` carrying
 ``ErrorCode.NONE``, or ``BAD_BFP`` / ``BAD_FP`` for a load whose data the encodings refuse (the
-entry is then not written and the command ends there).
+entry is then not written and the command ends there; entries before it, also those of the same
+cycle, are written).
+
+Both directions move a memory word per cycle. ``layouts.dma_lanes`` entries of a space (as many as
+a word's bytes complete, at most ``DMA_MAX_LANES``) are moved per cycle through that many file
+ports, ``{space}`` (lane 0) and ``{space}{lane}``: a load's write ports, a store's read ports
+(:meth:`Dma.lane_users` names the extra ones for ``RegisterFiles``).
 
 Loads: a request generator issues the word reads covering each row (as fast as the port accepts
 them; the memory model bounds the requests in flight); a byte gearbox takes the row's bytes from
-each returned word (a whole word per cycle) and writes one decoded entry whenever a whole item has
-arrived. Stores: entries are read (two cycles each), encoded into a byte buffer and written as
-masked words, so unaligned rows and partial words need no read-modify-write.
+each returned word (a whole word per cycle, while less than an item is left after the cycle's
+writes) and writes, in the same cycle, every whole item it holds, up to the lanes, rows followed
+in order. Stores: each cycle the row's next entries are read, as many as the lanes and as fit the
+byte buffer (``layouts.dma_store_room``, counting the entries read the cycle before), encoded into
+the buffer the cycle after, and written as masked words, one a cycle whenever the buffer holds a
+word (or the row's last bytes), so unaligned rows and partial words need no read-modify-write.
 """
 
 from __future__ import annotations
@@ -23,7 +32,15 @@ from amaranth.utils import ceil_log2
 
 from accelml.hdl.isa import Space
 
-from .layouts import check_config, dma_cmd_layout, item_bytes, mem_port_signature, word_bytes
+from .layouts import (
+    check_config,
+    dma_cmd_layout,
+    dma_lanes,
+    dma_store_room,
+    item_bytes,
+    mem_port_signature,
+    word_bytes,
+)
 from .regfiles import file_port_signature
 from .status import ErrorCode, report_done
 
@@ -82,16 +99,41 @@ class Dma(wiring.Component):
         if not (load or store):
             raise ValueError("Dma must execute loads, stores or both")
         self.load, self.store = load, store
+        w = word_bytes(cfg)
+        self.lanes = {space: dma_lanes(w, item_bytes(cfg, space)) for space in Space}
         super().__init__({
             "cmd": In(stream.Signature(dma_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
             "mem": Out(mem_port_signature(cfg)),
-            **{space.name.lower(): Out(file_port_signature(cfg, space)) for space in Space},
+            **{self.port_name(space, j): Out(file_port_signature(cfg, space))
+               for space in Space for j in range(self.lanes[space])},
             "busy_load": Out(1),
             "busy_store": Out(1),
             "want": Out(1),
             "grant": In(1, init=1),
         })
+
+    @staticmethod
+    def port_name(space: Space, lane: int = 0) -> str:
+        """The member of ``space``'s port of write lane ``lane`` (lane 0 also reads, for stores)."""
+        return space.name.lower() + (str(lane) if lane else "")
+
+    def _port(self, space: Space, lane: int = 0):
+        return getattr(self, self.port_name(space, lane))
+
+    def lane_users(self, user: str) -> dict:
+        """The register-file users (``RegisterFiles``) of this DMA's extra write lanes, named after
+        ``user`` (``{user}{lane}``: one write port of ``{space}{lane}`` each); lane 0 is ``user``'s own."""
+        mode = ("r" if self.store else "") + ("w" if self.load else "")
+        return {f"{user}{j}": {space: mode for space in Space if self.lanes[space] > j}
+                for j in range(1, max(self.lanes.values()))}
+
+    def connect_lanes(self, m, files, user: str) -> None:
+        """Wire the extra write lanes to ``files`` (a ``RegisterFiles`` built with :meth:`lane_users`)."""
+        for name, spaces in self.lane_users(user).items():
+            lane = int(name[len(user):])
+            for space in spaces:
+                wiring.connect(m, self._port(space, lane), getattr(files, files.port_name(name, space)))
 
     def elaborate(self, platform):
         m = Module()
@@ -100,7 +142,9 @@ class Dma(wiring.Component):
         lw = ceil_log2(w)
         n = cfg.native_dim
         vb, tb, fb = (item_bytes(cfg, s) for s in Space)
-        cap = max(vb, tb, fb) + w  # gearbox capacity in bytes
+        lanes = max(self.lanes.values())
+        # buffer capacity in bytes: a load's gearbox (an item and a word), a store's room
+        cap = max(max(vb, tb, fb) + w, *(dma_store_room(w, item_bytes(cfg, s)) for s in Space))
         fill_shape = unsigned(ceil_log2(cap + 1))
 
         c = Signal(dma_cmd_layout(cfg))
@@ -109,7 +153,6 @@ class Dma(wiring.Component):
         row_bytes = Signal(32)
         m.d.comb += row_bytes.eq(c.length * item)
         code = Signal(ErrorCode)
-        ports = {s: getattr(self, s.name.lower()) for s in Space}
         ones_w = Const((1 << 8 * w) - 1, 8 * w)
 
         # -- load: request generator -----------------------------------------------------------
@@ -131,12 +174,24 @@ class Dma(wiring.Component):
         # -- store ------------------------------------------------------------------------------
         s_i = Signal(16)
         s_row = Signal(32)
-        s_pushed = Signal()  # every entry of the current row is in the byte buffer
-        primed = Signal()  # the read port shows the entry at the current address
+        s_read = Signal()  # every entry of the current row is read
+        p_n = Signal(range(max(self.lanes.values()) + 1))  # entries read last cycle (their data out now)
         o_rows = Signal(16)
         o_row_addr = Signal.like(g_row_addr)
         o_pos = Signal(range(w))
         o_waddr = Signal.like(g_waddr)
+
+        def items_bytes(count):
+            """Bytes of ``count`` (at most ``lanes``) entries of the command's space, from constants."""
+            out = Signal(range(lanes * max(vb, tb, fb) + 1))
+            with m.Switch(c.space):
+                for space in Space:
+                    with m.Case(space):
+                        with m.Switch(count):
+                            for j in range(1, self.lanes[space] + 1):
+                                with m.Case(j):
+                                    m.d.comb += out.eq(j * item_bytes(cfg, space))
+            return out
 
         def row_words(addr):
             return addr >> lw, (addr + row_bytes - 1) >> lw
@@ -156,7 +211,7 @@ class Dma(wiring.Component):
                     g_waddr.eq(first), g_wlast.eq(last),
                     buf.eq(0), fill.eq(0), c_rows.eq(c.rows), c_row_addr.eq(c.addr), c_rem.eq(row_bytes),
                     c_first.eq(1), e_i.eq(0), e_row.eq(c.base), e_left.eq(c.rows * c.length),
-                    s_i.eq(0), s_row.eq(c.base), s_pushed.eq(0), primed.eq(0), o_rows.eq(c.rows),
+                    s_i.eq(0), s_row.eq(c.base), s_read.eq(0), p_n.eq(0), o_rows.eq(c.rows),
                     o_row_addr.eq(c.addr), o_pos.eq(c.addr[:lw]), o_waddr.eq(first),
                 ]
                 with m.If(self.grant):  # the memory port is this instance's until DONE
@@ -181,38 +236,55 @@ class Dma(wiring.Component):
                             m.d.sync += [g_rows.eq(g_rows - 1), g_row_addr.eq(nxt), g_waddr.eq(first), g_wlast.eq(last)]
                             with m.If(g_rows == 1):
                                 m.d.sync += g_active.eq(0)
-                    # entries out of the gearbox
-                    emit = Signal()
-                    m.d.comb += emit.eq(fill >= item)
-                    entry = Signal(32)
-                    m.d.comb += entry.eq(e_row + e_i)
-                    vec, vbad = decode_vector(cfg, buf[:8 * vb])
-                    tile_bits, tbad = [], Const(0, 1)
-                    for j in range(n):
-                        bits, bad = decode_vector(cfg, buf[8 * vb * j: 8 * vb * (j + 1)])
-                        tile_bits.append(bits)
-                        tbad = tbad | bad
-                    fvec, fbad = decode_fvector(cfg, buf[:8 * fb])
-                    bad = Mux(c.space == Space.VRF, vbad, Mux(c.space == Space.MRF, tbad, fbad))
-                    for space, bits in ((Space.VRF, vec), (Space.MRF, Cat(*tile_bits)), (Space.FVRF, fvec)):
-                        port = ports[space]
-                        m.d.comb += [port.waddr.eq(entry), port.wdata.eq(bits),
-                                     port.we.eq(emit & ~bad & (c.space == space))]
-                    with m.If(emit):
-                        with m.If(bad):
-                            m.d.sync += code.eq(Mux(c.space == Space.FVRF, ErrorCode.BAD_FP, ErrorCode.BAD_BFP))
-                            m.next = "DONE"
-                        with m.Else():
-                            m.d.sync += e_left.eq(e_left - 1)
-                            with m.If(e_i + 1 == c.length):
-                                m.d.sync += [e_i.eq(0), e_row.eq(e_row + c.chip_stride)]
-                            with m.Else():
-                                m.d.sync += e_i.eq(e_i + 1)
+                    # entries out of the gearbox: up to `lanes` whole items a cycle, one write port each
+                    pos = [(e_i, e_row)]  # lane j's (index in its row, row's first entry)
+                    for _ in range(lanes):
+                        i, r = pos[-1]
+                        wrap = i + 1 == c.length
+                        pos.append((Mux(wrap, 0, i + 1)[:16], Mux(wrap, r + c.chip_stride, r)[:32]))
+                    fault = Signal()
+                    nemit = Signal(range(lanes + 1))
+                    for space in Space:
+                        k_s, it = self.lanes[space], item_bytes(cfg, space)
+                        sel = c.space == space
+                        bad_so_far = Const(0, 1)
+                        for j in range(k_s):
+                            raw = buf[8 * it * j: 8 * it * (j + 1)]
+                            if space == Space.VRF:
+                                bits, bad = decode_vector(cfg, raw)
+                            elif space == Space.MRF:
+                                rows_ = [decode_vector(cfg, raw[8 * vb * q: 8 * vb * (q + 1)]) for q in range(n)]
+                                bits = Cat(*(b for b, _ in rows_))
+                                bad = Const(0, 1)
+                                for _, b in rows_:
+                                    bad = bad | b
+                            else:
+                                bits, bad = decode_fvector(cfg, raw)
+                            here = fill >= it * (j + 1)
+                            bad_so_far = bad_so_far | bad
+                            port = self._port(space, j)
+                            i, r = pos[j]
+                            m.d.comb += [port.waddr.eq(r + i), port.wdata.eq(bits),
+                                         port.we.eq(sel & here & ~bad_so_far)]
+                            with m.If(sel & here):
+                                m.d.comb += nemit.eq(j + 1)
+                                with m.If(bad):
+                                    m.d.comb += fault.eq(1)
+                    emit_bytes = items_bytes(nemit)
+                    with m.If(fault):
+                        m.d.sync += code.eq(Mux(c.space == Space.FVRF, ErrorCode.BAD_FP, ErrorCode.BAD_BFP))
+                        m.next = "DONE"
+                    with m.Elif(nemit != 0):
+                        m.d.sync += e_left.eq(e_left - nemit)
+                        with m.Switch(nemit):
+                            for j in range(1, lanes + 1):
+                                with m.Case(j):
+                                    m.d.sync += [e_i.eq(pos[j][0]), e_row.eq(pos[j][1])]
                     with m.If(e_left == 0):
                         m.next = "DONE"
                     # bytes into the gearbox
                     fill_after = Signal(fill_shape)
-                    m.d.comb += fill_after.eq(Mux(emit, fill - item, fill))
+                    m.d.comb += fill_after.eq(fill - emit_bytes)
                     take = Signal()
                     m.d.comb += [take.eq((fill_after < item) & (c_rem != 0) & (e_left != 0)),
                                  self.mem.resp.ready.eq(take)]
@@ -222,7 +294,7 @@ class Dma(wiring.Component):
                     m.d.comb += k.eq(Mux(c_rem < w - off, c_rem, w - off))
                     piece = Signal(8 * w)
                     m.d.comb += piece.eq((self.mem.resp.payload >> (off * 8)) & ~(ones_w << (k * 8))[:8 * w])
-                    shifted = Mux(emit, buf >> (item * 8), buf)
+                    shifted = buf >> (emit_bytes * 8)
                     got = take & self.mem.resp.valid
                     m.d.sync += [buf.eq((shifted | Mux(got, piece << (fill_after * 8), 0))[:8 * cap]),
                                  fill.eq(fill_after + Mux(got, k, 0))]
@@ -235,17 +307,33 @@ class Dma(wiring.Component):
                 if self.store:  # (left empty in an instance without stores)
                     m.d.comb += [self.busy_store.eq(1), self.want.eq(1)]
                     req = self.mem.req
-                    entry = Signal(32)
-                    m.d.comb += entry.eq(s_row + s_i)
-                    raw = Signal(8 * max(vb, tb, fb))
-                    for space in Space:
-                        m.d.comb += ports[space].raddr.eq(entry)
-                    vraw = encode_vector(cfg, ports[Space.VRF].rdata.as_value())
-                    traw = Cat(*(encode_vector(cfg, ports[Space.MRF].rdata[j].as_value()) for j in range(n)))
-                    fraw = ports[Space.FVRF].rdata.as_value()
-                    m.d.comb += raw.eq(Mux(c.space == Space.VRF, vraw, Mux(c.space == Space.MRF, traw, fraw)))
                     o_buf = buf  # the load's gearbox register serves the store
                     o_fill = fill
+                    pend = items_bytes(p_n)
+                    s_pushed = Signal()
+                    m.d.comb += s_pushed.eq(s_read & (p_n == 0))
+                    # the entries read last cycle, encoded (p_n of them)
+                    data = Signal(8 * lanes * max(vb, tb, fb))
+                    nread = Signal(range(lanes + 1))
+                    for space in Space:
+                        k_s, it = self.lanes[space], item_bytes(cfg, space)
+                        raws = []
+                        for j in range(k_s):
+                            port = self._port(space, j)
+                            m.d.comb += port.raddr.eq(s_row + s_i + j)
+                            if space == Space.VRF:
+                                raws.append(encode_vector(cfg, port.rdata.as_value()))
+                            elif space == Space.MRF:
+                                raws.append(Cat(*(encode_vector(cfg, port.rdata[q].as_value()) for q in range(n))))
+                            else:
+                                raws.append(port.rdata.as_value())
+                        with m.If(c.space == space):
+                            m.d.comb += data.eq(Cat(*raws))
+                            # entries read this cycle: the row's next ones that fit the buffer
+                            for j in range(k_s):
+                                with m.If(~s_read & (s_i + j < c.length)
+                                          & (o_fill + pend + it * (j + 1) <= dma_store_room(w, it))):
+                                    m.d.comb += nread.eq(j + 1)
                     send = Signal()
                     m.d.comb += send.eq((o_fill != 0) & ((o_pos + o_fill >= w) | s_pushed))
                     used = Signal(range(w + 1))
@@ -255,23 +343,22 @@ class Dma(wiring.Component):
                         req.payload.data.eq((o_buf << (o_pos * 8))[:8 * w]),
                         req.payload.mask.eq((~(Const((1 << w) - 1, w) << used)[:w] << o_pos)[:w]),
                     ]
-                    push = Signal()
-                    m.d.comb += push.eq(~send & primed & ~s_pushed)
-                    m.d.sync += primed.eq(~push)
-                    with m.If(send):
-                        with m.If(req.ready):
-                            m.d.sync += [o_buf.eq(o_buf >> (used * 8)), o_fill.eq(o_fill - used), o_pos.eq(0),
-                                         o_waddr.eq(o_waddr + 1)]
-                    with m.Elif(push):
-                        m.d.sync += [o_buf.eq((o_buf | (raw << (o_fill * 8)))[:8 * cap]), o_fill.eq(o_fill + item)]
-                        with m.If(s_i + 1 == c.length):
-                            m.d.sync += [s_i.eq(0), s_row.eq(s_row + c.chip_stride), s_pushed.eq(1)]
-                        with m.Else():
-                            m.d.sync += s_i.eq(s_i + 1)
-                    with m.Elif(s_pushed & (o_fill == 0)):  # row written: the next row, or the end
+                    sent = Signal(range(w + 1))
+                    m.d.comb += sent.eq(Mux(send & req.ready, used, 0))
+                    with m.If(send & req.ready):
+                        m.d.sync += [o_pos.eq(0), o_waddr.eq(o_waddr + 1)]
+                    kept = Signal(fill_shape)
+                    m.d.comb += kept.eq(o_fill - sent)
+                    ones_d = Const((1 << len(data)) - 1, len(data))
+                    pushed = data & ~(ones_d << (pend * 8))[:len(data)]
+                    m.d.sync += [o_buf.eq(((o_buf >> (sent * 8)) | (pushed << (kept * 8)))[:8 * cap]),
+                                 o_fill.eq(kept + pend), p_n.eq(nread), s_i.eq(s_i + nread)]
+                    with m.If(~s_read & (s_i + nread == c.length)):
+                        m.d.sync += [s_read.eq(1), s_row.eq(s_row + c.chip_stride)]
+                    with m.If(s_pushed & (o_fill == 0)):  # row written: the next row, or the end
                         nxt = o_row_addr + c.mem_stride
                         m.d.sync += [o_rows.eq(o_rows - 1), o_row_addr.eq(nxt), o_pos.eq(nxt[:lw]),
-                                     o_waddr.eq(nxt >> lw), s_pushed.eq(0)]
+                                     o_waddr.eq(nxt >> lw), s_i.eq(0), s_read.eq(0)]
                         with m.If(o_rows == 1):
                             m.next = "DONE"
             with m.State("DONE"):

@@ -25,7 +25,11 @@ from accelml.hdl.isa import Space
 __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
+    "DMA_MAX_LANES", "dma_lanes", "dma_store_room",
 ]
+
+# file entries a DMA moves per cycle at most (the load DMA's write ports / the store DMA's read ports of a file)
+DMA_MAX_LANES = 4
 
 
 def check_config(cfg, who: str) -> EngineConfig:
@@ -75,6 +79,20 @@ def file_depth(cfg: EngineConfig, space: Space) -> int:
 def item_bytes(cfg: EngineConfig, space: Space) -> int:
     """External-memory bytes of one entry of ``space`` (sim/memory.py's encodings)."""
     return {Space.VRF: cfg.bfp_vector_bytes, Space.MRF: cfg.tile_bytes, Space.FVRF: cfg.fp_vector_bytes}[space]
+
+
+def dma_lanes(word: int, item: int) -> int:
+    """Entries of ``item`` bytes a load writes (a store reads) per cycle with ``word``-byte memory
+    words: as many as a word's bytes can complete (``ceil(word / item)``, so a word per cycle flows), at most
+    :data:`DMA_MAX_LANES`. ``accelml.sim.cycles`` models the same count."""
+    return max(1, min(-(-word // item), DMA_MAX_LANES))
+
+
+def dma_store_room(word: int, item: int) -> int:
+    """Bytes a store's buffer may hold, counting the entries read but not yet in it: a store reads
+    entries while they fit. Three words beyond the entries of one cycle's reads keep a whole word
+    in the buffer in every cycle, since the buffer's fill is counted before the cycle's write."""
+    return dma_lanes(word, item) * item + 3 * word
 
 
 def mem_req_layout(cfg: EngineConfig) -> data.StructLayout:

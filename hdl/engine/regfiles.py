@@ -19,6 +19,9 @@ enable (``en`` low holds the data read last), a :func:`read_ports_signature` mem
 ``{user}_{file}_wide``. Every read port is a copy of the memory in hardware (or one more port of
 a multi-ported RAM): VRF ``3 + T``, MRF ``1 + T``, FVRF ``2 + T`` read ports; a banked layout for
 large T is not built.
+Each DMA lane beyond the first adds a write port (``dma_load{lane}``) and a read port
+(``dma_store{lane}``) (``Dma.lane_users``: entries narrower than a memory word move several a
+cycle).
 """
 
 from __future__ import annotations

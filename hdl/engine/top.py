@@ -12,8 +12,8 @@ protocol, the dispatch and ``status.ErrorCode`` for the codes.
 Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mvu``
 (``mvc`` on T tile engines), ``mfu`` (``deq qnt vact vop``) and ``pool`` (beside the MFU, with its
 own dequantiser and vector unit); each runs the one instruction control dispatched to it, all at
-once. Each has its own register-file ports (``FILE_USERS``; ``regfiles.py`` lists them). The two
-DMAs share the memory port a transfer at a time: the one that asks first (the load when both ask in
+once. Each has its own register-file ports (``FILE_USERS``, and the DMAs' extra lanes:
+``Dma.lane_users``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at a time: the one that asks first (the load when both ask in
 one cycle) holds it from its start to its ``DONE``; the other starts the cycle its holder reaches
 ``DONE``.
 """
@@ -74,7 +74,9 @@ class Engine(wiring.Component):
         m.submodules.mfu = mfu = Mfu(self.cfg)
         m.submodules.pool = pool = Pool(self.cfg)
         m.submodules.mvu = mvu = Mvu(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg, FILE_USERS, wide={"mvu": self.cfg.tiles})
+        m.submodules.files = files = RegisterFiles(self.cfg, {**FILE_USERS, **ld.lane_users("dma_load"),
+                                                             **st.lane_users("dma_store")},
+                                                   wide={"mvu": self.cfg.tiles})
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
@@ -86,6 +88,8 @@ class Engine(wiring.Component):
         for space in Space:
             name = space.name.lower()
             wiring.connect(m, getattr(mvu, f"{name}_r"), getattr(files, f"mvu_{name}_wide"))
+        ld.connect_lanes(m, files, "dma_load")
+        st.connect_lanes(m, files, "dma_store")
         # the memory port: held by one DMA from the start of its transfer to its DONE
         owner = Signal(range(3))  # 0 none, 1 load, 2 store
         free = Signal()

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from accelml.hdl.config import preset
+from accelml.hdl.engine.layouts import DMA_MAX_LANES, dma_lanes
 from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_vector_cycles, store_phase
 from accelml.sim.dram import DDR4_2400, derating
 
@@ -63,8 +64,24 @@ def test_load_phase_is_latency_plus_one_word_per_cycle_when_entries_fill_words()
     # requests from cycle 0, words taken from cycle `latency`, the last entry written the cycle
     # after its last word, DONE seen the cycle after that
     assert load_phase(t, 16, 0, 1, 40, 640)[0] == t.latency + words + 2
-    # 5-byte BFP vectors: the gearbox writes one entry per cycle, below the port's rate
-    assert load_phase(t, 5, 0, 1, 40, 200)[0] == t.latency + 40 + 2
+    # 5-byte BFP vectors: two entries a cycle (dma_lanes) keep up with a word per cycle
+    assert dma_lanes(8, 5) == 2
+    assert load_phase(t, 5, 0, 1, 40, 200)[0] == t.latency + 200 // 8 + 2
+    # 17-byte vectors on 64-byte words: four entries a cycle; capped at DMA_MAX_LANES for wider words
+    t64 = dataclasses.replace(t, word_bytes=64, bw_num=64)
+    assert dma_lanes(64, 17) == 4 and load_phase(t64, 17, 0, 1, 64, 17 * 64)[0] == t.latency + 17 + 2
+    assert dma_lanes(1024, 17) == DMA_MAX_LANES
+
+
+def test_store_phase_writes_a_word_per_cycle():
+    t = dataclasses.replace(memory_timing(CFG), bw_num=8, bw_den=1, row_bytes=0)  # a word per cycle, no DRAM
+    # the first entries read (cycle 0), in the buffer (1), a word per cycle from cycle 2, then the
+    # cycle that sees the row written
+    for item in (16, 5, 20):
+        assert store_phase(t, item, 0, 1, 40, 40 * item)[0] == 2 + 40 * item // 8 + 1, item
+    t64 = dataclasses.replace(t, word_bytes=64, bw_num=64)
+    for item in (17, 64, 272):
+        assert store_phase(t64, item, 0, 1, 64, 64 * item)[0] == 2 + item + 1, item
 
 
 def test_dram_costs():
@@ -100,6 +117,8 @@ def test_native_dma_phases_equal_the_python_definition():
         stride = length * item + rnd.choice([0, 3, 100, 8192])
         addr, open_row, wait = rnd.randint(0, 9000), rnd.choice([None, 0, 1, -1]), rnd.choice([0, 0, 3])
         tt = t if rnd.random() < 0.5 else dataclasses.replace(t, row_bytes=0, bw_num=8, bw_den=1, max_outstanding=3)
+        if rnd.random() < 0.3:  # 64-byte words: up to four entries a cycle
+            tt = dataclasses.replace(tt, word_bytes=64, bw_num=tt.bw_num * 8)
         for py, name in ((cycles._load_phase_py, "dma_load_phase"), (cycles._store_phase_py, "dma_store_phase")):
             args = (item, addr, rows, length, stride, open_row, wait)
             assert cycles._phase(name, py, tt, *args) == py(tt, *args), (name, args)

@@ -51,12 +51,14 @@ class DmaWithFiles(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.dma = dma = Dma(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg)
+        files = RegisterFiles(self.cfg, {"": {space: "rw" for space in Space}, **dma.lane_users("lane")})
+        m.submodules.files = files
         wiring.connect(m, wiring.flipped(self.cmd), dma.cmd)
         wiring.connect(m, dma.done, wiring.flipped(self.done))
         wiring.connect(m, wiring.flipped(self.mem), dma.mem)
         for space in Space:
             wiring.connect(m, getattr(dma, space.name.lower()), getattr(files, space.name.lower()))
+        dma.connect_lanes(m, files, "lane")
         return m
 
 
