@@ -3,6 +3,9 @@
     est = estimate(preset("a10"))          # Estimate: logic, FFs, multipliers, RAM blocks vs the device
     print(table())                          # the presets table of bitstreams/README.md
 
+    python -m accelml.bitstreams.resources [--readme]        # the table [written into the README]
+    python -m accelml.bitstreams.resources --measure         # + compile ResNet-50 per preset (minutes)
+
 What it counts, and from where:
 
 * **Tile engines** (the MVU): logic, flip-flops and hard multipliers per tile engine are fitted to
@@ -14,14 +17,30 @@ What it counts, and from where:
   and ALMs (``synth.alms``) for the Intel devices, from Yosys's Cyclone V ALM flow as a proxy for
   Arria 10 / Stratix 10.
 * **Multipliers**: one hard multiplier per BFP product (an ECP5 MULT18X18D, one of the two 18x19
-  multipliers of an Intel DSP block) while they last; products beyond them cost the LUT-multiplier
-  logic measured with the ``-nodsp`` flows. Packing two narrow products into one multiplier is not
-  assumed.
-* **Register files**: VRF, MRF (banked per tile engine, as each tile engine reads its own weights
-  every cycle) and FVRF bits, in the device's RAM blocks at their widest shape that holds the depth.
-* **Not yet counted**: the sequencer, window address generator, MFU, DMA and control (the engine's
-  RTL is being built); the estimate is a lower bound and says so. Clock rates are the presets'
-  targets; no place-and-route has confirmed them.
+  multipliers of an Intel DSP block) while they last, after the MFU's and control's; tile-engine
+  products beyond them cost the LUT-multiplier logic measured with the ``-nodsp`` flows. Packing two
+  narrow products into one multiplier is not assumed.
+* **MFU** (``mfu_cost``): ``mfu_width x N`` binary32 lanes at the per-lane cost of ``hdl/mfu.py``
+  synthesised at N = 4 and 8 (block ``Mfu``: 1.9k LUT4 + 0.4k CCU2C and 8 MULT18X18D a lane on
+  ECP5, the two sizes within 1 % per lane). Each lane has two 24x24 significand products (``vop``,
+  ``vact``): four MULT18X18D each on ECP5, one DSP block each on Arria 10 / Stratix 10, whose
+  variable-precision DSP block is one 27x27 or two 18x19 multipliers (the device overviews cited in
+  ``DEVICES``), so two of the 18x19 multipliers counted here. Intel logic: from an ALM-flow record
+  when there is one, else the ECP5 count at the tile engine's ALM per LUT4 ratio.
+* **Control, DMA, window generator, instruction memory** (``control_overhead``): the whole engine
+  without its MVU synthesised on ECP5 at the tiny and ecp5 presets (block ``EngineWithoutMvu``, by
+  ``python -m accelml.bitstreams.engine_synth``) minus its MFU and register files as counted here,
+  linear in N between the two; on Intel converted at the tile engine's ALM per LUT4 ratio: an
+  ECP5-measured figure, not an Intel synthesis.
+* **Register files** (``register_file_blocks``): VRF, MRF and FVRF (rows of ``mfu_width`` vectors),
+  each read by the MVU T times a cycle plus once by the rest. On ECP5, as the RTL builds it: one
+  memory with T + 1 read ports, which synthesis replicates (a full copy per read port). On Intel:
+  banked, T banks of depth/T and conflict-free addresses, which is **not yet built**. Blocks at
+  the device RAM's widest shape that holds the depth.
+
+The presets are the largest engines that fit by this model. Clock rates are the presets' targets;
+no place-and-route has confirmed them, and an Intel design near 100 % of its ALMs is unlikely to
+place and route at them.
 
 Device counts are the vendors' datasheet figures (sources in ``DEVICES``).
 """
