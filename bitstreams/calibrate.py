@@ -1,9 +1,11 @@
 """Measure the resource model's calibration points: the tile engine synthesised with Yosys at several
 native dimensions and mantissa widths, for ECP5 and for the ALM proxy (see synth.py).
 
-    python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json]
+    python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json] [--only TileEngine|Mfu]
 
-Writes one record per (flow, N, M) with the cell counts, the Yosys version and the time taken. The
+Writes one record per (block, flow, N, M) with the cell counts, the Yosys version and the time taken:
+the tile engine (``hdl/tile_engine.py``) and the multi-function unit (``hdl/mfu.py``, one N-vector
+per cycle: its cost per lane). ``--only`` re-measures one block and keeps the other's records. The
 resource model (resources.py) fits per-MAC, per-row and fixed costs to these records; nothing in it
 is typed in by hand except the devices' datasheet counts.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
 from accelml.hdl.config import preset
 from accelml.hdl.errors import RtlError
+from accelml.hdl.mfu import Mfu
 from accelml.hdl.tile_engine import TileEngine
 
 from .synth import synthesize
@@ -28,6 +32,10 @@ __all__ = ["POINTS", "calibrate", "engine_config"]
 # Yosys fails on is recorded with its error and left out of the fit)
 POINTS = [(flow, n, m) for flow in ("ecp5", "alm") for m in (3, 7) for n in (2, 4, 8, 16)]
 POINTS += [("ecp5-nodsp", 4, 7), ("alm-nodsp", 4, 7)]  # the LUT cost of a multiplier outside the DSPs
+# the MFU computes binary32 whatever M is: its cost is per lane (N lanes x mfu_width); two sizes
+# show how well "per lane" holds
+MFU_POINTS = [("ecp5", 4, 7), ("ecp5", 8, 7)]  # ECP5 only (10 minutes at N=8); no ALM-flow point yet
+BLOCKS = {"TileEngine": (TileEngine, POINTS), "Mfu": (Mfu, MFU_POINTS)}
 DEFAULT_OUT = Path(__file__).with_name("calibration.json")
 
 
@@ -35,29 +43,36 @@ def engine_config(n: int, m: int):
     return dataclasses.replace(preset("tiny"), name=f"cal-n{n}-m{m}", native_dim=n, mantissa_bits=m, tiles=1)
 
 
-def calibrate(points=POINTS, out: Path = DEFAULT_OUT, progress=print) -> list[dict]:
-    records = []
-    for i, (flow, n, m) in enumerate(points):
-        progress(f"[{i + 1}/{len(points)}] synthesising the tile engine N={n} M={m} with {flow} ...")
-        rec = {"block": "TileEngine", "flow": flow, "native_dim": n, "mantissa_bits": m}
+def calibrate(blocks=tuple(BLOCKS), out: Path = DEFAULT_OUT, progress=print) -> list[dict]:
+    """Synthesise the points of ``blocks``; records of other blocks already in ``out`` are kept."""
+    old = json.loads(out.read_text())["records"] if out.is_file() else []
+    records = [r for r in old if r.get("block", "TileEngine") not in blocks]
+    todo = [(b, *p) for b in blocks for p in BLOCKS[b][1]]
+    for i, (block, flow, n, m) in enumerate(todo):
+        progress(f"[{i + 1}/{len(todo)}] synthesising {block} N={n} M={m} with {flow} ...")
+        rec = {"block": block, "flow": flow, "native_dim": n, "mantissa_bits": m}
         try:
-            r = synthesize(TileEngine(engine_config(n, m)), flow=flow)
+            r = synthesize(BLOCKS[block][0](engine_config(n, m)), flow=flow)
         except RtlError as e:
             records.append({**rec, "error": str(e)})
             progress(f"      failed: {e}")
             continue
         records.append({**rec, "cells": r.cells, "seconds": round(r.seconds, 1), "yosys": r.yosys})
         progress(f"      {r.seconds:.0f} s: {json.dumps(r.cells, sort_keys=True)}")
-    out.write_text(json.dumps({"command": "python -m accelml.bitstreams.calibrate", "records": records}, indent=1)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps({"command": "python -m accelml.bitstreams.calibrate", "records": records}, indent=1)
                    + "\n")
+    os.replace(tmp, out)  # atomically: an interrupted run leaves the old records
     return records
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--only", choices=sorted(BLOCKS), help="re-measure one block, keep the others' records")
     args = ap.parse_args(argv)
-    calibrate(out=args.output, progress=lambda s: print(s, flush=True))
+    blocks = (args.only,) if args.only else tuple(BLOCKS)
+    calibrate(blocks, out=args.output, progress=lambda s: print(s, flush=True))
     print(f"wrote {args.output}")
     return 0
 

@@ -3,6 +3,9 @@
     est = estimate(preset("a10"))          # Estimate: logic, FFs, multipliers, RAM blocks vs the device
     print(table())                          # the presets table of bitstreams/README.md
 
+    python -m accelml.bitstreams.resources [--readme]        # the table [written into the README]
+    python -m accelml.bitstreams.resources --measure         # + compile ResNet-50 per preset (minutes)
+
 What it counts, and from where:
 
 * **Tile engines** (the MVU): logic, flip-flops and hard multipliers per tile engine are fitted to
@@ -14,14 +17,30 @@ What it counts, and from where:
   and ALMs (``synth.alms``) for the Intel devices, from Yosys's Cyclone V ALM flow as a proxy for
   Arria 10 / Stratix 10.
 * **Multipliers**: one hard multiplier per BFP product (an ECP5 MULT18X18D, one of the two 18x19
-  multipliers of an Intel DSP block) while they last; products beyond them cost the LUT-multiplier
-  logic measured with the ``-nodsp`` flows. Packing two narrow products into one multiplier is not
-  assumed.
-* **Register files**: VRF, MRF (banked per tile engine, as each tile engine reads its own weights
-  every cycle) and FVRF bits, in the device's RAM blocks at their widest shape that holds the depth.
-* **Not yet counted**: the sequencer, window address generator, MFU, DMA and control (the engine's
-  RTL is being built); the estimate is a lower bound and says so. Clock rates are the presets'
-  targets; no place-and-route has confirmed them.
+  multipliers of an Intel DSP block) while they last, after the MFU's and control's; tile-engine
+  products beyond them cost the LUT-multiplier logic measured with the ``-nodsp`` flows. Packing two
+  narrow products into one multiplier is not assumed.
+* **MFU** (``mfu_cost``): ``mfu_width x N`` binary32 lanes at the per-lane cost of ``hdl/mfu.py``
+  synthesised at N = 4 and 8 (block ``Mfu``: 1.9k LUT4 + 0.4k CCU2C and 8 MULT18X18D a lane on
+  ECP5, the two sizes within 1 % per lane). Each lane has two 24x24 significand products (``vop``,
+  ``vact``): four MULT18X18D each on ECP5, one DSP block each on Arria 10 / Stratix 10, whose
+  variable-precision DSP block is one 27x27 or two 18x19 multipliers (the device overviews cited in
+  ``DEVICES``), so two of the 18x19 multipliers counted here. Intel logic: from an ALM-flow record
+  when there is one, else the ECP5 count at the tile engine's ALM per LUT4 ratio.
+* **Control, DMA, window generator, instruction memory** (``control_overhead``): the whole engine
+  without its MVU synthesised on ECP5 at the tiny and ecp5 presets (block ``EngineWithoutMvu``, by
+  ``python -m accelml.bitstreams.engine_synth``) minus its MFU and register files as counted here,
+  linear in N between the two; on Intel converted at the tile engine's ALM per LUT4 ratio: an
+  ECP5-measured figure, not an Intel synthesis.
+* **Register files** (``register_file_blocks``): VRF, MRF and FVRF (rows of ``mfu_width`` vectors),
+  each read by the MVU T times a cycle plus once by the rest. On ECP5, as the RTL builds it: one
+  memory with T + 1 read ports, which synthesis replicates (a full copy per read port). On Intel:
+  banked, T banks of depth/T and conflict-free addresses, which is **not yet built**. Blocks at
+  the device RAM's widest shape that holds the depth.
+
+The presets are the largest engines that fit by this model. Clock rates are the presets' targets;
+no place-and-route has confirmed them, and an Intel design near 100 % of its ALMs is unlikely to
+place and route at them.
 
 Device counts are the vendors' datasheet figures (sources in ``DEVICES``).
 """
@@ -31,13 +50,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from accelml.hdl.config import PRESETS, EngineConfig
+from accelml.hdl.isa import INSN_BITS
 
 from .synth import alms
 
@@ -84,25 +105,24 @@ PRESET_DEVICES = {"ecp5": "LFE5U-85F", "a10": "10AX115", "s10": "1SG280"}  # tin
 _CAL = Path(__file__).with_name("calibration.json")
 
 
+def _cells(flow: str, cells: dict) -> dict:
+    if flow.startswith("ecp5"):
+        return {"logic": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0), "ffs": cells.get("TRELLIS_FF", 0),
+                "mult": cells.get("MULT18X18D", 0), "ram": cells.get("DP16KD", 0)}
+    return {"logic": alms(cells), "ffs": cells.get("MISTRAL_FF", 0),
+            "mult": sum(v for k, v in cells.items() if k.startswith("MISTRAL_MUL")), "ram": 0}
+
+
 @lru_cache(maxsize=4)
-def calibration(path: str = str(_CAL)) -> dict:
-    """{(flow, N, M): {"logic": ..., "ffs": ..., "mult": ...}} from the synthesis records."""
-    records = json.loads(Path(path).read_text())["records"]
-    out = {}
-    for r in records:
-        if "cells" not in r:  # a point Yosys failed on
-            continue
-        cells, flow = r["cells"], r["flow"]
-        if flow.startswith("ecp5"):
-            logic = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
-            ffs = cells.get("TRELLIS_FF", 0)
-            mult = cells.get("MULT18X18D", 0)
-        else:
-            logic = alms(cells)
-            ffs = cells.get("MISTRAL_FF", 0)
-            mult = sum(v for k, v in cells.items() if k.startswith("MISTRAL_MUL"))
-        out[(flow, r["native_dim"], r["mantissa_bits"])] = {"logic": logic, "ffs": ffs, "mult": mult}
-    return out
+def records(path: str = str(_CAL)) -> tuple[dict, ...]:
+    """The synthesis records that measured something (a point Yosys failed on is left out)."""
+    return tuple(r for r in json.loads(Path(path).read_text())["records"] if "cells" in r)
+
+
+def calibration(path: str = str(_CAL), block: str = "TileEngine") -> dict:
+    """{(flow, N, M): {"logic": ..., "ffs": ..., "mult": ..., "ram": ...}} of ``block``'s records."""
+    return {(r["flow"], r["native_dim"], r["mantissa_bits"]): _cells(r["flow"], r["cells"])
+            for r in records(path) if r.get("block", "TileEngine") == block and "native_dim" in r}
 
 
 def _fit(flow: str, key: str, n: int, m: int) -> float:
@@ -130,6 +150,103 @@ def _ram_blocks(width: int, depth: int, dev: Device) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in dev.ram_shapes)
 
 
+def _flow(dev: Device) -> str:
+    return "ecp5" if dev.family == "ecp5" else "alm"
+
+
+# a binary32 significand product is 24x24: four MULT18X18D on ECP5 (what synth_ecp5 builds), one DSP
+# block in its 27x27 mode on Arria 10 / Stratix 10, which is two of the 18x19 multipliers counted here
+ECP5_MULTS_PER_FP32_PRODUCT = 4
+INTEL_MULTS_PER_FP32_PRODUCT = 2
+IMEM_DEPTH = 4096  # instruction memory words the engine's control is built with (hdl/engine/control.py)
+
+
+def _logic_ratio(n: int, m: int) -> float:
+    """ALMs per ECP5 LUT4 (LUT4 + 2 per CCU2C) of the same logic: the tile engine's, measured by both flows."""
+    return _fit("alm", "logic", n, m) / _fit("ecp5", "logic", n, m)
+
+
+def mfu_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
+    """The MFU's logic, FFs and multipliers: ``mfu_width x N`` binary32 lanes at the measured per-lane cost.
+
+    Per lane from the MFU synthesis with the most lanes (``calibration.json``, block ``Mfu``, one vector
+    per cycle); the multipliers from the ECP5 count (its 24x24 products) on either family. Without an
+    ALM-flow record, Intel logic is the ECP5 count converted at the tile engine's ALM per LUT4 ratio.
+    """
+    lanes = cfg.mfu_width * cfg.native_dim
+    ecp5 = calibration(block="Mfu")
+    n8, m8 = max((n, m) for (f, n, m) in ecp5 if f == "ecp5")
+    per = {k: v / n8 for k, v in ecp5[("ecp5", n8, m8)].items()}
+    products = per["mult"] / ECP5_MULTS_PER_FP32_PRODUCT
+    if dev.family == "ecp5":
+        return {"logic": lanes * per["logic"], "ffs": lanes * per["ffs"],
+                "mult": lanes * products * ECP5_MULTS_PER_FP32_PRODUCT}
+    alm = {(n, m): v for (f, n, m), v in ecp5.items() if f == "alm"}
+    if alm:
+        na, ma = max(alm)
+        logic, ffs = alm[(na, ma)]["logic"] / na, alm[(na, ma)]["ffs"] / na
+    else:
+        logic, ffs = per["logic"] * _logic_ratio(n8, m8), per["ffs"]
+    return {"logic": lanes * logic, "ffs": lanes * ffs, "mult": lanes * products * INTEL_MULTS_PER_FP32_PRODUCT}
+
+
+def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None,
+                         banked: bool | None = None) -> int:
+    """RAM blocks of the VRF, MRF and FVRF with the MVU's ``T`` reads per cycle plus one general read.
+
+    ``banked=False`` (what the RTL builds, and the default on ECP5): each file is one memory with
+    ``read_ports`` (default T + 1) read ports, which synthesis builds as that many full copies (a RAM
+    block has one write and one read port). ``banked=True`` (the default on Intel devices, **not yet
+    built**): each file is split into T banks of depth/T, one read per bank per cycle, the general
+    port sharing them; this needs an address placement the compiler guarantees free of bank conflicts.
+    The FVRF rows are ``mfu_width`` vectors wide, as the MFU reads them; banked, T reads of distinct
+    vectors need ``ceil(T / mfu_width)`` banks of such rows.
+    """
+    t = cfg.tiles
+    if banked is None:
+        banked = dev.family != "ecp5"
+    n, e = cfg.native_dim, cfg.exponent_bits
+    vec = n * (cfg.mantissa_bits + 1) + e
+    files = [(vec, cfg.vrf_vectors, t), (n * vec, cfg.mrf_tiles, t),
+             (32 * n * cfg.mfu_width, math.ceil(cfg.fvrf_vectors / cfg.mfu_width), math.ceil(t / cfg.mfu_width))]
+    if banked:
+        return sum(b * _ram_blocks(w, math.ceil(d / b), dev) for w, d, b in files)
+    copies = t + 1 if read_ports is None else read_ports
+    return sum(copies * _ram_blocks(w, d, dev) for w, d, _ in files)
+
+
+def _engine_records() -> list[tuple[EngineConfig, dict]]:
+    return [(EngineConfig.from_dict(r["config"]), _cells(r["flow"], r["cells"]))
+            for r in records() if r.get("block") == "EngineWithoutMvu"]
+
+
+def control_overhead(cfg: EngineConfig, dev: Device) -> dict[str, float]:
+    """Control, DMA, window generator and instruction memory: the rest of the engine.
+
+    Measured on ECP5 only: the whole engine without its MVU (``calibration.json``, block
+    ``EngineWithoutMvu``) minus its MFU and register files as this model counts them, at two native
+    dimensions; the rest is fitted linear in N (the DMA and window paths are N wide). On Intel the
+    logic is converted at the tile engine's ALM per LUT4 ratio and the multipliers counted one 18x19
+    each: an ECP5-measured figure, not an Intel synthesis. RAM: the instruction memory in the device's
+    blocks (on ECP5 exactly the DP16KD left over after the register files, tests/bitstreams checks).
+    """
+    ecp5 = DEVICES["LFE5U-85F"]
+    pts = []
+    for c, cells in _engine_records():
+        mfu = mfu_cost(c, ecp5)
+        pts.append((c.native_dim, {k: cells[k] - mfu.get(k, 0) for k in ("logic", "ffs", "mult")}))
+    if not pts:
+        raise ValueError("calibration.json holds no whole-engine record: run python -m accelml.bitstreams.engine_synth")
+    pts.sort(key=lambda p: p[0])
+    (n0, a), (n1, b) = pts[0], pts[-1]
+    n = cfg.native_dim
+    out = {k: max(0.0, a[k] + (b[k] - a[k]) * (n - n0) / (n1 - n0)) if n1 != n0 else a[k] for k in a}
+    if dev.family != "ecp5":
+        out["logic"] *= _logic_ratio(n, cfg.mantissa_bits)
+    out["ram"] = _ram_blocks(INSN_BITS, IMEM_DEPTH, dev)
+    return out
+
+
 @dataclass(frozen=True)
 class Estimate:
     cfg: EngineConfig
@@ -139,6 +256,7 @@ class Estimate:
     multipliers: int
     lut_multiplied_macs: int  # products beyond the hard multipliers, in logic
     ram_blocks: int
+    parts: dict = field(default_factory=dict, compare=False)  # {"tiles"|"mfu"|"control"|"files": {resource: n}}
 
     @property
     def shares(self) -> dict[str, float]:
@@ -152,37 +270,41 @@ class Estimate:
 
     @property
     def limit(self) -> str:
-        """The resource with the largest share of the device."""
-        return max(self.shares.items(), key=lambda kv: kv[1])[0]
+        """The resource with the largest share of the device (logic when the hard multipliers are full
+        and products went to logic: that is what one more tile engine would overflow)."""
+        shares = {k: v for k, v in self.shares.items() if not (k == "multipliers" and self.lut_multiplied_macs)}
+        return max(shares.items(), key=lambda kv: kv[1])[0]
 
 
-def estimate(cfg: EngineConfig, device: Device | str | None = None) -> Estimate:
-    """The MVU and register files of ``cfg`` on ``device`` (default: the preset's named device)."""
+def estimate(cfg: EngineConfig, device: Device | str | None = None, *, banked: bool | None = None) -> Estimate:
+    """The whole engine of ``cfg`` on ``device`` (default: the preset's named device).
+
+    Tile engines + MFU + control + register files (see the module doc); ``banked`` as in
+    :func:`register_file_blocks`. Tile-engine products beyond the hard multipliers left by the MFU
+    and control go to LUT multipliers (``lut_multiplied_macs``).
+    """
     if device is None:
         if cfg.name not in PRESET_DEVICES:
             raise ValueError(f"preset {cfg.name!r} names no device; pass one of {', '.join(DEVICES)}")
         device = PRESET_DEVICES[cfg.name]
     dev = DEVICES[device] if isinstance(device, str) else device
-    flow = "ecp5" if dev.family == "ecp5" else "alm"
+    flow = _flow(dev)
     n, m, t = cfg.native_dim, cfg.mantissa_bits, cfg.tiles
-    logic = t * _fit(flow, "logic", n, m)
-    ffs = t * _fit(flow, "ffs", n, m)
-    macs = cfg.peak_macs_per_cycle
+    tiles = {"logic": t * _fit(flow, "logic", n, m), "ffs": t * _fit(flow, "ffs", n, m)}
     hard_per_mac = _fit(flow, "mult", n, m) / (n * n)  # narrow products may already sit in logic
-    wanted = round(macs * hard_per_mac)
-    hard = min(wanted, dev.multipliers)
-    spill = wanted - hard
+    tiles["mult"] = round(cfg.peak_macs_per_cycle * hard_per_mac)
+    mfu = mfu_cost(cfg, dev)
+    ctl = control_overhead(cfg, dev)
+    files = register_file_blocks(cfg, dev, banked=banked)
+    fixed_mult = round(mfu["mult"] + ctl["mult"])
+    spill = max(0, min(tiles["mult"], tiles["mult"] + fixed_mult - dev.multipliers))
+    logic = tiles["logic"] + mfu["logic"] + ctl["logic"]
     if spill:
         cal = calibration()
-        with_dsp = cal[(flow, 4, 7)]["logic"]
-        without = cal[(f"{flow}-nodsp", 4, 7)]["logic"]
-        logic += spill * (without - with_dsp) / 16
-    e = cfg.exponent_bits
-    vec = n * (m + 1) + e
-    ram = _ram_blocks(vec, cfg.vrf_vectors, dev)  # VRF: one vector read broadcast to every tile engine
-    ram += t * _ram_blocks(n * vec, math.ceil(cfg.mrf_tiles / t), dev)  # MRF: a bank per tile engine
-    ram += _ram_blocks(32 * n * cfg.mfu_width, math.ceil(cfg.fvrf_vectors / cfg.mfu_width), dev)  # FVRF
-    return Estimate(cfg, dev, logic, ffs, hard, spill, ram)
+        logic += spill * (cal[(f"{flow}-nodsp", 4, 7)]["logic"] - cal[(flow, 4, 7)]["logic"]) / 16
+    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "files": {"ram": files}}
+    return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"], tiles["mult"] - spill + fixed_mult,
+                    spill, files + ctl["ram"], parts)
 
 
 def scaled(cfg: EngineConfig, tiles: int) -> EngineConfig:
@@ -203,11 +325,64 @@ def largest_tiles(cfg: EngineConfig, device: Device | str | None = None) -> int:
     return lo
 
 
+LATENCY = Path(__file__).with_name("latency.json")
+README = Path(__file__).with_name("README.md")
+PRECISIONS = ("fast", "balanced")  # balanced: the compiler's default precision policy
+
+
+def measure_latency(names=tuple(PRESET_DEVICES), progress=print) -> dict:
+    """Compile the full-size ResNet-50 (the seed builder, synthetic weights) for each preset at each of
+    ``PRECISIONS``; the modelled cycles and latency per preset, recorded in ``latency.json``."""
+    from accelml.compiler import compile_model, models
+
+    new = {}
+    for name in names:
+        cfg = PRESETS[name]
+        rec = {"config_hash": cfg.hash}
+        for precision in PRECISIONS:
+            progress(f"compiling resnet50 (full) for {name} at precision {precision} ...")
+            try:
+                s = compile_model(models.build("resnet50", "full"), config=cfg, precision=precision,
+                                  name="resnet50").summary()
+                rec[precision] = {"cycles": int(s["cycles"]), "latency_ms": s["latency_us"] / 1000}
+            except Exception as e:  # a model that does not compile for a preset is a finding to record
+                rec[precision] = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:200]}
+            progress(f"      {rec[precision]}")
+        new[name] = rec
+    out = {**latencies(), **new}  # read last: another preset's records written meanwhile are kept
+    _write(LATENCY, json.dumps({"command": "python -m accelml.bitstreams.resources --measure",
+                                "model": "resnet50 full, 224x224, synthetic weights", "presets": out},
+                               indent=1, sort_keys=True) + "\n")
+    return new
+
+
+def latencies() -> dict:
+    """The recorded ResNet-50 latencies by preset ({} when none are recorded)."""
+    return json.loads(LATENCY.read_text())["presets"] if LATENCY.is_file() else {}
+
+
+def _latency_cell(name: str) -> str:
+    rec = latencies().get(name)
+    if not rec or rec.get("config_hash") != PRESETS[name].hash:
+        return "not measured for this config"
+    cells = []
+    for p in PRECISIONS:
+        r = rec.get(p, {})
+        cells.append(f"{r['latency_ms']:,.2f} ms" if "latency_ms" in r else "does not compile")
+    return " / ".join(cells)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def table() -> str:
     """Markdown table of the presets that name a device."""
     rows = ["| preset | device | MACs/cycle | clock | logic | FFs | multipliers | RAM blocks | fits | "
-            "limit | largest T that fits |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "limit | largest T that fits | ResNet-50 latency, fast / balanced |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in PRESET_DEVICES:
         cfg = PRESETS[name]
         est = estimate(cfg)
@@ -217,11 +392,38 @@ def table() -> str:
         rows.append(
             f"| {name} | {d.name} | {cfg.peak_macs_per_cycle:,} | {cfg.clock_mhz:g} MHz | "
             f"{est.logic:,.0f} / {d.logic:,} {d.logic_unit} ({100 * sh['logic']:.0f} %) | "
-            f"{est.ffs:,.0f} ({100 * sh['ffs']:.0f} %) | {est.multipliers:,} / {d.multipliers:,}{spill} | "
+            f"{est.ffs:,.0f} ({100 * sh['ffs']:.0f} %) | {est.multipliers:,} / {d.multipliers:,}"
+            f" ({100 * sh['multipliers']:.0f} %){spill} | "
             f"{est.ram_blocks:,} / {d.ram_blocks:,} ({100 * sh['ram']:.0f} %) | {'yes' if est.fits else '**no**'} | "
-            f"{est.limit} | {largest_tiles(cfg)} (of {cfg.tiles}) |")
+            f"{est.limit} | {largest_tiles(cfg)} (of {cfg.tiles}) | {_latency_cell(name)} |")
     return "\n".join(rows)
 
 
-if __name__ == "__main__":
+def write_readme() -> None:
+    """Put :func:`table` between the README's table markers."""
+    text = README.read_text()
+    head, rest = text.split("<!-- table -->\n", 1)
+    _, tail = rest.split("\n<!-- /table -->", 1)
+    _write(README, f"{head}<!-- table -->\n{table()}\n<!-- /table -->{tail}")
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="The presets against their devices (the table of bitstreams/README.md).")
+    ap.add_argument("--measure", action="store_true",
+                    help="re-measure the ResNet-50 latencies (compiles, minutes) and rewrite the README table")
+    ap.add_argument("--readme", action="store_true", help="rewrite the README table")
+    ap.add_argument("--presets", nargs="+", choices=list(PRESET_DEVICES), default=list(PRESET_DEVICES),
+                    help="the presets --measure compiles for (default: all that name a device)")
+    args = ap.parse_args(argv)
+    if args.measure:
+        measure_latency(args.presets, progress=lambda s: print(s, flush=True))
+    if args.measure or args.readme:
+        write_readme()
     print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

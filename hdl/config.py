@@ -7,13 +7,16 @@ all derive their sizes from one frozen, validated ``EngineConfig``. Presets:
 preset    N      T     MACs/cycle   what it is for
 ========  =====  ====  ===========  ============================================================
 tiny      4      2     32           unit tests; small enough for quick RTL simulation
-ecp5      8      2     128          fits an LFE5U-85F (156 18x18 multipliers, ~3.7 Mbit BRAM)
-a10       16     64    16,384       Arria-10-class: 300 MHz, one DDR4 channel (19.2 GB/s)
-s10       16     384   98,304       Stratix-10-class: 250 MHz, HBM2-class memory (256 GB/s)
+ecp5      8      1     64           LFE5U-85F on an OrangeCrab 85F (128 MiB DDR3L), 50 MHz
+a10       16     15    3,840        Arria 10 GX 1150: 300 MHz, one DDR4 channel (19.2 GB/s)
+s10       16     42    10,752       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
 wide      4      1     16           23-bit mantissas, for ONNX conformance at rtol 1e-3
 ========  =====  ====  ===========  ============================================================
 
-N (``native_dim``) is both the length of the engine's dot products and the BFP block size.
+N (``native_dim``) is both the length of the engine's dot products and the BFP block size. The
+ecp5, a10 and s10 engines are the largest (whole engine: tile engines, MFU, control, register
+files) that fit their devices by the resource model of ``bitstreams/resources.py``; its table,
+with margins and modelled ResNet-50 latencies, is in bitstreams/README.md.
 """
 
 from __future__ import annotations
@@ -185,7 +188,7 @@ class EngineConfig:
         """This engine with another named BFP format.
 
         A format with a fixed block size re-shapes the engine to that native dimension and keeps
-        its MACs per cycle (T is rescaled, at least 1).
+        its MACs per cycle as nearly as whole tile engines allow (T rescaled and rounded, at least 1).
         """
         fmt = format_named(name)
         n = fmt.block or self.native_dim
@@ -252,18 +255,18 @@ PRESETS: dict[str, EngineConfig] = {
         mem_port_bits=64, mem_bandwidth_gbps=0.8, mem_latency_cycles=8, clock_mhz=100.0,
     ),
     "ecp5": EngineConfig(
-        name="ecp5", native_dim=8, tiles=2, mantissa_bits=7, exponent_bits=8, format="custom",
-        mrf_tiles=2048, vrf_vectors=8192, fvrf_vectors=2048, mem_bytes=32 << 20,
+        name="ecp5", native_dim=8, tiles=1, mantissa_bits=7, exponent_bits=8, format="custom",
+        mrf_tiles=1024, vrf_vectors=8192, fvrf_vectors=1024, mem_bytes=128 << 20,
         mem_port_bits=32, mem_bandwidth_gbps=0.2, mem_latency_cycles=12, clock_mhz=50.0,
     ),
     "a10": EngineConfig(
-        name="a10", native_dim=16, tiles=64, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=12288, vrf_vectors=65536, fvrf_vectors=16384, mfu_width=8, mem_bytes=8 << 30,
+        name="a10", native_dim=16, tiles=15, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=2880, vrf_vectors=65536, fvrf_vectors=16384, mfu_width=4, mem_bytes=8 << 30,
         mem_port_bits=512, mem_bandwidth_gbps=19.2, mem_latency_cycles=100, clock_mhz=300.0,
     ),
     "s10": EngineConfig(
-        name="s10", native_dim=16, tiles=384, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=65536, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=32, mem_bytes=16 << 30,
+        name="s10", native_dim=16, tiles=42, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=7168, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=16, mem_bytes=16 << 30,
         mem_port_bits=8192, mem_bandwidth_gbps=256.0, mem_latency_cycles=120, clock_mhz=250.0,
     ),
     "wide": EngineConfig(

@@ -35,11 +35,59 @@ def test_costs_grow_with_macs_mantissa_and_register_files():
 def test_products_beyond_the_hard_multipliers_cost_logic():
     a10 = preset("a10")
     dev = resources.DEVICES["10AX115"]
-    t_at_limit = dev.multipliers // (a10.native_dim ** 2)
+    parts = resources.estimate(a10).parts  # the MFU's and control's multipliers do not depend on T
+    left = dev.multipliers - round(parts["mfu"]["mult"] + parts["control"]["mult"])
+    t_at_limit = left // (a10.native_dim ** 2)
     at = resources.estimate(dataclasses.replace(a10, tiles=t_at_limit))
     over = resources.estimate(dataclasses.replace(a10, tiles=t_at_limit + 1))
     assert at.lut_multiplied_macs == 0 and over.lut_multiplied_macs > 0
-    assert over.logic - at.logic > (over.logic / (t_at_limit + 1))  # more than one tile engine's own logic
+    one_tile = over.parts["tiles"]["logic"] / (t_at_limit + 1)
+    assert over.logic - at.logic > one_tile  # more than one tile engine's own logic
+
+
+def test_device_presets_are_the_largest_engines_that_fit():
+    """ecp5, a10 and s10 fit their devices whole, and one more tile engine would not."""
+    for name in resources.PRESET_DEVICES:
+        cfg = PRESETS[name]
+        assert resources.estimate(cfg).fits, name
+        assert resources.largest_tiles(cfg) == cfg.tiles, name
+
+
+def test_ecp5_fits_the_lfe5u_85f_counts():
+    est = resources.estimate(preset("ecp5"))
+    assert est.multipliers <= 156 and est.lut_multiplied_macs == 0
+    assert est.ram_blocks <= 208 and est.logic <= 83_640
+
+
+def test_mfu_cost_is_per_lane():
+    """The MFU synthesised at two native dimensions costs the same per lane (within 5 %)."""
+    cal = resources.calibration(block="Mfu")
+    pts = sorted((n, v) for (f, n, _), v in cal.items() if f == "ecp5")
+    assert len(pts) >= 2
+    (n0, a), (n1, b) = pts[0], pts[-1]
+    for key in ("logic", "mult"):
+        assert b[key] / n1 == pytest.approx(a[key] / n0, rel=0.05), key
+
+
+def test_engine_record_ram_is_register_files_and_instruction_memory():
+    """The whole-engine synthesis's DP16KD are exactly the model's register files (one read port each,
+    as that RTL had) and the instruction memory: the RAM part of the model agrees with Yosys."""
+    ecp5 = resources.DEVICES["LFE5U-85F"]
+    recs = [r for r in resources.records() if r.get("block") == "EngineWithoutMvu"]
+    assert recs
+    for r in recs:
+        cfg = resources.EngineConfig.from_dict(r["config"])
+        assert cfg.hash == r["config_hash"]
+        want = resources.register_file_blocks(cfg, ecp5, read_ports=1) + resources.control_overhead(cfg, ecp5)["ram"]
+        assert r["cells"]["DP16KD"] == want, r["preset"]
+
+
+def test_replicated_files_cost_a_copy_per_read_port_and_banks_do_not():
+    ecp5 = resources.DEVICES["LFE5U-85F"]
+    cfg = dataclasses.replace(preset("ecp5"), tiles=2)
+    one = resources.register_file_blocks(cfg, ecp5, read_ports=1)
+    assert resources.register_file_blocks(cfg, ecp5) == 3 * one
+    assert resources.register_file_blocks(cfg, ecp5, banked=True) < 3 * one
 
 
 def test_largest_tiles_fits_and_one_more_does_not():

@@ -8,6 +8,7 @@ module-level ``native.kernels`` replaced by one that returns None), and compares
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import pytest
@@ -18,8 +19,10 @@ from accelml.hdl.config import preset
 from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.sim import bfp, memory, native
 
-CONFIGS = [preset("tiny"), preset("ecp5"), preset("a10"), preset("tiny").with_format("ms-fp9"),
-           preset("a10").with_format("msfp12"), preset("a10").with_format("mxint8")]
+# ecp5's format (N=8, M=7) with room for the widest case's accumulators (its preset holds 1,024)
+CONFIGS = [preset("tiny"), dataclasses.replace(preset("ecp5"), fvrf_vectors=2048), preset("a10"),
+           preset("tiny").with_format("ms-fp9"), preset("a10").with_format("msfp12"),
+           preset("a10").with_format("mxint8")]
 IDS = ["tiny", "ecp5", "msfp16", "ms-fp9", "msfp12", "mxint8"]
 
 pytestmark = pytest.mark.skipif(native.kernels() is None, reason=f"native kernels: {native.status()}")
