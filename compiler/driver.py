@@ -236,9 +236,12 @@ def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, li
     candidates = [(pool, lookahead) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
     for pool, lookahead in candidates:
         compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
-        if (compiled.pool, lookahead) in tried:  # the pool did not fit: a schedule already timed
+        # a pool that did not fit may give a program already timed; the same effective pool can
+        # still lay buffers out differently, so the program itself, not the pool, says which
+        key = compiled.program.to_bytes()
+        if key in tried:
             continue
-        tried.add((compiled.pool, lookahead))
+        tried.add(key)
         reports = _layer_reports(compiled, cfg)
         cycles = sum(r.cycles for r in reports)
         if best is None or cycles < best[0]:
