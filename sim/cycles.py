@@ -15,10 +15,10 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   unit reports done, and only then may a conflicting instruction (a read of what it writes, a write
   of what it reads or writes; VRF / MRF / FVRF entries and external-memory bytes over the span of
   each operand) or the unit's next instruction be dispatched. No chaining.
-* **MFU** (``hdl/engine/mfu.py``): one vector at a time; ``2 + unit latency`` cycles per vector
-  (``vop`` one more for its second operand; latency 2, ``qnt`` 3): done ``1 + count * that``
-  cycles after dispatch. ``pool`` (not in the RTL yet) is charged
-  ``ceil(npix * in_cb * taps / mfu_width)`` cycles.
+* **MFU** (``hdl/engine/mfu.py``): pipelined, one vector read a cycle (``vop``'s two operands
+  at once), handed to the unit the next cycle and written ``unit latency`` cycles later (latency 2,
+  ``qnt`` 3): busy ``count + 1 + latency`` cycles (:func:`mfu_cycles`), done the cycle after.
+  ``pool`` (not in the RTL yet) is charged ``ceil(npix * in_cb * taps / mfu_width)`` cycles.
 * **MVU** (not in the RTL yet): ``ceil(cob * npix / T) * taps * gi`` cycles plus
   ``MVU_PIPELINE`` cycles of pipeline latency, the timing contract of the MVU being built.
 * **DMA** (``hdl/engine/dma.py``): a load unit and a store unit that share the memory port a
@@ -54,7 +54,7 @@ from .dram import derating
 NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY", "MVU_PIPELINE",
-           "mfu_vector_cycles"]
+           "mfu_cycles"]
 
 UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu")  # status.Unit's names
 MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit's pipeline latency
@@ -62,9 +62,10 @@ MVU_PIPELINE = 8  # MVU pipeline latency (cycles from its last tile to done), pe
 SPACES = ("vrf", "mrf", "fvrf", "mem")
 
 
-def mfu_vector_cycles(op: str) -> int:
-    """Cycles per vector of the engine MFU: read (1), [read b (1, vop)], issue (1), the unit's latency."""
-    return 2 + (op == "vop") + MFU_LATENCY[op]
+def mfu_cycles(op: str, vectors: int) -> int:
+    """Busy cycles of the engine MFU over ``vectors`` vectors: one read a cycle (both ``vop``
+    operands at once), the unit's input cycle and latency behind the last read."""
+    return vectors + 1 + MFU_LATENCY[op]
 
 
 @dataclass(frozen=True)
@@ -338,7 +339,7 @@ class CycleModel:
                 d = f.free
         if mfu is not None:
             op, count = mfu
-            work = count * mfu_vector_cycles(op)
+            work = mfu_cycles(op, count)
             done = d + 1 + work
         elif dma is not None:
             item, addr, rows, length, mem_stride = dma

@@ -69,6 +69,7 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (re.escape(BAD_FP), ErrorCode.BAD_FP),
     (r"overflow beyond the internal format's range", ErrorCode.OVERFLOW),
     (r"contains NaN, which no BFP block can represent", ErrorCode.NAN),
+    (r"where it would be read after being written", ErrorCode.MFU_OVERLAP),
 )
 
 

@@ -7,11 +7,11 @@ opcode or enum value out of range, non-zero bits above the opcode's last field; 
 rules) and executes ``nop halt seti addi add cfg loop``. ``ld``/``st`` are range-checked in
 ``CHECK`` with the functional simulator's rules and order (on-chip range, read-only constant image,
 memory stride, external range); ``deq``, ``qnt``, ``vact``, ``vop`` in ``MCHECK`` (FuncSim._span of
-each operand). The opcodes this RTL does not execute yet (``mvc``, ``pool``) stop with
-``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``: a body that does not fit, overlaps its
-enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body
-and continues as if its last instruction had run (``ADVANCE``), so an enclosing loop ending there
-repeats.
+each operand, then FuncSim._mfu_overlap: ``MFU_OVERLAP``). The opcodes this RTL does not execute
+yet (``mvc``, ``pool``) stop with ``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``: a body
+that does not fit, overlaps its enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops the
+engine; a zero count skips the body and continues as if its last instruction had run
+(``ADVANCE``), so an enclosing loop ending there repeats.
 
 Dispatch (``ISSUE``). Every unit in :data:`UNITS` (``ld`` -> ``dma_load``, ``st`` -> ``dma_store``,
 ``deq qnt vact vop`` -> ``mfu``; the MVU plugs in as one more entry) has a ``{name}_cmd`` /
@@ -433,9 +433,16 @@ class Control(wiring.Component):
                 a_end = mc.src_a + mc.count
                 b_end = mc.src_b + m_count_b
                 d_end = mc.dst + mc.count
+                # FuncSim._mfu_overlap: a source the MFU would read after writing over it
+                same_file = (mc.op == MfuOp.VOP) | (mc.op == MfuOp.VACT)
+                periodic = (mc.period != 0) & (mc.period < mc.count)
+                ahead_a = (mc.dst > mc.src_a) & (mc.dst < a_end)
+                over_b = Mux(periodic, (mc.dst < b_end) & (mc.src_b < d_end), (mc.dst > mc.src_b) & (mc.dst < b_end))
                 with m.If((a_end > m_depth_a) | ((mc.op == MfuOp.VOP) & (b_end > cfg.fvrf_vectors))
                           | (d_end > m_depth_d)):
                     fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(same_file & (ahead_a | ((mc.op == MfuOp.VOP) & over_b))):
+                    fail(ErrorCode.MFU_OVERLAP)
                 with m.Elif(mc.count == 0):
                     m.next = "ADVANCE"
                 with m.Else():

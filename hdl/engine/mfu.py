@@ -1,6 +1,6 @@
 """The engine's multi-function unit: ``deq``, ``qnt``, ``vact`` and ``vop`` against the register files.
 
-This block sequences a command over its vectors, one N-vector at a time; every lane is computed by
+This block sequences a command over its vectors, one N-vector per cycle; every lane is computed by
 the stream units of ``accelml.hdl.mfu`` (``Dequantise``, ``Quantise``, ``VectorOp``,
 ``Activation``), instantiated for one vector per beat (an ``EngineConfig`` with ``mfu_width=1``),
 so each operation, its rounding and its failures are defined once, bit-exact with
@@ -9,16 +9,22 @@ so each operation, its rounding and its failures are defined once, bit-exact wit
 * ``deq``: VRF entry -> FVRF; ``qnt``: FVRF -> VRF entry (a NaN stops the command with
   ``ErrorCode.NAN``); the VRF's two's-complement mantissas are converted to and from the units'
   sign-magnitude elements at the port (a loaded magnitude never exceeds ``2**M - 1``);
-* ``vop`` (the second operand repeating with ``period``) and ``vact`` (``clip_lo``, ``clip_hi``,
-  ``alpha`` from the command): a unit's error (a result beyond binary32, an Inf or NaN operand of
-  add, sub or mul, a negative element's leaky-relu product out of range) stops the command with
-  ``ErrorCode.OVERFLOW``, as the functional simulator names it.
+* ``vop`` (the second operand repeating with ``period``, read through its own FVRF read port
+  ``fvrf_b``) and ``vact`` (``clip_lo``, ``clip_hi``, ``alpha`` from the command): a unit's error
+  (a result beyond binary32, an Inf or NaN operand of add, sub or mul, a negative element's
+  leaky-relu product out of range) stops the command with ``ErrorCode.OVERFLOW``, as the
+  functional simulator names it.
 
-Per vector: read the first operand, [read the second], hand the beat to the unit, wait its
-``latency`` for the result and write it. Each element reads its operands before it writes its
-result, element by element in order: a destination that overlaps a source at another offset sees
-the elements already written (the functional simulator reads every operand first). A faulting
-vector is not written; the ones before it are.
+Pipeline (``RUN``): each cycle it reads vector ``i`` (both ``vop`` operands at once), hands the
+vector read the cycle before to the unit, and writes the result the unit returns (``latency``
+cycles after its beat; the unit is never stalled). A command over V vectors is busy
+``V + 1 + latency`` cycles (``sim.cycles.mfu_cycles``). Reads run ahead of writes in vector order,
+so a destination equal to its source, starting before it or disjoint from it sees every operand as
+it was before the command (the definition: the functional simulator reads every operand first);
+the overlaps where an entry would be read after being written (a destination starting inside a
+source after its start, any overlap with a periodic second operand) are refused before dispatch
+(control's ``MFU_OVERLAP``, ``FuncSim._mfu_overlap``). After a failing result nothing more is read
+or written: the results before it are written, the beats in flight are drained, then ``done``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class Mfu(wiring.Component):
             "done": Out(stream.Signature(ErrorCode)),
             "vrf": Out(file_port_signature(cfg, Space.VRF)),
             "fvrf": Out(file_port_signature(cfg, Space.FVRF)),
+            "fvrf_b": Out(file_port_signature(cfg, Space.FVRF)),  # read only: vop's second operand
             "busy": Out(1),
         })
 
@@ -71,9 +78,11 @@ class Mfu(wiring.Component):
         cfg = self.cfg
         n = cfg.native_dim
         c = Signal(mfu_cmd_layout())
-        i = Signal(16)
-        j = Signal(12)  # index into the second operand (i modulo the period)
-        a_val = Signal(32 * n)
+        i = Signal(16)  # vectors read
+        j = Signal(16)  # the second operand's index of the next read (i, modulo the period if any)
+        got = Signal(16)  # results out of the unit (written, or dropped after an error)
+        rvalid = Signal()  # the read of the previous cycle is on the read ports
+        stop = Signal()  # a result failed: no further read or write
         code = Signal(ErrorCode)
 
         # the datapath: one vector per beat, every lane defined in accelml.hdl.mfu
@@ -85,7 +94,7 @@ class Mfu(wiring.Component):
             lanes.deq_i.payload.live.eq(1),
             lanes.qnt_i.payload.vec[0].eq(src),
             lanes.qnt_i.payload.live.eq(1),
-            lanes.vop_i.payload.a[0].eq(a_val), lanes.vop_i.payload.b[0].eq(src),
+            lanes.vop_i.payload.a[0].eq(src), lanes.vop_i.payload.b[0].eq(self.fvrf_b.rdata.as_value()),
             lanes.vop_i.payload.op.eq(c.fn), lanes.vop_i.payload.live.eq(1),
             lanes.vact_i.payload.x[0].eq(src), lanes.vact_i.payload.act.eq(c.fn),
             lanes.vact_i.payload.live.eq(1),
@@ -108,46 +117,40 @@ class Mfu(wiring.Component):
                     m.d.comb += [out_valid.eq(o.valid), out_error.eq(o.payload.error)]
                     if op is not MfuOp.QNT:
                         m.d.comb += result.eq(o.payload.vec[0].as_value())
-        m.d.comb += [self.fvrf.waddr.eq(c.dst + i), self.fvrf.wdata.eq(result), self.vrf.waddr.eq(c.dst + i)]
+        with m.Switch(c.op):
+            for op, s in inputs.items():
+                with m.Case(op):
+                    m.d.comb += s.valid.eq(rvalid)
+        for o in outputs.values():  # never stalled: a result is written the cycle it leaves
+            m.d.comb += o.ready.eq(1)
+        m.d.comb += [self.fvrf.waddr.eq(c.dst + got), self.fvrf.wdata.eq(result), self.vrf.waddr.eq(c.dst + got),
+                     self.vrf.raddr.eq(c.src_a + i), self.fvrf.raddr.eq(c.src_a + i),
+                     self.fvrf_b.raddr.eq(c.src_b + j)]
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [c.eq(self.cmd.payload), i.eq(0), j.eq(0), code.eq(ErrorCode.NONE)]
-                    m.next = "READ_A"
-            with m.State("READ_A"):
-                m.d.comb += [self.busy.eq(1), self.vrf.raddr.eq(c.src_a + i), self.fvrf.raddr.eq(c.src_a + i)]
-                with m.If(c.op == MfuOp.VOP):
-                    m.next = "READ_B"
-                with m.Else():
-                    m.next = "ISSUE"
-            with m.State("READ_B"):
-                m.d.comb += [self.busy.eq(1), self.fvrf.raddr.eq(c.src_b + j)]
-                m.d.sync += a_val.eq(src)
-                m.next = "ISSUE"
-            with m.State("ISSUE"):  # the source's data is on the read port now; the unit is empty
+                    m.d.sync += [c.eq(self.cmd.payload), i.eq(0), j.eq(0), got.eq(0), stop.eq(0),
+                                 code.eq(ErrorCode.NONE)]
+                    m.next = "RUN"
+            with m.State("RUN"):  # read vector i, hand the one read last cycle to the unit, write a result
                 m.d.comb += self.busy.eq(1)
-                with m.Switch(c.op):
-                    for op, s in inputs.items():
-                        with m.Case(op):
-                            m.d.comb += s.valid.eq(1)
-                m.next = "RESULT"
-            with m.State("RESULT"):
-                m.d.comb += self.busy.eq(1)
-                for o in outputs.values():
-                    m.d.comb += o.ready.eq(1)
+                read = Signal()
+                m.d.comb += read.eq((i != c.count) & ~stop)
+                m.d.sync += rvalid.eq(read)
+                with m.If(read):
+                    m.d.sync += [i.eq(i + 1), j.eq(Mux((c.period != 0) & (j + 1 == c.period), 0, j + 1))]
+                fail = out_valid & out_error & ~stop
+                with m.If(fail):
+                    m.d.sync += [stop.eq(1), code.eq(Mux(c.op == MfuOp.QNT, ErrorCode.NAN, ErrorCode.OVERFLOW))]
                 with m.If(out_valid):
-                    with m.If(out_error):
-                        m.d.sync += code.eq(Mux(c.op == MfuOp.QNT, ErrorCode.NAN, ErrorCode.OVERFLOW))
-                        m.next = "DONE"
-                    with m.Else():
+                    m.d.sync += got.eq(got + 1)
+                    with m.If(~out_error & ~stop):
                         m.d.comb += [self.fvrf.we.eq(c.op != MfuOp.QNT), self.vrf.we.eq(c.op == MfuOp.QNT)]
-                        m.d.sync += [i.eq(i + 1), j.eq(Mux((c.period != 0) & (j + 1 == c.period), 0, j + 1))]
-                        with m.If(i + 1 == c.count):
-                            m.next = "DONE"
-                        with m.Else():
-                            m.next = "READ_A"
+                # every vector read (or a failure stopped the reads) and its result out of the unit
+                with m.If(((i == c.count) | stop | fail) & ~read & ~rvalid & (got + out_valid == i)):
+                    m.next = "DONE"
             with m.State("DONE"):
                 report_done(m, self.done, code)
         return m

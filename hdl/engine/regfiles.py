@@ -10,7 +10,7 @@ file  write ports                      read ports
 ====  ===============================  ===============================
 VRF   dma_load, mfu (``qnt``)          dma_store, mfu (``deq``)
 MRF   dma_load                         dma_store
-FVRF  dma_load, mfu                    dma_store, mfu
+FVRF  dma_load, mfu                    dma_store, mfu, mfu_b (``vop``'s second operand)
 ====  ===============================  ===============================
 
 (the MVU, when built, adds VRF, MRF and FVRF read ports and an FVRF write port).

@@ -30,6 +30,7 @@ class ErrorCode(enum.Enum, shape=5):
     UNIMPLEMENTED = 14  # a legal instruction this RTL does not execute yet
     OVERFLOW = 15  # an MFU result beyond the internal format's range
     NAN = 16  # qnt of a block holding a NaN, which no BFP block represents
+    MFU_OVERLAP = 17  # vop / vact destination overlapping a source it would read after writing
 
 
 class Unit(enum.IntEnum):

@@ -30,7 +30,7 @@ from .mfu import Mfu
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
-__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS"]
+__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS"]
 
 BUILT_UNITS = (Unit.CTL, Unit.DMA_LOAD, Unit.DMA_STORE, Unit.MFU)  # units with a busy counter in this RTL
 # register-file ports per unit (RegisterFiles users); the MVU adds {VRF: "r", MRF: "r", FVRF: "rw"}
@@ -38,7 +38,10 @@ FILE_USERS = {
     "dma_load": {Space.VRF: "w", Space.MRF: "w", Space.FVRF: "w"},
     "dma_store": {Space.VRF: "r", Space.MRF: "r", Space.FVRF: "r"},
     "mfu": {Space.VRF: "rw", Space.FVRF: "rw"},
+    "mfu_b": {Space.FVRF: "r"},  # the MFU's second FVRF read port (vop's second operand)
 }
+# users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
+FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 
 
 class Engine(wiring.Component):
@@ -70,8 +73,9 @@ class Engine(wiring.Component):
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
             wiring.connect(m, units[u.name].done, getattr(ctl, f"{u.name}_done"))
         for user, spaces in FILE_USERS.items():
+            unit, suffix = FILE_PORT_OWNERS.get(user, (user, ""))
             for space in spaces:
-                wiring.connect(m, getattr(units[user], space.name.lower()),
+                wiring.connect(m, getattr(units[unit], space.name.lower() + suffix),
                                getattr(files, RegisterFiles.port_name(user, space)))
         # the memory port: held by one DMA from the start of its transfer to its DONE
         owner = Signal(range(3))  # 0 none, 1 load, 2 store

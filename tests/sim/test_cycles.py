@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from accelml.hdl.config import preset
-from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_vector_cycles, store_phase
+from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_cycles, store_phase
 from accelml.sim.dram import DDR4_2400, derating
 
 CFG = preset("tiny")
@@ -35,16 +35,16 @@ def test_an_instruction_waits_for_the_one_in_flight_whose_result_it_reads():
     m = _model()
     ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
     vact = m.dispatch("mfu", [("fvrf", 0, 8, False), ("fvrf", 100, 108, True)], mfu=("vact", 8))
-    assert vact == ld + 1 + 1 + 8 * mfu_vector_cycles("vact")  # dispatched when the load's slot frees
+    assert vact == ld + 1 + 1 + mfu_cycles("vact", 8)  # dispatched when the load's slot frees
 
 
 def test_independent_units_overlap_and_a_unit_takes_one_instruction_at_a_time():
     m = _model()
     ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
     a = m.dispatch("mfu", [("fvrf", 200, 208, False), ("fvrf", 100, 108, True)], mfu=("vact", 8))
-    assert a < ld + 8 * mfu_vector_cycles("vact")  # ran beside the load
+    assert a < ld + mfu_cycles("vact", 8)  # ran beside the load
     b = m.dispatch("mfu", [("fvrf", 300, 308, False), ("fvrf", 400, 408, True)], mfu=("vop", 8))
-    assert b == a + 1 + 1 + 8 * mfu_vector_cycles("vop")  # the MFU's next instruction waits for its slot
+    assert b == a + 1 + 1 + mfu_cycles("vop", 8)  # the MFU's next instruction waits for its slot
     assert m.halt() == max(ld, b) + 2  # halt waits for every unit: the last slot frees, then the stop
 
 

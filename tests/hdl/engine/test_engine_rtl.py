@@ -171,6 +171,19 @@ def test_mfu_programs(engine, name, make_image, seed):
 
 
 @pytest.mark.rtl
+def test_mfu_destination_in_place_or_before_its_source_reads_every_operand_first(engine):
+    """Overlaps the pipelined MFU reads ahead of: in place, and a destination starting before its
+    source (with a periodic second operand beside it)."""
+    img = bytearray(512)
+    img[0:192] = np.random.default_rng(3).standard_normal(48).astype("<f4").tobytes()
+    program = assemble("seti r1, 4\nld fvrf, r1, r0, 1, 12\nvop add, r1, r1, r1, 12, 0\n"
+                       "vact relu, r0, r1, 12\nseti r2, 2\nseti r5, 12\nvop mul, r2, r1, r5, 9, 3\n"
+                       "seti r3, 256\nst fvrf, r0, r3, 1, 16\nhalt")
+    ref, got = _same(engine, program, img)
+    assert got.error is ErrorCode.NONE and bytes(got.memory[256:512]) != bytes(256)
+
+
+@pytest.mark.rtl
 def test_qnt_of_nan_stops_the_engine(engine):
     img = bytearray(512)
     img[0:16] = np.array([1, 2, 3, 4], "<f4").tobytes()
@@ -280,6 +293,9 @@ ERROR_CASES = {
     "bad_fp": ("ld fvrf, r0, r0, 1, 2\nhalt", ErrorCode.BAD_FP, 0),
     "mfu_range": ("seti r1, 8190\nvop add, r0, r0, r1, 4, 3\nhalt", ErrorCode.CHIP_RANGE, 1),
     "deq_range": ("seti r1, 8191\ndeq r0, r1, 2\nhalt", ErrorCode.CHIP_RANGE, 1),
+    "vact_overlap": ("seti r1, 1\nvact relu, r1, r0, 4\nhalt", ErrorCode.MFU_OVERLAP, 1),
+    "vop_overlap": ("seti r1, 3\nvop max, r1, r0, r1, 4, 0\nhalt", ErrorCode.MFU_OVERLAP, 1),
+    "vop_periodic_overlap": ("seti r1, 2\nvop add, r0, r0, r1, 4, 2\nhalt", ErrorCode.MFU_OVERLAP, 1),
     "step_budget": ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", ErrorCode.STEP_BUDGET, 2),
     "zero_count_skips": ("loop r0, 0, 1\nseti r1, 300\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 2),
 }
