@@ -15,9 +15,10 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   unit reports done, and only then may a conflicting instruction (a read of what it writes, a write
   of what it reads or writes; VRF / MRF / FVRF entries and external-memory bytes over the span of
   each operand) or the unit's next instruction be dispatched. No chaining.
-* **MFU** (``hdl/engine/mfu.py``): pipelined, one vector read a cycle (``vop``'s two operands
-  at once), handed to the unit the next cycle and written ``unit latency`` cycles later (latency 2,
-  ``qnt`` 3): busy ``count + 1 + latency`` cycles (:func:`mfu_cycles`), done the cycle after.
+* **MFU** (``hdl/engine/mfu.py``): pipelined, one group of up to ``mfu_width`` vectors read a
+  cycle (``vop``'s two operands at once; :func:`mfu_groups`), handed to the unit the next cycle and
+  written ``unit latency`` cycles later (latency 2, ``qnt`` 3): busy ``groups + 1 + latency``
+  cycles (:func:`mfu_cycles`), done the cycle after.
   ``pool`` (not in the RTL yet) is charged ``ceil(npix * in_cb * taps / mfu_width)`` cycles.
 * **MVU** (not in the RTL yet): ``ceil(cob * npix / T) * taps * gi`` cycles plus
   ``MVU_PIPELINE`` cycles of pipeline latency, the timing contract of the MVU being built.
@@ -54,7 +55,7 @@ from .dram import derating
 NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY", "MVU_PIPELINE",
-           "mfu_cycles"]
+           "mfu_cycles", "mfu_groups"]
 
 UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu")  # status.Unit's names
 MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit's pipeline latency
@@ -62,10 +63,20 @@ MVU_PIPELINE = 8  # MVU pipeline latency (cycles from its last tile to done), pe
 SPACES = ("vrf", "mrf", "fvrf", "mem")
 
 
-def mfu_cycles(op: str, vectors: int) -> int:
-    """Busy cycles of the engine MFU over ``vectors`` vectors: one read a cycle (both ``vop``
-    operands at once), the unit's input cycle and latency behind the last read."""
-    return vectors + 1 + MFU_LATENCY[op]
+def mfu_groups(count: int, period: int = 0, width: int = 1) -> int:
+    """Beats of the engine MFU over ``count`` vectors: groups of at most ``width`` consecutive
+    vectors, a group never crossing a multiple of a periodic second operand's ``period``
+    (``0 < period < count``), so its second operands are consecutive entries too."""
+    if 0 < period < count:
+        return (count // period) * -(-period // width) + -(-(count % period) // width)
+    return -(-count // width)
+
+
+def mfu_cycles(op: str, vectors: int, period: int = 0, width: int = 1) -> int:
+    """Busy cycles of the engine MFU over ``vectors`` vectors: one group read a cycle
+    (:func:`mfu_groups`; both ``vop`` operands at once), the unit's input cycle and latency behind
+    the last read."""
+    return mfu_groups(vectors, period, width) + 1 + MFU_LATENCY[op]
 
 
 @dataclass(frozen=True)
@@ -325,7 +336,7 @@ class CycleModel:
     def dispatch(self, unit: str, ranges, *, mfu: tuple[str, int] | None = None, dma: tuple | None = None,
                  cycles: tuple[int, int] | None = None) -> int:
         """A unit instruction: ``ranges`` its operands ((space, lo, hi, write), space one of
-        ``SPACES``); its work is ``mfu`` (op, vectors), ``dma`` (item bytes, addr, rows, length,
+        ``SPACES``); its work is ``mfu`` (op, vectors, vop's period or 0), ``dma`` (item bytes, addr, rows, length,
         mem_stride) or ``cycles`` (busy cycles, cycles from dispatch to done). Returns its done
         cycle."""
         self.issue_time += 1
@@ -338,8 +349,8 @@ class CycleModel:
             if f.free > d and _conflict(ranges, f.ranges):
                 d = f.free
         if mfu is not None:
-            op, count = mfu
-            work = mfu_cycles(op, count)
+            op, count, period = mfu
+            work = mfu_cycles(op, count, period, self.cfg.mfu_width)
             done = d + 1 + work
         elif dma is not None:
             item, addr, rows, length, mem_stride = dma

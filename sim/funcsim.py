@@ -683,14 +683,14 @@ class FuncSim:
             self.model.dispatch("mfu", ranges, cycles=(work, 1 + work))
 
     # -- multi-function unit ----------------------------------------------------------------------
-    def _mfu_account(self, op: str, count: int, reads, dspan, dst: str = "fvrf"):
+    def _mfu_account(self, op: str, count: int, reads, dspan, dst: str = "fvrf", period: int = 0):
         if not self.timing:
             return
         if not count:
             self.model.skip()
             return
         ranges = [(space, lo, hi, False) for space, lo, hi in reads] + [(dst, dspan.start, dspan.stop, True)]
-        self.model.dispatch("mfu", ranges, mfu=(op, count))
+        self.model.dispatch("mfu", ranges, mfu=(op, count, period))
 
     @staticmethod
     def _mfu_overlap(op: str, dspan: slice, sspan: slice, count: int, period: int = 0) -> None:
@@ -720,7 +720,8 @@ class FuncSim:
         self._mfu_overlap("vop", dspan, bspan, count, period)
         if self.numerics:
             self._emit(_x_vop, fn, aspan, bspan, dspan, count, period)
-        self._mfu_account("vop", count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan)
+        self._mfu_account("vop", count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan,
+                          period=period)
 
     def _vact(self, act, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)

@@ -30,7 +30,7 @@ from .mfu import Mfu
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
-__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS"]
+__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS"]
 
 BUILT_UNITS = (Unit.CTL, Unit.DMA_LOAD, Unit.DMA_STORE, Unit.MFU)  # units with a busy counter in this RTL
 # register-file ports per unit (RegisterFiles users); the MVU adds {VRF: "r", MRF: "r", FVRF: "rw"}
@@ -42,6 +42,7 @@ FILE_USERS = {
 }
 # users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
 FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
+WIDE_USERS = ("mfu", "mfu_b")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
 class Engine(wiring.Component):
@@ -67,7 +68,8 @@ class Engine(wiring.Component):
         m.submodules.dma_load = ld = Dma(self.cfg, load=True, store=False)
         m.submodules.dma_store = st = Dma(self.cfg, load=False, store=True)
         m.submodules.mfu = mfu = Mfu(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg, FILE_USERS)
+        m.submodules.files = files = RegisterFiles(self.cfg, FILE_USERS,
+                                                   {u: self.cfg.mfu_width for u in WIDE_USERS})
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu}  # one entry per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
