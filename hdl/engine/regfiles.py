@@ -86,8 +86,8 @@ class RegisterFiles(wiring.Component):
         for space in Space:
             ws = {self.widths[u] for u, sp in self.users.items() if space in sp and u in self.widths}
             if len(ws) > 1 or any(not isinstance(w, int) or w < 1 or w & (w - 1) for w in ws):
-                raise ConfigError(f"RegisterFiles {space.name}: wide port widths {sorted(ws)} are not one "
-                                  f"power of two")
+                raise ConfigError(f"RegisterFiles {space.name}: wide ports of {sorted(ws)} entries (the engine's: "
+                                  f"EngineConfig.mfu_width) are not one power of two")
             self.banks[space] = ws.pop() if ws else 1
         super().__init__({
             self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))

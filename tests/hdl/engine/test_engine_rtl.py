@@ -45,6 +45,11 @@ def test_engine_rejects_port_width_not_a_power_of_two():
         Engine(dataclasses.replace(CFG, mem_port_bits=24))
 
 
+def test_engine_rejects_mfu_width_not_a_power_of_two():
+    with pytest.raises(ValueError, match="mfu_width must be a power of two, got 6"):
+        Engine(dataclasses.replace(CFG, mfu_width=6))
+
+
 @pytest.mark.parametrize("depth", [1, 3.0, True])
 def test_control_rejects_bad_imem_depth(depth):
     with pytest.raises(ValueError, match="imem_depth must be an integer"):
