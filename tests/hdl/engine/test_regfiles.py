@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Banked register files (Amaranth simulator): a wide port moves W consecutive entries from any
 start, a one-entry port reaches every bank, and both see what the other wrote."""
 
