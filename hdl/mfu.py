@@ -3,8 +3,8 @@
 Each unit is a ``wiring.Component`` parametrised by an :class:`EngineConfig` with one input stream
 ``i`` and one output stream ``o``. A transfer (a *beat*) carries ``W = cfg.mfu_width`` N-vectors
 (*slots*) and a ``live`` mask of W bits: the engine sends a partial last beat with the unused slots
-dead. Every unit takes one beat per cycle, so the MFU moves W vectors per cycle, which is what the
-cycle model charges (``ceil(vectors / mfu_width)`` cycles per instruction).
+dead. Every unit takes one beat per cycle, so the MFU moves W vectors per cycle (the engine's MFU,
+``hdl/engine/mfu.py``, feeds it a group of consecutive vectors per cycle; ``sim.cycles.mfu_cycles``).
 
 Arithmetic, bit for bit that of ``accelml.sim.bfp`` (docs/numerics.md):
 

@@ -15,9 +15,10 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   unit reports done, and only then may a conflicting instruction (a read of what it writes, a write
   of what it reads or writes; VRF / MRF / FVRF entries and external-memory bytes over the span of
   each operand) or the unit's next instruction be dispatched. No chaining.
-* **MFU** (``hdl/engine/mfu.py``): one vector at a time; ``2 + unit latency`` cycles per vector
-  (``vop`` one more for its second operand; latency 2, ``qnt`` 3): done ``1 + count * that``
-  cycles after dispatch.
+* **MFU** (``hdl/engine/mfu.py``): pipelined, one group of up to ``mfu_width`` vectors read a
+  cycle (``vop``'s two operands at once; :func:`mfu_groups`), handed to the unit the next cycle and
+  written ``unit latency`` cycles later (latency 2, ``qnt`` 3): busy ``groups + 1 + latency``
+  cycles (:func:`mfu_cycles`), done the cycle after.
 * **MVU** (``hdl/engine/mvu.py``, :func:`mvu_busy`): the ``cob * npix`` (pixel, output block)
   pairs T = ``tiles`` at a time, a round of ``kb = taps * gi`` steps, one per cycle, rounds back to
   back; a round's T results are written over T cycles, so with ``kb < T`` every round after the
@@ -64,7 +65,7 @@ from .dram import derating
 NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY",
-           "mfu_vector_cycles", "mvu_busy", "pool_busy"]
+           "mfu_cycles", "mfu_groups", "mvu_busy", "pool_busy"]
 
 UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu", "pool")  # status.Unit's names
 MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit's pipeline latency
@@ -97,9 +98,20 @@ def pool_busy(mode: str, pixels: int, pairs: int, taps: int) -> int:
     return POOL_SETUP + pairs * (2 * taps + POOL_PAIR_END[mode]) + (mode != "max") * POOL_RECIP * pixels
 
 
-def mfu_vector_cycles(op: str) -> int:
-    """Cycles per vector of the engine MFU: read (1), [read b (1, vop)], issue (1), the unit's latency."""
-    return 2 + (op == "vop") + MFU_LATENCY[op]
+def mfu_groups(count: int, period: int = 0, width: int = 1) -> int:
+    """Beats of the engine MFU over ``count`` vectors: groups of at most ``width`` consecutive
+    vectors, a group never crossing a multiple of a periodic second operand's ``period``
+    (``0 < period < count``), so its second operands are consecutive entries too."""
+    if 0 < period < count:
+        return (count // period) * -(-period // width) + -(-(count % period) // width)
+    return -(-count // width)
+
+
+def mfu_cycles(op: str, vectors: int, period: int = 0, width: int = 1) -> int:
+    """Busy cycles of the engine MFU over ``vectors`` vectors: one group read a cycle
+    (:func:`mfu_groups`; both ``vop`` operands at once), the unit's input cycle and latency behind
+    the last read."""
+    return mfu_groups(vectors, period, width) + 1 + MFU_LATENCY[op]
 
 
 @dataclass(frozen=True)
@@ -358,7 +370,7 @@ class CycleModel:
     def dispatch(self, unit: str, ranges, *, mfu: tuple[str, int] | None = None, dma: tuple | None = None,
                  cycles: tuple[int, int] | None = None) -> int:
         """A unit instruction: ``ranges`` its operands ((space, lo, hi, write), space one of
-        ``SPACES``); its work is ``mfu`` (op, vectors), ``dma`` (item bytes, addr, rows, length,
+        ``SPACES``); its work is ``mfu`` (op, vectors, vop's period or 0), ``dma`` (item bytes, addr, rows, length,
         mem_stride) or ``cycles`` (busy cycles, cycles from dispatch to done). Returns its done
         cycle."""
         self.issue_time += 1
@@ -371,8 +383,8 @@ class CycleModel:
             if f.free > d and _conflict(ranges, f.ranges):
                 d = f.free
         if mfu is not None:
-            op, count = mfu
-            work = count * mfu_vector_cycles(op)
+            op, count, period = mfu
+            work = mfu_cycles(op, count, period, self.cfg.mfu_width)
             done = d + 1 + work
         elif dma is not None:
             item, addr, rows, length, mem_stride = dma

@@ -683,26 +683,50 @@ class FuncSim:
             self.model.dispatch("pool", ranges, cycles=(work, 1 + work))
 
     # -- multi-function unit ----------------------------------------------------------------------
-    def _mfu_account(self, op: str, count: int, reads, dspan, dst: str = "fvrf"):
+    def _mfu_account(self, op: str, count: int, reads, dspan, dst: str = "fvrf", period: int = 0):
         if not self.timing:
             return
         if not count:
             self.model.skip()
             return
         ranges = [(space, lo, hi, False) for space, lo, hi in reads] + [(dst, dspan.start, dspan.stop, True)]
-        self.model.dispatch("mfu", ranges, mfu=(op, count))
+        self.model.dispatch("mfu", ranges, mfu=(op, count, period))
+
+    @staticmethod
+    def _mfu_overlap(op: str, dspan: slice, sspan: slice, count: int, period: int = 0) -> None:
+        """Refuse a destination the MFU would write before reading a source entry under it.
+
+        Every operand is read before any result is written (the definition), and the engine's MFU
+        reads the vectors in order ahead of its writes, so a destination may equal its source (in
+        place), start before it, or miss it; one that starts inside a source after its start
+        (``0 < dst - src < count``) would have entries read after they are written, as would any
+        overlap of a second operand read more than once (``0 < period < count``): refused.
+        """
+        d, s = dspan.start, sspan.start
+        if 0 < period < count:
+            bad = d < sspan.stop and s < dspan.stop
+        else:
+            bad = 0 < d - s < count
+        if bad:
+            raise ExecutionError(
+                f"{op} destination FVRF [{d}, {dspan.stop}) overlaps its source [{s}, {sspan.stop}) "
+                f"where it would be read after being written")
 
     def _vop(self, fn, rd, ra, rb, count, period):
         aspan = self._span(Space.FVRF, self.reg(ra), count)
         bspan = self._span(Space.FVRF, self.reg(rb), period or count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
+        self._mfu_overlap("vop", dspan, aspan, count)
+        self._mfu_overlap("vop", dspan, bspan, count, period)
         if self.numerics:
             self._emit(_x_vop, fn, aspan, bspan, dspan, count, period)
-        self._mfu_account("vop", count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan)
+        self._mfu_account("vop", count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan,
+                          period=period)
 
     def _vact(self, act, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
+        self._mfu_overlap("vact", dspan, sspan, count)
         if self.numerics:
             if act is Act.CLIP:
                 self._emit(_x_vact, act, sspan, dspan, (self.c(Cfg.CLIP_LO), self.c(Cfg.CLIP_HI)))

@@ -75,6 +75,7 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (r"window geometry has a zero dimension", ErrorCode.WINDOW),
     (r"group \d+ needs input blocks", ErrorCode.GROUP_RANGE),
     (r"a window lies entirely (in the padding|outside the input and its pads)", ErrorCode.EMPTY_WINDOW),
+    (r"where it would be read after being written", ErrorCode.MFU_OVERLAP),
 )
 
 

@@ -7,13 +7,13 @@ opcode or enum value out of range, non-zero bits above the opcode's last field; 
 rules) and executes ``nop halt seti addi add cfg loop``. ``ld``/``st`` are range-checked in
 ``CHECK`` with the functional simulator's rules and order (on-chip range, read-only constant image,
 memory stride, external range); ``deq``, ``qnt``, ``vact``, ``vop`` in ``MCHECK`` (FuncSim._span of
-each operand); ``mvc`` and ``pool`` in ``WCHECK`` in ``FuncSim._mvc`` / ``_pool``'s order (a zero
-window dimension: ``WINDOW``; the VRF, [MRF,] FVRF spans: ``CHIP_RANGE``), the window read from the
-configuration registers into the command. Opcodes in ``UNIMPLEMENTED_OPS`` (none now) stop with
-``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``: a body that does not fit, overlaps its
-enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops the engine; a zero count skips the body
-and continues as if its last instruction had run (``ADVANCE``), so an enclosing loop ending there
-repeats.
+each operand, then FuncSim._mfu_overlap: ``MFU_OVERLAP``); ``mvc`` and ``pool`` in ``WCHECK`` in
+``FuncSim._mvc`` / ``_pool``'s order (a zero window dimension: ``WINDOW``; the VRF, [MRF,] FVRF
+spans: ``CHIP_RANGE``), the window read from the configuration registers into the command. Opcodes
+in ``UNIMPLEMENTED_OPS`` (none now) stop with ``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``:
+a body that does not fit, overlaps its enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops
+the engine; a zero count skips the body and continues as if its last instruction had run
+(``ADVANCE``), so an enclosing loop ending there repeats.
 
 Dispatch (``ISSUE``). Every unit in :data:`UNITS` (``ld`` -> ``dma_load``, ``st`` -> ``dma_store``,
 ``deq qnt vact vop`` -> ``mfu``, ``mvc`` -> ``mvu``, ``pool`` -> ``pool``) has a ``{name}_cmd`` /
@@ -457,9 +457,16 @@ class Control(wiring.Component):
                 a_end = mc.src_a + mc.count
                 b_end = mc.src_b + m_count_b
                 d_end = mc.dst + mc.count
+                # FuncSim._mfu_overlap: a source the MFU would read after writing over it
+                same_file = (mc.op == MfuOp.VOP) | (mc.op == MfuOp.VACT)
+                periodic = (mc.period != 0) & (mc.period < mc.count)
+                ahead_a = (mc.dst > mc.src_a) & (mc.dst < a_end)
+                over_b = Mux(periodic, (mc.dst < b_end) & (mc.src_b < d_end), (mc.dst > mc.src_b) & (mc.dst < b_end))
                 with m.If((a_end > m_depth_a) | ((mc.op == MfuOp.VOP) & (b_end > cfg.fvrf_vectors))
                           | (d_end > m_depth_d)):
                     fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(same_file & (ahead_a | ((mc.op == MfuOp.VOP) & over_b))):
+                    fail(ErrorCode.MFU_OVERLAP)
                 with m.Elif(mc.count == 0):
                     m.next = "ADVANCE"
                 with m.Else():

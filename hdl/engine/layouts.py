@@ -39,6 +39,8 @@ def check_config(cfg, who: str) -> EngineConfig:
     w = cfg.mem_port_bits // 8
     if w & (w - 1):
         raise ValueError(f"{who}: EngineConfig.mem_port_bits must be 8 times a power of two, got {cfg.mem_port_bits}")
+    if cfg.mfu_width & (cfg.mfu_width - 1):  # the MFU's files are banked mfu_width ways (regfiles.py)
+        raise ValueError(f"{who}: EngineConfig.mfu_width must be a power of two, got {cfg.mfu_width}")
     if cfg.internal_format != "fp32-ftz":
         raise ValueError(f"{who}: EngineConfig.internal_format {cfg.internal_format!r} is not built in RTL")
     return cfg

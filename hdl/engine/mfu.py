@@ -1,31 +1,39 @@
 """The engine's multi-function unit: ``deq``, ``qnt``, ``vact`` and ``vop`` against the register files.
 
-This block sequences a command over its vectors, one N-vector at a time; every lane is computed by
-the stream units of ``accelml.hdl.mfu`` (``Dequantise``, ``Quantise``, ``VectorOp``,
-``Activation``), instantiated for one vector per beat (an ``EngineConfig`` with ``mfu_width=1``),
-so each operation, its rounding and its failures are defined once, bit-exact with
-``accelml.sim.bfp`` (docs/numerics.md):
+This block sequences a command over its vectors, a group of up to W = ``mfu_width`` consecutive
+vectors per cycle; every lane is computed by the stream units of ``accelml.hdl.mfu``
+(``Dequantise``, ``Quantise``, ``VectorOp``, ``Activation``), built for W vectors per beat, so each
+operation, its rounding and its failures are defined once, bit-exact with ``accelml.sim.bfp``
+(docs/numerics.md). Its file ports move W consecutive entries from any start
+(``regfiles.RegisterFiles`` banks VRF and FVRF for them):
 
 * ``deq``: VRF entry -> FVRF; ``qnt``: FVRF -> VRF entry (a NaN stops the command with
   ``ErrorCode.NAN``); the VRF's two's-complement mantissas are converted to and from the units'
   sign-magnitude elements at the port (a loaded magnitude never exceeds ``2**M - 1``);
-* ``vop`` (the second operand repeating with ``period``) and ``vact`` (``clip_lo``, ``clip_hi``,
-  ``alpha`` from the command): a unit's error (a result beyond binary32, an Inf or NaN operand of
-  add, sub or mul, a negative element's leaky-relu product out of range) stops the command with
-  ``ErrorCode.OVERFLOW``, as the functional simulator names it.
+* ``vop`` (the second operand repeating with ``period``, read through its own FVRF read port
+  ``fvrf_b``) and ``vact`` (``clip_lo``, ``clip_hi``, ``alpha`` from the command): a unit's error
+  (a result beyond binary32, an Inf or NaN operand of add, sub or mul, a negative element's
+  leaky-relu product out of range) stops the command with ``ErrorCode.OVERFLOW``, as the
+  functional simulator names it.
 
-Per vector: read the first operand, [read the second], hand the beat to the unit, wait its
-``latency`` for the result and write it. Each element reads its operands before it writes its
-result, element by element in order: a destination that overlaps a source at another offset sees
-the elements already written (the functional simulator reads every operand first). A faulting
-vector is not written; the ones before it are.
+Pipeline (``RUN``): each cycle it reads a group (both ``vop`` operands at once), hands the group
+read the cycle before to the unit (its ``live`` lanes a prefix), and writes the group the unit
+returns (``latency`` cycles after its beat, its live lanes as the write mask; the unit is never
+stalled). A group ends at the command's end and at each multiple of a periodic second operand's
+``period``, so its second operands are consecutive entries too. A command is busy
+``groups + 1 + latency`` cycles (``sim.cycles.mfu_groups`` / ``mfu_cycles``). Reads run ahead of
+writes in vector order, so a destination equal to its source, starting before it or disjoint from
+it sees every operand as it was before the command (the definition: the functional simulator reads
+every operand first); the overlaps where an entry would be read after being written (a destination
+starting inside a source after its start, any overlap with a periodic second operand) are refused
+before dispatch (control's ``MFU_OVERLAP``, ``FuncSim._mfu_overlap``). A failing group is not
+written, nor anything after it (the groups before it are); the beats in flight are drained, then
+``done``.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,96 +66,104 @@ def mfu_cmd_layout() -> data.StructLayout:
 class Mfu(wiring.Component):
     def __init__(self, cfg):
         self.cfg = check_config(cfg, "Mfu")
+        w = cfg.mfu_width
         super().__init__({
             "cmd": In(stream.Signature(mfu_cmd_layout())),
             "done": Out(stream.Signature(ErrorCode)),
-            "vrf": Out(file_port_signature(cfg, Space.VRF)),
-            "fvrf": Out(file_port_signature(cfg, Space.FVRF)),
+            "vrf": Out(file_port_signature(cfg, Space.VRF, w)),
+            "fvrf": Out(file_port_signature(cfg, Space.FVRF, w)),
+            "fvrf_b": Out(file_port_signature(cfg, Space.FVRF, w)),  # read only: vop's second operand
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        n = cfg.native_dim
+        n, w = cfg.native_dim, cfg.mfu_width
         c = Signal(mfu_cmd_layout())
-        i = Signal(16)
-        j = Signal(12)  # index into the second operand (i modulo the period)
-        a_val = Signal(32 * n)
+        i = Signal(16)  # vectors read
+        j = Signal(16)  # the second operand's index of the next read (i, modulo the period if any)
+        got = Signal(16)  # vectors out of the unit (written, or dropped after an error)
+        rvalid = Signal()  # the group read the previous cycle is on the read ports
+        rlive = Signal(w)  # its lanes
+        stop = Signal()  # a result failed: no further read or write
         code = Signal(ErrorCode)
 
-        # the datapath: one vector per beat, every lane defined in accelml.hdl.mfu
-        lanes = m.submodules.units = units.Mfu(replace(cfg, mfu_width=1))
-        src = self.fvrf.rdata.as_value()
-        vec = self.vrf.rdata
+        # the datapath: w vectors per beat, every lane defined in accelml.hdl.mfu
+        lanes = m.submodules.units = units.Mfu(cfg)
+        for name in ("deq_i", "qnt_i", "vop_i", "vact_i"):
+            m.d.comb += getattr(lanes, name).payload.live.eq(rlive)
         m.d.comb += [
-            lanes.deq_i.payload.vec[0].exp.eq(vec.exp),
-            lanes.deq_i.payload.live.eq(1),
-            lanes.qnt_i.payload.vec[0].eq(src),
-            lanes.qnt_i.payload.live.eq(1),
-            lanes.vop_i.payload.a[0].eq(a_val), lanes.vop_i.payload.b[0].eq(src),
-            lanes.vop_i.payload.op.eq(c.fn), lanes.vop_i.payload.live.eq(1),
-            lanes.vact_i.payload.x[0].eq(src), lanes.vact_i.payload.act.eq(c.fn),
-            lanes.vact_i.payload.live.eq(1),
+            lanes.vop_i.payload.op.eq(c.fn), lanes.vact_i.payload.act.eq(c.fn),
             lanes.clip_lo.eq(c.clip_lo), lanes.clip_hi.eq(c.clip_hi), lanes.alpha.eq(c.alpha),
         ]
-        qvec = lanes.qnt_o.payload.vec[0]
-        for k in range(n):  # the VRF's two's complement <-> the units' sign-magnitude
-            mant, el = vec.mant[k], lanes.deq_i.payload.vec[0].mant[k]
-            m.d.comb += [el.sign.eq(mant < 0), el.mag.eq(Mux(mant < 0, -mant, mant))]
-            m.d.comb += self.vrf.wdata.mant[k].eq(Mux(qvec.mant[k].sign, -qvec.mant[k].mag, qvec.mant[k].mag))
-        m.d.comb += self.vrf.wdata.exp.eq(qvec.exp)
+        for k in range(w):
+            src, vec = self.fvrf.rdata[k].as_value(), self.vrf.rdata[k]
+            m.d.comb += [
+                lanes.deq_i.payload.vec[k].exp.eq(vec.exp), lanes.qnt_i.payload.vec[k].eq(src),
+                lanes.vop_i.payload.a[k].eq(src), lanes.vop_i.payload.b[k].eq(self.fvrf_b.rdata[k].as_value()),
+                lanes.vact_i.payload.x[k].eq(src),
+            ]
+            qvec = lanes.qnt_o.payload.vec[k]
+            for e in range(n):  # the VRF's two's complement <-> the units' sign-magnitude
+                mant, el = vec.mant[e], lanes.deq_i.payload.vec[k].mant[e]
+                m.d.comb += [el.sign.eq(mant < 0), el.mag.eq(Mux(mant < 0, -mant, mant))]
+                m.d.comb += self.vrf.wdata[k].mant[e].eq(
+                    Mux(qvec.mant[e].sign, -qvec.mant[e].mag, qvec.mant[e].mag))
+            m.d.comb += self.vrf.wdata[k].exp.eq(qvec.exp)
 
         ops = (MfuOp.DEQ, MfuOp.QNT, MfuOp.VOP, MfuOp.VACT)
         inputs = dict(zip(ops, (lanes.deq_i, lanes.qnt_i, lanes.vop_i, lanes.vact_i), strict=True))
         outputs = dict(zip(ops, (lanes.deq_o, lanes.qnt_o, lanes.vop_o, lanes.vact_o), strict=True))
-        out_valid, out_error, result = Signal(), Signal(), Signal(32 * n)
+        out_valid, out_error, out_live = Signal(), Signal(), Signal(w)
+        result = Signal(data.ArrayLayout(32 * n, w))
         with m.Switch(c.op):
             for op, o in outputs.items():
                 with m.Case(op):
-                    m.d.comb += [out_valid.eq(o.valid), out_error.eq(o.payload.error)]
+                    m.d.comb += [out_valid.eq(o.valid), out_error.eq(o.payload.error), out_live.eq(o.payload.live)]
                     if op is not MfuOp.QNT:
-                        m.d.comb += result.eq(o.payload.vec[0].as_value())
-        m.d.comb += [self.fvrf.waddr.eq(c.dst + i), self.fvrf.wdata.eq(result), self.vrf.waddr.eq(c.dst + i)]
+                        m.d.comb += result.eq(o.payload.vec.as_value())
+        with m.Switch(c.op):
+            for op, s in inputs.items():
+                with m.Case(op):
+                    m.d.comb += s.valid.eq(rvalid)
+        for o in outputs.values():  # never stalled: a result is written the cycle it leaves
+            m.d.comb += o.ready.eq(1)
+        out_n = Signal(range(w + 1))  # vectors in the result (its live lanes are a prefix)
+        m.d.comb += out_n.eq(Mux(out_valid, sum(out_live[k] for k in range(w)), 0))
+        m.d.comb += [self.fvrf.waddr.eq(c.dst + got), self.fvrf.wdata.eq(result), self.vrf.waddr.eq(c.dst + got),
+                     self.vrf.raddr.eq(c.src_a + i), self.fvrf.raddr.eq(c.src_a + i),
+                     self.fvrf_b.raddr.eq(c.src_b + Mux(c.period != 0, j, i))]
+
+        # the next group: at most w vectors, up to the end and to the period's next multiple
+        size = Signal(range(w + 1))
+        left, to_wrap = c.count - i, Mux(c.period != 0, c.period - j, w)
+        m.d.comb += size.eq(Mux((left < w) & (left <= to_wrap), left, Mux(to_wrap < w, to_wrap, w)))
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [c.eq(self.cmd.payload), i.eq(0), j.eq(0), code.eq(ErrorCode.NONE)]
-                    m.next = "READ_A"
-            with m.State("READ_A"):
-                m.d.comb += [self.busy.eq(1), self.vrf.raddr.eq(c.src_a + i), self.fvrf.raddr.eq(c.src_a + i)]
-                with m.If(c.op == MfuOp.VOP):
-                    m.next = "READ_B"
-                with m.Else():
-                    m.next = "ISSUE"
-            with m.State("READ_B"):
-                m.d.comb += [self.busy.eq(1), self.fvrf.raddr.eq(c.src_b + j)]
-                m.d.sync += a_val.eq(src)
-                m.next = "ISSUE"
-            with m.State("ISSUE"):  # the source's data is on the read port now; the unit is empty
+                    m.d.sync += [c.eq(self.cmd.payload), i.eq(0), j.eq(0), got.eq(0), stop.eq(0),
+                                 code.eq(ErrorCode.NONE)]
+                    m.next = "RUN"
+            with m.State("RUN"):  # read a group, hand the one read last cycle to the unit, write a result
                 m.d.comb += self.busy.eq(1)
-                with m.Switch(c.op):
-                    for op, s in inputs.items():
-                        with m.Case(op):
-                            m.d.comb += s.valid.eq(1)
-                m.next = "RESULT"
-            with m.State("RESULT"):
-                m.d.comb += self.busy.eq(1)
-                for o in outputs.values():
-                    m.d.comb += o.ready.eq(1)
-                with m.If(out_valid):
-                    with m.If(out_error):
-                        m.d.sync += code.eq(Mux(c.op == MfuOp.QNT, ErrorCode.NAN, ErrorCode.OVERFLOW))
-                        m.next = "DONE"
-                    with m.Else():
-                        m.d.comb += [self.fvrf.we.eq(c.op != MfuOp.QNT), self.vrf.we.eq(c.op == MfuOp.QNT)]
-                        m.d.sync += [i.eq(i + 1), j.eq(Mux((c.period != 0) & (j + 1 == c.period), 0, j + 1))]
-                        with m.If(i + 1 == c.count):
-                            m.next = "DONE"
-                        with m.Else():
-                            m.next = "READ_A"
+                read = Signal()
+                m.d.comb += read.eq((i != c.count) & ~stop)
+                m.d.sync += [rvalid.eq(read), rlive.eq(Cat(size > k for k in range(w)))]
+                with m.If(read):
+                    m.d.sync += [i.eq(i + size), j.eq(Mux((c.period != 0) & (j + size == c.period), 0, j + size))]
+                fail = out_valid & out_error & ~stop
+                with m.If(fail):
+                    m.d.sync += [stop.eq(1), code.eq(Mux(c.op == MfuOp.QNT, ErrorCode.NAN, ErrorCode.OVERFLOW))]
+                m.d.sync += got.eq(got + out_n)
+                with m.If(out_valid & ~out_error & ~stop):
+                    m.d.comb += [self.fvrf.we.eq(Mux(c.op != MfuOp.QNT, out_live, 0)),
+                                 self.vrf.we.eq(Mux(c.op == MfuOp.QNT, out_live, 0))]
+                # every vector read (or a failure stopped the reads) and its result out of the unit
+                with m.If(((i == c.count) | stop | fail) & ~read & ~rvalid & (got + out_n == i)):
+                    m.next = "DONE"
             with m.State("DONE"):
                 report_done(m, self.done, code)
         return m

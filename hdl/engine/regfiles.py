@@ -1,37 +1,45 @@
 """The on-chip register files: VRF (BFP vectors), MRF (N x N BFP tiles), FVRF (binary32 vectors).
 
-Each file is one ``amaranth.lib.memory.Memory`` of ``layouts.vector_layout`` /
-``tile_layout`` / ``fvector_layout`` entries; each of its users has its own write port and / or
-synchronous read port (data the cycle after the address), exposed as a :func:`file_port_signature`
-member. Depths come from the EngineConfig. The engine's users and ports (``top.FILE_USERS``):
+Each file is ``amaranth.lib.memory.Memory`` of ``layouts.vector_layout`` / ``tile_layout`` /
+``fvector_layout`` entries; each of its users has its own write port and / or synchronous read port
+(data the cycle after the address), exposed as a :func:`file_port_signature` member. Depths come
+from the EngineConfig. The engine's users and ports (``top.FILE_USERS``):
 
 ====  ===============================  ===============================
 file  write ports                      read ports
 ====  ===============================  ===============================
 VRF   dma_load, mfu (``qnt``)          dma_store, mfu (``deq``), pool, mvu x T
 MRF   dma_load                         dma_store, mvu x T
-FVRF  dma_load, mfu, pool, mvu         dma_store, mfu, mvu x T (an accumulating ``mvc``)
+FVRF  dma_load, mfu, pool, mvu         dma_store, mfu, mfu_b (``vop``'s second operand), mvu x T
 ====  ===============================  ===============================
 
-The matrix-vector unit's reads are ``wide``: T = ``cfg.tiles`` synchronous read ports per file
-(one per tile engine: its activation block, weight tile and the sum it continues) behind one
-enable (``en`` low holds the data read last), a :func:`read_ports_signature` member
-``{user}_{file}_wide``. Every read port is a copy of the memory in hardware (or one more port of
-a multi-ported RAM): VRF ``3 + T``, MRF ``1 + T``, FVRF ``2 + T`` read ports; a banked layout for
-large T is not built.
+The matrix-vector unit's reads (an accumulating ``mvc`` reads the FVRF too) are ``wide``: T =
+``cfg.tiles`` synchronous read ports per file (one per tile engine: its activation block, weight
+tile and the sum it continues) behind one enable (``en`` low holds the data read last), a
+:func:`read_ports_signature` member ``{user}_{file}_wide``. Every read port is a copy of the memory
+in hardware (or one more port of a multi-ported RAM).
 Each DMA lane beyond the first adds a write port (``dma_load{lane}``) and a read port
 (``dma_store{lane}``) (``Dma.lane_users``: entries narrower than a memory word move several a
 cycle).
+
+Wide ports: a user given a width W (``widths``; the MFU's ports, W = ``mfu_width``) reads or writes
+W consecutive entries from any start in one cycle (lane k holds entry ``start + k``; a write has a
+mask of W lanes). A file with such a user is built of W banks (W a power of two): entry ``e`` is in
+bank ``e mod W`` at ``e // W``, so W consecutive entries hit each bank once; a rotation crossbar
+maps lanes to banks on the write side and banks to lanes on the read side. A one-entry port
+(the DMAs', the pool's, each of the MVU's T read ports) on a banked file writes the one bank its
+entry is in and reads every bank at the entry's row, selecting the entry's bank the cycle after.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Array, Const, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Space
 
 from .layouts import check_config, file_depth, fvector_layout, tile_layout, vector_layout
@@ -57,12 +65,18 @@ def read_ports_signature(cfg, space: Space, count: int) -> wiring.Signature:
     })
 
 
-def file_port_signature(cfg, space: Space) -> wiring.Signature:
-    """A user's side of one file: write (``we``, ``waddr``, ``wdata``) and read (``raddr`` -> ``rdata``)."""
+def file_port_signature(cfg, space: Space, width: int | None = None) -> wiring.Signature:
+    """A user's side of one file: write (``we``, ``waddr``, ``wdata``) and read (``raddr`` -> ``rdata``).
+
+    With a ``width`` W: ``wdata`` / ``rdata`` are arrays of W entries (entries ``addr + k``) and
+    ``we`` a mask of W lanes."""
     aw = file_addr_bits(cfg, space)
     shape = file_shape(cfg, space)
+    if width is not None:
+        shape = data.ArrayLayout(shape, width)
     return wiring.Signature({
-        "we": Out(1), "waddr": Out(aw), "wdata": Out(shape), "raddr": Out(aw), "rdata": In(shape),
+        "we": Out(1 if width is None else width), "waddr": Out(aw), "wdata": Out(shape), "raddr": Out(aw),
+        "rdata": In(shape),
     })
 
 
@@ -72,14 +86,16 @@ class RegisterFiles(wiring.Component):
     ``users`` maps a user's name to ``{Space: "r" | "w" | "rw"}``: the user gets a
     :func:`file_port_signature` member ``{user}_{file}`` (``vrf``, ``mrf``, ``fvrf``), backed by a
     write port of that file if it writes and a synchronous read port if it reads, so every user
-    reads and writes in the same cycle as the others. The engine keeps users from touching the same
-    entries at once (control's hazard check), so two write ports never write one entry in a cycle.
-    Without ``users``: one user named ``""`` reading and writing every file (members ``vrf``,
-    ``mrf``, ``fvrf``). ``wide`` maps a user to a count T: it also gets a :func:`read_ports_signature`
-    member ``{user}_{file}_wide`` of T read ports on every file.
+    reads and writes in the same cycle as the others. ``widths`` maps a user to the entries its
+    ports move per cycle (a wide port, the module docstring; the others move one entry). The engine
+    keeps users from touching the same entries at once (control's hazard check), so two write ports
+    never write one entry in a cycle. Without ``users``: one user named ``""`` reading and writing
+    every file (members ``vrf``, ``mrf``, ``fvrf``). ``wide`` maps a user to a count T: it also gets
+    a :func:`read_ports_signature` member ``{user}_{file}_wide`` of T one-entry read ports on every
+    file.
     """
 
-    def __init__(self, cfg, users: dict | None = None, *, wide: dict | None = None):
+    def __init__(self, cfg, users: dict | None = None, widths: dict | None = None, *, wide: dict | None = None):
         self.cfg = check_config(cfg, "RegisterFiles")
         if users is None:
             users = {"": {space: "rw" for space in Space}}
@@ -88,11 +104,19 @@ class RegisterFiles(wiring.Component):
                 if not isinstance(space, Space) or mode not in ("r", "w", "rw"):
                     raise ValueError(f"RegisterFiles user {user!r}: {space!r} -> {mode!r} is not Space -> r|w|rw")
         self.users = {u: dict(sp) for u, sp in users.items()}
+        self.widths = dict(widths or {})
+        self.banks = {}
+        for space in Space:
+            ws = {self.widths[u] for u, sp in self.users.items() if space in sp and u in self.widths}
+            if len(ws) > 1 or any(not isinstance(w, int) or w < 1 or w & (w - 1) for w in ws):
+                raise ConfigError(f"RegisterFiles {space.name}: wide ports of {sorted(ws)} entries (the engine's: "
+                                  f"EngineConfig.mfu_width) are not one power of two")
+            self.banks[space] = ws.pop() if ws else 1
         self.wide = dict(wide or {})
         for user, count in self.wide.items():
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ValueError(f"RegisterFiles wide reads of {user!r} must be a positive integer, got {count!r}")
-        members = {self.port_name(user, space): In(file_port_signature(cfg, space))
+        members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
                    for user, spaces in self.users.items() for space in spaces}
         members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
                         for user, count in self.wide.items() for space in Space})
@@ -106,22 +130,70 @@ class RegisterFiles(wiring.Component):
         m = Module()
         for space in Space:
             name = space.name.lower()
-            mem = Memory(shape=file_shape(self.cfg, space), depth=file_depth(self.cfg, space), init=[])
-            m.submodules[name] = mem
+            nb = self.banks[space]
+            lb = nb.bit_length() - 1  # bank index bits
+            depth = file_depth(self.cfg, space)
+            mems = []
+            for b in range(nb):
+                mem = Memory(shape=file_shape(self.cfg, space), depth=-(-depth // nb), init=[])
+                m.submodules[name if nb == 1 else f"{name}_{b}"] = mem
+                mems.append(mem)
+
+            def bank_of(addr, lb=lb):
+                return addr[:lb] if lb else Const(0, 1)
+
+            def row_of(addr, lb=lb):
+                return addr[lb:] if lb else addr
+
             for user, spaces in self.users.items():
                 mode = spaces.get(space)
                 if mode is None:
                     continue
                 port = getattr(self, self.port_name(user, space))
+                wide = user in self.widths
                 if "w" in mode:
-                    wp = mem.write_port()
-                    m.d.comb += [wp.en.eq(port.we), wp.addr.eq(port.waddr), wp.data.eq(port.wdata)]
+                    wbank = bank_of(port.waddr)
+                    for b, mem in enumerate(mems):
+                        wp = mem.write_port()
+                        if wide:  # bank b takes the lane whose entry it holds
+                            lane = Signal(max(1, lb), name=f"{user}_{name}_wlane_{b}")
+                            m.d.comb += lane.eq(b - wbank)
+                            entry = port.waddr + lane
+                            lanes = [port.wdata[k].as_value() for k in range(nb)]
+                            m.d.comb += [wp.en.eq(Array(port.we[k] for k in range(nb))[lane]),
+                                         wp.addr.eq(row_of(entry)), wp.data.eq(Array(lanes)[lane])]
+                        else:
+                            m.d.comb += [wp.en.eq(port.we & (wbank == b)), wp.addr.eq(row_of(port.waddr)),
+                                         wp.data.eq(port.wdata)]
                 if "r" in mode:
-                    rp = mem.read_port()
-                    m.d.comb += [rp.addr.eq(port.raddr), port.rdata.eq(rp.data)]
-            for user, count in self.wide.items():
+                    rbank = bank_of(port.raddr)
+                    sel = Signal(max(1, lb), name=f"{user}_{name}_rsel")  # the start's bank, a cycle later
+                    m.d.sync += sel.eq(rbank)
+                    outs = []
+                    for b, mem in enumerate(mems):
+                        rp = mem.read_port()
+                        if wide:
+                            lane = Signal(max(1, lb), name=f"{user}_{name}_rlane_{b}")
+                            m.d.comb += [lane.eq(b - rbank), rp.addr.eq(row_of(port.raddr + lane))]
+                        else:
+                            m.d.comb += rp.addr.eq(row_of(port.raddr))
+                        outs.append(rp.data.as_value())
+                    if wide:  # lane k is entry start + k: bank (start + k) mod W
+                        for k in range(nb):
+                            idx = Signal(max(1, lb), name=f"{user}_{name}_rbank_{k}")
+                            m.d.comb += [idx.eq(sel + k), port.rdata[k].eq(Array(outs)[idx])]
+                    else:
+                        m.d.comb += port.rdata.eq(Array(outs)[sel])
+            for user, count in self.wide.items():  # T one-entry read ports behind one enable
                 port = getattr(self, f"{self.port_name(user, space)}_wide")
                 for t in range(count):
-                    rp = mem.read_port()
-                    m.d.comb += [rp.en.eq(port.en), rp.addr.eq(port.addr[t]), port.data[t].eq(rp.data)]
+                    sel = Signal(max(1, lb), name=f"{user}_{name}_wsel_{t}")
+                    with m.If(port.en):
+                        m.d.sync += sel.eq(bank_of(port.addr[t]))
+                    outs = []
+                    for mem in mems:
+                        rp = mem.read_port()
+                        m.d.comb += [rp.en.eq(port.en), rp.addr.eq(row_of(port.addr[t]))]
+                        outs.append(rp.data.as_value())
+                    m.d.comb += port.data[t].eq(Array(outs)[sel])
         return m

@@ -33,6 +33,7 @@ class ErrorCode(enum.Enum, shape=5):
     WINDOW = 17  # mvc / pool window geometry with a zero dimension
     GROUP_RANGE = 18  # an mvc group's input blocks lie beyond IN_CB
     EMPTY_WINDOW = 19  # a pool window with no tap to take (max, avg) or to count (avg_pad)
+    MFU_OVERLAP = 20  # vop / vact destination overlapping a source it would read after writing
 
 
 class Unit(enum.IntEnum):

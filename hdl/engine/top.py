@@ -12,9 +12,10 @@ protocol, the dispatch and ``status.ErrorCode`` for the codes.
 Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mvu``
 (``mvc`` on T tile engines), ``mfu`` (``deq qnt vact vop``) and ``pool`` (beside the MFU, with its
 own dequantiser and vector unit); each runs the one instruction control dispatched to it, all at
-once. Each has its own register-file ports (``FILE_USERS``, and the DMAs' extra lanes:
-``Dma.lane_users``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at a time: the one that asks first (the load when both ask in
-one cycle) holds it from its start to its ``DONE``; the other starts the cycle its holder reaches
+once. Each has its own register-file ports (``FILE_USERS``: the MFU's through ``FILE_PORT_OWNERS``,
+``mfu_width`` entries wide, ``WIDE_USERS``; the MVU's T reads; the DMAs' extra lanes:
+``Dma.lane_users``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at a
+time: the one that asks first (the load when both ask in one cycle) holds it from its start to its
 ``DONE``.
 """
 
@@ -35,7 +36,7 @@ from .pool import Pool
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
-__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS"]
+__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS"]
 
 BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
 # register-file ports per unit (RegisterFiles users); the MVU also has T read ports on every file
@@ -46,7 +47,11 @@ FILE_USERS = {
     "mfu": {Space.VRF: "rw", Space.FVRF: "rw"},
     "pool": {Space.VRF: "r", Space.FVRF: "w"},
     "mvu": {Space.FVRF: "w"},
+    "mfu_b": {Space.FVRF: "r"},  # the MFU's second FVRF read port (vop's second operand)
 }
+# users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
+FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
+WIDE_USERS = ("mfu", "mfu_b")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
 class Engine(wiring.Component):
@@ -76,14 +81,16 @@ class Engine(wiring.Component):
         m.submodules.mvu = mvu = Mvu(self.cfg)
         m.submodules.files = files = RegisterFiles(self.cfg, {**FILE_USERS, **ld.lane_users("dma_load"),
                                                              **st.lane_users("dma_store")},
+                                                   {u: self.cfg.mfu_width for u in WIDE_USERS},
                                                    wide={"mvu": self.cfg.tiles})
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
             wiring.connect(m, units[u.name].done, getattr(ctl, f"{u.name}_done"))
         for user, spaces in FILE_USERS.items():
+            unit, suffix = FILE_PORT_OWNERS.get(user, (user, ""))
             for space in spaces:
-                wiring.connect(m, getattr(units[user], space.name.lower()),
+                wiring.connect(m, getattr(units[unit], space.name.lower() + suffix),
                                getattr(files, RegisterFiles.port_name(user, space)))
         for space in Space:
             name = space.name.lower()

@@ -10,7 +10,7 @@ import pytest
 
 from accelml.hdl.config import preset
 from accelml.hdl.engine.layouts import DMA_MAX_LANES, dma_lanes
-from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_vector_cycles, store_phase
+from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_cycles, mfu_groups, store_phase
 from accelml.sim.dram import DDR4_2400, derating
 
 CFG = preset("tiny")
@@ -35,17 +35,17 @@ def test_load_and_store_hold_the_memory_port_one_transfer_at_a_time():
 def test_an_instruction_waits_for_the_one_in_flight_whose_result_it_reads():
     m = _model()
     ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
-    vact = m.dispatch("mfu", [("fvrf", 0, 8, False), ("fvrf", 100, 108, True)], mfu=("vact", 8))
-    assert vact == ld + 1 + 1 + 8 * mfu_vector_cycles("vact")  # dispatched when the load's slot frees
+    vact = m.dispatch("mfu", [("fvrf", 0, 8, False), ("fvrf", 100, 108, True)], mfu=("vact", 8, 0))
+    assert vact == ld + 1 + 1 + mfu_cycles("vact", 8)  # dispatched when the load's slot frees
 
 
 def test_independent_units_overlap_and_a_unit_takes_one_instruction_at_a_time():
     m = _model()
     ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
-    a = m.dispatch("mfu", [("fvrf", 200, 208, False), ("fvrf", 100, 108, True)], mfu=("vact", 8))
-    assert a < ld + 8 * mfu_vector_cycles("vact")  # ran beside the load
-    b = m.dispatch("mfu", [("fvrf", 300, 308, False), ("fvrf", 400, 408, True)], mfu=("vop", 8))
-    assert b == a + 1 + 1 + 8 * mfu_vector_cycles("vop")  # the MFU's next instruction waits for its slot
+    a = m.dispatch("mfu", [("fvrf", 200, 208, False), ("fvrf", 100, 108, True)], mfu=("vact", 8, 0))
+    assert a < ld + mfu_cycles("vact", 8)  # ran beside the load
+    b = m.dispatch("mfu", [("fvrf", 300, 308, False), ("fvrf", 400, 408, True)], mfu=("vop", 8, 0))
+    assert b == a + 1 + 1 + mfu_cycles("vop", 8)  # the MFU's next instruction waits for its slot
     assert m.halt() == max(ld, b) + 2  # halt waits for every unit: the last slot frees, then the stop
 
 
@@ -122,3 +122,11 @@ def test_native_dma_phases_equal_the_python_definition():
         for py, name in ((cycles._load_phase_py, "dma_load_phase"), (cycles._store_phase_py, "dma_store_phase")):
             args = (item, addr, rows, length, stride, open_row, wait)
             assert cycles._phase(name, py, tt, *args) == py(tt, *args), (name, args)
+
+
+def test_mfu_groups_stop_at_the_end_and_at_each_multiple_of_a_periodic_second_operand():
+    assert mfu_groups(12, 0, 4) == 3 and mfu_groups(13, 0, 4) == 4 and mfu_groups(5, 0, 1) == 5
+    assert mfu_groups(9, 3, 4) == 3  # [0, 3) [3, 6) [6, 9)
+    assert mfu_groups(10, 6, 4) == 3  # [0, 4) [4, 6) [6, 10)
+    assert mfu_groups(8, 8, 4) == mfu_groups(8, 20, 4) == 2  # read once: no wrap to stop at
+    assert mfu_cycles("qnt", 10, 6, 4) == 3 + 1 + 3

@@ -7,7 +7,7 @@ from accelml.hdl.config import preset
 from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.hdl.program import assemble_program
 from accelml.sim import bfp, golden
-from accelml.sim.cycles import load_phase, memory_timing, mfu_vector_cycles
+from accelml.sim.cycles import load_phase, memory_timing, mfu_cycles
 from accelml.sim.funcsim import FuncSim
 from accelml.sim.layout import MemoryImage, read_bfp, weight_tiles
 
@@ -317,7 +317,7 @@ halt
     sim.run(prog)
     ops = [i.op.name for i in prog.instructions]
     mvc_end, vact_end = sim.insn_end[ops.index("MVC")], sim.insn_end[ops.index("VACT")]
-    assert vact_end - mvc_end == 1 + 1 + 256 * mfu_vector_cycles("vact")  # slot free, IDLE, the vectors
+    assert vact_end - mvc_end == 1 + 1 + mfu_cycles("vact", 256)  # slot free, IDLE, the vectors
 
 
 def _layer_program(cfg, h, w, cb, cob, addrs) -> str:

@@ -45,6 +45,11 @@ def test_engine_rejects_port_width_not_a_power_of_two():
         Engine(dataclasses.replace(CFG, mem_port_bits=24))
 
 
+def test_engine_rejects_mfu_width_not_a_power_of_two():
+    with pytest.raises(ValueError, match="mfu_width must be a power of two, got 6"):
+        Engine(dataclasses.replace(CFG, mfu_width=6))
+
+
 @pytest.mark.parametrize("depth", [1, 3.0, True])
 def test_control_rejects_bad_imem_depth(depth):
     with pytest.raises(ValueError, match="imem_depth must be an integer"):
@@ -64,12 +69,25 @@ def engine():
     return EngineSim(CFG)
 
 
+# four MFU lanes on W-banked VRF and FVRF (the DMAs on one-entry ports onto the banks)
+WIDE = dataclasses.replace(CFG, mfu_width=4)
+
+
+@pytest.fixture(scope="module")
+def wide_engine():
+    rtl.require_tools()
+    return EngineSim(WIDE)
+
+
+ENGINES = ["engine", "wide_engine"]  # the MFU tests run on both
+
+
 def _same(engine, program, image, *, ro_bytes=0, max_steps=50_000_000, stall_mask=0):
     """The RTL run ends as funcsim's (error code, instruction, memory byte for byte) and, for a run
     that ends without an error and without injected stalls (which the cycle model does not know),
     the cycle model's total and per-unit busy cycles match the RTL's counters
     (rtl_engine.timing_mismatch: 1 % and 2 %)."""
-    ref = funcsim_outcome(CFG, program, image, ro_bytes=ro_bytes, max_steps=max_steps)
+    ref = funcsim_outcome(engine.cfg, program, image, ro_bytes=ro_bytes, max_steps=max_steps)
     got = engine.run(program, image, ro_bytes=ro_bytes, max_steps=max_steps, stall_mask=stall_mask)
     assert (got.error, got.error_pc) == (ref.error, ref.error_pc), ref.message
     if ref.error is not ErrorCode.ILLEGAL_INSN:  # funcsim refuses such a program before running it
@@ -91,8 +109,10 @@ def _dma_loops_image() -> bytearray:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("stall_mask", [0, 0x0303])
-def test_dma_loops_program(engine, stall_mask):
+@pytest.mark.parametrize(("which", "stall_mask"), [("engine", 0), ("engine", 0x0303), ("wide_engine", 0x0303)])
+def test_dma_loops_program(request, which, stall_mask):
+    """Also on banked files (wide_engine), through the DMA's one-entry ports."""
+    engine = request.getfixturevalue(which)
     program = assemble((PROGRAMS / "dma_loops.s").read_text())
     img = _dma_loops_image()
     ref, got = _same(engine, program, img, stall_mask=stall_mask)
@@ -162,8 +182,10 @@ def _qnt_image(seed: int) -> bytearray:
 @pytest.mark.rtl
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize(("name", "make_image"), [("mfu_ops.s", _mfu_image), ("qnt_ops.s", _qnt_image)])
-def test_mfu_programs(engine, name, make_image, seed):
+@pytest.mark.parametrize("which", ENGINES)
+def test_mfu_programs(request, which, name, make_image, seed):
     """deq, vop, vact (mfu_ops.s) and qnt (qnt_ops.s) on random data and corners; results stored at 0x400."""
+    engine = request.getfixturevalue(which)
     ref, got = _same(engine, assemble((PROGRAMS / name).read_text()), make_image(seed))
     assert got.error is ErrorCode.NONE and got.busy["mfu"] > 0
     assert (ref.cycles, ref.busy) == (got.cycles, got.busy)  # the cycle model is exact
@@ -171,7 +193,24 @@ def test_mfu_programs(engine, name, make_image, seed):
 
 
 @pytest.mark.rtl
-def test_qnt_of_nan_stops_the_engine(engine):
+@pytest.mark.parametrize("which", ENGINES)
+def test_mfu_destination_in_place_or_before_its_source_reads_every_operand_first(request, which):
+    """Overlaps the pipelined MFU reads ahead of: in place, and a destination starting before its
+    source (with a periodic second operand beside it)."""
+    engine = request.getfixturevalue(which)
+    img = bytearray(512)
+    img[0:192] = np.random.default_rng(3).standard_normal(48).astype("<f4").tobytes()
+    program = assemble("seti r1, 4\nld fvrf, r1, r0, 1, 12\nvop add, r1, r1, r1, 12, 0\n"
+                       "vact relu, r0, r1, 12\nseti r2, 2\nseti r5, 12\nvop mul, r2, r1, r5, 9, 3\n"
+                       "seti r3, 256\nst fvrf, r0, r3, 1, 16\nhalt")
+    ref, got = _same(engine, program, img)
+    assert got.error is ErrorCode.NONE and bytes(got.memory[256:512]) != bytes(256)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("which", ENGINES)
+def test_qnt_of_nan_stops_the_engine(request, which):
+    engine = request.getfixturevalue(which)
     img = bytearray(512)
     img[0:16] = np.array([1, 2, 3, 4], "<f4").tobytes()
     program = assemble("ld fvrf, r0, r0, 1, 1\nseti r1, 0x7fc00000\ncfg clip_lo, r1, 0\nvact clip, r0, r0, 1\n"
@@ -189,7 +228,9 @@ OVERFLOWS = {
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("name", sorted(OVERFLOWS))
-def test_mfu_overflow_names_the_instruction(engine, name):
+@pytest.mark.parametrize("which", ENGINES)
+def test_mfu_overflow_names_the_instruction(request, which, name):
+    engine = request.getfixturevalue(which)
     op, big = OVERFLOWS[name]
     img = bytearray(512)
     img[0:16] = np.array([big, 1, -1, 2], "<f4").tobytes()
@@ -205,8 +246,10 @@ _SPECIALS = ("ld fvrf, r0, r0, 1, 1\nseti r1, 0x7f800000\ncfg clip_lo, r1, 0\ncf
 
 
 @pytest.mark.rtl
-def test_mfu_passes_inf_and_nan_through_max_and_relu_and_takes_a_subnormal_alpha(engine):
+@pytest.mark.parametrize("which", ENGINES)
+def test_mfu_passes_inf_and_nan_through_max_and_relu_and_takes_a_subnormal_alpha(request, which):
     """numpy's maximum keeps a NaN or Inf operand without an error; a subnormal alpha is exact."""
+    engine = request.getfixturevalue(which)
     img = bytearray(512)
     img[0:16] = np.array([1.5, -3e38, 0.0, -1e-3], "<f4").tobytes()
     program = assemble(_SPECIALS + "seti r5, 3\nvop max, r5, r2, r0, 1, 0\nseti r5, 4\nvop max, r5, r0, r4, 1, 0\n"
@@ -280,6 +323,9 @@ ERROR_CASES = {
     "bad_fp": ("ld fvrf, r0, r0, 1, 2\nhalt", ErrorCode.BAD_FP, 0),
     "mfu_range": ("seti r1, 8190\nvop add, r0, r0, r1, 4, 3\nhalt", ErrorCode.CHIP_RANGE, 1),
     "deq_range": ("seti r1, 8191\ndeq r0, r1, 2\nhalt", ErrorCode.CHIP_RANGE, 1),
+    "vact_overlap": ("seti r1, 1\nvact relu, r1, r0, 4\nhalt", ErrorCode.MFU_OVERLAP, 1),
+    "vop_overlap": ("seti r1, 3\nvop max, r1, r0, r1, 4, 0\nhalt", ErrorCode.MFU_OVERLAP, 1),
+    "vop_periodic_overlap": ("seti r1, 2\nvop add, r0, r0, r1, 4, 2\nhalt", ErrorCode.MFU_OVERLAP, 1),
     "step_budget": ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", ErrorCode.STEP_BUDGET, 2),
     "zero_count_skips": ("loop r0, 0, 1\nseti r1, 300\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 2),
     # mvc / pool: FuncSim._window, then the spans in its order, then the groups, then the data
@@ -386,8 +432,10 @@ def test_cycle_budget_stops_a_long_transfer(engine):
 
 OTHER_MEMORIES = {
     "ecp5": preset("ecp5"),  # 4-byte words, BFP vectors wider than a word, latency 12
-    # a10's memory system (64-byte words, latency 100, DDR4 costs at 300 MHz) on small files
-    "a10-memory": dataclasses.replace(preset("a10"), vrf_vectors=256, mrf_tiles=64, fvrf_vectors=256, tiles=1),
+    # a10's memory system (64-byte words, latency 100, DDR4 costs at 300 MHz) on small files and one
+    # MFU lane (its 8 x 16 binary32 lanes would make the build far longer; wide_engine tests W lanes)
+    "a10-memory": dataclasses.replace(preset("a10"), vrf_vectors=256, mrf_tiles=64, fvrf_vectors=256, tiles=1,
+                                      mfu_width=1),
 }
 
 

@@ -1,0 +1,87 @@
+# amaranth: UnusedElaboratable=no
+"""Banked register files (Amaranth simulator): a wide port moves W consecutive entries from any
+start, a one-entry port reaches every bank, T read ports behind one enable (the MVU's) read every
+bank and hold while the enable is low, and all see what the others wrote."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from accelml.hdl.config import preset
+from accelml.hdl.engine.layouts import file_depth
+from accelml.hdl.engine.regfiles import RegisterFiles
+from accelml.hdl.errors import ConfigError
+from accelml.hdl.isa import Space
+
+W = 4
+CFG = dataclasses.replace(preset("tiny"), mfu_width=W, fvrf_vectors=64)
+
+
+def test_wide_and_one_entry_ports_agree_with_a_flat_file():
+    T = 3
+    files = RegisterFiles(CFG, {"one": {Space.FVRF: "rw"}, "wide": {Space.FVRF: "rw"}}, {"wide": W},
+                          wide={"mvu": T})
+    one, wide, mvu = files.one_fvrf, files.wide_fvrf, files.mvu_fvrf_wide
+    depth = file_depth(CFG, Space.FVRF)
+    bits = 32 * CFG.native_dim
+    ref = [0] * depth
+    rnd = random.Random(5)
+    checked = []
+
+    async def bench(ctx):
+        held = [0] * T  # the T ports' data: what they read the last cycle their enable was high
+        for _ in range(300):
+            # one write per port (disjoint entries), a read per port at random starts
+            ws = rnd.randrange(depth - W + 1)
+            mask = rnd.randrange(1 << W)
+            vals = [rnd.getrandbits(bits) for _ in range(W)]
+            e = rnd.randrange(depth)
+            while ws <= e < ws + W:
+                e = rnd.randrange(depth)
+            v = rnd.getrandbits(bits)
+            rs, re = rnd.randrange(depth - W + 1), rnd.randrange(depth)
+            ctx.set(wide.we, mask)
+            ctx.set(wide.waddr, ws)
+            for k in range(W):
+                ctx.set(wide.wdata[k].as_value(), vals[k])
+            ctx.set(one.we, 1)
+            ctx.set(one.waddr, e)
+            ctx.set(one.wdata.as_value(), v)
+            ctx.set(wide.raddr, rs)
+            ctx.set(one.raddr, re)
+            en = rnd.randrange(2)
+            ts = [rnd.randrange(depth) for _ in range(T)]
+            ctx.set(mvu.en, en)
+            for t in range(T):
+                ctx.set(mvu.addr[t], ts[t])
+            before_wide = ref[rs:rs + W]
+            before_one = ref[re]
+            if en:
+                held = [ref[a] for a in ts]
+            await ctx.tick()
+            assert [ctx.get(mvu.data[t].as_value()) for t in range(T)] == held
+            # a read sees the file before the same cycle's writes
+            assert [ctx.get(wide.rdata[k].as_value()) for k in range(W)] == before_wide
+            assert ctx.get(one.rdata.as_value()) == before_one
+            checked.append(rs % W)
+            for k in range(W):
+                if mask >> k & 1:
+                    ref[ws + k] = vals[k]
+            ref[e] = v
+
+    sim = Simulator(files)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert set(checked) == set(range(W))  # every rotation was read
+
+
+@pytest.mark.parametrize("widths", [{"a": 3}, {"a": 2, "b": 4}])
+def test_wide_ports_of_one_file_share_one_power_of_two(widths):
+    users = {u: {Space.FVRF: "r"} for u in ("a", "b")}
+    with pytest.raises(ConfigError, match="FVRF"):
+        RegisterFiles(CFG, users, widths)
