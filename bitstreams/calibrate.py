@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from accelml.hdl.config import preset
 from accelml.hdl.errors import RtlError
 from accelml.hdl.mfu import Mfu
 from accelml.hdl.tile_engine import TileEngine
+from accelml.runtime.storage import write_file_atomic
 
 from .synth import synthesize
 
@@ -59,10 +59,9 @@ def calibrate(blocks=tuple(BLOCKS), out: Path = DEFAULT_OUT, progress=print) -> 
             continue
         records.append({**rec, "cells": r.cells, "seconds": round(r.seconds, 1), "yosys": r.yosys})
         progress(f"      {r.seconds:.0f} s: {json.dumps(r.cells, sort_keys=True)}")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps({"command": "python -m accelml.bitstreams.calibrate", "records": records}, indent=1)
-                   + "\n")
-    os.replace(tmp, out)  # atomically: an interrupted run leaves the old records
+    # atomically: an interrupted run leaves the old records
+    write_file_atomic(out, (json.dumps({"command": "python -m accelml.bitstreams.calibrate", "records": records},
+                                       indent=1) + "\n").encode())
     return records
 
 

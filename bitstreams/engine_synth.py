@@ -19,6 +19,7 @@ from pathlib import Path
 
 from accelml.hdl.config import preset
 from accelml.hdl.emit import DEFAULT_IMEM_DEPTH, ENGINE_TOP, engine_verilog
+from accelml.runtime.storage import write_file_atomic
 
 from .resources import DEVICES
 from .synth import synthesize
@@ -51,19 +52,11 @@ def recorded(path: Path = RECORDS) -> dict[str, dict]:
 
 def record(rec: dict, path: Path = RECORDS) -> None:
     """Put ``rec`` into the records (replacing the preset's earlier one), written atomically."""
-    import os
-    import tempfile
-
     records = recorded(path)
     records[rec["preset"]] = rec
     text = json.dumps({"command": "python -m accelml.bitstreams.engine_synth",
                        "records": [records[k] for k in sorted(records)]}, indent=1) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file_atomic(path, text.encode())
 
 
 def fit(rec: dict, device: str = "LFE5U-85F") -> dict[str, tuple[int, int]]:

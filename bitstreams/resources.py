@@ -50,7 +50,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -59,6 +58,7 @@ import numpy as np
 
 from accelml.hdl.config import PRESETS, EngineConfig
 from accelml.hdl.isa import INSN_BITS
+from accelml.runtime.storage import write_file_atomic
 
 from .synth import alms
 
@@ -373,9 +373,7 @@ def _latency_cell(name: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_file_atomic(path, text.encode())
 
 
 def table() -> str:
