@@ -19,7 +19,6 @@ with an error code raises ``RtlError`` naming the instruction (index and disasse
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from accelml.hdl.program import Program
 from accelml.sim.funcsim import FuncSim, Stats
 from accelml.sim.memory import ExternalMemory
 
-from .storage import claim_output
+from .storage import claim_output, temporary_beside
 
 __all__ = ["Device", "FuncSimDevice", "RtlDevice", "RtlStats", "device_named", "DEVICES", "is_fst", "claim_trace",
            "DEFAULT_MAX_STEPS"]
@@ -276,8 +275,7 @@ class RtlDevice(Device):
         else:
             plan, max_steps, max_cycles = Stats(), self.max_steps, self.max_cycles
         trace = self._trace_path()
-        tmp = None if trace is None else trace.with_name(
-            f".{trace.name}.accelml-tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = None if trace is None else temporary_beside(trace)
         try:
             run = sim.run(words, memory.data, ro_bytes=memory.frozen, max_steps=max_steps, max_cycles=max_cycles,
                           trace_to=tmp)

@@ -153,7 +153,7 @@ def write_dir_atomic(dest: str | os.PathLike, fill: Callable[[Path], None], *,
     dest.parent.mkdir(parents=True, exist_ok=True)
     for old in stale_temporaries(dest):
         shutil.rmtree(old, ignore_errors=True)
-    tmp = dest.parent / f".{dest.name}{_TMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = temporary_beside(dest)
     tmp.mkdir()
     try:
         fill(tmp)
@@ -193,7 +193,7 @@ def _replace(tmp: Path, dest: Path) -> None:
             if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
                 raise
     # no atomic swap on this platform or file system: move the old one aside, restore it on failure
-    aside = dest.parent / f".{dest.name}{_TMP_INFIX}{os.getpid()}-old-{secrets.token_hex(4)}"
+    aside = temporary_beside(dest, "old-")
     os.rename(dest, aside)
     try:
         os.rename(tmp, dest)
@@ -203,10 +203,15 @@ def _replace(tmp: Path, dest: Path) -> None:
     os.rename(aside, tmp)  # removed by the caller
 
 
+def temporary_beside(path: Path, tag: str = "") -> Path:
+    """A fresh temporary name next to ``path`` for this process (found by ``stale_temporaries``)."""
+    return path.parent / f".{path.name}{_TMP_INFIX}{os.getpid()}-{tag}{secrets.token_hex(4)}"
+
+
 def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a flushed temporary file in the same directory."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{_TMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = temporary_beside(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
