@@ -118,7 +118,7 @@ def mfu_cycles(op: str, vectors: int, period: int = 0, width: int = 1) -> int:
 class MemoryTiming:
     latency: int  # cycles from a read's acceptance to its data
     max_outstanding: int  # reads in flight at most
-    bw_num: int  # bandwidth: bw_num / bw_den bytes per cycle (a token bucket holding one word at most)
+    bw_num: int  # bandwidth: bw_num / bw_den bytes per cycle (a token bucket holding a word and a cycle's credit)
     bw_den: int
     word_bytes: int
     row_bytes: int = 0  # DRAM row: a request to another row than the open one waits page_miss (0: none)
@@ -153,7 +153,8 @@ class _Dram:
     def __init__(self, t: MemoryTiming, open_row: int | None, wait: int):
         self.t, self.open, self.act_done, self.wait = t, open_row, 0, wait
         self.word_credit = t.word_bytes * t.bw_den
-        self.credit = self.word_credit
+        self.cap = self.word_credit + t.bw_num  # no fraction of a word is lost while requests stream
+        self.credit = self.cap
         self.last = -1  # the last accepted request's cycle
 
     def ready(self, now: int, valid: bool, byte_addr: int) -> bool:
@@ -171,7 +172,7 @@ class _Dram:
     def tick(self, accept: bool, now: int) -> None:
         if accept:
             self.last = now
-        self.credit = min(self.word_credit, self.credit - (self.word_credit if accept else 0) + self.t.bw_num)
+        self.credit = min(self.cap, self.credit - (self.word_credit if accept else 0) + self.t.bw_num)
 
 
 def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,

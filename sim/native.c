@@ -1043,7 +1043,7 @@ int64_t bfp_pool(int64_t p, int64_t taps, int64_t cb, int64_t n, const float *im
  * phase's cycles; out[0] = cycle of the last accepted request (-1: none), out[1] = has an open row,
  * out[2] = the open row. */
 typedef struct {
-    int64_t bw_num, word_credit, credit, row_bytes, page_miss, wait, act_done, last, open;
+    int64_t bw_num, word_credit, cap, credit, row_bytes, page_miss, wait, act_done, last, open;
     int has_open;
 } Dram;
 
@@ -1067,14 +1067,15 @@ static inline void dram_tick(Dram *d, int accept, int64_t now)
 {
     if (accept) d->last = now;
     int64_t c = d->credit - (accept ? d->word_credit : 0) + d->bw_num;
-    d->credit = c < d->word_credit ? c : d->word_credit;
+    d->credit = c < d->cap ? c : d->cap;
 }
 
 static void dram_init(Dram *d, const int64_t *t, int64_t has_open, int64_t open_row, int64_t wait)
 {
     d->bw_num = t[2];
     d->word_credit = t[4] * t[3];
-    d->credit = d->word_credit;
+    d->cap = d->word_credit + d->bw_num;  /* a word and one cycle's credit (memory_model.v) */
+    d->credit = d->cap;
     d->row_bytes = t[5];
     d->page_miss = t[6];
     d->wait = wait;

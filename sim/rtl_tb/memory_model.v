@@ -4,7 +4,10 @@
 // as of acceptance, so reads and writes take effect in request order); a masked write takes
 // effect when accepted and has no response. At most MAX_OUT reads are in flight (accepted, not yet
 // taken by the engine). Bandwidth is a token bucket of BW_NUM / BW_DEN bytes per cycle: a request
-// (read or write) is accepted only when a whole word's worth of credit is available.
+// (read or write) is accepted only when a whole word's worth of credit is available; the bucket
+// holds a word and one cycle's credit, so a stream of requests keeps every fraction of a word and
+// sustains exactly BW_NUM / BW_DEN bytes per cycle (a one-word bucket would lose the remainder at
+// every request: at 61 of 64 bytes a cycle, a word every other cycle).
 // DRAM costs (accelml.sim.dram; all 0 for memory without them): one row of ROW_BYTES bytes is open;
 // a request to another row opens it (the row it needs is activated the first cycle the request is
 // presented) and waits PAGE_MISS cycles; a write is accepted RD2WR cycles after the last read at
@@ -48,8 +51,9 @@ module accelml_memory_model #(
     reg [63:0] q_due [0:MAX_OUT-1];
     integer head = 0, tail = 0, count = 0;
     reg [63:0] now = 0;
-    reg [63:0] credit = WBYTES * BW_DEN;
     localparam [63:0] WORD_CREDIT = WBYTES * BW_DEN;
+    localparam [63:0] CREDIT_CAP = WORD_CREDIT + BW_NUM;
+    reg [63:0] credit = CREDIT_CAP;
     integer b;
     reg dumped = 0;
 
@@ -102,8 +106,8 @@ module accelml_memory_model #(
         end
         if (pop) head <= (head + 1) % MAX_OUT;
         count <= count + (accept && !req_write ? 1 : 0) - (pop ? 1 : 0);
-        if (credit - (accept ? WORD_CREDIT : 0) + BW_NUM > WORD_CREDIT)
-            credit <= WORD_CREDIT;
+        if (credit - (accept ? WORD_CREDIT : 0) + BW_NUM > CREDIT_CAP)
+            credit <= CREDIT_CAP;
         else
             credit <= credit - (accept ? WORD_CREDIT : 0) + BW_NUM;
         if (dump && !dumped) begin
