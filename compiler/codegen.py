@@ -30,6 +30,7 @@ layer and the file that is too small.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -557,6 +558,7 @@ class _Generator:
         self.fill_weights()
         pos = -1
         prev_band = prev_wid = None
+        pending = None  # the last step's epilogue, emitted after the next step's products
         for (o0, o1), k, (r0, r1) in steps:
             if self.weight_id(op, (o0, o1), k) != prev_wid:
                 if pos >= 0:
@@ -597,13 +599,28 @@ class _Generator:
             e.set(Cfg.GO, go_)
             e.emit(Opcode.MVC, rd=e.reg(3, acc), rs=e.reg(4, rs), rm=e.reg(5, mrf), acc=int(k > 0))
             info.tile_ops += npix * (o1 - o0) * tiles
+            info.act_bytes += self.flush(pending)
+            pending = None
             if k == len(kgroups) - 1:
-                info.act_bytes += self.epilogue(op, acc, r0 * ow, npix, o0, o1)
+                pending = functools.partial(self.epilogue, op, acc, r0 * ow, npix, o0, o1, self.parity)
                 self.parity ^= 1
+        info.act_bytes += self.flush(pending)
         # the next loads wait for the next layer's first input load (emitted first at its start)
         self.release_weights(op, pos, fill=False)
 
-    def epilogue(self, op: ConvOp, acc: int, pix0: int, npix: int, o0: int, o1: int) -> int:
+    @staticmethod
+    def flush(pending) -> int:
+        """Emit a deferred epilogue (``functools.partial`` or None); the bytes it moves.
+
+        A step's epilogue (bias, shortcut, activation, quantise, store) is emitted after the next
+        step's products: control issues in program order, so an epilogue emitted right after its
+        products would wait for them in ``ISSUE`` and hold the next products back, leaving the MVU
+        (or pool unit) idle while the MFU works. Deferred, the next products run on the other
+        accumulator parity while the MFU finishes this one; the program means the same, as the
+        two touch different entries."""
+        return 0 if pending is None else pending()
+
+    def epilogue(self, op: ConvOp, acc: int, pix0: int, npix: int, o0: int, o1: int, parity: int) -> int:
         e, r = self.e, self.r
         cnt = npix * (o1 - o0)
         moved = 0
@@ -611,7 +628,7 @@ class _Generator:
         if op.residual is not None:
             moved += self.add_planes(op.residual, self.planes(op.residual), acc, pix0, npix, o0, o1 - o0)
         _act_insns(e, op.act, acc, cnt)
-        return moved + self.write_out(op.dst, acc, pix0, npix, o0, o1 - o0)
+        return moved + self.write_out(op.dst, acc, pix0, npix, o0, o1 - o0, parity)
 
     def add_planes(self, buf: Buf, planes: list[bool], acc: int, pix0: int, npix: int, blk0: int,
                    nblk: int) -> int:
@@ -627,7 +644,7 @@ class _Generator:
             e.counted(Opcode.VOP, npix * nblk, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_res, period=0)
         return moved
 
-    def write_out(self, dst: Buf, acc: int, pix0: int, npix: int, blk0: int, nblk: int) -> int:
+    def write_out(self, dst: Buf, acc: int, pix0: int, npix: int, blk0: int, nblk: int, parity: int) -> int:
         """Store accumulators: binary32, or quantised; a split buffer also gets the quantisation's
         residual (dequantise the stored part, subtract it from the accumulator, quantise) in its
         second plane."""
@@ -636,7 +653,7 @@ class _Generator:
             return self.store_rows(dst, pix0, npix, blk0, nblk, Space.FVRF, acc)
         cnt = npix * nblk
         at = self.res_addr(dst, pix0)  # resident: quantised straight into place
-        stage = r.vrf_out[self.parity] if at is None else at
+        stage = r.vrf_out[parity] if at is None else at
         e.counted(Opcode.QNT, cnt, rd=stage, rs=acc)
         moved = 0 if at is not None else self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
         if self.plan.bases[dst.base].split:
@@ -689,6 +706,7 @@ class _Generator:
             return vin
 
         vins = [load(items[0])]
+        pending = None  # the last item's write-out, emitted after the next item's pool (flush)
         for j, (b0, nb, (r0, r1)) in enumerate(items):
             if j + 1 < len(items):
                 vins.append(load(items[j + 1]))  # prefetch into the other buffer
@@ -699,8 +717,10 @@ class _Generator:
             e.set(Cfg.PAD_B, g.pads[2])
             e.set(Cfg.PAD_R, g.pads[3])
             e.emit(Opcode.POOL, mode=mode, rd=e.reg(3, acc), rs=e.reg(4, vin))
-            info.act_bytes += self.write_out(op.dst, acc, r0 * ow, (r1 - r0) * ow, b0, nb)
+            info.act_bytes += self.flush(pending)
+            pending = functools.partial(self.write_out, op.dst, acc, r0 * ow, (r1 - r0) * ow, b0, nb, self.parity)
             self.parity ^= 1
+        info.act_bytes += self.flush(pending)
 
     def gen_elt(self, op: EltOp, info: LayerInfo) -> None:
         e, r = self.e, self.r
@@ -729,7 +749,7 @@ class _Generator:
                 e.counted(Opcode.VOP, cnt, fn=VecOp.MUL, rd=acc, ra=acc, rb=r.fvrf_const, period=cb)
                 e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_const + cb, period=cb)
             _act_insns(e, op.act, acc, cnt)
-            info.act_bytes += self.write_out(op.dst, acc, p0, np_, 0, cb)
+            info.act_bytes += self.write_out(op.dst, acc, p0, np_, 0, cb, self.parity)
             self.parity ^= 1
 
     # -- whole program ----------------------------------------------------------------------------
