@@ -8,7 +8,18 @@ from amaranth.lib import enum
 
 from accelml.hdl.config import preset
 from accelml.hdl.errors import AssemblyError, ProgramFormatError
-from accelml.hdl.isa import FLOAT_CFG, INSN_LAYOUT, SPEC, Cfg, Instruction, Opcode, Reg, decode, encode
+from accelml.hdl.isa import (
+    FLOAT_CFG,
+    INSN_LAYOUT,
+    SPEC,
+    Cfg,
+    Instruction,
+    Opcode,
+    Reg,
+    decode,
+    encode,
+    encode_reference,
+)
 from accelml.hdl.program import HEADER_BYTES, Program, assemble, assemble_program, disassemble
 
 CFG = preset("tiny")
@@ -34,12 +45,25 @@ def test_every_instruction_round_trips(op):
     insns = [random_instruction(op, rng) for _ in range(40)]
     for insn in insns:
         word = encode(insn)
+        assert word == encode_reference(insn)  # the packing equals the layout's own
         assert 0 <= word < 2**64 and word & 0x3F == op.value
         assert decode(word) == insn
     text = disassemble(insns)
     assert assemble(text) == insns
     prog = Program(insns, CFG.hash)
     assert Program.from_bytes(prog.to_bytes(), config=CFG).instructions == insns
+
+
+@pytest.mark.parametrize("op, name, value", [
+    (Opcode.SETI, "rd", 16), (Opcode.SETI, "rd", -1), (Opcode.VOP, "count", 1 << 16), (Opcode.VOP, "fn", 1),
+    (Opcode.VOP, "period", True), (Opcode.VOP, "period", 1.0), (Opcode.LOOP, "count", -1),
+])
+def test_a_field_that_does_not_fit_is_refused_by_name(op, name, value):
+    insn = random_instruction(op, random.Random(0))
+    bad = dataclasses.replace(insn, fields=tuple((k, value if k == name else v) for k, v in insn.fields))
+    for enc in (encode, encode_reference):
+        with pytest.raises(ValueError, match=rf"{op.name}\.{name} must be"):
+            enc(bad)
 
 
 def test_union_layout_is_one_word():
