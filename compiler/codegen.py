@@ -222,8 +222,9 @@ def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
 
 
 class _Generator:
-    def __init__(self, plan: Plan, pool: float, lookahead: int):
+    def __init__(self, plan: Plan, pool: float, lookahead: int, tile_cache: dict | None = None):
         self.plan, self.cfg = plan, plan.cfg
+        self.tile_cache = {} if tile_cache is None else tile_cache
         self.n = plan.cfg.native_dim
         self.img = MemoryImage(plan.cfg)
         self.e = _Emitter(plan.cfg)
@@ -350,14 +351,22 @@ class _Generator:
         return npix * nblk * vb
 
     # -- weights and double buffering -------------------------------------------------------------
+    def tiles(self, op: ConvOp, lo: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """An op's weight tiles (or its split weights' second part), in the MRF layout; the same in
+        every schedule of a plan: kept in ``self.tile_cache`` (shared by the candidates of a schedule
+        search, see :func:`generate`)."""
+        key = id(op), lo
+        if key not in self.tile_cache:
+            self.tile_cache[key] = layout.weight_tiles(op.wq_lo if lo else op.wq, op.taps, op.src.cb, gi=op.gi,
+                                                       go=op.go)
+        return self.tile_cache[key]
+
     def constants(self, op: ConvOp) -> None:
         """Place an op's weight tiles and bias in the image."""
-        tiles_m, tiles_e = layout.weight_tiles(op.wq, op.taps, op.src.cb, gi=op.gi, go=op.go)
-        addr = self.img.put_bfp(f"{op.name}.weight", (tiles_m, tiles_e))
+        addr = self.img.put_bfp(f"{op.name}.weight", self.tiles(op))
         addr_lo = None
         if op.wq_lo is not None:  # split weights: the second part, same tile layout
-            addr_lo = self.img.put_bfp(f"{op.name}.weight_lo",
-                                       layout.weight_tiles(op.wq_lo, op.taps, op.src.cb, gi=op.gi, go=op.go))
+            addr_lo = self.img.put_bfp(f"{op.name}.weight_lo", self.tiles(op, lo=True))
         bias = np.zeros(op.dst.cb * self.n, np.float32)
         bias[: len(op.bias)] = op.bias
         baddr = self.img.put_fp(f"{op.name}.bias", bias)
@@ -807,16 +816,17 @@ class _Generator:
         return Compiled(prog, self.img, top, self.layers, buffers, dict(self.resident), self.pool)
 
 
-def generate(plan: Plan, pool: float = 0.5, lookahead: int = 1) -> Compiled:
+def generate(plan: Plan, pool: float = 0.5, lookahead: int = 1, tile_cache: dict | None = None) -> Compiled:
     """Schedule a lowered plan and emit its program and external-memory image.
 
     ``pool``: the fraction of the VRF where activations stay resident between layers, where they
     fit (0: every activation streams through external memory); when a layer does not fit the
     streaming regions that leaves, the plan is scheduled without the pool.
-    ``lookahead``: weight chunks load at most this many chunks ahead of the one in use."""
+    ``lookahead``: weight chunks load at most this many chunks ahead of the one in use.
+    ``tile_cache``: a dict kept across calls on the same plan, to lay its weight tiles out once."""
     if pool:
         try:
-            return _Generator(plan, pool, lookahead).generate()
+            return _Generator(plan, pool, lookahead, tile_cache).generate()
         except CapacityError:
             pass
-    return _Generator(plan, 0.0, lookahead).generate()
+    return _Generator(plan, 0.0, lookahead, tile_cache).generate()

@@ -232,10 +232,10 @@ def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, li
     fewer bands and weight reloads), and with weights loaded ``LOOKAHEADS`` chunks ahead:
     whichever the cycle model finds fastest (and its lookahead). The numerics are the same in every
     candidate."""
-    best, tried = None, set()
+    best, tried, tiles = None, set(), {}
     candidates = [(pool, lookahead) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
     for pool, lookahead in candidates:
-        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
+        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead, tile_cache=tiles)
         # a pool that did not fit may give a program already timed; the same effective pool can
         # still lay buffers out differently, so the program itself, not the pool, says which
         key = compiled.program.to_bytes()
