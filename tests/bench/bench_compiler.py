@@ -5,6 +5,10 @@ efficiency; the functional simulator's time per inference next to onnxruntime FP
 run; bit-exactness against the per-layer golden reference and the error against FP32.
 
     python tests/bench/bench_compiler.py [--preset a10] [--models resnet50,vgg16,...] [--repeats 3]
+                                         [--precision fast|balanced|exact]
+
+``--precision fast`` gives the fastest program (single-pass msfp16): the schedule the roofline
+goal is about; the default is the compiler's default policy.
 """
 
 from __future__ import annotations
@@ -51,18 +55,19 @@ def main() -> None:
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--models", default=",".join(ALL))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--precision", default=None, help="precision policy (default: the compiler's, balanced)")
     ap.add_argument("--plot-dir", default=None, help="write each model's utilisation/roofline plot here")
     args = ap.parse_args()
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
           f"onnxruntime {ort.__version__}")
     print(f"command: python tests/bench/bench_compiler.py --preset {args.preset} --models {args.models} "
-          f"--repeats {args.repeats}")
+          f"--repeats {args.repeats}" + (f" --precision {args.precision}" if args.precision else ""))
     print("weights: deterministic synthetic (realistic scale); no pretrained weights ship for these models\n")
     rows = []
     for name in args.models.split(","):
         model = models.build(name, "full")
         t0 = time.perf_counter()
-        cm = compile_model(model, config=args.preset, name=name)
+        cm = compile_model(model, config=args.preset, name=name, precision=args.precision)
         compile_s = time.perf_counter() - t0
         s = cm.summary()
         with tempfile.TemporaryDirectory() as tmp:
