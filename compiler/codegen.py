@@ -47,6 +47,7 @@ from .lower import Buf, ConvOp, EltKind, EltOp, Plan, PoolKind, PoolOp
 
 __all__ = ["Compiled", "LayerInfo", "generate"]
 
+WEIGHT_PIECE_BYTES = 64 << 10  # weight loads ahead of use go in pieces of about this size (load_weights)
 _U16 = 0xFFFF
 _ALIGN = 64
 PIPELINE_BANDS = 2  # a layer whose weights load once is still computed in this many row bands
@@ -250,6 +251,7 @@ class _Generator:
         self.fill_half, self.fill_at = 0, 0  # the half chunks go into, and its next free tile
         self.lookahead = lookahead
         self.cur_chunk = 0  # index in wqueue of the chunk the products being emitted use
+        self.pieces: list[tuple[int, functools.partial]] = []  # weight-load pieces not yet emitted (drip)
         self.parity = 0
         self.in_turn = 0
         self.double_in: dict[int, bool] = {}
@@ -503,7 +505,7 @@ class _Generator:
                     return  # the other half is still in use
                 self.fill_half, self.fill_at = self.fill_half ^ 1, 0
             mrf = self.fill_half * half + self.fill_at
-            self.load_weights(op, wid, mrf)
+            self.load_weights(op, wid, mrf, self.wpos)
             self.wslot[id(op), j] = mrf
             self.half_keys[self.fill_half].append((id(op), j))
             self.fill_at += size
@@ -517,17 +519,44 @@ class _Generator:
         if fill:
             self.fill_weights()
 
-    def load_weights(self, op: ConvOp, wid, mrf: int) -> None:
-        """Load one weight chunk into the MRF at tile ``mrf``."""
+    def load_weights(self, op: ConvOp, wid, mrf: int, index: int) -> None:
+        """Load one weight chunk (``wqueue[index]``) into the MRF at tile ``mrf``: now if the
+        products being emitted need it, else in pieces of about ``WEIGHT_PIECE_BYTES`` that
+        :meth:`drip` spreads between the products of the chunks before it. The load DMA is one
+        unit taking its transfers in program order, so a chunk loaded whole would hold the next
+        products' activation loads behind it; in pieces, those slip in between."""
         per_ob = op.taps * self.plans[id(op)][0]
         (o0, o1), (_, lo_w) = wid
         first, length = self.chunk_extent(op, wid)
         tile_bytes = self.cfg.tile_bytes
         addr, _, addr_lo = self.weights[id(op)]
-        base = addr_lo if lo_w else addr
-        self.e.dma(Opcode.LD, Space.MRF, mrf, base + (o0 * per_ob + first) * tile_bytes,
-                   o1 - o0, length, mem_stride=per_ob * tile_bytes, chip_stride=length)
-        self.weight_bytes[id(op)] = self.weight_bytes.get(id(op), 0) + (o1 - o0) * length * tile_bytes
+        addr = (addr_lo if lo_w else addr) + (o0 * per_ob + first) * tile_bytes
+        rows, stride = o1 - o0, per_ob * tile_bytes
+        self.weight_bytes[id(op)] = self.weight_bytes.get(id(op), 0) + rows * length * tile_bytes
+        piece_tiles = max(1, WEIGHT_PIECE_BYTES // tile_bytes)
+        if rows == 1 or stride == length * tile_bytes:  # one contiguous run: pieces of tiles
+            total = rows * length
+            cuts = [(mrf + t0, addr + t0 * tile_bytes, 1, min(piece_tiles, total - t0))
+                    for t0 in range(0, total, piece_tiles)]
+        else:  # output blocks' rows: pieces of whole rows
+            step = max(1, piece_tiles // length)
+            cuts = [(mrf + r0 * length, addr + r0 * stride, min(step, rows - r0), length)
+                    for r0 in range(0, rows, step)]
+        for chip, at, n, ln in cuts:
+            self.pieces.append((index, functools.partial(self.e.dma, Opcode.LD, Space.MRF, chip, at, n, ln,
+                                                         mem_stride=stride, chip_stride=ln)))
+        if index <= self.cur_chunk:
+            self.need_weights(index)
+
+    def need_weights(self, index: int) -> None:
+        """Emit every weight-load piece of chunks up to ``wqueue[index]``: products using it follow."""
+        while self.pieces and self.pieces[0][0] <= index:
+            self.pieces.pop(0)[1]()
+
+    def drip(self) -> None:
+        """Emit the next weight-load piece, if any (called after each product instruction)."""
+        if self.pieces:
+            self.pieces.pop(0)[1]()
 
     def gen_conv(self, op: ConvOp, info: LayerInfo) -> None:
         e, r = self.e, self.r
@@ -606,8 +635,10 @@ class _Generator:
             e.set(Cfg.OB0, ob0)
             e.set(Cfg.GI, gi_)
             e.set(Cfg.GO, go_)
+            self.need_weights(self.windex[id(op), pos])
             e.emit(Opcode.MVC, rd=e.reg(3, acc), rs=e.reg(4, rs), rm=e.reg(5, mrf), acc=int(k > 0))
             info.tile_ops += npix * (o1 - o0) * tiles
+            self.drip()
             info.act_bytes += self.flush(pending)
             pending = None
             if k == len(kgroups) - 1:
@@ -616,6 +647,7 @@ class _Generator:
         info.act_bytes += self.flush(pending)
         # the next loads wait for the next layer's first input load (emitted first at its start)
         self.release_weights(op, pos, fill=False)
+        self.need_weights(len(self.wqueue))
 
     @staticmethod
     def flush(pending) -> int:
