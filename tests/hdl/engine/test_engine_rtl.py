@@ -505,7 +505,7 @@ MVC_SHAPES = {  # taps * gi >= T = 2
 }
 
 
-MVC_SHAPES.update({  # taps * gi < T: each round after the first waits for the T writes
+MVC_SHAPES.update({  # taps * gi < T: each round after the first waits for the writes (W = 1: T of them)
     "1x1_one_block": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 15, "in_cb": 1, "cob": 1},
     "depthwise_1x1": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 16, "in_cb": 4, "cob": 4, "gi": 1, "go": 1},
     "no_pixels": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 0, "in_cb": 1, "cob": 1},
@@ -515,9 +515,9 @@ MVC_SHAPES.update({  # taps * gi < T: each round after the first waits for the T
 @pytest.mark.rtl
 @pytest.mark.parametrize("name", sorted(MVC_SHAPES))
 def test_mvc_cycles_are_modelled_exactly(engine, name):
-    """busy_mvu = cycles.mvu_busy: the rounds of T pairs back to back (or every T cycles when
-    taps * gi < T), plus the window's divisions, the pipeline and the last round's writes; the
-    whole run's cycles too (_same asserts the tolerance, this the equality)."""
+    """busy_mvu = cycles.mvu_busy: the rounds of T pairs back to back (or every ceil(T / W) cycles,
+    here T, when taps * gi is less), plus the window's divisions, the pipeline and the last round's
+    writes; the whole run's cycles too (_same asserts the tolerance, this the equality)."""
     from accelml.sim.cycles import mvu_busy
 
     cfgs = MVC_SHAPES[name]
