@@ -38,6 +38,12 @@ What it counts, and from where:
   banked, T banks of depth/T and conflict-free addresses, which is **not yet built**. Blocks at
   the device RAM's widest shape that holds the depth.
 
+Not counted: the MVU's write-back (its result buffer of T binary32 vectors and the multiplexers
+that write them ``mfu_width`` = W at a time) and the rotation crossbars of the wide file ports
+(the MFU's VRF and FVRF reads and writes, its second FVRF read, the MVU's FVRF write), each W
+banks x the entry's bits x a W:1 multiplexer: no synthesis record holds them (the whole-engine
+records are at W = 1); at W = 16 (``s10``) they are far from negligible.
+
 The presets are the largest engines that fit by this model. Clock rates are the presets' targets;
 no place-and-route has confirmed them, and an Intel design near 100 % of its ALMs is unlikely to
 place and route at them.

@@ -21,9 +21,10 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   cycles (:func:`mfu_cycles`), done the cycle after.
 * **MVU** (``hdl/engine/mvu.py``, :func:`mvu_busy`): the ``cob * npix`` (pixel, output block)
   pairs T = ``tiles`` at a time, a round of ``kb = taps * gi`` steps, one per cycle, rounds back to
-  back; a round's T results are written over T cycles, so with ``kb < T`` every round after the
-  first waits for them (a round every T cycles). Plus ``MVU_SETUP + T``: the window generator's
-  divisions (``window.DIV_CYCLES``), the pipeline's fill and drain and the last round's writes
+  back; a round's T results are written ``mfu_width`` = W a cycle (from any start), over
+  D = ``ceil(T / W)`` cycles, so with ``kb < D`` every round after the first waits for them (a
+  round every D cycles). Plus ``MVU_SETUP + D``: the window generator's divisions
+  (``window.DIV_CYCLES``), the pipeline's fill and drain and the last round's writes
   (``MVU_SETUP_EMPTY`` without pairs). Done the cycle after its busy cycles.
 * **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: per
   (pixel, channel block) pair a fold every 2 cycles (a tap through ``VectorOp``'s 2-cycle latency)
@@ -57,7 +58,7 @@ from functools import lru_cache
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
-from accelml.hdl.engine.layouts import dma_lanes, dma_store_room
+from accelml.hdl.engine.layouts import dma_lanes, dma_store_room, mvu_write_cycles
 
 from . import native
 from .dram import derating
@@ -72,7 +73,7 @@ MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit
 # hdl/engine/mvu.py and pool.py, measured on the RTL (tests/hdl/engine/test_engine_rtl.py keeps them
 # exact): beyond window.DIV_CYCLES = 34, the command's hand-over, the file read, the tile engine's
 # pipeline (MVU) or the dequantiser (pool)
-MVU_SETUP = 44  # + T: the last round's writes
+MVU_SETUP = 44  # + ceil(T / mfu_width): the last round's writes
 MVU_SETUP_EMPTY = 38  # an mvc without pairs
 POOL_SETUP = 42
 POOL_SETUP_EMPTY = 39
@@ -81,13 +82,14 @@ POOL_RECIP = 26  # the reciprocal of a pixel's divisor (pool.RECIP_CYCLES - 1 be
 SPACES = ("vrf", "mrf", "fvrf", "mem")
 
 
-def mvu_busy(tiles: int, pairs: int, kb: int) -> int:
+def mvu_busy(tiles: int, pairs: int, kb: int, *, width: int) -> int:
     """Busy cycles of an ``mvc`` of ``pairs`` (pixel, output block) pairs of ``kb = taps * gi``
-    steps each on ``tiles`` tile engines."""
+    steps each on ``tiles`` tile engines writing ``width`` (``mfu_width``) results a cycle."""
     if pairs == 0:
         return MVU_SETUP_EMPTY
     rounds = -(-pairs // tiles)
-    return MVU_SETUP + tiles + kb + (rounds - 1) * max(kb, tiles)
+    writes = mvu_write_cycles(tiles, width)
+    return MVU_SETUP + writes + kb + (rounds - 1) * max(kb, writes)
 
 
 def pool_busy(mode: str, pixels: int, pairs: int, taps: int) -> int:

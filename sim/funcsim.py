@@ -549,7 +549,7 @@ class FuncSim:
         if self.timing:
             # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
-            busy = mvu_busy(self.cfg.tiles, cob * p, taps * gi)
+            busy = mvu_busy(self.cfg.tiles, cob * p, taps * gi, width=self.cfg.mfu_width)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("mrf", tspan.start, tspan.stop, False),
                       ("fvrf", dspan.start, dspan.stop, True)]
             if acc:

@@ -25,7 +25,7 @@ from accelml.hdl.isa import Space
 __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
-    "DMA_MAX_LANES", "dma_lanes", "dma_store_room",
+    "DMA_MAX_LANES", "dma_lanes", "dma_store_room", "mvu_write_cycles",
 ]
 
 # file entries a DMA moves per cycle at most (the load DMA's write ports / the store DMA's read ports of a file)
@@ -95,6 +95,13 @@ def dma_store_room(word: int, item: int) -> int:
     entries while they fit. Three words beyond the entries of one cycle's reads keep a whole word
     in the buffer in every cycle, since the buffer's fill is counted before the cycle's write."""
     return dma_lanes(word, item) * item + 3 * word
+
+
+def mvu_write_cycles(tiles: int, width: int) -> int:
+    """Cycles the MVU writes a round's ``tiles`` results in: ``width`` (``mfu_width``) consecutive FVRF
+    entries a cycle, from any start (the FVRF's wide write port). ``accelml.sim.cycles`` models the
+    same count."""
+    return -(-tiles // width)
 
 
 def mem_req_layout(cfg: EngineConfig) -> data.StructLayout:

@@ -14,12 +14,16 @@ all engines in lockstep (the last round's idle engines step too; their results a
 step reads, per engine, the VRF (activation), the MRF (weight tile) and, on a round's first step,
 the FVRF (the sum to continue): T read ports on each file (``regfiles.read_ports_signature``).
 Rounds follow each other without a bubble, across groups too. At a round's end the T results are
-latched in one cycle and written to the FVRF over the next T cycles (one write port; the next
-round's results may be latched while the last of them is written); a round shorter than T steps
-(``taps * gi < T``) stalls the engines until the writes are done. Before the first step the window
-generator divides (``window.DIV_CYCLES``), and the pipeline (file read, tile engine, write-back)
-drains after the last: an ``mvc`` keeps this unit busy (``busy_mvu``) for
-``kb + (rounds - 1) * max(kb, T) + 44 + T`` cycles (``kb = taps * gi``, ``rounds = ceil(pairs / T)``;
+latched in one cycle and written to the FVRF W = ``cfg.mfu_width`` at a time over the next
+D = ``ceil(T / W)`` cycles (``layouts.mvu_write_cycles``): the MVU's FVRF write port is a wide one
+(``top.WIDE_USERS``, like the MFU's), W consecutive entries ``dbase + q .. dbase + q + W - 1`` from
+any start (the register files' rotation crossbar maps the lanes to the banks), the lanes of pairs
+beyond ``pairs`` (the last round's idle engines) masked; the next round's results may be latched
+while the last of them are written. A round shorter than D steps (``taps * gi < D``) stalls the
+engines until the writes are done. Before the first step the window generator divides
+(``window.DIV_CYCLES``), and the pipeline (file read, tile engine, write-back) drains after the
+last: an ``mvc`` keeps this unit busy (``busy_mvu``) for
+``kb + (rounds - 1) * max(kb, D) + 44 + D`` cycles (``kb = taps * gi``, ``rounds = ceil(pairs / T)``;
 38 without pairs), of which ``DIV_CYCLES`` = 34 are the divisions: ``accelml.sim.cycles.mvu_busy``,
 equal to the RTL's count (tests/hdl/engine/test_engine_rtl.py).
 
@@ -31,14 +35,14 @@ pairs are written either way (the functional simulator writes none; a failing pr
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from accelml.hdl.isa import Space
 from accelml.hdl.tile_engine import TileEngine
 
-from .layouts import check_config
+from .layouts import check_config, mvu_write_cycles
 from .regfiles import file_addr_bits, file_port_signature, read_ports_signature
 from .status import ErrorCode, report_done
 from .window import WindowGen, window_cmd_layout
@@ -64,14 +68,15 @@ class Mvu(wiring.Component):
             "vrf_r": Out(read_ports_signature(cfg, Space.VRF, t)),
             "mrf_r": Out(read_ports_signature(cfg, Space.MRF, t)),
             "fvrf_r": Out(read_ports_signature(cfg, Space.FVRF, t)),
-            "fvrf": Out(file_port_signature(cfg, Space.FVRF)),
+            "fvrf": Out(file_port_signature(cfg, Space.FVRF, cfg.mfu_width)),  # write only
             "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        nt, n = cfg.tiles, cfg.native_dim
+        nt, n, w = cfg.tiles, cfg.native_dim, cfg.mfu_width
+        nw = mvu_write_cycles(nt, w)
         bias = cfg.exp_bias
         c = Signal(mvu_cmd_layout())
         m.submodules.window = gen = WindowGen(cfg, nt)
@@ -119,16 +124,16 @@ class Mvu(wiring.Component):
                     m.d.comb += p.w_mant[j][i].eq(tile[j].mant[i])
                 m.d.comb += p.init[j].eq(Mux(c.acc, self.fvrf_r.data[t][j], 0))
 
-        # -- results: latched together, written one per cycle ---------------------------------
+        # -- results: latched together, written W at a time ----------------------------------
         buf = [Signal(data.ArrayLayout(32, n), name=f"res{t}") for t in range(nt)]
         holding = Signal()
-        drain = Signal(range(nt + 1))
+        drain = Signal(range(nw + 1))  # the write of the latched round's entries [drain * W, drain * W + W)
         q_res = Signal(64)  # first pair of the latched round
         ovf = Signal()
         results_valid = engines[0].result.valid
         last_drain = Signal()
-        m.d.comb += last_drain.eq(holding & (drain == nt - 1))
-        latch = Signal()  # the buffer takes a round's results (while its last entry is written, too)
+        m.d.comb += last_drain.eq(holding & (drain == nw - 1))
+        latch = Signal()  # the buffer takes a round's results (while its last entries are written, too)
         m.d.comb += latch.eq(results_valid & (~holding | last_drain))
         q_base = Signal(64)  # first pair of the round being latched
         m.d.comb += q_base.eq(Mux(holding, q_res + nt, q_res))
@@ -137,13 +142,15 @@ class Mvu(wiring.Component):
         rounds_out = Signal(64)  # rounds whose steps all went to the engines
         rounds_in = Signal(64)  # rounds latched
         with m.If(holding):
-            q = Signal(64)
-            m.d.comb += q.eq(q_res + drain)
+            q = Signal(64)  # the pair of lane 0
+            m.d.comb += q.eq(q_res + drain * w)
             with m.Switch(drain):
-                for t in range(nt):
-                    with m.Case(t):
-                        m.d.comb += self.fvrf.wdata.eq(buf[t])
-            m.d.comb += [self.fvrf.we.eq(q < c.pairs), self.fvrf.waddr.eq((c.dbase + q)[:faw])]
+                for d in range(nw):
+                    live = min(w, nt - d * w)  # the last write of a round may have fewer lanes
+                    with m.Case(d):
+                        m.d.comb += [self.fvrf.wdata[k].eq(buf[d * w + k]) for k in range(live)]
+                        m.d.comb += self.fvrf.we.eq(Cat(q + k < c.pairs for k in range(live)))
+            m.d.comb += self.fvrf.waddr.eq((c.dbase + q)[:faw])
             m.d.sync += drain.eq(drain + 1)
             with m.If(last_drain):
                 m.d.sync += [holding.eq(0), q_res.eq(q_res + nt)]

@@ -22,7 +22,8 @@ Each DMA lane beyond the first adds a write port (``dma_load{lane}``) and a read
 (``dma_store{lane}``) (``Dma.lane_users``: entries narrower than a memory word move several a
 cycle).
 
-Wide ports: a user given a width W (``widths``; the MFU's ports, W = ``mfu_width``) reads or writes
+Wide ports: a user given a width W (``widths``; the MFU's ports and the MVU's FVRF write,
+W = ``mfu_width``) reads or writes
 W consecutive entries from any start in one cycle (lane k holds entry ``start + k``; a write has a
 mask of W lanes). A file with such a user is built of W banks (W a power of two): entry ``e`` is in
 bank ``e mod W`` at ``e // W``, so W consecutive entries hit each bank once; a rotation crossbar

@@ -12,8 +12,9 @@ protocol, the dispatch and ``status.ErrorCode`` for the codes.
 Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mvu``
 (``mvc`` on T tile engines), ``mfu`` (``deq qnt vact vop``) and ``pool`` (beside the MFU, with its
 own dequantiser and vector unit); each runs the one instruction control dispatched to it, all at
-once. Each has its own register-file ports (``FILE_USERS``: the MFU's through ``FILE_PORT_OWNERS``,
-``mfu_width`` entries wide, ``WIDE_USERS``; the MVU's T reads; the DMAs' extra lanes:
+once. Each has its own register-file ports (``FILE_USERS``: the MFU's through ``FILE_PORT_OWNERS``;
+the MFU's and the MVU's FVRF write ``mfu_width`` entries wide, ``WIDE_USERS``; the MVU's T reads;
+the DMAs' extra lanes:
 ``Dma.lane_users``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at a
 time: the one that asks first (the load when both ask in one cycle) holds it from its start to its
 ``DONE``.
@@ -51,7 +52,7 @@ FILE_USERS = {
 }
 # users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
 FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
-WIDE_USERS = ("mfu", "mfu_b")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
+WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
 class Engine(wiring.Component):

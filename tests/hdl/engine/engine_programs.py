@@ -72,7 +72,7 @@ def random_dma_program(cfg: EngineConfig, rnd: random.Random, *, mem_size: int, 
 
 # -- mvc / pool ----------------------------------------------------------------------------------
 
-def _bfp_bytes(cfg: EngineConfig, rnd: random.Random, vectors: int, *, extreme: float, high: bool) -> bytes:
+def bfp_bytes(cfg: EngineConfig, rnd: random.Random, vectors: int, *, extreme: float, high: bool) -> bytes:
     """``vectors`` BFP vectors: random mantissas (zero blocks, full-scale ones), exponents mostly
     moderate, a fraction ``extreme`` of them at the bottom of the range (terms flushed to zero)
     or, with ``high``, at the top."""
@@ -144,7 +144,7 @@ def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions
             vectors = g["in_h"] * g["in_w"] * in_cb
         elif kind == "mvc":
             cfgs["cob"] = rnd.randint(1, 3)
-        vaddr = put(_bfp_bytes(cfg, rnd, vectors, extreme=extreme, high=True))
+        vaddr = put(bfp_bytes(cfg, rnd, vectors, extreme=extreme, high=True))
         vbase = rnd.randint(0, 40)
         prog += [_i(Opcode.SETI, rd=1, imm=vbase), _i(Opcode.SETI, rd=2, imm=vaddr),
                  _i(Opcode.CFG, key=Cfg.MEM_STRIDE, rs=0, imm=0), _i(Opcode.CFG, key=Cfg.CHIP_STRIDE, rs=0, imm=0),
@@ -161,7 +161,7 @@ def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions
             cob = cfgs["cob"]
             gi = cfgs["gi"] or in_cb
             tiles = cob * taps * gi
-            taddr = put(_bfp_bytes(cfg, rnd, tiles * n, extreme=extreme, high=False))
+            taddr = put(bfp_bytes(cfg, rnd, tiles * n, extreme=extreme, high=False))
             tbase = rnd.randint(0, 20)
             results = g["npix"] * cob
             acc = int(rnd.random() < 0.35)

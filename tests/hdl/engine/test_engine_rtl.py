@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_programs import random_dma_program, random_window_program, valid_image
+from engine_programs import bfp_bytes, random_dma_program, random_window_program, valid_image
 
 import accelml.sim
 from accelml.hdl.config import preset
@@ -69,8 +69,9 @@ def engine():
     return EngineSim(CFG)
 
 
-# four MFU lanes on W-banked VRF and FVRF (the DMAs on one-entry ports onto the banks)
-WIDE = dataclasses.replace(CFG, mfu_width=4)
+# four MFU lanes on W-banked VRF and FVRF (the DMAs on one-entry ports onto the banks); five tile
+# engines, so the MVU writes a round's results in two cycles of up to four entries
+WIDE = dataclasses.replace(CFG, mfu_width=4, tiles=5)
 
 
 @pytest.fixture(scope="module")
@@ -504,7 +505,7 @@ MVC_SHAPES = {  # taps * gi >= T = 2
 }
 
 
-MVC_SHAPES.update({  # taps * gi < T: each round after the first waits for the T writes
+MVC_SHAPES.update({  # taps * gi < T: each round after the first waits for the writes (W = 1: T of them)
     "1x1_one_block": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 15, "in_cb": 1, "cob": 1},
     "depthwise_1x1": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 16, "in_cb": 4, "cob": 4, "gi": 1, "go": 1},
     "no_pixels": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 0, "in_cb": 1, "cob": 1},
@@ -514,9 +515,9 @@ MVC_SHAPES.update({  # taps * gi < T: each round after the first waits for the T
 @pytest.mark.rtl
 @pytest.mark.parametrize("name", sorted(MVC_SHAPES))
 def test_mvc_cycles_are_modelled_exactly(engine, name):
-    """busy_mvu = cycles.mvu_busy: the rounds of T pairs back to back (or every T cycles when
-    taps * gi < T), plus the window's divisions, the pipeline and the last round's writes; the
-    whole run's cycles too (_same asserts the tolerance, this the equality)."""
+    """busy_mvu = cycles.mvu_busy: the rounds of T pairs back to back (or every ceil(T / W) cycles,
+    here T, when taps * gi is less), plus the window's divisions, the pipeline and the last round's
+    writes; the whole run's cycles too (_same asserts the tolerance, this the equality)."""
     from accelml.sim.cycles import mvu_busy
 
     cfgs = MVC_SHAPES[name]
@@ -525,8 +526,66 @@ def test_mvc_cycles_are_modelled_exactly(engine, name):
     text = "".join(f"cfg {k}, r0, {v}\n" for k, v in cfgs.items())
     for acc in (0, 1):
         ref, got = _same(engine, assemble(text + f"mvc r0, r0, r0, {acc}\nhalt"), valid_image(256, 9))
-        assert got.busy["mvu"] == mvu_busy(CFG.tiles, cfgs["cob"] * cfgs["npix"], kb)
+        assert got.busy["mvu"] == mvu_busy(CFG.tiles, cfgs["cob"] * cfgs["npix"], kb, width=CFG.mfu_width)
         assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+WIDE_MVC = {  # (in_cb, cob, npix, kh): T = 5 results a round written 4 at a time, in 2 cycles
+    "kb1_13_pairs": (1, 1, 13, 1),  # kb = 1 < 2: the writes pace the rounds; the last round of 3
+    "kb1_14_pairs": (1, 2, 7, 1),  # the last round of 4: its second write has no live lane
+    "kb3_9_pairs": (3, 1, 9, 1),  # kb = 3: back to back
+    "3x3_kb9": (1, 2, 4, 3),
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(WIDE_MVC))
+def test_mvc_writes_its_results_w_at_a_time(wide_engine, name):
+    """T = 5 tile engines on a 4-banked FVRF: each round's results are written 4 consecutive entries
+    a cycle from a start in any bank (dbase not a multiple of 4), the last round's lanes beyond the
+    pairs masked; the whole FVRF around the destination is stored, so a stray write shows, and
+    busy_mvu is cycles.mvu_busy exactly (a round every max(kb, 2) cycles, not every T)."""
+    from accelml.sim.cycles import mvu_busy
+
+    cfg = WIDE
+    in_cb, cob, npix, k = WIDE_MVC[name]
+    rnd = random.Random(name)
+    side = max(k, 4)
+    out_w = side - k + 1
+    vectors, tiles = side * side * in_cb, cob * k * k * in_cb
+    pairs, kb = cob * npix, k * k * in_cb
+    span = 64  # FVRF entries stored: the destination and what lies around it
+    vaddr = 0
+    taddr = vaddr + -(-vectors * cfg.bfp_vector_bytes // 16) * 16
+    faddr = taddr + -(-tiles * cfg.tile_bytes // 16) * 16
+    oaddr = faddr + span * cfg.fp_vector_bytes
+    rng = np.random.default_rng(rnd.getrandbits(32))
+    img = bytearray(bfp_bytes(cfg, rnd, vectors, extreme=0.0, high=False))
+    img.extend(bytes(taddr - len(img)))
+    img.extend(bfp_bytes(cfg, rnd, tiles * cfg.native_dim, extreme=0.0, high=False))
+    img.extend(bytes(faddr - len(img)))
+    img.extend((rng.standard_normal((span, cfg.native_dim)) * 8).astype("<f4").tobytes())
+    img.extend(bytes(span * cfg.fp_vector_bytes + 64))
+    geometry = {"in_h": side, "in_w": side, "kh": k, "kw": k, "out_w": out_w, "npix": npix, "in_cb": in_cb,
+                "cob": cob}
+    assert npix <= out_w * out_w and pairs % cfg.tiles  # the shape: a last round short of T pairs
+    for dbase, acc in ((1, 0), (3, 1), (6, 1)):
+        text = "".join(f"cfg {key}, r0, {v}\n" for key, v in geometry.items())
+        text += (f"seti r1, {taddr}\nld vrf, r0, r0, 1, {vectors}\nld mrf, r0, r1, 1, {tiles}\n"
+                 f"seti r2, {faddr}\nld fvrf, r0, r2, 1, {span}\nseti r3, {dbase}\nmvc r3, r0, r0, {acc}\n"
+                 f"seti r4, {oaddr}\nst fvrf, r0, r4, 1, {span}\nhalt")
+        ref, got = _same(wide_engine, assemble(text), img)
+        assert got.error is ErrorCode.NONE
+        out = np.frombuffer(bytes(got.memory[oaddr:oaddr + span * cfg.fp_vector_bytes]), "<f4")
+        before = np.frombuffer(bytes(img[faddr:faddr + span * cfg.fp_vector_bytes]), "<f4")
+        per = cfg.native_dim
+        assert (out[:dbase * per] == before[:dbase * per]).all()  # around the destination: untouched
+        assert (out[(dbase + pairs) * per:] == before[(dbase + pairs) * per:]).all()
+        assert (out[dbase * per:(dbase + pairs) * per] != before[dbase * per:(dbase + pairs) * per]).any()
+        assert got.busy["mvu"] == mvu_busy(cfg.tiles, pairs, kb, width=cfg.mfu_width)
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+    if kb < cfg.tiles:  # the rounds no longer wait for T one-entry writes
+        assert mvu_busy(cfg.tiles, pairs, kb, width=cfg.mfu_width) < mvu_busy(cfg.tiles, pairs, kb, width=1)
 
 
 POOL_SHAPES = {
