@@ -25,11 +25,14 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   first waits for them (a round every T cycles). Plus ``MVU_SETUP + T``: the window generator's
   divisions (``window.DIV_CYCLES``), the pipeline's fill and drain and the last round's writes
   (``MVU_SETUP_EMPTY`` without pairs). Done the cycle after its busy cycles.
-* **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: per
-  (pixel, channel block) pair a fold every 2 cycles (a tap through ``VectorOp``'s 2-cycle latency)
-  and the pair's end (3 cycles for max; 6 for the averages, which scale by the reciprocal), plus
-  the reciprocal of each output pixel's divisor (``POOL_RECIP`` cycles, not overlapped) and
-  ``POOL_SETUP`` (the divisions and the front pipeline; ``POOL_SETUP_EMPTY`` without pairs).
+* **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: the
+  (pixel, channel block) pairs ``POOL_LANES`` = 2 at a time (a *round*), their taps interleaved,
+  one fold a cycle (each pair's next tap meets its previous fold's result from ``VectorOp``'s
+  2-cycle latency): ``2 * taps`` cycles a round, a pair's end overlapped with the next round's
+  folds for max; the averages scale each sum by the reciprocal (``POOL_ROUND_END`` = 3 cycles a
+  round) and compute each output pixel's reciprocal (``POOL_RECIP`` cycles, not overlapped). A
+  last round of one pair saves a cycle; plus ``POOL_SETUP`` (the divisions, the front pipeline and
+  the last result; ``POOL_SETUP_EMPTY`` without pairs).
 * **DMA** (``hdl/engine/dma.py``): a load unit and a store unit that share the memory port a
   transfer at a time (the first to ask holds it to its ``DONE``). Per transfer the setup cost is
   the RTL's: the dispatch cycle, a ``SETUP`` cycle (longer while the other DMA holds the port) and
@@ -74,10 +77,11 @@ MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit
 # pipeline (MVU) or the dequantiser (pool)
 MVU_SETUP = 44  # + T: the last round's writes
 MVU_SETUP_EMPTY = 38  # an mvc without pairs
-POOL_SETUP = 42
+POOL_SETUP = 45
 POOL_SETUP_EMPTY = 39
-POOL_PAIR_END = {"max": 3, "avg": 6, "avg_pad": 6}  # cycles after a pair's last fold
-POOL_RECIP = 26  # the reciprocal of a pixel's divisor (pool.RECIP_CYCLES - 1 beyond the pair's end)
+POOL_LANES = 2  # pool.LANES: pairs folded in turn
+POOL_ROUND_END = {"max": 0, "avg": 3, "avg_pad": 3}  # cycles a round adds after its last fold
+POOL_RECIP = 26  # the reciprocal of a pixel's divisor (its start to the scaling it waits for)
 SPACES = ("vrf", "mrf", "fvrf", "mem")
 
 
@@ -95,7 +99,9 @@ def pool_busy(mode: str, pixels: int, pairs: int, taps: int) -> int:
     ``pairs = pixels * in_cb`` and ``taps = kh * kw``."""
     if pairs == 0:
         return POOL_SETUP_EMPTY
-    return POOL_SETUP + pairs * (2 * taps + POOL_PAIR_END[mode]) + (mode != "max") * POOL_RECIP * pixels
+    rounds = -(-pairs // POOL_LANES)
+    return (POOL_SETUP + rounds * (POOL_LANES * taps + POOL_ROUND_END[mode]) - pairs % POOL_LANES
+            + (mode != "max") * POOL_RECIP * pixels)
 
 
 def mfu_groups(count: int, period: int = 0, width: int = 1) -> int:

@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -53,17 +53,27 @@ from accelml.hdl.isa import PoolMode, Space, VecOp
 from .layouts import check_config
 from .regfiles import file_addr_bits, file_port_signature
 from .status import ErrorCode, report_done
-from .window import WindowGen, window_cmd_layout, window_step_layout
+from .window import WindowGen, vrf_addr_bits, window_cmd_layout
 
-__all__ = ["Pool", "Reciprocal", "pool_cmd_layout", "COUNT_BITS", "RECIP_CYCLES", "reciprocal_bits"]
+__all__ = ["Pool", "Reciprocal", "pool_cmd_layout", "tap_layout", "COUNT_BITS", "LANES", "RECIP_CYCLES",
+           "reciprocal_bits"]
 
 COUNT_BITS = 64  # taps counted per window (kh * kw fits)
 RECIP_CYCLES = 27
 NEG_INF = 0xFF80_0000
+LANES = units.VectorOp.latency  # pairs folded in turn, a tap a cycle: each slot's fold returns in time
 
 
 def pool_cmd_layout() -> data.StructLayout:
     return data.StructLayout({"win": window_cmd_layout(), "dbase": unsigned(32), "mode": PoolMode})
+
+
+def tap_layout(cfg) -> data.StructLayout:
+    """One tap of one pair, as the window generator's lane ``slot`` named it."""
+    return data.StructLayout({
+        "addr": unsigned(vrf_addr_bits(cfg)), "zero": 1, "inpad": 1, "j": unsigned(32), "q": unsigned(32),
+        "slot": range(LANES), "first": 1, "last": 1, "final": 1,
+    })
 
 
 def reciprocal_bits(count):
@@ -161,14 +171,16 @@ class Pool(wiring.Component):
         m = Module()
         cfg = self.cfg
         n = cfg.native_dim
+        nl = LANES
         c = Signal(pool_cmd_layout())
-        m.submodules.window = gen = WindowGen(cfg, 1)
+        m.submodules.window = gen = WindowGen(cfg, nl)
         one = replace(cfg, mfu_width=1)
         m.submodules.deq = deq = units.Dequantise(one)
         m.submodules.vop = vop = units.VectorOp(one)
+        assert vop.latency == nl  # a slot's next tap meets its previous fold's result
         m.submodules.recip = recip = Reciprocal()
-        step_layout = window_step_layout(cfg, 1)
-        m.submodules.meta = meta = SyncFIFO(width=step_layout.size, depth=4)  # the taps inside ``deq``
+        tap = tap_layout(cfg)
+        m.submodules.meta = meta = SyncFIFO(width=tap.size, depth=4)  # the taps inside ``deq``
 
         is_max = c.mode == PoolMode.MAX
         ninf = Signal(32 * n)
@@ -176,114 +188,130 @@ class Pool(wiring.Component):
         faw = file_addr_bits(cfg, Space.FVRF)
         running = Signal()  # taps flow from the window generator into ``deq``
 
-        # -- front: window step -> VRF read (stage R) -> Dequantise, one tap per cycle ----------
+        # -- front: window step -> one lane a cycle -> VRF read (stage R) -> Dequantise ---------
         beat = gen.o.payload
         special = beat.none | beat.fault
+        sel = Signal(range(nl))  # the lane of the beat taken next
+        lane = beat.lane[sel]
+        beat_end = Signal()  # the lane taken is the beat's last active one
+        m.d.comb += beat_end.eq(sel == nl - 1)
+        for t in range(nl - 1):
+            with m.If((sel == t) & ~beat.lane[t + 1].active):
+                m.d.comb += beat_end.eq(1)
         r_valid = Signal()
-        r_step = Signal(step_layout)
+        r_tap = Signal(tap)
         deq_take = Signal()
         m.d.comb += deq_take.eq(r_valid & deq.i.ready & meta.w_rdy)
         take = Signal()
         m.d.comb += take.eq(running & gen.o.valid & ~special & (~r_valid | deq_take))
-        m.d.comb += [gen.o.ready.eq(take), self.vrf.raddr.eq(Mux(take, beat.lane[0].addr, r_step.lane[0].addr))]
+        m.d.comb += self.vrf.raddr.eq(Mux(take, lane.addr, r_tap.addr))
         with m.If(take):
-            m.d.sync += [r_valid.eq(1), r_step.eq(beat)]
+            m.d.sync += [r_valid.eq(1), sel.eq(Mux(beat_end, 0, sel + 1)),
+                         r_tap.addr.eq(lane.addr), r_tap.zero.eq(lane.zero), r_tap.inpad.eq(lane.inpad),
+                         r_tap.j.eq(lane.j), r_tap.q.eq(lane.q), r_tap.slot.eq(sel),
+                         r_tap.first.eq(beat.first), r_tap.last.eq(beat.last), r_tap.final.eq(beat.final & beat_end)]
         with m.Elif(deq_take):
             m.d.sync += r_valid.eq(0)
-        vec = self.vrf.rdata  # the block of r_step (its address is held while it waits)
-        zero = r_step.lane[0].zero
+        vec = self.vrf.rdata  # the block of r_tap (its address is held while it waits)
+        zero = r_tap.zero
         m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(r_valid),
                      deq.i.payload.vec[0].exp.eq(Mux(zero, 0, vec.exp)),
-                     meta.w_en.eq(deq_take), meta.w_data.eq(r_step.as_value())]
+                     meta.w_en.eq(deq_take), meta.w_data.eq(r_tap.as_value())]
         for k in range(n):  # VRF two's complement -> the unit's sign-magnitude elements
             mant, el = vec.mant[k], deq.i.payload.vec[0].mant[k]
             m.d.comb += [el.sign.eq(~zero & (mant < 0)), el.mag.eq(Mux(zero, 0, Mux(mant < 0, -mant, mant)))]
 
-        # -- back: fold each tap into the pair's value, one VectorOp at a time -----------------
-        nxt = data.View(step_layout, meta.r_data)  # the tap whose value ``deq`` offers
-        cur = Signal(step_layout)  # the tap being folded (or the pair just finished)
-        acc = Signal(32 * n)
-        inflight = Signal()
-        count = Signal(COUNT_BITS)
+        # -- back: one VectorOp a cycle, the slots' folds interleaved -------------------------------
+        nxt = data.View(tap, meta.r_data)  # the tap whose value ``deq`` offers
+        acc = Array(Signal(32 * n, name=f"acc{s}") for s in range(nl))  # each slot's value
+        count = Array(Signal(COUNT_BITS, name=f"count{s}") for s in range(nl))  # its taps counted
+        key = Array(Signal(32, name=f"key{s}") for s in range(nl))  # its pair's pixel: q - j
+        waddr = Array(Signal(faw, name=f"waddr{s}") for s in range(nl))  # its pair's result entry
+        inflight = Signal(nl)  # a fold of the slot is in ``vop``
+        pend = Signal(nl)  # the slot's sum waits for its scaling (averages)
+        tag_layout = data.StructLayout({"valid": 1, "scale": 1, "slot": range(nl), "last": 1, "empty": 1,
+                                        "waddr": faw})
+        tags = [Signal(tag_layout, name=f"tag{k}") for k in range(nl + 1)]  # [0]: issued now; [nl]: in vop.o
+        for k in range(nl):
+            m.d.sync += tags[k + 1].eq(tags[k])
+        arr = tags[nl]
+        rkey = Signal(32)  # the pixel whose reciprocal ``recip`` holds (or computes)
+        rkey_ok = Signal()
+        fin = Signal()  # the walk's final tap is issued
         ovf = Signal()
         empty = Signal()
         code = Signal(ErrorCode)
-        recip_ok = Signal()  # ``recip.result`` is the current pixel's reciprocal
         result = vop.o.payload.vec[0]
-        m.d.comb += [vop.i.payload.live.eq(vop.i.valid), vop.o.ready.eq(1),
-                     self.fvrf.waddr.eq((c.dbase + cur.lane[0].q)[:faw]), self.fvrf.wdata.eq(result)]
-        arrived = inflight & vop.o.valid  # the folded value of ``cur``
-        prev = Mux(arrived, result, acc)
+        m.d.comb += [vop.i.payload.live.eq(vop.i.valid), vop.o.ready.eq(1), tags[0].valid.eq(vop.i.valid),
+                     self.fvrf.waddr.eq(arr.waddr), self.fvrf.wdata.eq(result)]
         start_acc = Mux(is_max, ninf, 0)
-        counts = Mux(c.mode == PoolMode.AVG_PAD, nxt.lane[0].inpad, ~nxt.lane[0].zero)
+        counts = Mux(c.mode == PoolMode.AVG_PAD, nxt.inpad, ~nxt.zero)
+        fold_back = arr.valid & ~arr.scale  # a fold's result returns to its slot
+        sum_done = fold_back & arr.last & ~arr.empty & ~is_max  # an average's sum, to be scaled
+        s = nxt.slot
+        free = ~inflight.bit_select(s, 1) | (fold_back & (arr.slot == s) & ~sum_done)
+        ps = Signal(range(nl))  # the first slot waiting for its scaling
+        for t in reversed(range(nl)):
+            with m.If(pend[t]):
+                m.d.comb += ps.eq(t)
+        ready = recip.done & rkey_ok & (rkey == key[ps])
+        new_count = Signal(COUNT_BITS)
+        m.d.comb += new_count.eq(Mux(nxt.first, 0, count[s]) + counts)
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), recip_ok.eq(0), inflight.eq(0)]
+                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), rkey_ok.eq(0), fin.eq(0),
+                                 inflight.eq(0), pend.eq(0), sel.eq(0)]
                     m.next = "WINDOW"
             with m.State("WINDOW"):
                 m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
                 with m.If(gen.cmd.ready):
-                    m.next = "FOLD"
-            with m.State("FOLD"):
-                m.d.comb += [self.busy.eq(1), running.eq(1)]
-                with m.If(arrived):
-                    m.d.sync += [acc.eq(result), inflight.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += [self.busy.eq(1), running.eq(1), gen.o.ready.eq(take & beat_end)]
+                with m.If(arr.valid):  # a result: a fold's, or a scaled average
                     with m.If(vop.o.payload.error):
                         m.d.sync += ovf.eq(1)
+                    with m.If(~arr.scale):
+                        m.d.sync += [acc[arr.slot].eq(result), inflight.bit_select(arr.slot, 1).eq(0)]
+                        with m.If(arr.last & arr.empty):
+                            m.d.sync += empty.eq(1)
+                        with m.Elif(arr.last & is_max):
+                            m.d.comb += self.fvrf.we.eq(1)
+                        with m.Elif(arr.last):
+                            m.d.sync += pend.bit_select(arr.slot, 1).eq(1)
+                    with m.Elif(~vop.o.payload.error):
+                        m.d.comb += self.fvrf.we.eq(1)
                 with m.If(gen.o.valid & special):  # a walk without taps: its only beat
                     m.d.comb += gen.o.ready.eq(1)
                     m.next = "FINISH"
-                with m.Elif(arrived & cur.last):
-                    m.next = "PAIR_END"
-                with m.Elif(deq.o.valid & meta.r_rdy & (~inflight | arrived)):
-                    m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(Mux(nxt.first, start_acc, prev)),
-                                 vop.i.payload.b[0].eq(Mux(nxt.lane[0].zero, Mux(is_max, ninf, 0),
-                                                           deq.o.payload.vec[0])),
-                                 vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD)),
-                                 deq.o.ready.eq(1), meta.r_en.eq(1)]
-                    m.d.sync += [cur.eq(nxt), inflight.eq(1), count.eq(Mux(nxt.first, 0, count) + counts)]
-                    with m.If(deq.o.payload.error & ~nxt.lane[0].zero):
-                        m.d.sync += ovf.eq(1)
-                    with m.If(nxt.first & (nxt.lane[0].j == 0)):
-                        m.d.sync += recip_ok.eq(0)
-            with m.State("PAIR_END"):  # acc and count are the pair's
-                m.d.comb += self.busy.eq(1)
-                with m.If(count == 0):
-                    m.d.sync += empty.eq(1)
-                    m.next = "NEXT"
-                with m.Elif(is_max):
-                    m.d.comb += [self.fvrf.we.eq(1), self.fvrf.wdata.eq(acc)]
-                    m.next = "NEXT"
-                with m.Elif(recip_ok):
-                    m.next = "SCALE"
-                with m.Else():
-                    m.d.comb += [recip.start.eq(1), recip.count.eq(count)]
-                    m.next = "RECIP"
-            with m.State("RECIP"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(recip.done):
-                    m.d.sync += recip_ok.eq(1)
-                    m.next = "SCALE"
-            with m.State("SCALE"):
-                m.d.comb += [self.busy.eq(1), vop.i.valid.eq(1), vop.i.payload.a[0].eq(acc),
-                             vop.i.payload.b[0].eq(Cat(*[recip.result] * n)), vop.i.payload.op.eq(VecOp.MUL)]
-                m.next = "SCALE_WAIT"
-            with m.State("SCALE_WAIT"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(vop.o.valid):
-                    with m.If(vop.o.payload.error):
-                        m.d.sync += ovf.eq(1)
-                    with m.Else():
-                        m.d.comb += self.fvrf.we.eq(1)
-                    m.next = "NEXT"
-            with m.State("NEXT"):
-                m.d.comb += self.busy.eq(1)
-                m.next = "FOLD"
-                with m.If(cur.final):
+                with m.Elif(fin & ~inflight.any() & ~pend.any() & ~Cat(t.valid for t in tags[1:]).any()):
                     m.next = "FINISH"
+                with m.Elif(pend.any()):  # scale the first waiting sum, its pixel's reciprocal first
+                    with m.If(ready):
+                        m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(acc[ps]),
+                                     vop.i.payload.b[0].eq(Cat(*[recip.result] * n)),
+                                     vop.i.payload.op.eq(VecOp.MUL), tags[0].scale.eq(1), tags[0].waddr.eq(waddr[ps])]
+                        m.d.sync += pend.bit_select(ps, 1).eq(0)
+                    with m.Elif(~rkey_ok | recip.done):
+                        m.d.comb += [recip.start.eq(1), recip.count.eq(count[ps])]
+                        m.d.sync += [rkey.eq(key[ps]), rkey_ok.eq(1)]
+                with m.Elif(deq.o.valid & meta.r_rdy & free & ~sum_done):
+                    prev = Mux(fold_back & (arr.slot == s), result, acc[s])
+                    m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(Mux(nxt.first, start_acc, prev)),
+                                 vop.i.payload.b[0].eq(Mux(nxt.zero, Mux(is_max, ninf, 0), deq.o.payload.vec[0])),
+                                 vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD)),
+                                 tags[0].slot.eq(s), tags[0].last.eq(nxt.last), tags[0].empty.eq(new_count == 0),
+                                 tags[0].waddr.eq((c.dbase + nxt.q)[:faw]),
+                                 deq.o.ready.eq(1), meta.r_en.eq(1)]
+                    m.d.sync += [inflight.bit_select(s, 1).eq(1), count[s].eq(new_count), key[s].eq(nxt.q - nxt.j),
+                                 waddr[s].eq((c.dbase + nxt.q)[:faw])]
+                    with m.If(nxt.final):
+                        m.d.sync += fin.eq(1)
+                    with m.If(deq.o.payload.error & ~nxt.zero):
+                        m.d.sync += ovf.eq(1)
             with m.State("FINISH"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += code.eq(Mux(empty, ErrorCode.EMPTY_WINDOW, Mux(ovf, ErrorCode.OVERFLOW, ErrorCode.NONE)))
