@@ -20,21 +20,29 @@ with ``accelml.hdl.mfu.VectorOp``, exactly as ``golden.max_pool`` / ``golden.avg
   an add beyond the internal format's range is ``OVERFLOW``.
 
 Errors are collected over the whole instruction and reported at its end, ``EMPTY_WINDOW`` before
-``OVERFLOW`` (the golden checks the divisors before it sums); the results of the pairs before a
-fault are written (the functional simulator writes none; a failing program stops there).
+``OVERFLOW`` (the golden checks the divisors before it sums); every pair is folded and written but
+an empty window's and an average whose scaling overflows (the functional simulator writes none; a
+failing program stops there).
 
-Pipeline: the window generator's taps are read from the VRF and dequantised one per cycle (a tap
-outside the input goes through as a zero block, its value replaced by the fill), a small FIFO
-keeping each tap's flags beside ``Dequantise``; the fold takes a tap whenever the previous fold's
-result returns (2 cycles: ``VectorOp``'s latency, its result forwarded straight into the next
-operation). At a pair's end the value is written (max) or scaled by the reciprocal, computed by
-:class:`Reciprocal` (``RECIP_CYCLES``) once per output pixel, and written.
+Pipeline: the window generator walks the pairs ``LANES`` = 2 at a time (a *round*, ``VectorOp``'s
+latency), each beat naming the same tap of both pairs; its lanes are read from the VRF and
+dequantised one per cycle, pair A's tap then pair B's (a tap outside the input goes through as a
+zero block, its value replaced by the fill; a last round of one pair has only lane A), a small
+FIFO keeping each tap's flags beside ``Dequantise``. Each pair has a slot (its value, tap count,
+result entry); the fold takes a tap a cycle, pair A's and pair B's in turn, so a tap meets its
+pair's previous result as ``VectorOp`` returns it (forwarded straight into the operation) and the
+golden order within a pair is kept. A max pair's value is written as its last fold returns, while
+the next round folds. An average's sum waits in its slot and holds the taps back: the waiting
+sums, A's first, are scaled by the reciprocal of their pixel's count (one ``VectorOp`` multiply
+each, written as it returns); :class:`Reciprocal` (``RECIP_CYCLES``) computes it once per output
+pixel, for its first pair, while the unit waits.
 
 Timing (``accelml.sim.cycles.pool_busy``, equal to ``busy_pool``: tests/hdl/engine/test_engine_rtl.py):
-2 cycles per tap and 3 per pair's end (max; 6 with the averages' scaling), the reciprocal once per
-output pixel (26 more cycles, not overlapped) and a setup of 42 cycles (the window generator's
-divisions and the front pipeline; 39 without pairs): a 3 x 3 max pool of 8 pairs takes 210
-cycles, the average 338.
+2 cycles per tap and round (one per tap and pair), nothing more per round for max and 3 for the
+averages' scaling, the reciprocal once per output pixel (26 more cycles, not overlapped), a cycle
+less when the last round has one pair, and a setup of 45 cycles (the window generator's divisions,
+the front pipeline and the last result; 39 without pairs): a 3 x 3 max pool of 8 pairs takes 117
+cycles, the average 233.
 """
 
 from __future__ import annotations
