@@ -33,16 +33,17 @@ result entry); the fold takes a tap a cycle, pair A's and pair B's in turn, so a
 pair's previous result as ``VectorOp`` returns it (forwarded straight into the operation) and the
 golden order within a pair is kept. A max pair's value is written as its last fold returns, while
 the next round folds. An average's sum waits in its slot and holds the taps back: the waiting
-sums, A's first, are scaled by the reciprocal of their pixel's count (one ``VectorOp`` multiply
-each, written as it returns); :class:`Reciprocal` (``RECIP_CYCLES``) computes it once per output
-pixel, for its first pair, while the unit waits.
+sums, A's first, are scaled by the reciprocal of their count (one ``VectorOp`` multiply each,
+written as it returns); :class:`Reciprocal` (``RECIP_CYCLES``) keeps the last count's, and
+computes a sum's whose count differs, while the unit waits (once per run of output pixels with
+equal divisors: each pixel's pairs share its count).
 
 Timing (``accelml.sim.cycles.pool_busy``, equal to ``busy_pool``: tests/hdl/engine/test_engine_rtl.py):
 2 cycles per tap and round (one per tap and pair), nothing more per round for max and 3 for the
-averages' scaling, the reciprocal once per output pixel (26 more cycles, not overlapped), a cycle
+averages' scaling, a reciprocal per change of divisor (26 more cycles, not overlapped), a cycle
 less when the last round has one pair, and a setup of 45 cycles (the window generator's divisions,
 the front pipeline and the last result; 39 without pairs): a 3 x 3 max pool of 8 pairs takes 117
-cycles, the average 233.
+cycles, the average of one divisor 155.
 """
 
 from __future__ import annotations
@@ -200,7 +201,11 @@ class Pool(wiring.Component):
         beat = gen.o.payload
         special = beat.none | beat.fault
         sel = Signal(range(nl))  # the lane of the beat taken next
-        lane = beat.lane[sel]
+        lane = Signal(beat.lane.shape().elem_shape)  # lane ``sel`` of the beat
+        with m.Switch(sel):
+            for t in range(nl):
+                with m.Case(t):
+                    m.d.comb += lane.eq(beat.lane[t])
         beat_end = Signal()  # the lane taken is the beat's last active one
         m.d.comb += beat_end.eq(sel == nl - 1)
         for t in range(nl - 1):
@@ -233,18 +238,19 @@ class Pool(wiring.Component):
         nxt = data.View(tap, meta.r_data)  # the tap whose value ``deq`` offers
         acc = Array(Signal(32 * n, name=f"acc{s}") for s in range(nl))  # each slot's value
         count = Array(Signal(COUNT_BITS, name=f"count{s}") for s in range(nl))  # its taps counted
-        key = Array(Signal(32, name=f"key{s}") for s in range(nl))  # its pair's pixel: q - j
         waddr = Array(Signal(faw, name=f"waddr{s}") for s in range(nl))  # its pair's result entry
-        inflight = Signal(nl)  # a fold of the slot is in ``vop``
-        pend = Signal(nl)  # the slot's sum waits for its scaling (averages)
+        inflight = Array(Signal(name=f"inflight{s}") for s in range(nl))  # a fold of the slot is in ``vop``
+        pend = Array(Signal(name=f"pend{s}") for s in range(nl))  # the slot's sum waits for its scaling
+        busy_slots = Cat(*inflight, *pend).any()
+        waiting = Cat(*pend).any()
         tag_layout = data.StructLayout({"valid": 1, "scale": 1, "slot": range(nl), "last": 1, "empty": 1,
                                         "waddr": faw})
         tags = [Signal(tag_layout, name=f"tag{k}") for k in range(nl + 1)]  # [0]: issued now; [nl]: in vop.o
         for k in range(nl):
             m.d.sync += tags[k + 1].eq(tags[k])
         arr = tags[nl]
-        rkey = Signal(32)  # the pixel whose reciprocal ``recip`` holds (or computes)
-        rkey_ok = Signal()
+        rcount = Signal(COUNT_BITS)  # the count whose reciprocal ``recip`` holds (or computes)
+        rcount_ok = Signal()
         fin = Signal()  # the walk's final tap is issued
         ovf = Signal()
         empty = Signal()
@@ -257,12 +263,12 @@ class Pool(wiring.Component):
         fold_back = arr.valid & ~arr.scale  # a fold's result returns to its slot
         sum_done = fold_back & arr.last & ~arr.empty & ~is_max  # an average's sum, to be scaled
         s = nxt.slot
-        free = ~inflight.bit_select(s, 1) | (fold_back & (arr.slot == s) & ~sum_done)
+        free = ~inflight[s] | (fold_back & (arr.slot == s) & ~sum_done)
         ps = Signal(range(nl))  # the first slot waiting for its scaling
         for t in reversed(range(nl)):
             with m.If(pend[t]):
                 m.d.comb += ps.eq(t)
-        ready = recip.done & rkey_ok & (rkey == key[ps])
+        ready = recip.done & rcount_ok & (rcount == count[ps])
         new_count = Signal(COUNT_BITS)
         m.d.comb += new_count.eq(Mux(nxt.first, 0, count[s]) + counts)
 
@@ -270,8 +276,8 @@ class Pool(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), rkey_ok.eq(0), fin.eq(0),
-                                 inflight.eq(0), pend.eq(0), sel.eq(0)]
+                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), rcount_ok.eq(0), fin.eq(0),
+                                 sel.eq(0), *(f.eq(0) for f in [*inflight, *pend])]
                     m.next = "WINDOW"
             with m.State("WINDOW"):
                 m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
@@ -283,29 +289,29 @@ class Pool(wiring.Component):
                     with m.If(vop.o.payload.error):
                         m.d.sync += ovf.eq(1)
                     with m.If(~arr.scale):
-                        m.d.sync += [acc[arr.slot].eq(result), inflight.bit_select(arr.slot, 1).eq(0)]
+                        m.d.sync += [acc[arr.slot].eq(result), inflight[arr.slot].eq(0)]
                         with m.If(arr.last & arr.empty):
                             m.d.sync += empty.eq(1)
                         with m.Elif(arr.last & is_max):
                             m.d.comb += self.fvrf.we.eq(1)
                         with m.Elif(arr.last):
-                            m.d.sync += pend.bit_select(arr.slot, 1).eq(1)
+                            m.d.sync += pend[arr.slot].eq(1)
                     with m.Elif(~vop.o.payload.error):
                         m.d.comb += self.fvrf.we.eq(1)
                 with m.If(gen.o.valid & special):  # a walk without taps: its only beat
                     m.d.comb += gen.o.ready.eq(1)
                     m.next = "FINISH"
-                with m.Elif(fin & ~inflight.any() & ~pend.any() & ~Cat(t.valid for t in tags[1:]).any()):
+                with m.Elif(fin & ~busy_slots & ~Cat(t.valid for t in tags[1:]).any()):
                     m.next = "FINISH"
-                with m.Elif(pend.any()):  # scale the first waiting sum, its pixel's reciprocal first
+                with m.Elif(waiting):  # scale the first waiting sum, its pixel's reciprocal first
                     with m.If(ready):
                         m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(acc[ps]),
                                      vop.i.payload.b[0].eq(Cat(*[recip.result] * n)),
                                      vop.i.payload.op.eq(VecOp.MUL), tags[0].scale.eq(1), tags[0].waddr.eq(waddr[ps])]
-                        m.d.sync += pend.bit_select(ps, 1).eq(0)
-                    with m.Elif(~rkey_ok | recip.done):
+                        m.d.sync += pend[ps].eq(0)
+                    with m.Elif(~rcount_ok | recip.done):
                         m.d.comb += [recip.start.eq(1), recip.count.eq(count[ps])]
-                        m.d.sync += [rkey.eq(key[ps]), rkey_ok.eq(1)]
+                        m.d.sync += [rcount.eq(count[ps]), rcount_ok.eq(1)]
                 with m.Elif(deq.o.valid & meta.r_rdy & free & ~sum_done):
                     prev = Mux(fold_back & (arr.slot == s), result, acc[s])
                     m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(Mux(nxt.first, start_acc, prev)),
@@ -314,7 +320,7 @@ class Pool(wiring.Component):
                                  tags[0].slot.eq(s), tags[0].last.eq(nxt.last), tags[0].empty.eq(new_count == 0),
                                  tags[0].waddr.eq((c.dbase + nxt.q)[:faw]),
                                  deq.o.ready.eq(1), meta.r_en.eq(1)]
-                    m.d.sync += [inflight.bit_select(s, 1).eq(1), count[s].eq(new_count), key[s].eq(nxt.q - nxt.j),
+                    m.d.sync += [inflight[s].eq(1), count[s].eq(new_count),
                                  waddr[s].eq((c.dbase + nxt.q)[:faw])]
                     with m.If(nxt.final):
                         m.d.sync += fin.eq(1)

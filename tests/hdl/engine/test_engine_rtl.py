@@ -24,8 +24,9 @@ from accelml.hdl.engine.top import Engine
 from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Cfg, Instruction, Opcode, PoolMode, Space
 from accelml.hdl.program import assemble
-from accelml.sim import rtl
+from accelml.sim import golden, rtl
 from accelml.sim.funcsim import FuncSim
+from accelml.sim.layout import pixel_grid
 from accelml.sim.memory import encode_bfp
 from accelml.sim.rtl_engine import EngineSim, funcsim_outcome, timing_mismatch
 
@@ -543,6 +544,20 @@ POOL_SHAPES = {
 }
 
 
+def _pool_reciprocals(cfgs: dict, mode: PoolMode) -> int:
+    """cycles.pool_reciprocals of the window's output pixels' divisors (0 for max)."""
+    from accelml.sim.cycles import pool_reciprocals
+
+    if mode == PoolMode.MAX:
+        return 0
+    g = {"in_h": 1, "in_w": 1, "kh": 1, "kw": 1, "stride_h": 1, "stride_w": 1, "dil_h": 1, "dil_w": 1, "pad_t": 0,
+         "pad_l": 0, "pad_b": 0, "pad_r": 0, "pix0": 0, **cfgs}
+    geom = golden.ConvGeom(g["in_h"], g["in_w"], g["kh"], g["kw"], (g["stride_h"], g["stride_w"]),
+                           (g["dil_h"], g["dil_w"]), (g["pad_t"], g["pad_l"], g["pad_b"], g["pad_r"]))
+    grid = pixel_grid((g["pix0"], g["npix"], g["out_w"]))
+    return pool_reciprocals(golden.avg_divisors(geom, mode == PoolMode.AVG_PAD, *grid))
+
+
 @pytest.mark.rtl
 @pytest.mark.parametrize("name", sorted(POOL_SHAPES))
 def test_pool_cycles_are_modelled_exactly(engine, name):
@@ -558,7 +573,8 @@ def test_pool_cycles_are_modelled_exactly(engine, name):
         program, image = pool_program(CFG, random.Random(f"{name} {mode.name}"), cfgs, mode, extreme=0.0)
         ref, got = _same(engine, program, image)
         assert got.error is ErrorCode.NONE
-        assert got.busy["pool"] == pool_busy(mode.name.lower(), cfgs["npix"], cfgs["npix"] * cfgs["in_cb"], taps)
+        assert got.busy["pool"] == pool_busy(mode.name.lower(), cfgs["npix"] * cfgs["in_cb"], taps,
+                                             _pool_reciprocals(cfgs, mode))
         assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
 
 
