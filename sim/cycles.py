@@ -26,11 +26,15 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   round every D cycles). Plus ``MVU_SETUP + D``: the window generator's divisions
   (``window.DIV_CYCLES``), the pipeline's fill and drain and the last round's writes
   (``MVU_SETUP_EMPTY`` without pairs). Done the cycle after its busy cycles.
-* **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: per
-  (pixel, channel block) pair a fold every 2 cycles (a tap through ``VectorOp``'s 2-cycle latency)
-  and the pair's end (3 cycles for max; 6 for the averages, which scale by the reciprocal), plus
-  the reciprocal of each output pixel's divisor (``POOL_RECIP`` cycles, not overlapped) and
-  ``POOL_SETUP`` (the divisions and the front pipeline; ``POOL_SETUP_EMPTY`` without pairs).
+* **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: the
+  (pixel, channel block) pairs ``POOL_LANES`` = 2 at a time (a *round*), their taps interleaved,
+  one fold a cycle (each pair's next tap meets its previous fold's result from ``VectorOp``'s
+  2-cycle latency): ``2 * taps`` cycles a round, a pair's end overlapped with the next round's
+  folds for max; the averages scale each sum by the reciprocal (``POOL_ROUND_END`` = 3 cycles a
+  round) and compute the reciprocal of a pixel's divisor where it differs from the previous
+  pixel's (``POOL_RECIP`` cycles, not overlapped; :func:`pool_reciprocals`). A last round of one
+  pair saves a cycle; plus ``POOL_SETUP`` (the divisions, the front pipeline and
+  the last result; ``POOL_SETUP_EMPTY`` without pairs).
 * **DMA** (``hdl/engine/dma.py``): a load unit and a store unit that share the memory port a
   transfer at a time (the first to ask holds it to its ``DONE``). Per transfer the setup cost is
   the RTL's: the dispatch cycle, a ``SETUP`` cycle (longer while the other DMA holds the port) and
@@ -66,7 +70,7 @@ from .dram import derating
 NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY",
-           "mfu_cycles", "mfu_groups", "mvu_busy", "pool_busy"]
+           "mfu_cycles", "mfu_groups", "mvu_busy", "pool_busy", "pool_reciprocals"]
 
 UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu", "pool")  # status.Unit's names
 MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit's pipeline latency
@@ -75,10 +79,11 @@ MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit
 # pipeline (MVU) or the dequantiser (pool)
 MVU_SETUP = 44  # + ceil(T / mfu_width): the last round's writes
 MVU_SETUP_EMPTY = 38  # an mvc without pairs
-POOL_SETUP = 42
+POOL_SETUP = 45
 POOL_SETUP_EMPTY = 39
-POOL_PAIR_END = {"max": 3, "avg": 6, "avg_pad": 6}  # cycles after a pair's last fold
-POOL_RECIP = 26  # the reciprocal of a pixel's divisor (pool.RECIP_CYCLES - 1 beyond the pair's end)
+POOL_LANES = 2  # pool.LANES: pairs folded in turn
+POOL_ROUND_END = {"max": 0, "avg": 3, "avg_pad": 3}  # cycles a round adds after its last fold
+POOL_RECIP = 26  # a reciprocal: its start to the scaling that waits for it
 SPACES = ("vrf", "mrf", "fvrf", "mem")
 
 
@@ -92,12 +97,22 @@ def mvu_busy(tiles: int, pairs: int, kb: int, *, width: int) -> int:
     return MVU_SETUP + writes + kb + (rounds - 1) * max(kb, writes)
 
 
-def pool_busy(mode: str, pixels: int, pairs: int, taps: int) -> int:
-    """Busy cycles of a ``pool`` (``mode`` a PoolMode name) of ``pixels`` output pixels,
-    ``pairs = pixels * in_cb`` and ``taps = kh * kw``."""
+def pool_busy(mode: str, pairs: int, taps: int, reciprocals: int = 0) -> int:
+    """Busy cycles of a ``pool`` (``mode`` a PoolMode name) of ``pairs = pixels * in_cb`` pairs of
+    ``taps = kh * kw`` taps, computing ``reciprocals`` reciprocals (the averages:
+    :func:`pool_reciprocals` of the output pixels' divisors)."""
     if pairs == 0:
         return POOL_SETUP_EMPTY
-    return POOL_SETUP + pairs * (2 * taps + POOL_PAIR_END[mode]) + (mode != "max") * POOL_RECIP * pixels
+    rounds = -(-pairs // POOL_LANES)
+    return (POOL_SETUP + rounds * (POOL_LANES * taps + POOL_ROUND_END[mode]) - pairs % POOL_LANES
+            + (mode != "max") * POOL_RECIP * reciprocals)
+
+
+def pool_reciprocals(divisors) -> int:
+    """Reciprocals an average ``pool`` computes: one for its first output pixel and one for each
+    pixel whose divisor differs from the previous pixel's (the unit keeps the last one)."""
+    d = np.asarray(divisors).ravel()
+    return int(d.size > 0) + int(np.count_nonzero(d[1:] != d[:-1]))
 
 
 def mfu_groups(count: int, period: int = 0, width: int = 1) -> int:

@@ -20,21 +20,30 @@ with ``accelml.hdl.mfu.VectorOp``, exactly as ``golden.max_pool`` / ``golden.avg
   an add beyond the internal format's range is ``OVERFLOW``.
 
 Errors are collected over the whole instruction and reported at its end, ``EMPTY_WINDOW`` before
-``OVERFLOW`` (the golden checks the divisors before it sums); the results of the pairs before a
-fault are written (the functional simulator writes none; a failing program stops there).
+``OVERFLOW`` (the golden checks the divisors before it sums); every pair is folded and written but
+an empty window's and an average whose scaling overflows (the functional simulator writes none; a
+failing program stops there).
 
-Pipeline: the window generator's taps are read from the VRF and dequantised one per cycle (a tap
-outside the input goes through as a zero block, its value replaced by the fill), a small FIFO
-keeping each tap's flags beside ``Dequantise``; the fold takes a tap whenever the previous fold's
-result returns (2 cycles: ``VectorOp``'s latency, its result forwarded straight into the next
-operation). At a pair's end the value is written (max) or scaled by the reciprocal, computed by
-:class:`Reciprocal` (``RECIP_CYCLES``) once per output pixel, and written.
+Pipeline: the window generator walks the pairs ``LANES`` = 2 at a time (a *round*, ``VectorOp``'s
+latency), each beat naming the same tap of both pairs; its lanes are read from the VRF and
+dequantised one per cycle, pair A's tap then pair B's (a tap outside the input goes through as a
+zero block, its value replaced by the fill; a last round of one pair has only lane A), a small
+FIFO keeping each tap's flags beside ``Dequantise``. Each pair has a slot (its value, tap count,
+result entry); the fold takes a tap a cycle, pair A's and pair B's in turn, so a tap meets its
+pair's previous result as ``VectorOp`` returns it (forwarded straight into the operation) and the
+golden order within a pair is kept. A max pair's value is written as its last fold returns, while
+the next round folds. An average's sum waits in its slot and holds the taps back: the waiting
+sums, A's first, are scaled by the reciprocal of their count (one ``VectorOp`` multiply each,
+written as it returns); :class:`Reciprocal` (``RECIP_CYCLES``) keeps the last count's, and
+computes a sum's whose count differs, while the unit waits (once per run of output pixels with
+equal divisors: each pixel's pairs share its count).
 
 Timing (``accelml.sim.cycles.pool_busy``, equal to ``busy_pool``: tests/hdl/engine/test_engine_rtl.py):
-2 cycles per tap and 3 per pair's end (max; 6 with the averages' scaling), the reciprocal once per
-output pixel (26 more cycles, not overlapped) and a setup of 42 cycles (the window generator's
-divisions and the front pipeline; 39 without pairs): a 3 x 3 max pool of 8 pairs takes 210
-cycles, the average 338.
+2 cycles per tap and round (one per tap and pair), nothing more per round for max and 3 for the
+averages' scaling, a reciprocal per change of divisor (26 more cycles, not overlapped), a cycle
+less when the last round has one pair, and a setup of 45 cycles (the window generator's divisions,
+the front pipeline and the last result; 39 without pairs): a 3 x 3 max pool of 8 pairs takes 117
+cycles, the average of one divisor 155.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -53,17 +62,27 @@ from accelml.hdl.isa import PoolMode, Space, VecOp
 from .layouts import check_config
 from .regfiles import file_addr_bits, file_port_signature
 from .status import ErrorCode, report_done
-from .window import WindowGen, window_cmd_layout, window_step_layout
+from .window import WindowGen, vrf_addr_bits, window_cmd_layout
 
-__all__ = ["Pool", "Reciprocal", "pool_cmd_layout", "COUNT_BITS", "RECIP_CYCLES", "reciprocal_bits"]
+__all__ = ["Pool", "Reciprocal", "pool_cmd_layout", "tap_layout", "COUNT_BITS", "LANES", "RECIP_CYCLES",
+           "reciprocal_bits"]
 
 COUNT_BITS = 64  # taps counted per window (kh * kw fits)
 RECIP_CYCLES = 27
 NEG_INF = 0xFF80_0000
+LANES = units.VectorOp.latency  # pairs folded in turn, a tap a cycle: each slot's fold returns in time
 
 
 def pool_cmd_layout() -> data.StructLayout:
     return data.StructLayout({"win": window_cmd_layout(), "dbase": unsigned(32), "mode": PoolMode})
+
+
+def tap_layout(cfg) -> data.StructLayout:
+    """One tap of one pair, as the window generator's lane ``slot`` named it."""
+    return data.StructLayout({
+        "addr": unsigned(vrf_addr_bits(cfg)), "zero": 1, "inpad": 1, "j": unsigned(32), "q": unsigned(32),
+        "slot": range(LANES), "first": 1, "last": 1, "final": 1,
+    })
 
 
 def reciprocal_bits(count):
@@ -161,14 +180,16 @@ class Pool(wiring.Component):
         m = Module()
         cfg = self.cfg
         n = cfg.native_dim
+        nl = LANES
         c = Signal(pool_cmd_layout())
-        m.submodules.window = gen = WindowGen(cfg, 1)
+        m.submodules.window = gen = WindowGen(cfg, nl)
         one = replace(cfg, mfu_width=1)
         m.submodules.deq = deq = units.Dequantise(one)
         m.submodules.vop = vop = units.VectorOp(one)
+        assert vop.latency == nl  # a slot's next tap meets its previous fold's result
         m.submodules.recip = recip = Reciprocal()
-        step_layout = window_step_layout(cfg, 1)
-        m.submodules.meta = meta = SyncFIFO(width=step_layout.size, depth=4)  # the taps inside ``deq``
+        tap = tap_layout(cfg)
+        m.submodules.meta = meta = SyncFIFO(width=tap.size, depth=4)  # the taps inside ``deq``
 
         is_max = c.mode == PoolMode.MAX
         ninf = Signal(32 * n)
@@ -176,114 +197,135 @@ class Pool(wiring.Component):
         faw = file_addr_bits(cfg, Space.FVRF)
         running = Signal()  # taps flow from the window generator into ``deq``
 
-        # -- front: window step -> VRF read (stage R) -> Dequantise, one tap per cycle ----------
+        # -- front: window step -> one lane a cycle -> VRF read (stage R) -> Dequantise ---------
         beat = gen.o.payload
         special = beat.none | beat.fault
+        sel = Signal(range(nl))  # the lane of the beat taken next
+        lane = Signal(beat.lane.shape().elem_shape)  # lane ``sel`` of the beat
+        with m.Switch(sel):
+            for t in range(nl):
+                with m.Case(t):
+                    m.d.comb += lane.eq(beat.lane[t])
+        beat_end = Signal()  # the lane taken is the beat's last active one
+        m.d.comb += beat_end.eq(sel == nl - 1)
+        for t in range(nl - 1):
+            with m.If((sel == t) & ~beat.lane[t + 1].active):
+                m.d.comb += beat_end.eq(1)
         r_valid = Signal()
-        r_step = Signal(step_layout)
+        r_tap = Signal(tap)
         deq_take = Signal()
         m.d.comb += deq_take.eq(r_valid & deq.i.ready & meta.w_rdy)
         take = Signal()
         m.d.comb += take.eq(running & gen.o.valid & ~special & (~r_valid | deq_take))
-        m.d.comb += [gen.o.ready.eq(take), self.vrf.raddr.eq(Mux(take, beat.lane[0].addr, r_step.lane[0].addr))]
+        m.d.comb += self.vrf.raddr.eq(Mux(take, lane.addr, r_tap.addr))
         with m.If(take):
-            m.d.sync += [r_valid.eq(1), r_step.eq(beat)]
+            m.d.sync += [r_valid.eq(1), sel.eq(Mux(beat_end, 0, sel + 1)),
+                         r_tap.addr.eq(lane.addr), r_tap.zero.eq(lane.zero), r_tap.inpad.eq(lane.inpad),
+                         r_tap.j.eq(lane.j), r_tap.q.eq(lane.q), r_tap.slot.eq(sel),
+                         r_tap.first.eq(beat.first), r_tap.last.eq(beat.last), r_tap.final.eq(beat.final & beat_end)]
         with m.Elif(deq_take):
             m.d.sync += r_valid.eq(0)
-        vec = self.vrf.rdata  # the block of r_step (its address is held while it waits)
-        zero = r_step.lane[0].zero
+        vec = self.vrf.rdata  # the block of r_tap (its address is held while it waits)
+        zero = r_tap.zero
         m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(r_valid),
                      deq.i.payload.vec[0].exp.eq(Mux(zero, 0, vec.exp)),
-                     meta.w_en.eq(deq_take), meta.w_data.eq(r_step.as_value())]
+                     meta.w_en.eq(deq_take), meta.w_data.eq(r_tap.as_value())]
         for k in range(n):  # VRF two's complement -> the unit's sign-magnitude elements
             mant, el = vec.mant[k], deq.i.payload.vec[0].mant[k]
             m.d.comb += [el.sign.eq(~zero & (mant < 0)), el.mag.eq(Mux(zero, 0, Mux(mant < 0, -mant, mant)))]
 
-        # -- back: fold each tap into the pair's value, one VectorOp at a time -----------------
-        nxt = data.View(step_layout, meta.r_data)  # the tap whose value ``deq`` offers
-        cur = Signal(step_layout)  # the tap being folded (or the pair just finished)
-        acc = Signal(32 * n)
-        inflight = Signal()
-        count = Signal(COUNT_BITS)
+        # -- back: one VectorOp a cycle, the slots' folds interleaved -------------------------------
+        nxt = data.View(tap, meta.r_data)  # the tap whose value ``deq`` offers
+        acc = Array(Signal(32 * n, name=f"acc{s}") for s in range(nl))  # each slot's value
+        count = Array(Signal(COUNT_BITS, name=f"count{s}") for s in range(nl))  # its taps counted
+        waddr = Array(Signal(faw, name=f"waddr{s}") for s in range(nl))  # its pair's result entry
+        inflight = Array(Signal(name=f"inflight{s}") for s in range(nl))  # a fold of the slot is in ``vop``
+        pend = Array(Signal(name=f"pend{s}") for s in range(nl))  # the slot's sum waits for its scaling
+        busy_slots = Cat(*inflight, *pend).any()
+        waiting = Cat(*pend).any()
+        tag_layout = data.StructLayout({"valid": 1, "scale": 1, "slot": range(nl), "last": 1, "empty": 1,
+                                        "waddr": faw})
+        tags = [Signal(tag_layout, name=f"tag{k}") for k in range(nl + 1)]  # [0]: issued now; [nl]: in vop.o
+        for k in range(nl):
+            m.d.sync += tags[k + 1].eq(tags[k])
+        arr = tags[nl]
+        rcount = Signal(COUNT_BITS)  # the count whose reciprocal ``recip`` holds (or computes)
+        rcount_ok = Signal()
+        fin = Signal()  # the walk's final tap is issued
         ovf = Signal()
         empty = Signal()
         code = Signal(ErrorCode)
-        recip_ok = Signal()  # ``recip.result`` is the current pixel's reciprocal
         result = vop.o.payload.vec[0]
-        m.d.comb += [vop.i.payload.live.eq(vop.i.valid), vop.o.ready.eq(1),
-                     self.fvrf.waddr.eq((c.dbase + cur.lane[0].q)[:faw]), self.fvrf.wdata.eq(result)]
-        arrived = inflight & vop.o.valid  # the folded value of ``cur``
-        prev = Mux(arrived, result, acc)
+        m.d.comb += [vop.i.payload.live.eq(vop.i.valid), vop.o.ready.eq(1), tags[0].valid.eq(vop.i.valid),
+                     self.fvrf.waddr.eq(arr.waddr), self.fvrf.wdata.eq(result)]
         start_acc = Mux(is_max, ninf, 0)
-        counts = Mux(c.mode == PoolMode.AVG_PAD, nxt.lane[0].inpad, ~nxt.lane[0].zero)
+        counts = Mux(c.mode == PoolMode.AVG_PAD, nxt.inpad, ~nxt.zero)
+        fold_back = arr.valid & ~arr.scale  # a fold's result returns to its slot
+        sum_done = fold_back & arr.last & ~arr.empty & ~is_max  # an average's sum, to be scaled
+        s = nxt.slot
+        free = ~inflight[s] | (fold_back & (arr.slot == s) & ~sum_done)
+        ps = Signal(range(nl))  # the first slot waiting for its scaling
+        for t in reversed(range(nl)):
+            with m.If(pend[t]):
+                m.d.comb += ps.eq(t)
+        ready = recip.done & rcount_ok & (rcount == count[ps])
+        new_count = Signal(COUNT_BITS)
+        m.d.comb += new_count.eq(Mux(nxt.first, 0, count[s]) + counts)
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), recip_ok.eq(0), inflight.eq(0)]
+                    m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), empty.eq(0), rcount_ok.eq(0), fin.eq(0),
+                                 sel.eq(0), *(f.eq(0) for f in [*inflight, *pend])]
                     m.next = "WINDOW"
             with m.State("WINDOW"):
                 m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
                 with m.If(gen.cmd.ready):
-                    m.next = "FOLD"
-            with m.State("FOLD"):
-                m.d.comb += [self.busy.eq(1), running.eq(1)]
-                with m.If(arrived):
-                    m.d.sync += [acc.eq(result), inflight.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += [self.busy.eq(1), running.eq(1), gen.o.ready.eq(take & beat_end)]
+                with m.If(arr.valid):  # a result: a fold's, or a scaled average
                     with m.If(vop.o.payload.error):
                         m.d.sync += ovf.eq(1)
+                    with m.If(~arr.scale):
+                        m.d.sync += [acc[arr.slot].eq(result), inflight[arr.slot].eq(0)]
+                        with m.If(arr.last & arr.empty):
+                            m.d.sync += empty.eq(1)
+                        with m.Elif(arr.last & is_max):
+                            m.d.comb += self.fvrf.we.eq(1)
+                        with m.Elif(arr.last):
+                            m.d.sync += pend[arr.slot].eq(1)
+                    with m.Elif(~vop.o.payload.error):
+                        m.d.comb += self.fvrf.we.eq(1)
                 with m.If(gen.o.valid & special):  # a walk without taps: its only beat
                     m.d.comb += gen.o.ready.eq(1)
                     m.next = "FINISH"
-                with m.Elif(arrived & cur.last):
-                    m.next = "PAIR_END"
-                with m.Elif(deq.o.valid & meta.r_rdy & (~inflight | arrived)):
-                    m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(Mux(nxt.first, start_acc, prev)),
-                                 vop.i.payload.b[0].eq(Mux(nxt.lane[0].zero, Mux(is_max, ninf, 0),
-                                                           deq.o.payload.vec[0])),
-                                 vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD)),
-                                 deq.o.ready.eq(1), meta.r_en.eq(1)]
-                    m.d.sync += [cur.eq(nxt), inflight.eq(1), count.eq(Mux(nxt.first, 0, count) + counts)]
-                    with m.If(deq.o.payload.error & ~nxt.lane[0].zero):
-                        m.d.sync += ovf.eq(1)
-                    with m.If(nxt.first & (nxt.lane[0].j == 0)):
-                        m.d.sync += recip_ok.eq(0)
-            with m.State("PAIR_END"):  # acc and count are the pair's
-                m.d.comb += self.busy.eq(1)
-                with m.If(count == 0):
-                    m.d.sync += empty.eq(1)
-                    m.next = "NEXT"
-                with m.Elif(is_max):
-                    m.d.comb += [self.fvrf.we.eq(1), self.fvrf.wdata.eq(acc)]
-                    m.next = "NEXT"
-                with m.Elif(recip_ok):
-                    m.next = "SCALE"
-                with m.Else():
-                    m.d.comb += [recip.start.eq(1), recip.count.eq(count)]
-                    m.next = "RECIP"
-            with m.State("RECIP"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(recip.done):
-                    m.d.sync += recip_ok.eq(1)
-                    m.next = "SCALE"
-            with m.State("SCALE"):
-                m.d.comb += [self.busy.eq(1), vop.i.valid.eq(1), vop.i.payload.a[0].eq(acc),
-                             vop.i.payload.b[0].eq(Cat(*[recip.result] * n)), vop.i.payload.op.eq(VecOp.MUL)]
-                m.next = "SCALE_WAIT"
-            with m.State("SCALE_WAIT"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(vop.o.valid):
-                    with m.If(vop.o.payload.error):
-                        m.d.sync += ovf.eq(1)
-                    with m.Else():
-                        m.d.comb += self.fvrf.we.eq(1)
-                    m.next = "NEXT"
-            with m.State("NEXT"):
-                m.d.comb += self.busy.eq(1)
-                m.next = "FOLD"
-                with m.If(cur.final):
+                with m.Elif(fin & ~busy_slots & ~Cat(t.valid for t in tags[1:]).any()):
                     m.next = "FINISH"
+                with m.Elif(waiting):  # scale the first waiting sum, its pixel's reciprocal first
+                    with m.If(ready):
+                        m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(acc[ps]),
+                                     vop.i.payload.b[0].eq(Cat(*[recip.result] * n)),
+                                     vop.i.payload.op.eq(VecOp.MUL), tags[0].scale.eq(1), tags[0].waddr.eq(waddr[ps])]
+                        m.d.sync += pend[ps].eq(0)
+                    with m.Elif(~rcount_ok | recip.done):
+                        m.d.comb += [recip.start.eq(1), recip.count.eq(count[ps])]
+                        m.d.sync += [rcount.eq(count[ps]), rcount_ok.eq(1)]
+                with m.Elif(deq.o.valid & meta.r_rdy & free & ~sum_done):
+                    prev = Mux(fold_back & (arr.slot == s), result, acc[s])
+                    m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(Mux(nxt.first, start_acc, prev)),
+                                 vop.i.payload.b[0].eq(Mux(nxt.zero, Mux(is_max, ninf, 0), deq.o.payload.vec[0])),
+                                 vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD)),
+                                 tags[0].slot.eq(s), tags[0].last.eq(nxt.last), tags[0].empty.eq(new_count == 0),
+                                 tags[0].waddr.eq((c.dbase + nxt.q)[:faw]),
+                                 deq.o.ready.eq(1), meta.r_en.eq(1)]
+                    m.d.sync += [inflight[s].eq(1), count[s].eq(new_count),
+                                 waddr[s].eq((c.dbase + nxt.q)[:faw])]
+                    with m.If(nxt.final):
+                        m.d.sync += fin.eq(1)
+                    with m.If(deq.o.payload.error & ~nxt.zero):
+                        m.d.sync += ovf.eq(1)
             with m.State("FINISH"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += code.eq(Mux(empty, ErrorCode.EMPTY_WINDOW, Mux(ovf, ErrorCode.OVERFLOW, ErrorCode.NONE)))

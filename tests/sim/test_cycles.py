@@ -10,7 +10,19 @@ import pytest
 
 from accelml.hdl.config import preset
 from accelml.hdl.engine.layouts import DMA_MAX_LANES, dma_lanes
-from accelml.sim.cycles import CycleModel, load_phase, memory_timing, mfu_cycles, mfu_groups, store_phase
+from accelml.sim.cycles import (
+    POOL_RECIP,
+    POOL_SETUP,
+    POOL_SETUP_EMPTY,
+    CycleModel,
+    load_phase,
+    memory_timing,
+    mfu_cycles,
+    mfu_groups,
+    pool_busy,
+    pool_reciprocals,
+    store_phase,
+)
 from accelml.sim.dram import DDR4_2400, derating
 
 CFG = preset("tiny")
@@ -130,3 +142,13 @@ def test_mfu_groups_stop_at_the_end_and_at_each_multiple_of_a_periodic_second_op
     assert mfu_groups(10, 6, 4) == 3  # [0, 4) [4, 6) [6, 10)
     assert mfu_groups(8, 8, 4) == mfu_groups(8, 20, 4) == 2  # read once: no wrap to stop at
     assert mfu_cycles("qnt", 10, 6, 4) == 3 + 1 + 3
+
+
+def test_pool_takes_two_pairs_a_round_and_a_reciprocal_per_run_of_equal_divisors():
+    assert pool_reciprocals([]) == 0
+    assert pool_reciprocals([4, 4, 4]) == 1
+    assert pool_reciprocals([4, 6, 6, 4, 9]) == 4  # the unit keeps only the last reciprocal
+    assert pool_busy("max", 0, 9) == pool_busy("avg", 0, 9, 0) == POOL_SETUP_EMPTY
+    # 3 rounds of 2 * 9 taps; the last round one pair (a cycle less); the averages 3 more a round
+    assert pool_busy("max", 5, 9) == POOL_SETUP + 3 * 18 - 1
+    assert pool_busy("avg_pad", 6, 9, 2) == POOL_SETUP + 3 * 21 + 2 * POOL_RECIP

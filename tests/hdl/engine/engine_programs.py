@@ -110,6 +110,22 @@ def random_window_geometry(rnd: random.Random, *, allow_empty: bool = True) -> d
                 return g
 
 
+def pool_program(cfg: EngineConfig, rnd: random.Random, cfgs: dict, mode: PoolMode, *,
+                 extreme: float = 0.05) -> tuple[list[Instruction], bytearray]:
+    """One ``pool`` (``mode``) of the window ``cfgs`` (Cfg values, ``in_cb`` among them) on random
+    blocks loaded to the VRF, its results stored: (program, memory image)."""
+    vectors = cfgs.get("in_h", 1) * cfgs.get("in_w", 1) * cfgs["in_cb"]
+    results = cfgs["npix"] * cfgs["in_cb"]
+    img = bytearray(_bfp_bytes(cfg, rnd, vectors, extreme=extreme, high=True))
+    oaddr = -(-len(img) // 16) * 16
+    img.extend(bytes(oaddr - len(img) + results * cfg.fp_vector_bytes + 64))
+    prog = [_i(Opcode.LD, space=Space.VRF, rc=0, rm=0, rows=1, length=vectors)]
+    prog += [_i(Opcode.CFG, key=Cfg[k.upper()], rs=0, imm=v & 0xFFFF_FFFF) for k, v in cfgs.items()]
+    prog += [_i(Opcode.POOL, mode=mode, rd=0, rs=0), _i(Opcode.SETI, rd=7, imm=oaddr),
+             _i(Opcode.ST, space=Space.FVRF, rc=0, rm=7, rows=1, length=results), _i(Opcode.HALT)]
+    return prog, img
+
+
 def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions: int = 3,
                           extreme: float = 0.05) -> tuple[list[Instruction], bytearray]:
     """``instructions`` mvc / pool instructions on random data, each loading its operands

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_programs import bfp_bytes, random_dma_program, random_window_program, valid_image
+from engine_programs import bfp_bytes, pool_program, random_dma_program, random_window_program, valid_image
 
 import accelml.sim
 from accelml.hdl.config import preset
@@ -22,10 +22,11 @@ from accelml.hdl.engine.control import Control
 from accelml.hdl.engine.status import ErrorCode
 from accelml.hdl.engine.top import Engine
 from accelml.hdl.errors import ConfigError
-from accelml.hdl.isa import Cfg, Instruction, Opcode, Space
+from accelml.hdl.isa import Cfg, Instruction, Opcode, PoolMode, Space
 from accelml.hdl.program import assemble
-from accelml.sim import rtl
+from accelml.sim import golden, rtl
 from accelml.sim.funcsim import FuncSim
+from accelml.sim.layout import pixel_grid
 from accelml.sim.memory import encode_bfp
 from accelml.sim.rtl_engine import EngineSim, funcsim_outcome, timing_mismatch
 
@@ -593,23 +594,46 @@ POOL_SHAPES = {
     "2x2_stride_2": {"in_h": 4, "in_w": 4, "kh": 2, "kw": 2, "stride_h": 2, "stride_w": 2, "out_w": 2, "npix": 4,
                      "in_cb": 3},
     "padded": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "pad_t": 1, "pad_l": 1, "out_w": 4, "npix": 16, "in_cb": 1},
+    # rounds of two pairs of different pixels and different divisors, the last pair alone
+    "padded_stride_2": {"in_h": 5, "in_w": 5, "kh": 3, "kw": 3, "stride_h": 2, "stride_w": 2, "pad_t": 1,
+                        "pad_l": 1, "pad_b": 1, "pad_r": 1, "out_w": 3, "npix": 9, "in_cb": 3},
+    "1x1_odd": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 5, "in_cb": 1},
+    "one_pair": {"in_h": 4, "in_w": 4, "kh": 2, "kw": 2, "out_w": 3, "npix": 1, "in_cb": 1},
     "no_pixels": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 0, "in_cb": 1},
 }
+
+
+def _pool_reciprocals(cfgs: dict, mode: PoolMode) -> int:
+    """cycles.pool_reciprocals of the window's output pixels' divisors (0 for max)."""
+    from accelml.sim.cycles import pool_reciprocals
+
+    if mode == PoolMode.MAX:
+        return 0
+    g = {"in_h": 1, "in_w": 1, "kh": 1, "kw": 1, "stride_h": 1, "stride_w": 1, "dil_h": 1, "dil_w": 1, "pad_t": 0,
+         "pad_l": 0, "pad_b": 0, "pad_r": 0, "pix0": 0, **cfgs}
+    geom = golden.ConvGeom(g["in_h"], g["in_w"], g["kh"], g["kw"], (g["stride_h"], g["stride_w"]),
+                           (g["dil_h"], g["dil_w"]), (g["pad_t"], g["pad_l"], g["pad_b"], g["pad_r"]))
+    grid = pixel_grid((g["pix0"], g["npix"], g["out_w"]))
+    return pool_reciprocals(golden.avg_divisors(geom, mode == PoolMode.AVG_PAD, *grid))
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("name", sorted(POOL_SHAPES))
 def test_pool_cycles_are_modelled_exactly(engine, name):
-    """busy_pool = cycles.pool_busy: a tap folded every 2 cycles, each pair's end, each output
-    pixel's reciprocal (averages), the setup; the run's cycles equal the model's."""
+    """Every pool mode on random blocks, its results stored: the RTL's equal funcsim's (so the
+    golden model's) bit for bit, and busy_pool = cycles.pool_busy (the pairs two at a time, their
+    taps interleaved, a last pair alone, each round's scaling and each output pixel's reciprocal
+    for the averages, the setup); the run's cycles equal the model's."""
     from accelml.sim.cycles import pool_busy
 
     cfgs = POOL_SHAPES[name]
     taps = cfgs.get("kh", 1) * cfgs.get("kw", 1)
-    text = "".join(f"cfg {k}, r0, {v}\n" for k, v in cfgs.items())
-    for mode in ("max", "avg", "avg_pad"):
-        ref, got = _same(engine, assemble(text + f"pool {mode}, r0, r0\nhalt"), valid_image(256, 9))
-        assert got.busy["pool"] == pool_busy(mode, cfgs["npix"], cfgs["npix"] * cfgs["in_cb"], taps)
+    for mode in PoolMode:
+        program, image = pool_program(CFG, random.Random(f"{name} {mode.name}"), cfgs, mode, extreme=0.0)
+        ref, got = _same(engine, program, image)
+        assert got.error is ErrorCode.NONE
+        assert got.busy["pool"] == pool_busy(mode.name.lower(), cfgs["npix"] * cfgs["in_cb"], taps,
+                                             _pool_reciprocals(cfgs, mode))
         assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
 
 
