@@ -116,7 +116,7 @@ def pool_program(cfg: EngineConfig, rnd: random.Random, cfgs: dict, mode: PoolMo
     blocks loaded to the VRF, its results stored: (program, memory image)."""
     vectors = cfgs.get("in_h", 1) * cfgs.get("in_w", 1) * cfgs["in_cb"]
     results = cfgs["npix"] * cfgs["in_cb"]
-    img = bytearray(_bfp_bytes(cfg, rnd, vectors, extreme=extreme, high=True))
+    img = bytearray(bfp_bytes(cfg, rnd, vectors, extreme=extreme, high=True))
     oaddr = -(-len(img) // 16) * 16
     img.extend(bytes(oaddr - len(img) + results * cfg.fp_vector_bytes + 64))
     prog = [_i(Opcode.LD, space=Space.VRF, rc=0, rm=0, rows=1, length=vectors)]
