@@ -63,6 +63,7 @@ __all__ = ["Policy", "PrecisionRequest", "request", "LayerNoise", "Upgrade", "me
 BALANCED_BUDGET = 1.3  # the balanced policy's latency budget, times the fast program's
 SYNTHETIC_SAMPLES = 2  # deterministic inputs the data-free policy measures on
 MEASURE_SAMPLES = 4  # at most this many calibration samples are used for the measurement
+SYNTHETIC_CALIBRATION = 8  # synthetic samples the budgeted policies calibrate rounding and biases on, data-free
 
 
 class Policy(enum.Enum):
