@@ -270,6 +270,8 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     single-pass layers error-compensating weight rounding where it lowers their error on these
     inputs (``lower.compensate_rounding``), and every layer gets empirical bias correction: its
     bias absorbs the mean error its quantised weights add on these inputs (``lower.correct_biases``).
+    Without them the budgeted policies do both on synthetic samples (``precision.SYNTHETIC_CALIBRATION``;
+    ``bias_correction`` records ``synthetic``); ``fast`` and ``exact`` stay uncalibrated.
 
     ``split_weights`` / ``split_activations`` (the ``manual`` policy, not combinable with the
     others): every conv / dense weight as the sum of two BFP tensors (the second quantises what

