@@ -145,7 +145,8 @@ class CompiledModel:
             lines.append(precision_summary(self.precision))
         bc = self.bias_correction
         if bc["samples"]:
-            lines.append(f"bias correction: {bc['layers']} layers, from {bc['samples']} calibration sample(s)")
+            kind = "synthetic" if bc.get("synthetic") else "calibration"
+            lines.append(f"bias correction: {bc['layers']} layers, from {bc['samples']} {kind} sample(s)")
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike) -> None:
@@ -269,6 +270,8 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
     single-pass layers error-compensating weight rounding where it lowers their error on these
     inputs (``lower.compensate_rounding``), and every layer gets empirical bias correction: its
     bias absorbs the mean error its quantised weights add on these inputs (``lower.correct_biases``).
+    Without them the budgeted policies do both on synthetic samples (``precision.SYNTHETIC_CALIBRATION``;
+    ``bias_correction`` records ``synthetic``); ``fast`` and ``exact`` stay uncalibrated.
 
     ``split_weights`` / ``split_activations`` (the ``manual`` policy, not combinable with the
     others): every conv / dense weight as the sum of two BFP tensors (the second quantises what
@@ -322,17 +325,20 @@ def compile_model(model, *, config: EngineConfig | str = "a10", format: str | No
         segments.append(cs)
     ctx = _Context(cfg, part, subgraphs, pack_first, samples, ins)
     chosen = _compile_precision(ctx, req)
+    bias_correction = {"samples": len(chosen.calibrated_on), "layers": chosen.corrected}
+    if chosen.calibrated_on and not samples:
+        bias_correction["synthetic"] = True
     for cs, plan, (compiled, reports) in zip([c for c in segments if c.onnx is None], chosen.plans,
                                              chosen.schedules, strict=True):
         cs.plan, cs.compiled, cs.layers = plan, compiled, reports
     convs = [op for plan in chosen.plans for op in plan.ops if isinstance(op, lower.ConvOp)]
     cm = CompiledModel(cfg, name or graph.name, part, segments, ins, outs, host_preprocess=host_pre,
-                       bias_correction={"samples": len(samples), "layers": chosen.corrected},
+                       bias_correction=bias_correction,
                        split_weights=bool(convs) and all(op.wq_lo is not None for op in convs),
                        split_activations=bool(convs) and all(
                            p.bases[op.src.base].split for p in chosen.plans for op in p.ops
                            if isinstance(op, lower.ConvOp)))
-    cm.precision = _precision_record(req, chosen, samples)
+    cm.precision = _precision_record(req, chosen, bool(samples))
     cm.host_postprocess = host_post
     cm.compile_seconds = time.perf_counter() - t0
     return cm
@@ -348,10 +354,14 @@ class _Context:
     pack_first: bool
     samples: list[dict[str, np.ndarray]]  # checked calibration samples (external feeds)
     inputs: list[dict]
+    weight_caches: list[dict] = field(default_factory=list)  # per segment: lower_segment's weight_cache
 
     def lower(self, precs: list[dict[str, lower.LayerPrecision]] | None = None, **kw) -> list[lower.Plan]:
+        """Every engine segment lowered (the candidates share their rounded weights)."""
+        while len(self.weight_caches) < len(self.subgraphs):
+            self.weight_caches.append({})
         return [lower.lower_segment(sg, self.cfg, pack_first=self.pack_first,
-                                    precision=precs[i] if precs else None, **kw)
+                                    precision=precs[i] if precs else None, weight_cache=self.weight_caches[i], **kw)
                 for i, sg in enumerate(self.subgraphs)]
 
     def segment_inputs(self, feeds_list: list[dict[str, np.ndarray]]) -> list[list[dict]]:
@@ -369,13 +379,15 @@ class _Context:
             self.part.run(feeds, engine=record)
         return seg_inputs
 
-    def correct(self, plans: list[lower.Plan], compensate: list[dict[str, lower.LayerPrecision]] | None = None) -> int:
-        """Bias correction of every plan on the calibration samples; with ``compensate`` (the
-        plans' per-layer choices) error-compensating rounding too (``lower.calibrate``: one pass),
-        recorded in those choices."""
-        if not self.samples or not plans:
+    def correct(self, plans: list[lower.Plan], compensate: list[dict[str, lower.LayerPrecision]] | None = None,
+                samples: list[dict[str, np.ndarray]] | None = None) -> int:
+        """Bias correction of every plan on ``samples`` (default: the calibration samples); with
+        ``compensate`` (the plans' per-layer choices) error-compensating rounding too
+        (``lower.calibrate``: one pass), recorded in those choices."""
+        samples = self.samples if samples is None else samples
+        if not samples or not plans:
             return 0
-        seg_inputs = self.segment_inputs(self.samples)
+        seg_inputs = self.segment_inputs(samples)
         corrected = 0
         for i, plan in enumerate(plans):
             names, n = lower.calibrate(plan, seg_inputs[i], compensate=compensate is not None, correct=True)
@@ -394,6 +406,7 @@ class _Chosen:
     fast: list[list[LayerReport]] | None = None  # the fast program's per-layer reports (budget, exact)
     noise: dict[str, prec_policy.LayerNoise] = field(default_factory=dict)
     precs: list[dict[str, lower.LayerPrecision]] | None = None
+    calibrated_on: list = field(default_factory=list)  # the samples rounding / biases were calibrated on
 
     @property
     def cycles(self) -> int:
@@ -414,13 +427,17 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
         plans = ctx.lower(precs, keep_float=bc)
         corrected = ctx.correct(plans)
         fast = [r for _, r in (_schedule(p, ctx.cfg)[:2] for p in ctx.lower())] if both else None
-        return _Chosen(plans, [_schedule(p, ctx.cfg)[:2] for p in plans], corrected, fast, precs=precs)
+        return _Chosen(plans, [_schedule(p, ctx.cfg)[:2] for p in plans], corrected, fast, precs=precs,
+                       calibrated_on=ctx.samples)
     # budgeted: measure, cost, choose, verify
     fast_plans = ctx.lower()
     fast_sched = [_schedule(p, ctx.cfg) for p in fast_plans]
     fast_total = sum(r.cycles for _, reports, _ in fast_sched for r in reports)
     limit = req.budget * fast_total
     feeds = ctx.samples[:prec_policy.MEASURE_SAMPLES] or prec_policy.synthetic_samples(ctx.inputs)
+    # without calibration samples, rounding and biases are calibrated on synthetic ones
+    cal = ctx.samples or prec_policy.synthetic_samples(ctx.inputs, prec_policy.SYNTHETIC_CALIBRATION)
+    bc = bool(cal)
     both = lower.LayerPrecision(True, True)
     noise: dict[str, prec_policy.LayerNoise] = {}
     mes = (ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))) if req.min_error_rounding
@@ -465,15 +482,15 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], bc)
     precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
     plans = ctx.lower(precs, keep_float=bc)
-    corrected = ctx.correct(plans, compensate=precs) if bc else 0
+    corrected = ctx.correct(plans, compensate=precs, samples=cal) if bc else 0
     schedules = []
     for plan, (pool, lookahead) in zip(plans, params, strict=True):  # the schedule the choice was timed on
         compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
         schedules.append((compiled, _layer_reports(compiled, ctx.cfg)))
-    return _Chosen(plans, schedules, corrected, [r for _, r, _ in fast_sched], noise, precs)
+    return _Chosen(plans, schedules, corrected, [r for _, r, _ in fast_sched], noise, precs, cal)
 
 
-def _precision_record(req: prec_policy.PrecisionRequest, chosen: _Chosen, samples: list) -> dict:
+def _precision_record(req: prec_policy.PrecisionRequest, chosen: _Chosen, calibration: bool) -> dict:
     """The manifest's / report's record of the precision choice: the policy, the modelled cost
     against the fast program, and each conv / dense layer's choice and modelled cycles."""
     fast = {r.name: r.cycles for reports in (chosen.fast or []) for r in reports}
@@ -490,7 +507,8 @@ def _precision_record(req: prec_policy.PrecisionRequest, chosen: _Chosen, sample
             lp = chosen.precs[i].get(op.name, lower.LayerPrecision()) if chosen.precs else lower.LayerPrecision()
             entry = {"name": op.name, "split_weights": op.wq_lo is not None,
                      "split_activations": plan.bases[op.src.base].split,
-                     "bias_correction": lp.bias_correction and bool(samples), "rounding": lp.rounding.value,
+                     "bias_correction": lp.bias_correction and bool(chosen.calibrated_on),
+                     "rounding": lp.rounding.value,
                      "cycles": reports[op.name].cycles if op.name in reports else 0}
             if op.name in fast:
                 entry["fast_cycles"] = fast[op.name]
@@ -501,7 +519,7 @@ def _precision_record(req: prec_policy.PrecisionRequest, chosen: _Chosen, sample
             layers.append(entry)
     rec = {"policy": req.policy.value, "budget": req.budget, "cycles": cycles, "fast_cycles": fast_total,
            "ratio": cycles / fast_total if fast_total else None,
-           "measured_on": None if not chosen.noise else ("calibration" if samples else "synthetic"),
+           "measured_on": None if not chosen.noise else ("calibration" if calibration else "synthetic"),
            "layers": layers}
     if chosen.noise:
         rec["noise_fast"] = sum(n.single for n in chosen.noise.values())

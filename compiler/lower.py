@@ -204,8 +204,10 @@ def _expand_lanes(w: np.ndarray, lanes: np.ndarray, width: int) -> np.ndarray:
 
 class _Lowering:
     def __init__(self, graph: Graph, cfg: EngineConfig, pack_first: bool, keep_float: bool,
-                 precision: dict[str, LayerPrecision], default: LayerPrecision, all_float: bool = False):
+                 precision: dict[str, LayerPrecision], default: LayerPrecision, all_float: bool = False,
+                 weight_cache: dict | None = None):
         self.g, self.cfg, self.n = graph, cfg, cfg.native_dim
+        self.weight_cache = weight_cache
         self.pack_first, self.keep_float = pack_first, keep_float
         self.precision, self.default, self.all_float = precision, default, all_float
         self.bufs: dict[str, Buf] = {}
@@ -414,20 +416,33 @@ class _Lowering:
         dense = golden.expand_group_weights(weight, groups)
         phys = _expand_lanes(dense, src.lanes, src.cb * n)
         prec = self.precision.get(name, self.default)
-        wq = golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight",
-                                          min_error=prec.rounding is Rounding.MIN_ERROR)
-        wq_lo = None
-        if prec.split_weights:  # what the first part misses, quantised again (same layout)
-            kh, kw = phys.shape[2:]
-            hi = bfp.dequantize(wq).reshape(cout, kh, kw, -1).transpose(0, 3, 1, 2)
-            rest = phys.astype(np.float64) - hi
-            rest32 = rest.astype(np.float32)  # the same values in binary32 quantise the same, faster
-            wq_lo = golden.quantize_conv_weights(rest32 if np.array_equal(rest32, rest) else rest, self.cfg,
-                                                 name=f"{name}.weight_lo")
+        wq, wq_lo = self.quantized_weights(name, phys, prec)
         bias_i = bfp.internal_const(np.asarray(bias, np.float64), f"{name}.bias")
         keep = self.all_float or (self.keep_float and prec.bias_correction)
         w_float = phys.transpose(0, 2, 3, 1).reshape(cout, -1) if keep else None
         return ConvOp(name, src, dst, geom, wq, bias_i, act, gi, go, residual, macs, w_float, wq_lo)
+
+    def quantized_weights(self, name: str, phys: np.ndarray, prec: LayerPrecision
+                          ) -> tuple[BfpTensor, BfpTensor | None]:
+        """A conv's BFP weights (and with split weights the second part: what the first misses,
+        quantised again in the same layout), from ``weight_cache`` where an earlier lowering of
+        the same weights (equal values, same rounding) made them: the precision policy lowers a
+        model several times, and the depthwise layers' zero-expanded weights are slow to round."""
+        min_error = prec.rounding is Rounding.MIN_ERROR
+        cache = self.weight_cache if self.weight_cache is not None else {}
+        entry = cache.get((name, min_error))
+        if entry is None or entry["phys"].shape != phys.shape or not np.array_equal(entry["phys"], phys):
+            entry = {"phys": phys, "wq": golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight",
+                                                                      min_error=min_error)}
+            cache[(name, min_error)] = entry
+        if prec.split_weights and "wq_lo" not in entry:
+            cout, _, kh, kw = phys.shape
+            hi = bfp.dequantize(entry["wq"]).reshape(cout, kh, kw, -1).transpose(0, 3, 1, 2)
+            rest = phys.astype(np.float64) - hi
+            rest32 = rest.astype(np.float32)  # the same values in binary32 quantise the same, faster
+            entry["wq_lo"] = golden.quantize_conv_weights(rest32 if np.array_equal(rest32, rest) else rest,
+                                                          self.cfg, name=f"{name}.weight_lo")
+        return entry["wq"], entry["wq_lo"] if prec.split_weights else None
 
     def lower_dense(self, node: Node, fused: set[str]) -> None:
         """A dense layer is a convolution whose window is the whole (flattened) input image."""
@@ -485,7 +500,8 @@ class _Lowering:
 
 def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True, keep_float: bool = False,
                   split_weights: bool = False, split_activations: bool = False,
-                  precision: dict[str, LayerPrecision] | None = None, all_float: bool = False) -> Plan:
+                  precision: dict[str, LayerPrecision] | None = None, all_float: bool = False,
+                  weight_cache: dict | None = None) -> Plan:
     """Lower a canonical engine subgraph (``Segment.subgraph``) for one EngineConfig.
 
     Each conv / dense layer's numerics are ``precision[layer name]`` (a ``LayerPrecision``); layers
@@ -495,10 +511,12 @@ def lower_segment(graph: Graph, cfg: EngineConfig, *, pack_first: bool = True, k
     conv's input as two BFP planes (``BaseBuf.split``), read by one more pass of products with the
     first weights (a buffer read by several convs is split if any of them asks).
     ``keep_float`` keeps the float weights (``ConvOp.w_float``) of the layers whose precision asks
-    for bias correction (``correct_biases``), or of every layer with ``all_float``."""
+    for bias correction (``correct_biases``), or of every layer with ``all_float``. ``weight_cache``
+    (a dict kept between lowerings of one graph) reuses the rounded weights of earlier lowerings
+    where the weights and their rounding are the same: the same plan, made faster."""
     default = LayerPrecision(split_weights=split_weights, split_activations=split_activations,
                              bias_correction=keep_float)
-    low = _Lowering(graph, cfg, pack_first, keep_float, dict(precision or {}), default, all_float)
+    low = _Lowering(graph, cfg, pack_first, keep_float, dict(precision or {}), default, all_float, weight_cache)
     for name in graph.inputs:
         h, w, c = low.hwc(name)
         low.new_buf(name, h, w, c)

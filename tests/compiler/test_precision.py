@@ -296,3 +296,44 @@ def test_calibrated_policy_compensates_and_stays_bit_exact(tmp_path):
     got, want = run_both(cm, tmp_path)
     for out in want:
         assert got[out].tobytes() == want[out].tobytes(), out
+
+
+def test_data_free_balanced_calibrates_on_synthetic_samples_deterministically(tmp_path):
+    """Without calibration samples, the balanced policy rounds (compensated) and corrects biases on
+    the synthetic samples: recorded as such, the same on every compile, bit-exact on the engine."""
+    from accelml.compiler import precision as prec_policy
+
+    model = models.build("mobilenet_v2", "reduced")
+    a = compile_model(model, config="ecp5")
+    b = compile_model(model, config="ecp5")
+    assert a.bias_correction["synthetic"] and a.bias_correction["samples"] == prec_policy.SYNTHETIC_CALIBRATION
+    assert a.precision["measured_on"] == "synthetic" and all(c[4] for c in choices(a))
+    assert choices(a) == choices(b) and a.precision == b.precision
+    for pa, pb in zip(a.segments, b.segments, strict=True):
+        if pa.plan is not None:
+            for x, y in zip(pa.plan.ops, pb.plan.ops, strict=True):
+                if isinstance(x, lower.ConvOp):
+                    assert np.array_equal(x.wq.mant, y.wq.mant) and np.array_equal(x.bias, y.bias), x.name
+    got, want = run_both(a, tmp_path)
+    for out in want:
+        assert got[out].tobytes() == want[out].tobytes(), out
+
+
+def test_weight_cache_lowers_the_same_plan():
+    """Lowerings sharing a weight cache (the policy's candidates) give the plans lowered alone."""
+    model = models.build("mobilenet_v2", "reduced")
+    cm = compile_model(model, config="ecp5", precision="fast")
+    sub = cm.partition.segments[0].subgraph(cm.partition.graph)
+    cfg = preset("ecp5")
+    cache: dict = {}
+    kinds = [dict(), dict(split_weights=True), dict(split_weights=True, split_activations=True), dict()]
+    for kw in kinds:
+        cached = lower.lower_segment(sub, cfg, weight_cache=cache, **kw)
+        alone = lower.lower_segment(sub, cfg, **kw)
+        for x, y in zip(cached.ops, alone.ops, strict=True):
+            if isinstance(x, lower.ConvOp):
+                assert np.array_equal(x.wq.mant, y.wq.mant) and np.array_equal(x.wq.exp, y.wq.exp), x.name
+                assert (x.wq_lo is None) == (y.wq_lo is None), x.name
+                if x.wq_lo is not None:
+                    assert np.array_equal(x.wq_lo.mant, y.wq_lo.mant) and np.array_equal(x.wq_lo.exp, y.wq_lo.exp)
+    assert cache  # the cache was filled and used

