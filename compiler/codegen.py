@@ -31,6 +31,7 @@ layer and the file that is too small.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,7 +252,7 @@ class _Generator:
         self.fill_half, self.fill_at = 0, 0  # the half chunks go into, and its next free tile
         self.lookahead = lookahead
         self.cur_chunk = 0  # index in wqueue of the chunk the products being emitted use
-        self.pieces: list[tuple[int, functools.partial]] = []  # weight-load pieces not yet emitted (drip)
+        self.pieces: deque[tuple[int, functools.partial]] = deque()  # weight-load pieces not yet emitted (drip)
         self.parity = 0
         self.in_turn = 0
         self.double_in: dict[int, bool] = {}
@@ -551,12 +552,12 @@ class _Generator:
     def need_weights(self, index: int) -> None:
         """Emit every weight-load piece of chunks up to ``wqueue[index]``: products using it follow."""
         while self.pieces and self.pieces[0][0] <= index:
-            self.pieces.pop(0)[1]()
+            self.pieces.popleft()[1]()
 
     def drip(self) -> None:
         """Emit the next weight-load piece, if any (called after each product instruction)."""
         if self.pieces:
-            self.pieces.pop(0)[1]()
+            self.pieces.popleft()[1]()
 
     def gen_conv(self, op: ConvOp, info: LayerInfo) -> None:
         e, r = self.e, self.r
