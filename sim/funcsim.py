@@ -550,10 +550,10 @@ class FuncSim:
             # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
             busy = mvu_busy(self.cfg.tiles, cob * p, taps * gi, width=self.cfg.mfu_width)
+            # the FVRF span as a write: it conflicts with every access, so an accumulating mvc's
+            # read of it needs no range of its own (control.py's hazard check does the same)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("mrf", tspan.start, tspan.stop, False),
                       ("fvrf", dspan.start, dspan.stop, True)]
-            if acc:
-                ranges.append(("fvrf", dspan.start, dspan.stop, False))
             self.model.dispatch("mvu", ranges, cycles=(busy, 1 + busy))
 
     def _mvc_native(self, vspan: slice, geom, idx, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
