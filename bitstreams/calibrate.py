@@ -1,11 +1,14 @@
 """Measure the resource model's calibration points: the tile engine synthesised with Yosys at several
 native dimensions and mantissa widths, for ECP5 and for the ALM proxy (see synth.py).
 
-    python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json] [--only TileEngine|Mfu]
+    python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json] [--only TileEngine|Mfu|WidePort]
 
-Writes one record per (block, flow, N, M) with the cell counts, the Yosys version and the time taken:
-the tile engine (``hdl/tile_engine.py``) and the multi-function unit (``hdl/mfu.py``, one N-vector
-per cycle: its cost per lane). ``--only`` re-measures one block and keeps the other's records. The
+Writes one record per (block, flow, N, M[, W]) with the cell counts, the Yosys version and the time
+taken: the tile engine (``hdl/tile_engine.py``), the multi-function unit (``hdl/mfu.py``, one
+N-vector per cycle: its cost per lane) and a wide register-file port (``hdl/engine/regfiles.py``: one
+user reading and writing W = ``mfu_width`` FVRF entries a cycle, so the file is W banks behind two
+rotation crossbars of W lanes: their cost per W:1 multiplexer bit). ``--only`` re-measures one
+block and keeps the others' records. The
 resource model (resources.py) fits per-MAC, per-row and fixed costs to these records; nothing in it
 is typed in by hand except the devices' datasheet counts.
 """
@@ -19,7 +22,9 @@ import sys
 from pathlib import Path
 
 from accelml.hdl.config import preset
+from accelml.hdl.engine.regfiles import RegisterFiles
 from accelml.hdl.errors import RtlError
+from accelml.hdl.isa import Space
 from accelml.hdl.mfu import Mfu
 from accelml.hdl.tile_engine import TileEngine
 from accelml.runtime.storage import write_file_atomic
@@ -35,12 +40,23 @@ POINTS += [("ecp5-nodsp", 4, 7), ("alm-nodsp", 4, 7)]  # the LUT cost of a multi
 # the MFU computes binary32 whatever M is: its cost is per lane (N lanes x mfu_width); two sizes
 # show how well "per lane" holds
 MFU_POINTS = [("ecp5", 4, 7), ("ecp5", 8, 7)]  # ECP5 only (10 minutes at N=8); no ALM-flow point yet
-BLOCKS = {"TileEngine": (TileEngine, POINTS), "Mfu": (Mfu, MFU_POINTS)}
+# (flow, N, M, W): a crossbar is the same multiplexer per bit, so one narrow entry (N = 2: 64-bit
+# FVRF entries) measures the per-bit cost at each port width W
+WIDE_POINTS = [(flow, 2, 7, w) for flow in ("ecp5", "alm") for w in (2, 4, 8, 16)]
+
+
+def wide_port(cfg) -> RegisterFiles:
+    """The register files with one user reading and writing ``cfg.mfu_width`` FVRF entries a cycle."""
+    return RegisterFiles(cfg, {"wide": {Space.FVRF: "rw"}}, {"wide": cfg.mfu_width})
+
+
+BLOCKS = {"TileEngine": (TileEngine, POINTS), "Mfu": (Mfu, MFU_POINTS), "WidePort": (wide_port, WIDE_POINTS)}
 DEFAULT_OUT = Path(__file__).with_name("calibration.json")
 
 
-def engine_config(n: int, m: int):
-    return dataclasses.replace(preset("tiny"), name=f"cal-n{n}-m{m}", native_dim=n, mantissa_bits=m, tiles=1)
+def engine_config(n: int, m: int, w: int = 1):
+    name = f"cal-n{n}-m{m}" + (f"-w{w}" if w > 1 else "")
+    return dataclasses.replace(preset("tiny"), name=name, native_dim=n, mantissa_bits=m, tiles=1, mfu_width=w)
 
 
 def calibrate(blocks=tuple(BLOCKS), out: Path = DEFAULT_OUT, progress=print) -> list[dict]:
@@ -48,11 +64,12 @@ def calibrate(blocks=tuple(BLOCKS), out: Path = DEFAULT_OUT, progress=print) -> 
     old = json.loads(out.read_text())["records"] if out.is_file() else []
     records = [r for r in old if r.get("block", "TileEngine") not in blocks]
     todo = [(b, *p) for b in blocks for p in BLOCKS[b][1]]
-    for i, (block, flow, n, m) in enumerate(todo):
-        progress(f"[{i + 1}/{len(todo)}] synthesising {block} N={n} M={m} with {flow} ...")
-        rec = {"block": block, "flow": flow, "native_dim": n, "mantissa_bits": m}
+    for i, (block, flow, n, m, *w) in enumerate(todo):
+        width = f" W={w[0]}" if w else ""
+        progress(f"[{i + 1}/{len(todo)}] synthesising {block} N={n} M={m}{width} with {flow} ...")
+        rec = {"block": block, "flow": flow, "native_dim": n, "mantissa_bits": m, **({"mfu_width": w[0]} if w else {})}
         try:
-            r = synthesize(BLOCKS[block][0](engine_config(n, m)), flow=flow)
+            r = synthesize(BLOCKS[block][0](engine_config(n, m, *w)), flow=flow)
         except RtlError as e:
             records.append({**rec, "error": str(e)})
             progress(f"      failed: {e}")

@@ -38,11 +38,13 @@ What it counts, and from where:
   banked, T banks of depth/T and conflict-free addresses, which is **not yet built**. Blocks at
   the device RAM's widest shape that holds the depth.
 
-Not counted: the MVU's write-back (its result buffer of T binary32 vectors and the multiplexers
-that write them ``mfu_width`` = W at a time) and the rotation crossbars of the wide file ports
-(the MFU's VRF and FVRF reads and writes, its second FVRF read, the MVU's FVRF write), each W
-banks x the entry's bits x a W:1 multiplexer: no synthesis record holds them (the whole-engine
-records are at W = 1); at W = 16 (``s10``) they are far from negligible.
+* **Crossbars** (``crossbar_cost``): the W:1 multiplexer bits of the banked files
+  (``RegisterFiles.mux_bits`` of the engine's ``top.file_users``: a rotation crossbar per wide port
+  and direction, one entry's select per one-entry read of a banked file) at the per-bit cost of the
+  RTL's register files with one wide FVRF user synthesised at W = 2, 4, 8, 16 (block ``WidePort``),
+  linear in W between those.
+
+Not counted: the MVU's write-back buffer of T binary32 vectors (written ``mfu_width`` a cycle).
 
 The presets are the largest engines that fit by this model. Clock rates are the presets' targets;
 no place-and-route has confirmed them, and an Intel design near 100 % of its ALMs is unlikely to
@@ -69,7 +71,7 @@ from accelml.runtime.storage import write_file_atomic
 from .synth import alms
 
 __all__ = ["Device", "DEVICES", "PRESET_DEVICES", "Estimate", "estimate", "largest_tiles", "table",
-           "calibration", "scaled"]
+           "calibration", "scaled", "crossbar_cost", "wide_port_costs"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,44 @@ def mfu_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     return {"logic": lanes * logic, "ffs": lanes * ffs, "mult": lanes * products * INTEL_MULTS_PER_FP32_PRODUCT}
 
 
+def wide_port_costs(flow: str) -> dict[int, dict[str, float]]:
+    """{W: {"logic": ..., "ffs": ...} per W:1 multiplexer bit} from the ``WidePort`` records of
+    ``flow``: one user reading and writing W FVRF entries, two crossbars of W lanes x the entry's bits."""
+    out = {}
+    for r in records():
+        if r.get("block") == "WidePort" and r["flow"] == flow:
+            cells = _cells(flow, r["cells"])
+            bits = 2 * r["mfu_width"] * 32 * r["native_dim"]
+            out[r["mfu_width"]] = {k: cells[k] / bits for k in ("logic", "ffs")}
+    return out
+
+
+def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
+    """The banked register files' multiplexers: ``RegisterFiles.mux_bits`` of the engine's files
+    (``top.file_users``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
+    block ``WidePort``), linear in W between the measured widths (and beyond the widest, from the
+    two widest). Zero at W = 1: nothing is banked."""
+    from accelml.hdl.engine.regfiles import RegisterFiles
+    from accelml.hdl.engine.top import file_users
+
+    w = cfg.mfu_width
+    if w == 1:
+        return {"logic": 0.0, "ffs": 0.0}
+    costs = wide_port_costs(_flow(dev))
+    if len(costs) < 2:
+        raise ValueError("calibration.json holds fewer than two WidePort records for this flow: "
+                         "run python -m accelml.bitstreams.calibrate --only WidePort")
+    ws = sorted(costs)
+    lo = max([x for x in ws if x <= w], default=ws[0])
+    hi = min([x for x in ws if x >= w], default=ws[-1])
+    if lo == hi and w not in costs:  # outside the measured widths: from the two nearest
+        lo, hi = (ws[0], ws[1]) if w < ws[0] else (ws[-2], ws[-1])
+    t = 0.0 if lo == hi else (w - lo) / (hi - lo)
+    per = {k: costs[lo][k] + t * (costs[hi][k] - costs[lo][k]) for k in ("logic", "ffs")}
+    bits = RegisterFiles(cfg, **file_users(cfg)).mux_bits()
+    return {k: bits * v for k, v in per.items()}
+
+
 def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None,
                          banked: bool | None = None) -> int:
     """RAM blocks of the VRF, MRF and FVRF with the MVU's ``T`` reads per cycle plus one general read.
@@ -301,16 +341,17 @@ def estimate(cfg: EngineConfig, device: Device | str | None = None, *, banked: b
     tiles["mult"] = round(cfg.peak_macs_per_cycle * hard_per_mac)
     mfu = mfu_cost(cfg, dev)
     ctl = control_overhead(cfg, dev)
+    xbar = crossbar_cost(cfg, dev)
     files = register_file_blocks(cfg, dev, banked=banked)
     fixed_mult = round(mfu["mult"] + ctl["mult"])
     spill = max(0, min(tiles["mult"], tiles["mult"] + fixed_mult - dev.multipliers))
-    logic = tiles["logic"] + mfu["logic"] + ctl["logic"]
+    logic = tiles["logic"] + mfu["logic"] + ctl["logic"] + xbar["logic"]
     if spill:
         cal = calibration()
         logic += spill * (cal[(f"{flow}-nodsp", 4, 7)]["logic"] - cal[(flow, 4, 7)]["logic"]) / 16
-    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "files": {"ram": files}}
-    return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"], tiles["mult"] - spill + fixed_mult,
-                    spill, files + ctl["ram"], parts)
+    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "crossbars": xbar, "files": {"ram": files}}
+    return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"] + xbar["ffs"],
+                    tiles["mult"] - spill + fixed_mult, spill, files + ctl["ram"], parts)
 
 
 def scaled(cfg: EngineConfig, tiles: int) -> EngineConfig:

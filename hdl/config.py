@@ -9,7 +9,7 @@ preset    N      T     MACs/cycle   what it is for
 tiny      4      2     32           unit tests; small enough for quick RTL simulation
 ecp5      8      1     64           LFE5U-85F on an OrangeCrab 85F (128 MiB DDR3L), 50 MHz
 a10       16     15    3,840        Arria 10 GX 1150: 300 MHz, one DDR4 channel (19.2 GB/s)
-s10       16     42    10,752       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
+s10       16     43    11,008       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
 wide      4      1     16           23-bit mantissas, for ONNX conformance at rtol 1e-3
 ========  =====  ====  ===========  ============================================================
 
@@ -265,8 +265,8 @@ PRESETS: dict[str, EngineConfig] = {
         mem_port_bits=512, mem_bandwidth_gbps=19.2, mem_latency_cycles=100, clock_mhz=300.0,
     ),
     "s10": EngineConfig(
-        name="s10", native_dim=16, tiles=42, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=7168, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=16, mem_bytes=16 << 30,
+        name="s10", native_dim=16, tiles=43, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=7338, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=8, mem_bytes=16 << 30,
         mem_port_bits=8192, mem_bandwidth_gbps=256.0, mem_latency_cycles=120, clock_mhz=250.0,
     ),
     "wide": EngineConfig(

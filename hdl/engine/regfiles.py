@@ -123,6 +123,27 @@ class RegisterFiles(wiring.Component):
                         for user, count in self.wide.items() for space in Space})
         super().__init__(members)
 
+    def mux_bits(self) -> int:
+        """The W:1 multiplexer bits that the banked files (W = ``banks``) build, as ``elaborate``
+        builds them: per wide port a rotation crossbar of W lanes x the entry's bits on each side it
+        uses (write: lanes to banks; read: banks to lanes); per one-entry read port, including each
+        of the ``wide`` users' T, one entry's bits selected from the W banks. What the resource
+        model prices (``bitstreams.resources``, calibrated by synthesising one wide port)."""
+        bits = 0
+        for space in Space:
+            nb = self.banks[space]
+            if nb == 1:
+                continue
+            entry = file_shape(self.cfg, space).size
+            for user, spaces in self.users.items():
+                mode = spaces.get(space, "")
+                if user in self.widths:
+                    bits += nb * entry * (("r" in mode) + ("w" in mode))
+                else:
+                    bits += entry * ("r" in mode)
+            bits += entry * sum(self.wide.values())
+        return bits
+
     @staticmethod
     def port_name(user: str, space: Space) -> str:
         return f"{user}_{space.name.lower()}" if user else space.name.lower()

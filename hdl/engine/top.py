@@ -37,7 +37,7 @@ from .pool import Pool
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
-__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS"]
+__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS", "file_users"]
 
 BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
 # register-file ports per unit (RegisterFiles users); the MVU also has T read ports on every file
@@ -53,6 +53,14 @@ FILE_USERS = {
 # users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
 FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
+
+
+def file_users(cfg) -> dict:
+    """The engine's ``RegisterFiles`` arguments: every unit's ports (``FILE_USERS`` and the DMAs'
+    extra lanes), the wide users' widths (``mfu_width``) and the MVU's T one-entry reads."""
+    users = {**FILE_USERS, **Dma(cfg, load=True, store=False).lane_users("dma_load"),
+             **Dma(cfg, load=False, store=True).lane_users("dma_store")}
+    return {"users": users, "widths": {u: cfg.mfu_width for u in WIDE_USERS}, "wide": {"mvu": cfg.tiles}}
 
 
 class Engine(wiring.Component):
@@ -80,10 +88,7 @@ class Engine(wiring.Component):
         m.submodules.mfu = mfu = Mfu(self.cfg)
         m.submodules.pool = pool = Pool(self.cfg)
         m.submodules.mvu = mvu = Mvu(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg, {**FILE_USERS, **ld.lane_users("dma_load"),
-                                                             **st.lane_users("dma_store")},
-                                                   {u: self.cfg.mfu_width for u in WIDE_USERS},
-                                                   wide={"mvu": self.cfg.tiles})
+        m.submodules.files = files = RegisterFiles(self.cfg, **file_users(self.cfg))
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)
