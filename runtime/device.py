@@ -31,7 +31,7 @@ from accelml.hdl.program import Program
 from accelml.sim.funcsim import FuncSim, Stats
 from accelml.sim.memory import ExternalMemory
 
-from .storage import claim_output, temporary_beside
+from .storage import claim_output, commit_file, temporary_beside
 
 __all__ = ["Device", "FuncSimDevice", "RtlDevice", "RtlStats", "device_named", "DEVICES", "is_fst", "claim_trace",
            "DEFAULT_MAX_STEPS"]
@@ -280,7 +280,7 @@ class RtlDevice(Device):
             run = sim.run(words, memory.data, ro_bytes=memory.frozen, max_steps=max_steps, max_cycles=max_cycles,
                           trace_to=tmp)
             if tmp is not None and tmp.exists():
-                os.replace(tmp, trace)
+                commit_file(tmp, trace)
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 from accelml.hdl.errors import DestinationError
 
 __all__ = ["DestinationError", "write_dir_atomic", "write_file_atomic", "check_destination", "ATOMIC_SWAP",
-           "stale_temporaries", "pid_alive", "fsync_tree", "fsync_dir", "claim_output"]
+           "stale_temporaries", "pid_alive", "fsync_tree", "fsync_dir", "claim_output", "commit_file"]
 
 _TMP_INFIX = ".accelml-tmp-"
 
@@ -206,6 +206,19 @@ def _replace(tmp: Path, dest: Path) -> None:
 def temporary_beside(path: Path, tag: str = "") -> Path:
     """A fresh temporary name next to ``path`` for this process (found by ``stale_temporaries``)."""
     return path.parent / f".{path.name}{_TMP_INFIX}{os.getpid()}-{tag}{secrets.token_hex(4)}"
+
+
+def commit_file(tmp: Path, path: Path) -> Path:
+    """Put the finished temporary file ``tmp`` (``temporary_beside(path)``) in place of ``path``:
+    its data flushed to disk first, the rename then, and the directory entry after."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
 
 
 def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
