@@ -46,6 +46,11 @@ What it counts, and from where:
 
 Not counted: the MVU's write-back buffer of T binary32 vectors (written ``mfu_width`` a cycle).
 
+The register files counted are the ones the engine needs, not yet the ones the RTL builds: there
+the VRF has several write ports and the FVRF four, which synthesis maps to flip-flops, and each
+reading unit has its own read copy (bitstreams/README.md, "Why the engine with the MVU does not
+synthesise yet").
+
 The presets are the largest engines that fit by this model. Clock rates are the presets' targets;
 no place-and-route has confirmed them, and an Intel design near 100 % of its ALMs is unlikely to
 place and route at them.
