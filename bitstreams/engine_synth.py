@@ -19,22 +19,41 @@ from pathlib import Path
 
 from accelml.hdl.config import preset
 from accelml.hdl.emit import DEFAULT_IMEM_DEPTH, ENGINE_TOP, engine_verilog
+from accelml.hdl.errors import RtlError
 from accelml.runtime.storage import write_file_atomic
 
 from .resources import DEVICES
 from .synth import synthesize
 
-__all__ = ["RECORDS", "synthesize_engine", "record", "recorded", "fit", "CELLS"]
+__all__ = ["RECORDS", "synthesize_engine", "record", "recorded", "fit", "CELLS", "multi_writer_files"]
 
 RECORDS = Path(__file__).with_name("engine_synth.json")
 CELLS = ("LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D", "DP16KD", "PFUMX", "L6MUX21", "TRELLIS_DPR16X4")
 
 
-def synthesize_engine(name: str, *, imem_depth: int = DEFAULT_IMEM_DEPTH) -> dict:
-    """synth_ecp5 of the engine of preset ``name``: one record (see the module doc)."""
+def multi_writer_files(cfg) -> dict[str, int]:
+    """The engine's register files with more than one write port ({file: ports}): no RAM block
+    has more than one, so synthesis builds them from flip-flops (bitstreams/README.md)."""
+    from accelml.hdl.engine.regfiles import RegisterFiles
+    from accelml.hdl.engine.top import file_users
+
+    ports = RegisterFiles(cfg, **file_users(cfg)).write_ports()
+    return {space.name: n for space, n in ports.items() if n > 1}
+
+
+def synthesize_engine(name: str, *, imem_depth: int = DEFAULT_IMEM_DEPTH, force: bool = False) -> dict:
+    """synth_ecp5 of the engine of preset ``name``: one record (see the module doc). Refused with
+    ``RtlError`` while register files have several write ports (``multi_writer_files``: Yosys
+    would build them from flip-flops and run for hours), unless ``force``."""
     from accelml.hdl.engine.top import Engine
 
     cfg = preset(name)
+    many = multi_writer_files(cfg)
+    if many and not force:
+        files = ", ".join(f"{k} ({n} write ports)" for k, n in many.items())
+        raise RtlError(f"{name}: the engine's {files} cannot be built from RAM blocks (one write port each); "
+                       "synth_ecp5 would map them to flip-flops and run past its hour (bitstreams/README.md); "
+                       "--force tries anyway")
     result = synthesize(Engine(cfg, imem_depth=imem_depth), flow="ecp5", top=ENGINE_TOP)
     _, manifest = engine_verilog(cfg, imem_depth=imem_depth)  # the same text synthesize read
     return {"preset": name, "config_hash": cfg.hash, "verilog_sha256": manifest["verilog_sha256"],
@@ -73,9 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "ecp5"])
     ap.add_argument("--imem-depth", type=int, default=DEFAULT_IMEM_DEPTH)
+    ap.add_argument("--force", action="store_true",
+                    help="synthesise even when register files have several write ports (hours, flip-flops)")
     args = ap.parse_args(argv)
     for name in args.presets:
-        rec = synthesize_engine(name, imem_depth=args.imem_depth)
+        try:
+            rec = synthesize_engine(name, imem_depth=args.imem_depth, force=args.force)
+        except RtlError as e:
+            raise SystemExit(f"engine_synth: {e}") from None
         record(rec)
         used = ", ".join(f"{k} {u:,} / {a:,}" for k, (u, a) in fit(rec).items())
         print(f"{name}: {rec['seconds']:.0f} s; {used}; cells {rec['cells']}", flush=True)

@@ -123,6 +123,11 @@ class RegisterFiles(wiring.Component):
                         for user, count in self.wide.items() for space in Space})
         super().__init__(members)
 
+    def write_ports(self) -> dict[Space, int]:
+        """Write ports per file, as ``elaborate`` builds them (one per writing user). A RAM block
+        has one: synthesis builds a file with more from flip-flops."""
+        return {space: sum("w" in spaces.get(space, "") for spaces in self.users.values()) for space in Space}
+
     def mux_bits(self) -> int:
         """The W:1 multiplexer bits that the banked files (W = ``banks``) build, as ``elaborate``
         builds them: per wide port a rotation crossbar of W lanes x the entry's bits on each side it
