@@ -228,14 +228,9 @@ def write_file_atomic(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+        return commit_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already once committed
 
 
 def claim_output(path: Path, *, inputs=(), ours=None, force: bool = False, what: str = "output") -> Path:

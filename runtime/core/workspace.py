@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from accelml.hdl.errors import WorkspaceError
+from accelml.runtime.storage import write_file_atomic
 from accelml.runtime.workspace import Registry
 
 CONFIG_DIR = ".azureml"
@@ -116,10 +117,7 @@ class Workspace:
         target.parent.mkdir(parents=True, exist_ok=True)
         data = {"subscription_id": self.subscription_id, "resource_group": self.resource_group,
                 "workspace_name": self.name, "location": self.location, "workspace_path": str(self.path)}
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, target)
-        return target
+        return write_file_atomic(target, (json.dumps(data, indent=2) + "\n").encode())
 
     # collections, as the Azure SDK's workspace exposes them
     @property
