@@ -34,10 +34,9 @@ CELLS = ("LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D", "DP16KD", "PFUMX", "L6MUX2
 def multi_writer_files(cfg) -> dict[str, int]:
     """The engine's register files with more than one write port ({file: ports}): no RAM block
     has more than one, so synthesis builds them from flip-flops (bitstreams/README.md)."""
-    from accelml.hdl.engine.regfiles import RegisterFiles
-    from accelml.hdl.engine.top import file_users
+    from accelml.hdl.engine.top import register_files
 
-    ports = RegisterFiles(cfg, **file_users(cfg)).write_ports()
+    ports = register_files(cfg).write_ports()
     return {space.name: n for space, n in ports.items() if n > 1}
 
 

@@ -39,7 +39,7 @@ What it counts, and from where:
   the device RAM's widest shape that holds the depth.
 
 * **Crossbars** (``crossbar_cost``): the W:1 multiplexer bits of the banked files
-  (``RegisterFiles.mux_bits`` of the engine's ``top.file_users``: a rotation crossbar per wide port
+  (``RegisterFiles.mux_bits`` of the engine's ``top.register_files``: a rotation crossbar per wide port
   and direction, one entry's select per one-entry read of a banked file) at the per-bit cost of the
   RTL's register files with one wide FVRF user synthesised at W = 2, 4, 8, 16 (block ``WidePort``),
   linear in W between those.
@@ -149,14 +149,20 @@ def _fit(flow: str, key: str, n: int, m: int) -> float:
         coef = np.linalg.lstsq(np.stack([ns**2, ns, np.ones_like(ns)], 1), np.array([p[1] for p in pts], float),
                                rcond=None)[0]
         values[mm] = float(coef @ [n * n, n, 1])
-    if m in values:
-        return values[m]
-    lo = max([w for w in widths if w < m], default=widths[0])
-    hi = min([w for w in widths if w > m], default=widths[-1])
-    if lo == hi:  # outside the measured widths: extrapolate from the two nearest
-        lo, hi = widths[0], widths[1]
-    t = (m - lo) / (hi - lo)
-    return values[lo] + t * (values[hi] - values[lo])
+    return _interpolate(values, m)
+
+
+def _interpolate(values: dict[float, float], x: float) -> float:
+    """``values`` (measured at a few x) at ``x``: linear between the two measured x around it,
+    and outside them extrapolated from the two nearest."""
+    if x in values:
+        return values[x]
+    xs = sorted(values)
+    lo = max([v for v in xs if v < x], default=None)
+    hi = min([v for v in xs if v > x], default=None)
+    if lo is None or hi is None:  # outside the measured x
+        lo, hi = (xs[0], xs[1]) if lo is None else (xs[-2], xs[-1])
+    return values[lo] + (x - lo) / (hi - lo) * (values[hi] - values[lo])
 
 
 def _ram_blocks(width: int, depth: int, dev: Device) -> int:
@@ -217,11 +223,10 @@ def wide_port_costs(flow: str) -> dict[int, dict[str, float]]:
 
 def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     """The banked register files' multiplexers: ``RegisterFiles.mux_bits`` of the engine's files
-    (``top.file_users``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
+    (``top.register_files``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
     block ``WidePort``), linear in W between the measured widths (and beyond the widest, from the
     two widest). Zero at W = 1: nothing is banked."""
-    from accelml.hdl.engine.regfiles import RegisterFiles
-    from accelml.hdl.engine.top import file_users
+    from accelml.hdl.engine.top import register_files
 
     w = cfg.mfu_width
     if w == 1:
@@ -230,14 +235,8 @@ def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     if len(costs) < 2:
         raise ValueError("calibration.json holds fewer than two WidePort records for this flow: "
                          "run python -m accelml.bitstreams.calibrate --only WidePort")
-    ws = sorted(costs)
-    lo = max([x for x in ws if x <= w], default=ws[0])
-    hi = min([x for x in ws if x >= w], default=ws[-1])
-    if lo == hi and w not in costs:  # outside the measured widths: from the two nearest
-        lo, hi = (ws[0], ws[1]) if w < ws[0] else (ws[-2], ws[-1])
-    t = 0.0 if lo == hi else (w - lo) / (hi - lo)
-    per = {k: costs[lo][k] + t * (costs[hi][k] - costs[lo][k]) for k in ("logic", "ffs")}
-    bits = RegisterFiles(cfg, **file_users(cfg)).mux_bits()
+    per = {k: _interpolate({x: c[k] for x, c in costs.items()}, w) for k in ("logic", "ffs")}
+    bits = register_files(cfg).mux_bits()
     return {k: bits * v for k, v in per.items()}
 
 

@@ -37,7 +37,7 @@ from .pool import Pool
 from .regfiles import RegisterFiles
 from .status import ErrorCode, Unit
 
-__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS", "file_users"]
+__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS", "register_files"]
 
 BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
 # register-file ports per unit (RegisterFiles users); the MVU also has T read ports on every file
@@ -55,12 +55,13 @@ FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
-def file_users(cfg) -> dict:
-    """The engine's ``RegisterFiles`` arguments: every unit's ports (``FILE_USERS`` and the DMAs'
-    extra lanes), the wide users' widths (``mfu_width``) and the MVU's T one-entry reads."""
+def register_files(cfg) -> RegisterFiles:
+    """The engine's register files: every unit's ports (``FILE_USERS`` and the DMAs' extra lanes),
+    the wide users' widths (``mfu_width``) and the MVU's T one-entry reads (what the resource model
+    and the synthesis checks count, too)."""
     users = {**FILE_USERS, **Dma(cfg, load=True, store=False).lane_users("dma_load"),
              **Dma(cfg, load=False, store=True).lane_users("dma_store")}
-    return {"users": users, "widths": {u: cfg.mfu_width for u in WIDE_USERS}, "wide": {"mvu": cfg.tiles}}
+    return RegisterFiles(cfg, users, {u: cfg.mfu_width for u in WIDE_USERS}, wide={"mvu": cfg.tiles})
 
 
 class Engine(wiring.Component):
@@ -88,7 +89,7 @@ class Engine(wiring.Component):
         m.submodules.mfu = mfu = Mfu(self.cfg)
         m.submodules.pool = pool = Pool(self.cfg)
         m.submodules.mvu = mvu = Mvu(self.cfg)
-        m.submodules.files = files = RegisterFiles(self.cfg, **file_users(self.cfg))
+        m.submodules.files = files = register_files(self.cfg)
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)

@@ -140,22 +140,22 @@ def test_mux_bits_count_the_crossbars_the_register_files_build():
     assert RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}}, {"u": 4}).mux_bits() == 2 * 4 * entry
     assert RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}, "r": {Space.FVRF: "r"}, "w": {Space.FVRF: "w"}},
                          {"u": 4}).mux_bits() == 2 * 4 * entry + entry
-    assert RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}}, {"u": 4}, wide={"t": 3}).mux_bits() == 2 * 4 * entry + 3 * entry
+    three = RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}}, {"u": 4}, wide={"t": 3})
+    assert three.mux_bits() == 2 * 4 * entry + 3 * entry
     assert RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}}).mux_bits() == 0
 
 
 def test_crossbars_cost_what_one_wide_port_measured():
     """At a measured width the crossbars cost the engine's multiplexer bits at the measured per-bit
     cost; none at W = 1; more per bit as W grows (a W:1 multiplexer per bit)."""
-    from accelml.hdl.engine.regfiles import RegisterFiles
-    from accelml.hdl.engine.top import file_users
+    from accelml.hdl.engine.top import register_files
 
     a10 = preset("a10")
     dev = resources.DEVICES["10AX115"]
     per = resources.wide_port_costs("alm")
     assert sorted(per) == [2, 4, 8, 16]
     assert [per[w]["logic"] for w in sorted(per)] == sorted(per[w]["logic"] for w in per)
-    bits = RegisterFiles(a10, **file_users(a10)).mux_bits()
+    bits = register_files(a10).mux_bits()
     assert resources.crossbar_cost(a10, dev)["logic"] == pytest.approx(bits * per[a10.mfu_width]["logic"])
     assert resources.crossbar_cost(dataclasses.replace(a10, mfu_width=1), dev) == {"logic": 0.0, "ffs": 0.0}
     assert resources.estimate(a10).parts["crossbars"]["logic"] > 0
