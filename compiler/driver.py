@@ -354,12 +354,13 @@ class _Context:
     pack_first: bool
     samples: list[dict[str, np.ndarray]]  # checked calibration samples (external feeds)
     inputs: list[dict]
-    weight_caches: list[dict] = field(default_factory=list)  # per segment: lower_segment's weight_cache
+    weight_caches: list[dict] = field(init=False)  # per segment: lower_segment's weight_cache
+
+    def __post_init__(self) -> None:
+        self.weight_caches = [{} for _ in self.subgraphs]
 
     def lower(self, precs: list[dict[str, lower.LayerPrecision]] | None = None, **kw) -> list[lower.Plan]:
         """Every engine segment lowered (the candidates share their rounded weights)."""
-        while len(self.weight_caches) < len(self.subgraphs):
-            self.weight_caches.append({})
         return [lower.lower_segment(sg, self.cfg, pack_first=self.pack_first,
                                     precision=precs[i] if precs else None, weight_cache=self.weight_caches[i], **kw)
                 for i, sg in enumerate(self.subgraphs)]
@@ -435,9 +436,8 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     fast_total = sum(r.cycles for _, reports, _ in fast_sched for r in reports)
     limit = req.budget * fast_total
     feeds = ctx.samples[:prec_policy.MEASURE_SAMPLES] or prec_policy.synthetic_samples(ctx.inputs)
-    # without calibration samples, rounding and biases are calibrated on synthetic ones
+    # without calibration samples, rounding and biases are calibrated on synthetic ones: always calibrated
     cal = ctx.samples or prec_policy.synthetic_samples(ctx.inputs, prec_policy.SYNTHETIC_CALIBRATION)
-    bc = bool(cal)
     both = lower.LayerPrecision(True, True)
     noise: dict[str, prec_policy.LayerNoise] = {}
     mes = (ctx.lower(_uniform(ctx, replace(both, rounding=lower.Rounding.MIN_ERROR))) if req.min_error_rounding
@@ -460,7 +460,7 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
         if key in seen:
             break
         seen.add(key)
-        layer_precs = prec_policy.layer_precisions(noise, taken, bc)
+        layer_precs = prec_policy.layer_precisions(noise, taken, True)
         sw = {n for n, lp in layer_precs.items() if lp.split_weights}
         sa = {n for n, lp in layer_precs.items() if lp.split_activations}
         try:
@@ -479,10 +479,10 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
         else:
             hi = scale
             scale = (lo + scale) / 2 if lo > 0 else scale * 0.9 * extra / max(total - fast_total, 1.0)
-    layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], bc)
+    layer_precs = best[1] if best is not None else prec_policy.layer_precisions(noise, [], True)
     precs = [{n.name: layer_precs[n.name] for n in sg.nodes if n.name in layer_precs} for sg in ctx.subgraphs]
-    plans = ctx.lower(precs, keep_float=bc)
-    corrected = ctx.correct(plans, compensate=precs, samples=cal) if bc else 0
+    plans = ctx.lower(precs, keep_float=True)
+    corrected = ctx.correct(plans, compensate=precs, samples=cal)
     schedules = []
     for plan, (pool, lookahead) in zip(plans, params, strict=True):  # the schedule the choice was timed on
         compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)

@@ -431,7 +431,7 @@ class _Lowering:
         min_error = prec.rounding is Rounding.MIN_ERROR
         cache = self.weight_cache if self.weight_cache is not None else {}
         entry = cache.get((name, min_error))
-        if entry is None or entry["phys"].shape != phys.shape or not np.array_equal(entry["phys"], phys):
+        if entry is None or not np.array_equal(entry["phys"], phys):
             entry = {"phys": phys, "wq": golden.quantize_conv_weights(phys, self.cfg, name=f"{name}.weight",
                                                                       min_error=min_error)}
             cache[(name, min_error)] = entry
