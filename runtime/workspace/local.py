@@ -25,6 +25,7 @@ from pathlib import Path
 
 from accelml.hdl.errors import ServeError
 from accelml.runtime.serve.ready import parse_ready_line
+from accelml.runtime.storage import commit_file, temporary_beside
 
 LOG = "server.log"
 KEYS = "keys.json"
@@ -52,13 +53,14 @@ def new_key() -> str:
 
 
 def write_keys(path: Path, primary: str, secondary: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"primary": primary, "secondary": secondary}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """The keys file, readable by its owner only, put in place whole (``storage.commit_file``)."""
+    tmp = temporary_beside(path)
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            json.dump({"primary": primary, "secondary": secondary}, f)
+        commit_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already once committed
 
 
 def read_keys(path: Path) -> tuple[str, str]:
