@@ -36,7 +36,7 @@ def multi_writer_files(cfg) -> dict[str, int]:
     has more than one, so synthesis builds them from flip-flops (bitstreams/README.md)."""
     from accelml.hdl.engine.top import register_files
 
-    ports = register_files(cfg).write_ports()
+    ports = register_files(cfg, count_only=True).write_ports()
     return {space.name: n for space, n in ports.items() if n > 1}
 
 

@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np
 
 from accelml.hdl.config import PRESETS, EngineConfig
-from accelml.hdl.isa import INSN_BITS
+from accelml.hdl.isa import INSN_BITS, Space
 from accelml.runtime.storage import write_file_atomic
 
 from .synth import alms
@@ -236,7 +236,7 @@ def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
         raise ValueError("calibration.json holds fewer than two WidePort records for this flow: "
                          "run python -m accelml.bitstreams.calibrate --only WidePort")
     per = {k: _interpolate({x: c[k] for x, c in costs.items()}, w) for k in ("logic", "ffs")}
-    bits = register_files(cfg).mux_bits()
+    bits = register_files(cfg, count_only=True).mux_bits()
     return {k: bits * v for k, v in per.items()}
 
 
@@ -245,8 +245,10 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
     """RAM blocks of the VRF, MRF and FVRF with the MVU's ``T`` reads per cycle plus one general read.
 
     ``banked=False`` (what the RTL builds, and the default on ECP5): each file is one memory with
-    ``read_ports`` (default T + 1) read ports, which synthesis builds as that many full copies (a RAM
-    block has one write and one read port). ``banked=True`` (the default on Intel devices, **not yet
+    ``read_ports`` read ports (default: the RTL's, ``RegisterFiles.read_ports``: T for the MVU, one
+    shared by the other readers with ``file_ports="shared"``, one more for the MFU's second FVRF
+    operand), which synthesis builds as that many full copies (a RAM block has one write and one
+    read port). ``banked=True`` (the default on Intel devices, **not yet
     built**): each file is split into T banks of depth/T, one read per bank per cycle, the general
     port sharing them; this needs an address placement the compiler guarantees free of bank conflicts.
     The FVRF rows are ``mfu_width`` vectors wide, as the MFU reads them; banked, T reads of distinct
@@ -261,8 +263,14 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
              (32 * n * cfg.mfu_width, math.ceil(cfg.fvrf_vectors / cfg.mfu_width), math.ceil(t / cfg.mfu_width))]
     if banked:
         return sum(b * _ram_blocks(w, math.ceil(d / b), dev) for w, d, b in files)
-    copies = t + 1 if read_ports is None else read_ports
-    return sum(copies * _ram_blocks(w, d, dev) for w, d, _ in files)
+    if read_ports is None:  # the RTL's read ports per file (a copy each)
+        from accelml.hdl.engine.top import register_files
+
+        ports = register_files(cfg, count_only=True).read_ports()
+        copies = [ports[space] for space in (Space.VRF, Space.MRF, Space.FVRF)]
+    else:
+        copies = [read_ports] * 3
+    return sum(c * _ram_blocks(w, d, dev) for c, (w, d, _) in zip(copies, files, strict=True))
 
 
 def _engine_records() -> list[tuple[EngineConfig, dict]]:

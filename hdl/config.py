@@ -17,6 +17,12 @@ N (``native_dim``) is both the length of the engine's dot products and the BFP b
 ecp5, a10 and s10 engines are the largest (whole engine: tile engines, MFU, control, register
 files) that fit their devices by the resource model of ``bitstreams/resources.py``; its table,
 with margins and modelled ResNet-50 latencies, is in bitstreams/README.md.
+
+``file_ports``: ``tiny`` and ``ecp5`` are built with ``"shared"`` register-file ports (one write
+port per file; beside the MVU's, one read port for the other units), which RAM blocks can hold and
+whole-engine synthesis measures; units that would use one such port take turns. ``a10`` and
+``s10`` keep ``"unit"`` ports, a port set per unit: their figures assume files that are not built
+from RAM blocks yet (bitstreams/README.md).
 """
 
 from __future__ import annotations
@@ -81,6 +87,10 @@ def _check_pos_float(name: str, value) -> None:
 
 
 INTERNAL_FORMATS = ("fp32-ftz",)
+FILE_PORTS = ("unit", "shared")
+# fields added after packages were first written, hashed only away from the value every earlier
+# configuration had, so the hash of an earlier configuration stays what its packages recorded
+_HASHED_IF_NOT = {"file_ports": "unit"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,10 @@ class EngineConfig:
     vrf_vectors: int = 4096  # BFP vector register file depth, in N-vectors
     fvrf_vectors: int = 4096  # internal-format vector file depth, in N-vectors
     mfu_width: int = 1  # N-vectors each multi-function unit op processes per cycle
+    # register-file ports (FILE_PORTS): "unit", every unit its own write and read ports on each
+    # file; "shared", one write port per file and, beside the MVU's T reads, one read port shared
+    # by the other readers (hdl/engine/regfiles.py), as FPGA RAM blocks are built
+    file_ports: str = "unit"
     mem_bytes: int = 64 << 20  # external memory size
     mem_port_bits: int = 64  # external memory port width, bits per engine clock
     mem_bandwidth_gbps: float = 1.6  # sustained external memory bandwidth, GB/s
@@ -127,6 +141,8 @@ class EngineConfig:
         _check_int("vrf_vectors", self.vrf_vectors, 1, 1 << 24)
         _check_int("fvrf_vectors", self.fvrf_vectors, 1, 1 << 24)
         _check_int("mfu_width", self.mfu_width, 1, 4096)
+        if self.file_ports not in FILE_PORTS:
+            raise ConfigError(f"EngineConfig.file_ports must be one of {FILE_PORTS}, got {self.file_ports!r}")
         _check_int("mem_bytes", self.mem_bytes, 1 << 10, 1 << 36)
         _check_int("mem_port_bits", self.mem_port_bits, 8, 1 << 16)
         if self.mem_port_bits % 8:
@@ -234,6 +250,9 @@ class EngineConfig:
         """Stable SHA-256 over every hardware parameter (the preset name is not part of it)."""
         data = self.to_dict()
         data.pop("name")
+        for key, legacy in _HASHED_IF_NOT.items():
+            if data[key] == legacy:
+                del data[key]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -251,12 +270,12 @@ class EngineConfig:
 PRESETS: dict[str, EngineConfig] = {
     "tiny": EngineConfig(
         name="tiny", native_dim=4, tiles=2, mantissa_bits=7, exponent_bits=8, format="custom",
-        mrf_tiles=512, vrf_vectors=8192, fvrf_vectors=8192, mem_bytes=64 << 20,
+        mrf_tiles=512, vrf_vectors=8192, fvrf_vectors=8192, file_ports="shared", mem_bytes=64 << 20,
         mem_port_bits=64, mem_bandwidth_gbps=0.8, mem_latency_cycles=8, clock_mhz=100.0,
     ),
     "ecp5": EngineConfig(
         name="ecp5", native_dim=8, tiles=1, mantissa_bits=7, exponent_bits=8, format="custom",
-        mrf_tiles=1024, vrf_vectors=8192, fvrf_vectors=1024, mem_bytes=128 << 20,
+        mrf_tiles=1024, vrf_vectors=8192, fvrf_vectors=1024, file_ports="shared", mem_bytes=128 << 20,
         mem_port_bits=32, mem_bandwidth_gbps=0.2, mem_latency_cycles=12, clock_mhz=50.0,
     ),
     "a10": EngineConfig(

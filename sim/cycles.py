@@ -14,7 +14,11 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
 * **Units** each run one instruction (queue depth 1): a unit's slot frees the cycle after the
   unit reports done, and only then may a conflicting instruction (a read of what it writes, a write
   of what it reads or writes; VRF / MRF / FVRF entries and external-memory bytes over the span of
-  each operand) or the unit's next instruction be dispatched. No chaining.
+  each operand) or the unit's next instruction be dispatched. No chaining. With
+  ``file_ports="shared"`` an instruction also waits for one of another unit that would use the
+  same shared port of a file (one write port per file; one read port beside the MVU's T reads),
+  whatever entries each touches (``layouts.port_conflict``), and a DMA moves one entry a cycle
+  (``layouts.dma_max_lanes``).
 * **MFU** (``hdl/engine/mfu.py``): pipelined, one group of up to ``mfu_width`` vectors read a
   cycle (``vop``'s two operands at once; :func:`mfu_groups`), handed to the unit the next cycle and
   written ``unit latency`` cycles later (latency 2, ``qnt`` 3): busy ``groups + 1 + latency``
@@ -62,7 +66,15 @@ from functools import lru_cache
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
-from accelml.hdl.engine.layouts import dma_lanes, dma_store_room, mvu_write_cycles
+from accelml.hdl.engine.layouts import (
+    DMA_MAX_LANES,
+    dma_lanes,
+    dma_max_lanes,
+    dma_store_room,
+    mvu_write_cycles,
+    port_conflict,
+    shared_ports,
+)
 
 from . import native
 from .dram import derating
@@ -142,6 +154,7 @@ class MemoryTiming:
     page_miss: int = 0
     read_to_write: int = 0  # cycles from a read's acceptance to a write's, at least
     write_to_read: int = 0  # cycles from a write's acceptance to a read's, at least
+    max_lanes: int = DMA_MAX_LANES  # the DMA's lanes at most (layouts.dma_max_lanes)
 
 
 def memory_timing(cfg: EngineConfig) -> MemoryTiming:
@@ -154,11 +167,13 @@ def memory_timing(cfg: EngineConfig) -> MemoryTiming:
     bpc = Fraction(cfg.mem_bytes_per_cycle).limit_denominator(1000)
     outstanding = math.ceil(cfg.mem_latency_cycles * float(bpc) / w) + 1
     d = derating(cfg)
+    lanes = dma_max_lanes(cfg)
     if d is None:
-        return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w)
+        return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w,
+                            max_lanes=lanes)
     bpc *= d.efficiency
     return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w,
-                        d.row_bytes, d.page_miss, d.read_to_write, d.write_to_read)
+                        d.row_bytes, d.page_miss, d.read_to_write, d.write_to_read, lanes)
 
 
 # -- the DMA's LOAD / STORE phases, word by word (hdl/engine/dma.py against memory_model.v) -------
@@ -199,7 +214,7 @@ def _load_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: int
     at its start (row index of ``addr``'s row being ``addr // row_bytes``), ``wait`` the cycle its
     first request may be accepted (read after write)."""
     w = t.word_bytes
-    lanes = dma_lanes(w, item)
+    lanes = dma_lanes(w, item, t.max_lanes)
     row_bytes = length * item
     dram = _Dram(t, open_row, wait)
     due: list[int] = []  # read responses in flight, in order: the cycle each is valid from
@@ -255,7 +270,7 @@ def _store_phase_py(t: MemoryTiming, item: int, addr: int, rows: int, length: in
                     open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
     """As :func:`load_phase`, for a store in ``STORE``."""
     w = t.word_bytes
-    lanes, room = dma_lanes(w, item), dma_store_room(w, item)
+    lanes, room = dma_lanes(w, item, t.max_lanes), dma_store_room(w, item, t.max_lanes)
     dram = _Dram(t, open_row, wait)
     s_i, s_read, p_n = 0, False, 0  # next entry of the row to read, all read, entries read last cycle
     o_rows, o_row, o_pos, o_fill = rows, addr, addr % w, 0
@@ -293,7 +308,8 @@ def _phase(kernel: str, py, t: MemoryTiming, *args) -> tuple[int, int, int | Non
         return py(t, *args)
     item, addr, rows, length, mem_stride, open_row, wait = args
     tv = np.array([t.latency, t.max_outstanding, t.bw_num, t.bw_den, t.word_bytes, t.row_bytes, t.page_miss,
-                   dma_lanes(t.word_bytes, item), dma_store_room(t.word_bytes, item)], np.int64)
+                   dma_lanes(t.word_bytes, item, t.max_lanes), dma_store_room(t.word_bytes, item, t.max_lanes)],
+                  np.int64)
     out = np.zeros(3, np.int64)
     cycles = getattr(k, kernel)(tv.ctypes.data, item, addr, rows, length, mem_stride, int(open_row is not None),
                                 open_row or 0, wait, out.ctypes.data)
@@ -345,6 +361,7 @@ class CycleModel:
         self.t = 0  # the cycle the next instruction's FETCH starts
         self.busy: dict[str, int] = defaultdict(int)
         self.inflight: dict[str, _InFlight] = {}
+        self.shared = shared_ports(cfg)  # ports units share (file_ports="shared")
         self.port_free = 0  # the memory port: DONE cycle of the transfer holding it last
         self.last_access: tuple[int, bool] | None = None  # DRAM: (cycle, is a write) of the last request
         self.open_row: int | None = None  # DRAM: the open row
@@ -397,8 +414,9 @@ class CycleModel:
         held = self.inflight.get(unit)
         if held is not None:
             d = max(d, held.free)
-        for f in self.inflight.values():
-            if f.free > d and _conflict(ranges, f.ranges):
+        for other, f in self.inflight.items():
+            if f.free > d and (_conflict(ranges, f.ranges)
+                               or port_conflict(self.shared, unit, ranges, other, f.ranges)):
                 d = f.free
         if mfu is not None:
             op, count, period = mfu

@@ -24,7 +24,12 @@ an in-flight write, a write against an in-flight read or write, over the half-op
 operand covers (entries of VRF / MRF / FVRF, bytes of external memory; a strided transfer covers
 its first to last element; an ``mvc`` reads its VRF image span and MRF tile span and writes its
 FVRF destination, which an accumulating one also reads; a ``pool`` reads its VRF image span and
-writes its FVRF destination); then it is handed over and control goes on with the next instruction.
+writes its FVRF destination); with ``EngineConfig.file_ports = "shared"`` also none that would use
+a register-file port it shares with another unit's instruction in flight (``layouts.port_conflict``:
+one write port per file, one read port beside the MVU's), whatever entries they touch. Then it is
+handed over and control goes on with the next instruction. ``{unit}_reads`` tells the register
+files which files each unit's instruction reads, from its hand-over to its done (the shared read
+ports follow it).
 The command carries everything the unit needs, configuration registers included (``clip_lo``,
 ``clip_hi``, ``alpha``, strides), copied when the instruction is checked: a later ``cfg`` does not
 reach an instruction already dispatched. No chaining: a dependent instruction starts once its
@@ -60,7 +65,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -78,7 +83,7 @@ from accelml.hdl.isa import (
     Space,
 )
 
-from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes
+from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes, shared_ports
 from .mfu import MfuOp, mfu_cmd_layout
 from .mvu import mvu_cmd_layout
 from .pool import pool_cmd_layout
@@ -124,6 +129,12 @@ def _conflict(a, b):
     return (a.valid & b.valid & (a.space == b.space) & (a.write | b.write) & (a.lo < b.hi) & (b.lo < a.hi))
 
 
+def _port_use(shared: dict, unit: str, r) -> list:
+    """Per shared port (``layouts.shared_ports`` order): does ``unit``'s range ``r`` use it?"""
+    return [r.valid & (r.lo < r.hi) & (r.space == space) & (r.write == write) if unit in group else Const(0, 1)
+            for (space, write), group in shared.items()]
+
+
 class Control(wiring.Component):
     def __init__(self, cfg, *, imem_depth: int = 4096):
         self.cfg = check_config(cfg, "Control")
@@ -139,6 +150,7 @@ class Control(wiring.Component):
             "max_steps": In(STEP_BITS), "max_cycles": In(CYCLE_BITS),
             "running": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(ErrorCode),
             "error_pc": Out(pw), "steps": Out(STEP_BITS), "cycles": Out(CYCLE_BITS), "ctl_busy": Out(1),
+            **{f"{u.name}_reads": Out(len(Space)) for u in UNITS},
         }
         for u in UNITS:
             members[f"{u.name}_cmd"] = Out(stream.Signature(u.layout(cfg)))
@@ -150,6 +162,7 @@ class Control(wiring.Component):
         cfg = self.cfg
         pw = self.pc_bits
         nu = len(UNITS)
+        shared = shared_ports(cfg)  # (file, write) -> units sharing that port
 
         m.submodules.imem = imem = Memory(shape=INSN_BITS, depth=self.imem_depth, init=[])
         wp = imem.write_port()
@@ -183,6 +196,14 @@ class Control(wiring.Component):
         p_rng = [Signal(range_layout(), name=f"pending_range{k}") for k in range(RANGES)]
         any_busy = Signal()
         m.d.comb += any_busy.eq(Cat(*s_busy).any())
+        def reads(rngs):  # the files an instruction's ranges read, one bit per Space
+            return Cat(*(Cat(*(r.valid & (r.lo < r.hi) & ~r.write & (r.space == space) for r in rngs)).any()
+                         for space in Space))
+
+        for u in range(nu):  # the files a unit reads: from the instruction's hand-over to its done
+            handover = cmds[u].valid & cmds[u].ready
+            m.d.comb += getattr(self, f"{UNITS[u].name}_reads").eq(
+                Mux(s_busy[u], reads(s_rng[u]), Mux(handover, reads(p_rng), 0)))
 
         # -- status and faults ----------------------------------------------------------------------
         f_valid = Signal()
@@ -530,6 +551,18 @@ class Control(wiring.Component):
                 hazard = Signal()
                 m.d.comb += hazard.eq(Cat(*(s_busy[u] & _conflict(a, b) for u in range(nu)
                                             for a in p_rng for b in s_rng[u])).any())
+                if shared:  # a port shared with a unit in flight (layouts.port_conflict)
+                    port_hazard = Signal()
+                    ng = len(shared)
+                    p_use = [Signal(ng, name=f"pending_ports{k}") for k in range(RANGES)]
+                    for k, a in enumerate(p_rng):
+                        m.d.comb += p_use[k].eq(Array(Cat(*_port_use(shared, un.name, a)) for un in UNITS)[p_unit])
+                    m.d.comb += port_hazard.eq(Cat(*(
+                        s_busy[u] & (p_unit != u) & (p_use[k] & Cat(*_port_use(shared, UNITS[u].name, b))).any()
+                        for u in range(nu) for k in range(RANGES) for b in s_rng[u])).any())
+                    hazard_all = Signal()
+                    m.d.comb += hazard_all.eq(hazard | port_hazard)
+                    hazard = hazard_all
                 free = Signal()
                 m.d.comb += free.eq(~Array(s_busy)[p_unit])
                 go = Signal()

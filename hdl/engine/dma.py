@@ -9,9 +9,9 @@ entry is then not written and the command ends there; entries before it, also th
 cycle, are written).
 
 Both directions move a memory word per cycle. ``layouts.dma_lanes`` entries of a space (as many as
-a word's bytes complete, at most ``DMA_MAX_LANES``) are moved per cycle through that many file
-ports, ``{space}`` (lane 0) and ``{space}{lane}``: a load's write ports, a store's read ports
-(:meth:`Dma.lane_users` names the extra ones for ``RegisterFiles``).
+a word's bytes complete, at most ``layouts.dma_max_lanes``: one with shared file ports) are moved
+per cycle through that many file ports, ``{space}`` (lane 0) and ``{space}{lane}``: a load's write
+ports, a store's read ports (:meth:`Dma.lane_users` names the extra ones for ``RegisterFiles``).
 
 Loads: a request generator issues the word reads covering each row (as fast as the port accepts
 them; the memory model bounds the requests in flight); a byte gearbox takes the row's bytes from
@@ -36,6 +36,7 @@ from .layouts import (
     check_config,
     dma_cmd_layout,
     dma_lanes,
+    dma_max_lanes,
     dma_store_room,
     item_bytes,
     mem_port_signature,
@@ -86,6 +87,16 @@ def decode_fvector(cfg, raw):
     return Cat(*vals), bad
 
 
+def lane_users(cfg, user: str, *, load: bool, store: bool) -> dict:
+    """The register-file users (``RegisterFiles``) of a DMA's extra lanes, named after ``user``
+    (``{user}{lane}``: one port of ``{space}{lane}`` each, a write port for a load, a read port for a
+    store); lane 0 is ``user``'s own."""
+    w = word_bytes(cfg)
+    lanes = {space: dma_lanes(w, item_bytes(cfg, space), dma_max_lanes(cfg)) for space in Space}
+    mode = ("r" if store else "") + ("w" if load else "")
+    return {f"{user}{j}": {space: mode for space in Space if lanes[space] > j} for j in range(1, max(lanes.values()))}
+
+
 class Dma(wiring.Component):
     """``load`` / ``store``: which commands this instance executes (the engine builds one of each,
     so a load and a store run side by side; the other kind of command must not be sent).
@@ -100,7 +111,8 @@ class Dma(wiring.Component):
             raise ValueError("Dma must execute loads, stores or both")
         self.load, self.store = load, store
         w = word_bytes(cfg)
-        self.lanes = {space: dma_lanes(w, item_bytes(cfg, space)) for space in Space}
+        self.max_lanes = dma_max_lanes(cfg)
+        self.lanes = {space: dma_lanes(w, item_bytes(cfg, space), self.max_lanes) for space in Space}
         super().__init__({
             "cmd": In(stream.Signature(dma_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
@@ -122,11 +134,8 @@ class Dma(wiring.Component):
         return getattr(self, self.port_name(space, lane))
 
     def lane_users(self, user: str) -> dict:
-        """The register-file users (``RegisterFiles``) of this DMA's extra write lanes, named after
-        ``user`` (``{user}{lane}``: one write port of ``{space}{lane}`` each); lane 0 is ``user``'s own."""
-        mode = ("r" if self.store else "") + ("w" if self.load else "")
-        return {f"{user}{j}": {space: mode for space in Space if self.lanes[space] > j}
-                for j in range(1, max(self.lanes.values()))}
+        """The register-file users (``RegisterFiles``) of this DMA's extra lanes: :func:`lane_users`."""
+        return lane_users(self.cfg, user, load=self.load, store=self.store)
 
     def connect_lanes(self, m, files, user: str) -> None:
         """Wire the extra write lanes to ``files`` (a ``RegisterFiles`` built with :meth:`lane_users`)."""
@@ -144,7 +153,7 @@ class Dma(wiring.Component):
         vb, tb, fb = (item_bytes(cfg, s) for s in Space)
         lanes = max(self.lanes.values())
         # buffer capacity in bytes: a load's gearbox (an item and a word), a store's room
-        cap = max(max(vb, tb, fb) + w, *(dma_store_room(w, item_bytes(cfg, s)) for s in Space))
+        cap = max(max(vb, tb, fb) + w, *(dma_store_room(w, item_bytes(cfg, s), self.max_lanes) for s in Space))
         fill_shape = unsigned(ceil_log2(cap + 1))
 
         c = Signal(dma_cmd_layout(cfg))
@@ -332,7 +341,7 @@ class Dma(wiring.Component):
                             # entries read this cycle: the row's next ones that fit the buffer
                             for j in range(k_s):
                                 with m.If(~s_read & (s_i + j < c.length)
-                                          & (o_fill + pend + it * (j + 1) <= dma_store_room(w, it))):
+                                          & (o_fill + pend + it * (j + 1) <= dma_store_room(w, it, self.max_lanes))):
                                     m.d.comb += nread.eq(j + 1)
                     send = Signal()
                     m.d.comb += send.eq((o_fill != 0) & ((o_pos + o_fill >= w) | s_pushed))

@@ -25,7 +25,8 @@ from accelml.hdl.isa import Space
 __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
-    "DMA_MAX_LANES", "dma_lanes", "dma_store_room", "mvu_write_cycles",
+    "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_WRITERS",
+    "FILE_READERS", "shared_ports", "port_conflict",
 ]
 
 # file entries a DMA moves per cycle at most (the load DMA's write ports / the store DMA's read ports of a file)
@@ -83,18 +84,63 @@ def item_bytes(cfg: EngineConfig, space: Space) -> int:
     return {Space.VRF: cfg.bfp_vector_bytes, Space.MRF: cfg.tile_bytes, Space.FVRF: cfg.fp_vector_bytes}[space]
 
 
-def dma_lanes(word: int, item: int) -> int:
+def dma_lanes(word: int, item: int, max_lanes: int = DMA_MAX_LANES) -> int:
     """Entries of ``item`` bytes a load writes (a store reads) per cycle with ``word``-byte memory
     words: as many as a word's bytes can complete (``ceil(word / item)``, so a word per cycle flows), at most
-    :data:`DMA_MAX_LANES`. ``accelml.sim.cycles`` models the same count."""
-    return max(1, min(-(-word // item), DMA_MAX_LANES))
+    ``max_lanes`` (:func:`dma_max_lanes`). ``accelml.sim.cycles`` models the same count."""
+    return max(1, min(-(-word // item), max_lanes))
 
 
-def dma_store_room(word: int, item: int) -> int:
+def dma_max_lanes(cfg: EngineConfig) -> int:
+    """Lanes a DMA may have: :data:`DMA_MAX_LANES`, or 1 with ``file_ports="shared"`` (a lane is one
+    more port of a file)."""
+    return 1 if cfg.file_ports == "shared" else DMA_MAX_LANES
+
+
+def dma_store_room(word: int, item: int, max_lanes: int = DMA_MAX_LANES) -> int:
     """Bytes a store's buffer may hold, counting the entries read but not yet in it: a store reads
     entries while they fit. Three words beyond the entries of one cycle's reads keep a whole word
     in the buffer in every cycle, since the buffer's fill is counted before the cycle's write."""
-    return dma_lanes(word, item) * item + 3 * word
+    return dma_lanes(word, item, max_lanes) * item + 3 * word
+
+
+# the units that write / read each file (control.UNITS names); the MVU's reads are its T wide ports
+FILE_WRITERS = {Space.VRF: ("dma_load", "mfu"), Space.MRF: ("dma_load",),
+                Space.FVRF: ("dma_load", "mfu", "pool", "mvu")}
+FILE_READERS = {Space.VRF: ("dma_store", "mfu", "pool"), Space.MRF: ("dma_store",),
+                Space.FVRF: ("dma_store", "mfu")}
+
+
+def shared_ports(cfg: EngineConfig) -> dict[tuple[Space, bool], tuple[str, ...]]:
+    """The ports several units share, ``(file, write) -> units``: with ``file_ports="shared"`` one
+    write port per file (its writers) and one read port (its readers beside the MVU's T and the
+    MFU's second operand); none with ``"unit"``. Control never has two instructions of different
+    units in flight that would use one shared port (:func:`port_conflict`)."""
+    if cfg.file_ports != "shared":
+        return {}
+    out = {}
+    for write, table in ((True, FILE_WRITERS), (False, FILE_READERS)):
+        for space, units in table.items():
+            if len(units) > 1:
+                out[(space, write)] = units
+    return out
+
+
+def port_conflict(shared: dict, unit_a: str, ranges_a, unit_b: str, ranges_b) -> bool:
+    """Would instructions of ``unit_a`` and ``unit_b`` (operand ranges ``(space, lo, hi, write)``,
+    space a ``Space`` name in lower case or ``"mem"``) use one shared port (``shared_ports``)? The
+    rule control's hazard check applies in hardware and ``accelml.sim.cycles`` models."""
+    if unit_a == unit_b or not shared:
+        return False
+    for sa, la, ha, wa in ranges_a:
+        if ha <= la or sa == "mem":
+            continue
+        units = shared.get((Space[sa.upper()], bool(wa)), ())
+        if unit_a not in units or unit_b not in units:
+            continue
+        if any(sb == sa and hb > lb and bool(wb) == bool(wa) for sb, lb, hb, wb in ranges_b):
+            return True
+    return False
 
 
 def mvu_write_cycles(tiles: int, width: int) -> int:

@@ -22,6 +22,16 @@ Each DMA lane beyond the first adds a write port (``dma_load{lane}``) and a read
 (``dma_store{lane}``) (``Dma.lane_users``: entries narrower than a memory word move several a
 cycle).
 
+Shared ports (``shared``; the engine's: ``layouts.shared_ports``, ``EngineConfig.file_ports =
+"shared"``): an FPGA RAM block has one write port, and every read port is one more copy of the
+memory, so a file with a write port per writing unit is built from flip-flops. With shared ports
+each file has one write port (per bank), which the writer writing takes (the users' enables pick
+it), and one read port (per bank) for its readers besides the MVU's T and the MFU's second operand,
+addressed by the reader whose ``{user}_{file}_active`` input is set (control's ``{unit}_reads``:
+the files the unit's instruction in flight reads). Control never runs two instructions of
+different units that would use one shared port at once (``layouts.port_conflict``, modelled by
+``accelml.sim.cycles``), so the users never meet on it.
+
 Wide ports: a user given a width W (``widths``; the MFU's ports and the MVU's FVRF write,
 W = ``mfu_width``) reads or writes
 W consecutive entries from any start in one cycle (lane k holds entry ``start + k``; a write has a
@@ -34,7 +44,7 @@ entry is in and reads every bank at the entry's row, selecting the entry's bank 
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -82,7 +92,7 @@ def file_port_signature(cfg, space: Space, width: int | None = None) -> wiring.S
 
 
 class RegisterFiles(wiring.Component):
-    """The three files with one port set per user.
+    """The three files with one port set per user (or per shared group, ``shared``).
 
     ``users`` maps a user's name to ``{Space: "r" | "w" | "rw"}``: the user gets a
     :func:`file_port_signature` member ``{user}_{file}`` (``vrf``, ``mrf``, ``fvrf``), backed by a
@@ -93,10 +103,13 @@ class RegisterFiles(wiring.Component):
     never write one entry in a cycle. Without ``users``: one user named ``""`` reading and writing
     every file (members ``vrf``, ``mrf``, ``fvrf``). ``wide`` maps a user to a count T: it also gets
     a :func:`read_ports_signature` member ``{user}_{file}_wide`` of T one-entry read ports on every
-    file.
+    file. ``shared`` maps ``(Space, write)`` to users that share one write (``write`` true) or read
+    port of that file; a read group's users get an input ``{user}_{file}_active`` each, set while
+    that user reads the file (at most one of a group at a time).
     """
 
-    def __init__(self, cfg, users: dict | None = None, widths: dict | None = None, *, wide: dict | None = None):
+    def __init__(self, cfg, users: dict | None = None, widths: dict | None = None, *, wide: dict | None = None,
+                 shared: dict | None = None):
         self.cfg = check_config(cfg, "RegisterFiles")
         if users is None:
             users = {"": {space: "rw" for space in Space}}
@@ -117,16 +130,36 @@ class RegisterFiles(wiring.Component):
         for user, count in self.wide.items():
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ValueError(f"RegisterFiles wide reads of {user!r} must be a positive integer, got {count!r}")
+        self.shared = {}
+        for (space, write), group in (shared or {}).items():
+            mode = "w" if write else "r"
+            bad = [u for u in group if mode not in self.users.get(u, {}).get(space, "")]
+            if bad:
+                raise ValueError(f"RegisterFiles shared {space.name} {'write' if write else 'read'} port: "
+                                 f"{', '.join(map(repr, bad))} do not {'write' if write else 'read'} it")
+            self.shared[(space, bool(write))] = tuple(group)
         members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
                    for user, spaces in self.users.items() for space in spaces}
+        members.update({f"{self.port_name(user, space)}_active": In(1) for (space, write), group in self.shared.items()
+                        if not write for user in group})
         members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
                         for user, count in self.wide.items() for space in Space})
         super().__init__(members)
 
+    def _ports(self, space: Space, mode: str) -> int:
+        users = [u for u, spaces in self.users.items() if mode in spaces.get(space, "")]
+        group = self.shared.get((space, mode == "w"), ())
+        return sum(u not in group for u in users) + any(u in group for u in users)
+
     def write_ports(self) -> dict[Space, int]:
-        """Write ports per file, as ``elaborate`` builds them (one per writing user). A RAM block
-        has one: synthesis builds a file with more from flip-flops."""
-        return {space: sum("w" in spaces.get(space, "") for spaces in self.users.values()) for space in Space}
+        """Write ports per file (per bank), as ``elaborate`` builds them: one per writing user, one
+        per shared group. A RAM block has one: synthesis builds a file with more from flip-flops."""
+        return {space: self._ports(space, "w") for space in Space}
+
+    def read_ports(self) -> dict[Space, int]:
+        """Read ports per file (per bank), as ``elaborate`` builds them: one per reading user or
+        shared group, and the ``wide`` users' T each. Each is a copy of the memory in RAM blocks."""
+        return {space: self._ports(space, "r") + sum(self.wide.values()) for space in Space}
 
     def mux_bits(self) -> int:
         """The W:1 multiplexer bits that the banked files (W = ``banks``) build, as ``elaborate``
@@ -172,6 +205,7 @@ class RegisterFiles(wiring.Component):
             def row_of(addr, lb=lb):
                 return addr[lb:] if lb else addr
 
+            writes, reads = [], []  # per user: (user, [(en, row, data) per bank]) / (user, [row per bank])
             for user, spaces in self.users.items():
                 mode = spaces.get(space)
                 if mode is None:
@@ -180,37 +214,79 @@ class RegisterFiles(wiring.Component):
                 wide = user in self.widths
                 if "w" in mode:
                     wbank = bank_of(port.waddr)
-                    for b, mem in enumerate(mems):
-                        wp = mem.write_port()
+                    banks = []
+                    for b in range(nb):
                         if wide:  # bank b takes the lane whose entry it holds
                             lane = Signal(max(1, lb), name=f"{user}_{name}_wlane_{b}")
                             m.d.comb += lane.eq(b - wbank)
-                            entry = port.waddr + lane
                             lanes = [port.wdata[k].as_value() for k in range(nb)]
-                            m.d.comb += [wp.en.eq(Array(port.we[k] for k in range(nb))[lane]),
-                                         wp.addr.eq(row_of(entry)), wp.data.eq(Array(lanes)[lane])]
+                            banks.append((Array(port.we[k] for k in range(nb))[lane], row_of(port.waddr + lane),
+                                          Array(lanes)[lane]))
                         else:
-                            m.d.comb += [wp.en.eq(port.we & (wbank == b)), wp.addr.eq(row_of(port.waddr)),
-                                         wp.data.eq(port.wdata)]
+                            banks.append((port.we & (wbank == b), row_of(port.waddr), port.wdata.as_value()))
+                    writes.append((user, banks))
                 if "r" in mode:
                     rbank = bank_of(port.raddr)
-                    sel = Signal(max(1, lb), name=f"{user}_{name}_rsel")  # the start's bank, a cycle later
-                    m.d.sync += sel.eq(rbank)
+                    rows = []
+                    for b in range(nb):
+                        if wide:
+                            lane = Signal(max(1, lb), name=f"{user}_{name}_rlane_{b}")
+                            m.d.comb += lane.eq(b - rbank)
+                            rows.append(row_of(port.raddr + lane))
+                        else:
+                            rows.append(row_of(port.raddr))
+                    reads.append((user, rows))
+            # write ports: one per writer, or one shared by the writers of a shared group (the one
+            # writing takes it: control keeps the others idle)
+            group = self.shared.get((space, True), ())
+            for b, mem in enumerate(mems):
+                solo = [banks[b] for user, banks in writes if user not in group]
+                pooled = [banks[b] for user, banks in writes if user in group]
+                if pooled:
+                    en, row, dat = (Signal(name=f"{name}_shared_we_{b}"),
+                                    Signal(max(1, ceil_log2(mem.depth)), name=f"{name}_shared_waddr_{b}"),
+                                    Signal(file_shape(self.cfg, space).size, name=f"{name}_shared_wdata_{b}"))
+                    solo.append((en, row, dat))
+                    m.d.comb += en.eq(Cat(*(e for e, _, _ in pooled)).any())
+                    for k, (e, r, d) in enumerate(pooled):
+                        with (m.If if k == 0 else m.Elif)(e):
+                            m.d.comb += [row.eq(r), dat.eq(d)]
+                for e, r, d in solo:
+                    wp = mem.write_port()
+                    m.d.comb += [wp.en.eq(e), wp.addr.eq(r), wp.data.eq(d)]
+            # read ports: one per reader, or one shared by the readers of a shared group, addressed
+            # by the one reading the file now (``{user}_{file}_active``)
+            group = self.shared.get((space, False), ())
+            data_of = {}  # user -> the read data of each bank
+            pooled = [(user, rows) for user, rows in reads if user in group]
+            if pooled:
+                outs = []
+                for b, mem in enumerate(mems):
+                    rp = mem.read_port()
+                    for k, (user, rows) in enumerate(pooled):
+                        with (m.If if k == 0 else m.Elif)(getattr(self, f"{self.port_name(user, space)}_active")):
+                            m.d.comb += rp.addr.eq(rows[b])
+                    outs.append(rp.data.as_value())
+                data_of.update({user: outs for user, _ in pooled})
+            for user, rows in reads:
+                if user not in data_of:
                     outs = []
                     for b, mem in enumerate(mems):
                         rp = mem.read_port()
-                        if wide:
-                            lane = Signal(max(1, lb), name=f"{user}_{name}_rlane_{b}")
-                            m.d.comb += [lane.eq(b - rbank), rp.addr.eq(row_of(port.raddr + lane))]
-                        else:
-                            m.d.comb += rp.addr.eq(row_of(port.raddr))
+                        m.d.comb += rp.addr.eq(rows[b])
                         outs.append(rp.data.as_value())
-                    if wide:  # lane k is entry start + k: bank (start + k) mod W
-                        for k in range(nb):
-                            idx = Signal(max(1, lb), name=f"{user}_{name}_rbank_{k}")
-                            m.d.comb += [idx.eq(sel + k), port.rdata[k].eq(Array(outs)[idx])]
-                    else:
-                        m.d.comb += port.rdata.eq(Array(outs)[sel])
+                    data_of[user] = outs
+            for user, _ in reads:
+                port = getattr(self, self.port_name(user, space))
+                outs = data_of[user]
+                sel = Signal(max(1, lb), name=f"{user}_{name}_rsel")  # the start's bank, a cycle later
+                m.d.sync += sel.eq(bank_of(port.raddr))
+                if user in self.widths:  # lane k is entry start + k: bank (start + k) mod W
+                    for k in range(nb):
+                        idx = Signal(max(1, lb), name=f"{user}_{name}_rbank_{k}")
+                        m.d.comb += [idx.eq(sel + k), port.rdata[k].eq(Array(outs)[idx])]
+                else:
+                    m.d.comb += port.rdata.eq(Array(outs)[sel])
             for user, count in self.wide.items():  # T one-entry read ports behind one enable
                 port = getattr(self, f"{self.port_name(user, space)}_wide")
                 for t in range(count):

@@ -15,7 +15,9 @@ own dequantiser and vector unit); each runs the one instruction control dispatch
 once. Each has its own register-file ports (``FILE_USERS``: the MFU's through ``FILE_PORT_OWNERS``;
 the MFU's and the MVU's FVRF write ``mfu_width`` entries wide, ``WIDE_USERS``; the MVU's T reads;
 the DMAs' extra lanes:
-``Dma.lane_users``; ``regfiles.py`` lists them). The two DMAs share the memory port a transfer at a
+``Dma.lane_users``; ``regfiles.py`` lists them), or with ``EngineConfig.file_ports = "shared"`` one
+write port per file and one read port beside the MVU's, shared by the units (``layouts.shared_ports``;
+control's ``{unit}_reads`` address the shared read ports). The two DMAs share the memory port a transfer at a
 time: the one that asks first (the load when both ask in one cycle) holds it from its start to its
 ``DONE``.
 """
@@ -29,8 +31,8 @@ from amaranth.lib.wiring import In, Out
 from accelml.hdl.isa import INSN_BITS, Space
 
 from .control import CYCLE_BITS, STEP_BITS, UNITS, Control
-from .dma import Dma
-from .layouts import byte_addr_bits, check_config, mem_port_signature
+from .dma import Dma, lane_users
+from .layouts import byte_addr_bits, check_config, mem_port_signature, shared_ports
 from .mfu import Mfu
 from .mvu import Mvu
 from .pool import Pool
@@ -55,13 +57,18 @@ FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
-def register_files(cfg) -> RegisterFiles:
+def register_files(cfg, *, count_only: bool = False) -> RegisterFiles:
     """The engine's register files: every unit's ports (``FILE_USERS`` and the DMAs' extra lanes),
-    the wide users' widths (``mfu_width``) and the MVU's T one-entry reads (what the resource model
-    and the synthesis checks count, too)."""
-    users = {**FILE_USERS, **Dma(cfg, load=True, store=False).lane_users("dma_load"),
-             **Dma(cfg, load=False, store=True).lane_users("dma_store")}
-    return RegisterFiles(cfg, users, {u: cfg.mfu_width for u in WIDE_USERS}, wide={"mvu": cfg.tiles})
+    the wide users' widths (``mfu_width``), the MVU's T one-entry reads and the shared ports
+    (``layouts.shared_ports``). ``count_only``: for counting its ports (the resource model, the
+    synthesis checks), not to be elaborated."""
+    users = {**FILE_USERS, **lane_users(cfg, "dma_load", load=True, store=False),
+             **lane_users(cfg, "dma_store", load=False, store=True)}
+    files = RegisterFiles(cfg, users, {u: cfg.mfu_width for u in WIDE_USERS}, wide={"mvu": cfg.tiles},
+                          shared=shared_ports(cfg))
+    if count_only:
+        files._MustUse__silence = True  # amaranth's unused-elaboratable warning: not built on purpose
+    return files
 
 
 class Engine(wiring.Component):
@@ -102,6 +109,10 @@ class Engine(wiring.Component):
         for space in Space:
             name = space.name.lower()
             wiring.connect(m, getattr(mvu, f"{name}_r"), getattr(files, f"mvu_{name}_wide"))
+        for (space, write), group in files.shared.items():  # a shared read port: who reads the file now
+            for user in group if not write else ():
+                m.d.comb += getattr(files, f"{files.port_name(user, space)}_active").eq(
+                    getattr(ctl, f"{user}_reads")[space.value])
         ld.connect_lanes(m, files, "dma_load")
         st.connect_lanes(m, files, "dma_store")
         # the memory port: held by one DMA from the start of its transfer to its DONE

@@ -83,11 +83,26 @@ def test_engine_record_ram_is_register_files_and_instruction_memory():
 
 
 def test_replicated_files_cost_a_copy_per_read_port_and_banks_do_not():
+    """A copy per read port the RTL builds: with shared ports, T for the MVU and one for the rest,
+    and on the FVRF one more for the MFU's second operand; with a port per unit, one per reader."""
+    from accelml.hdl.engine.top import register_files
+    from accelml.hdl.isa import Space
+
     ecp5 = resources.DEVICES["LFE5U-85F"]
     cfg = dataclasses.replace(preset("ecp5"), tiles=2)
-    one = resources.register_file_blocks(cfg, ecp5, read_ports=1)
-    assert resources.register_file_blocks(cfg, ecp5) == 3 * one
-    assert resources.register_file_blocks(cfg, ecp5, banked=True) < 3 * one
+    assert cfg.file_ports == "shared"
+    assert register_files(cfg, count_only=True).read_ports() == {Space.VRF: 3, Space.MRF: 3, Space.FVRF: 4}
+    vec = cfg.native_dim * (cfg.mantissa_bits + 1) + cfg.exponent_bits
+    copy = {Space.VRF: resources._ram_blocks(vec, cfg.vrf_vectors, ecp5),
+            Space.MRF: resources._ram_blocks(cfg.native_dim * vec, cfg.mrf_tiles, ecp5),
+            Space.FVRF: resources._ram_blocks(32 * cfg.native_dim, cfg.fvrf_vectors, ecp5)}
+    total = resources.register_file_blocks(cfg, ecp5)
+    assert total == 3 * copy[Space.VRF] + 3 * copy[Space.MRF] + 4 * copy[Space.FVRF]
+    assert resources.register_file_blocks(cfg, ecp5, read_ports=1) == sum(copy.values())
+    per_unit = dataclasses.replace(cfg, file_ports="unit")  # VRF: store, mfu, pool; FVRF: store, mfu, mfu_b
+    assert resources.register_file_blocks(per_unit, ecp5) == 5 * copy[Space.VRF] + 3 * copy[Space.MRF] + 5 * copy[
+        Space.FVRF]
+    assert resources.register_file_blocks(cfg, ecp5, banked=True) < total
 
 
 def test_largest_tiles_fits_and_one_more_does_not():
@@ -155,7 +170,7 @@ def test_crossbars_cost_what_one_wide_port_measured():
     per = resources.wide_port_costs("alm")
     assert sorted(per) == [2, 4, 8, 16]
     assert [per[w]["logic"] for w in sorted(per)] == sorted(per[w]["logic"] for w in per)
-    bits = register_files(a10).mux_bits()
+    bits = register_files(a10, count_only=True).mux_bits()
     assert resources.crossbar_cost(a10, dev)["logic"] == pytest.approx(bits * per[a10.mfu_width]["logic"])
     assert resources.crossbar_cost(dataclasses.replace(a10, mfu_width=1), dev) == {"logic": 0.0, "ffs": 0.0}
     assert resources.estimate(a10).parts["crossbars"]["logic"] > 0

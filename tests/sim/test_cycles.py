@@ -9,7 +9,8 @@ import dataclasses
 import pytest
 
 from accelml.hdl.config import preset
-from accelml.hdl.engine.layouts import DMA_MAX_LANES, dma_lanes
+from accelml.hdl.engine.layouts import DMA_MAX_LANES, dma_lanes, dma_max_lanes, port_conflict, shared_ports
+from accelml.hdl.isa import Space
 from accelml.sim.cycles import (
     POOL_RECIP,
     POOL_SETUP,
@@ -25,11 +26,12 @@ from accelml.sim.cycles import (
 )
 from accelml.sim.dram import DDR4_2400, derating
 
-CFG = preset("tiny")
+CFG = dataclasses.replace(preset("tiny"), file_ports="unit")  # a port per unit: only range hazards
+SHARED = preset("tiny")  # one write port per file, one read port beside the MVU's
 
 
-def _model():
-    return CycleModel(CFG, 1 << 16)
+def _model(cfg=CFG):
+    return CycleModel(cfg, 1 << 16)
 
 
 def test_load_and_store_hold_the_memory_port_one_transfer_at_a_time():
@@ -61,6 +63,45 @@ def test_independent_units_overlap_and_a_unit_takes_one_instruction_at_a_time():
     assert m.halt() == max(ld, b) + 2  # halt waits for every unit: the last slot frees, then the stop
 
 
+def test_units_sharing_a_file_port_take_turns():
+    """file_ports="shared": two units on one port wait for each other even on disjoint entries;
+    units on different files, or the MVU's own reads, still overlap (layouts.port_conflict)."""
+    assert SHARED.file_ports == "shared"
+    load = [("vrf", 0, 8, True), ("mem", 0, 40, False)]
+    qnt = [("fvrf", 64, 72, False), ("vrf", 100, 108, True)]  # writes other VRF entries
+    for cfg, waits in ((CFG, False), (SHARED, True)):
+        m = _model(cfg)
+        ld = m.dispatch("dma_load", load, dma=(5, 0, 1, 8, 40))
+        q = m.dispatch("mfu", qnt, mfu=("qnt", 8, 0))
+        assert (q >= ld + 1 + 1 + mfu_cycles("qnt", 8)) == waits, cfg.file_ports
+    # reads: a store and a deq of the VRF take turns; a store beside an mvc does not (the MVU reads
+    # through its own T ports), a pool does (both write the FVRF)
+    m = _model(SHARED)
+    st = m.dispatch("dma_store", [("vrf", 0, 8, False), ("mem", 0, 40, True)], dma=(5, 0, 1, 8, 40))
+    d = m.dispatch("mfu", [("vrf", 0, 8, False), ("fvrf", 0, 8, True)], mfu=("deq", 8, 0))
+    assert d == st + 1 + 1 + mfu_cycles("deq", 8)
+    m = _model(SHARED)
+    mv = m.dispatch("mvu", [("vrf", 0, 8, False), ("mrf", 0, 4, False), ("fvrf", 0, 8, True)], cycles=(50, 51))
+    st = m.dispatch("dma_store", [("vrf", 0, 8, False), ("mem", 0, 40, True)], dma=(5, 0, 1, 8, 40))
+    assert st < mv
+    p = m.dispatch("pool", [("vrf", 0, 8, False), ("fvrf", 100, 108, True)], cycles=(9, 10))
+    assert p == mv + 1 + 10  # dispatched when the mvc's slot frees
+
+
+def test_port_conflict_is_by_file_direction_and_unit():
+    shared = shared_ports(SHARED)
+    assert shared[(Space.FVRF, True)] == ("dma_load", "mfu", "pool", "mvu")
+    assert shared_ports(CFG) == {}
+    w = [("fvrf", 0, 4, True)]
+    assert port_conflict(shared, "mvu", w, "pool", [("fvrf", 100, 104, True)])
+    assert not port_conflict(shared, "mvu", w, "pool", [("vrf", 0, 4, False)])  # the pool's VRF read
+    assert not port_conflict(shared, "mvu", w, "mvu", [("fvrf", 100, 104, True)])  # one unit
+    assert not port_conflict(shared, "mvu", w, "pool", [("fvrf", 100, 100, True)])  # an empty range
+    assert not port_conflict(shared, "mvu", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
+    assert port_conflict(shared, "mfu", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
+    assert not port_conflict({}, "mfu", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
+
+
 def test_control_cycles_per_instruction():
     m = _model()
     m.ctl()  # FETCH DECODE ADVANCE
@@ -83,6 +124,10 @@ def test_load_phase_is_latency_plus_one_word_per_cycle_when_entries_fill_words()
     t64 = dataclasses.replace(t, word_bytes=64, bw_num=64)
     assert dma_lanes(64, 17) == 4 and load_phase(t64, 17, 0, 1, 64, 17 * 64)[0] == t.latency + 17 + 2
     assert dma_lanes(1024, 17) == DMA_MAX_LANES
+    # with shared file ports a DMA has one lane: a BFP vector a cycle
+    ts = dataclasses.replace(memory_timing(SHARED), bw_num=8, bw_den=1, row_bytes=0)
+    assert ts.max_lanes == dma_max_lanes(SHARED) == 1 and dma_lanes(8, 5, ts.max_lanes) == 1
+    assert load_phase(ts, 5, 0, 1, 40, 200)[0] == t.latency + 40 + 2
 
 
 def test_store_phase_writes_a_word_per_cycle():

@@ -146,6 +146,35 @@ def test_dram_page_misses_and_turnarounds_are_timed_as_modelled(engine):
     assert got.cycles > plain.cycles
 
 
+SHARED_PORT_PROGRAMS = {
+    # qnt writes vrf[0..32) while a load would write vrf[100..116): one VRF write port
+    "write": "seti r1, 0\nseti r2, 64\nld fvrf, r2, r1, 1, 32\nqnt r0, r2, 32\nseti r3, 0x400\nseti r4, 100\n"
+             "ld vrf, r4, r3, 1, 16\nseti r5, 0x800\nst vrf, r4, r5, 1, 16\nseti r6, 0xA00\n"
+             "st vrf, r0, r6, 1, 32\nhalt",
+    # a store reads vrf[0..32) while deq would read it too: one VRF read port beside the MVU's
+    "read": "seti r1, 0\nld vrf, r0, r1, 1, 32\nseti r2, 0x800\nst vrf, r0, r2, 1, 32\nseti r3, 64\n"
+            "deq r3, r0, 32\nseti r4, 0xA00\nst fvrf, r3, r4, 1, 32\nhalt",
+}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(SHARED_PORT_PROGRAMS))
+def test_units_sharing_a_file_port_take_turns_as_modelled(engine, name):
+    """tiny has ``file_ports="shared"``: two units that would use one port of a file, on entries
+    that do not overlap, run one after the other. The RTL's cycles equal the model's, and are more
+    than the model gives when it lets them run at once (no shared port; the units' own work is
+    the same)."""
+    assert CFG.file_ports == "shared"
+    program = assemble(SHARED_PORT_PROGRAMS[name])
+    ref, got = _same(engine, program, valid_image(0x1000, 3))
+    assert got.error is ErrorCode.NONE
+    assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+    at_once = FuncSim(CFG, 0x1000, numerics=False)
+    at_once.model.shared = {}
+    free = at_once.run(program)
+    assert {k: free.busy.get(k, 0) for k in got.busy} == got.busy and free.cycles < got.cycles
+
+
 def _mfu_image(seed: int) -> bytearray:
     rng = np.random.default_rng(seed)
     img = bytearray(0xC00)

@@ -85,3 +85,66 @@ def test_wide_ports_of_one_file_share_one_power_of_two(widths):
     users = {u: {Space.FVRF: "r"} for u in ("a", "b")}
     with pytest.raises(ConfigError, match="FVRF"):
         RegisterFiles(CFG, users, widths)
+
+
+def test_shared_ports_serve_whichever_user_is_active():
+    """file_ports="shared": one write port per bank taken by the user writing, one read port per
+    bank addressed by the user whose ``{user}_{file}_active`` is set; each user still gets its own data and the
+    file stays a flat file."""
+    users = {"one": {Space.FVRF: "rw"}, "wide": {Space.FVRF: "rw"}, "dma": {Space.FVRF: "rw"}}
+    shared = {(Space.FVRF, True): ("one", "wide", "dma"), (Space.FVRF, False): ("one", "dma")}
+    files = RegisterFiles(CFG, users, {"wide": W}, shared=shared)
+    assert files.write_ports() == {Space.VRF: 0, Space.MRF: 0, Space.FVRF: 1}
+    assert files.read_ports() == {Space.VRF: 0, Space.MRF: 0, Space.FVRF: 2}  # the shared one, wide's own
+    ports = {u: getattr(files, f"{u}_fvrf") for u in users}
+    depth = file_depth(CFG, Space.FVRF)
+    bits = 32 * CFG.native_dim
+    ref = [0] * depth
+    rnd = random.Random(11)
+    seen = set()
+
+    async def bench(ctx):
+        for _ in range(300):
+            writer = rnd.choice(list(users))  # one writer at a time, as control keeps them
+            reader = rnd.choice(["one", "dma"])
+            for p in ports.values():
+                ctx.set(p.we, 0)
+                ctx.set(p.raddr, rnd.randrange(depth - W + 1))  # the inactive readers' addresses are noise
+            ctx.set(files.one_fvrf_active, reader == "one")
+            ctx.set(files.dma_fvrf_active, reader == "dma")
+            p = ports[writer]
+            if writer == "wide":
+                ws, mask = rnd.randrange(depth - W + 1), rnd.randrange(1 << W)
+                vals = [rnd.getrandbits(bits) for _ in range(W)]
+                ctx.set(p.we, mask)
+                ctx.set(p.waddr, ws)
+                for k in range(W):
+                    ctx.set(p.wdata[k].as_value(), vals[k])
+            else:
+                ws, mask, vals = rnd.randrange(depth), 1, [rnd.getrandbits(bits)]
+                ctx.set(p.we, 1)
+                ctx.set(p.waddr, ws)
+                ctx.set(p.wdata.as_value(), vals[0])
+            rs, ws_wide = rnd.randrange(depth), rnd.randrange(depth - W + 1)
+            ctx.set(ports[reader].raddr, rs)
+            ctx.set(ports["wide"].raddr, ws_wide)
+            want, want_wide = ref[rs], ref[ws_wide:ws_wide + W]
+            await ctx.tick()
+            assert ctx.get(ports[reader].rdata.as_value()) == want
+            assert [ctx.get(ports["wide"].rdata[k].as_value()) for k in range(W)] == want_wide
+            seen.add((writer, reader))
+            for k, v in enumerate(vals):
+                if mask >> k & 1:
+                    ref[ws + k] = v
+
+    sim = Simulator(files)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(seen) == 6  # every writer with every reader
+
+
+def test_a_shared_port_needs_users_of_it():
+    users = {"a": {Space.FVRF: "r"}, "b": {Space.FVRF: "rw"}}
+    with pytest.raises(ValueError, match="shared FVRF write port: 'a'"):
+        RegisterFiles(CFG, users, shared={(Space.FVRF, True): ("a", "b")})
