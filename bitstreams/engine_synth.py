@@ -34,9 +34,9 @@ CELLS = ("LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D", "DP16KD", "PFUMX", "L6MUX2
 def multi_writer_files(cfg) -> dict[str, int]:
     """The engine's register files with more than one write port ({file: ports}): no RAM block
     has more than one, so synthesis builds them from flip-flops (bitstreams/README.md)."""
-    from accelml.hdl.engine.top import register_files
+    from accelml.hdl.engine.top import file_plan
 
-    ports = register_files(cfg, count_only=True).write_ports()
+    ports = file_plan(cfg).write_ports()
     return {space.name: n for space, n in ports.items() if n > 1}
 
 
@@ -55,7 +55,8 @@ def synthesize_engine(name: str, *, imem_depth: int = DEFAULT_IMEM_DEPTH, force:
                        "--force tries anyway")
     result = synthesize(Engine(cfg, imem_depth=imem_depth), flow="ecp5", top=ENGINE_TOP)
     _, manifest = engine_verilog(cfg, imem_depth=imem_depth)  # the same text synthesize read
-    return {"preset": name, "config_hash": cfg.hash, "verilog_sha256": manifest["verilog_sha256"],
+    return {"preset": name, "config": cfg.to_dict(), "config_hash": cfg.hash,
+            "verilog_sha256": manifest["verilog_sha256"],
             "imem_depth": imem_depth, "flow": "ecp5",
             "cells": {k: v for k, v in sorted(result.cells.items()) if not k.startswith("$")},
             "seconds": round(result.seconds, 1), "yosys": result.yosys}

@@ -27,31 +27,32 @@ What it counts, and from where:
   variable-precision DSP block is one 27x27 or two 18x19 multipliers (the device overviews cited in
   ``DEVICES``), so two of the 18x19 multipliers counted here. Intel logic: from an ALM-flow record
   when there is one, else the ECP5 count at the tile engine's ALM per LUT4 ratio.
-* **Control, DMA, window generator, instruction memory** (``control_overhead``): the whole engine
-  without its MVU synthesised on ECP5 at the tiny and ecp5 presets (block ``EngineWithoutMvu``, by
-  ``python -m accelml.bitstreams.engine_synth``) minus its MFU and register files as counted here,
-  linear in N between the two; on Intel converted at the tile engine's ALM per LUT4 ratio: an
-  ECP5-measured figure, not an Intel synthesis.
+* **The rest of the engine** (``control_overhead``: control, DMAs, pool, window generator,
+  register-file port logic, instruction memory): the whole engine synthesised on ECP5 at the tiny
+  and ecp5 presets (``engine_synth.json``, by ``python -m accelml.bitstreams.engine_synth``) minus
+  its tile engines and MFU as counted here, linear in N between the two; on Intel converted at the
+  tile engine's ALM per LUT4 ratio: an ECP5-measured figure, not an Intel synthesis.
 * **Register files** (``register_file_blocks``): VRF, MRF and FVRF (rows of ``mfu_width`` vectors),
-  each read by the MVU T times a cycle plus once by the rest. On ECP5, as the RTL builds it: one
-  memory with T + 1 read ports, which synthesis replicates (a full copy per read port). On Intel:
+  each read by the MVU T times a cycle plus by the rest. On ECP5, as the RTL builds it: one memory
+  with the read ports ``RegisterFiles.read_ports`` counts, which synthesis replicates (a full copy
+  per read port). On Intel:
   banked, T banks of depth/T and conflict-free addresses, which is **not yet built**. Blocks at
   the device RAM's widest shape that holds the depth.
 
 * **Crossbars** (``crossbar_cost``): the W:1 multiplexer bits of the banked files
-  (``RegisterFiles.mux_bits`` of the engine's ``top.register_files``: a rotation crossbar per wide port
+  (``FilePlan.mux_bits`` of the engine's ``top.file_plan``: a rotation crossbar per wide port
   and direction, one entry's select per one-entry read of a banked file) at the per-bit cost of the
   RTL's register files with one wide FVRF user synthesised at W = 2, 4, 8, 16 (block ``WidePort``),
   linear in W between those.
 
-Not counted: the MVU's write-back buffer of T binary32 vectors (written ``mfu_width`` a cycle).
+On ECP5 the register files counted are the RTL's (``file_ports="shared"``: one write port per
+file, a read copy per read port), and the whole ``ecp5`` engine's synthesis is the model's
+calibration point, so its verdict there is the measurement's: it does not fit. On Intel the files
+counted (banked, one write port per bank) are not the ones the RTL builds for ``a10`` / ``s10``
+(``file_ports="unit"``: several write ports per file; bitstreams/README.md, "Register files built
+from RAM blocks").
 
-The register files counted are the ones the engine needs, not yet the ones the RTL builds: there
-the VRF has several write ports and the FVRF four, which synthesis maps to flip-flops, and each
-reading unit has its own read copy (bitstreams/README.md, "Why the engine with the MVU does not
-synthesise yet").
-
-The presets are the largest engines that fit by this model. Clock rates are the presets' targets;
+The a10 and s10 presets are the largest engines that fit by this model. Clock rates are the presets' targets;
 no place-and-route has confirmed them, and an Intel design near 100 % of its ALMs is unlikely to
 place and route at them.
 
@@ -223,10 +224,10 @@ def wide_port_costs(flow: str) -> dict[int, dict[str, float]]:
 
 def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     """The banked register files' multiplexers: ``RegisterFiles.mux_bits`` of the engine's files
-    (``top.register_files``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
+    (``top.file_plan``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
     block ``WidePort``), linear in W between the measured widths (and beyond the widest, from the
     two widest). Zero at W = 1: nothing is banked."""
-    from accelml.hdl.engine.top import register_files
+    from accelml.hdl.engine.top import file_plan
 
     w = cfg.mfu_width
     if w == 1:
@@ -236,7 +237,7 @@ def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
         raise ValueError("calibration.json holds fewer than two WidePort records for this flow: "
                          "run python -m accelml.bitstreams.calibrate --only WidePort")
     per = {k: _interpolate({x: c[k] for x, c in costs.items()}, w) for k in ("logic", "ffs")}
-    bits = register_files(cfg, count_only=True).mux_bits()
+    bits = file_plan(cfg).mux_bits()
     return {k: bits * v for k, v in per.items()}
 
 
@@ -264,9 +265,9 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
     if banked:
         return sum(b * _ram_blocks(w, math.ceil(d / b), dev) for w, d, b in files)
     if read_ports is None:  # the RTL's read ports per file (a copy each)
-        from accelml.hdl.engine.top import register_files
+        from accelml.hdl.engine.top import file_plan
 
-        ports = register_files(cfg, count_only=True).read_ports()
+        ports = file_plan(cfg).read_ports()
         copies = [ports[space] for space in (Space.VRF, Space.MRF, Space.FVRF)]
     else:
         copies = [read_ports] * 3
@@ -274,31 +275,47 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
 
 
 def _engine_records() -> list[tuple[EngineConfig, dict]]:
-    return [(EngineConfig.from_dict(r["config"]), _cells(r["flow"], r["cells"]))
-            for r in records() if r.get("block") == "EngineWithoutMvu"]
+    """The whole engine's synthesis (``engine_synth.json``, by ``python -m
+    accelml.bitstreams.engine_synth``): (its EngineConfig, its cells) for each record that names its
+    configuration."""
+    from .engine_synth import recorded
+
+    out = []
+    for r in recorded().values():
+        if "config" in r:
+            cfg = EngineConfig.from_dict(r["config"])
+            if cfg.hash == r["config_hash"]:
+                out.append((cfg, _cells(r["flow"], r["cells"])))
+    return out
 
 
 def control_overhead(cfg: EngineConfig, dev: Device) -> dict[str, float]:
-    """Control, DMA, window generator and instruction memory: the rest of the engine.
+    """Everything but the tile engines, the MFU, the crossbars and the register files' RAM: control,
+    the DMAs, the pool unit, the MVU's window generator and write-back, the register files' port
+    logic and the instruction memory.
 
-    Measured on ECP5 only: the whole engine without its MVU (``calibration.json``, block
-    ``EngineWithoutMvu``) minus its MFU and register files as this model counts them, at two native
-    dimensions; the rest is fitted linear in N (the DMA and window paths are N wide). On Intel the
+    Measured on ECP5 only: the whole engine's synthesis (``engine_synth.json``) at the ``tiny`` and
+    ``ecp5`` presets minus their tile engines, MFU and crossbars as this model counts them; the rest
+    is fitted linear in N between the two (the DMA, pool and window paths are N wide). On Intel the
     logic is converted at the tile engine's ALM per LUT4 ratio and the multipliers counted one 18x19
     each: an ECP5-measured figure, not an Intel synthesis. RAM: the instruction memory in the device's
-    blocks (on ECP5 exactly the DP16KD left over after the register files, tests/bitstreams checks).
+    blocks (on ECP5 exactly the DP16KD the whole engine has beyond the register files,
+    tests/bitstreams checks).
     """
     ecp5 = DEVICES["LFE5U-85F"]
     pts = []
     for c, cells in _engine_records():
-        mfu = mfu_cost(c, ecp5)
-        pts.append((c.native_dim, {k: cells[k] - mfu.get(k, 0) for k in ("logic", "ffs", "mult")}))
-    if not pts:
-        raise ValueError("calibration.json holds no whole-engine record: run python -m accelml.bitstreams.engine_synth")
+        mfu, xbar = mfu_cost(c, ecp5), crossbar_cost(c, ecp5)
+        tiles = {k: c.tiles * _fit("ecp5", k, c.native_dim, c.mantissa_bits) for k in ("logic", "ffs", "mult")}
+        pts.append((c.native_dim, {k: cells[k] - tiles[k] - mfu.get(k, 0) - xbar.get(k, 0)
+                                   for k in ("logic", "ffs", "mult")}))
+    if len({n for n, _ in pts}) < 2:
+        raise ValueError("engine_synth.json holds fewer than two whole-engine records at different N: "
+                         "run python -m accelml.bitstreams.engine_synth")
     pts.sort(key=lambda p: p[0])
     (n0, a), (n1, b) = pts[0], pts[-1]
     n = cfg.native_dim
-    out = {k: max(0.0, a[k] + (b[k] - a[k]) * (n - n0) / (n1 - n0)) if n1 != n0 else a[k] for k in a}
+    out = {k: max(0.0, a[k] + (b[k] - a[k]) * (n - n0) / (n1 - n0)) for k in a}
     if dev.family != "ecp5":
         out["logic"] *= _logic_ratio(n, cfg.mantissa_bits)
     out["ram"] = _ram_blocks(INSN_BITS, IMEM_DEPTH, dev)

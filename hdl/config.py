@@ -8,15 +8,17 @@ preset    N      T     MACs/cycle   what it is for
 ========  =====  ====  ===========  ============================================================
 tiny      4      2     32           unit tests; small enough for quick RTL simulation
 ecp5      8      1     64           LFE5U-85F on an OrangeCrab 85F (128 MiB DDR3L), 50 MHz
-a10       16     15    3,840        Arria 10 GX 1150: 300 MHz, one DDR4 channel (19.2 GB/s)
-s10       16     43    11,008       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
+a10       16     13    3,328        Arria 10 GX 1150: 300 MHz, one DDR4 channel (19.2 GB/s)
+s10       16     41    10,496       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
 wide      4      1     16           23-bit mantissas, for ONNX conformance at rtol 1e-3
 ========  =====  ====  ===========  ============================================================
 
 N (``native_dim``) is both the length of the engine's dot products and the BFP block size. The
-ecp5, a10 and s10 engines are the largest (whole engine: tile engines, MFU, control, register
+a10 and s10 engines are the largest (whole engine: tile engines, MFU, pool, control, register
 files) that fit their devices by the resource model of ``bitstreams/resources.py``; its table,
-with margins and modelled ResNet-50 latencies, is in bitstreams/README.md.
+with margins and modelled ResNet-50 latencies, is in bitstreams/README.md. The ecp5 engine does
+not fit its LFE5U-85F: its whole-engine synthesis needs 92k LUT4 of 84k and 262 multipliers of
+156 (bitstreams/README.md says where they go).
 
 ``file_ports``: ``tiny`` and ``ecp5`` are built with ``"shared"`` register-file ports (one write
 port per file; beside the MVU's, one read port for the other units), which RAM blocks can hold and
@@ -279,13 +281,13 @@ PRESETS: dict[str, EngineConfig] = {
         mem_port_bits=32, mem_bandwidth_gbps=0.2, mem_latency_cycles=12, clock_mhz=50.0,
     ),
     "a10": EngineConfig(
-        name="a10", native_dim=16, tiles=15, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=2880, vrf_vectors=65536, fvrf_vectors=16384, mfu_width=4, mem_bytes=8 << 30,
+        name="a10", native_dim=16, tiles=13, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=2496, vrf_vectors=65536, fvrf_vectors=16384, mfu_width=4, mem_bytes=8 << 30,
         mem_port_bits=512, mem_bandwidth_gbps=19.2, mem_latency_cycles=100, clock_mhz=300.0,
     ),
     "s10": EngineConfig(
-        name="s10", native_dim=16, tiles=43, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=7338, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=8, mem_bytes=16 << 30,
+        name="s10", native_dim=16, tiles=41, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=6996, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=8, mem_bytes=16 << 30,
         mem_port_bits=8192, mem_bandwidth_gbps=256.0, mem_latency_cycles=120, clock_mhz=250.0,
     ),
     "wide": EngineConfig(

@@ -55,7 +55,7 @@ from accelml.hdl.isa import Space
 
 from .layouts import check_config, file_depth, fvector_layout, tile_layout, vector_layout
 
-__all__ = ["RegisterFiles", "file_port_signature", "read_ports_signature", "file_shape", "file_addr_bits"]
+__all__ = ["RegisterFiles", "FilePlan", "file_port_signature", "read_ports_signature", "file_shape", "file_addr_bits"]
 
 
 def file_shape(cfg, space: Space):
@@ -91,22 +91,10 @@ def file_port_signature(cfg, space: Space, width: int | None = None) -> wiring.S
     })
 
 
-class RegisterFiles(wiring.Component):
-    """The three files with one port set per user (or per shared group, ``shared``).
-
-    ``users`` maps a user's name to ``{Space: "r" | "w" | "rw"}``: the user gets a
-    :func:`file_port_signature` member ``{user}_{file}`` (``vrf``, ``mrf``, ``fvrf``), backed by a
-    write port of that file if it writes and a synchronous read port if it reads, so every user
-    reads and writes in the same cycle as the others. ``widths`` maps a user to the entries its
-    ports move per cycle (a wide port, the module docstring; the others move one entry). The engine
-    keeps users from touching the same entries at once (control's hazard check), so two write ports
-    never write one entry in a cycle. Without ``users``: one user named ``""`` reading and writing
-    every file (members ``vrf``, ``mrf``, ``fvrf``). ``wide`` maps a user to a count T: it also gets
-    a :func:`read_ports_signature` member ``{user}_{file}_wide`` of T one-entry read ports on every
-    file. ``shared`` maps ``(Space, write)`` to users that share one write (``write`` true) or read
-    port of that file; a read group's users get an input ``{user}_{file}_active`` each, set while
-    that user reads the file (at most one of a group at a time).
-    """
+class FilePlan:
+    """The register files' ports without the hardware: who has which port of which file
+    (``RegisterFiles``' arguments, validated) and what that costs in ports and multiplexer bits.
+    What the resource model and the synthesis checks count (``top.file_plan``)."""
 
     def __init__(self, cfg, users: dict | None = None, widths: dict | None = None, *, wide: dict | None = None,
                  shared: dict | None = None):
@@ -138,13 +126,6 @@ class RegisterFiles(wiring.Component):
                 raise ValueError(f"RegisterFiles shared {space.name} {'write' if write else 'read'} port: "
                                  f"{', '.join(map(repr, bad))} do not {'write' if write else 'read'} it")
             self.shared[(space, bool(write))] = tuple(group)
-        members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
-                   for user, spaces in self.users.items() for space in spaces}
-        members.update({f"{self.port_name(user, space)}_active": In(1) for (space, write), group in self.shared.items()
-                        if not write for user in group})
-        members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
-                        for user, count in self.wide.items() for space in Space})
-        super().__init__(members)
 
     def _ports(self, space: Space, mode: str) -> int:
         users = [u for u, spaces in self.users.items() if mode in spaces.get(space, "")]
@@ -185,6 +166,35 @@ class RegisterFiles(wiring.Component):
     @staticmethod
     def port_name(user: str, space: Space) -> str:
         return f"{user}_{space.name.lower()}" if user else space.name.lower()
+
+
+class RegisterFiles(FilePlan, wiring.Component):
+    """The three files with one port set per user (or per shared group, ``shared``).
+
+    ``users`` maps a user's name to ``{Space: "r" | "w" | "rw"}``: the user gets a
+    :func:`file_port_signature` member ``{user}_{file}`` (``vrf``, ``mrf``, ``fvrf``), backed by a
+    write port of that file if it writes and a synchronous read port if it reads, so every user
+    reads and writes in the same cycle as the others. ``widths`` maps a user to the entries its
+    ports move per cycle (a wide port, the module docstring; the others move one entry). The engine
+    keeps users from touching the same entries at once (control's hazard check), so two write ports
+    never write one entry in a cycle. Without ``users``: one user named ``""`` reading and writing
+    every file (members ``vrf``, ``mrf``, ``fvrf``). ``wide`` maps a user to a count T: it also gets
+    a :func:`read_ports_signature` member ``{user}_{file}_wide`` of T one-entry read ports on every
+    file. ``shared`` maps ``(Space, write)`` to users that share one write (``write`` true) or read
+    port of that file; a read group's users get an input ``{user}_{file}_active`` each, set while
+    that user reads the file (at most one of a group at a time).
+    """
+
+    def __init__(self, cfg, users: dict | None = None, widths: dict | None = None, *, wide: dict | None = None,
+                 shared: dict | None = None):
+        FilePlan.__init__(self, cfg, users, widths, wide=wide, shared=shared)
+        members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
+                   for user, spaces in self.users.items() for space in spaces}
+        members.update({f"{self.port_name(user, space)}_active": In(1) for (space, write), group in self.shared.items()
+                        if not write for user in group})
+        members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
+                        for user, count in self.wide.items() for space in Space})
+        wiring.Component.__init__(self, members)
 
     def elaborate(self, platform):
         m = Module()

@@ -36,10 +36,10 @@ from .layouts import byte_addr_bits, check_config, mem_port_signature, shared_po
 from .mfu import Mfu
 from .mvu import Mvu
 from .pool import Pool
-from .regfiles import RegisterFiles
+from .regfiles import FilePlan, RegisterFiles
 from .status import ErrorCode, Unit
 
-__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS", "register_files"]
+__all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS", "register_files", "file_plan"]
 
 BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
 # register-file ports per unit (RegisterFiles users); the MVU also has T read ports on every file
@@ -57,18 +57,26 @@ FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
-def register_files(cfg, *, count_only: bool = False) -> RegisterFiles:
-    """The engine's register files: every unit's ports (``FILE_USERS`` and the DMAs' extra lanes),
-    the wide users' widths (``mfu_width``), the MVU's T one-entry reads and the shared ports
-    (``layouts.shared_ports``). ``count_only``: for counting its ports (the resource model, the
-    synthesis checks), not to be elaborated."""
+def _file_args(cfg) -> tuple:
     users = {**FILE_USERS, **lane_users(cfg, "dma_load", load=True, store=False),
              **lane_users(cfg, "dma_store", load=False, store=True)}
-    files = RegisterFiles(cfg, users, {u: cfg.mfu_width for u in WIDE_USERS}, wide={"mvu": cfg.tiles},
-                          shared=shared_ports(cfg))
-    if count_only:
-        files._MustUse__silence = True  # amaranth's unused-elaboratable warning: not built on purpose
-    return files
+    widths = {u: cfg.mfu_width for u in WIDE_USERS}
+    return (cfg, users, widths), {"wide": {"mvu": cfg.tiles}, "shared": shared_ports(cfg)}
+
+
+def register_files(cfg) -> RegisterFiles:
+    """The engine's register files: every unit's ports (``FILE_USERS`` and the DMAs' extra lanes),
+    the wide users' widths (``mfu_width``), the MVU's T one-entry reads and the shared ports
+    (``layouts.shared_ports``)."""
+    args, kw = _file_args(cfg)
+    return RegisterFiles(*args, **kw)
+
+
+def file_plan(cfg) -> FilePlan:
+    """The ports of :func:`register_files` without building them: what the resource model and the
+    synthesis checks count."""
+    args, kw = _file_args(cfg)
+    return FilePlan(*args, **kw)
 
 
 class Engine(wiring.Component):

@@ -46,17 +46,12 @@ def test_products_beyond_the_hard_multipliers_cost_logic():
 
 
 def test_device_presets_are_the_largest_engines_that_fit():
-    """ecp5, a10 and s10 fit their devices whole, and one more tile engine would not."""
-    for name in resources.PRESET_DEVICES:
+    """a10 and s10 fit their devices whole, and one more tile engine would not (ecp5 does not fit:
+    test_the_model_reproduces_the_whole_engine_it_is_calibrated_on)."""
+    for name in ("a10", "s10"):
         cfg = PRESETS[name]
         assert resources.estimate(cfg).fits, name
         assert resources.largest_tiles(cfg) == cfg.tiles, name
-
-
-def test_ecp5_fits_the_lfe5u_85f_counts():
-    est = resources.estimate(preset("ecp5"))
-    assert est.multipliers <= 156 and est.lut_multiplied_macs == 0
-    assert est.ram_blocks <= 208 and est.logic <= 83_640
 
 
 def test_mfu_cost_is_per_lane():
@@ -70,28 +65,42 @@ def test_mfu_cost_is_per_lane():
 
 
 def test_engine_record_ram_is_register_files_and_instruction_memory():
-    """The whole-engine synthesis's DP16KD are exactly the model's register files (one read port each,
-    as that RTL had) and the instruction memory: the RAM part of the model agrees with Yosys."""
+    """The whole-engine synthesis's DP16KD are exactly the model's register files (a copy per read
+    port the RTL builds) and the instruction memory: the RAM part of the model agrees with Yosys."""
     ecp5 = resources.DEVICES["LFE5U-85F"]
-    recs = [r for r in resources.records() if r.get("block") == "EngineWithoutMvu"]
-    assert recs
-    for r in recs:
-        cfg = resources.EngineConfig.from_dict(r["config"])
-        assert cfg.hash == r["config_hash"]
-        want = resources.register_file_blocks(cfg, ecp5, read_ports=1) + resources.control_overhead(cfg, ecp5)["ram"]
-        assert r["cells"]["DP16KD"] == want, r["preset"]
+    recs = resources._engine_records()
+    assert len(recs) >= 2
+    for cfg, cells in recs:
+        want = resources.register_file_blocks(cfg, ecp5) + resources.control_overhead(cfg, ecp5)["ram"]
+        assert cells["ram"] == want, cfg.name
+
+
+def test_the_model_reproduces_the_whole_engine_it_is_calibrated_on():
+    """At each whole-engine record's configuration the model's logic, flip-flops and (before any
+    spill to LUTs) multipliers are the measured ones: the rest of the engine is what the tile
+    engines and MFU do not explain, and nothing is counted twice. The ecp5 verdict is the
+    measurement's: it does not fit."""
+    ecp5 = resources.DEVICES["LFE5U-85F"]
+    for cfg, cells in resources._engine_records():
+        big = dataclasses.replace(ecp5, logic=10**9, ffs=10**9, multipliers=10**6, ram_blocks=10**6)
+        est = resources.estimate(cfg, big)
+        assert est.logic == pytest.approx(cells["logic"], rel=1e-9), cfg.name
+        assert est.ffs == pytest.approx(cells["ffs"], rel=1e-9), cfg.name
+        assert est.multipliers == cells["mult"] and est.ram_blocks == cells["ram"], cfg.name
+    est = resources.estimate(PRESETS["ecp5"])
+    assert not est.fits and resources.largest_tiles(PRESETS["ecp5"]) == 0
 
 
 def test_replicated_files_cost_a_copy_per_read_port_and_banks_do_not():
     """A copy per read port the RTL builds: with shared ports, T for the MVU and one for the rest,
     and on the FVRF one more for the MFU's second operand; with a port per unit, one per reader."""
-    from accelml.hdl.engine.top import register_files
+    from accelml.hdl.engine.top import file_plan
     from accelml.hdl.isa import Space
 
     ecp5 = resources.DEVICES["LFE5U-85F"]
     cfg = dataclasses.replace(preset("ecp5"), tiles=2)
     assert cfg.file_ports == "shared"
-    assert register_files(cfg, count_only=True).read_ports() == {Space.VRF: 3, Space.MRF: 3, Space.FVRF: 4}
+    assert file_plan(cfg).read_ports() == {Space.VRF: 3, Space.MRF: 3, Space.FVRF: 4}
     vec = cfg.native_dim * (cfg.mantissa_bits + 1) + cfg.exponent_bits
     copy = {Space.VRF: resources._ram_blocks(vec, cfg.vrf_vectors, ecp5),
             Space.MRF: resources._ram_blocks(cfg.native_dim * vec, cfg.mrf_tiles, ecp5),
@@ -109,7 +118,9 @@ def test_largest_tiles_fits_and_one_more_does_not():
     for name in resources.PRESET_DEVICES:
         cfg = PRESETS[name]
         t = resources.largest_tiles(cfg)
-        assert t >= 1, name
+        if t == 0:  # ecp5: no tile count fits (test_the_model_reproduces_the_whole_engine...)
+            assert name == "ecp5"
+            continue
         assert resources.estimate(resources.scaled(cfg, t)).fits
         assert not resources.estimate(resources.scaled(cfg, t + 1)).fits
 
@@ -163,14 +174,14 @@ def test_mux_bits_count_the_crossbars_the_register_files_build():
 def test_crossbars_cost_what_one_wide_port_measured():
     """At a measured width the crossbars cost the engine's multiplexer bits at the measured per-bit
     cost; none at W = 1; more per bit as W grows (a W:1 multiplexer per bit)."""
-    from accelml.hdl.engine.top import register_files
+    from accelml.hdl.engine.top import file_plan
 
     a10 = preset("a10")
     dev = resources.DEVICES["10AX115"]
     per = resources.wide_port_costs("alm")
     assert sorted(per) == [2, 4, 8, 16]
     assert [per[w]["logic"] for w in sorted(per)] == sorted(per[w]["logic"] for w in per)
-    bits = register_files(a10, count_only=True).mux_bits()
+    bits = file_plan(a10).mux_bits()
     assert resources.crossbar_cost(a10, dev)["logic"] == pytest.approx(bits * per[a10.mfu_width]["logic"])
     assert resources.crossbar_cost(dataclasses.replace(a10, mfu_width=1), dev) == {"logic": 0.0, "ffs": 0.0}
     assert resources.estimate(a10).parts["crossbars"]["logic"] > 0

@@ -26,9 +26,9 @@ def test_hash_is_stable_across_runs_and_ignores_the_name():
 
 def test_preset_figures():
     # the largest engines that fit their devices (tests/bitstreams/test_resources.py derives them)
-    assert preset("a10").peak_macs_per_cycle == 3840
+    assert preset("a10").peak_macs_per_cycle == 3328
     assert preset("a10").mem_bytes_per_cycle == pytest.approx(64.0)
-    assert preset("s10").peak_macs_per_cycle == 11008
+    assert preset("s10").peak_macs_per_cycle == 10496
     ecp5 = preset("ecp5")
     # one 18x18 multiplier per 7-bit MAC and 64 for the MFU's 24x24 products: within the LFE5U-85F's 156
     assert ecp5.peak_macs_per_cycle + 4 * 2 * ecp5.native_dim * ecp5.mfu_width <= 156
