@@ -157,18 +157,19 @@ def test_readme_table_is_the_models_output():
 
 def test_mux_bits_count_the_crossbars_the_register_files_build():
     """One wide user reading and writing W entries: two crossbars of W lanes x the entry's bits; a
-    one-entry reader of the banked file adds one entry's select; no wide user, no multiplexers."""
-    from accelml.hdl.engine.regfiles import RegisterFiles
+    one-entry reader of the banked file adds one entry's select; no wide user, no multiplexers
+    (``FilePlan``: the ports ``RegisterFiles`` builds, counted without building them)."""
+    from accelml.hdl.engine.regfiles import FilePlan
     from accelml.hdl.isa import Space
 
     cfg = engine_config(2, 7, 4)
     entry = 32 * cfg.native_dim
-    assert RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}}, {"u": 4}).mux_bits() == 2 * 4 * entry
-    assert RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}, "r": {Space.FVRF: "r"}, "w": {Space.FVRF: "w"}},
-                         {"u": 4}).mux_bits() == 2 * 4 * entry + entry
-    three = RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}}, {"u": 4}, wide={"t": 3})
+    assert FilePlan(cfg, {"u": {Space.FVRF: "rw"}}, {"u": 4}).mux_bits() == 2 * 4 * entry
+    assert FilePlan(cfg, {"u": {Space.FVRF: "rw"}, "r": {Space.FVRF: "r"}, "w": {Space.FVRF: "w"}},
+                    {"u": 4}).mux_bits() == 2 * 4 * entry + entry
+    three = FilePlan(cfg, {"u": {Space.FVRF: "rw"}}, {"u": 4}, wide={"t": 3})
     assert three.mux_bits() == 2 * 4 * entry + 3 * entry
-    assert RegisterFiles(cfg, {"u": {Space.FVRF: "rw"}}).mux_bits() == 0
+    assert FilePlan(cfg, {"u": {Space.FVRF: "rw"}}).mux_bits() == 0
 
 
 def test_crossbars_cost_what_one_wide_port_measured():
