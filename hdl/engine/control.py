@@ -286,6 +286,20 @@ class Control(wiring.Component):
         def c_(key):
             return cfgr[key.value]
 
+        sat_bits = max(cfg.vrf_vectors, cfg.mrf_tiles, cfg.fvrf_vectors).bit_length()  # 2**sat_bits > depths
+
+        def sat(v):
+            """min(v, 2**sat_bits)."""
+            return Mux(v >= (1 << sat_bits), 1 << sat_bits, v[:sat_bits + 1])
+
+        def sat_product(*factors):
+            """min(product, 2**sat_bits), exactly (sat of a product is sat of the saturated factors'
+            product: a factor at the limit with none zero puts the product at the limit too)."""
+            p = sat(factors[0])
+            for f in factors[1:]:
+                p = sat(p * sat(f))
+            return p
+
         def set_range(k, space, lo, hi, write, valid=1):
             r = p_rng[k]
             return [r.valid.eq(valid), r.write.eq(write), r.space.eq(space), r.lo.eq(lo), r.hi.eq(hi)]
@@ -508,9 +522,11 @@ class Control(wiring.Component):
                 m.d.comb += zero.eq(Cat(*(c_(k) == 0 for k in (
                     Cfg.IN_H, Cfg.IN_W, Cfg.KH, Cfg.KW, Cfg.STRIDE_H, Cfg.STRIDE_W, Cfg.DIL_H, Cfg.DIL_W,
                     Cfg.OUT_W, Cfg.IN_CB))).any())
-                v_end = w_vs + c_(Cfg.IN_H) * c_(Cfg.IN_W) * in_cb  # full width: no wrap past the checks
-                t_end = w_ts + cob * taps * gi
-                d_end = w_ds + c_(Cfg.NPIX) * nj
+                # the spans' products saturated at 2**sat_bits (above every file depth): the same
+                # verdicts as the exact products, on multipliers of sat_bits + 1 bits
+                v_end = w_vs + sat_product(c_(Cfg.IN_H), c_(Cfg.IN_W), in_cb)
+                t_end = w_ts + sat_product(cob, c_(Cfg.KH), c_(Cfg.KW), gi)
+                d_end = w_ds + sat_product(c_(Cfg.NPIX), nj)
                 win = {"vbase": w_vs, "in_h": c_(Cfg.IN_H), "in_w": c_(Cfg.IN_W), "in_cb": in_cb,
                        "kh": c_(Cfg.KH), "kw": c_(Cfg.KW), "stride_h": c_(Cfg.STRIDE_H),
                        "stride_w": c_(Cfg.STRIDE_W), "dil_h": c_(Cfg.DIL_H), "dil_w": c_(Cfg.DIL_W),

@@ -367,6 +367,13 @@ ERROR_CASES = {
     "mvc_mrf_range": ("seti r1, 511\ncfg kh, r0, 2\nmvc r0, r0, r1, 0\nhalt", ErrorCode.CHIP_RANGE, 2),
     "mvc_fvrf_range": ("seti r1, 8191\ncfg npix, r0, 2\nmvc r1, r0, r0, 1\nhalt", ErrorCode.CHIP_RANGE, 2),
     "pool_fvrf_range": ("seti r1, 8190\ncfg npix, r0, 3\npool avg, r1, r0\nhalt", ErrorCode.CHIP_RANGE, 2),
+    # spans whose products wrap at 32 and 64 bits (control saturates them: still out of range)
+    "mvc_vrf_span_wraps": ("cfg in_h, r0, 0x10000\ncfg in_w, r0, 0x10000\nmvc r0, r0, r0, 0\nhalt",
+                           ErrorCode.CHIP_RANGE, 2),
+    "mvc_mrf_span_wraps": ("cfg kh, r0, 0x10000\ncfg kw, r0, 0x10000\ncfg npix, r0, 0\ncfg gi, r0, 0x10000\n"
+                           "mvc r0, r0, r0, 0\nhalt", ErrorCode.CHIP_RANGE, 4),
+    "pool_fvrf_span_wraps": ("cfg npix, r0, 0x80000000\ncfg in_cb, r0, 2\npool max, r0, r0\nhalt",
+                             ErrorCode.CHIP_RANGE, 2),
     "mvc_group_range": ("cfg in_cb, r0, 2\ncfg gi, r0, 1\ncfg go, r0, 1\ncfg cob, r0, 2\ncfg ob0, r0, 1\n"
                         "mvc r0, r0, r0, 0\nhalt", ErrorCode.GROUP_RANGE, 5),
     "mvc_group_range_no_pixels": ("cfg in_cb, r0, 2\ncfg gi, r0, 3\ncfg npix, r0, 0\nmvc r0, r0, r0, 0\nhalt",
