@@ -28,10 +28,10 @@ What it counts, and from where:
   ``DEVICES``), so two of the 18x19 multipliers counted here. Intel logic: from an ALM-flow record
   when there is one, else the ECP5 count at the tile engine's ALM per LUT4 ratio.
 * **The rest of the engine** (``control_overhead``: control, DMAs, pool, window generator,
-  register-file port logic, instruction memory): the whole engine synthesised on ECP5 at the tiny
-  and ecp5 presets (``engine_synth.json``, by ``python -m accelml.bitstreams.engine_synth``) minus
-  its tile engines and MFU as counted here, linear in N between the two; on Intel converted at the
-  tile engine's ALM per LUT4 ratio: an ECP5-measured figure, not an Intel synthesis.
+  register-file port logic, instruction memory): the whole engine synthesised on ECP5 at N = 4 and
+  8 (``calibration.json``, block ``Engine``: ``python -m accelml.bitstreams.engine_synth`` records)
+  minus its tile engines and MFU as counted here, linear in N between the two; on Intel converted
+  at the tile engine's ALM per LUT4 ratio: an ECP5-measured figure, not an Intel synthesis.
 * **Register files** (``register_file_blocks``): VRF, MRF and FVRF (rows of ``mfu_width`` vectors),
   each read by the MVU T times a cycle plus by the rest. On ECP5, as the RTL builds it: one memory
   with the read ports ``RegisterFiles.read_ports`` counts, which synthesis replicates (a full copy
@@ -46,8 +46,8 @@ What it counts, and from where:
   linear in W between those.
 
 On ECP5 the register files counted are the RTL's (``file_ports="shared"``: one write port per
-file, a read copy per read port), and the whole ``ecp5`` engine's synthesis is the model's
-calibration point, so its verdict there is the measurement's: it does not fit. On Intel the files
+file, a read copy per read port), and the whole ``ecp5`` engine's synthesis is one of the model's
+calibration points, so its verdict there is the measurement's. On Intel the files
 counted (banked, one write port per bank) are not the ones the RTL builds for ``a10`` / ``s10``
 (``file_ports="unit"``: several write ports per file; bitstreams/README.md, "Register files built
 from RAM blocks").
@@ -275,17 +275,17 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
 
 
 def _engine_records() -> list[tuple[EngineConfig, dict]]:
-    """The whole engine's synthesis (``engine_synth.json``, by ``python -m
-    accelml.bitstreams.engine_synth``): (its EngineConfig, its cells) for each record that names its
-    configuration."""
-    from .engine_synth import recorded
-
+    """The whole engine's synthesis at the calibration points (``calibration.json``, block
+    ``Engine``: records of ``python -m accelml.bitstreams.engine_synth`` with their EngineConfig):
+    (its EngineConfig, its cells)."""
     out = []
-    for r in recorded().values():
-        if "config" in r:
+    for r in records():
+        if r.get("block") == "Engine":
             cfg = EngineConfig.from_dict(r["config"])
-            if cfg.hash == r["config_hash"]:
-                out.append((cfg, _cells(r["flow"], r["cells"])))
+            if cfg.hash != r["config_hash"]:
+                raise ValueError(f"calibration.json: the Engine record {r['preset']!r} does not match "
+                                 "its config")
+            out.append((cfg, _cells(r["flow"], r["cells"])))
     return out
 
 
@@ -294,13 +294,13 @@ def control_overhead(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     the DMAs, the pool unit, the MVU's window generator and write-back, the register files' port
     logic and the instruction memory.
 
-    Measured on ECP5 only: the whole engine's synthesis (``engine_synth.json``) at the ``tiny`` and
-    ``ecp5`` presets minus their tile engines, MFU and crossbars as this model counts them; the rest
-    is fitted linear in N between the two (the DMA, pool and window paths are N wide). On Intel the
-    logic is converted at the tile engine's ALM per LUT4 ratio and the multipliers counted one 18x19
-    each: an ECP5-measured figure, not an Intel synthesis. RAM: the instruction memory in the device's
-    blocks (on ECP5 exactly the DP16KD the whole engine has beyond the register files,
-    tests/bitstreams checks).
+    Measured on ECP5 only: the whole engine's synthesis at N = 4 (the ``ecp5`` preset) and N = 8
+    (``calibration.json``, block ``Engine``) minus its tile engines, MFU and crossbars as this model
+    counts them; the rest is fitted linear in N between the two (the DMA, pool and window paths are
+    N wide). On Intel the logic is converted at the tile engine's ALM per LUT4 ratio and the
+    multipliers counted one 18x19 each: an ECP5-measured figure, not an Intel synthesis. RAM: the
+    instruction memory in the device's blocks (on ECP5 exactly the DP16KD the whole engine has
+    beyond the register files, tests/bitstreams checks).
     """
     ecp5 = DEVICES["LFE5U-85F"]
     pts = []
@@ -310,8 +310,8 @@ def control_overhead(cfg: EngineConfig, dev: Device) -> dict[str, float]:
         pts.append((c.native_dim, {k: cells[k] - tiles[k] - mfu.get(k, 0) - xbar.get(k, 0)
                                    for k in ("logic", "ffs", "mult")}))
     if len({n for n, _ in pts}) < 2:
-        raise ValueError("engine_synth.json holds fewer than two whole-engine records at different N: "
-                         "run python -m accelml.bitstreams.engine_synth")
+        raise ValueError("calibration.json holds fewer than two Engine records at different N: "
+                         "run python -m accelml.bitstreams.engine_synth and copy its records there")
     pts.sort(key=lambda p: p[0])
     (n0, a), (n1, b) = pts[0], pts[-1]
     n = cfg.native_dim

@@ -7,18 +7,18 @@ all derive their sizes from one frozen, validated ``EngineConfig``. Presets:
 preset    N      T     MACs/cycle   what it is for
 ========  =====  ====  ===========  ============================================================
 tiny      4      2     32           unit tests; small enough for quick RTL simulation
-ecp5      8      1     64           LFE5U-85F on an OrangeCrab 85F (128 MiB DDR3L), 50 MHz
+ecp5      4      1     16           LFE5U-85F on an OrangeCrab 85F (128 MiB DDR3L), 50 MHz
 a10       16     13    3,328        Arria 10 GX 1150: 300 MHz, one DDR4 channel (19.2 GB/s)
 s10       16     41    10,496       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
 wide      4      1     16           23-bit mantissas, for ONNX conformance at rtol 1e-3
 ========  =====  ====  ===========  ============================================================
 
 N (``native_dim``) is both the length of the engine's dot products and the BFP block size. The
-a10 and s10 engines are the largest (whole engine: tile engines, MFU, pool, control, register
-files) that fit their devices by the resource model of ``bitstreams/resources.py``; its table,
-with margins and modelled ResNet-50 latencies, is in bitstreams/README.md. The ecp5 engine does
-not fit its LFE5U-85F: its whole-engine synthesis needs 92k LUT4 of 84k and 262 multipliers of
-156 (bitstreams/README.md says where they go).
+ecp5, a10 and s10 engines are the largest (whole engine: tile engines, MFU, pool, control, register
+files) that fit their devices by the resource model of ``bitstreams/resources.py``, calibrated on
+whole-engine synthesis; its table, with margins and modelled ResNet-50 latencies, is in
+bitstreams/README.md. The ecp5 engine's own synthesis fits its LFE5U-85F (56k of 84k LUT4, 133 of
+156 multipliers, 159 of 208 block RAMs); at N = 8 it did not.
 
 ``file_ports``: ``tiny`` and ``ecp5`` are built with ``"shared"`` register-file ports (one write
 port per file; beside the MVU's, one read port for the other units), which RAM blocks can hold and
@@ -276,8 +276,8 @@ PRESETS: dict[str, EngineConfig] = {
         mem_port_bits=64, mem_bandwidth_gbps=0.8, mem_latency_cycles=8, clock_mhz=100.0,
     ),
     "ecp5": EngineConfig(
-        name="ecp5", native_dim=8, tiles=1, mantissa_bits=7, exponent_bits=8, format="custom",
-        mrf_tiles=1024, vrf_vectors=8192, fvrf_vectors=1024, file_ports="shared", mem_bytes=128 << 20,
+        name="ecp5", native_dim=4, tiles=1, mantissa_bits=7, exponent_bits=8, format="custom",
+        mrf_tiles=1024, vrf_vectors=16384, fvrf_vectors=2048, file_ports="shared", mem_bytes=128 << 20,
         mem_port_bits=32, mem_bandwidth_gbps=0.2, mem_latency_cycles=12, clock_mhz=50.0,
     ),
     "a10": EngineConfig(

@@ -24,8 +24,7 @@ def test_engine_synth_ecp5(name):
     assert rec["cells"].get("LUT4", 0) > 0 and rec["cells"].get("TRELLIS_FF", 0) > 0
     if name == "ecp5":
         over = {k: (u, a) for k, (u, a) in usage.items() if u > a}
-        if over:  # measured: LUT4 92,368 / 83,640, MULT18X18D 262 / 156 (bitstreams/README.md)
-            pytest.xfail(f"the ecp5 engine does not fit an LFE5U-85F yet: {over}")
+        assert not over, f"the ecp5 engine does not fit an LFE5U-85F: {over}"
 
 
 def test_recorded_figures_name_their_config():

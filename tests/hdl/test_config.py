@@ -30,7 +30,7 @@ def test_preset_figures():
     assert preset("a10").mem_bytes_per_cycle == pytest.approx(64.0)
     assert preset("s10").peak_macs_per_cycle == 10496
     ecp5 = preset("ecp5")
-    # one 18x18 multiplier per 7-bit MAC and 64 for the MFU's 24x24 products: within the LFE5U-85F's 156
+    # one 18x18 multiplier per 7-bit MAC and four per 24x24 product, two a MFU lane: within the LFE5U-85F's 156
     assert ecp5.peak_macs_per_cycle + 4 * 2 * ecp5.native_dim * ecp5.mfu_width <= 156
     bram_bits = (ecp5.mrf_tiles * ecp5.tile_bytes + ecp5.vrf_vectors * ecp5.bfp_vector_bytes
                  + ecp5.fvrf_vectors * ecp5.fp_vector_bytes) * 8
