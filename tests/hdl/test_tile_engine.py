@@ -24,7 +24,7 @@ COCOTB_MODULE = Path(__file__).with_name("cocotb_tile_engine.py")
 
 RTL_CONFIGS = {
     "tiny": preset("tiny"),  # N=4, M=7, E=8
-    "ecp5": preset("ecp5"),  # N=8, M=7, E=8
+    "n8": dataclasses.replace(preset("ecp5"), native_dim=8),  # N=8, M=7, E=8 (the earlier ecp5)
     "msfp12": preset("tiny").with_format("msfp12"),  # N=16, M=3, E=8
 }
 

@@ -674,15 +674,16 @@ def test_pool_cycles_are_modelled_exactly(engine, name):
 
 
 OTHER_CONFIGS = {"tiles1": dataclasses.replace(CFG, tiles=1), "tiles3": dataclasses.replace(CFG, tiles=3),
-                 "ecp5": preset("ecp5")}
+                 "ecp5": preset("ecp5"),
+                 "n8": dataclasses.replace(preset("ecp5"), native_dim=8, vrf_vectors=8192, fvrf_vectors=1024)}
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OTHER_CONFIGS))
 def test_random_window_programs_on_other_configs(name):
-    """The MVU's rounds, lockstep and write-back with one and with three tile engines, and the
-    ecp5 preset (N = 8); a build each."""
+    """The MVU's rounds, lockstep and write-back with one and with three tile engines, the ecp5
+    preset and an N = 8 engine (the earlier ecp5); a build each."""
     cfg = OTHER_CONFIGS[name]
     sim = EngineSim(cfg)
     for seed in range(6):
