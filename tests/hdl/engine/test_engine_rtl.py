@@ -486,7 +486,8 @@ def test_cycle_model_is_exact_on_other_memory_systems(name):
     rtl.require_tools()
     cfg = OTHER_MEMORIES[name]
     engine = EngineSim(cfg)
-    for seed in range(3):
+    timed = 0
+    for seed in range(8):
         rnd = random.Random(seed)
         size = rnd.choice([15000, 20480, 30001])
         ro = rnd.choice([0, 128, 301])
@@ -495,7 +496,10 @@ def test_cycle_model_is_exact_on_other_memory_systems(name):
         ref = funcsim_outcome(cfg, program, image, ro_bytes=ro)
         got = engine.run(program, image, ro_bytes=ro)
         assert (got.error, got.error_pc) == (ref.error, ref.error_pc) and (got.memory == ref.memory).all()
-        assert ref.error is ErrorCode.NONE and (ref.cycles, ref.busy) == (got.cycles, got.busy)
+        if ref.error is ErrorCode.NONE:  # a program that stops on a range error is not timed
+            assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+            timed += 1
+    assert timed >= 2, "too few of the random programs ran to their end to check the cycles"
 
 
 # -- mvc and pool --------------------------------------------------------------------------------
