@@ -25,8 +25,8 @@ from accelml.hdl.isa import Space
 __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
-    "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_WRITERS",
-    "FILE_READERS", "shared_ports", "port_conflict",
+    "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_USERS",
+    "FILE_PORT_OWNERS", "shared_ports", "port_conflict",
 ]
 
 # file entries a DMA moves per cycle at most (the load DMA's write ports / the store DMA's read ports of a file)
@@ -104,23 +104,33 @@ def dma_store_room(word: int, item: int, max_lanes: int = DMA_MAX_LANES) -> int:
     return dma_lanes(word, item, max_lanes) * item + 3 * word
 
 
-# the units that write / read each file (control.UNITS names); the MVU's reads are its T wide ports
-FILE_WRITERS = {Space.VRF: ("dma_load", "mfu"), Space.MRF: ("dma_load",),
-                Space.FVRF: ("dma_load", "mfu", "pool", "mvu")}
-FILE_READERS = {Space.VRF: ("dma_store", "mfu", "pool"), Space.MRF: ("dma_store",),
-                Space.FVRF: ("dma_store", "mfu")}
+# register-file ports per unit (RegisterFiles users, named after control.UNITS); the MVU also has T
+# read ports on every file (RegisterFiles wide={"mvu": cfg.tiles})
+FILE_USERS = {
+    "dma_load": {Space.VRF: "w", Space.MRF: "w", Space.FVRF: "w"},
+    "dma_store": {Space.VRF: "r", Space.MRF: "r", Space.FVRF: "r"},
+    "mfu": {Space.VRF: "rw", Space.FVRF: "rw"},
+    "pool": {Space.VRF: "r", Space.FVRF: "w"},
+    "mvu": {Space.FVRF: "w"},
+    "mfu_b": {Space.FVRF: "r"},  # the MFU's second FVRF read port (vop's second operand)
+}
+# users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
+FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 
 
 def shared_ports(cfg: EngineConfig) -> dict[tuple[Space, bool], tuple[str, ...]]:
     """The ports several units share, ``(file, write) -> units``: with ``file_ports="shared"`` one
-    write port per file (its writers) and one read port (its readers beside the MVU's T and the
-    MFU's second operand); none with ``"unit"``. Control never has two instructions of different
-    units in flight that would use one shared port (:func:`port_conflict`)."""
+    write port per file (its writers in ``FILE_USERS``) and one read port (its readers beside the
+    MVU's T and the MFU's second operand, ``FILE_PORT_OWNERS``); none with ``"unit"``. Control never
+    has two instructions of different units in flight that would use one shared port
+    (:func:`port_conflict`)."""
     if cfg.file_ports != "shared":
         return {}
     out = {}
-    for write, table in ((True, FILE_WRITERS), (False, FILE_READERS)):
-        for space, units in table.items():
+    for write in (True, False):
+        for space in Space:
+            units = tuple(u for u, spaces in FILE_USERS.items()
+                          if u not in FILE_PORT_OWNERS and ("w" if write else "r") in spaces.get(space, ""))
             if len(units) > 1:
                 out[(space, write)] = units
     return out

@@ -3,7 +3,7 @@
 Each file is ``amaranth.lib.memory.Memory`` of ``layouts.vector_layout`` / ``tile_layout`` /
 ``fvector_layout`` entries; each of its users has its own write port and / or synchronous read port
 (data the cycle after the address), exposed as a :func:`file_port_signature` member. Depths come
-from the EngineConfig. The engine's users and ports (``top.FILE_USERS``):
+from the EngineConfig. The engine's users and ports (``layouts.FILE_USERS``):
 
 ====  ===============================  ===============================
 file  write ports                      read ports

@@ -32,7 +32,7 @@ from accelml.hdl.isa import INSN_BITS, Space
 
 from .control import CYCLE_BITS, STEP_BITS, UNITS, Control
 from .dma import Dma, lane_users
-from .layouts import byte_addr_bits, check_config, mem_port_signature, shared_ports
+from .layouts import FILE_PORT_OWNERS, FILE_USERS, byte_addr_bits, check_config, mem_port_signature, shared_ports
 from .mfu import Mfu
 from .mvu import Mvu
 from .pool import Pool
@@ -42,18 +42,6 @@ from .status import ErrorCode, Unit
 __all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS", "register_files", "file_plan"]
 
 BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
-# register-file ports per unit (RegisterFiles users); the MVU also has T read ports on every file
-# (RegisterFiles wide={"mvu": cfg.tiles})
-FILE_USERS = {
-    "dma_load": {Space.VRF: "w", Space.MRF: "w", Space.FVRF: "w"},
-    "dma_store": {Space.VRF: "r", Space.MRF: "r", Space.FVRF: "r"},
-    "mfu": {Space.VRF: "rw", Space.FVRF: "rw"},
-    "pool": {Space.VRF: "r", Space.FVRF: "w"},
-    "mvu": {Space.FVRF: "w"},
-    "mfu_b": {Space.FVRF: "r"},  # the MFU's second FVRF read port (vop's second operand)
-}
-# users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
-FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
