@@ -12,7 +12,7 @@ protocol, the dispatch and ``status.ErrorCode`` for the codes.
 Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mvu``
 (``mvc`` on T tile engines), ``mfu`` (``deq qnt vact vop``) and ``pool`` (beside the MFU, with its
 own dequantiser and vector unit); each runs the one instruction control dispatched to it, all at
-once. Each has its own register-file ports (``FILE_USERS``: the MFU's through ``FILE_PORT_OWNERS``;
+once. Each has its own register-file ports (``layouts.FILE_USERS``: the MFU's through ``FILE_PORT_OWNERS``;
 the MFU's and the MVU's FVRF write ``mfu_width`` entries wide, ``WIDE_USERS``; the MVU's T reads;
 the DMAs' extra lanes:
 ``Dma.lane_users``; ``regfiles.py`` lists them), or with ``EngineConfig.file_ports = "shared"`` one
