@@ -87,12 +87,16 @@ def decode_fvector(cfg, raw):
     return Cat(*vals), bad
 
 
+def space_lanes(cfg) -> dict:
+    """Entries of each file a DMA moves per cycle (``layouts.dma_lanes`` of the file's entries)."""
+    return {space: dma_lanes(word_bytes(cfg), item_bytes(cfg, space), dma_max_lanes(cfg)) for space in Space}
+
+
 def lane_users(cfg, user: str, *, load: bool, store: bool) -> dict:
     """The register-file users (``RegisterFiles``) of a DMA's extra lanes, named after ``user``
     (``{user}{lane}``: one port of ``{space}{lane}`` each, a write port for a load, a read port for a
     store); lane 0 is ``user``'s own."""
-    w = word_bytes(cfg)
-    lanes = {space: dma_lanes(w, item_bytes(cfg, space), dma_max_lanes(cfg)) for space in Space}
+    lanes = space_lanes(cfg)
     mode = ("r" if store else "") + ("w" if load else "")
     return {f"{user}{j}": {space: mode for space in Space if lanes[space] > j} for j in range(1, max(lanes.values()))}
 
@@ -110,9 +114,8 @@ class Dma(wiring.Component):
         if not (load or store):
             raise ValueError("Dma must execute loads, stores or both")
         self.load, self.store = load, store
-        w = word_bytes(cfg)
         self.max_lanes = dma_max_lanes(cfg)
-        self.lanes = {space: dma_lanes(w, item_bytes(cfg, space), self.max_lanes) for space in Space}
+        self.lanes = space_lanes(cfg)
         super().__init__({
             "cmd": In(stream.Signature(dma_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),

@@ -267,25 +267,21 @@ class RegisterFiles(FilePlan, wiring.Component):
             # read ports: one per reader, or one shared by the readers of a shared group, addressed
             # by the one reading the file now (``{user}_{file}_active``)
             group = self.shared.get((space, False), ())
-            data_of = {}  # user -> the read data of each bank
             pooled = [(user, rows) for user, rows in reads if user in group]
-            if pooled:
+            ports = ([pooled] if pooled else []) + [[(user, rows)] for user, rows in reads if user not in group]
+            data_of = {}  # user -> the read data of each bank
+            for users in ports:
                 outs = []
                 for b, mem in enumerate(mems):
                     rp = mem.read_port()
-                    for k, (user, rows) in enumerate(pooled):
-                        with (m.If if k == 0 else m.Elif)(getattr(self, f"{self.port_name(user, space)}_active")):
+                    for k, (user, rows) in enumerate(users):
+                        if users is pooled:
+                            with (m.If if k == 0 else m.Elif)(getattr(self, f"{self.port_name(user, space)}_active")):
+                                m.d.comb += rp.addr.eq(rows[b])
+                        else:
                             m.d.comb += rp.addr.eq(rows[b])
                     outs.append(rp.data.as_value())
-                data_of.update({user: outs for user, _ in pooled})
-            for user, rows in reads:
-                if user not in data_of:
-                    outs = []
-                    for b, mem in enumerate(mems):
-                        rp = mem.read_port()
-                        m.d.comb += rp.addr.eq(rows[b])
-                        outs.append(rp.data.as_value())
-                    data_of[user] = outs
+                data_of.update({user: outs for user, _ in users})
             for user, _ in reads:
                 port = getattr(self, self.port_name(user, space))
                 outs = data_of[user]
