@@ -153,6 +153,11 @@ def _fit(flow: str, key: str, n: int, m: int) -> float:
     return _interpolate(values, m)
 
 
+def _tile_engines(cfg: EngineConfig, flow: str) -> dict[str, float]:
+    """The T tile engines' logic, flip-flops and hard multipliers on ``flow`` (:func:`_fit`)."""
+    return {k: cfg.tiles * _fit(flow, k, cfg.native_dim, cfg.mantissa_bits) for k in ("logic", "ffs", "mult")}
+
+
 def _interpolate(values: dict[float, float], x: float) -> float:
     """``values`` (measured at a few x) at ``x``: linear between the two measured x around it,
     and outside them extrapolated from the two nearest."""
@@ -306,7 +311,7 @@ def control_overhead(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     pts = []
     for c, cells in _engine_records():
         mfu, xbar = mfu_cost(c, ecp5), crossbar_cost(c, ecp5)
-        tiles = {k: c.tiles * _fit("ecp5", k, c.native_dim, c.mantissa_bits) for k in ("logic", "ffs", "mult")}
+        tiles = _tile_engines(c, "ecp5")
         pts.append((c.native_dim, {k: cells[k] - tiles[k] - mfu.get(k, 0) - xbar.get(k, 0)
                                    for k in ("logic", "ffs", "mult")}))
     if len({n for n, _ in pts}) < 2:
@@ -364,10 +369,8 @@ def estimate(cfg: EngineConfig, device: Device | str | None = None, *, banked: b
         device = PRESET_DEVICES[cfg.name]
     dev = DEVICES[device] if isinstance(device, str) else device
     flow = _flow(dev)
-    n, m, t = cfg.native_dim, cfg.mantissa_bits, cfg.tiles
-    tiles = {"logic": t * _fit(flow, "logic", n, m), "ffs": t * _fit(flow, "ffs", n, m)}
-    hard_per_mac = _fit(flow, "mult", n, m) / (n * n)  # narrow products may already sit in logic
-    tiles["mult"] = round(cfg.peak_macs_per_cycle * hard_per_mac)
+    tiles = _tile_engines(cfg, flow)
+    tiles["mult"] = round(tiles["mult"])  # narrow products may already sit in logic
     mfu = mfu_cost(cfg, dev)
     ctl = control_overhead(cfg, dev)
     xbar = crossbar_cost(cfg, dev)
