@@ -24,8 +24,8 @@ Schedule (per layer, for one EngineConfig):
   of one chunk overlaps the products of the next.
 
 On-chip regions: VRF = input x2 | shortcut | output staging x2 | resident pool; MRF = two halves;
-FVRF = constants | accumulators x2 | shortcut. Everything that does not fit raises ``CapacityError`` naming the
-layer and the file that is too small.
+FVRF = constants (the widest layer's bias, whole) | accumulators x2 | shortcut. Everything that does
+not fit raises ``CapacityError`` naming the layer and the file that is too small.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _regions(cfg: EngineConfig, const_vectors: int, pool: float) -> _Regions:
     vin = vs // 4
     vres = vs // 8
     vout = (vs - 2 * vin - vres) // 2
-    fc = min(const_vectors, f // 4)
+    fc = const_vectors  # all of it: a layer's bias is loaded once and read by every step's epilogue
     facc = (f - fc) // 3
     return _Regions(
         vrf_in=(0, vin), vrf_res=2 * vin, vrf_out=(2 * vin + vres, 2 * vin + vres + vout), vrf_out_size=vout,
@@ -230,12 +230,15 @@ class _Generator:
         self.n = plan.cfg.native_dim
         self.img = MemoryImage(plan.cfg)
         self.e = _Emitter(plan.cfg)
-        const = 0
+        const, widest = 0, None  # the constants region holds every layer's bias (an affine's scale and shift)
         for op in plan.ops:
-            if isinstance(op, ConvOp):
-                const = max(const, op.dst.cb)
-            elif isinstance(op, EltOp) and op.kind is EltKind.AFFINE:
-                const = max(const, 2 * op.srcs[0].cb)
+            need = op.dst.cb if isinstance(op, ConvOp) else \
+                2 * op.srcs[0].cb if isinstance(op, EltOp) and op.kind is EltKind.AFFINE else 0
+            if need > const:
+                const, widest = need, op
+        if plan.cfg.fvrf_vectors - const < 3:
+            raise CapacityError(f"layer {widest.name!r}: its {const} constant vectors leave no room for "
+                                f"accumulators in the FVRF of {plan.cfg.fvrf_vectors} vectors ({plan.cfg.name})")
         self.pool = pool
         self.r = _regions(plan.cfg, const, pool)
         self.resident: dict[str, tuple[int, int]] = {}  # base buffer on chip -> (VRF address, vectors)

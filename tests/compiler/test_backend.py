@@ -98,6 +98,17 @@ def test_layer_that_cannot_fit_names_the_layer():
         compile_model(models.build("resnet50", "reduced"), config=cfg)
 
 
+def test_bias_wider_than_a_quarter_of_the_fvrf_is_kept_whole(tmp_path):
+    """The reduced ResNet-50's classifier has 250 output blocks at N = 4; in an FVRF of 512 vectors
+    its bias once overflowed a constants region clipped to a quarter of the file, the accumulators
+    overwrote it, and the program silently disagreed with the golden model."""
+    cfg = dataclasses.replace(preset("tiny"), fvrf_vectors=512, name="narrow-fvrf")
+    check(models.build("resnet50", "reduced"), cfg, tmp_path, precision="fast")
+    tight = dataclasses.replace(cfg, fvrf_vectors=252, name="tight-fvrf")
+    with pytest.raises(CapacityError, match=r"layer '.*': its 250 constant vectors .* 252 vectors \(tight-fvrf\)"):
+        compile_model(models.build("resnet50", "reduced"), config=tight, precision="fast")
+
+
 def test_report_figures_are_consistent():
     cm = compile_model(models.build("resnet50", "reduced"), config="a10")
     s = cm.summary()
