@@ -26,7 +26,9 @@ What it counts, and from where:
   ``vact``): four MULT18X18D each on ECP5, one DSP block each on Arria 10 / Stratix 10, whose
   variable-precision DSP block is one 27x27 or two 18x19 multipliers (the device overviews cited in
   ``DEVICES``), so two of the 18x19 multipliers counted here. Intel logic: from an ALM-flow record
-  when there is one, else the ECP5 count at the tile engine's ALM per LUT4 ratio.
+  when there is one, else the ECP5 count at the tile engine's ALM per LUT4 ratio. Plus the fused
+  ``vop``'s two 2:1 multiplexers at the inputs of ``vact`` and ``qnt`` beyond the first vector (the
+  whole-engine records, at ``mfu_width`` 1, hold that one), at the ``WidePort`` cost per bit.
 * **The rest of the engine** (``control_overhead``: control, DMAs, pool, window generator,
   register-file port logic, instruction memory): the whole engine synthesised on ECP5 at N = 4 and
   8 (``calibration.json``, block ``Engine``: ``python -m accelml.bitstreams.engine_synth`` records)
@@ -203,8 +205,13 @@ def mfu_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     n8, m8 = max((n, m) for (f, n, m) in ecp5 if f == "ecp5")
     per = {k: v / n8 for k, v in ecp5[("ecp5", n8, m8)].items()}
     products = per["mult"] / ECP5_MULTS_PER_FP32_PRODUCT
+    # a fused vop's two input multiplexers (activation and quantiser: the files' group or the unit
+    # before), 2:1 over the lanes at the WidePort records' W = 2 cost per bit; the whole-engine records
+    # (mfu_width 1, block Engine) hold one vector's worth
+    mux = wide_port_costs(_flow(dev)).get(2, {"logic": 0.0, "ffs": 0.0})
+    chain = {k: 2 * 32 * cfg.native_dim * (cfg.mfu_width - 1) * mux[k] for k in ("logic", "ffs")}
     if dev.family == "ecp5":
-        return {"logic": lanes * per["logic"], "ffs": lanes * per["ffs"],
+        return {"logic": lanes * per["logic"] + chain["logic"], "ffs": lanes * per["ffs"] + chain["ffs"],
                 "mult": lanes * products * ECP5_MULTS_PER_FP32_PRODUCT}
     alm = {(n, m): v for (f, n, m), v in ecp5.items() if f == "alm"}
     if alm:
@@ -212,7 +219,8 @@ def mfu_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
         logic, ffs = alm[(na, ma)]["logic"] / na, alm[(na, ma)]["ffs"] / na
     else:
         logic, ffs = per["logic"] * _logic_ratio(n8, m8), per["ffs"]
-    return {"logic": lanes * logic, "ffs": lanes * ffs, "mult": lanes * products * INTEL_MULTS_PER_FP32_PRODUCT}
+    out = {"logic": lanes * logic, "ffs": lanes * ffs, "mult": lanes * products * INTEL_MULTS_PER_FP32_PRODUCT}
+    return {k: v + chain.get(k, 0.0) for k, v in out.items()}
 
 
 def wide_port_costs(flow: str) -> dict[int, dict[str, float]]:

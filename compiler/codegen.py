@@ -38,7 +38,7 @@ import numpy as np
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import CapacityError
-from accelml.hdl.isa import Act, Cfg, Instruction, Opcode, PoolMode, Space, VecOp
+from accelml.hdl.isa import Act, Cfg, Dest, Instruction, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import Program
 from accelml.sim import layout
 from accelml.sim.layout import MemoryImage
@@ -208,19 +208,24 @@ def _window(e: _Emitter, g, in_h: int, in_cb: int, kh: int, kw: int, pad_t: int,
         e.set(key, value)
 
 
-def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
+def _act_kind(e: _Emitter, act: Activation) -> Act:
+    """``act`` as an ``isa.Act`` (COPY: none), its constants set in the configuration registers."""
     if act.kind is ActKind.NONE:
-        return
+        return Act.COPY
     if act.kind is ActKind.RELU:
-        kind = Act.RELU
-    elif act.kind is ActKind.CLIP:
+        return Act.RELU
+    if act.kind is ActKind.CLIP:
         e.set(Cfg.CLIP_LO, float(np.float32(act.lo)))
         e.set(Cfg.CLIP_HI, float(np.float32(act.hi)))
-        kind = Act.CLIP
-    else:
-        e.set(Cfg.ALPHA, float(np.float32(act.alpha)))
-        kind = Act.LRELU
-    e.counted(Opcode.VACT, count, act=kind, rd=at, rs=at)
+        return Act.CLIP
+    e.set(Cfg.ALPHA, float(np.float32(act.alpha)))
+    return Act.LRELU
+
+
+def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
+    kind = _act_kind(e, act)
+    if kind is not Act.COPY:
+        e.counted(Opcode.VACT, count, act=kind, rd=at, rs=at)
 
 
 class _Generator:
@@ -666,28 +671,59 @@ class _Generator:
         return 0 if pending is None else pending()
 
     def epilogue(self, op: ConvOp, acc: int, pix0: int, npix: int, o0: int, o1: int, parity: int) -> int:
-        e, r = self.e, self.r
-        cnt = npix * (o1 - o0)
         moved = 0
-        e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_const + o0, period=o1 - o0)
+        last = dict(fn=VecOp.ADD, ra=acc, rb=self.r.fvrf_const + o0, period=o1 - o0)  # the bias
         if op.residual is not None:
-            moved += self.add_planes(op.residual, self.planes(op.residual), acc, pix0, npix, o0, o1 - o0)
-        _act_insns(e, op.act, acc, cnt)
-        return moved + self.write_out(op.dst, acc, pix0, npix, o0, o1 - o0, parity)
+            self.e.counted(Opcode.VOP, npix * (o1 - o0), rd=acc, **last)
+            moved, last = self.add_planes(op.residual, self.planes(op.residual), acc, pix0, npix, o0, o1 - o0,
+                                          defer=True)
+        return moved + self.finish(op.act, last, op.dst, acc, pix0, npix, o0, o1 - o0, parity)
 
     def add_planes(self, buf: Buf, planes: list[bool], acc: int, pix0: int, npix: int, blk0: int,
-                   nblk: int) -> int:
-        """acc += each of ``planes`` of ``buf``'s vectors, in order (load, dequantise, add)."""
+                   nblk: int, defer: bool = False) -> tuple[int, dict | None]:
+        """acc += each of ``planes`` of ``buf``'s vectors, in order (load, dequantise, add); the
+        bytes moved, and with ``defer`` the last add's ``vop`` fields, not emitted (for
+        :meth:`finish`; None without planes)."""
         e, r = self.e, self.r
         moved = 0
+        add = None
         for lo in planes:
+            if add is not None:  # before the next plane's dequantisation overwrites its operand
+                e.counted(Opcode.VOP, npix * nblk, rd=acc, **add)
             vin = self.res_addr(buf, pix0, lo)  # a resident buffer is read in place (whole pixels)
             if vin is None:
                 vin = r.vrf_res
                 moved += self.load_rows(buf, pix0, npix, blk0, nblk, Space.VRF, vin, lo=lo)
             e.counted(Opcode.DEQ, npix * nblk, rd=r.fvrf_res, rs=vin)
-            e.counted(Opcode.VOP, npix * nblk, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_res, period=0)
-        return moved
+            add = dict(fn=VecOp.ADD, ra=acc, rb=r.fvrf_res, period=0)
+        if add is not None and not defer:
+            e.counted(Opcode.VOP, npix * nblk, rd=acc, **add)
+            add = None
+        return moved, add
+
+    def finish(self, act: Activation, last: dict | None, dst: Buf, acc: int, pix0: int, npix: int, blk0: int,
+               nblk: int, parity: int) -> int:
+        """The accumulators' last ``vop`` (``last``: its fields but the destination; None: none),
+        the activation and :meth:`write_out`, in as few MFU passes as the output allows: the
+        activation rides on that ``vop``, and so does the quantisation of an output of one plane,
+        written straight to its staging or resident place (the ``vop``'s VRF destination)."""
+        e = self.e
+        cnt = npix * nblk
+        if last is None:
+            _act_insns(e, act, acc, cnt)
+            return self.write_out(dst, acc, pix0, npix, blk0, nblk, parity)
+        kind = _act_kind(e, act)
+        if dst.fp32 or self.plan.bases[dst.base].split:  # the accumulators are read after: keep them
+            e.counted(Opcode.VOP, cnt, rd=acc, act=kind, **last)
+            return self.write_out(dst, acc, pix0, npix, blk0, nblk, parity)
+        at, stage = self.stage(dst, pix0, parity)
+        e.counted(Opcode.VOP, cnt, rd=stage, act=kind, dest=Dest.VRF, **last)
+        return 0 if at is not None else self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
+
+    def stage(self, dst: Buf, pix0: int, parity: int) -> tuple[int | None, int]:
+        """Where a quantised output goes first: its resident place (``at``), else the output staging."""
+        at = self.res_addr(dst, pix0)  # resident: quantised straight into place
+        return at, self.r.vrf_out[parity] if at is None else at
 
     def write_out(self, dst: Buf, acc: int, pix0: int, npix: int, blk0: int, nblk: int, parity: int) -> int:
         """Store accumulators: binary32, or quantised; a split buffer also gets the quantisation's
@@ -697,8 +733,7 @@ class _Generator:
         if dst.fp32:
             return self.store_rows(dst, pix0, npix, blk0, nblk, Space.FVRF, acc)
         cnt = npix * nblk
-        at = self.res_addr(dst, pix0)  # resident: quantised straight into place
-        stage = r.vrf_out[parity] if at is None else at
+        at, stage = self.stage(dst, pix0, parity)
         e.counted(Opcode.QNT, cnt, rd=stage, rs=acc)
         moved = 0 if at is not None else self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
         if self.plan.bases[dst.base].split:
@@ -787,14 +822,16 @@ class _Generator:
                 vin = self.next_input_buffer()
                 info.act_bytes += self.load_rows(src, p0, np_, 0, cb, Space.VRF, vin)
             e.counted(Opcode.DEQ, cnt, rd=acc, rs=vin)
-            info.act_bytes += self.add_planes(src, self.planes(src)[1:], acc, p0, np_, 0, cb)
+            moved, last = self.add_planes(src, self.planes(src)[1:], acc, p0, np_, 0, cb, defer=True)
+            if op.kind is not EltKind.ACT and last is not None:
+                e.counted(Opcode.VOP, cnt, rd=acc, **last)
             if op.kind is EltKind.ADD:
-                info.act_bytes += self.add_planes(op.srcs[1], self.planes(op.srcs[1]), acc, p0, np_, 0, cb)
+                more, last = self.add_planes(op.srcs[1], self.planes(op.srcs[1]), acc, p0, np_, 0, cb, defer=True)
+                moved += more
             elif op.kind is EltKind.AFFINE:
                 e.counted(Opcode.VOP, cnt, fn=VecOp.MUL, rd=acc, ra=acc, rb=r.fvrf_const, period=cb)
-                e.counted(Opcode.VOP, cnt, fn=VecOp.ADD, rd=acc, ra=acc, rb=r.fvrf_const + cb, period=cb)
-            _act_insns(e, op.act, acc, cnt)
-            info.act_bytes += self.write_out(op.dst, acc, p0, np_, 0, cb, self.parity)
+                last = dict(fn=VecOp.ADD, ra=acc, rb=r.fvrf_const + cb, period=cb)
+            info.act_bytes += moved + self.finish(op.act, last, op.dst, acc, p0, np_, 0, cb, self.parity)
             self.parity ^= 1
 
     # -- whole program ----------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from amaranth.lib import data, enum
 from .errors import ProgramFormatError
 
 __all__ = [
-    "INSN_BITS", "NUM_REGS", "MAX_LOOP_DEPTH", "Opcode", "Cfg", "Space", "PoolMode", "VecOp", "Act",
-    "Reg", "SPEC", "LAYOUTS", "INSN_LAYOUT", "Instruction", "encode", "encode_reference", "decode", "FLOAT_CFG",
-    "field_range",
+    "INSN_BITS", "NUM_REGS", "MAX_LOOP_DEPTH", "Opcode", "Cfg", "Space", "PoolMode", "VecOp", "Act", "Dest",
+    "Reg", "SPEC", "DEFAULTS", "LAYOUTS", "INSN_LAYOUT", "Instruction", "encode", "encode_reference", "decode",
+    "FLOAT_CFG", "field_range",
 ]
 
 INSN_BITS = 64
@@ -110,6 +110,13 @@ class Act(enum.Enum, shape=2):
     LRELU = 3  # x < 0 ? x * ALPHA : x
 
 
+class Dest(enum.Enum, shape=1):
+    """Where a ``vop`` writes its result: the FVRF, or quantised into the VRF."""
+
+    FVRF = 0
+    VRF = 1
+
+
 class Reg:
     """Marker for a 4-bit register-number field."""
 
@@ -130,11 +137,17 @@ SPEC: dict[Opcode, tuple[tuple[str, object], ...]] = {
     Opcode.MVC: (("rd", Reg), ("rs", Reg), ("rm", Reg), ("acc", unsigned(1))),
     Opcode.POOL: (("mode", PoolMode), ("rd", Reg), ("rs", Reg)),
     Opcode.VOP: (("fn", VecOp), ("rd", Reg), ("ra", Reg), ("rb", Reg), ("count", unsigned(16)),
-                 ("period", unsigned(12))),
+                 ("period", unsigned(12)), ("act", Act), ("dest", Dest)),
     Opcode.VACT: (("act", Act), ("rd", Reg), ("rs", Reg), ("count", unsigned(16))),
     Opcode.DEQ: (("rd", Reg), ("rs", Reg), ("count", unsigned(16))),
     Opcode.QNT: (("rd", Reg), ("rs", Reg), ("count", unsigned(16))),
 }
+
+
+# Trailing fields that may be left out (of Instruction.make and of assembly text), with the value
+# they then take: a ``vop`` without them is the plain operation, and its word is the one from before
+# they existed (their bits zero).
+DEFAULTS: dict[Opcode, dict[str, object]] = {Opcode.VOP: {"act": Act.COPY, "dest": Dest.FVRF}}
 
 
 def _shape(kind):
@@ -171,6 +184,7 @@ class Instruction:
     @classmethod
     def make(cls, op: Opcode, **values) -> Instruction:
         names = [name for name, _ in SPEC[op]]
+        values = {**{k: v for k, v in DEFAULTS.get(op, {}).items() if k not in values}, **values}
         if set(values) != set(names):
             raise ValueError(f"{op.name} takes fields {names}, got {sorted(values)}")
         return cls(op, tuple((name, values[name]) for name in names))

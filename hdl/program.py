@@ -31,6 +31,7 @@ from amaranth.lib import enum
 from .config import EngineConfig
 from .errors import AssemblyError, ProgramFormatError
 from .isa import (
+    DEFAULTS,
     FLOAT_CFG,
     INSN_BITS,
     NUM_REGS,
@@ -139,7 +140,11 @@ def format_operand(op: Opcode, name: str, kind, value, values: dict) -> str:
 
 def disassemble_one(insn: Instruction) -> str:
     values = insn.as_dict()
-    ops = [format_operand(insn.op, n, k, values[n], values) for n, k in SPEC[insn.op]]
+    spec = list(SPEC[insn.op])
+    defaults = DEFAULTS.get(insn.op, {})
+    while spec and spec[-1][0] in defaults and values[spec[-1][0]] == defaults[spec[-1][0]]:
+        spec.pop()  # trailing fields at their defaults are left out, as the assembler allows
+    ops = [format_operand(insn.op, n, k, values[n], values) for n, k in spec]
     return insn.op.name.lower() + (" " + ", ".join(ops) if ops else "")
 
 
@@ -205,15 +210,17 @@ def assemble(text: str, *, source: str = "<asm>") -> list[Instruction]:
                 tokens.append((part.strip(), col))
                 pos += len(part) + 1
         spec = SPEC[op]
-        if len(tokens) != len(spec):
-            names = ", ".join(n for n, _ in spec) or "no operands"
+        least = len(spec) - len(DEFAULTS.get(op, {}))  # trailing fields with a default may be left out
+        if not least <= len(tokens) <= len(spec):
+            names = ", ".join(n if i < least else f"[{n}]" for i, (n, _) in enumerate(spec)) or "no operands"
+            takes = str(len(spec)) if least == len(spec) else f"{least} to {len(spec)}"
             col = tokens[len(spec)][1] if len(tokens) > len(spec) else len(raw.rstrip()) + 1
             raise AssemblyError(
-                f"{mnemonic.lower()} takes {len(spec)} operand(s) ({names}), got {len(tokens)}",
+                f"{mnemonic.lower()} takes {takes} operand(s) ({names}), got {len(tokens)}",
                 line=lineno, column=col, source=source,
             )
         values: dict = {}
-        for (name, kind), (tok, col) in zip(spec, tokens, strict=True):
+        for (name, kind), (tok, col) in zip(spec[:len(tokens)], tokens, strict=True):
             values[name] = _parse_operand(tok, op, name, kind, values, lineno, col, source)
         insn = Instruction.make(op, **values)
         try:

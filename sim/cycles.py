@@ -22,7 +22,9 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
 * **MFU** (``hdl/engine/mfu.py``): pipelined, one group of up to ``mfu_width`` vectors read a
   cycle (``vop``'s two operands at once; :func:`mfu_groups`), handed to the unit the next cycle and
   written ``unit latency`` cycles later (latency 2, ``qnt`` 3): busy ``groups + 1 + latency``
-  cycles (:func:`mfu_cycles`), done the cycle after.
+  cycles (:func:`mfu_cycles`), done the cycle after. A ``vop`` with an activation or a VRF
+  destination passes each group on through ``vact`` and ``qnt`` (op ``"vop+vact+qnt"``): the
+  latencies add.
 * **MVU** (``hdl/engine/mvu.py``, :func:`mvu_busy`): the ``cob * npix`` (pixel, output block)
   pairs T = ``tiles`` at a time, a round of ``kb = taps * gi`` steps, one per cycle, rounds back to
   back; a round's T results are written ``mfu_width`` = W a cycle (from any start), over
@@ -82,7 +84,7 @@ from .dram import derating
 NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY",
-           "mfu_cycles", "mfu_groups", "mvu_busy", "pool_busy", "pool_reciprocals"]
+           "mfu_cycles", "mfu_groups", "mfu_group_bounds", "mvu_busy", "pool_busy", "pool_reciprocals"]
 
 UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu", "pool")  # status.Unit's names
 MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit's pipeline latency
@@ -136,11 +138,22 @@ def mfu_groups(count: int, period: int = 0, width: int = 1) -> int:
     return -(-count // width)
 
 
+def mfu_group_bounds(count: int, period: int = 0, width: int = 1):
+    """The engine MFU's groups over ``count`` vectors in order, ``(first, end)`` each (as many as
+    :func:`mfu_groups` counts): at most ``width``, up to the end and to the next multiple of
+    ``period`` (when non-zero)."""
+    i = 0
+    while i < count:
+        size = min(width, count - i, period - i % period if period else width)
+        yield i, i + size
+        i += size
+
+
 def mfu_cycles(op: str, vectors: int, period: int = 0, width: int = 1) -> int:
     """Busy cycles of the engine MFU over ``vectors`` vectors: one group read a cycle
     (:func:`mfu_groups`; both ``vop`` operands at once), the unit's input cycle and latency behind
-    the last read."""
-    return mfu_groups(vectors, period, width) + 1 + MFU_LATENCY[op]
+    the last read. ``op`` names a unit, or the units a fused ``vop`` chains (``"vop+vact+qnt"``)."""
+    return mfu_groups(vectors, period, width) + 1 + sum(MFU_LATENCY[u] for u in op.split("+"))
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,12 @@ import numpy as np
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.errors import ExecutionError, NumericsError
-from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, SPEC, Act, Cfg, Opcode, PoolMode, Space, VecOp
+from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, SPEC, Act, Cfg, Dest, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import Program, cfg_value
 
 from . import bfp, golden, native
 from .bfp import BfpTensor
-from .cycles import CycleModel, NoTiming, mvu_busy, pool_busy, pool_reciprocals
+from .cycles import CycleModel, NoTiming, mfu_group_bounds, mvu_busy, pool_busy, pool_reciprocals
 from .layout import pixel_grid, window_index
 from .memory import BAD_BFP, BAD_FP, ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
@@ -194,6 +194,8 @@ class FuncSim:
         self._p_mm, self._p_me = native.ptr(self.mrf_mant), native.ptr(self.mrf_exp)
         self._p_fv = native.ptr(self.fvrf)
         self._p_mem = native.ptr(self.mem.data)
+        # a fused vop quantising into the VRF runs the kernel _fuse uses (its sums go to a scratch)
+        self._chain_q = self._k is not None and _fusable(cfg)
 
     # -- helpers --------------------------------------------------------------------------------
     def reg(self, r: int) -> int:
@@ -715,28 +717,34 @@ class FuncSim:
                 f"{op} destination FVRF [{d}, {dspan.stop}) overlaps its source [{s}, {sspan.stop}) "
                 f"where it would be read after being written")
 
-    def _vop(self, fn, rd, ra, rb, count, period):
+    def _vop(self, fn, rd, ra, rb, count, period, act=Act.COPY, dest=Dest.FVRF):
         aspan = self._span(Space.FVRF, self.reg(ra), count)
         bspan = self._span(Space.FVRF, self.reg(rb), period or count)
-        dspan = self._span(Space.FVRF, self.reg(rd), count)
-        self._mfu_overlap("vop", dspan, aspan, count)
-        self._mfu_overlap("vop", dspan, bspan, count, period)
+        quant = dest is Dest.VRF
+        dspan = self._span(Space.VRF if quant else Space.FVRF, self.reg(rd), count)
+        if not quant:  # a VRF destination shares no entry with the FVRF operands
+            self._mfu_overlap("vop", dspan, aspan, count)
+            self._mfu_overlap("vop", dspan, bspan, count, period)
         if self.numerics:
-            self._emit(_x_vop, fn, aspan, bspan, dspan, count, period)
-        self._mfu_account("vop", count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)], dspan,
-                          period=period)
+            self._emit(_x_vop, fn, aspan, bspan, dspan, count, period, act, quant, self._act_params(act))
+        units = "vop" + ("+vact" if act is not Act.COPY else "") + ("+qnt" if quant else "")
+        self._mfu_account(units, count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)],
+                          dspan, dst="vrf" if quant else "fvrf", period=period)
+
+    def _act_params(self, act) -> tuple:
+        """The configuration registers an activation reads, as they are at its issue."""
+        if act is Act.CLIP:
+            return self.c(Cfg.CLIP_LO), self.c(Cfg.CLIP_HI)
+        if act is Act.LRELU:
+            return (self.c(Cfg.ALPHA),)
+        return ()
 
     def _vact(self, act, rd, rs, count):
         sspan = self._span(Space.FVRF, self.reg(rs), count)
         dspan = self._span(Space.FVRF, self.reg(rd), count)
         self._mfu_overlap("vact", dspan, sspan, count)
         if self.numerics:
-            if act is Act.CLIP:
-                self._emit(_x_vact, act, sspan, dspan, (self.c(Cfg.CLIP_LO), self.c(Cfg.CLIP_HI)))
-            elif act is Act.LRELU:
-                self._emit(_x_vact, act, sspan, dspan, (self.c(Cfg.ALPHA),))
-            else:
-                self._emit(_x_vact, act, sspan, dspan, ())
+            self._emit(_x_vact, act, sspan, dspan, self._act_params(act))
         self._mfu_account("vact", count, [("fvrf", sspan.start, sspan.stop)], dspan)
 
     def _deq(self, rd, rs, count):
@@ -917,36 +925,75 @@ def _chain_ok(aspan: slice, bspan: slice, dspan: slice) -> bool:
     return (dspan == aspan or _disjoint(dspan, aspan)) and _disjoint(dspan, bspan)
 
 
-def _x_vop(sim: FuncSim, fn, aspan, bspan, dspan, count, period):
+def _vop_values(fn, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a fn b`` elementwise over equal-length vectors (bfp's MFU operations)."""
+    if fn is VecOp.ADD:
+        return bfp.mfu_add(a, b, "vop add")
+    if fn is VecOp.SUB:
+        return bfp.mfu_sub(a, b, "vop sub")
+    return bfp.mfu_mul(a, b, "vop mul") if fn is VecOp.MUL else bfp.mfu_max(a, b)
+
+
+def _act_values(act, x: np.ndarray, params: tuple) -> np.ndarray:
+    if act is Act.RELU:
+        return bfp.mfu_relu(x)
+    if act is Act.CLIP:
+        return bfp.mfu_clip(x, *params)
+    if act is Act.LRELU:
+        return bfp.mfu_leaky_relu(x, *params)
+    return x.copy()
+
+
+def _x_vop(sim: FuncSim, fn, aspan, bspan, dspan, count, period, act=Act.COPY, quant=False, params=()):
+    """``vop``: ``a fn b`` (b repeating with its period), then the activation ``act``, written to
+    the FVRF, or quantised into the VRF (``quant``). A fused one (an activation or the VRF) fails
+    as its first failing group of vectors does (the engine MFU's groups, ``cycles.mfu_group_bounds``):
+    an add, multiply or activation error of any vector in that group before a quantised NaN."""
     k = sim._k
-    if fn is VecOp.ADD and k is not None and _chain_ok(aspan, bspan, dspan):
+    if fn is VecOp.ADD and k is not None and act in (Act.COPY, Act.RELU) and (sim._chain_q if quant else
+                                                                           _chain_ok(aspan, bspan, dspan)):
         n, fp = sim.cfg.native_dim, sim._p_fv
-        if k.mfu_chain(count, n, fp + aspan.start * n * 4, fp + bspan.start * n * 4, period or count, 0,
-                       fp + dspan.start * n * 4, 0, 0, 0, None, None, None, 0):
+        if quant:
+            out = sim._scratch_ptr("vop-sums", count * n)  # the sums go nowhere: the VRF gets them quantised
+            vm, ve = sim._p_vm + dspan.start * n * 2, sim._p_ve + dspan.start * 2
+        else:
+            out, vm, ve = fp + dspan.start * n * 4, None, None
+        cfg = sim.cfg
+        if not k.mfu_chain(count, n, fp + aspan.start * n * 4, fp + bspan.start * n * 4, period or count,
+                           int(act is Act.RELU), out, cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, vm, ve, None,
+                           cfg.exp_bias):
+            return
+        if act is Act.COPY and not quant:
             raise bfp.overflow("vop add")
-        return
     a, b = sim.fvrf[aspan], sim.fvrf[bspan]
-    if fn is VecOp.ADD:  # b repeats with its period (e.g. a bias for every pixel)
-        r = bfp.mfu_add_periodic(a, b, "vop add")
-    elif fn is VecOp.SUB:  # a - b is a + (-b): negation is exact
-        r = bfp.mfu_add_periodic(a, -b, "vop sub")
+    if act is Act.COPY and not quant:
+        if fn is VecOp.ADD:  # b repeats with its period (e.g. a bias for every pixel)
+            r = bfp.mfu_add_periodic(a, b, "vop add")
+        elif fn is VecOp.SUB:  # a - b is a + (-b): negation is exact
+            r = bfp.mfu_add_periodic(a, -b, "vop sub")
+        else:
+            r = _vop_values(fn, a, b[np.arange(count) % period] if period else b)
+        sim.fvrf[dspan] = r
+        return
+    bi = np.arange(count) % period if period else np.arange(count)
+    try:
+        r = _act_values(act, _vop_values(fn, a, b[bi]), params)
+        q = bfp.quantize(r, sim.cfg, name="qnt") if quant else None
+    except NumericsError:
+        for g0, g1 in mfu_group_bounds(count, period, sim.cfg.mfu_width):  # the error of the first failing group
+            r = _act_values(act, _vop_values(fn, a[g0:g1], b[bi[g0:g1]]), params)
+            if quant:
+                bfp.quantize(r, sim.cfg, name="qnt")
+        raise
+    if quant:
+        sim.vrf_mant[dspan] = q.mant
+        sim.vrf_exp[dspan] = q.exp[:, 0]
     else:
-        if period:
-            b = b[np.arange(count) % period]
-        r = bfp.mfu_mul(a, b, "vop mul") if fn is VecOp.MUL else bfp.mfu_max(a, b)
-    sim.fvrf[dspan] = r
+        sim.fvrf[dspan] = r
 
 
 def _x_vact(sim: FuncSim, act, sspan, dspan, params):
-    x = sim.fvrf[sspan]
-    if act is Act.RELU:
-        sim.fvrf[dspan] = bfp.mfu_relu(x)
-    elif act is Act.CLIP:
-        sim.fvrf[dspan] = bfp.mfu_clip(x, *params)
-    elif act is Act.LRELU:
-        sim.fvrf[dspan] = bfp.mfu_leaky_relu(x, *params)
-    else:
-        sim.fvrf[dspan] = x.copy()
+    sim.fvrf[dspan] = _act_values(act, sim.fvrf[sspan], params)
 
 
 def _x_deq(sim: FuncSim, sspan, dspan):
@@ -990,23 +1037,29 @@ def _x_chain(sim: FuncSim, aspan, bspan, period, count, relu, dspan, vspan, addr
             fn(sim, *args)
 
 
+def _fusable(cfg: EngineConfig) -> bool:
+    """Does the native bfp_mfu_chain compute the add, ReLU, quantisation and store of ``cfg``?"""
+    return native.kernels() is not None and cfg.native_dim == 16 and cfg.mantissa_bytes == 1 \
+        and cfg.mantissa_bits <= 15 and cfg.exp_max <= 127
+
+
 def _fuse(entries: list, cfg: EngineConfig) -> list:
     """Runs of a trace done in one pass: ``vop add`` (in place or to a separate destination),
     then optionally ``vact relu`` in place on its result, ``qnt`` of its result and a contiguous
     ``st`` of exactly the quantised vectors, become one native bfp_mfu_chain call. Only where the
     kernel computes what the instructions compute one by one: the add reads each row before it
     writes the row, so its result may replace its first operand but must not overlap its second."""
-    k = native.kernels()
-    if k is None or cfg.native_dim != 16 or cfg.mantissa_bytes != 1 or cfg.mantissa_bits > 15 or cfg.exp_max > 127:
+    if not _fusable(cfg):
         return entries
     out, i = [], 0
     while i < len(entries):
         step, pc, fn, args = entries[i]
-        if fn is not _x_vop or args[0] is not VecOp.ADD or not _chain_ok(args[1], args[2], args[3]):
+        if fn is not _x_vop or args[0] is not VecOp.ADD or not _chain_ok(args[1], args[2], args[3]) \
+                or args[6] is not Act.COPY or args[7]:  # a fused vop is its own pass
             out.append(entries[i])
             i += 1
             continue
-        _, aspan, bspan, dspan, count, period = args
+        _, aspan, bspan, dspan, count, period = args[:6]
         parts, relu, vspan, addr = [entries[i]], 0, None, None
         j = i + 1
         if j < len(entries) and entries[j][2] is _x_vact:

@@ -406,8 +406,8 @@ class Control(wiring.Component):
                             fv = insn.vop
                             m.d.sync += [mc.clip_lo.eq(cfgr[Cfg.CLIP_LO.value]), mc.clip_hi.eq(cfgr[Cfg.CLIP_HI.value]),
                                          mc.alpha.eq(cfgr[Cfg.ALPHA.value]),
-                                         mc.period.eq(0), mc.src_b.eq(0), m_depth_a.eq(cfg.fvrf_vectors),
-                                         m_depth_d.eq(cfg.fvrf_vectors)]
+                                         mc.period.eq(0), mc.src_b.eq(0), mc.act.eq(0), mc.dest.eq(0),
+                                         m_depth_a.eq(cfg.fvrf_vectors), m_depth_d.eq(cfg.fvrf_vectors)]
                             m.next = "MCHECK"
                             with m.Switch(opcode):
                                 with m.Case(Opcode.DEQ):
@@ -429,7 +429,10 @@ class Control(wiring.Component):
                                     m.d.sync += [mc.op.eq(MfuOp.VOP), mc.fn.eq(fv.fn.as_value()),
                                                  mc.dst.eq(regs[fv.rd]), mc.src_a.eq(regs[fv.ra]),
                                                  mc.src_b.eq(regs[fv.rb]), mc.count.eq(fv.count),
-                                                 mc.period.eq(fv.period),
+                                                 mc.period.eq(fv.period), mc.act.eq(fv.act.as_value()),
+                                                 mc.dest.eq(fv.dest.as_value()),  # quantised into the VRF
+                                                 m_depth_d.eq(Mux(fv.dest.as_value(), cfg.vrf_vectors,
+                                                                  cfg.fvrf_vectors)),
                                                  m_count_b.eq(Mux(fv.period != 0, fv.period, fv.count))]
                         with m.Case(Opcode.MVC):
                             f = insn.mvc
@@ -493,7 +496,7 @@ class Control(wiring.Component):
                 b_end = mc.src_b + m_count_b
                 d_end = mc.dst + mc.count
                 # FuncSim._mfu_overlap: a source the MFU would read after writing over it
-                same_file = (mc.op == MfuOp.VOP) | (mc.op == MfuOp.VACT)
+                same_file = ((mc.op == MfuOp.VOP) & ~mc.dest) | (mc.op == MfuOp.VACT)  # vop to the VRF: none
                 periodic = (mc.period != 0) & (mc.period < mc.count)
                 ahead_a = (mc.dst > mc.src_a) & (mc.dst < a_end)
                 over_b = Mux(periodic, (mc.dst < b_end) & (mc.src_b < d_end), (mc.dst > mc.src_b) & (mc.dst < b_end))
@@ -508,7 +511,8 @@ class Control(wiring.Component):
                     m.d.sync += [payload[UNIT_INDEX["mfu"]].eq(mc), p_unit.eq(UNIT_INDEX["mfu"]),
                                  *set_range(0, Mux(mc.op == MfuOp.DEQ, Space.VRF, Space.FVRF), mc.src_a, a_end, 0),
                                  *set_range(1, Space.FVRF, mc.src_b, b_end, 0, valid=mc.op == MfuOp.VOP),
-                                 *set_range(2, Mux(mc.op == MfuOp.QNT, Space.VRF, Space.FVRF), mc.dst, d_end, 1)]
+                                 *set_range(2, Mux((mc.op == MfuOp.QNT) | ((mc.op == MfuOp.VOP) & mc.dest), Space.VRF,
+                                                   Space.FVRF), mc.dst, d_end, 1)]
                     m.next = "ISSUE"
                 watchdog()
             with m.State("WCHECK"):  # FuncSim._window, then the _span of each operand

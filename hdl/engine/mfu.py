@@ -11,7 +11,10 @@ operation, its rounding and its failures are defined once, bit-exact with ``acce
   ``ErrorCode.NAN``); the VRF's two's-complement mantissas are converted to and from the units'
   sign-magnitude elements at the port (a loaded magnitude never exceeds ``2**M - 1``);
 * ``vop`` (the second operand repeating with ``period``, read through its own FVRF read port
-  ``fvrf_b``) and ``vact`` (``clip_lo``, ``clip_hi``, ``alpha`` from the command): a unit's error
+  ``fvrf_b``) and ``vact`` (``clip_lo``, ``clip_hi``, ``alpha`` from the command); a fused ``vop``
+  (``act`` not copy, or ``dest`` the VRF) hands each group from ``VectorOp`` on to ``Activation``
+  and ``Quantise`` as the units return it, its latency their sum, and an earlier stage's error
+  travels with its group to the last stage (``OVERFLOW`` before a quantised NaN); a unit's error
   (a result beyond binary32, an Inf or NaN operand of add, sub or mul, a negative element's
   leaky-relu product out of range) stops the command with ``ErrorCode.OVERFLOW``, as the
   functional simulator names it.
@@ -60,6 +63,7 @@ def mfu_cmd_layout() -> data.StructLayout:
         "dst": unsigned(32), "src_a": unsigned(32), "src_b": unsigned(32),
         "count": unsigned(16), "period": unsigned(12), "clip_lo": unsigned(32), "clip_hi": unsigned(32),
         "alpha": unsigned(32),
+        "act": unsigned(2), "dest": unsigned(1),  # vop: isa.Act after the op; isa.Dest (1: quantised to the VRF)
     })
 
 
@@ -91,20 +95,31 @@ class Mfu(wiring.Component):
 
         # the datapath: w vectors per beat, every lane defined in accelml.hdl.mfu
         lanes = m.submodules.units = units.Mfu(cfg)
-        for name in ("deq_i", "qnt_i", "vop_i", "vact_i"):
-            m.d.comb += getattr(lanes, name).payload.live.eq(rlive)
+        # a fused vop passes each group on: vop -> [vact] -> [qnt] (an activation; the VRF)
+        chain_act, chain_q = Signal(), Signal()
+        m.d.comb += [chain_act.eq((c.op == MfuOp.VOP) & (c.act != 0)), chain_q.eq((c.op == MfuOp.VOP) & c.dest)]
+        fsrc = Signal(data.ArrayLayout(32 * n, w))  # the FVRF group read the cycle before
+        vop_o, vact_o, qnt_o = lanes.vop_o, lanes.vact_o, lanes.qnt_o
+        to_q = Signal.like(vop_o.payload)  # what a fused vop quantises: the activation's result or the op's
+        to_q_valid = Signal()
+        m.d.comb += [to_q.eq(Mux(chain_act, vact_o.payload, vop_o.payload)),
+                     to_q_valid.eq(Mux(chain_act, vact_o.valid, vop_o.valid))]
         m.d.comb += [
-            lanes.vop_i.payload.op.eq(c.fn), lanes.vact_i.payload.act.eq(c.fn),
+            lanes.deq_i.payload.live.eq(rlive), lanes.vop_i.payload.live.eq(rlive),
+            lanes.vact_i.payload.live.eq(Mux(chain_act, vop_o.payload.live, rlive)),
+            lanes.qnt_i.payload.live.eq(Mux(chain_q, to_q.live, rlive)),
+            lanes.vop_i.payload.op.eq(c.fn), lanes.vact_i.payload.act.eq(Mux(c.op == MfuOp.VOP, c.act, c.fn)),
             lanes.clip_lo.eq(c.clip_lo), lanes.clip_hi.eq(c.clip_hi), lanes.alpha.eq(c.alpha),
+            lanes.vact_i.payload.x.eq(Mux(chain_act, vop_o.payload.vec.as_value(), fsrc.as_value())),
+            lanes.qnt_i.payload.vec.eq(Mux(chain_q, to_q.vec.as_value(), fsrc.as_value())),
         ]
         for k in range(w):
             src, vec = self.fvrf.rdata[k].as_value(), self.vrf.rdata[k]
             m.d.comb += [
-                lanes.deq_i.payload.vec[k].exp.eq(vec.exp), lanes.qnt_i.payload.vec[k].eq(src),
+                fsrc[k].eq(src), lanes.deq_i.payload.vec[k].exp.eq(vec.exp),
                 lanes.vop_i.payload.a[k].eq(src), lanes.vop_i.payload.b[k].eq(self.fvrf_b.rdata[k].as_value()),
-                lanes.vact_i.payload.x[k].eq(src),
             ]
-            qvec = lanes.qnt_o.payload.vec[k]
+            qvec = qnt_o.payload.vec[k]
             for e in range(n):  # the VRF's two's complement <-> the units' sign-magnitude
                 mant, el = vec.mant[e], lanes.deq_i.payload.vec[k].mant[e]
                 m.d.comb += [el.sign.eq(mant < 0), el.mag.eq(Mux(mant < 0, -mant, mant))]
@@ -112,22 +127,47 @@ class Mfu(wiring.Component):
                     Mux(qvec.mant[e].sign, -qvec.mant[e].mag, qvec.mant[e].mag))
             m.d.comb += self.vrf.wdata[k].exp.eq(qvec.exp)
 
-        ops = (MfuOp.DEQ, MfuOp.QNT, MfuOp.VOP, MfuOp.VACT)
-        inputs = dict(zip(ops, (lanes.deq_i, lanes.qnt_i, lanes.vop_i, lanes.vact_i), strict=True))
-        outputs = dict(zip(ops, (lanes.deq_o, lanes.qnt_o, lanes.vop_o, lanes.vact_o), strict=True))
+        def delayed(value, cycles: int, name: str):  # the units are never stalled: fixed latencies
+            for t in range(cycles):
+                nxt = Signal(name=f"{name}_{t}")
+                m.d.sync += nxt.eq(value)
+                value = nxt
+            return value
+
+        # an error of a fused vop's earlier stage travels with its group to the last stage
+        vop_err = vop_o.valid & vop_o.payload.error
+        act_err = vact_o.valid & (vact_o.payload.error | delayed(vop_err, units.Activation.latency, "vop_err"))
+        early = Signal()  # at the last stage: the group failed in the op or the activation
+        m.d.comb += early.eq(Mux(chain_q, delayed(Mux(chain_act, act_err, vop_err), units.Quantise.latency, "early"),
+                                 Mux(chain_act, act_err, 0)))
+
         out_valid, out_error, out_live = Signal(), Signal(), Signal(w)
+        to_vrf = Signal()  # the last stage is qnt: results go to the VRF
+        m.d.comb += to_vrf.eq((c.op == MfuOp.QNT) | chain_q)
         result = Signal(data.ArrayLayout(32 * n, w))
+        last = {MfuOp.DEQ: lanes.deq_o, MfuOp.QNT: qnt_o, MfuOp.VACT: vact_o}
         with m.Switch(c.op):
-            for op, o in outputs.items():
+            for op, o in last.items():
                 with m.Case(op):
                     m.d.comb += [out_valid.eq(o.valid), out_error.eq(o.payload.error), out_live.eq(o.payload.live)]
                     if op is not MfuOp.QNT:
                         m.d.comb += result.eq(o.payload.vec.as_value())
-        with m.Switch(c.op):
-            for op, s in inputs.items():
-                with m.Case(op):
-                    m.d.comb += s.valid.eq(rvalid)
-        for o in outputs.values():  # never stalled: a result is written the cycle it leaves
+            with m.Case(MfuOp.VOP):
+                with m.If(chain_q):
+                    m.d.comb += [out_valid.eq(qnt_o.valid), out_error.eq(qnt_o.payload.error | early),
+                                 out_live.eq(qnt_o.payload.live)]
+                with m.Elif(chain_act):
+                    m.d.comb += [out_valid.eq(vact_o.valid), out_error.eq(vact_o.payload.error | early),
+                                 out_live.eq(vact_o.payload.live), result.eq(vact_o.payload.vec.as_value())]
+                with m.Else():
+                    m.d.comb += [out_valid.eq(vop_o.valid), out_error.eq(vop_o.payload.error),
+                                 out_live.eq(vop_o.payload.live), result.eq(vop_o.payload.vec.as_value())]
+        m.d.comb += [
+            lanes.deq_i.valid.eq(rvalid & (c.op == MfuOp.DEQ)), lanes.vop_i.valid.eq(rvalid & (c.op == MfuOp.VOP)),
+            lanes.vact_i.valid.eq(Mux(chain_act, vop_o.valid, rvalid & (c.op == MfuOp.VACT))),
+            lanes.qnt_i.valid.eq(Mux(chain_q, to_q_valid, rvalid & (c.op == MfuOp.QNT))),
+        ]
+        for o in (lanes.deq_o, qnt_o, vop_o, vact_o):  # never stalled: a result is written the cycle it leaves
             m.d.comb += o.ready.eq(1)
         out_n = Signal(range(w + 1))  # vectors in the result (its live lanes are a prefix)
         m.d.comb += out_n.eq(Mux(out_valid, sum(out_live[k] for k in range(w)), 0))
@@ -156,11 +196,10 @@ class Mfu(wiring.Component):
                     m.d.sync += [i.eq(i + size), j.eq(Mux((c.period != 0) & (j + size == c.period), 0, j + size))]
                 fail = out_valid & out_error & ~stop
                 with m.If(fail):
-                    m.d.sync += [stop.eq(1), code.eq(Mux(c.op == MfuOp.QNT, ErrorCode.NAN, ErrorCode.OVERFLOW))]
+                    m.d.sync += [stop.eq(1), code.eq(Mux(to_vrf & ~early, ErrorCode.NAN, ErrorCode.OVERFLOW))]
                 m.d.sync += got.eq(got + out_n)
                 with m.If(out_valid & ~out_error & ~stop):
-                    m.d.comb += [self.fvrf.we.eq(Mux(c.op != MfuOp.QNT, out_live, 0)),
-                                 self.vrf.we.eq(Mux(c.op == MfuOp.QNT, out_live, 0))]
+                    m.d.comb += [self.fvrf.we.eq(Mux(to_vrf, 0, out_live)), self.vrf.we.eq(Mux(to_vrf, out_live, 0))]
                 # every vector read (or a failure stopped the reads) and its result out of the unit
                 with m.If(((i == c.count) | stop | fail) & ~read & ~rvalid & (got + out_n == i)):
                     m.next = "DONE"

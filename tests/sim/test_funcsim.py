@@ -257,6 +257,37 @@ def test_vector_subtract_is_exact_negation_then_the_adds_rounding():
     with pytest.raises(NumericsError, match="overflow"):
         bfp.mfu_sub(np.float32([3e38]), np.float32([-3e38]))
 
+@pytest.mark.parametrize("preset_name", ["tiny", "a10"])  # N = 4: numpy; N = 16: the native kernel for add
+@pytest.mark.parametrize("fn", ["add", "sub", "mul", "max"])
+@pytest.mark.parametrize("act", ["copy", "relu", "clip", "lrelu"])
+def test_fused_vop_is_the_op_then_the_activation_then_the_quantisation(preset_name, fn, act):
+    """``vop fn, ..., act, vrf`` and ``..., act`` (FVRF) give bit for bit what ``vop``, ``vact`` and
+    ``qnt`` give one after the other, with a periodic second operand, each fused one an MFU pass."""
+    cfg = preset(preset_name)
+    n = cfg.native_dim
+    rng = np.random.default_rng(11)
+    a = (rng.standard_normal((10, n)) * 2.0 ** rng.integers(-8, 8, (10, n))).astype(np.float32)
+    b = rng.standard_normal((5, n)).astype(np.float32)
+    a[0] = -b[0]  # sums to zero
+    img = MemoryImage(cfg)
+    img.put_fp("a", a, at=0)
+    img.put_fp("b", b, at=0x1000)
+    head = ("seti r1, 0x1000\nld fvrf, r0, r0, 1, 10\nseti r2, 16\nld fvrf, r2, r1, 1, 5\n"
+            "cfg clip_lo, r0, -0.5\ncfg clip_hi, r0, 0.75\ncfg alpha, r0, 0.125\nseti r3, 32\nseti r4, 64\n")
+    fused = head + f"vop {fn}, r3, r0, r2, 10, 5, {act}, vrf\nvop {fn}, r4, r0, r2, 10, 5, {act}\nhalt"
+    apart = head + (f"vop {fn}, r4, r0, r2, 10, 5\nvact {act}, r4, r4, 10\nqnt r3, r4, 10\nhalt")
+    one, two = FuncSim(cfg, img.build(extra=0x100)), FuncSim(cfg, img.build(extra=0x100))
+    got, want = one.run(assemble_program(fused, cfg)), two.run(assemble_program(apart, cfg))
+    np.testing.assert_array_equal(one.vrf_mant[32:42], two.vrf_mant[32:42])
+    np.testing.assert_array_equal(one.vrf_exp[32:42], two.vrf_exp[32:42])
+    np.testing.assert_array_equal(one.fvrf[64:74], two.fvrf[64:74])
+    assert one.vrf_exp[32:42].any() and one.fvrf[64:74].any()
+    width = cfg.mfu_width
+    units = "vop" + ("+vact" if act != "copy" else "")
+    assert got.busy["mfu"] == mfu_cycles(units + "+qnt", 10, 5, width) + mfu_cycles(units, 10, 5, width)
+    assert want.busy["mfu"] == sum(mfu_cycles(u, 10, 5 if u == "vop" else 0, width) for u in ("vop", "vact", "qnt"))
+
+
 def _mvc_setup(cfg, weight_rows: int, tiles: int) -> tuple[MemoryImage, str]:
     """A 16x16x4 image of ones at 0 and ``weight_rows`` x 4 weights of ones at 0x4000, and the
     assembly that loads the image and ``tiles`` weight tiles and runs one MVC over every pixel."""

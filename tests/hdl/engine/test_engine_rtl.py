@@ -212,10 +212,12 @@ def _qnt_image(seed: int) -> bytearray:
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize(("name", "make_image"), [("mfu_ops.s", _mfu_image), ("qnt_ops.s", _qnt_image)])
+@pytest.mark.parametrize(("name", "make_image"), [("mfu_ops.s", _mfu_image), ("qnt_ops.s", _qnt_image),
+                                                  ("mfu_fused.s", _mfu_image)])
 @pytest.mark.parametrize("which", ENGINES)
 def test_mfu_programs(request, which, name, make_image, seed):
-    """deq, vop, vact (mfu_ops.s) and qnt (qnt_ops.s) on random data and corners; results stored at 0x400."""
+    """deq, vop, vact (mfu_ops.s), qnt (qnt_ops.s) and fused vops (mfu_fused.s) on random data and
+    corners; results stored at 0x400."""
     engine = request.getfixturevalue(which)
     ref, got = _same(engine, assemble((PROGRAMS / name).read_text()), make_image(seed))
     assert got.error is ErrorCode.NONE and got.busy["mfu"] > 0
@@ -248,6 +250,32 @@ def test_qnt_of_nan_stops_the_engine(request, which):
                        "qnt r0, r0, 1\nhalt")
     ref, got = _same(engine, program, img)
     assert (got.error, got.error_pc) == (ErrorCode.NAN, 4)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("which", ENGINES)
+def test_fused_vop_fails_as_its_first_failing_group(request, which):
+    """Vector 0 reaches the quantiser as NaN (max keeps it, leaky relu passes it), vector 1's
+    leaky-relu product overflows: one MFU lane (tiny) stops at vector 0 with NAN, four lanes (one
+    group) with OVERFLOW, the earlier stage's error; funcsim says the same."""
+    engine = request.getfixturevalue(which)
+    img = bytearray(512)
+    img[0:16] = np.array([1.5, -3e38, 0.0, -1e-3], "<f4").tobytes()
+    program = assemble(_SPECIALS + "seti r5, 3\nvop max, r5, r0, r0, 1, 0\ncfg alpha, r0, 10.0\n"
+                       "seti r6, 8\nvop max, r6, r4, r4, 2, 0, lrelu, vrf\nhalt")
+    ref, got = _same(engine, program, img)
+    assert (got.error, got.error_pc) == (ErrorCode.NAN if engine.cfg.mfu_width == 1 else ErrorCode.OVERFLOW, 14)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("op", "code"), [("vop add, r6, r0, r0, 1, 0, relu, vrf", ErrorCode.OVERFLOW),
+                                          ("vop max, r6, r4, r0, 1, 0, copy, vrf", ErrorCode.NAN),
+                                          ("vop add, r6, r0, r0, 1, 0, clip", ErrorCode.OVERFLOW)])
+def test_fused_vop_errors_name_the_instruction(engine, op, code):
+    img = bytearray(512)
+    img[0:16] = np.array([3e38, -2.0, 0.0, 1.0], "<f4").tobytes()
+    ref, got = _same(engine, assemble(_SPECIALS + f"seti r6, 8\n{op}\nhalt"), img)
+    assert (got.error, got.error_pc) == (code, 11)
 
 
 OVERFLOWS = {
