@@ -2,6 +2,7 @@
 native dimensions and mantissa widths, for ECP5 and for the ALM proxy (see synth.py).
 
     python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json] [--only TileEngine|Mfu|WidePort]
+    python -m accelml.bitstreams.calibrate --engine ecp5     (adopt a whole-engine synthesis record)
 
 Writes one record per (block, flow, N, M[, W]) with the cell counts, the Yosys version and the time
 taken: the tile engine (``hdl/tile_engine.py``), the multi-function unit (``hdl/mfu.py``, one
@@ -11,6 +12,11 @@ rotation crossbars of W lanes: their cost per W:1 multiplexer bit). ``--only`` r
 block and keeps the others' records. The
 resource model (resources.py) fits per-MAC, per-row and fixed costs to these records; nothing in it
 is typed in by hand except the devices' datasheet counts.
+
+``--engine PRESET`` adopts preset ``PRESET``'s whole-engine record (``engine_synth.json``, written by
+``python -m accelml.bitstreams.engine_synth``) as the block ``Engine`` record at its native dimension,
+replacing the one there: the rest of the engine (control, DMAs, pool, window generator) is fitted to
+those records. Refused unless the record measured the Verilog the RTL emits now.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from accelml.runtime.storage import write_file_atomic
 
 from .synth import synthesize
 
-__all__ = ["POINTS", "calibrate", "engine_config"]
+__all__ = ["POINTS", "calibrate", "engine_config", "adopt_engine"]
 
 # (flow, native_dim, mantissa_bits): four sizes per width over-determine a*N^2 + b*N + c (a point
 # Yosys fails on is recorded with its error and left out of the fit)
@@ -82,11 +88,52 @@ def calibrate(blocks=tuple(BLOCKS), out: Path = DEFAULT_OUT, progress=print) -> 
     return records
 
 
+def adopt_engine(name: str, out: Path = DEFAULT_OUT, *, synth_records: Path | None = None,
+                 verilog_sha256: str | None = None) -> dict:
+    """Put preset ``name``'s record from ``engine_synth.json`` into ``out`` as the block ``Engine``
+    record at its native dimension (replacing the one there), written atomically; returns it.
+    ``RtlError`` when there is no record, or when it measured other Verilog than the RTL emits now
+    (``verilog_sha256``: computed from the present RTL unless given)."""
+    from accelml.hdl.emit import engine_verilog
+
+    from .engine_synth import RECORDS, recorded
+
+    rec = recorded(synth_records or RECORDS).get(name)
+    if rec is None:
+        raise RtlError(f"engine_synth.json holds no record of preset {name!r}: "
+                       f"run python -m accelml.bitstreams.engine_synth --presets {name}")
+    if verilog_sha256 is None:
+        verilog_sha256 = engine_verilog(preset(name), imem_depth=rec["imem_depth"])[1]["verilog_sha256"]
+    if rec["verilog_sha256"] != verilog_sha256:
+        raise RtlError(f"the engine_synth.json record of {name!r} measured other Verilog than the RTL emits now "
+                       f"(sha256 {rec['verilog_sha256'][:12]}... against {verilog_sha256[:12]}...): "
+                       f"run python -m accelml.bitstreams.engine_synth --presets {name}")
+    cal = json.loads(out.read_text())
+    n = rec["config"]["native_dim"]
+    kept = [r for r in cal["records"] if not (r.get("block") == "Engine" and r["config"]["native_dim"] == n)]
+    new = {"block": "Engine", "flow": rec["flow"], "preset": name,
+           "command": f"python -m accelml.bitstreams.engine_synth --presets {name} (the whole engine)",
+           **{k: v for k, v in rec.items() if k not in ("preset", "flow")}}
+    write_file_atomic(out, (json.dumps({**cal, "records": [*kept, new]}, indent=1) + "\n").encode())
+    return new
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--only", choices=sorted(BLOCKS), help="re-measure one block, keep the others' records")
+    ap.add_argument("--engine", metavar="PRESET",
+                    help="adopt PRESET's whole-engine record from engine_synth.json (block Engine); no synthesis")
     args = ap.parse_args(argv)
+    if args.engine:
+        try:
+            rec = adopt_engine(args.engine, out=args.output)
+        except (RtlError, KeyError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.output}: block Engine at N = {rec['config']['native_dim']} from preset {args.engine!r} "
+              f"({json.dumps(rec['cells'], sort_keys=True)})")
+        return 0
     blocks = (args.only,) if args.only else tuple(BLOCKS)
     calibrate(blocks, out=args.output, progress=lambda s: print(s, flush=True))
     print(f"wrote {args.output}")

@@ -681,21 +681,20 @@ class _Generator:
 
     def add_planes(self, buf: Buf, planes: list[bool], acc: int, pix0: int, npix: int, blk0: int,
                    nblk: int, defer: bool = False) -> tuple[int, dict | None]:
-        """acc += each of ``planes`` of ``buf``'s vectors, in order (load, dequantise, add); the
-        bytes moved, and with ``defer`` the last add's ``vop`` fields, not emitted (for
-        :meth:`finish`; None without planes)."""
+        """acc += each of ``planes`` of ``buf``'s vectors, in order (load, then a ``vop`` that
+        dequantises its second operand from the VRF); the bytes moved, and with ``defer`` the last
+        add's ``vop`` fields, not emitted (for :meth:`finish`; None without planes)."""
         e, r = self.e, self.r
         moved = 0
         add = None
         for lo in planes:
-            if add is not None:  # before the next plane's dequantisation overwrites its operand
+            if add is not None:  # before the next plane's load overwrites its operand
                 e.counted(Opcode.VOP, npix * nblk, rd=acc, **add)
             vin = self.res_addr(buf, pix0, lo)  # a resident buffer is read in place (whole pixels)
             if vin is None:
                 vin = r.vrf_res
                 moved += self.load_rows(buf, pix0, npix, blk0, nblk, Space.VRF, vin, lo=lo)
-            e.counted(Opcode.DEQ, npix * nblk, rd=r.fvrf_res, rs=vin)
-            add = dict(fn=VecOp.ADD, ra=acc, rb=r.fvrf_res, period=0)
+            add = dict(fn=VecOp.ADD, ra=acc, rb=vin, period=0, bfile=Dest.VRF)
         if add is not None and not defer:
             e.counted(Opcode.VOP, npix * nblk, rd=acc, **add)
             add = None

@@ -111,7 +111,8 @@ class Act(enum.Enum, shape=2):
 
 
 class Dest(enum.Enum, shape=1):
-    """Where a ``vop`` writes its result: the FVRF, or quantised into the VRF."""
+    """Where a ``vop`` writes its result: the FVRF, or quantised into the VRF (``dest``); where it
+    reads its second operand: the FVRF, or the VRF, dequantised (``bfile``)."""
 
     FVRF = 0
     VRF = 1
@@ -137,7 +138,7 @@ SPEC: dict[Opcode, tuple[tuple[str, object], ...]] = {
     Opcode.MVC: (("rd", Reg), ("rs", Reg), ("rm", Reg), ("acc", unsigned(1))),
     Opcode.POOL: (("mode", PoolMode), ("rd", Reg), ("rs", Reg)),
     Opcode.VOP: (("fn", VecOp), ("rd", Reg), ("ra", Reg), ("rb", Reg), ("count", unsigned(16)),
-                 ("period", unsigned(12)), ("act", Act), ("dest", Dest)),
+                 ("period", unsigned(12)), ("act", Act), ("dest", Dest), ("bfile", Dest)),
     Opcode.VACT: (("act", Act), ("rd", Reg), ("rs", Reg), ("count", unsigned(16))),
     Opcode.DEQ: (("rd", Reg), ("rs", Reg), ("count", unsigned(16))),
     Opcode.QNT: (("rd", Reg), ("rs", Reg), ("count", unsigned(16))),
@@ -147,7 +148,7 @@ SPEC: dict[Opcode, tuple[tuple[str, object], ...]] = {
 # Trailing fields that may be left out (of Instruction.make and of assembly text), with the value
 # they then take: a ``vop`` without them is the plain operation, and its word is the one from before
 # they existed (their bits zero).
-DEFAULTS: dict[Opcode, dict[str, object]] = {Opcode.VOP: {"act": Act.COPY, "dest": Dest.FVRF}}
+DEFAULTS: dict[Opcode, dict[str, object]] = {Opcode.VOP: {"act": Act.COPY, "dest": Dest.FVRF, "bfile": Dest.FVRF}}
 
 
 def _shape(kind):

@@ -22,9 +22,9 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
 * **MFU** (``hdl/engine/mfu.py``): pipelined, one group of up to ``mfu_width`` vectors read a
   cycle (``vop``'s two operands at once; :func:`mfu_groups`), handed to the unit the next cycle and
   written ``unit latency`` cycles later (latency 2, ``qnt`` 3): busy ``groups + 1 + latency``
-  cycles (:func:`mfu_cycles`), done the cycle after. A ``vop`` with an activation or a VRF
-  destination passes each group on through ``vact`` and ``qnt`` (op ``"vop+vact+qnt"``): the
-  latencies add.
+  cycles (:func:`mfu_cycles`), done the cycle after. A fused ``vop`` passes each group through
+  ``deq`` (its second operand from the VRF), ``vop``, ``vact`` (an activation) and ``qnt`` (the VRF
+  as destination), op ``"deq+vop+vact+qnt"`` or the part of it used: the latencies add.
 * **MVU** (``hdl/engine/mvu.py``, :func:`mvu_busy`): the ``cob * npix`` (pixel, output block)
   pairs T = ``tiles`` at a time, a round of ``kb = taps * gi`` steps, one per cycle, rounds back to
   back; a round's T results are written ``mfu_width`` = W a cycle (from any start), over
@@ -152,7 +152,7 @@ def mfu_group_bounds(count: int, period: int = 0, width: int = 1):
 def mfu_cycles(op: str, vectors: int, period: int = 0, width: int = 1) -> int:
     """Busy cycles of the engine MFU over ``vectors`` vectors: one group read a cycle
     (:func:`mfu_groups`; both ``vop`` operands at once), the unit's input cycle and latency behind
-    the last read. ``op`` names a unit, or the units a fused ``vop`` chains (``"vop+vact+qnt"``)."""
+    the last read. ``op`` names a unit, or the units a fused ``vop`` chains (``"deq+vop+vact+qnt"``)."""
     return mfu_groups(vectors, period, width) + 1 + sum(MFU_LATENCY[u] for u in op.split("+"))
 
 

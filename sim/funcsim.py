@@ -717,18 +717,20 @@ class FuncSim:
                 f"{op} destination FVRF [{d}, {dspan.stop}) overlaps its source [{s}, {sspan.stop}) "
                 f"where it would be read after being written")
 
-    def _vop(self, fn, rd, ra, rb, count, period, act=Act.COPY, dest=Dest.FVRF):
+    def _vop(self, fn, rd, ra, rb, count, period, act=Act.COPY, dest=Dest.FVRF, bfile=Dest.FVRF):
         aspan = self._span(Space.FVRF, self.reg(ra), count)
-        bspan = self._span(Space.FVRF, self.reg(rb), period or count)
-        quant = dest is Dest.VRF
+        bvrf, quant = bfile is Dest.VRF, dest is Dest.VRF
+        bspan = self._span(Space.VRF if bvrf else Space.FVRF, self.reg(rb), period or count)
         dspan = self._span(Space.VRF if quant else Space.FVRF, self.reg(rd), count)
         if not quant:  # a VRF destination shares no entry with the FVRF operands
             self._mfu_overlap("vop", dspan, aspan, count)
+        if bvrf == quant:
             self._mfu_overlap("vop", dspan, bspan, count, period)
         if self.numerics:
-            self._emit(_x_vop, fn, aspan, bspan, dspan, count, period, act, quant, self._act_params(act))
-        units = "vop" + ("+vact" if act is not Act.COPY else "") + ("+qnt" if quant else "")
-        self._mfu_account(units, count, [("fvrf", aspan.start, aspan.stop), ("fvrf", bspan.start, bspan.stop)],
+            self._emit(_x_vop, fn, aspan, bspan, dspan, count, period, act, quant, self._act_params(act), bvrf)
+        units = ("deq+" if bvrf else "") + "vop" + ("+vact" if act is not Act.COPY else "") + ("+qnt" if quant else "")
+        self._mfu_account(units, count, [("fvrf", aspan.start, aspan.stop),
+                                         ("vrf" if bvrf else "fvrf", bspan.start, bspan.stop)],
                           dspan, dst="vrf" if quant else "fvrf", period=period)
 
     def _act_params(self, act) -> tuple:
@@ -944,29 +946,45 @@ def _act_values(act, x: np.ndarray, params: tuple) -> np.ndarray:
     return x.copy()
 
 
-def _x_vop(sim: FuncSim, fn, aspan, bspan, dspan, count, period, act=Act.COPY, quant=False, params=()):
-    """``vop``: ``a fn b`` (b repeating with its period), then the activation ``act``, written to
-    the FVRF, or quantised into the VRF (``quant``). A fused one (an activation or the VRF) fails
-    as its first failing group of vectors does (the engine MFU's groups, ``cycles.mfu_group_bounds``):
-    an add, multiply or activation error of any vector in that group before a quantised NaN."""
+def _x_vop(sim: FuncSim, fn, aspan, bspan, dspan, count, period, act=Act.COPY, quant=False, params=(), bvrf=False):
+    """``vop``: ``a fn b`` (b repeating with its period; from the VRF, dequantised, with ``bvrf``),
+    then the activation ``act``, written to the FVRF, or quantised into the VRF (``quant``). A fused
+    one fails as its first failing group of vectors does (the engine MFU's groups,
+    ``cycles.mfu_group_bounds``): an add, multiply or activation error of any vector in that group
+    before a quantised NaN."""
     k = sim._k
-    if fn is VecOp.ADD and k is not None and act in (Act.COPY, Act.RELU) and (sim._chain_q if quant else
-                                                                           _chain_ok(aspan, bspan, dspan)):
-        n, fp = sim.cfg.native_dim, sim._p_fv
+    n = sim.cfg.native_dim
+    if quant:
+        native_ok = sim._chain_q
+    else:  # the kernel writes each sum over its first operand at most, never over b
+        native_ok = (dspan == aspan or _disjoint(dspan, aspan)) and (bvrf or _disjoint(dspan, bspan))
+    if fn is VecOp.ADD and k is not None and act in (Act.COPY, Act.RELU) and native_ok:
+        fp = sim._p_fv
+        if bvrf:  # the second operand dequantised first, apart from every file
+            rows = bspan.stop - bspan.start
+            b = sim._scratch_ptr("vop-b", rows * n)
+            k.dequant_rows(rows, n, sim.cfg.mantissa_bits, sim._p_vm + bspan.start * n * 2,
+                           sim._p_ve + bspan.start * 2, b)
+        else:
+            b = fp + bspan.start * n * 4
         if quant:
             out = sim._scratch_ptr("vop-sums", count * n)  # the sums go nowhere: the VRF gets them quantised
             vm, ve = sim._p_vm + dspan.start * n * 2, sim._p_ve + dspan.start * 2
         else:
             out, vm, ve = fp + dspan.start * n * 4, None, None
         cfg = sim.cfg
-        if not k.mfu_chain(count, n, fp + aspan.start * n * 4, fp + bspan.start * n * 4, period or count,
-                           int(act is Act.RELU), out, cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, vm, ve, None,
-                           cfg.exp_bias):
+        if not k.mfu_chain(count, n, fp + aspan.start * n * 4, b, period or count, int(act is Act.RELU), out,
+                           cfg.mantissa_bits, cfg.exp_min, cfg.exp_max, vm, ve, None, cfg.exp_bias):
             return
-        if act is Act.COPY and not quant:
+        if act is Act.COPY and not quant and not bvrf:
             raise bfp.overflow("vop add")
-    a, b = sim.fvrf[aspan], sim.fvrf[bspan]
-    if act is Act.COPY and not quant:
+    a = sim.fvrf[aspan]
+    if bvrf:
+        b = bfp.dequantize_internal(BfpTensor(sim.vrf_mant[bspan], sim.vrf_exp[bspan][:, None], n, n,
+                                              sim.cfg.mantissa_bits))
+    else:
+        b = sim.fvrf[bspan]
+    if act is Act.COPY and not quant and not bvrf:
         if fn is VecOp.ADD:  # b repeats with its period (e.g. a bias for every pixel)
             r = bfp.mfu_add_periodic(a, b, "vop add")
         elif fn is VecOp.SUB:  # a - b is a + (-b): negation is exact
@@ -1055,7 +1073,7 @@ def _fuse(entries: list, cfg: EngineConfig) -> list:
     while i < len(entries):
         step, pc, fn, args = entries[i]
         if fn is not _x_vop or args[0] is not VecOp.ADD or not _chain_ok(args[1], args[2], args[3]) \
-                or args[6] is not Act.COPY or args[7]:  # a fused vop is its own pass
+                or args[6] is not Act.COPY or args[7] or args[9]:  # a fused vop is its own pass
             out.append(entries[i])
             i += 1
             continue

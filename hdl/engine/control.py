@@ -406,7 +406,7 @@ class Control(wiring.Component):
                             fv = insn.vop
                             m.d.sync += [mc.clip_lo.eq(cfgr[Cfg.CLIP_LO.value]), mc.clip_hi.eq(cfgr[Cfg.CLIP_HI.value]),
                                          mc.alpha.eq(cfgr[Cfg.ALPHA.value]),
-                                         mc.period.eq(0), mc.src_b.eq(0), mc.act.eq(0), mc.dest.eq(0),
+                                         mc.period.eq(0), mc.src_b.eq(0), mc.act.eq(0), mc.dest.eq(0), mc.bfile.eq(0),
                                          m_depth_a.eq(cfg.fvrf_vectors), m_depth_d.eq(cfg.fvrf_vectors)]
                             m.next = "MCHECK"
                             with m.Switch(opcode):
@@ -431,6 +431,7 @@ class Control(wiring.Component):
                                                  mc.src_b.eq(regs[fv.rb]), mc.count.eq(fv.count),
                                                  mc.period.eq(fv.period), mc.act.eq(fv.act.as_value()),
                                                  mc.dest.eq(fv.dest.as_value()),  # quantised into the VRF
+                                                 mc.bfile.eq(fv.bfile.as_value()),  # b dequantised from the VRF
                                                  m_depth_d.eq(Mux(fv.dest.as_value(), cfg.vrf_vectors,
                                                                   cfg.fvrf_vectors)),
                                                  m_count_b.eq(Mux(fv.period != 0, fv.period, fv.count))]
@@ -500,17 +501,19 @@ class Control(wiring.Component):
                 periodic = (mc.period != 0) & (mc.period < mc.count)
                 ahead_a = (mc.dst > mc.src_a) & (mc.dst < a_end)
                 over_b = Mux(periodic, (mc.dst < b_end) & (mc.src_b < d_end), (mc.dst > mc.src_b) & (mc.dst < b_end))
-                with m.If((a_end > m_depth_a) | ((mc.op == MfuOp.VOP) & (b_end > cfg.fvrf_vectors))
+                b_depth = Mux(mc.bfile, cfg.vrf_vectors, cfg.fvrf_vectors)
+                with m.If((a_end > m_depth_a) | ((mc.op == MfuOp.VOP) & (b_end > b_depth))
                           | (d_end > m_depth_d)):
                     fail(ErrorCode.CHIP_RANGE)
-                with m.Elif(same_file & (ahead_a | ((mc.op == MfuOp.VOP) & over_b))):
+                with m.Elif((same_file & ahead_a) | ((mc.op == MfuOp.VOP) & (mc.bfile == mc.dest) & over_b)):
                     fail(ErrorCode.MFU_OVERLAP)
                 with m.Elif(mc.count == 0):
                     m.next = "ADVANCE"
                 with m.Else():
                     m.d.sync += [payload[UNIT_INDEX["mfu"]].eq(mc), p_unit.eq(UNIT_INDEX["mfu"]),
                                  *set_range(0, Mux(mc.op == MfuOp.DEQ, Space.VRF, Space.FVRF), mc.src_a, a_end, 0),
-                                 *set_range(1, Space.FVRF, mc.src_b, b_end, 0, valid=mc.op == MfuOp.VOP),
+                                 *set_range(1, Mux(mc.bfile, Space.VRF, Space.FVRF), mc.src_b, b_end, 0,
+                                            valid=mc.op == MfuOp.VOP),
                                  *set_range(2, Mux((mc.op == MfuOp.QNT) | ((mc.op == MfuOp.VOP) & mc.dest), Space.VRF,
                                                    Space.FVRF), mc.dst, d_end, 1)]
                     m.next = "ISSUE"

@@ -12,9 +12,11 @@ operation, its rounding and its failures are defined once, bit-exact with ``acce
   sign-magnitude elements at the port (a loaded magnitude never exceeds ``2**M - 1``);
 * ``vop`` (the second operand repeating with ``period``, read through its own FVRF read port
   ``fvrf_b``) and ``vact`` (``clip_lo``, ``clip_hi``, ``alpha`` from the command); a fused ``vop``
-  (``act`` not copy, or ``dest`` the VRF) hands each group from ``VectorOp`` on to ``Activation``
-  and ``Quantise`` as the units return it, its latency their sum, and an earlier stage's error
-  travels with its group to the last stage (``OVERFLOW`` before a quantised NaN); a unit's error
+  (``bfile`` the VRF, ``act`` not copy, or ``dest`` the VRF) reads its second operand through the
+  VRF port into ``Dequantise`` (the first operand waits for it in registers), hands each group
+  from ``VectorOp`` on to ``Activation`` and ``Quantise`` as the units return it, its latency their
+  sum, and an earlier stage's error travels with its group to the last stage (``OVERFLOW`` before
+  a quantised NaN); a unit's error
   (a result beyond binary32, an Inf or NaN operand of add, sub or mul, a negative element's
   leaky-relu product out of range) stops the command with ``ErrorCode.OVERFLOW``, as the
   functional simulator names it.
@@ -36,7 +38,7 @@ written, nor anything after it (the groups before it are); the beats in flight a
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,7 +65,9 @@ def mfu_cmd_layout() -> data.StructLayout:
         "dst": unsigned(32), "src_a": unsigned(32), "src_b": unsigned(32),
         "count": unsigned(16), "period": unsigned(12), "clip_lo": unsigned(32), "clip_hi": unsigned(32),
         "alpha": unsigned(32),
-        "act": unsigned(2), "dest": unsigned(1),  # vop: isa.Act after the op; isa.Dest (1: quantised to the VRF)
+        # vop: isa.Act after the op; isa.Dest of the result (1: quantised to the VRF) and of b (1: the
+        # VRF, dequantised)
+        "act": unsigned(2), "dest": unsigned(1), "bfile": unsigned(1),
     })
 
 
@@ -95,17 +99,30 @@ class Mfu(wiring.Component):
 
         # the datapath: w vectors per beat, every lane defined in accelml.hdl.mfu
         lanes = m.submodules.units = units.Mfu(cfg)
-        # a fused vop passes each group on: vop -> [vact] -> [qnt] (an activation; the VRF)
-        chain_act, chain_q = Signal(), Signal()
-        m.d.comb += [chain_act.eq((c.op == MfuOp.VOP) & (c.act != 0)), chain_q.eq((c.op == MfuOp.VOP) & c.dest)]
+        # a fused vop passes each group on: [deq] -> vop -> [vact] -> [qnt] (b from the VRF; an
+        # activation; the VRF as destination)
+        chain_b, chain_act, chain_q = Signal(), Signal(), Signal()
+        m.d.comb += [chain_b.eq((c.op == MfuOp.VOP) & c.bfile), chain_act.eq((c.op == MfuOp.VOP) & (c.act != 0)),
+                     chain_q.eq((c.op == MfuOp.VOP) & c.dest)]
         fsrc = Signal(data.ArrayLayout(32 * n, w))  # the FVRF group read the cycle before
+
+        def delayed(value, cycles: int, name: str):  # the units are never stalled: fixed latencies
+            for t in range(cycles):
+                nxt = Signal(len(Value.cast(value)), name=f"{name}_{t}")
+                m.d.sync += nxt.eq(value)
+                value = nxt
+            return value
+
+        # with b from the VRF, a waits for b's dequantisation
+        a_late = Signal(data.ArrayLayout(32 * n, w))
+        m.d.comb += a_late.eq(delayed(fsrc.as_value(), units.Dequantise.latency, "a_late"))
         vop_o, vact_o, qnt_o = lanes.vop_o, lanes.vact_o, lanes.qnt_o
         to_q = Signal.like(vop_o.payload)  # what a fused vop quantises: the activation's result or the op's
         to_q_valid = Signal()
         m.d.comb += [to_q.eq(Mux(chain_act, vact_o.payload, vop_o.payload)),
                      to_q_valid.eq(Mux(chain_act, vact_o.valid, vop_o.valid))]
         m.d.comb += [
-            lanes.deq_i.payload.live.eq(rlive), lanes.vop_i.payload.live.eq(rlive),
+            lanes.deq_i.payload.live.eq(rlive), lanes.vop_i.payload.live.eq(Mux(chain_b, lanes.deq_o.payload.live, rlive)),
             lanes.vact_i.payload.live.eq(Mux(chain_act, vop_o.payload.live, rlive)),
             lanes.qnt_i.payload.live.eq(Mux(chain_q, to_q.live, rlive)),
             lanes.vop_i.payload.op.eq(c.fn), lanes.vact_i.payload.act.eq(Mux(c.op == MfuOp.VOP, c.act, c.fn)),
@@ -117,7 +134,9 @@ class Mfu(wiring.Component):
             src, vec = self.fvrf.rdata[k].as_value(), self.vrf.rdata[k]
             m.d.comb += [
                 fsrc[k].eq(src), lanes.deq_i.payload.vec[k].exp.eq(vec.exp),
-                lanes.vop_i.payload.a[k].eq(src), lanes.vop_i.payload.b[k].eq(self.fvrf_b.rdata[k].as_value()),
+                lanes.vop_i.payload.a[k].eq(Mux(chain_b, a_late[k], src)),
+                lanes.vop_i.payload.b[k].eq(Mux(chain_b, lanes.deq_o.payload.vec[k].as_value(),
+                                                self.fvrf_b.rdata[k].as_value())),
             ]
             qvec = qnt_o.payload.vec[k]
             for e in range(n):  # the VRF's two's complement <-> the units' sign-magnitude
@@ -127,15 +146,9 @@ class Mfu(wiring.Component):
                     Mux(qvec.mant[e].sign, -qvec.mant[e].mag, qvec.mant[e].mag))
             m.d.comb += self.vrf.wdata[k].exp.eq(qvec.exp)
 
-        def delayed(value, cycles: int, name: str):  # the units are never stalled: fixed latencies
-            for t in range(cycles):
-                nxt = Signal(name=f"{name}_{t}")
-                m.d.sync += nxt.eq(value)
-                value = nxt
-            return value
-
         # an error of a fused vop's earlier stage travels with its group to the last stage
-        vop_err = vop_o.valid & vop_o.payload.error
+        deq_err = chain_b & lanes.deq_o.valid & lanes.deq_o.payload.error
+        vop_err = vop_o.valid & (vop_o.payload.error | delayed(deq_err, units.VectorOp.latency, "deq_err"))
         act_err = vact_o.valid & (vact_o.payload.error | delayed(vop_err, units.Activation.latency, "vop_err"))
         early = Signal()  # at the last stage: the group failed in the op or the activation
         m.d.comb += early.eq(Mux(chain_q, delayed(Mux(chain_act, act_err, vop_err), units.Quantise.latency, "early"),
@@ -160,10 +173,11 @@ class Mfu(wiring.Component):
                     m.d.comb += [out_valid.eq(vact_o.valid), out_error.eq(vact_o.payload.error | early),
                                  out_live.eq(vact_o.payload.live), result.eq(vact_o.payload.vec.as_value())]
                 with m.Else():
-                    m.d.comb += [out_valid.eq(vop_o.valid), out_error.eq(vop_o.payload.error),
+                    m.d.comb += [out_valid.eq(vop_o.valid), out_error.eq(vop_err),
                                  out_live.eq(vop_o.payload.live), result.eq(vop_o.payload.vec.as_value())]
         m.d.comb += [
-            lanes.deq_i.valid.eq(rvalid & (c.op == MfuOp.DEQ)), lanes.vop_i.valid.eq(rvalid & (c.op == MfuOp.VOP)),
+            lanes.deq_i.valid.eq(rvalid & ((c.op == MfuOp.DEQ) | chain_b)),
+            lanes.vop_i.valid.eq(Mux(chain_b, lanes.deq_o.valid, rvalid & (c.op == MfuOp.VOP))),
             lanes.vact_i.valid.eq(Mux(chain_act, vop_o.valid, rvalid & (c.op == MfuOp.VACT))),
             lanes.qnt_i.valid.eq(Mux(chain_q, to_q_valid, rvalid & (c.op == MfuOp.QNT))),
         ]
@@ -172,7 +186,8 @@ class Mfu(wiring.Component):
         out_n = Signal(range(w + 1))  # vectors in the result (its live lanes are a prefix)
         m.d.comb += out_n.eq(Mux(out_valid, sum(out_live[k] for k in range(w)), 0))
         m.d.comb += [self.fvrf.waddr.eq(c.dst + got), self.fvrf.wdata.eq(result), self.vrf.waddr.eq(c.dst + got),
-                     self.vrf.raddr.eq(c.src_a + i), self.fvrf.raddr.eq(c.src_a + i),
+                     self.vrf.raddr.eq(Mux(chain_b, c.src_b + Mux(c.period != 0, j, i), c.src_a + i)),
+                     self.fvrf.raddr.eq(c.src_a + i),
                      self.fvrf_b.raddr.eq(c.src_b + Mux(c.period != 0, j, i))]
 
         # the next group: at most w vectors, up to the end and to the period's next multiple

@@ -14,6 +14,8 @@ goal is about; the default is the compiler's default policy.
 from __future__ import annotations
 
 import argparse
+import bisect
+import collections
 import os
 import platform
 import tempfile
@@ -38,16 +40,46 @@ def best(fn, repeats):
     return min(times), out
 
 
-def unit_busy(cm) -> dict[str, int]:
-    """Modelled busy cycles per unit, summed over the engine segments (timing-only funcsim runs)."""
-    busy: dict[str, int] = {}
+def layer_busy(cm) -> list[tuple[str, dict[str, int]]]:
+    """Modelled busy cycles per unit of each engine layer (timing-only funcsim runs of the engine
+    segments): each unit instruction's busy cycles go to the layer its instruction belongs to."""
+    out = []
     for seg in cm.segments:
         if seg.compiled is None:
             continue
+        layers = seg.compiled.layers
+        firsts = [li.first_insn for li in layers]
+        busy = [collections.Counter() for _ in layers]
         sim = FuncSim(cm.cfg, seg.compiled.mem_bytes, numerics=False)
-        for unit, cycles in sim.run(seg.compiled.program).busy.items():
-            busy[unit] = busy.get(unit, 0) + cycles
-    return busy
+        model, dispatch = sim.model, sim.model.dispatch
+
+        def counted(unit, ranges, *, _sim=sim, _model=model, _dispatch=dispatch, _busy=busy, _firsts=firsts,
+                    **kw):
+            before = _model.busy[unit]
+            done = _dispatch(unit, ranges, **kw)
+            _busy[bisect.bisect_right(_firsts, _sim._pc) - 1][unit] += _model.busy[unit] - before
+            return done
+
+        model.dispatch = counted
+        sim.run(seg.compiled.program)
+        out += [(li.name, dict(b)) for li, b in zip(layers, busy, strict=True)]
+    return out
+
+
+def bottlenecks(cm, per_layer) -> str:
+    """What keeps the network above its bound: the busiest unit of each layer, summed, against the
+    MVU's busy cycles and the total; and the layers whose busiest unit is not the MVU."""
+    s = cm.summary()
+    total = sum(max(b.values(), default=0) for _, b in per_layer)
+    mvu = sum(b.get("mvu", 0) for _, b in per_layer)
+    lines = [f"per-layer busiest unit, summed: {total} cycles (MVU busy {mvu}; modelled {s['cycles']}, "
+             f"bound {s['roofline_bound_cycles']:.0f}): {s['cycles'] - total} cycles of in-order issue beyond it"]
+    other = sorted(((max(b.values()) - b.get("mvu", 0), name, b) for name, b in per_layer
+                    if b and max(b, key=b.get) != "mvu"), reverse=True)
+    for lost, name, b in other[:8]:
+        lines.append(f"  {name}: bound by {max(b, key=b.get)} ({lost} cycles above its MVU busy): "
+                     + ", ".join(f"{u} {c}" for u, c in sorted(b.items())))
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -89,9 +121,13 @@ def main() -> None:
             os.makedirs(args.plot_dir, exist_ok=True)
             cm.plot(os.path.join(args.plot_dir, f"{name}-{args.preset}.png"))
         print(f"{name}: {cm.report().splitlines()[-1]}", flush=True)
-        busy = unit_busy(cm)
+        per_layer = layer_busy(cm)
+        busy = collections.Counter()
+        for _, b in per_layer:
+            busy.update(b)
         print(f"{name}: modelled busy cycles per unit (% of {s['cycles']}): "
               + ", ".join(f"{u} {c} ({100 * c / s['cycles']:.1f} %)" for u, c in sorted(busy.items())), flush=True)
+        print(bottlenecks(cm, per_layer), flush=True)
     print()
     hdr = (f"{'model':14} {'GMAC':>6} {'compile s':>9} {'insns':>7} {'cycles':>10} {'latency us':>10} "
            f"{'MVU util':>8} {'roofline':>8} {'funcsim s':>9} {'ORT s':>7} {'ratio':>6} {'bit-exact':>9} "

@@ -60,3 +60,33 @@ def test_write_ports_are_counted_as_built_and_multi_writer_files_refused(monkeyp
     monkeypatch.setattr(engine_synth, "preset", lambda name: per_unit)
     with pytest.raises(RtlError, match="VRF \\(3 write ports\\), FVRF \\(4 write ports\\)"):
         engine_synth.synthesize_engine("tiny")
+
+
+def test_adopting_an_engine_record_replaces_the_one_at_its_native_dimension(tmp_path):
+    """``calibrate --engine PRESET`` copies the whole-engine record into calibration.json as block
+    Engine (the record at the same N replaced, the others kept, the file written whole), and refuses
+    a record of other Verilog than the RTL's, or none."""
+    import json
+    import shutil
+
+    from accelml.bitstreams import resources
+    from accelml.bitstreams.calibrate import adopt_engine
+    from accelml.hdl.errors import RtlError
+
+    cal = tmp_path / "calibration.json"
+    shutil.copy(resources._CAL, cal)
+    rec = engine_synth.recorded()["ecp5"]
+    synth = tmp_path / "engine_synth.json"
+    engine_synth.record({**rec, "cells": {**rec["cells"], "LUT4": 12345}}, path=synth)
+    before = json.loads(cal.read_text())["records"]
+    new = adopt_engine("ecp5", out=cal, synth_records=synth, verilog_sha256=rec["verilog_sha256"])
+    after = json.loads(cal.read_text())["records"]
+    n = rec["config"]["native_dim"]
+    assert new["block"] == "Engine" and new["cells"]["LUT4"] == 12345 and new in after
+    assert [r for r in after if r is not new and r != new] == \
+        [r for r in before if not (r.get("block") == "Engine" and r["config"]["native_dim"] == n)]
+    with pytest.raises(RtlError, match="measured other Verilog than the RTL emits now"):
+        adopt_engine("ecp5", out=cal, synth_records=synth, verilog_sha256="0" * 64)
+    with pytest.raises(RtlError, match="holds no record of preset 'a10'"):
+        adopt_engine("a10", out=cal, synth_records=synth)
+    assert json.loads(cal.read_text())["records"] == after  # a refusal leaves the file as it was

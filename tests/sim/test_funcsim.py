@@ -288,6 +288,38 @@ def test_fused_vop_is_the_op_then_the_activation_then_the_quantisation(preset_na
     assert want.busy["mfu"] == sum(mfu_cycles(u, 10, 5 if u == "vop" else 0, width) for u in ("vop", "vact", "qnt"))
 
 
+@pytest.mark.parametrize("preset_name", ["tiny", "a10"])
+@pytest.mark.parametrize("tail", ["", ", relu, vrf"])
+def test_fused_vop_with_its_second_operand_from_the_vrf_is_dequantise_then_vop(preset_name, tail):
+    """``bfile`` vrf: the second operand dequantised from the VRF (periodic here), bit for bit
+    ``deq`` then ``vop``, in one MFU pass."""
+    cfg = preset(preset_name)
+    n = cfg.native_dim
+    rng = np.random.default_rng(12)
+    a = (rng.standard_normal((10, n)) * 4).astype(np.float32)
+    img = MemoryImage(cfg)
+    img.put_fp("a", a, at=0)
+    img.put_bfp("q", bfp.quantize(rng.standard_normal((5, n)), cfg), at=0x1000)
+    head = "seti r1, 0x1000\nld fvrf, r0, r0, 1, 10\nseti r2, 16\nld vrf, r2, r1, 1, 5\nseti r3, 32\nseti r4, 64\n"
+    act, dest = (tail.split(", ")[1:] if tail else ["copy", "fvrf"])
+    rd = "r3" if dest == "vrf" else "r4"
+    fused = head + f"vop add, {rd}, r0, r2, 10, 5, {act}, {dest}, vrf\nhalt"
+    apart = head + (f"seti r5, 100\ndeq r5, r2, 5\nvop add, r4, r0, r5, 10, 5\nvact {act}, r4, r4, 10\n"
+                    + ("qnt r3, r4, 10\n" if dest == "vrf" else "") + "halt")
+    one, two = FuncSim(cfg, img.build(extra=0x100)), FuncSim(cfg, img.build(extra=0x100))
+    got = one.run(assemble_program(fused, cfg))
+    two.run(assemble_program(apart, cfg))
+    if dest == "vrf":
+        np.testing.assert_array_equal(one.vrf_mant[32:42], two.vrf_mant[32:42])
+        np.testing.assert_array_equal(one.vrf_exp[32:42], two.vrf_exp[32:42])
+        assert one.vrf_exp[32:42].any()
+    else:
+        np.testing.assert_array_equal(one.fvrf[64:74], two.fvrf[64:74])
+        assert one.fvrf[64:74].any()
+    units = "deq+vop" + ("+vact+qnt" if dest == "vrf" else "")
+    assert got.busy["mfu"] == mfu_cycles(units, 10, 5, cfg.mfu_width)
+
+
 def _mvc_setup(cfg, weight_rows: int, tiles: int) -> tuple[MemoryImage, str]:
     """A 16x16x4 image of ones at 0 and ``weight_rows`` x 4 weights of ones at 0x4000, and the
     assembly that loads the image and ``tiles`` weight tiles and runs one MVC over every pixel."""
