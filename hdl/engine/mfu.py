@@ -122,7 +122,8 @@ class Mfu(wiring.Component):
         m.d.comb += [to_q.eq(Mux(chain_act, vact_o.payload, vop_o.payload)),
                      to_q_valid.eq(Mux(chain_act, vact_o.valid, vop_o.valid))]
         m.d.comb += [
-            lanes.deq_i.payload.live.eq(rlive), lanes.vop_i.payload.live.eq(Mux(chain_b, lanes.deq_o.payload.live, rlive)),
+            lanes.deq_i.payload.live.eq(rlive),
+            lanes.vop_i.payload.live.eq(Mux(chain_b, lanes.deq_o.payload.live, rlive)),
             lanes.vact_i.payload.live.eq(Mux(chain_act, vop_o.payload.live, rlive)),
             lanes.qnt_i.payload.live.eq(Mux(chain_q, to_q.live, rlive)),
             lanes.vop_i.payload.op.eq(c.fn), lanes.vact_i.payload.act.eq(Mux(c.op == MfuOp.VOP, c.act, c.fn)),
