@@ -262,6 +262,7 @@ class _Generator:
         self.cur_chunk = 0  # index in wqueue of the chunk the products being emitted use
         self.pieces: deque[tuple[int, functools.partial]] = deque()  # weight-load pieces not yet emitted (drip)
         self.parity = 0
+        self.held_store: functools.partial | None = None  # a staged output's store, emitted a step late (flush)
         self.in_turn = 0
         self.double_in: dict[int, bool] = {}
 
@@ -425,6 +426,8 @@ class _Generator:
         out_cap = min(r.fvrf_acc_size, r.vrf_out_size)
         if op.residual is not None or self.plan.bases[op.dst.base].split:
             out_cap = min(out_cap, r.vrf_res_size, self.cfg.fvrf_vectors - r.fvrf_res)
+        if op.residual is not None:  # a step's shortcut loads into one half while the other's is read
+            out_cap = min(out_cap, r.vrf_res_size // 2)
         if ow > out_cap:
             raise CapacityError(f"layer {op.name!r}: one output row of {ow} pixels does not fit the accumulator "
                                 f"files ({out_cap} vectors, {self.cfg.name})")
@@ -651,49 +654,81 @@ class _Generator:
             info.act_bytes += self.flush(pending)
             pending = None
             if k == len(kgroups) - 1:
-                pending = functools.partial(self.epilogue, op, acc, r0 * ow, npix, o0, o1, self.parity)
+                first = None
+                if op.residual is not None and self.res_addr(op.residual, r0 * ow) is None:
+                    # the shortcut's first plane loads now, beside the products, into its parity's half
+                    first, moved = self.fetch_plane(op.residual, self.planes(op.residual)[0], r0 * ow, npix, o0,
+                                                    o1 - o0, half=self.parity)
+                    info.act_bytes += moved
+                pending = functools.partial(self.epilogue, op, acc, r0 * ow, npix, o0, o1, self.parity, first)
                 self.parity ^= 1
         info.act_bytes += self.flush(pending)
+        info.act_bytes += self.release_store()  # before any later layer reads the output
         # the next loads wait for the next layer's first input load (emitted first at its start)
         self.release_weights(op, pos, fill=False)
         self.need_weights(len(self.wqueue))
 
-    @staticmethod
-    def flush(pending) -> int:
-        """Emit a deferred epilogue (``functools.partial`` or None); the bytes it moves.
+    def flush(self, pending) -> int:
+        """Emit the store held back by the step before (:meth:`release_store`), then a deferred
+        epilogue (``functools.partial`` or None); the bytes they move.
 
-        A step's epilogue (bias, shortcut, activation, quantise, store) is emitted after the next
-        step's products: control issues in program order, so an epilogue emitted right after its
-        products would wait for them in ``ISSUE`` and hold the next products back, leaving the MVU
-        (or pool unit) idle while the MFU works. Deferred, the next products run on the other
-        accumulator parity while the MFU finishes this one; the program means the same, as the
-        two touch different entries."""
-        return 0 if pending is None else pending()
+        A step's epilogue (bias, shortcut, activation, quantise) is emitted after the next step's
+        products: control issues in program order, so an epilogue emitted right after its products
+        would wait for them in ``ISSUE`` and hold the next products back, leaving the MVU (or pool
+        unit) idle while the MFU works. Deferred, the next products run on the other accumulator
+        parity while the MFU finishes this one; the program means the same, as the two touch
+        different entries. A convolution's store of its staged output waits one step more, past the
+        next products too: it waits for the epilogue's last pass, and would hold them back as
+        well; the staging alternates parity, so nothing writes it before the held store is emitted."""
+        return self.release_store() + (0 if pending is None else pending())
 
-    def epilogue(self, op: ConvOp, acc: int, pix0: int, npix: int, o0: int, o1: int, parity: int) -> int:
+    def release_store(self) -> int:
+        """Emit the store :meth:`finish` held back (if any); the bytes it moves."""
+        held, self.held_store = self.held_store, None
+        return 0 if held is None else held()
+
+    def epilogue(self, op: ConvOp, acc: int, pix0: int, npix: int, o0: int, o1: int, parity: int,
+                 first: int | None = None) -> int:
+        """Bias, shortcut (its first plane already at ``first`` if given, else read or loaded
+        here), activation and output of one step's accumulators (:meth:`finish`)."""
         moved = 0
         last = dict(fn=VecOp.ADD, ra=acc, rb=self.r.fvrf_const + o0, period=o1 - o0)  # the bias
         if op.residual is not None:
+            planes = self.planes(op.residual)
+            if first is None:
+                first, moved = self.fetch_plane(op.residual, planes[0], pix0, npix, o0, o1 - o0)
             self.e.counted(Opcode.VOP, npix * (o1 - o0), rd=acc, **last)
-            moved, last = self.add_planes(op.residual, self.planes(op.residual), acc, pix0, npix, o0, o1 - o0,
-                                          defer=True)
-        return moved + self.finish(op.act, last, op.dst, acc, pix0, npix, o0, o1 - o0, parity)
+            more, last = self.add_planes(op.residual, planes, acc, pix0, npix, o0, o1 - o0, defer=True, first=first)
+            moved += more
+        return moved + self.finish(op.act, last, op.dst, acc, pix0, npix, o0, o1 - o0, parity, hold=True)
+
+    def fetch_plane(self, buf: Buf, lo: bool, pix0: int, npix: int, blk0: int, nblk: int,
+                    half: int | None = None) -> tuple[int, int]:
+        """Where a plane of ``buf``'s vectors can be read: in place when resident (whole pixels), else
+        loaded into the shortcut region (into its half ``half``, if given); and the bytes moved."""
+        vin = self.res_addr(buf, pix0, lo)
+        if vin is not None:
+            return vin, 0
+        at = self.r.vrf_res + (half * (self.r.vrf_res_size // 2) if half is not None else 0)
+        return at, self.load_rows(buf, pix0, npix, blk0, nblk, Space.VRF, at, lo=lo)
 
     def add_planes(self, buf: Buf, planes: list[bool], acc: int, pix0: int, npix: int, blk0: int,
-                   nblk: int, defer: bool = False) -> tuple[int, dict | None]:
-        """acc += each of ``planes`` of ``buf``'s vectors, in order (load, then a ``vop`` that
-        dequantises its second operand from the VRF); the bytes moved, and with ``defer`` the last
-        add's ``vop`` fields, not emitted (for :meth:`finish`; None without planes)."""
-        e, r = self.e, self.r
+                   nblk: int, defer: bool = False, first: int | None = None) -> tuple[int, dict | None]:
+        """acc += each of ``planes`` of ``buf``'s vectors, in order (:meth:`fetch_plane`, then a
+        ``vop`` that dequantises its second operand from the VRF; the first plane already where
+        ``first`` says, if given); the bytes moved, and with ``defer`` the last add's ``vop``
+        fields, not emitted (for :meth:`finish`; None without planes)."""
+        e = self.e
         moved = 0
         add = None
-        for lo in planes:
+        for i, lo in enumerate(planes):
             if add is not None:  # before the next plane's load overwrites its operand
                 e.counted(Opcode.VOP, npix * nblk, rd=acc, **add)
-            vin = self.res_addr(buf, pix0, lo)  # a resident buffer is read in place (whole pixels)
-            if vin is None:
-                vin = r.vrf_res
-                moved += self.load_rows(buf, pix0, npix, blk0, nblk, Space.VRF, vin, lo=lo)
+            if i == 0 and first is not None:
+                vin = first
+            else:
+                vin, more = self.fetch_plane(buf, lo, pix0, npix, blk0, nblk)
+                moved += more
             add = dict(fn=VecOp.ADD, ra=acc, rb=vin, period=0, bfile=Dest.VRF)
         if add is not None and not defer:
             e.counted(Opcode.VOP, npix * nblk, rd=acc, **add)
@@ -701,11 +736,12 @@ class _Generator:
         return moved, add
 
     def finish(self, act: Activation, last: dict | None, dst: Buf, acc: int, pix0: int, npix: int, blk0: int,
-               nblk: int, parity: int) -> int:
+               nblk: int, parity: int, hold: bool = False) -> int:
         """The accumulators' last ``vop`` (``last``: its fields but the destination; None: none),
         the activation and :meth:`write_out`, in as few MFU passes as the output allows: the
         activation rides on that ``vop``, and so does the quantisation of an output of one plane,
-        written straight to its staging or resident place (the ``vop``'s VRF destination)."""
+        written straight to its staging or resident place (the ``vop``'s VRF destination). With
+        ``hold``, the store of that staged output is held back for :meth:`release_store`."""
         e = self.e
         cnt = npix * nblk
         if last is None:
@@ -717,7 +753,14 @@ class _Generator:
             return self.write_out(dst, acc, pix0, npix, blk0, nblk, parity)
         at, stage = self.stage(dst, pix0, parity)
         e.counted(Opcode.VOP, cnt, rd=stage, act=kind, dest=Dest.VRF, **last)
-        return 0 if at is not None else self.store_rows(dst, pix0, npix, blk0, nblk, Space.VRF, stage)
+        if at is not None:
+            return 0
+        store = functools.partial(self.store_rows, dst, pix0, npix, blk0, nblk, Space.VRF, stage)
+        if hold:
+            assert self.held_store is None, "a held store was not released"
+            self.held_store = store
+            return 0
+        return store()
 
     def stage(self, dst: Buf, pix0: int, parity: int) -> tuple[int | None, int]:
         """Where a quantised output goes first: its resident place (``at``), else the output staging."""
