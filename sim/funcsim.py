@@ -698,7 +698,7 @@ class FuncSim:
         self.model.dispatch("mfu", ranges, mfu=(op, count, period))
 
     @staticmethod
-    def _mfu_overlap(op: str, dspan: slice, sspan: slice, count: int, period: int = 0) -> None:
+    def _mfu_overlap(op: str, dspan: slice, sspan: slice, count: int, period: int = 0, file: str = "FVRF") -> None:
         """Refuse a destination the MFU would write before reading a source entry under it.
 
         Every operand is read before any result is written (the definition), and the engine's MFU
@@ -714,7 +714,7 @@ class FuncSim:
             bad = 0 < d - s < count
         if bad:
             raise ExecutionError(
-                f"{op} destination FVRF [{d}, {dspan.stop}) overlaps its source [{s}, {sspan.stop}) "
+                f"{op} destination {file} [{d}, {dspan.stop}) overlaps its source [{s}, {sspan.stop}) "
                 f"where it would be read after being written")
 
     def _vop(self, fn, rd, ra, rb, count, period, act=Act.COPY, dest=Dest.FVRF, bfile=Dest.FVRF):
@@ -725,7 +725,7 @@ class FuncSim:
         if not quant:  # a VRF destination shares no entry with the FVRF operands
             self._mfu_overlap("vop", dspan, aspan, count)
         if bvrf == quant:
-            self._mfu_overlap("vop", dspan, bspan, count, period)
+            self._mfu_overlap("vop", dspan, bspan, count, period, file="VRF" if quant else "FVRF")
         if self.numerics:
             self._emit(_x_vop, fn, aspan, bspan, dspan, count, period, act, quant, self._act_params(act), bvrf)
         units = ("deq+" if bvrf else "") + "vop" + ("+vact" if act is not Act.COPY else "") + ("+qnt" if quant else "")

@@ -385,6 +385,14 @@ ERROR_CASES = {
     "vact_overlap": ("seti r1, 1\nvact relu, r1, r0, 4\nhalt", ErrorCode.MFU_OVERLAP, 1),
     "vop_overlap": ("seti r1, 3\nvop max, r1, r0, r1, 4, 0\nhalt", ErrorCode.MFU_OVERLAP, 1),
     "vop_periodic_overlap": ("seti r1, 2\nvop add, r0, r0, r1, 4, 2\nhalt", ErrorCode.MFU_OVERLAP, 1),
+    # a fused vop's operands in the VRF: ranges against the VRF, overlaps only within one file
+    "vop_vrf_b_range": ("seti r1, 8190\nvop add, r0, r0, r1, 4, 0, copy, fvrf, vrf\nhalt", ErrorCode.CHIP_RANGE, 1),
+    "vop_vrf_dest_range": ("seti r1, 8190\nvop add, r1, r0, r0, 4, 0, relu, vrf\nhalt", ErrorCode.CHIP_RANGE, 1),
+    "vop_vrf_overlap": ("seti r1, 2\nvop add, r1, r0, r0, 4, 0, copy, vrf, vrf\nhalt", ErrorCode.MFU_OVERLAP, 1),
+    "vop_other_file_no_overlap": ("seti r1, 2\nvop add, r1, r0, r0, 4, 0, copy, vrf\nseti r3, 100\n"
+                                  "vop max, r1, r3, r0, 4, 0, copy, fvrf, vrf\nseti r2, 100\n"
+                                  "st vrf, r0, r2, 1, 1\nhalt",
+                                  ErrorCode.READ_ONLY, 5),
     "step_budget": ("loop r0, 60000, 2\nloop r0, 60000, 1\nnop\nhalt", ErrorCode.STEP_BUDGET, 2),
     "zero_count_skips": ("loop r0, 0, 1\nseti r1, 300\nst vrf, r0, r1, 1, 1\nhalt", ErrorCode.READ_ONLY, 2),
     # mvc / pool: FuncSim._window, then the spans in its order, then the groups, then the data
