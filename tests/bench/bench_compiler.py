@@ -1,8 +1,11 @@
 """Compiler benchmark: full-size seed models on the a10 preset.
 
 For each model: compile time, instruction count, modelled cycles, MVU utilisation and roofline
-efficiency; the functional simulator's time per inference next to onnxruntime FP32 in the same
-run; bit-exactness against the per-layer golden reference and the error against FP32.
+efficiency; each unit's modelled busy cycles, and what bounds the layers (each unit's busy cycles
+attributed to the layer of its instructions: the busiest unit per layer, summed, against the MVU's
+and the total, and the layers bound by another unit than the MVU); the functional simulator's time
+per inference next to onnxruntime FP32 in the same run; bit-exactness against the per-layer golden
+reference and the error against FP32.
 
     python tests/bench/bench_compiler.py [--preset a10] [--models resnet50,vgg16,...] [--repeats 3]
                                          [--precision fast|balanced|exact]
