@@ -659,8 +659,7 @@ class _Generator:
             pending = None
             if k == len(kgroups) - 1:
                 first = None
-                if op.residual is not None and self.res_addr(op.residual, r0 * ow) is None:
-                    # the shortcut's first plane loads now, beside the products, into its parity's half
+                if op.residual is not None:  # its first plane loads now (unless resident), beside the products
                     first, moved = self.fetch_plane(op.residual, self.planes(op.residual)[0], r0 * ow, npix, o0,
                                                     o1 - o0, half=self.parity)
                     info.act_bytes += moved
@@ -692,18 +691,15 @@ class _Generator:
         return 0 if held is None else held()
 
     def epilogue(self, op: ConvOp, acc: int, pix0: int, npix: int, o0: int, o1: int, parity: int,
-                 first: int | None = None) -> int:
-        """Bias, shortcut (its first plane already at ``first`` if given, else read or loaded
-        here), activation and output of one step's accumulators (:meth:`finish`)."""
+                 first: int | None) -> int:
+        """Bias, shortcut (its first plane at ``first``: :meth:`fetch_plane` when the step's
+        products were emitted), activation and output of one step's accumulators (:meth:`finish`)."""
         moved = 0
         last = dict(fn=VecOp.ADD, ra=acc, rb=self.r.fvrf_const + o0, period=o1 - o0)  # the bias
         if op.residual is not None:
-            planes = self.planes(op.residual)
-            if first is None:
-                first, moved = self.fetch_plane(op.residual, planes[0], pix0, npix, o0, o1 - o0)
             self.e.counted(Opcode.VOP, npix * (o1 - o0), rd=acc, **last)
-            more, last = self.add_planes(op.residual, planes, acc, pix0, npix, o0, o1 - o0, defer=True, first=first)
-            moved += more
+            moved, last = self.add_planes(op.residual, self.planes(op.residual), acc, pix0, npix, o0, o1 - o0,
+                                          defer=True, first=first)
         return moved + self.finish(op.act, last, op.dst, acc, pix0, npix, o0, o1 - o0, parity, hold=True)
 
     def fetch_plane(self, buf: Buf, lo: bool, pix0: int, npix: int, blk0: int, nblk: int,
