@@ -922,9 +922,17 @@ def _disjoint(a: slice, b: slice) -> bool:
     return a.stop <= b.start or b.stop <= a.start or a.start == a.stop or b.start == b.stop
 
 
-def _chain_ok(aspan: slice, bspan: slice, dspan: slice) -> bool:
-    """bfp_mfu_chain may write the add's result over its first operand only, never over b."""
-    return (dspan == aspan or _disjoint(dspan, aspan)) and _disjoint(dspan, bspan)
+def _chain_ok(aspan: slice, bspan: slice, dspan: slice, b_apart: bool = False) -> bool:
+    """bfp_mfu_chain may write the add's result over its first operand only, never over b (unless
+    ``b_apart``: b was copied elsewhere first)."""
+    return (dspan == aspan or _disjoint(dspan, aspan)) and (b_apart or _disjoint(dspan, bspan))
+
+
+def _vrf_values(sim: FuncSim, span: slice) -> np.ndarray:
+    """VRF entries ``span`` dequantised to the internal format (numpy)."""
+    n = sim.cfg.native_dim
+    return bfp.dequantize_internal(BfpTensor(sim.vrf_mant[span], sim.vrf_exp[span][:, None], n, n,
+                                             sim.cfg.mantissa_bits))
 
 
 def _vop_values(fn, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -954,10 +962,7 @@ def _x_vop(sim: FuncSim, fn, aspan, bspan, dspan, count, period, act=Act.COPY, q
     before a quantised NaN."""
     k = sim._k
     n = sim.cfg.native_dim
-    if quant:
-        native_ok = sim._chain_q
-    else:  # the kernel writes each sum over its first operand at most, never over b
-        native_ok = (dspan == aspan or _disjoint(dspan, aspan)) and (bvrf or _disjoint(dspan, bspan))
+    native_ok = sim._chain_q if quant else _chain_ok(aspan, bspan, dspan, b_apart=bvrf)
     if fn is VecOp.ADD and k is not None and act in (Act.COPY, Act.RELU) and native_ok:
         fp = sim._p_fv
         if bvrf:  # the second operand dequantised first, apart from every file
@@ -979,11 +984,7 @@ def _x_vop(sim: FuncSim, fn, aspan, bspan, dspan, count, period, act=Act.COPY, q
         if act is Act.COPY and not quant and not bvrf:
             raise bfp.overflow("vop add")
     a = sim.fvrf[aspan]
-    if bvrf:
-        b = bfp.dequantize_internal(BfpTensor(sim.vrf_mant[bspan], sim.vrf_exp[bspan][:, None], n, n,
-                                              sim.cfg.mantissa_bits))
-    else:
-        b = sim.fvrf[bspan]
+    b = _vrf_values(sim, bspan) if bvrf else sim.fvrf[bspan]
     if act is Act.COPY and not quant and not bvrf:
         if fn is VecOp.ADD:  # b repeats with its period (e.g. a bias for every pixel)
             r = bfp.mfu_add_periodic(a, b, "vop add")
@@ -1020,8 +1021,7 @@ def _x_deq(sim: FuncSim, sspan, dspan):
         k.dequant_rows(sspan.stop - sspan.start, n, sim.cfg.mantissa_bits, sim._p_vm + sspan.start * n * 2,
                        sim._p_ve + sspan.start * 2, sim._p_fv + dspan.start * n * 4)
         return
-    t = BfpTensor(sim.vrf_mant[sspan], sim.vrf_exp[sspan][:, None], n, n, sim.cfg.mantissa_bits)
-    sim.fvrf[dspan] = bfp.dequantize_internal(t)
+    sim.fvrf[dspan] = _vrf_values(sim, sspan)
 
 
 def _x_qnt(sim: FuncSim, sspan, dspan):
