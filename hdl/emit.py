@@ -95,11 +95,12 @@ def engine_verilog(cfg: EngineConfig, *, imem_depth: int = DEFAULT_IMEM_DEPTH) -
 
 @lru_cache(maxsize=8)
 def _engine_verilog(cfg: EngineConfig, imem_depth: int) -> tuple[str, str]:
+    from .engine.control import IMEM_VERILOG
     from .engine.top import Engine
 
-    engine = Engine(cfg, imem_depth=imem_depth)
+    engine = Engine(cfg, imem_depth=imem_depth, imem_verilog=True)
     port_rows = ports(engine)
-    text = to_verilog(engine, ENGINE_TOP)
+    text = to_verilog(engine, ENGINE_TOP) + IMEM_VERILOG
     manifest = {
         "format": EMIT_FORMAT,
         "top": ENGINE_TOP,

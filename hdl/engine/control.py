@@ -55,8 +55,12 @@ the cycle the unit takes the command) for a unit instruction, then ``ADVANCE`` 1
 it closes (a loop entered goes straight to ``FETCH``).
 
 The instruction memory is written through ``imem_we/imem_waddr/imem_wdata`` while the engine is
-idle; ``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0``
-(after ``RESUME``: a unit still running an instruction of a run the watchdog stopped finishes it
+idle. It is an Amaranth ``Memory`` for Amaranth's simulator; with ``imem_verilog=True`` (the
+emitted Verilog, :data:`IMEM_VERILOG`) an instance of module ``accelml_imem``, the same one-write,
+one-synchronous-read memory with no initial contents: Amaranth writes a memory's initial value one
+bit at a time, which took minutes per 100 K words to emit, where the program is written at run
+time anyway.
+``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0`` (after ``RESUME``: a unit still running an instruction of a run the watchdog stopped finishes it
 first, its error dropped).
 """
 
@@ -65,7 +69,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -89,7 +93,7 @@ from .mvu import mvu_cmd_layout
 from .pool import pool_cmd_layout
 from .status import ErrorCode, Unit
 
-__all__ = ["Control", "CFG_RESET", "UNIMPLEMENTED_OPS", "UNITS", "UnitPort", "RANGES"]
+__all__ = ["Control", "IMEM_VERILOG", "CFG_RESET", "UNIMPLEMENTED_OPS", "UNITS", "UnitPort", "RANGES"]
 
 # configuration registers' values at start (FuncSim's defaults; the others start at 0)
 CFG_RESET = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
@@ -98,6 +102,25 @@ UNIMPLEMENTED_OPS: tuple[Opcode, ...] = ()
 STEP_BITS = 48
 CYCLE_BITS = 64
 RANGES = 3  # operand ranges per instruction (vop: two reads and a write)
+
+# the instruction memory of the emitted Verilog (``Control(imem_verilog=True)``): written at run time,
+# so no initial contents; the read is registered and reads the word before a write to the same address
+IMEM_VERILOG = """
+module accelml_imem #(parameter WIDTH = 64, parameter DEPTH = 4096, parameter ABITS = 12) (
+    input wire clk,
+    input wire we,
+    input wire [ABITS-1:0] waddr,
+    input wire [WIDTH-1:0] wdata,
+    input wire [ABITS-1:0] raddr,
+    output reg [WIDTH-1:0] rdata
+);
+    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    always @(posedge clk) begin
+        if (we) mem[waddr] <= wdata;
+        rdata <= mem[raddr];
+    end
+endmodule
+"""
 MEM_SPACE = 3  # hazard space of external memory (after Space.VRF, MRF, FVRF)
 
 
@@ -135,9 +158,16 @@ def _port_use(shared: dict, unit: str, r) -> list:
             for (space, write), group in shared.items()]
 
 
+class _ReadPort:
+    def __init__(self, abits: int):
+        self.addr = Signal(abits, name="imem_raddr")
+        self.data = Signal(INSN_BITS, name="imem_rdata")
+
+
 class Control(wiring.Component):
-    def __init__(self, cfg, *, imem_depth: int = 4096):
+    def __init__(self, cfg, *, imem_depth: int = 4096, imem_verilog: bool = False):
         self.cfg = check_config(cfg, "Control")
+        self.imem_verilog = bool(imem_verilog)
         if isinstance(imem_depth, bool) or not isinstance(imem_depth, int) or not 2 <= imem_depth <= 1 << 20:
             raise ValueError(f"Control imem_depth must be an integer in [2, {1 << 20}], got {imem_depth!r}")
         self.imem_depth = imem_depth
@@ -164,10 +194,17 @@ class Control(wiring.Component):
         nu = len(UNITS)
         shared = shared_ports(cfg)  # (file, write) -> units sharing that port
 
-        m.submodules.imem = imem = Memory(shape=INSN_BITS, depth=self.imem_depth, init=[])
-        wp = imem.write_port()
-        rp = imem.read_port()
-        m.d.comb += [wp.en.eq(self.imem_we), wp.addr.eq(self.imem_waddr), wp.data.eq(self.imem_wdata)]
+        rp = _ReadPort(ceil_log2(self.imem_depth))
+        if self.imem_verilog:
+            m.submodules.imem = Instance(
+                "accelml_imem", p_WIDTH=INSN_BITS, p_DEPTH=self.imem_depth, p_ABITS=len(rp.addr),
+                i_clk=ClockSignal("sync"), i_we=self.imem_we, i_waddr=self.imem_waddr, i_wdata=self.imem_wdata,
+                i_raddr=rp.addr, o_rdata=rp.data)
+        else:
+            m.submodules.imem = imem = Memory(shape=INSN_BITS, depth=self.imem_depth, init=[])
+            wp, mp = imem.write_port(), imem.read_port()
+            m.d.comb += [wp.en.eq(self.imem_we), wp.addr.eq(self.imem_waddr), wp.data.eq(self.imem_wdata),
+                         mp.addr.eq(rp.addr), rp.data.eq(mp.data)]
 
         regs = Array(Signal(32, name=f"r{i}") for i in range(NUM_REGS))
         cfgr = Array(Signal(32, name=f"cfg_{k.name.lower()}", init=CFG_RESET.get(k, 0)) for k in Cfg)

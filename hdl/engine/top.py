@@ -68,10 +68,10 @@ def file_plan(cfg) -> FilePlan:
 
 
 class Engine(wiring.Component):
-    def __init__(self, cfg, *, imem_depth: int = 4096):
+    def __init__(self, cfg, *, imem_depth: int = 4096, imem_verilog: bool = False):
         self.cfg = check_config(cfg, "Engine")
         self.imem_depth = imem_depth
-        self._control = Control(cfg, imem_depth=imem_depth)  # validates imem_depth
+        self._control = Control(cfg, imem_depth=imem_depth, imem_verilog=imem_verilog)  # validates imem_depth
         pw = self._control.pc_bits
         ab = byte_addr_bits(cfg)
         super().__init__({
