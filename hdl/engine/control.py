@@ -59,9 +59,9 @@ idle. It is an Amaranth ``Memory`` for Amaranth's simulator; with ``imem_verilog
 emitted Verilog, :data:`IMEM_VERILOG`) an instance of module ``accelml_imem``, the same one-write,
 one-synchronous-read memory with no initial contents: Amaranth writes a memory's initial value one
 bit at a time, which took minutes per 100 K words to emit, where the program is written at run
-time anyway.
-``start`` (a pulse) resets the registers, counters and loop stack and runs from ``pc = 0`` (after ``RESUME``: a unit still running an instruction of a run the watchdog stopped finishes it
-first, its error dropped).
+time anyway. ``start`` (a pulse) resets the registers, counters and loop stack and runs from
+``pc = 0`` (after ``RESUME``: a unit still running an instruction of a run the watchdog stopped
+finishes it first, its error dropped).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from engine_programs import bfp_bytes, pool_program, random_dma_program, random_
 
 import accelml.sim
 from accelml.hdl.config import preset
+from accelml.hdl.emit import engine_verilog
 from accelml.hdl.engine.control import Control
 from accelml.hdl.engine.status import ErrorCode
 from accelml.hdl.engine.top import Engine
@@ -28,7 +29,7 @@ from accelml.sim import golden, rtl
 from accelml.sim.funcsim import FuncSim
 from accelml.sim.layout import pixel_grid
 from accelml.sim.memory import encode_bfp
-from accelml.sim.rtl_engine import EngineSim, funcsim_outcome, timing_mismatch
+from accelml.sim.rtl_engine import EngineSim, engine_text, engine_text_path, funcsim_outcome, timing_mismatch
 
 PROGRAMS = Path(accelml.sim.__file__).parent / "programs"
 CFG = preset("tiny")
@@ -60,6 +61,25 @@ def test_control_rejects_bad_imem_depth(depth):
 def test_config_itself_is_validated():
     with pytest.raises(ConfigError, match="native_dim"):
         dataclasses.replace(CFG, native_dim=3)
+
+
+def test_instruction_memory_depth_does_not_grow_the_verilog():
+    small, _ = engine_verilog(CFG, imem_depth=4096)
+    deep, manifest = engine_verilog(CFG, imem_depth=1 << 20)
+    assert manifest["imem_depth"] == 1 << 20 and ".DEPTH(32'd1048576)" in deep
+    assert abs(len(deep) - len(small)) < 200  # no initial value per word
+    assert "module accelml_imem" in deep
+
+
+def test_engine_verilog_is_kept_in_the_user_cache(tmp_path):
+    text, _ = engine_verilog(CFG, imem_depth=4096)
+    path = engine_text_path(CFG, 4096, tmp_path)
+    assert not path.exists()
+    assert engine_text(CFG, 4096, tmp_path) == text and path.read_text() == text
+    assert engine_text_path(CFG, 8192, tmp_path) != path
+    assert engine_text_path(dataclasses.replace(CFG, mfu_width=2), 4096, tmp_path) != path
+    path.write_text(text + "// kept\n")  # a later call reads the file instead of emitting
+    assert engine_text(CFG, 4096, tmp_path).endswith("// kept\n")
 
 
 # -- whole programs ------------------------------------------------------------------------------
