@@ -41,6 +41,10 @@ What it counts, and from where:
   banked, T banks of depth/T and conflict-free addresses, which is **not yet built**. Blocks at
   the device RAM's widest shape that holds the depth.
 
+* **Pool lanes** (``pool_cost``): the pool unit folds ``mfu_width`` vectors a cycle; its lanes
+  beyond the first at the difference of its synthesis at one and two vectors a cycle (block
+  ``Pool``, ECP5, N = 4), per binary32 lane.
+
 * **Crossbars** (``crossbar_cost``): the W:1 multiplexer bits of the banked files
   (``FilePlan.mux_bits`` of the engine's ``top.file_plan``: a rotation crossbar per wide port
   and direction, one entry's select per one-entry read of a banked file) at the per-bit cost of the
@@ -235,6 +239,30 @@ def wide_port_costs(flow: str) -> dict[int, dict[str, float]]:
     return out
 
 
+def pool_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
+    """The pool unit's vector lanes beyond the first (it folds ``mfu_width`` vectors a cycle): the
+    difference of its synthesis at one and two vectors a cycle (``calibration.json``, block
+    ``Pool``, ECP5 at N = 4: a dequantiser and a vector unit per N binary32 lanes) per binary32 lane,
+    times ``(mfu_width - 1) x N``. The first lane is in the whole-engine records (``control_overhead``).
+    Intel logic converted at the tile engine's ALM per LUT4 ratio, the products one DSP block each
+    (:data:`INTEL_MULTS_PER_FP32_PRODUCT`)."""
+    extra = (cfg.mfu_width - 1) * cfg.native_dim
+    if extra == 0:
+        return {"logic": 0.0, "ffs": 0.0, "mult": 0.0}
+    recs = {r["mfu_width"]: (r["native_dim"], _cells(r["flow"], r["cells"]))
+            for r in records() if r.get("block") == "Pool" and r["flow"] == "ecp5"}
+    if not {1, 2} <= set(recs) or recs[1][0] != recs[2][0]:
+        raise ValueError("calibration.json holds no Pool records at widths 1 and 2 of one N: "
+                         "run python -m accelml.bitstreams.calibrate --only Pool")
+    n = recs[1][0]
+    per = {k: max(0.0, (recs[2][1][k] - recs[1][1][k]) / n) for k in ("logic", "ffs", "mult")}
+    if dev.family == "ecp5":
+        return {k: extra * v for k, v in per.items()}
+    products = per["mult"] / ECP5_MULTS_PER_FP32_PRODUCT
+    return {"logic": extra * per["logic"] * _logic_ratio(cfg.native_dim, cfg.mantissa_bits),
+            "ffs": extra * per["ffs"], "mult": extra * products * INTEL_MULTS_PER_FP32_PRODUCT}
+
+
 def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     """The banked register files' multiplexers: ``RegisterFiles.mux_bits`` of the engine's files
     (``top.file_plan``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
@@ -318,9 +346,9 @@ def control_overhead(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     ecp5 = DEVICES["LFE5U-85F"]
     pts = []
     for c, cells in _engine_records():
-        mfu, xbar = mfu_cost(c, ecp5), crossbar_cost(c, ecp5)
+        mfu, xbar, pool = mfu_cost(c, ecp5), crossbar_cost(c, ecp5), pool_cost(c, ecp5)
         tiles = _tile_engines(c, "ecp5")
-        pts.append((c.native_dim, {k: cells[k] - tiles[k] - mfu.get(k, 0) - xbar.get(k, 0)
+        pts.append((c.native_dim, {k: cells[k] - tiles[k] - mfu.get(k, 0) - xbar.get(k, 0) - pool[k]
                                    for k in ("logic", "ffs", "mult")}))
     if len({n for n, _ in pts}) < 2:
         raise ValueError("calibration.json holds fewer than two Engine records at different N: "
@@ -344,7 +372,8 @@ class Estimate:
     multipliers: int
     lut_multiplied_macs: int  # products beyond the hard multipliers, in logic
     ram_blocks: int
-    parts: dict = field(default_factory=dict, compare=False)  # {"tiles"|"mfu"|"control"|"files": {resource: n}}
+    # {"tiles"|"mfu"|"control"|"crossbars"|"pool lanes"|"files": {resource: n}}
+    parts: dict = field(default_factory=dict, compare=False)
 
     @property
     def shares(self) -> dict[str, float]:
@@ -382,15 +411,16 @@ def estimate(cfg: EngineConfig, device: Device | str | None = None, *, banked: b
     mfu = mfu_cost(cfg, dev)
     ctl = control_overhead(cfg, dev)
     xbar = crossbar_cost(cfg, dev)
+    pool = pool_cost(cfg, dev)
     files = register_file_blocks(cfg, dev, banked=banked)
-    fixed_mult = round(mfu["mult"] + ctl["mult"])
+    fixed_mult = round(mfu["mult"] + ctl["mult"] + pool["mult"])
     spill = max(0, min(tiles["mult"], tiles["mult"] + fixed_mult - dev.multipliers))
-    logic = tiles["logic"] + mfu["logic"] + ctl["logic"] + xbar["logic"]
+    logic = tiles["logic"] + mfu["logic"] + ctl["logic"] + xbar["logic"] + pool["logic"]
     if spill:
         cal = calibration()
         logic += spill * (cal[(f"{flow}-nodsp", 4, 7)]["logic"] - cal[(flow, 4, 7)]["logic"]) / 16
-    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "crossbars": xbar, "files": {"ram": files}}
-    return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"] + xbar["ffs"],
+    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "crossbars": xbar, "pool lanes": pool, "files": {"ram": files}}
+    return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"] + xbar["ffs"] + pool["ffs"],
                     tiles["mult"] - spill + fixed_mult, spill, files + ctl["ram"], parts)
 
 

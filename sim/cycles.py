@@ -33,7 +33,8 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   (``window.DIV_CYCLES``), the pipeline's fill and drain and the last round's writes
   (``MVU_SETUP_EMPTY`` without pairs). Done the cycle after its busy cycles.
 * **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: the
-  (pixel, channel block) pairs ``POOL_LANES`` = 2 at a time (a *round*), their taps interleaved,
+  (pixel, group of :func:`pool_group` channel blocks, up to ``mfu_width``) jobs ("pairs")
+  ``POOL_LANES`` = 2 at a time (a *round*), their taps interleaved,
   one fold a cycle (each pair's next tap meets its previous fold's result from ``VectorOp``'s
   2-cycle latency): ``2 * taps`` cycles a round, a pair's end overlapped with the next round's
   folds for max; the averages scale each sum by the reciprocal (``POOL_ROUND_END`` = 3 cycles a
@@ -84,7 +85,8 @@ from .dram import derating
 NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY",
-           "mfu_cycles", "mfu_groups", "mfu_group_bounds", "mvu_busy", "pool_busy", "pool_reciprocals"]
+           "mfu_cycles", "mfu_groups", "mfu_group_bounds", "mvu_busy", "pool_busy", "pool_group",
+           "pool_reciprocals"]
 
 UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu", "pool")  # status.Unit's names
 MFU_LATENCY = {"deq": 2, "vact": 2, "vop": 2, "qnt": 3}  # hdl/mfu.py: each unit's pipeline latency
@@ -111,10 +113,21 @@ def mvu_busy(tiles: int, pairs: int, kb: int, *, width: int) -> int:
     return MVU_SETUP + writes + kb + (rounds - 1) * max(kb, writes)
 
 
+def pool_group(in_cb: int, width: int) -> int:
+    """Channel blocks the pool unit folds at once (a *job*): the largest power of two that divides
+    ``in_cb`` and is at most ``width`` (``mfu_width``), so a job's blocks are consecutive entries of
+    one pixel."""
+    g = 1
+    while 2 * g <= width and in_cb % (2 * g) == 0:
+        g *= 2
+    return g
+
+
 def pool_busy(mode: str, pairs: int, taps: int, reciprocals: int = 0) -> int:
-    """Busy cycles of a ``pool`` (``mode`` a PoolMode name) of ``pairs = pixels * in_cb`` pairs of
-    ``taps = kh * kw`` taps, computing ``reciprocals`` reciprocals (the averages:
-    :func:`pool_reciprocals` of the output pixels' divisors)."""
+    """Busy cycles of a ``pool`` (``mode`` a PoolMode name) of ``pairs = pixels * in_cb / g`` jobs
+    (``g = pool_group(in_cb, mfu_width)`` channel blocks each) of ``taps = kh * kw`` taps,
+    computing ``reciprocals`` reciprocals (the averages: :func:`pool_reciprocals` of the output
+    pixels' divisors)."""
     if pairs == 0:
         return POOL_SETUP_EMPTY
     rounds = -(-pairs // POOL_LANES)

@@ -36,7 +36,7 @@ from accelml.hdl.program import Program, cfg_value
 
 from . import bfp, golden, native
 from .bfp import BfpTensor
-from .cycles import CycleModel, NoTiming, mfu_group_bounds, mvu_busy, pool_busy, pool_reciprocals
+from .cycles import CycleModel, NoTiming, mfu_group_bounds, mvu_busy, pool_busy, pool_group, pool_reciprocals
 from .layout import pixel_grid, window_index
 from .memory import BAD_BFP, BAD_FP, ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
@@ -683,7 +683,8 @@ class FuncSim:
             recips = 0
             if mode != PoolMode.MAX:
                 recips = pool_reciprocals(golden.avg_divisors(geom, mode == PoolMode.AVG_PAD, *pixel_grid(pixels)))
-            work = pool_busy(PoolMode(mode).name.lower(), pixels[1] * in_cb, geom.kh * geom.kw, recips)
+            jobs = pixels[1] * (in_cb // pool_group(in_cb, self.cfg.mfu_width))
+            work = pool_busy(PoolMode(mode).name.lower(), jobs, geom.kh * geom.kw, recips)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("fvrf", dspan.start, dspan.stop, True)]
             self.model.dispatch("pool", ranges, cycles=(work, 1 + work))
 

@@ -138,7 +138,7 @@ UNITS = (
     UnitPort("dma_store", Unit.DMA_STORE, dma_cmd_layout),
     UnitPort("mfu", Unit.MFU, lambda cfg: mfu_cmd_layout()),
     UnitPort("mvu", Unit.MVU, lambda cfg: mvu_cmd_layout()),
-    UnitPort("pool", Unit.POOL, lambda cfg: pool_cmd_layout()),
+    UnitPort("pool", Unit.POOL, pool_cmd_layout),
 )
 UNIT_INDEX = {u.name: i for i, u in enumerate(UNITS)}
 
@@ -587,8 +587,13 @@ class Control(wiring.Component):
                     fail(ErrorCode.CHIP_RANGE)
                 with m.Elif(w_pool):
                     pc_ = payload[UNIT_INDEX["pool"]]
+                    glog = Signal(range(cfg.mfu_width.bit_length() + 1))  # log2 of cycles.pool_group
+                    for k in range(1, cfg.mfu_width.bit_length()):
+                        with m.If(in_cb[:k] == 0):
+                            m.d.comb += glog.eq(k)
                     m.d.sync += [getattr(pc_.win, k).eq(v) for k, v in win.items()]
-                    m.d.sync += [pc_.win.kblk.eq(1), pc_.win.gi.eq(1), pc_.win.go.eq(1), pc_.win.ob0.eq(0),
+                    m.d.sync += [pc_.win.nj.eq(in_cb >> glog), pc_.win.kblk.eq(1), pc_.win.gi.eq(1 << glog),
+                                 pc_.win.go.eq(1), pc_.win.ob0.eq(0), pc_.glog.eq(glog),
                                  pc_.dbase.eq(w_ds), pc_.mode.eq(w_mode), p_unit.eq(UNIT_INDEX["pool"]),
                                  *set_range(0, Space.VRF, w_vs, v_end, 0),
                                  *set_range(1, 0, 0, 0, 0, valid=0),

@@ -1,9 +1,15 @@
 """``pool`` on the MFU side: max, average and average counting the pads (``isa.PoolMode``).
 
-For every (output pixel, channel block) pair ``q = pixel * in_cb + cb`` (pixel-major), the window
-generator (``window.py``, one lane) names the VRF block of each tap in the golden order; this
-block reads it, dequantises it (``accelml.hdl.mfu.Dequantise``) and folds it into the pair's value
-with ``accelml.hdl.mfu.VectorOp``, exactly as ``golden.max_pool`` / ``golden.avg_pool`` do:
+The unit folds ``mfu_width`` = W vectors a cycle: a *job* ("pair") is an output pixel and a group
+of ``g = 2**glog`` consecutive channel blocks, ``g`` the largest power of two that divides
+``in_cb`` and is at most W (``accelml.sim.cycles.pool_group``; control computes ``glog``), so the
+group's blocks are consecutive VRF entries and its results consecutive FVRF entries
+``dbase + q * g ..``, ``q = pixel * in_cb / g + group`` (pixel-major). The window generator
+(``window.py``: jobs of ``gi = g`` blocks) names the VRF entry of each tap's first block in the
+golden order; this block reads the group through its W-wide port (slots beyond ``g`` are not
+live: they raise no error and are not written), dequantises it (``accelml.hdl.mfu.Dequantise`` of
+W slots) and folds each block into its own value with ``accelml.hdl.mfu.VectorOp``, exactly as
+``golden.max_pool`` / ``golden.avg_pool`` do for each (pixel, channel block):
 
 * max: ``acc = maximum(acc, v)`` from ``acc = -inf``, a tap outside the input reading ``-inf``
   (so it changes nothing); a window with no tap inside the input stops the instruction with
@@ -38,20 +44,19 @@ written as it returns); :class:`Reciprocal` (``RECIP_CYCLES``) keeps the last co
 computes a sum's whose count differs, while the unit waits (once per run of output pixels with
 equal divisors: each pixel's pairs share its count).
 
-Timing (``accelml.sim.cycles.pool_busy``, equal to ``busy_pool``: tests/hdl/engine/test_engine_rtl.py):
-2 cycles per tap and round (one per tap and pair), nothing more per round for max and 3 for the
-averages' scaling, a reciprocal per change of divisor (26 more cycles, not overlapped), a cycle
-less when the last round has one pair, and a setup of 45 cycles (the window generator's divisions,
-the front pipeline and the last result; 39 without pairs): a 3 x 3 max pool of 8 pairs takes 117
-cycles, the average of one divisor 155.
+Timing (``accelml.sim.cycles.pool_busy`` of the jobs, equal to ``busy_pool``:
+tests/hdl/engine/test_engine_rtl.py): 2 cycles per tap and round (one per tap and job), nothing
+more per round for max and 3 for the averages' scaling, a reciprocal per change of divisor (26 more
+cycles, not overlapped), a cycle less when the last round has one job, and a setup of 45 cycles
+(the window generator's divisions, the front pipeline and the last result; 39 without jobs): a
+3 x 3 max pool of 8 jobs takes 117 cycles, the average of one divisor 155. ResNet-50's 3 x 3 max
+pool of 64 channels on ``a10`` (W = 4): 3,136 jobs of four blocks, 28 k cycles instead of 113 k.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -73,8 +78,11 @@ NEG_INF = 0xFF80_0000
 LANES = units.VectorOp.latency  # pairs folded in turn, a tap a cycle: each slot's fold returns in time
 
 
-def pool_cmd_layout() -> data.StructLayout:
-    return data.StructLayout({"win": window_cmd_layout(), "dbase": unsigned(32), "mode": PoolMode})
+def pool_cmd_layout(cfg) -> data.StructLayout:
+    """A checked ``pool``: its window walk (jobs = groups of ``2**glog`` channel blocks), its first
+    result entry and mode, and ``glog`` (:func:`accelml.sim.cycles.pool_group`'s log2)."""
+    return data.StructLayout({"win": window_cmd_layout(), "dbase": unsigned(32), "mode": PoolMode,
+                              "glog": range(cfg.mfu_width.bit_length() + 1)})
 
 
 def tap_layout(cfg) -> data.StructLayout:
@@ -169,10 +177,10 @@ class Pool(wiring.Component):
     def __init__(self, cfg):
         self.cfg = check_config(cfg, "Pool")
         super().__init__({
-            "cmd": In(stream.Signature(pool_cmd_layout())),
+            "cmd": In(stream.Signature(pool_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
-            "vrf": Out(file_port_signature(cfg, Space.VRF)),
-            "fvrf": Out(file_port_signature(cfg, Space.FVRF)),
+            "vrf": Out(file_port_signature(cfg, Space.VRF, cfg.mfu_width)),
+            "fvrf": Out(file_port_signature(cfg, Space.FVRF, cfg.mfu_width)),
             "busy": Out(1),
         })
 
@@ -180,20 +188,22 @@ class Pool(wiring.Component):
         m = Module()
         cfg = self.cfg
         n = cfg.native_dim
+        nw = cfg.mfu_width  # channel blocks a job folds at once (the command's group: glog)
         nl = LANES
-        c = Signal(pool_cmd_layout())
+        c = Signal(pool_cmd_layout(cfg))
         m.submodules.window = gen = WindowGen(cfg, nl)
-        one = replace(cfg, mfu_width=1)
-        m.submodules.deq = deq = units.Dequantise(one)
-        m.submodules.vop = vop = units.VectorOp(one)
+        m.submodules.deq = deq = units.Dequantise(cfg)
+        m.submodules.vop = vop = units.VectorOp(cfg)
         assert vop.latency == nl  # a slot's next tap meets its previous fold's result
         m.submodules.recip = recip = Reciprocal()
         tap = tap_layout(cfg)
         m.submodules.meta = meta = SyncFIFO(width=tap.size, depth=4)  # the taps inside ``deq``
 
         is_max = c.mode == PoolMode.MAX
-        ninf = Signal(32 * n)
-        m.d.comb += ninf.eq(int("".join(f"{NEG_INF:032b}" for _ in range(n)), 2))
+        ninf = Signal(32 * n * nw)
+        m.d.comb += ninf.eq(int("".join(f"{NEG_INF:032b}" for _ in range(n * nw)), 2))
+        lmask = Signal(nw)  # the group's blocks: the first 2**glog slots
+        m.d.comb += lmask.eq(Cat(Const(1, 1), *(c.glog >= k.bit_length() for k in range(1, nw))))
         faw = file_addr_bits(cfg, Space.FVRF)
         running = Signal()  # taps flow from the window generator into ``deq``
 
@@ -225,18 +235,19 @@ class Pool(wiring.Component):
                          r_tap.first.eq(beat.first), r_tap.last.eq(beat.last), r_tap.final.eq(beat.final & beat_end)]
         with m.Elif(deq_take):
             m.d.sync += r_valid.eq(0)
-        vec = self.vrf.rdata  # the block of r_tap (its address is held while it waits)
         zero = r_tap.zero
-        m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(r_valid),
-                     deq.i.payload.vec[0].exp.eq(Mux(zero, 0, vec.exp)),
+        m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(Mux(r_valid, lmask, 0)),
                      meta.w_en.eq(deq_take), meta.w_data.eq(r_tap.as_value())]
-        for k in range(n):  # VRF two's complement -> the unit's sign-magnitude elements
-            mant, el = vec.mant[k], deq.i.payload.vec[0].mant[k]
-            m.d.comb += [el.sign.eq(~zero & (mant < 0)), el.mag.eq(Mux(zero, 0, Mux(mant < 0, -mant, mant)))]
+        for w in range(nw):  # the group's blocks of r_tap (its address is held while it waits)
+            vec = self.vrf.rdata[w]
+            m.d.comb += deq.i.payload.vec[w].exp.eq(Mux(zero, 0, vec.exp))
+            for k in range(n):  # VRF two's complement -> the unit's sign-magnitude elements
+                mant, el = vec.mant[k], deq.i.payload.vec[w].mant[k]
+                m.d.comb += [el.sign.eq(~zero & (mant < 0)), el.mag.eq(Mux(zero, 0, Mux(mant < 0, -mant, mant)))]
 
         # -- back: one VectorOp a cycle, the slots' folds interleaved -------------------------------
         nxt = data.View(tap, meta.r_data)  # the tap whose value ``deq`` offers
-        acc = Array(Signal(32 * n, name=f"acc{s}") for s in range(nl))  # each slot's value
+        acc = Array(Signal(32 * n * nw, name=f"acc{s}") for s in range(nl))  # each slot's value
         count = Array(Signal(COUNT_BITS, name=f"count{s}") for s in range(nl))  # its taps counted
         waddr = Array(Signal(faw, name=f"waddr{s}") for s in range(nl))  # its pair's result entry
         inflight = Array(Signal(name=f"inflight{s}") for s in range(nl))  # a fold of the slot is in ``vop``
@@ -255,9 +266,9 @@ class Pool(wiring.Component):
         ovf = Signal()
         empty = Signal()
         code = Signal(ErrorCode)
-        result = vop.o.payload.vec[0]
-        m.d.comb += [vop.i.payload.live.eq(vop.i.valid), vop.o.ready.eq(1), tags[0].valid.eq(vop.i.valid),
-                     self.fvrf.waddr.eq(arr.waddr), self.fvrf.wdata.eq(result)]
+        result = vop.o.payload.vec.as_value()
+        m.d.comb += [vop.i.payload.live.eq(Mux(vop.i.valid, lmask, 0)), vop.o.ready.eq(1),
+                     tags[0].valid.eq(vop.i.valid), self.fvrf.waddr.eq(arr.waddr), self.fvrf.wdata.eq(result)]
         start_acc = Mux(is_max, ninf, 0)
         counts = Mux(c.mode == PoolMode.AVG_PAD, nxt.inpad, ~nxt.zero)
         fold_back = arr.valid & ~arr.scale  # a fold's result returns to its slot
@@ -271,6 +282,8 @@ class Pool(wiring.Component):
         ready = recip.done & rcount_ok & (rcount == count[ps])
         new_count = Signal(COUNT_BITS)
         m.d.comb += new_count.eq(Mux(nxt.first, 0, count[s]) + counts)
+        q_addr = Signal(faw)  # the first result entry of the tap's job: dbase + q * 2**glog
+        m.d.comb += q_addr.eq(c.dbase + (nxt.q << c.glog))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -293,11 +306,11 @@ class Pool(wiring.Component):
                         with m.If(arr.last & arr.empty):
                             m.d.sync += empty.eq(1)
                         with m.Elif(arr.last & is_max):
-                            m.d.comb += self.fvrf.we.eq(1)
+                            m.d.comb += self.fvrf.we.eq(lmask)
                         with m.Elif(arr.last):
                             m.d.sync += pend[arr.slot].eq(1)
                     with m.Elif(~vop.o.payload.error):
-                        m.d.comb += self.fvrf.we.eq(1)
+                        m.d.comb += self.fvrf.we.eq(lmask)
                 with m.If(gen.o.valid & special):  # a walk without taps: its only beat
                     m.d.comb += gen.o.ready.eq(1)
                     m.next = "FINISH"
@@ -305,8 +318,8 @@ class Pool(wiring.Component):
                     m.next = "FINISH"
                 with m.Elif(waiting):  # scale the first waiting sum, its pixel's reciprocal first
                     with m.If(ready):
-                        m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(acc[ps]),
-                                     vop.i.payload.b[0].eq(Cat(*[recip.result] * n)),
+                        m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a.eq(acc[ps]),
+                                     vop.i.payload.b.eq(Cat(*[recip.result] * (n * nw))),
                                      vop.i.payload.op.eq(VecOp.MUL), tags[0].scale.eq(1), tags[0].waddr.eq(waddr[ps])]
                         m.d.sync += pend[ps].eq(0)
                     with m.Elif(~rcount_ok | recip.done):
@@ -314,14 +327,14 @@ class Pool(wiring.Component):
                         m.d.sync += [rcount.eq(count[ps]), rcount_ok.eq(1)]
                 with m.Elif(deq.o.valid & meta.r_rdy & free & ~sum_done):
                     prev = Mux(fold_back & (arr.slot == s), result, acc[s])
-                    m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a[0].eq(Mux(nxt.first, start_acc, prev)),
-                                 vop.i.payload.b[0].eq(Mux(nxt.zero, Mux(is_max, ninf, 0), deq.o.payload.vec[0])),
+                    m.d.comb += [vop.i.valid.eq(1), vop.i.payload.a.eq(Mux(nxt.first, start_acc, prev)),
+                                 vop.i.payload.b.eq(Mux(nxt.zero, Mux(is_max, ninf, 0),
+                                                        deq.o.payload.vec.as_value())),
                                  vop.i.payload.op.eq(Mux(is_max, VecOp.MAX, VecOp.ADD)),
                                  tags[0].slot.eq(s), tags[0].last.eq(nxt.last), tags[0].empty.eq(new_count == 0),
-                                 tags[0].waddr.eq((c.dbase + nxt.q)[:faw]),
+                                 tags[0].waddr.eq(q_addr),
                                  deq.o.ready.eq(1), meta.r_en.eq(1)]
-                    m.d.sync += [inflight[s].eq(1), count[s].eq(new_count),
-                                 waddr[s].eq((c.dbase + nxt.q)[:faw])]
+                    m.d.sync += [inflight[s].eq(1), count[s].eq(new_count), waddr[s].eq(q_addr)]
                     with m.If(nxt.final):
                         m.d.sync += fin.eq(1)
                     with m.If(deq.o.payload.error & ~nxt.zero):

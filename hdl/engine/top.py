@@ -42,7 +42,7 @@ from .status import ErrorCode, Unit
 __all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS", "register_files", "file_plan"]
 
 BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
-WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
+WIDE_USERS = ("mfu", "mfu_b", "mvu", "pool")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
 def _file_args(cfg) -> tuple:

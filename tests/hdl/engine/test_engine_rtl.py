@@ -696,6 +696,11 @@ POOL_SHAPES = {
     "1x1_odd": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 5, "in_cb": 1},
     "one_pair": {"in_h": 4, "in_w": 4, "kh": 2, "kw": 2, "out_w": 3, "npix": 1, "in_cb": 1},
     "no_pixels": {"in_h": 4, "in_w": 4, "out_w": 4, "npix": 0, "in_cb": 1},
+    # jobs of four, two and one channel blocks on four lanes (cycles.pool_group), a padded average
+    "4_blocks_padded": {"in_h": 3, "in_w": 3, "kh": 3, "kw": 3, "stride_h": 2, "stride_w": 2, "pad_t": 1,
+                        "pad_l": 1, "pad_b": 1, "pad_r": 1, "out_w": 2, "npix": 4, "in_cb": 4},
+    "6_blocks": {"in_h": 3, "in_w": 3, "kh": 2, "kw": 2, "out_w": 2, "npix": 3, "in_cb": 6},
+    "8_blocks_one_pixel": {"in_h": 2, "in_w": 2, "kh": 2, "kw": 2, "out_w": 1, "npix": 1, "in_cb": 8},
 }
 
 
@@ -714,21 +719,26 @@ def _pool_reciprocals(cfgs: dict, mode: PoolMode) -> int:
 
 
 @pytest.mark.rtl
+@pytest.mark.parametrize("which", ENGINES)
 @pytest.mark.parametrize("name", sorted(POOL_SHAPES))
-def test_pool_cycles_are_modelled_exactly(engine, name):
+def test_pool_cycles_are_modelled_exactly(request, which, name):
     """Every pool mode on random blocks, its results stored: the RTL's equal funcsim's (so the
-    golden model's) bit for bit, and busy_pool = cycles.pool_busy (the pairs two at a time, their
-    taps interleaved, a last pair alone, each round's scaling and each output pixel's reciprocal
-    for the averages, the setup); the run's cycles equal the model's."""
-    from accelml.sim.cycles import pool_busy
+    golden model's) bit for bit, and busy_pool = cycles.pool_busy (the jobs of pool_group
+    channel blocks two at a time, their taps interleaved, a last job alone, each round's scaling
+    and each output pixel's reciprocal for the averages, the setup); the run's cycles equal the
+    model's. On four lanes a job folds up to four blocks of a pixel at once."""
+    from accelml.sim.cycles import pool_busy, pool_group
 
+    engine = request.getfixturevalue(which)
     cfgs = POOL_SHAPES[name]
     taps = cfgs.get("kh", 1) * cfgs.get("kw", 1)
+    group = pool_group(cfgs["in_cb"], engine.cfg.mfu_width)
+    assert group == min(engine.cfg.mfu_width, cfgs["in_cb"] & -cfgs["in_cb"])
     for mode in PoolMode:
-        program, image = pool_program(CFG, random.Random(f"{name} {mode.name}"), cfgs, mode, extreme=0.0)
+        program, image = pool_program(engine.cfg, random.Random(f"{name} {mode.name}"), cfgs, mode, extreme=0.0)
         ref, got = _same(engine, program, image)
         assert got.error is ErrorCode.NONE
-        assert got.busy["pool"] == pool_busy(mode.name.lower(), cfgs["npix"] * cfgs["in_cb"], taps,
+        assert got.busy["pool"] == pool_busy(mode.name.lower(), cfgs["npix"] * cfgs["in_cb"] // group, taps,
                                              _pool_reciprocals(cfgs, mode))
         assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
 
