@@ -1,18 +1,17 @@
 """Measure the resource model's calibration points: the tile engine synthesised with Yosys at several
 native dimensions and mantissa widths, for ECP5 and for the ALM proxy (see synth.py).
 
-    python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json] [--only TileEngine|Mfu|WidePort|Pool]
+    python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json] [--only TileEngine|Mfu|WidePort]
     python -m accelml.bitstreams.calibrate --engine ecp5     (adopt a whole-engine synthesis record)
 
 Writes one record per (block, flow, N, M[, W]) with the cell counts, the Yosys version and the time
 taken: the tile engine (``hdl/tile_engine.py``), the multi-function unit (``hdl/mfu.py``, one
 N-vector per cycle: its cost per lane) and a wide register-file port (``hdl/engine/regfiles.py``: one
 user reading and writing W = ``mfu_width`` FVRF entries a cycle, so the file is W banks behind two
-rotation crossbars of W lanes: their cost per W:1 multiplexer bit) and the pool unit
-(``hdl/engine/pool.py``) at one and two vectors a cycle (the cost of a lane beyond the first).
-``--only`` re-measures one block and keeps the others' records. The resource model (resources.py)
-fits per-MAC, per-row and fixed costs to these records; nothing in it is typed in by hand except
-the devices' datasheet counts.
+rotation crossbars of W lanes: their cost per W:1 multiplexer bit). ``--only`` re-measures one
+block and keeps the others' records. The
+resource model (resources.py) fits per-MAC, per-row and fixed costs to these records; nothing in it
+is typed in by hand except the devices' datasheet counts.
 
 ``--engine PRESET`` adopts preset ``PRESET``'s whole-engine record (``engine_synth.json``, written by
 ``python -m accelml.bitstreams.engine_synth``) as the block ``Engine`` record at its native dimension,
@@ -28,8 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from accelml.hdl.config import preset
-from accelml.hdl.engine.pool import Pool
+from accelml.hdl.config import EngineConfig, preset
 from accelml.hdl.engine.regfiles import RegisterFiles
 from accelml.hdl.errors import RtlError
 from accelml.hdl.isa import Space
@@ -51,9 +49,6 @@ MFU_POINTS = [("ecp5", 4, 7), ("ecp5", 8, 7)]  # ECP5 only (10 minutes at N=8); 
 # (flow, N, M, W): a crossbar is the same multiplexer per bit, so one narrow entry (N = 2: 64-bit
 # FVRF entries) measures the per-bit cost at each port width W
 WIDE_POINTS = [(flow, 2, 7, w) for flow in ("ecp5", "alm") for w in (2, 4, 8, 16)]
-# (flow, N, M, W): the pool unit folds W = mfu_width vectors a cycle; its lanes beyond the first
-# (a dequantiser and a vector unit each) cost the difference of its synthesis at two widths
-POOL_POINTS = [("ecp5", 4, 7, 1), ("ecp5", 4, 7, 2)]
 
 
 def wide_port(cfg) -> RegisterFiles:
@@ -61,8 +56,7 @@ def wide_port(cfg) -> RegisterFiles:
     return RegisterFiles(cfg, {"wide": {Space.FVRF: "rw"}}, {"wide": cfg.mfu_width})
 
 
-BLOCKS = {"TileEngine": (TileEngine, POINTS), "Mfu": (Mfu, MFU_POINTS), "WidePort": (wide_port, WIDE_POINTS),
-          "Pool": (Pool, POOL_POINTS)}
+BLOCKS = {"TileEngine": (TileEngine, POINTS), "Mfu": (Mfu, MFU_POINTS), "WidePort": (wide_port, WIDE_POINTS)}
 DEFAULT_OUT = Path(__file__).with_name("calibration.json")
 
 
@@ -109,7 +103,8 @@ def adopt_engine(name: str, out: Path = DEFAULT_OUT, *, synth_records: Path | No
         raise RtlError(f"engine_synth.json holds no record of preset {name!r}: "
                        f"run python -m accelml.bitstreams.engine_synth --presets {name}")
     if verilog_sha256 is None:
-        verilog_sha256 = engine_verilog(preset(name), imem_depth=rec["imem_depth"])[1]["verilog_sha256"]
+        cfg = EngineConfig.from_dict(rec["config"])
+        verilog_sha256 = engine_verilog(cfg, imem_depth=rec["imem_depth"])[1]["verilog_sha256"]
     if rec["verilog_sha256"] != verilog_sha256:
         raise RtlError(f"the engine_synth.json record of {name!r} measured other Verilog than the RTL emits now "
                        f"(sha256 {rec['verilog_sha256'][:12]}... against {verilog_sha256[:12]}...): "

@@ -2,6 +2,7 @@
 per preset, recorded in ``engine_synth.json`` beside this file.
 
     python -m accelml.bitstreams.engine_synth [--presets tiny ecp5] [--imem-depth 4096]
+    python -m accelml.bitstreams.engine_synth --config CONFIG.json --name NAME   (any EngineConfig)
 
 Each record holds the preset, its EngineConfig hash, the SHA-256 of the engine's Verilog (so a
 record shows which RTL it measured), the instruction-memory depth, every cell
@@ -17,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from accelml.hdl.config import preset
+from accelml.hdl.config import EngineConfig, preset
 from accelml.hdl.emit import DEFAULT_IMEM_DEPTH, ENGINE_TOP, engine_verilog
 from accelml.hdl.errors import RtlError
 from accelml.runtime.storage import write_file_atomic
@@ -40,21 +41,21 @@ def multi_writer_files(cfg) -> dict[str, int]:
     return {space.name: n for space, n in ports.items() if n > 1}
 
 
-def synthesize_engine(name: str, *, imem_depth: int = DEFAULT_IMEM_DEPTH, force: bool = False) -> dict:
-    """synth_ecp5 of the engine of preset ``name``: one record (see the module doc). Refused with
-    ``RtlError`` while register files have several write ports (``multi_writer_files``: Yosys
-    would build them from flip-flops and run for hours), unless ``force``."""
-    from accelml.hdl.engine.top import Engine
-
-    cfg = preset(name)
+def synthesize_engine(name: str, *, imem_depth: int = DEFAULT_IMEM_DEPTH, force: bool = False,
+                      cfg: EngineConfig | None = None) -> dict:
+    """synth_ecp5 of the engine of preset ``name`` (or of ``cfg``, recorded as ``name``): one record
+    (see the module doc). Refused with ``RtlError`` while register files have several write ports
+    (``multi_writer_files``: Yosys would build them from flip-flops and run for hours), unless
+    ``force``."""
+    cfg = preset(name) if cfg is None else cfg
     many = multi_writer_files(cfg)
     if many and not force:
         files = ", ".join(f"{k} ({n} write ports)" for k, n in many.items())
         raise RtlError(f"{name}: the engine's {files} cannot be built from RAM blocks (one write port each); "
                        "synth_ecp5 would map them to flip-flops and run past its hour (bitstreams/README.md); "
                        "--force tries anyway")
-    result = synthesize(Engine(cfg, imem_depth=imem_depth), flow="ecp5", top=ENGINE_TOP)
-    _, manifest = engine_verilog(cfg, imem_depth=imem_depth)  # the same text synthesize read
+    text, manifest = engine_verilog(cfg, imem_depth=imem_depth)  # what accelml hdl emit writes
+    result = synthesize(text, flow="ecp5", top=ENGINE_TOP)
     return {"preset": name, "config": cfg.to_dict(), "config_hash": cfg.hash,
             "verilog_sha256": manifest["verilog_sha256"],
             "imem_depth": imem_depth, "flow": "ecp5",
@@ -91,13 +92,22 @@ def fit(rec: dict, device: str = "LFE5U-85F") -> dict[str, tuple[int, int]]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "ecp5"])
+    ap.add_argument("--config", type=Path, help="instead: the EngineConfig in this JSON file (EngineConfig.to_dict)")
+    ap.add_argument("--name", help="--config: the record's name (default: the config's)")
     ap.add_argument("--imem-depth", type=int, default=DEFAULT_IMEM_DEPTH)
     ap.add_argument("--force", action="store_true",
                     help="synthesise even when register files have several write ports (hours, flip-flops)")
     args = ap.parse_args(argv)
-    for name in args.presets:
+    jobs = [(name, None) for name in args.presets]
+    if args.config is not None:
         try:
-            rec = synthesize_engine(name, imem_depth=args.imem_depth, force=args.force)
+            cfg = EngineConfig.from_dict(json.loads(args.config.read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise SystemExit(f"engine_synth: {args.config}: not an EngineConfig: {e}") from None
+        jobs = [(args.name or cfg.name, cfg)]
+    for name, cfg in jobs:
+        try:
+            rec = synthesize_engine(name, imem_depth=args.imem_depth, force=args.force, cfg=cfg)
         except RtlError as e:
             raise SystemExit(f"engine_synth: {e}") from None
         record(rec)

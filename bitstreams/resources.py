@@ -41,9 +41,9 @@ What it counts, and from where:
   banked, T banks of depth/T and conflict-free addresses, which is **not yet built**. Blocks at
   the device RAM's widest shape that holds the depth.
 
-* **Pool lanes** (``pool_cost``): the pool unit folds ``mfu_width`` vectors a cycle; its lanes
-  beyond the first at the difference of its synthesis at one and two vectors a cycle (block
-  ``Pool``, ECP5, N = 4), per binary32 lane.
+* **Pool** (``pool_cost``): the pool unit folds ``mfu_width`` vectors a cycle on the MFU's lanes
+  and ports, which the MFU lends it: the 2:1 multiplexers at their inputs beyond the first vector,
+  at the ``WidePort`` cost per bit.
 
 * **Crossbars** (``crossbar_cost``): the W:1 multiplexer bits of the banked files
   (``FilePlan.mux_bits`` of the engine's ``top.file_plan``: a rotation crossbar per wide port
@@ -240,27 +240,20 @@ def wide_port_costs(flow: str) -> dict[int, dict[str, float]]:
 
 
 def pool_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
-    """The pool unit's vector lanes beyond the first (it folds ``mfu_width`` vectors a cycle): the
-    difference of its synthesis at one and two vectors a cycle (``calibration.json``, block
-    ``Pool``, ECP5 at N = 4: a dequantiser and a vector unit per N binary32 lanes) per binary32 lane,
-    times ``(mfu_width - 1) x N``. The first lane is in the whole-engine records (``control_overhead``).
-    Intel logic converted at the tile engine's ALM per LUT4 ratio, the products one DSP block each
-    (:data:`INTEL_MULTS_PER_FP32_PRODUCT`)."""
-    extra = (cfg.mfu_width - 1) * cfg.native_dim
-    if extra == 0:
+    """The 2:1 multiplexers that lend the MFU's lanes and ports to the pool unit (it folds ``mfu_width``
+    vectors a cycle on them, ``hdl/engine/mfu.py``): on the inputs of ``Dequantise`` and ``VectorOp``
+    and the FVRF write data, for the vectors beyond the first (whose are in the whole-engine records,
+    ``control_overhead``), at the ``WidePort`` records' W = 2 cost per bit. The pool has no lanes
+    of its own."""
+    from accelml.hdl.mfu import Dequantise, VectorOp
+
+    w = cfg.mfu_width
+    if w == 1:
         return {"logic": 0.0, "ffs": 0.0, "mult": 0.0}
-    recs = {r["mfu_width"]: (r["native_dim"], _cells(r["flow"], r["cells"]))
-            for r in records() if r.get("block") == "Pool" and r["flow"] == "ecp5"}
-    if not {1, 2} <= set(recs) or recs[1][0] != recs[2][0]:
-        raise ValueError("calibration.json holds no Pool records at widths 1 and 2 of one N: "
-                         "run python -m accelml.bitstreams.calibrate --only Pool")
-    n = recs[1][0]
-    per = {k: max(0.0, (recs[2][1][k] - recs[1][1][k]) / n) for k in ("logic", "ffs", "mult")}
-    if dev.family == "ecp5":
-        return {k: extra * v for k, v in per.items()}
-    products = per["mult"] / ECP5_MULTS_PER_FP32_PRODUCT
-    return {"logic": extra * per["logic"] * _logic_ratio(cfg.native_dim, cfg.mantissa_bits),
-            "ffs": extra * per["ffs"], "mult": extra * products * INTEL_MULTS_PER_FP32_PRODUCT}
+    beats = Dequantise.layouts(cfg)[0].size + VectorOp.layouts(cfg)[0].size + 32 * cfg.native_dim * w
+    bits = beats * (w - 1) / w
+    mux = wide_port_costs(_flow(dev)).get(2, {"logic": 0.0, "ffs": 0.0})
+    return {"logic": bits * mux["logic"], "ffs": bits * mux["ffs"], "mult": 0.0}
 
 
 def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
@@ -372,7 +365,7 @@ class Estimate:
     multipliers: int
     lut_multiplied_macs: int  # products beyond the hard multipliers, in logic
     ram_blocks: int
-    # {"tiles"|"mfu"|"control"|"crossbars"|"pool lanes"|"files": {resource: n}}
+    # {"tiles"|"mfu"|"control"|"crossbars"|"pool"|"files": {resource: n}}
     parts: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -419,7 +412,7 @@ def estimate(cfg: EngineConfig, device: Device | str | None = None, *, banked: b
     if spill:
         cal = calibration()
         logic += spill * (cal[(f"{flow}-nodsp", 4, 7)]["logic"] - cal[(flow, 4, 7)]["logic"]) / 16
-    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "crossbars": xbar, "pool lanes": pool, "files": {"ram": files}}
+    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "crossbars": xbar, "pool": pool, "files": {"ram": files}}
     return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"] + xbar["ffs"] + pool["ffs"],
                     tiles["mult"] - spill + fixed_mult, spill, files + ctl["ram"], parts)
 

@@ -65,10 +65,11 @@ def yosys_command() -> list[str]:
 
 
 def synthesize(component, *, flow: str = "ecp5", top: str = "top", timeout: float = 3600) -> SynthResult:
-    """Synthesize ``component`` with ``flow`` and return its cell counts."""
+    """Synthesize ``component`` (an Amaranth component, or Verilog text defining module ``top``)
+    with ``flow`` and return its cell counts."""
     if flow not in FLOWS:
         raise ValueError(f"unknown synthesis flow {flow!r}; known: {', '.join(FLOWS)}")
-    text = to_verilog(component, top)
+    text = component if isinstance(component, str) else to_verilog(component, top)
     cmd = yosys_command()
     with tempfile.TemporaryDirectory(prefix="accelml-synth-") as d:
         src, stat = Path(d) / "top.v", Path(d) / "stat.json"

@@ -16,9 +16,9 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   of what it reads or writes; VRF / MRF / FVRF entries and external-memory bytes over the span of
   each operand) or the unit's next instruction be dispatched. No chaining. With
   ``file_ports="shared"`` an instruction also waits for one of another unit that would use the
-  same shared port of a file (one write port per file; one read port beside the MVU's T reads),
-  whatever entries each touches (``layouts.port_conflict``), and a DMA moves one entry a cycle
-  (``layouts.dma_max_lanes``).
+  same shared port of a file (one write port per file; one read port beside the MVU's T reads; the
+  pool uses the MFU's, ``layouts.PORTS_OF``), whatever entries each touches
+  (``layouts.port_conflict``), and a DMA moves one entry a cycle (``layouts.dma_max_lanes``).
 * **MFU** (``hdl/engine/mfu.py``): pipelined, one group of up to ``mfu_width`` vectors read a
   cycle (``vop``'s two operands at once; :func:`mfu_groups`), handed to the unit the next cycle and
   written ``unit latency`` cycles later (latency 2, ``qnt`` 3): busy ``groups + 1 + latency``
@@ -32,7 +32,9 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   round every D cycles). Plus ``MVU_SETUP + D``: the window generator's divisions
   (``window.DIV_CYCLES``), the pipeline's fill and drain and the last round's writes
   (``MVU_SETUP_EMPTY`` without pairs). Done the cycle after its busy cycles.
-* **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own beside the MFU: the
+* **pool** (``hdl/engine/pool.py``, :func:`pool_busy`), a unit of its own on the MFU's file ports
+  and lanes, which the MFU lends it (so a pool and an MFU instruction are never in flight together,
+  ``layouts.exclusive``, like a conflict): the
   (pixel, group of :func:`pool_group` channel blocks, up to ``mfu_width``) jobs ("pairs")
   ``POOL_LANES`` = 2 at a time (a *round*), their taps interleaved,
   one fold a cycle (each pair's next tap meets its previous fold's result from ``VectorOp``'s
@@ -74,6 +76,7 @@ from accelml.hdl.engine.layouts import (
     dma_lanes,
     dma_max_lanes,
     dma_store_room,
+    exclusive,
     mvu_write_cycles,
     port_conflict,
     shared_ports,
@@ -441,7 +444,7 @@ class CycleModel:
         if held is not None:
             d = max(d, held.free)
         for other, f in self.inflight.items():
-            if f.free > d and (_conflict(ranges, f.ranges)
+            if f.free > d and (_conflict(ranges, f.ranges) or exclusive(unit, other)
                                or port_conflict(self.shared, unit, ranges, other, f.ranges)):
                 d = f.free
         if mfu is not None:

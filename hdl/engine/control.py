@@ -26,7 +26,9 @@ its first to last element; an ``mvc`` reads its VRF image span and MRF tile span
 FVRF destination, which an accumulating one also reads; a ``pool`` reads its VRF image span and
 writes its FVRF destination); with ``EngineConfig.file_ports = "shared"`` also none that would use
 a register-file port it shares with another unit's instruction in flight (``layouts.port_conflict``:
-one write port per file, one read port beside the MVU's), whatever entries they touch. Then it is
+one write port per file, one read port beside the MVU's), whatever entries they touch; and none of a
+unit it shares hardware with (``layouts.EXCLUSIVE_UNITS``: the pool runs on the MFU's ports and
+lanes). Then it is
 handed over and control goes on with the next instruction. ``{unit}_reads`` tells the register
 files which files each unit's instruction reads, from its hand-over to its done (the shared read
 ports follow it).
@@ -87,7 +89,16 @@ from accelml.hdl.isa import (
     Space,
 )
 
-from .layouts import byte_addr_bits, check_config, dma_cmd_layout, file_depth, item_bytes, shared_ports
+from .layouts import (
+    EXCLUSIVE_UNITS,
+    PORTS_OF,
+    byte_addr_bits,
+    check_config,
+    dma_cmd_layout,
+    file_depth,
+    item_bytes,
+    shared_ports,
+)
 from .mfu import MfuOp, mfu_cmd_layout
 from .mvu import mvu_cmd_layout
 from .pool import pool_cmd_layout
@@ -153,7 +164,9 @@ def _conflict(a, b):
 
 
 def _port_use(shared: dict, unit: str, r) -> list:
-    """Per shared port (``layouts.shared_ports`` order): does ``unit``'s range ``r`` use it?"""
+    """Per shared port (``layouts.shared_ports`` order): does ``unit``'s range ``r`` use it (through
+    its own ports or, ``layouts.PORTS_OF``, another unit's)?"""
+    unit = PORTS_OF.get(unit, unit)
     return [r.valid & (r.lo < r.hi) & (r.space == space) & (r.write == write) if unit in group else Const(0, 1)
             for (space, write), group in shared.items()]
 
@@ -628,6 +641,13 @@ class Control(wiring.Component):
                     hazard_all = Signal()
                     m.d.comb += hazard_all.eq(hazard | port_hazard)
                     hazard = hazard_all
+                # a unit sharing hardware with one in flight (layouts.EXCLUSIVE_UNITS: the pool and the MFU)
+                excl = Signal()
+                m.d.comb += excl.eq(Cat(*(s_busy[UNIT_INDEX[b]] & (p_unit == UNIT_INDEX[a])
+                                          for pair in EXCLUSIVE_UNITS for a in pair for b in pair if a != b)).any())
+                hazard_ex = Signal()
+                m.d.comb += hazard_ex.eq(hazard | excl)
+                hazard = hazard_ex
                 free = Signal()
                 m.d.comb += free.eq(~Array(s_busy)[p_unit])
                 go = Signal()

@@ -26,7 +26,7 @@ __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
     "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_USERS",
-    "FILE_PORT_OWNERS", "shared_ports", "port_conflict",
+    "FILE_PORT_OWNERS", "shared_ports", "port_conflict", "PORTS_OF", "EXCLUSIVE_UNITS", "exclusive",
 ]
 
 # file entries a DMA moves per cycle at most (the load DMA's write ports / the store DMA's read ports of a file)
@@ -110,12 +110,20 @@ FILE_USERS = {
     "dma_load": {Space.VRF: "w", Space.MRF: "w", Space.FVRF: "w"},
     "dma_store": {Space.VRF: "r", Space.MRF: "r", Space.FVRF: "r"},
     "mfu": {Space.VRF: "rw", Space.FVRF: "rw"},
-    "pool": {Space.VRF: "r", Space.FVRF: "w"},
     "mvu": {Space.FVRF: "w"},
     "mfu_b": {Space.FVRF: "r"},  # the MFU's second FVRF read port (vop's second operand)
 }
 # users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
 FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
+# units that use another unit's register-file ports (and lanes): the pool's VRF reads and FVRF
+# writes go through the MFU's (hdl/engine/mfu.py lends them), so the two never run at once
+PORTS_OF = {"pool": "mfu"}
+EXCLUSIVE_UNITS = frozenset({frozenset({"pool", "mfu"})})
+
+
+def exclusive(unit_a: str, unit_b: str) -> bool:
+    """May instructions of ``unit_a`` and ``unit_b`` not be in flight together (they share hardware)?"""
+    return frozenset({unit_a, unit_b}) in EXCLUSIVE_UNITS
 
 
 def shared_ports(cfg: EngineConfig) -> dict[tuple[Space, bool], tuple[str, ...]]:
@@ -140,6 +148,7 @@ def port_conflict(shared: dict, unit_a: str, ranges_a, unit_b: str, ranges_b) ->
     """Would instructions of ``unit_a`` and ``unit_b`` (operand ranges ``(space, lo, hi, write)``,
     space a ``Space`` name in lower case or ``"mem"``) use one shared port (``shared_ports``)? The
     rule control's hazard check applies in hardware and ``accelml.sim.cycles`` models."""
+    unit_a, unit_b = PORTS_OF.get(unit_a, unit_a), PORTS_OF.get(unit_b, unit_b)
     if unit_a == unit_b or not shared:
         return False
     for sa, la, ha, wa in ranges_a:

@@ -1,5 +1,10 @@
 """The engine's multi-function unit: ``deq``, ``qnt``, ``vact`` and ``vop`` against the register files.
 
+It also lends its VRF read port, FVRF write port, ``Dequantise`` and ``VectorOp`` lanes to the pool
+unit (``lend``, ``pool.lent_signature``) while a ``pool`` runs: control never has a ``pool`` and an
+MFU instruction in flight at once (``layouts.EXCLUSIVE_UNITS``), so ``pool`` folds ``mfu_width``
+vectors a cycle on the MFU's own lanes.
+
 This block sequences a command over its vectors, a group of up to W = ``mfu_width`` consecutive
 vectors per cycle; every lane is computed by the stream units of ``accelml.hdl.mfu``
 (``Dequantise``, ``Quantise``, ``VectorOp``, ``Activation``), built for W vectors per beat, so each
@@ -46,6 +51,7 @@ from accelml.hdl import mfu as units
 from accelml.hdl.isa import Space
 
 from .layouts import check_config
+from .pool import lent_signature
 from .regfiles import file_port_signature
 from .status import ErrorCode, report_done
 
@@ -81,6 +87,7 @@ class Mfu(wiring.Component):
             "vrf": Out(file_port_signature(cfg, Space.VRF, w)),
             "fvrf": Out(file_port_signature(cfg, Space.FVRF, w)),
             "fvrf_b": Out(file_port_signature(cfg, Space.FVRF, w)),  # read only: vop's second operand
+            "lend": In(lent_signature(cfg)),  # the pool unit's use of the ports and lanes (while idle here)
             "busy": Out(1),
         })
 
@@ -221,4 +228,22 @@ class Mfu(wiring.Component):
                     m.next = "DONE"
             with m.State("DONE"):
                 report_done(m, self.done, code)
+
+        # lent to the pool unit (control never runs a pool beside an MFU instruction): its VRF reads,
+        # FVRF writes, dequantiser and vector unit; the last assignments win
+        lend = self.lend
+        m.d.comb += [lend.vrf.rdata.eq(self.vrf.rdata), lend.deq_i.ready.eq(lanes.deq_i.ready),
+                     lend.deq_o.valid.eq(lanes.deq_o.valid), lend.deq_o.payload.eq(lanes.deq_o.payload),
+                     lend.vop_i.ready.eq(lanes.vop_i.ready),
+                     lend.vop_o.valid.eq(lanes.vop_o.valid), lend.vop_o.payload.eq(lanes.vop_o.payload)]
+        with m.If(lend.active):
+            m.d.comb += [self.vrf.raddr.eq(lend.vrf.raddr), self.fvrf.we.eq(lend.fvrf.we),
+                         self.fvrf.waddr.eq(lend.fvrf.waddr), self.fvrf.wdata.eq(lend.fvrf.wdata),
+                         lanes.deq_i.valid.eq(lend.deq_i.valid), lanes.deq_i.payload.eq(lend.deq_i.payload),
+                         lanes.deq_o.ready.eq(lend.deq_o.ready),
+                         lanes.vop_i.valid.eq(lend.vop_i.valid), lanes.vop_i.payload.eq(lend.vop_i.payload),
+                         lanes.vop_o.ready.eq(lend.vop_o.ready),
+                         # the last command's chain must not carry the pool's results on into
+                         # vact and qnt, whose output the next command would count
+                         lanes.vact_i.valid.eq(0), lanes.qnt_i.valid.eq(0)]
         return m

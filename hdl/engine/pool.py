@@ -55,6 +55,8 @@ pool of 64 channels on ``a10`` (W = 4): 3,136 jobs of four blocks, 28 k cycles i
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -69,8 +71,8 @@ from .regfiles import file_addr_bits, file_port_signature
 from .status import ErrorCode, report_done
 from .window import WindowGen, vrf_addr_bits, window_cmd_layout
 
-__all__ = ["Pool", "Reciprocal", "pool_cmd_layout", "tap_layout", "COUNT_BITS", "LANES", "RECIP_CYCLES",
-           "reciprocal_bits"]
+__all__ = ["Pool", "Reciprocal", "pool_cmd_layout", "lent_signature", "tap_layout", "COUNT_BITS", "LANES",
+           "RECIP_CYCLES", "reciprocal_bits"]
 
 COUNT_BITS = 64  # taps counted per window (kh * kw fits)
 RECIP_CYCLES = 27
@@ -173,14 +175,27 @@ class Reciprocal(wiring.Component):
         return m
 
 
+def lent_signature(cfg) -> wiring.Signature:
+    """What the pool borrows from the MFU (``mfu.Mfu``'s ``lend`` member, flipped): its VRF read and
+    FVRF write ports (``mfu_width`` entries) and its ``Dequantise`` and ``VectorOp`` lanes."""
+    deq_beat, deq_result = units.Dequantise.layouts(cfg)
+    vop_beat, vop_result = units.VectorOp.layouts(cfg)
+    return wiring.Signature({
+        "active": Out(1),  # the pool drives the MFU's ports and lanes
+        "vrf": Out(file_port_signature(cfg, Space.VRF, cfg.mfu_width)),
+        "fvrf": Out(file_port_signature(cfg, Space.FVRF, cfg.mfu_width)),
+        "deq_i": Out(stream.Signature(deq_beat)), "deq_o": In(stream.Signature(deq_result)),
+        "vop_i": Out(stream.Signature(vop_beat)), "vop_o": In(stream.Signature(vop_result)),
+    })
+
+
 class Pool(wiring.Component):
     def __init__(self, cfg):
         self.cfg = check_config(cfg, "Pool")
         super().__init__({
             "cmd": In(stream.Signature(pool_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
-            "vrf": Out(file_port_signature(cfg, Space.VRF, cfg.mfu_width)),
-            "fvrf": Out(file_port_signature(cfg, Space.FVRF, cfg.mfu_width)),
+            "mfu": Out(lent_signature(cfg)),
             "busy": Out(1),
         })
 
@@ -192,9 +207,11 @@ class Pool(wiring.Component):
         nl = LANES
         c = Signal(pool_cmd_layout(cfg))
         m.submodules.window = gen = WindowGen(cfg, nl)
-        m.submodules.deq = deq = units.Dequantise(cfg)
-        m.submodules.vop = vop = units.VectorOp(cfg)
-        assert vop.latency == nl  # a slot's next tap meets its previous fold's result
+        lent = self.mfu  # the MFU's file ports and lanes, while this unit is busy (control never runs both)
+        deq = SimpleNamespace(i=lent.deq_i, o=lent.deq_o)
+        vop = SimpleNamespace(i=lent.vop_i, o=lent.vop_o)
+        m.d.comb += lent.active.eq(self.busy)
+        assert units.VectorOp.latency == nl  # a slot's next tap meets its previous fold's result
         m.submodules.recip = recip = Reciprocal()
         tap = tap_layout(cfg)
         m.submodules.meta = meta = SyncFIFO(width=tap.size, depth=4)  # the taps inside ``deq``
@@ -227,7 +244,7 @@ class Pool(wiring.Component):
         m.d.comb += deq_take.eq(r_valid & deq.i.ready & meta.w_rdy)
         take = Signal()
         m.d.comb += take.eq(running & gen.o.valid & ~special & (~r_valid | deq_take))
-        m.d.comb += self.vrf.raddr.eq(Mux(take, lane.addr, r_tap.addr))
+        m.d.comb += lent.vrf.raddr.eq(Mux(take, lane.addr, r_tap.addr))
         with m.If(take):
             m.d.sync += [r_valid.eq(1), sel.eq(Mux(beat_end, 0, sel + 1)),
                          r_tap.addr.eq(lane.addr), r_tap.zero.eq(lane.zero), r_tap.inpad.eq(lane.inpad),
@@ -239,7 +256,7 @@ class Pool(wiring.Component):
         m.d.comb += [deq.i.valid.eq(r_valid & meta.w_rdy), deq.i.payload.live.eq(Mux(r_valid, lmask, 0)),
                      meta.w_en.eq(deq_take), meta.w_data.eq(r_tap.as_value())]
         for w in range(nw):  # the group's blocks of r_tap (its address is held while it waits)
-            vec = self.vrf.rdata[w]
+            vec = lent.vrf.rdata[w]
             m.d.comb += deq.i.payload.vec[w].exp.eq(Mux(zero, 0, vec.exp))
             for k in range(n):  # VRF two's complement -> the unit's sign-magnitude elements
                 mant, el = vec.mant[k], deq.i.payload.vec[w].mant[k]
@@ -268,7 +285,7 @@ class Pool(wiring.Component):
         code = Signal(ErrorCode)
         result = vop.o.payload.vec.as_value()
         m.d.comb += [vop.i.payload.live.eq(Mux(vop.i.valid, lmask, 0)), vop.o.ready.eq(1),
-                     tags[0].valid.eq(vop.i.valid), self.fvrf.waddr.eq(arr.waddr), self.fvrf.wdata.eq(result)]
+                     tags[0].valid.eq(vop.i.valid), lent.fvrf.waddr.eq(arr.waddr), lent.fvrf.wdata.eq(result)]
         start_acc = Mux(is_max, ninf, 0)
         counts = Mux(c.mode == PoolMode.AVG_PAD, nxt.inpad, ~nxt.zero)
         fold_back = arr.valid & ~arr.scale  # a fold's result returns to its slot
@@ -306,11 +323,11 @@ class Pool(wiring.Component):
                         with m.If(arr.last & arr.empty):
                             m.d.sync += empty.eq(1)
                         with m.Elif(arr.last & is_max):
-                            m.d.comb += self.fvrf.we.eq(lmask)
+                            m.d.comb += lent.fvrf.we.eq(lmask)
                         with m.Elif(arr.last):
                             m.d.sync += pend[arr.slot].eq(1)
                     with m.Elif(~vop.o.payload.error):
-                        m.d.comb += self.fvrf.we.eq(lmask)
+                        m.d.comb += lent.fvrf.we.eq(lmask)
                 with m.If(gen.o.valid & special):  # a walk without taps: its only beat
                     m.d.comb += gen.o.ready.eq(1)
                     m.next = "FINISH"

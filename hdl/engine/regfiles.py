@@ -5,13 +5,13 @@ Each file is ``amaranth.lib.memory.Memory`` of ``layouts.vector_layout`` / ``til
 (data the cycle after the address), exposed as a :func:`file_port_signature` member. Depths come
 from the EngineConfig. The engine's users and ports (``layouts.FILE_USERS``):
 
-====  ===============================  ===============================
-file  write ports                      read ports
-====  ===============================  ===============================
-VRF   dma_load, mfu (``qnt``)          dma_store, mfu (``deq``), pool, mvu x T
-MRF   dma_load                         dma_store, mvu x T
-FVRF  dma_load, mfu, pool, mvu         dma_store, mfu, mfu_b (``vop``'s second operand), mvu x T
-====  ===============================  ===============================
+====  =================================  =========================================================
+file  write ports                        read ports
+====  =================================  =========================================================
+VRF   dma_load, mfu (``qnt``)            dma_store, mfu (``deq``; a ``pool``'s taps), mvu x T
+MRF   dma_load                           dma_store, mvu x T
+FVRF  dma_load, mfu (a ``pool``'s), mvu  dma_store, mfu, mfu_b (``vop``'s second operand), mvu x T
+====  =================================  =========================================================
 
 The matrix-vector unit's reads (an accumulating ``mvc`` reads the FVRF too) are ``wide``: T =
 ``cfg.tiles`` synchronous read ports per file (one per tile engine: its activation block, weight
@@ -38,7 +38,7 @@ W consecutive entries from any start in one cycle (lane k holds entry ``start + 
 mask of W lanes). A file with such a user is built of W banks (W a power of two): entry ``e`` is in
 bank ``e mod W`` at ``e // W``, so W consecutive entries hit each bank once; a rotation crossbar
 maps lanes to banks on the write side and banks to lanes on the read side. A one-entry port
-(the DMAs', the pool's, each of the MVU's T read ports) on a banked file writes the one bank its
+(the DMAs', each of the MVU's T read ports) on a banked file writes the one bank its
 entry is in and reads every bank at the entry's row, selecting the entry's bank the cycle after.
 """
 

@@ -10,8 +10,9 @@ cycles). See ``control.py`` for the run
 protocol, the dispatch and ``status.ErrorCode`` for the codes.
 
 Units: ``dma_load`` and ``dma_store`` (two ``Dma`` instances, loads only and stores only), ``mvu``
-(``mvc`` on T tile engines), ``mfu`` (``deq qnt vact vop``) and ``pool`` (beside the MFU, with its
-own dequantiser and vector unit); each runs the one instruction control dispatched to it, all at
+(``mvc`` on T tile engines), ``mfu`` (``deq qnt vact vop``) and ``pool`` (on the MFU's file ports,
+dequantisers and vector units, which the MFU lends it: control never runs the two at once,
+``layouts.EXCLUSIVE_UNITS``); each runs the one instruction control dispatched to it, all at
 once. Each has its own register-file ports (``layouts.FILE_USERS``: the MFU's through ``FILE_PORT_OWNERS``;
 the MFU's and the MVU's FVRF write ``mfu_width`` entries wide, ``WIDE_USERS``; the MVU's T reads;
 the DMAs' extra lanes:
@@ -24,7 +25,7 @@ time: the one that asks first (the load when both ask in one cycle) holds it fro
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,7 +33,15 @@ from accelml.hdl.isa import INSN_BITS, Space
 
 from .control import CYCLE_BITS, STEP_BITS, UNITS, Control
 from .dma import Dma, lane_users
-from .layouts import FILE_PORT_OWNERS, FILE_USERS, byte_addr_bits, check_config, mem_port_signature, shared_ports
+from .layouts import (
+    FILE_PORT_OWNERS,
+    FILE_USERS,
+    PORTS_OF,
+    byte_addr_bits,
+    check_config,
+    mem_port_signature,
+    shared_ports,
+)
 from .mfu import Mfu
 from .mvu import Mvu
 from .pool import Pool
@@ -42,7 +51,7 @@ from .status import ErrorCode, Unit
 __all__ = ["Engine", "BUILT_UNITS", "FILE_USERS", "FILE_PORT_OWNERS", "WIDE_USERS", "register_files", "file_plan"]
 
 BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
-WIDE_USERS = ("mfu", "mfu_b", "mvu", "pool")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
+WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
 def _file_args(cfg) -> tuple:
@@ -105,10 +114,12 @@ class Engine(wiring.Component):
         for space in Space:
             name = space.name.lower()
             wiring.connect(m, getattr(mvu, f"{name}_r"), getattr(files, f"mvu_{name}_wide"))
+        wiring.connect(m, pool.mfu, mfu.lend)  # the pool runs on the MFU's ports and lanes
         for (space, write), group in files.shared.items():  # a shared read port: who reads the file now
             for user in group if not write else ():
+                readers = [user, *(u for u, owner in PORTS_OF.items() if owner == user)]
                 m.d.comb += getattr(files, f"{files.port_name(user, space)}_active").eq(
-                    getattr(ctl, f"{user}_reads")[space.value])
+                    Cat(*(getattr(ctl, f"{u}_reads")[space.value] for u in readers)).any())
         ld.connect_lanes(m, files, "dma_load")
         st.connect_lanes(m, files, "dma_store")
         # the memory port: held by one DMA from the start of its transfer to its DONE

@@ -36,7 +36,7 @@ def test_products_beyond_the_hard_multipliers_cost_logic():
     a10 = preset("a10")
     dev = resources.DEVICES["10AX115"]
     parts = resources.estimate(a10).parts  # the MFU's, pool's and control's multipliers do not depend on T
-    left = dev.multipliers - round(parts["mfu"]["mult"] + parts["control"]["mult"] + parts["pool lanes"]["mult"])
+    left = dev.multipliers - round(parts["mfu"]["mult"] + parts["control"]["mult"] + parts["pool"]["mult"])
     t_at_limit = left // (a10.native_dim ** 2)
     at = resources.estimate(dataclasses.replace(a10, tiles=t_at_limit))
     over = resources.estimate(dataclasses.replace(a10, tiles=t_at_limit + 1))
