@@ -23,7 +23,7 @@ from accelml.hdl.engine.control import Control
 from accelml.hdl.engine.status import ErrorCode
 from accelml.hdl.engine.top import Engine
 from accelml.hdl.errors import ConfigError
-from accelml.hdl.isa import Cfg, Instruction, Opcode, PoolMode, Space
+from accelml.hdl.isa import Act, Cfg, Dest, Instruction, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import assemble
 from accelml.sim import golden, rtl
 from accelml.sim.funcsim import FuncSim
@@ -741,6 +741,39 @@ def test_pool_cycles_are_modelled_exactly(request, which, name):
         assert got.busy["pool"] == pool_busy(mode.name.lower(), cfgs["npix"] * cfgs["in_cb"] // group, taps,
                                              _pool_reciprocals(cfgs, mode))
         assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("which", ENGINES)
+def test_pool_between_mfu_commands_on_the_mfus_lanes(request, which):
+    """The pool runs on the MFU's ports and lanes: a fused vop (relu, quantised to the VRF) before
+    it leaves the MFU's chain set up, and a qnt after it reads its results; neither sees the
+    other's beats (the chain's last stages counted the pool's results before they were held idle)."""
+    engine = request.getfixturevalue(which)
+    cfgs = POOL_SHAPES["4_blocks_padded"]
+    program, image = pool_program(engine.cfg, random.Random(f"lend {which}"), cfgs, PoolMode.MAX, extreme=0.0)
+    vectors = cfgs["in_h"] * cfgs["in_w"] * cfgs["in_cb"]
+    results = cfgs["npix"] * cfgs["in_cb"]
+    body, halt = program[:-1], program[-1]
+    pool_at = next(k for k, insn in enumerate(body) if insn.op is Opcode.POOL)
+    vb = engine.cfg.bfp_vector_bytes
+    out = -(-len(image) // 16) * 16
+    image.extend(bytes(out - len(image) + (vectors + results) * vb + 64))
+
+    def seti(reg, value):
+        return Instruction.make(Opcode.SETI, rd=reg, imm=value)
+
+    before = [seti(8, 1000), seti(9, 0), Instruction.make(Opcode.DEQ, rd=8, rs=9, count=vectors),
+              seti(10, 2000), Instruction.make(Opcode.VOP, fn=VecOp.ADD, rd=10, ra=8, rb=8, count=vectors, period=0,
+                                               act=Act.RELU, dest=Dest.VRF), seti(11, 3000)]
+    qnt = [Instruction.make(Opcode.QNT, rd=11, rs=0, count=results)]  # at once: the pool's last beats are near
+    after = [Instruction.make(Opcode.CFG, key=Cfg.MEM_STRIDE, rs=0, imm=0), seti(12, out),
+             Instruction.make(Opcode.ST, space=Space.VRF, rc=10, rm=12, rows=1, length=vectors),
+             seti(13, out + vectors * vb),
+             Instruction.make(Opcode.ST, space=Space.VRF, rc=11, rm=13, rows=1, length=results)]
+    program = body[:pool_at] + before + body[pool_at:pool_at + 1] + qnt + body[pool_at + 1:] + after + [halt]
+    ref, got = _same(engine, program, image)
+    assert got.error is ErrorCode.NONE and got.busy["pool"] > 0 and got.busy["mfu"] > 0
 
 
 OTHER_CONFIGS = {"tiles1": dataclasses.replace(CFG, tiles=1), "tiles3": dataclasses.replace(CFG, tiles=3),
