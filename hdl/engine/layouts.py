@@ -118,12 +118,12 @@ FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 # units that use another unit's register-file ports (and lanes): the pool's VRF reads and FVRF
 # writes go through the MFU's (hdl/engine/mfu.py lends them), so the two never run at once
 PORTS_OF = {"pool": "mfu"}
-EXCLUSIVE_UNITS = frozenset({frozenset({"pool", "mfu"})})
+EXCLUSIVE_UNITS = (("pool", "mfu"),)  # tuples, not sets: the emitted Verilog follows this order
 
 
 def exclusive(unit_a: str, unit_b: str) -> bool:
     """May instructions of ``unit_a`` and ``unit_b`` not be in flight together (they share hardware)?"""
-    return frozenset({unit_a, unit_b}) in EXCLUSIVE_UNITS
+    return (unit_a, unit_b) in EXCLUSIVE_UNITS or (unit_b, unit_a) in EXCLUSIVE_UNITS
 
 
 def shared_ports(cfg: EngineConfig) -> dict[tuple[Space, bool], tuple[str, ...]]:
