@@ -281,8 +281,8 @@ PRESETS: dict[str, EngineConfig] = {
         mem_port_bits=32, mem_bandwidth_gbps=0.2, mem_latency_cycles=12, clock_mhz=50.0,
     ),
     "a10": EngineConfig(
-        name="a10", native_dim=16, tiles=13, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=2496, vrf_vectors=65536, fvrf_vectors=16384, mfu_width=4, mem_bytes=8 << 30,
+        name="a10", native_dim=16, tiles=14, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=2688, vrf_vectors=65536, fvrf_vectors=16384, mfu_width=4, mem_bytes=8 << 30,
         mem_port_bits=512, mem_bandwidth_gbps=19.2, mem_latency_cycles=100, clock_mhz=300.0,
     ),
     "s10": EngineConfig(

@@ -9,12 +9,13 @@ device would move the memory image over a host link.
 ``RtlDevice`` builds one Verilated engine per (EngineConfig, instruction-memory depth, memory-model
 size, waveform or not), in the user cache (``$ACCELML_CACHE_DIR/rtl``), reused across runs and
 processes (the engine's Verilog is kept there too, ``rtl_engine.engine_text``, so a later process
-neither elaborates nor emits it; a progress line shows while either is made); a program of up to ``IMEM_MIN_DEPTH`` instructions and an image of up to 16 MiB share the
-default build. Before each new program it runs the cycle model (funcsim without numerics: control
-flow and addresses only) for the step count and modelled cycles; the engine then runs with exactly
-that step budget and a cycle budget of ``CYCLE_MARGIN`` times the modelled cycles plus
-``CYCLE_SLACK`` (``max_cycles`` replaces both the pre-run and that budget). An engine that stops
-with an error code raises ``RtlError`` naming the instruction (index and disassembly) and the code.
+neither elaborates nor emits it; a progress line shows while either is made); a program of up to
+``IMEM_MIN_DEPTH`` instructions and an image of up to 16 MiB share the default build. Before each
+new program it runs the cycle model (funcsim without numerics: control flow and addresses only) for
+the step count and modelled cycles; the engine then runs with exactly that step budget and a cycle
+budget of ``CYCLE_MARGIN`` times the modelled cycles plus ``CYCLE_SLACK`` (``max_cycles`` replaces
+both the pre-run and that budget). An engine that stops with an error code raises ``RtlError``
+naming the instruction (index and disassembly) and the code.
 """
 
 from __future__ import annotations
