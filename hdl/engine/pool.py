@@ -6,9 +6,10 @@ of ``g = 2**glog`` consecutive channel blocks, ``g`` the largest power of two th
 group's blocks are consecutive VRF entries and its results consecutive FVRF entries
 ``dbase + q * g ..``, ``q = pixel * in_cb / g + group`` (pixel-major). The window generator
 (``window.py``: jobs of ``gi = g`` blocks) names the VRF entry of each tap's first block in the
-golden order; this block reads the group through its W-wide port (slots beyond ``g`` are not
-live: they raise no error and are not written), dequantises it (``accelml.hdl.mfu.Dequantise`` of
-W slots) and folds each block into its own value with ``accelml.hdl.mfu.VectorOp``, exactly as
+golden order; this block reads the group through the MFU's W-wide VRF port (slots beyond ``g`` are
+not live: they raise no error and are not written), dequantises it with the MFU's
+``accelml.hdl.mfu.Dequantise`` (W slots) and folds each block into its own value with the MFU's
+``accelml.hdl.mfu.VectorOp``, all lent to it (``lent_signature``; the MFU idle), exactly as
 ``golden.max_pool`` / ``golden.avg_pool`` do for each (pixel, channel block):
 
 * max: ``acc = maximum(acc, v)`` from ``acc = -inf``, a tap outside the input reading ``-inf``
