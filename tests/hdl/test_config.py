@@ -26,7 +26,7 @@ def test_hash_is_stable_across_runs_and_ignores_the_name():
 
 def test_preset_figures():
     # the largest engines that fit their devices (tests/bitstreams/test_resources.py derives them)
-    assert preset("a10").peak_macs_per_cycle == 3328
+    assert preset("a10").peak_macs_per_cycle == 3584
     assert preset("a10").mem_bytes_per_cycle == pytest.approx(64.0)
     assert preset("s10").peak_macs_per_cycle == 10496
     ecp5 = preset("ecp5")

@@ -9,7 +9,14 @@ import dataclasses
 import pytest
 
 from accelml.hdl.config import preset
-from accelml.hdl.engine.layouts import DMA_MAX_LANES, dma_lanes, dma_max_lanes, port_conflict, shared_ports
+from accelml.hdl.engine.layouts import (
+    DMA_MAX_LANES,
+    dma_lanes,
+    dma_max_lanes,
+    exclusive,
+    port_conflict,
+    shared_ports,
+)
 from accelml.hdl.isa import Space
 from accelml.sim.cycles import (
     POOL_RECIP,
@@ -90,7 +97,7 @@ def test_units_sharing_a_file_port_take_turns():
 
 def test_port_conflict_is_by_file_direction_and_unit():
     shared = shared_ports(SHARED)
-    assert shared[(Space.FVRF, True)] == ("dma_load", "mfu", "pool", "mvu")
+    assert shared[(Space.FVRF, True)] == ("dma_load", "mfu", "mvu")  # the pool writes through the MFU's
     assert shared_ports(CFG) == {}
     w = [("fvrf", 0, 4, True)]
     assert port_conflict(shared, "mvu", w, "pool", [("fvrf", 100, 104, True)])
@@ -98,8 +105,26 @@ def test_port_conflict_is_by_file_direction_and_unit():
     assert not port_conflict(shared, "mvu", w, "mvu", [("fvrf", 100, 104, True)])  # one unit
     assert not port_conflict(shared, "mvu", w, "pool", [("fvrf", 100, 100, True)])  # an empty range
     assert not port_conflict(shared, "mvu", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
-    assert port_conflict(shared, "mfu", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
-    assert not port_conflict({}, "mfu", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
+    assert port_conflict(shared, "dma_store", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
+    assert not port_conflict({}, "dma_store", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
+    # the pool and the MFU are one set of ports: not a port conflict but exclusive units
+    assert not port_conflict(shared, "mfu", [("vrf", 0, 4, False)], "pool", [("vrf", 8, 12, False)])
+    assert exclusive("mfu", "pool") and exclusive("pool", "mfu") and not exclusive("mfu", "mvu")
+
+
+def test_pool_waits_for_the_mfu_it_borrows_from():
+    """A pool runs on the MFU's lanes: with ports of their own (no shared port) and disjoint
+    operands, it is still dispatched only when the MFU instruction in flight has freed its slot,
+    and an MFU instruction waits for a pool likewise; the MVU does not wait for either."""
+    m = _model()
+    d = m.dispatch("mfu", [("fvrf", 0, 8, False), ("vrf", 0, 8, True)], mfu=("qnt", 8, 0))
+    p = m.dispatch("pool", [("vrf", 100, 108, False), ("fvrf", 100, 108, True)], cycles=(9, 10))
+    assert p == d + 1 + 10
+    q = m.dispatch("mfu", [("fvrf", 200, 208, False), ("vrf", 200, 208, True)], mfu=("qnt", 8, 0))
+    assert q == p + 1 + 1 + mfu_cycles("qnt", 8)
+    mv = m.dispatch("mvu", [("vrf", 300, 308, False), ("mrf", 0, 4, False), ("fvrf", 300, 308, True)],
+                    cycles=(50, 51))
+    assert mv - 51 < q  # the mvc was dispatched while the qnt ran
 
 
 def test_control_cycles_per_instruction():
