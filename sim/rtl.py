@@ -27,8 +27,8 @@ What it does:
   ``CFG_CXXFLAGS_STD=-std=c++20``, ``PYTHON3=<this interpreter>``) and ``--public-depth 1``
   instead of cocotb's ``--public-flat-rw`` (4x faster builds and runs; the top-level ports are
   all a test touches).
-* Caches each build in ``<user cache>/rtl/<sha256 of Verilog, flags and tool versions>`` (the user
-  cache is ``$ACCELML_CACHE_DIR``, default ``~/.cache/accelml``; never inside the package); a
+* Caches each build in ``<user cache>/rtl/<sha256 of Verilog, flags, tool versions and cocotb's
+  install directory>`` (the executable loads cocotb's libraries from there; the user cache is ``$ACCELML_CACHE_DIR``, default ``~/.cache/accelml``; never inside the package); a
   build that fails has its directory removed (a failed Verilator build can poison later links).
   Concurrent builds of the same design wait for each other (file lock).
 * Runs the cocotb module in a fresh directory under the build (``inputs`` are written there first,
