@@ -28,9 +28,10 @@ What it does:
   instead of cocotb's ``--public-flat-rw`` (4x faster builds and runs; the top-level ports are
   all a test touches).
 * Caches each build in ``<user cache>/rtl/<sha256 of Verilog, flags, tool versions and cocotb's
-  install directory>`` (the executable loads cocotb's libraries from there; the user cache is ``$ACCELML_CACHE_DIR``, default ``~/.cache/accelml``; never inside the package); a
-  build that fails has its directory removed (a failed Verilator build can poison later links).
-  Concurrent builds of the same design wait for each other (file lock).
+  install directory>`` (the executable loads cocotb's libraries from there; the user cache is
+  ``$ACCELML_CACHE_DIR``, default ``~/.cache/accelml``; never inside the package); a build that
+  fails has its directory removed (a failed Verilator build can poison later links). Concurrent
+  builds of the same design wait for each other (file lock).
 * Runs the cocotb module in a fresh directory under the build (``inputs`` are written there first,
   ``outputs`` read back into ``CocotbResult.outputs``), parses the JUnit XML it writes and returns
   a :class:`CocotbResult`; the run directory is removed when every test passed and kept (with
