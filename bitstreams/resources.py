@@ -212,7 +212,7 @@ def mfu_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     # a fused vop's two input multiplexers (activation and quantiser: the files' group or the unit
     # before), 2:1 over the lanes at the WidePort records' W = 2 cost per bit; the whole-engine records
     # (mfu_width 1, block Engine) hold one vector's worth
-    mux = wide_port_costs(_flow(dev)).get(2, {"logic": 0.0, "ffs": 0.0})
+    mux = _mux2_per_bit(dev)
     chain = {k: 2 * 32 * cfg.native_dim * (cfg.mfu_width - 1) * mux[k] for k in ("logic", "ffs")}
     if dev.family == "ecp5":
         return {"logic": lanes * per["logic"] + chain["logic"], "ffs": lanes * per["ffs"] + chain["ffs"],
@@ -239,6 +239,12 @@ def wide_port_costs(flow: str) -> dict[int, dict[str, float]]:
     return out
 
 
+def _mux2_per_bit(dev: Device) -> dict[str, float]:
+    """A 2:1 multiplexer's logic and flip-flops per bit on ``dev``: the ``WidePort`` records' W = 2
+    cost (none without such a record)."""
+    return wide_port_costs(_flow(dev)).get(2, {"logic": 0.0, "ffs": 0.0})
+
+
 def pool_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     """The 2:1 multiplexers that lend the MFU's lanes and ports to the pool unit (it folds ``mfu_width``
     vectors a cycle on them, ``hdl/engine/mfu.py``): on the inputs of ``Dequantise`` and ``VectorOp``
@@ -252,7 +258,7 @@ def pool_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
         return {"logic": 0.0, "ffs": 0.0, "mult": 0.0}
     beats = Dequantise.layouts(cfg)[0].size + VectorOp.layouts(cfg)[0].size + 32 * cfg.native_dim * w
     bits = beats * (w - 1) / w
-    mux = wide_port_costs(_flow(dev)).get(2, {"logic": 0.0, "ffs": 0.0})
+    mux = _mux2_per_bit(dev)
     return {"logic": bits * mux["logic"], "ffs": bits * mux["ffs"], "mult": 0.0}
 
 

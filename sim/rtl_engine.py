@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -220,9 +221,11 @@ def _parse_hex_words(text: str, w: int) -> bytes:
     return np.frombuffer(raw, np.uint8).reshape(-1, w)[:, ::-1].tobytes()
 
 
+@lru_cache(maxsize=1)
 def _hdl_sources_key() -> str:
     """A hash of everything the engine's Verilog is made from besides its EngineConfig and depth: the
-    sources of ``accelml.hdl`` and the versions of Amaranth and its Yosys."""
+    sources of ``accelml.hdl`` and the versions of Amaranth and its Yosys (read once a process, like
+    the modules themselves)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import accelml.hdl

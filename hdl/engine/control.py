@@ -171,12 +171,6 @@ def _port_use(shared: dict, unit: str, r) -> list:
             for (space, write), group in shared.items()]
 
 
-class _ReadPort:
-    def __init__(self, abits: int):
-        self.addr = Signal(abits, name="imem_raddr")
-        self.data = Signal(INSN_BITS, name="imem_rdata")
-
-
 class Control(wiring.Component):
     def __init__(self, cfg, *, imem_depth: int = 4096, imem_verilog: bool = False):
         self.cfg = check_config(cfg, "Control")
@@ -207,17 +201,18 @@ class Control(wiring.Component):
         nu = len(UNITS)
         shared = shared_ports(cfg)  # (file, write) -> units sharing that port
 
-        rp = _ReadPort(ceil_log2(self.imem_depth))
+        raddr = Signal(ceil_log2(self.imem_depth), name="imem_raddr")  # read the cycle after
+        rdata = Signal(INSN_BITS, name="imem_rdata")
         if self.imem_verilog:
             m.submodules.imem = Instance(
-                "accelml_imem", p_WIDTH=INSN_BITS, p_DEPTH=self.imem_depth, p_ABITS=len(rp.addr),
+                "accelml_imem", p_WIDTH=INSN_BITS, p_DEPTH=self.imem_depth, p_ABITS=len(raddr),
                 i_clk=ClockSignal("sync"), i_we=self.imem_we, i_waddr=self.imem_waddr, i_wdata=self.imem_wdata,
-                i_raddr=rp.addr, o_rdata=rp.data)
+                i_raddr=raddr, o_rdata=rdata)
         else:
             m.submodules.imem = imem = Memory(shape=INSN_BITS, depth=self.imem_depth, init=[])
             wp, mp = imem.write_port(), imem.read_port()
             m.d.comb += [wp.en.eq(self.imem_we), wp.addr.eq(self.imem_waddr), wp.data.eq(self.imem_wdata),
-                         mp.addr.eq(rp.addr), rp.data.eq(mp.data)]
+                         mp.addr.eq(raddr), rdata.eq(mp.data)]
 
         regs = Array(Signal(32, name=f"r{i}") for i in range(NUM_REGS))
         cfgr = Array(Signal(32, name=f"cfg_{k.name.lower()}", init=CFG_RESET.get(k, 0)) for k in Cfg)
@@ -230,7 +225,7 @@ class Control(wiring.Component):
         m.d.comb += top.eq(depth - 1)
 
         word = Signal(INSN_BITS)
-        m.d.comb += word.eq(rp.data)
+        m.d.comb += word.eq(rdata)
         insn = data.View(INSN_LAYOUT, word[:INSN_LAYOUT.size])
         opcode = word[:6]
 
@@ -379,7 +374,7 @@ class Control(wiring.Component):
             with m.State("IDLE"):
                 restart()
             with m.State("FETCH"):
-                m.d.comb += [self.ctl_busy.eq(1), rp.addr.eq(pc)]
+                m.d.comb += [self.ctl_busy.eq(1), raddr.eq(pc)]
                 with m.If(f_valid):  # a unit reported an error: no further instruction
                     m.next = "DRAIN"
                 with m.Elif(pc >= self.prog_len):
@@ -388,7 +383,7 @@ class Control(wiring.Component):
                     m.next = "DECODE"
                 watchdog()
             with m.State("DECODE"):
-                m.d.comb += [self.ctl_busy.eq(1), rp.addr.eq(pc)]
+                m.d.comb += [self.ctl_busy.eq(1), raddr.eq(pc)]
                 legal = Signal()
                 with m.Switch(opcode):
                     for op, layout in LAYOUTS.items():

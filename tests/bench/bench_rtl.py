@@ -98,8 +98,7 @@ def resnet50(name: str, size: str, precision: str = "balanced") -> None:
     x = np.random.default_rng(0).standard_normal(
         [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
     try:
-        cm, compile_s = _timed(lambda: compile_model(model, config=cfg, name="resnet50",
-                                                         precision=precision))
+        cm, compile_s = _timed(lambda: compile_model(model, config=cfg, name="resnet50", precision=precision))
     except AccelmlError as e:
         raise SystemExit(f"resnet50 ({size}) on {name}: does not compile: {type(e).__name__}: {e}") from None
     s = cm.summary()
