@@ -31,7 +31,10 @@ What it does:
   install directory>`` (the executable loads cocotb's libraries from there; the user cache is
   ``$ACCELML_CACHE_DIR``, default ``~/.cache/accelml``; never inside the package); a build that
   fails has its directory removed (a failed Verilator build can poison later links). Concurrent
-  builds of the same design wait for each other (file lock).
+  builds of the same design wait for each other (file lock). A finished build keeps only its
+  executable and log (the generated C++, objects and precompiled headers, 90 % of an engine's
+  build, are deleted), and the cache is kept under ``$ACCELML_RTL_CACHE_GB`` (default
+  ``RTL_CACHE_GB``) by removing the least recently used builds that no run is using (``prune``).
 * Runs the cocotb module in a fresh directory under the build (``inputs`` are written there first,
   ``outputs`` read back into ``CocotbResult.outputs``), parses the JUnit XML it writes and returns
   a :class:`CocotbResult`; the run directory is removed when every test passed and kept (with
@@ -63,7 +66,7 @@ from accelml.hdl.errors import RtlError
 __all__ = [
     "CocotbResult", "RtlBuildError", "REPO_ROOT", "default_cache", "BUILD_ARGS",
     "tools_missing", "fst_missing", "require_tools", "verilator_bin_dir", "to_verilog", "build", "is_built",
-    "run_cocotb",
+    "prune", "cache_limit_bytes", "RTL_CACHE_GB", "run_cocotb",
     "pack", "unpack",
 ]
 
@@ -84,6 +87,13 @@ BUILD_ARGS: tuple[str, ...] = ("--public-depth", "1", "-Wno-fatal", "-Wno-lint",
 # -O0 builds the 64-MAC tile engine in about 20 s against 37-47 s at -O1, and its runs are only
 # about 10 % slower. Pass optimize="-O2" for long free-running simulations.
 DEFAULT_OPTIMIZE = "-O0"
+
+
+# The build cache's default size bound, in GiB (``$ACCELML_RTL_CACHE_GB`` overrides it). A trimmed
+# build takes 2-40 MB (the `tiny` engine's 5 MB, `a10`'s 36 MB); untrimmed they took 10x that and
+# a day of work filled 27 GB.
+RTL_CACHE_GB = 4.0
+PRUNE_GRACE = 60.0  # seconds: a build used this recently is never pruned
 
 
 def _make_vars(optimize: str) -> list[str]:
@@ -284,14 +294,85 @@ def _tail(path: Path, lines: int = 60) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def _locked(path: Path, mode: int = fcntl.LOCK_EX):
+    """Hold ``path``'s lock: exclusive while a build is made or removed, shared while it runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with open(path, "a") as f:
+        fcntl.flock(f, mode)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _is_key(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _trim(build_dir: Path, toplevel: str) -> None:
+    """Delete what a finished build no longer needs: everything but the simulator executable (the
+    toplevel's name), the build log, the ``.built`` mark and the runs."""
+    keep = {toplevel, "build.log", ".built", "runs"}
+    for path in build_dir.iterdir():
+        if path.name not in keep and path.is_file():
+            path.unlink()
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def cache_limit_bytes() -> int:
+    """The build cache's size bound: ``$ACCELML_RTL_CACHE_GB`` (GiB), else ``RTL_CACHE_GB``."""
+    raw = os.environ.get("ACCELML_RTL_CACHE_GB", "")
+    try:
+        gb = float(raw) if raw.strip() else RTL_CACHE_GB
+    except ValueError:
+        raise RtlError(f"ACCELML_RTL_CACHE_GB={raw!r} is not a number of GiB") from None
+    if not gb > 0:
+        raise RtlError(f"ACCELML_RTL_CACHE_GB={raw!r} must be above 0")
+    return int(gb * (1 << 30))
+
+
+def prune(cache_dir: Path | None = None, *, limit_bytes: int | None = None, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used builds until the cache holds at most ``limit_bytes``
+    (default ``cache_limit_bytes()``); return the removed directories.
+
+    Only this module's build directories are considered (named by a 64-digit key, with a lock file
+    beside them); ``keep``, any build that is being made or run (its lock is held) and any used in
+    the last ``PRUNE_GRACE`` seconds (between ``build`` and its run's lock) stay. A build's last
+    use is its ``.built`` mark's time (``build`` touches it on every reuse)."""
+    cache_dir = Path(default_cache() if cache_dir is None else cache_dir)
+    limit = cache_limit_bytes() if limit_bytes is None else limit_bytes
+    if not cache_dir.is_dir():
+        return []
+    entries = []
+    for path in cache_dir.iterdir():
+        if not (path.is_dir() and _is_key(path.name) and (cache_dir / f"{path.name}.lock").is_file()):
+            continue
+        mark = path / ".built"
+        used = mark.stat().st_mtime if mark.is_file() else path.stat().st_mtime
+        entries.append((used, path, _dir_bytes(path)))
+    total = sum(size for _, _, size in entries)
+    removed = []
+    recent = time.time() - PRUNE_GRACE
+    for used, path, size in sorted(entries, key=lambda e: (e[0], e[1].name)):
+        if total <= limit:
+            break
+        if used > recent or (keep is not None and path.resolve() == Path(keep).resolve()):
+            continue
+        with open(cache_dir / f"{path.name}.lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built or run by another process
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def _build_dir(verilog_text: str, toplevel: str, build_args: Sequence[str], optimize: str,
@@ -318,6 +399,9 @@ def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
     build_dir = _build_dir(verilog_text, toplevel, build_args, optimize, cache_dir)
     cache_dir, key = build_dir.parent, build_dir.name
     done = build_dir / ".built"
+    if done.is_file():  # no lock: a run of this build holds it shared, for as long as it runs
+        os.utime(done)  # its last use: prune leaves builds used in the last PRUNE_GRACE seconds
+        return build_dir, 0.0
     with _locked(Path(cache_dir) / f"{key}.lock"):
         if done.is_file():
             return build_dir, 0.0
@@ -337,8 +421,10 @@ def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
             shutil.rmtree(build_dir, ignore_errors=True)
             raise RtlBuildError(f"Verilator build of {toplevel!r} failed: {e}\n{tail}") from None
         seconds = time.monotonic() - start
+        _trim(build_dir, toplevel)
         done.write_text(f"{seconds:.1f}\n")
-        return build_dir, seconds
+    prune(cache_dir, keep=build_dir)
+    return build_dir, seconds
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -391,7 +477,14 @@ def run_cocotb(
         verilog_text = to_verilog(design, toplevel, async_reset=async_reset)
     build_dir, build_seconds = build(verilog_text, toplevel, build_args=build_args, optimize=optimize,
                                      cache_dir=cache_dir)
+    with _locked(build_dir.parent / f"{build_dir.name}.lock", fcntl.LOCK_SH):  # prune leaves it alone
+        return _run_built(build_dir, build_seconds, toplevel, test_module, testcase=testcase,
+                          extra_env=extra_env, seed=seed, inputs=inputs, outputs=outputs,
+                          move_outputs=move_outputs)
 
+
+def _run_built(build_dir: Path, build_seconds: float, toplevel: str, test_module, *, testcase, extra_env, seed,
+               inputs, outputs, move_outputs) -> CocotbResult:
     module_path = Path(test_module) if str(test_module).endswith(".py") else None
     module_name = module_path.stem if module_path else str(test_module)
     runs = build_dir / "runs"

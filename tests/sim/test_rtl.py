@@ -54,3 +54,49 @@ def test_failed_build_leaves_no_cache_entry(tmp_path):
     with pytest.raises(rtl.RtlBuildError, match="undeclared_signal"):
         rtl.run_cocotb(broken, "adder", SMOKE, cache_dir=tmp_path)
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+@pytest.mark.rtl
+def test_builds_are_trimmed_and_the_least_recently_used_pruned(tmp_path):
+    import fcntl
+    import os
+    import time
+
+    rtl.require_tools()
+    first = rtl.run_cocotb(RegisteredAdder(), "adder", SMOKE, cache_dir=tmp_path)
+    assert first.passed, first.summary()
+    assert {p.name for p in first.build_dir.iterdir()} <= {"adder", "build.log", ".built", "runs"}
+    again = rtl.run_cocotb(RegisteredAdder(), "adder", SMOKE, cache_dir=tmp_path)  # the trimmed build runs
+    assert again.passed and again.build_seconds == 0.0
+    second = rtl.run_cocotb(RegisteredAdder(), "adder", SMOKE, cache_dir=tmp_path, async_reset=False)
+    assert second.passed and second.build_dir != first.build_dir
+    foreign = [tmp_path / "verilog", tmp_path / ("0" * 64)]  # not builds: no lock file / not a key
+    foreign[0].mkdir()
+    (foreign[0] / "engine.v").write_text("module m; endmodule\n")
+    foreign[1].mkdir()
+
+    now = time.time()
+    os.utime(first.build_dir / ".built", (now - 7200, now - 7200))
+    os.utime(second.build_dir / ".built", (now - 3600, now - 3600))
+    assert rtl.prune(tmp_path, limit_bytes=1 << 40) == []  # under the bound: nothing goes
+    with open(tmp_path / f"{first.build_dir.name}.lock", "a") as held:  # a run of the older build
+        fcntl.flock(held, fcntl.LOCK_SH)
+        assert rtl.prune(tmp_path, limit_bytes=0) == [second.build_dir]
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert first.build_dir.is_dir() and not second.build_dir.exists()
+    os.utime(first.build_dir / ".built")  # just used
+    assert rtl.prune(tmp_path, limit_bytes=0) == []
+    os.utime(first.build_dir / ".built", (now - 7200, now - 7200))
+    assert rtl.prune(tmp_path, limit_bytes=0) == [first.build_dir]
+    assert all(p.exists() for p in foreign) and (foreign[0] / "engine.v").is_file()
+
+
+def test_cache_bound_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ACCELML_RTL_CACHE_GB", "0.5")
+    assert rtl.cache_limit_bytes() == 1 << 29
+    monkeypatch.delenv("ACCELML_RTL_CACHE_GB")
+    assert rtl.cache_limit_bytes() == int(rtl.RTL_CACHE_GB * (1 << 30))
+    for bad in ("lots", "0", "-1"):
+        monkeypatch.setenv("ACCELML_RTL_CACHE_GB", bad)
+        with pytest.raises(rtl.RtlError, match="ACCELML_RTL_CACHE_GB"):
+            rtl.cache_limit_bytes()
