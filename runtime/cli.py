@@ -233,9 +233,10 @@ def cmd_run(args) -> int:
             if Path(args.trace).resolve() == out.resolve():
                 raise UsageError("--trace and -o name the same file")
             claim_trace(args.trace, inputs=inputs)
-        options.update(max_cycles=args.max_cycles, trace=args.trace, progress=sys.stderr)
-    elif args.trace is not None or args.max_cycles is not None:
-        raise UsageError(f"--trace and --max-cycles apply to --device rtl, not {args.device}")
+        options.update(max_cycles=args.max_cycles, trace=args.trace, progress=sys.stderr,
+                       threads=args.sim_threads or 1)
+    elif args.trace is not None or args.max_cycles is not None or args.sim_threads is not None:
+        raise UsageError(f"--trace, --max-cycles and --sim-threads apply to --device rtl, not {args.device}")
     config = config_from_args(args) if (args.preset or args.config) else None
     model = load(args.package, device=args.device, config=config, **options)
     feeds = _parse_inputs(args.input)
@@ -353,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=_positive_int, default=50_000_000, metavar="N",
                    help="instructions a program may execute (default 50,000,000)")
     p.add_argument("--max-cycles", type=_positive_int, default=None, metavar="N",
-                   help="rtl: cycle budget of each engine run (default: 64 x the cycle model's estimate + 100,000)")
+                   help="rtl: cycle budget of each engine run (default: twice the cycle model's estimate + 10,000)")
+    p.add_argument("--sim-threads", type=_positive_int, default=None, metavar="N",
+                   help="rtl: threads of the Verilated engine (default 1; a build of its own; more than the idle "
+                        "cores slows it down)")
     p.add_argument("--trace", type=Path, default=None, metavar="FILE.fst",
                    help="rtl: write the engine's waveform (FST; a separate Verilator build); a package with "
                         "several engine segments writes FILE.1.fst, ... for the later ones")

@@ -10,7 +10,8 @@ device would move the memory image over a host link.
 size, waveform or not), in the user cache (``$ACCELML_CACHE_DIR/rtl``), reused across runs and
 processes (the engine's Verilog is kept there too, ``rtl_engine.engine_text``, so a later process
 neither elaborates nor emits it; a progress line shows while either is made); a program of up to
-``IMEM_MIN_DEPTH`` instructions and an image of up to 16 MiB share the default build. Before each
+``IMEM_MIN_DEPTH`` instructions and an image of up to 16 MiB share the default build; ``threads``
+(default 1) runs the Verilated engine on that many threads (a build of its own). Before each
 new program it runs the cycle model (funcsim without numerics: control flow and addresses only) for
 the step count and modelled cycles; the engine then runs with exactly that step budget and a cycle
 budget of ``CYCLE_MARGIN`` times the modelled cycles plus ``CYCLE_SLACK`` (``max_cycles`` replaces
@@ -165,13 +166,17 @@ class RtlDevice(Device):
     CYCLE_SLACK = 10_000
 
     def __init__(self, cfg: EngineConfig, *, max_steps: int = DEFAULT_MAX_STEPS, max_cycles: int | None = None,
-                 trace: str | os.PathLike | None = None, progress=None, cache_dir: Path | None = None):
+                 trace: str | os.PathLike | None = None, progress=None, cache_dir: Path | None = None,
+                 threads: int = 1):
         super().__init__(cfg)
         from accelml.sim import rtl
+        from accelml.sim.rtl_engine import MAX_THREADS
 
         for name, v in (("max_steps", max_steps), ("max_cycles", max_cycles)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise DeviceError(f"rtl device: {name} must be a positive integer, got {v!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+            raise DeviceError(f"rtl device: threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
         missing = rtl.tools_missing()
         if missing:
             raise DeviceError(f"device 'rtl' is not available here: {missing}")
@@ -186,6 +191,7 @@ class RtlDevice(Device):
         except (TypeError, ValueError) as e:
             raise RtlError(f"the RTL cannot build EngineConfig {cfg.name} ({cfg.short_hash}): {e}") from None
         self.max_steps, self.max_cycles = max_steps, max_cycles
+        self.threads = threads
         self.trace = Path(trace) if trace is not None else None
         self.progress = progress
         self.cache_dir = cache_dir
@@ -205,7 +211,7 @@ class RtlDevice(Device):
             if sim is None:
                 def make():
                     return EngineSim(self.cfg, imem_depth=imem_depth, model_bytes=model_bytes,
-                                     cache_dir=self.cache_dir, trace=self.trace is not None)
+                                     cache_dir=self.cache_dir, trace=self.trace is not None, threads=self.threads)
 
                 try:
                     if self.progress is not None and not engine_text_path(self.cfg, imem_depth,

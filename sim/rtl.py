@@ -388,7 +388,12 @@ def _build_dir(verilog_text: str, toplevel: str, build_args: Sequence[str], opti
 def is_built(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
              optimize: str = DEFAULT_OPTIMIZE, cache_dir: Path | None = None) -> bool:
     """Whether :func:`build` would reuse a finished build (and so return at once)."""
-    return (_build_dir(verilog_text, toplevel, build_args, optimize, cache_dir) / ".built").is_file()
+    return _finished(_build_dir(verilog_text, toplevel, build_args, optimize, cache_dir), toplevel)
+
+
+def _finished(build_dir: Path, toplevel: str) -> bool:
+    """A finished build: marked done, its simulator executable present (not deleted since)."""
+    return (build_dir / ".built").is_file() and (build_dir / toplevel).is_file()
 
 
 def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
@@ -399,11 +404,11 @@ def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
     build_dir = _build_dir(verilog_text, toplevel, build_args, optimize, cache_dir)
     cache_dir, key = build_dir.parent, build_dir.name
     done = build_dir / ".built"
-    if done.is_file():  # no lock: a run of this build holds it shared, for as long as it runs
+    if _finished(build_dir, toplevel):  # no lock: a run of this build holds it shared while it runs
         os.utime(done)  # its last use: prune leaves builds used in the last PRUNE_GRACE seconds
         return build_dir, 0.0
     with _locked(Path(cache_dir) / f"{key}.lock"):
-        if done.is_file():
+        if _finished(build_dir, toplevel):
             return build_dir, 0.0
         shutil.rmtree(build_dir, ignore_errors=True)  # a half-done build from an interrupted run
         build_dir.mkdir(parents=True)
@@ -420,6 +425,10 @@ def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
             tail = _tail(log)
             shutil.rmtree(build_dir, ignore_errors=True)
             raise RtlBuildError(f"Verilator build of {toplevel!r} failed: {e}\n{tail}") from None
+        if not (build_dir / toplevel).is_file():  # make can end well without linking (bad MAKEFLAGS)
+            tail = _tail(log)
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise RtlBuildError(f"Verilator build of {toplevel!r} made no simulator executable\n{tail}")
         seconds = time.monotonic() - start
         _trim(build_dir, toplevel)
         done.write_text(f"{seconds:.1f}\n")

@@ -12,7 +12,8 @@ simulators' wall times, measured side by side in one run.
     python tests/bench/bench_rtl.py [--presets tiny ecp5] [--iterations 2000] [--optimize=-O2]
 
 ``--resnet50 PRESET`` instead: compile ResNet-50 (``compiler.models``, synthetic weights; ``--size``
-full or reduced; ``--precision``, default balanced) for the preset, print what the RTL run needs
+full or reduced; ``--precision``, default balanced; ``--threads``, Verilator threads of the
+engine, default 1) for the preset, print what the RTL run needs
 (instructions per engine segment, image and memory bytes, the instruction-memory depth and
 memory-model size of its build), then run one image on onnxruntime (float32), on the functional
 simulator and on the RTL through the same device code (``runtime.device``: ``accelml run --device
@@ -21,7 +22,7 @@ their ratios, RTL cycles and MACs per wall second, the Verilator build time and 
 emission (a first run; later runs read the Verilog from the user cache). An engine stop or a
 network the preset cannot hold ends the run with the typed error's one line.
 
-    python tests/bench/bench_rtl.py --resnet50 ecp5 [--size reduced]
+    python tests/bench/bench_rtl.py --resnet50 ecp5 [--size reduced] [--threads 2]
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _timed(fn, repeat: int = 1):
     return out, best
 
 
-def resnet50(name: str, size: str, precision: str = "balanced") -> None:
+def resnet50(name: str, size: str, precision: str = "balanced", threads: int = 1) -> None:
     """The ``--resnet50`` mode (see the module doc)."""
     import onnxruntime as ort
 
@@ -120,7 +121,7 @@ def resnet50(name: str, size: str, precision: str = "balanced") -> None:
         fs_model.run({in_name: x})  # the first run also runs the cycle model
         ref, fs_s = _timed(lambda: fs_model.run({in_name: x}))
         print(f"  onnxruntime fp32 {ort_s:.3f} s; funcsim {fs_s:.3f} s (a repeat run)", flush=True)
-        device = RtlDevice(cfg, progress=sys.stderr)
+        device = RtlDevice(cfg, progress=sys.stderr, threads=threads)
         rtl_model = load(pkg, device=device)
         try:
             t0 = time.perf_counter()
@@ -135,7 +136,8 @@ def resnet50(name: str, size: str, precision: str = "balanced") -> None:
     sim_s = stats.run_seconds  # the Verilated run: program and image in, free run, image out
     print(f"  RTL {rtl_s:.1f} s with the engine's elaboration and emission (none when the user cache holds "
           f"its Verilog) and the cycle model's pre-run; Verilator build {stats.build_seconds:.0f} s")
-    print(f"  RTL simulation {sim_s:.1f} s: RTL / funcsim = {sim_s / fs_s:,.0f}x, RTL / onnxruntime = "
+    on = f"{threads} thread{'s' if threads > 1 else ''}"
+    print(f"  RTL simulation {sim_s:.1f} s on {on}: RTL / funcsim = {sim_s / fs_s:,.0f}x, RTL / onnxruntime = "
           f"{sim_s / ort_s:,.0f}x (whole RTL step: {rtl_s / ort_s:,.0f}x)")
     print(f"  RTL {stats.cycles:,} cycles (cycle model {stats.modelled_cycles:,}) = "
           f"{stats.cycles / stats.run_seconds:,.0f} cycles/s, {stats.macs / stats.run_seconds:,.0f} MAC/s; "
@@ -153,10 +155,11 @@ def main() -> None:
                     help="instead: ResNet-50 on PRESET, RTL next to funcsim and onnxruntime")
     ap.add_argument("--size", choices=["full", "reduced"], default="full", help="--resnet50: model size")
     ap.add_argument("--precision", default="balanced", help="--resnet50: precision policy (fast, balanced, exact)")
+    ap.add_argument("--threads", type=int, default=1, help="--resnet50: Verilator threads of the engine")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     if args.resnet50:
-        resnet50(args.resnet50, args.size, args.precision)
+        resnet50(args.resnet50, args.size, args.precision, args.threads)
         return
     for name in args.presets:
         cfg = preset(name)

@@ -128,6 +128,36 @@ def test_python_api_rtl_stats(tools, elt_pkg, x_file):
     assert again["y"].tobytes() == ref_model.run({"x": -x})["y"].tobytes()
 
 
+def test_engine_on_two_threads_gives_the_same_outputs_and_cycles(tools, elt_pkg, x_file, tmp_path, capsys):
+    x = np.load(x_file)
+    one = load(elt_pkg, device="rtl")
+    ref = one.run({"x": x})
+    two = load(elt_pkg, device="rtl", threads=2)  # a build of its own (Verilator --threads 2)
+    got = two.run({"x": x})
+    assert got["y"].tobytes() == ref["y"].tobytes()
+    assert two.device.last_stats.cycles == one.device.last_stats.cycles
+    assert two.device.last_stats.busy == one.device.last_stats.busy
+    out = tmp_path / "y.npz"
+    code, _, err = run_cli(capsys, elt_pkg, "--input", f"x={x_file}", "-o", out, "--device", "rtl",
+                           "--sim-threads", "2")
+    assert code == 0, err
+    assert np.load(out)["y"].tobytes() == ref["y"].tobytes()
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.0, True, 65])
+def test_bad_thread_count_is_a_device_error(threads):
+    from accelml.hdl.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="threads"):
+        RtlDevice(CFG, threads=threads)
+
+
+def test_sim_threads_only_with_the_rtl_device(elt_pkg, x_file, tmp_path, capsys):
+    code, _, err = run_cli(capsys, elt_pkg, "--input", f"x={x_file}", "-o", tmp_path / "y.npz", "--sim-threads", "2")
+    assert code != 0 and "--sim-threads" in one_error_line(err)
+    assert not (tmp_path / "y.npz").exists()
+
+
 @pytest.fixture(scope="module")
 def cnn_pkg(tmp_path_factory):
     path = tmp_path_factory.mktemp("rtl") / "cnn.accel"

@@ -48,6 +48,14 @@ def test_run_cocotb_reports_pass_and_fail():
 
 
 @pytest.mark.rtl
+def test_build_without_an_executable_is_an_error(tmp_path):
+    rtl.require_tools()
+    with pytest.raises(rtl.RtlBuildError, match="no simulator executable"):  # make told to do nothing
+        rtl.run_cocotb(RegisteredAdder(), "adder", SMOKE, cache_dir=tmp_path, optimize="-O0 -n")
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+@pytest.mark.rtl
 def test_failed_build_leaves_no_cache_entry(tmp_path):
     rtl.require_tools()
     broken = "module adder(input clk, output q);\n  assign q = undeclared_signal;\nendmodule\n"
@@ -68,6 +76,9 @@ def test_builds_are_trimmed_and_the_least_recently_used_pruned(tmp_path):
     assert {p.name for p in first.build_dir.iterdir()} <= {"adder", "build.log", ".built", "runs"}
     again = rtl.run_cocotb(RegisteredAdder(), "adder", SMOKE, cache_dir=tmp_path)  # the trimmed build runs
     assert again.passed and again.build_seconds == 0.0
+    (first.build_dir / "adder").unlink()  # an executable deleted from the cache is built again
+    rebuilt = rtl.run_cocotb(RegisteredAdder(), "adder", SMOKE, cache_dir=tmp_path)
+    assert rebuilt.passed and rebuilt.build_seconds > 0 and rebuilt.build_dir == first.build_dir
     second = rtl.run_cocotb(RegisteredAdder(), "adder", SMOKE, cache_dir=tmp_path, async_reset=False)
     assert second.passed and second.build_dir != first.build_dir
     foreign = [tmp_path / "verilog", tmp_path / ("0" * 64)]  # not builds: no lock file / not a key
