@@ -40,11 +40,19 @@ bank ``e mod W`` at ``e // W``, so W consecutive entries hit each bank once; a r
 maps lanes to banks on the write side and banks to lanes on the read side. A one-entry port
 (the DMAs', each of the MVU's T read ports) on a banked file writes the one bank its
 entry is in and reads every bank at the entry's row, selecting the entry's bank the cycle after.
+
+In the emitted Verilog (``RegisterFiles(verilog_rams=True)``, the engine's ``verilog_memories``)
+each memory is an instance of the plain module ``accelml_ram`` (:data:`RAM_VERILOG`): the same
+write ports and synchronous, non-transparent read ports, zeroed by a loop at time 0. Amaranth
+writes a memory's initial value one bit at a time: the `a10` engine's files were 85 K lines of
+zeros and most of its 8-minute emission.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Signal
+from types import SimpleNamespace
+
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -55,7 +63,69 @@ from accelml.hdl.isa import Space
 
 from .layouts import check_config, file_depth, fvector_layout, tile_layout, vector_layout
 
-__all__ = ["RegisterFiles", "FilePlan", "file_port_signature", "read_ports_signature", "file_shape", "file_addr_bits"]
+__all__ = ["RegisterFiles", "FilePlan", "file_port_signature", "read_ports_signature", "file_shape", "file_addr_bits",
+           "RAM_VERILOG"]
+
+# A register file's memory in the emitted Verilog: NW write ports, NR synchronous read ports (the
+# data before a write in the same cycle; ``re`` low holds it), port k's fields at k * width.
+RAM_VERILOG = """
+module accelml_ram #(parameter WIDTH = 8, parameter DEPTH = 16, parameter ABITS = 4,
+                     parameter NW = 1, parameter NR = 1) (
+    input wire clk,
+    input wire [NW-1:0] we,
+    input wire [NW*ABITS-1:0] waddr,
+    input wire [NW*WIDTH-1:0] wdata,
+    input wire [NR-1:0] re,
+    input wire [NR*ABITS-1:0] raddr,
+    output wire [NR*WIDTH-1:0] rdata
+);
+    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    integer i;
+    initial for (i = 0; i < DEPTH; i = i + 1) mem[i] = {WIDTH{1'b0}};
+    genvar k;
+    generate
+        for (k = 0; k < NW; k = k + 1) begin : w
+            always @(posedge clk)
+                if (we[k]) mem[waddr[k*ABITS +: ABITS]] <= wdata[k*WIDTH +: WIDTH];
+        end
+        for (k = 0; k < NR; k = k + 1) begin : r
+            reg [WIDTH-1:0] q = {WIDTH{1'b0}};
+            always @(posedge clk)
+                if (re[k]) q <= mem[raddr[k*ABITS +: ABITS]];
+            assign rdata[k*WIDTH +: WIDTH] = q;
+        end
+    endgenerate
+endmodule
+"""
+
+
+class _VerilogRam:
+    """The ports of one memory built as an ``accelml_ram`` instance (``instance()``), with the
+    ``depth``, ``write_port()`` and ``read_port()`` of the ``Memory`` it stands for."""
+
+    def __init__(self, shape, depth: int):
+        self.shape, self.depth = shape, depth
+        self.abits = max(1, ceil_log2(depth))
+        self.writes: list[SimpleNamespace] = []
+        self.reads: list[SimpleNamespace] = []
+
+    def write_port(self) -> SimpleNamespace:
+        port = SimpleNamespace(en=Signal(), addr=Signal(self.abits), data=Signal(self.shape))
+        self.writes.append(port)
+        return port
+
+    def read_port(self) -> SimpleNamespace:
+        port = SimpleNamespace(en=Signal(init=1), addr=Signal(self.abits), data=Signal(self.shape))
+        self.reads.append(port)
+        return port
+
+    def instance(self) -> Instance:
+        w, r = self.writes, self.reads
+        return Instance(
+            "accelml_ram", p_WIDTH=Shape.cast(self.shape).width, p_DEPTH=self.depth, p_ABITS=self.abits,
+            p_NW=len(w), p_NR=len(r), i_clk=ClockSignal("sync"),
+            i_we=Cat(p.en for p in w), i_waddr=Cat(p.addr for p in w), i_wdata=Cat(p.data.as_value() for p in w),
+            i_re=Cat(p.en for p in r), i_raddr=Cat(p.addr for p in r), o_rdata=Cat(p.data.as_value() for p in r))
 
 
 def file_shape(cfg, space: Space):
@@ -186,8 +256,9 @@ class RegisterFiles(FilePlan, wiring.Component):
     """
 
     def __init__(self, cfg, users: dict | None = None, widths: dict | None = None, *, wide: dict | None = None,
-                 shared: dict | None = None):
+                 shared: dict | None = None, verilog_rams: bool = False):
         FilePlan.__init__(self, cfg, users, widths, wide=wide, shared=shared)
+        self.verilog_rams = bool(verilog_rams)
         members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
                    for user, spaces in self.users.items() for space in spaces}
         members.update({f"{self.port_name(user, space)}_active": In(1) for (space, write), group in self.shared.items()
@@ -205,8 +276,10 @@ class RegisterFiles(FilePlan, wiring.Component):
             depth = file_depth(self.cfg, space)
             mems = []
             for b in range(nb):
-                mem = Memory(shape=file_shape(self.cfg, space), depth=-(-depth // nb), init=[])
-                m.submodules[name if nb == 1 else f"{name}_{b}"] = mem
+                shape, rows = file_shape(self.cfg, space), -(-depth // nb)
+                mem = _VerilogRam(shape, rows) if self.verilog_rams else Memory(shape=shape, depth=rows, init=[])
+                if not self.verilog_rams:
+                    m.submodules[name if nb == 1 else f"{name}_{b}"] = mem
                 mems.append(mem)
 
             def bank_of(addr, lb=lb):
@@ -305,4 +378,7 @@ class RegisterFiles(FilePlan, wiring.Component):
                         m.d.comb += [rp.en.eq(port.en), rp.addr.eq(row_of(port.addr[t]))]
                         outs.append(rp.data.as_value())
                     m.d.comb += port.data[t].eq(Array(outs)[sel])
+            if self.verilog_rams:
+                for b, mem in enumerate(mems):
+                    m.submodules[name if nb == 1 else f"{name}_{b}"] = mem.instance()
         return m

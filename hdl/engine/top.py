@@ -61,12 +61,12 @@ def _file_args(cfg) -> tuple:
     return (cfg, users, widths), {"wide": {"mvu": cfg.tiles}, "shared": shared_ports(cfg)}
 
 
-def register_files(cfg) -> RegisterFiles:
+def register_files(cfg, *, verilog_rams: bool = False) -> RegisterFiles:
     """The engine's register files: every unit's ports (``FILE_USERS`` and the DMAs' extra lanes),
     the wide users' widths (``mfu_width``), the MVU's T one-entry reads and the shared ports
-    (``layouts.shared_ports``)."""
+    (``layouts.shared_ports``); ``verilog_rams``: memories as ``accelml_ram`` instances."""
     args, kw = _file_args(cfg)
-    return RegisterFiles(*args, **kw)
+    return RegisterFiles(*args, **kw, verilog_rams=verilog_rams)
 
 
 def file_plan(cfg) -> FilePlan:
@@ -77,10 +77,11 @@ def file_plan(cfg) -> FilePlan:
 
 
 class Engine(wiring.Component):
-    def __init__(self, cfg, *, imem_depth: int = 4096, imem_verilog: bool = False):
+    def __init__(self, cfg, *, imem_depth: int = 4096, verilog_memories: bool = False):
         self.cfg = check_config(cfg, "Engine")
         self.imem_depth = imem_depth
-        self._control = Control(cfg, imem_depth=imem_depth, imem_verilog=imem_verilog)  # validates imem_depth
+        self.verilog_memories = bool(verilog_memories)
+        self._control = Control(cfg, imem_depth=imem_depth, imem_verilog=verilog_memories)  # validates imem_depth
         pw = self._control.pc_bits
         ab = byte_addr_bits(cfg)
         super().__init__({
@@ -101,7 +102,7 @@ class Engine(wiring.Component):
         m.submodules.mfu = mfu = Mfu(self.cfg)
         m.submodules.pool = pool = Pool(self.cfg)
         m.submodules.mvu = mvu = Mvu(self.cfg)
-        m.submodules.files = files = register_files(self.cfg)
+        m.submodules.files = files = register_files(self.cfg, verilog_rams=self.verilog_memories)
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)

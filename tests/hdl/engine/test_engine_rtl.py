@@ -72,6 +72,17 @@ def test_instruction_memory_depth_does_not_grow_the_verilog():
     assert "module accelml_imem" in deep
 
 
+def test_register_file_depths_do_not_grow_the_verilog():
+    """The files are ``accelml_ram`` instances, zeroed by a loop: no initial value per entry."""
+    from dataclasses import replace
+
+    small, _ = engine_verilog(CFG)
+    big = replace(CFG, vrf_vectors=4 * CFG.vrf_vectors, mrf_tiles=4 * CFG.mrf_tiles, fvrf_vectors=4 * CFG.fvrf_vectors)
+    deep, _ = engine_verilog(big)
+    assert abs(len(deep) - len(small)) < 4000  # wider addresses only; a line per entry would be 400 K+
+    assert "module accelml_ram" in deep and f".DEPTH(32'd{big.vrf_vectors})" in deep
+
+
 def test_engine_verilog_does_not_depend_on_the_string_hash_seed():
     """The emitted Verilog is a function of the sources and the EngineConfig alone (its SHA-256 keys
     the build cache and names what a synthesis record measured): no iteration over a set of
