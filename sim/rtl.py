@@ -90,8 +90,8 @@ DEFAULT_OPTIMIZE = "-O0"
 
 
 # The build cache's default size bound, in GiB (``$ACCELML_RTL_CACHE_GB`` overrides it). A trimmed
-# build takes 2-40 MB (the `tiny` engine's 5 MB, `a10`'s 36 MB); untrimmed they took 10x that and
-# a day of work filled 27 GB.
+# build takes 1-20 MB (a block's cocotb test 1-2 MB, the `tiny` engine 2.5-5 MB, `a10` 19 MB);
+# untrimmed, 10-20x that (`a10` 370 MB), and a day of work filled 27 GB.
 RTL_CACHE_GB = 4.0
 PRUNE_GRACE = 60.0  # seconds: a build used this recently is never pruned
 
