@@ -400,6 +400,7 @@ def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
           optimize: str = DEFAULT_OPTIMIZE, cache_dir: Path | None = None) -> tuple[Path, float]:
     """Build (or reuse) the Verilator model; return ``(build_dir, seconds spent building)``."""
     _ensure_path()
+    limit = cache_limit_bytes()  # a bad ACCELML_RTL_CACHE_GB fails before the build, not after it
     args = [*BUILD_ARGS, *build_args]
     build_dir = _build_dir(verilog_text, toplevel, build_args, optimize, cache_dir)
     cache_dir, key = build_dir.parent, build_dir.name
@@ -432,7 +433,7 @@ def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
         seconds = time.monotonic() - start
         _trim(build_dir, toplevel)
         done.write_text(f"{seconds:.1f}\n")
-    prune(cache_dir, keep=build_dir)
+    prune(cache_dir, limit_bytes=limit, keep=build_dir)
     return build_dir, seconds
 
 

@@ -111,3 +111,10 @@ def test_cache_bound_from_the_environment(monkeypatch):
         monkeypatch.setenv("ACCELML_RTL_CACHE_GB", bad)
         with pytest.raises(rtl.RtlError, match="ACCELML_RTL_CACHE_GB"):
             rtl.cache_limit_bytes()
+
+
+def test_bad_cache_bound_fails_before_building(monkeypatch, tmp_path):
+    monkeypatch.setenv("ACCELML_RTL_CACHE_GB", "lots")
+    with pytest.raises(rtl.RtlError, match="ACCELML_RTL_CACHE_GB='lots' is not a number"):
+        rtl.build("module adder(input clk); endmodule\n", "adder", cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
