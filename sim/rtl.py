@@ -351,8 +351,11 @@ def prune(cache_dir: Path | None = None, *, limit_bytes: int | None = None, keep
         if not (path.is_dir() and _is_key(path.name) and (cache_dir / f"{path.name}.lock").is_file()):
             continue
         mark = path / ".built"
-        used = mark.stat().st_mtime if mark.is_file() else path.stat().st_mtime
-        entries.append((used, path, _dir_bytes(path)))
+        try:
+            used = mark.stat().st_mtime if mark.is_file() else path.stat().st_mtime
+            entries.append((used, path, _dir_bytes(path)))
+        except OSError:  # removed meanwhile by another process's prune
+            continue
     total = sum(size for _, _, size in entries)
     removed = []
     recent = time.time() - PRUNE_GRACE
