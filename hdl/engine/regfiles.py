@@ -44,8 +44,9 @@ entry is in and reads every bank at the entry's row, selecting the entry's bank 
 In the emitted Verilog (``RegisterFiles(verilog_rams=True)``, the engine's ``verilog_memories``)
 each memory is an instance of the plain module ``accelml_ram`` (:data:`RAM_VERILOG`): the same
 write ports and synchronous, non-transparent read ports, zeroed by a loop at time 0. Amaranth
-writes a memory's initial value one bit at a time: the `a10` engine's files were 85 K lines of
-zeros and most of its 8-minute emission.
+writes a memory's initial value one bit at a time: the `a10` engine's files were 85 K of its 393 K
+lines, all zeros (its emission went from 498 to 407 s; most of the rest is Amaranth's check for
+combinational cycles).
 """
 
 from __future__ import annotations
