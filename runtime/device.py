@@ -170,13 +170,15 @@ class RtlDevice(Device):
                  threads: int = 1):
         super().__init__(cfg)
         from accelml.sim import rtl
-        from accelml.sim.rtl_engine import MAX_THREADS
+        from accelml.sim.rtl_engine import check_threads
 
         for name, v in (("max_steps", max_steps), ("max_cycles", max_cycles)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise DeviceError(f"rtl device: {name} must be a positive integer, got {v!r}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-            raise DeviceError(f"rtl device: threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
+        try:
+            check_threads(threads)
+        except ValueError as e:
+            raise DeviceError(f"rtl device: {e}") from None
         missing = rtl.tools_missing()
         if missing:
             raise DeviceError(f"device 'rtl' is not available here: {missing}")

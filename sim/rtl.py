@@ -305,6 +305,11 @@ def _locked(path: Path, mode: int = fcntl.LOCK_EX):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _lock_path(build_dir: Path) -> Path:
+    """The lock file beside a build directory (held while the build is made, run or removed)."""
+    return build_dir.parent / f"{build_dir.name}.lock"
+
+
 def _is_key(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
@@ -348,7 +353,7 @@ def prune(cache_dir: Path | None = None, *, limit_bytes: int | None = None, keep
         return []
     entries = []
     for path in cache_dir.iterdir():
-        if not (path.is_dir() and _is_key(path.name) and (cache_dir / f"{path.name}.lock").is_file()):
+        if not (path.is_dir() and _is_key(path.name) and _lock_path(path).is_file()):
             continue
         mark = path / ".built"
         try:
@@ -364,7 +369,7 @@ def prune(cache_dir: Path | None = None, *, limit_bytes: int | None = None, keep
             break
         if used > recent or (keep is not None and path.resolve() == Path(keep).resolve()):
             continue
-        with open(cache_dir / f"{path.name}.lock", "a") as f:
+        with open(_lock_path(path), "a") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -406,12 +411,12 @@ def build(verilog_text: str, toplevel: str, *, build_args: Sequence[str] = (),
     limit = cache_limit_bytes()  # a bad ACCELML_RTL_CACHE_GB fails before the build, not after it
     args = [*BUILD_ARGS, *build_args]
     build_dir = _build_dir(verilog_text, toplevel, build_args, optimize, cache_dir)
-    cache_dir, key = build_dir.parent, build_dir.name
+    cache_dir = build_dir.parent
     done = build_dir / ".built"
     if _finished(build_dir, toplevel):  # no lock: a run of this build holds it shared while it runs
         os.utime(done)  # its last use: prune leaves builds used in the last PRUNE_GRACE seconds
         return build_dir, 0.0
-    with _locked(Path(cache_dir) / f"{key}.lock"):
+    with _locked(_lock_path(build_dir)):
         if _finished(build_dir, toplevel):
             return build_dir, 0.0
         shutil.rmtree(build_dir, ignore_errors=True)  # a half-done build from an interrupted run
@@ -490,7 +495,7 @@ def run_cocotb(
         verilog_text = to_verilog(design, toplevel, async_reset=async_reset)
     build_dir, build_seconds = build(verilog_text, toplevel, build_args=build_args, optimize=optimize,
                                      cache_dir=cache_dir)
-    with _locked(build_dir.parent / f"{build_dir.name}.lock", fcntl.LOCK_SH):  # prune leaves it alone
+    with _locked(_lock_path(build_dir), fcntl.LOCK_SH):  # prune leaves it alone
         return _run_built(build_dir, build_seconds, toplevel, test_module, testcase=testcase,
                           extra_env=extra_env, seed=seed, inputs=inputs, outputs=outputs,
                           move_outputs=move_outputs)

@@ -63,6 +63,13 @@ ENGINE_OPTIMIZE = "-O2"
 # worker threads wait spinning, so more threads than idle cores slow a run down; 1 is the default.
 MAX_THREADS = 64
 
+
+def check_threads(threads) -> int:
+    """``threads`` if it is a thread count the engine's build takes, else ``ValueError``."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
+    return threads
+
 # the functional simulator's error messages, in the terms of the RTL's error codes
 ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (r"illegal opcode|non-zero unused bits|holds an illegal value", ErrorCode.ILLEGAL_INSN),
@@ -281,10 +288,8 @@ class EngineSim:
     def __init__(self, cfg: EngineConfig, *, imem_depth: int = 4096, model_bytes: int | None = None,
                  optimize: str = ENGINE_OPTIMIZE, cache_dir: Path | None = None, trace: bool = False,
                  threads: int = 1):
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-            raise ValueError(f"EngineSim threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
+        self.threads = check_threads(threads)
         self.cfg = cfg
-        self.threads = threads
         self._engine_text = engine_text(cfg, imem_depth, cache_dir)  # validates cfg and imem_depth
         self.imem_depth = imem_depth
         self.word_bytes = cfg.mem_port_bits // 8
