@@ -101,12 +101,13 @@ def check_imem_depth(imem_depth) -> int:
 @lru_cache(maxsize=8)
 def _engine_verilog(cfg: EngineConfig, imem_depth: int) -> tuple[str, str]:
     from .engine.control import IMEM_VERILOG
+    from .engine.dma import SHIFT_VERILOG
     from .engine.regfiles import RAM_VERILOG
     from .engine.top import Engine
 
-    engine = Engine(cfg, imem_depth=imem_depth, verilog_memories=True)
+    engine = Engine(cfg, imem_depth=imem_depth, verilog_modules=True)
     port_rows = ports(engine)
-    text = to_verilog(engine, ENGINE_TOP) + IMEM_VERILOG + RAM_VERILOG
+    text = to_verilog(engine, ENGINE_TOP) + IMEM_VERILOG + RAM_VERILOG + SHIFT_VERILOG
     manifest = {
         "format": EMIT_FORMAT,
         "top": ENGINE_TOP,

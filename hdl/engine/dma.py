@@ -25,7 +25,7 @@ word (or the row's last bytes), so unaligned rows and partial words need no read
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -45,47 +45,48 @@ from .layouts import (
 from .regfiles import file_port_signature
 from .status import ErrorCode, report_done
 
-__all__ = ["Dma", "decode_vector", "encode_vector", "decode_fvector", "shift_bytes", "low_bytes_mask"]
+__all__ = ["Dma", "decode_vector", "encode_vector", "decode_fvector", "byte_shift", "SHIFT_VERILOG"]
 
 
-def shift_bytes(m: Module, value, amount, width: int, *, left: bool) -> Signal:
-    """A signal (driven in ``m``'s comb domain, under the caller's conditions) of ``value`` shifted
-    by ``amount`` whole bytes, ``width`` bits (a multiple of 8): ``(value << 8 * amount)[:width]``
-    with ``left``, else ``(value >> 8 * amount)[:width]``.
+# The gearbox's byte shift in the emitted Verilog (``Dma(verilog_shifts=True)``): ``y`` is ``a``
+# shifted by ``s`` whole bytes (toward the most significant end with ``LEFT``), ``OUT`` bits of it.
+SHIFT_VERILOG = """
+module accelml_byte_shift #(parameter IN = 8, parameter OUT = 8, parameter SW = 1, parameter LEFT = 0) (
+    input wire [IN-1:0] a,
+    input wire [SW-1:0] s,
+    output wire [OUT-1:0] y
+);
+    /* verilator lint_off WIDTHEXPAND */
+    /* verilator lint_off WIDTHTRUNC */
+    // the operand is extended to, and the result cut at, the wider of IN and OUT: Verilog's sizing
+    generate
+        if (LEFT) begin : l
+            assign y = a << {s, 3'b000};
+        end else begin : r
+            assign y = a >> {s, 3'b000};
+        end
+    endgenerate
+    /* verilator lint_on WIDTHTRUNC */
+    /* verilator lint_on WIDTHEXPAND */
+endmodule
+"""
 
-    Built as eight selects of ``width // 8`` bits, one per bit position of a byte, from that bit of
-    every byte. A variable shift ``x << s`` is ``len(x) + 2 ** len(s) - 1`` bits wide before the
-    slice and each of its bits depends on every bit of ``x``: the gearbox's shifts written that way
-    were 2.1 G of the 2.2 G edges Amaranth's check for combinational cycles walked in the `a10`
-    engine (most of its emission), and shifts thousands of bits wide in every simulated cycle."""
-    n_in, n_out = -(-len(value) // 8), width // 8
-    assert width % 8 == 0 and n_out > 0
-    v = Signal(8 * n_in)
-    offset = Signal(range(max(n_in, n_out) + 1))
-    if left:  # result byte j is byte j - amount: a window at n_out - amount of the zero-led planes
-        lead, tail = n_out, max(0, n_out - n_in)
-        m.d.comb += offset.eq(Mux(amount >= n_out, 0, n_out - amount))
-    else:  # result byte j is byte j + amount
-        lead, tail = 0, n_out
-        m.d.comb += offset.eq(Mux(amount >= n_in, n_in, amount))
-    m.d.comb += v.eq(value)
-    planes = [Signal(n_out) for _ in range(8)]
-    for b, plane in enumerate(planes):
-        bits = Cat(Const(0, lead), *(v[8 * i + b] for i in range(n_in)), Const(0, tail))
-        m.d.comb += plane.eq(bits.bit_select(offset, n_out))
+
+def byte_shift(m: Module, value, amount, width: int, *, left: bool, verilog: bool = False):
+    """``width`` bits of ``value`` shifted by ``amount`` whole bytes: ``(value << 8 * amount)[:width]``
+    with ``left``, else ``(value >> 8 * amount)[:width]``; with ``verilog``, an instance of
+    ``accelml_byte_shift`` (:data:`SHIFT_VERILOG`) added to ``m``.
+
+    Amaranth's check for combinational cycles walks, for a shift by a variable amount, every bit of
+    the operand from every bit of the unsliced result (``len(value) + 2 ** len(amount) - 1`` bits):
+    the gearbox's shifts were 2.1 G of the 2.2 G edges it walked in the `a10` engine, 90 % of its
+    emission. It does not look inside an instance; Verilator and Yosys build the same shift from
+    either form."""
+    if not verilog:
+        return ((value << amount * 8) if left else (value >> amount * 8))[:width]
     out = Signal(width)
-    m.d.comb += out.eq(Cat(*(planes[b][j] for j in range(n_out) for b in range(8))))
-    return out
-
-
-def low_bytes_mask(m: Module, count, n_bytes: int) -> Signal:
-    """A signal (driven in ``m``'s comb domain) of ``n_bytes`` bytes whose bytes below ``count`` are
-    all ones (every byte when ``count >= n_bytes``), the others zero: ``~(ones << 8 * count)``
-    without a shift's width."""
-    below = Signal(n_bytes)
-    m.d.comb += below.eq(Cat(*(count > j for j in range(n_bytes))))
-    out = Signal(8 * n_bytes)
-    m.d.comb += out.eq(Cat(*(below[j].replicate(8) for j in range(n_bytes))))
+    m.submodules += Instance("accelml_byte_shift", p_IN=len(value), p_OUT=width, p_SW=len(amount),
+                             p_LEFT=int(left), i_a=value, i_s=amount, o_y=out)
     return out
 
 def decode_vector(cfg, raw):
@@ -149,8 +150,9 @@ class Dma(wiring.Component):
     is raised from ``SETUP`` to the end of the transfer, and the transfer starts (leaves ``SETUP``)
     only in a cycle where ``grant`` is set. ``grant`` is 1 when left unconnected."""
 
-    def __init__(self, cfg, *, load: bool = True, store: bool = True):
+    def __init__(self, cfg, *, load: bool = True, store: bool = True, verilog_shifts: bool = False):
         self.cfg = check_config(cfg, "Dma")
+        self.verilog_shifts = bool(verilog_shifts)
         if not (load or store):
             raise ValueError("Dma must execute loads, stores or both")
         self.load, self.store = load, store
@@ -205,6 +207,10 @@ class Dma(wiring.Component):
         row_bytes = Signal(32)
         m.d.comb += row_bytes.eq(c.length * item)
         code = Signal(ErrorCode)
+        ones_w = Const((1 << 8 * w) - 1, 8 * w)
+
+        def shift(value, amount, width, *, left):
+            return byte_shift(m, value, amount, width, left=left, verilog=self.verilog_shifts)
 
         # -- load: request generator -----------------------------------------------------------
         g_active = Signal()
@@ -344,11 +350,11 @@ class Dma(wiring.Component):
                     k = Signal(range(w + 1))
                     m.d.comb += k.eq(Mux(c_rem < w - off, c_rem, w - off))
                     piece = Signal(8 * w)
-                    word = shift_bytes(m, self.mem.resp.payload, off, 8 * w, left=False)
-                    m.d.comb += piece.eq(word & low_bytes_mask(m, k, w))
-                    shifted = shift_bytes(m, buf, emit_bytes, 8 * cap, left=False)
+                    word = shift(self.mem.resp.payload, off, 8 * w, left=False)
+                    m.d.comb += piece.eq(word & ~shift(ones_w, k, 8 * w, left=True))
+                    shifted = shift(buf, emit_bytes, 8 * cap, left=False)
                     got = take & self.mem.resp.valid
-                    m.d.sync += [buf.eq(shifted | Mux(got, shift_bytes(m, piece, fill_after, 8 * cap, left=True), 0)),
+                    m.d.sync += [buf.eq(shifted | Mux(got, shift(piece, fill_after, 8 * cap, left=True), 0)),
                                  fill.eq(fill_after + Mux(got, k, 0))]
                     with m.If(got):
                         m.d.sync += [c_rem.eq(c_rem - k), c_first.eq(0)]
@@ -392,7 +398,7 @@ class Dma(wiring.Component):
                     m.d.comb += used.eq(Mux(o_pos + o_fill >= w, w - o_pos, o_fill))
                     m.d.comb += [
                         req.valid.eq(send), req.payload.write.eq(1), req.payload.addr.eq(o_waddr),
-                        req.payload.data.eq(shift_bytes(m, o_buf, o_pos, 8 * w, left=True)),
+                        req.payload.data.eq(shift(o_buf, o_pos, 8 * w, left=True)),
                         req.payload.mask.eq((~(Const((1 << w) - 1, w) << used)[:w] << o_pos)[:w]),
                     ]
                     sent = Signal(range(w + 1))
@@ -401,9 +407,10 @@ class Dma(wiring.Component):
                         m.d.sync += [o_pos.eq(0), o_waddr.eq(o_waddr + 1)]
                     kept = Signal(fill_shape)
                     m.d.comb += kept.eq(o_fill - sent)
-                    pushed = data & low_bytes_mask(m, pend, len(data) // 8)
-                    m.d.sync += [o_buf.eq(shift_bytes(m, o_buf, sent, 8 * cap, left=False)
-                                          | shift_bytes(m, pushed, kept, 8 * cap, left=True)),
+                    ones_d = Const((1 << len(data)) - 1, len(data))
+                    pushed = data & ~shift(ones_d, pend, len(data), left=True)
+                    m.d.sync += [o_buf.eq(shift(o_buf, sent, 8 * cap, left=False)
+                                          | shift(pushed, kept, 8 * cap, left=True)),
                                  o_fill.eq(kept + pend), p_n.eq(nread), s_i.eq(s_i + nread)]
                     with m.If(~s_read & (s_i + nread == c.length)):
                         m.d.sync += [s_read.eq(1), s_row.eq(s_row + c.chip_stride)]

@@ -77,11 +77,16 @@ def file_plan(cfg) -> FilePlan:
 
 
 class Engine(wiring.Component):
-    def __init__(self, cfg, *, imem_depth: int = 4096, verilog_memories: bool = False):
+    """The whole engine (see the module doc). ``verilog_modules`` (the emitted Verilog,
+    ``hdl.emit.engine_verilog``): the instruction memory, the register files' memories and the
+    DMAs' byte shifts as instances of plain Verilog modules (``accelml_imem``, ``accelml_ram``,
+    ``accelml_byte_shift``), which Amaranth's simulator cannot run."""
+
+    def __init__(self, cfg, *, imem_depth: int = 4096, verilog_modules: bool = False):
         self.cfg = check_config(cfg, "Engine")
         self.imem_depth = imem_depth
-        self.verilog_memories = bool(verilog_memories)
-        self._control = Control(cfg, imem_depth=imem_depth, imem_verilog=verilog_memories)  # validates imem_depth
+        self.verilog_modules = bool(verilog_modules)
+        self._control = Control(cfg, imem_depth=imem_depth, imem_verilog=verilog_modules)  # validates imem_depth
         pw = self._control.pc_bits
         ab = byte_addr_bits(cfg)
         super().__init__({
@@ -97,12 +102,12 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.control = ctl = self._control
-        m.submodules.dma_load = ld = Dma(self.cfg, load=True, store=False)
-        m.submodules.dma_store = st = Dma(self.cfg, load=False, store=True)
+        m.submodules.dma_load = ld = Dma(self.cfg, load=True, store=False, verilog_shifts=self.verilog_modules)
+        m.submodules.dma_store = st = Dma(self.cfg, load=False, store=True, verilog_shifts=self.verilog_modules)
         m.submodules.mfu = mfu = Mfu(self.cfg)
         m.submodules.pool = pool = Pool(self.cfg)
         m.submodules.mvu = mvu = Mvu(self.cfg)
-        m.submodules.files = files = register_files(self.cfg, verilog_rams=self.verilog_memories)
+        m.submodules.files = files = register_files(self.cfg, verilog_rams=self.verilog_modules)
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
         for u in UNITS:
             wiring.connect(m, getattr(ctl, f"{u.name}_cmd"), units[u.name].cmd)

@@ -22,7 +22,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from accelml.hdl.config import preset
-from accelml.hdl.engine.dma import Dma, low_bytes_mask, shift_bytes
+from accelml.hdl.engine.dma import SHIFT_VERILOG, Dma, byte_shift
 from accelml.hdl.engine.layouts import dma_cmd_layout, file_depth, item_bytes, mem_port_signature
 from accelml.hdl.engine.regfiles import RegisterFiles
 from accelml.hdl.engine.status import ErrorCode
@@ -132,48 +132,37 @@ def test_dma_matches_funcsim_under_back_pressure(name, stall):
     assert diff.size == 0, f"{diff.size} bytes differ, first at {diff[:8]}"
 
 
-class _ByteShifts(wiring.Component):
-    """``shift_bytes`` both ways at two result widths, and ``low_bytes_mask``, of one value."""
 
-    def __init__(self, bits: int, amount_bits: int, widths: tuple[int, ...]):
-        self.widths = widths
-        ports = {"value": In(bits), "amount": In(amount_bits), "mask": Out(8 * max(widths) // 8)}
-        ports |= {f"{d}{w}": Out(w) for d in ("left", "right") for w in widths}
-        super().__init__(ports)
+class _ByteShifts(wiring.Component):
+    """``byte_shift`` both ways at two result widths, as Amaranth expressions or as instances."""
+
+    def __init__(self, bits: int, widths: tuple[int, ...], verilog: bool):
+        self.widths, self.verilog = widths, verilog
+        super().__init__({"value": In(bits), "amount": In(4),
+                          **{f"{d}{w}": Out(w) for d in ("left", "right") for w in widths}})
 
     def elaborate(self, platform):
         m = Module()
         for w in self.widths:
-            m.d.comb += [getattr(self, f"left{w}").eq(shift_bytes(m, self.value, self.amount, w, left=True)),
-                         getattr(self, f"right{w}").eq(shift_bytes(m, self.value, self.amount, w, left=False))]
-        m.d.comb += self.mask.eq(low_bytes_mask(m, self.amount, max(self.widths) // 8))
+            for d in ("left", "right"):
+                out = byte_shift(m, self.value, self.amount, w, left=d == "left", verilog=self.verilog)
+                m.d.comb += getattr(self, f"{d}{w}").eq(out)
         return m
 
 
-def test_byte_shifts_equal_the_shift_expressions():
-    """The gearbox's byte shifts and masks equal ``(x << 8 s)[:w]``, ``(x >> 8 s)[:w]`` and
-    ``~(ones << 8 s)``, for every amount (also past both widths), a value that is not whole bytes,
-    results narrower and wider than the value."""
-    from amaranth.sim import Simulator
-
+@pytest.mark.rtl
+@pytest.mark.parametrize("verilog", [False, True], ids=["amaranth", "accelml_byte_shift"])
+def test_byte_shifts_equal_pythons(verilog):
+    """The gearbox's byte shifts, in either form, equal ``(x << 8 s)[:w]`` and ``(x >> 8 s)[:w]``
+    for every amount (also past both widths), an operand that is not whole bytes, and results
+    narrower and wider than it."""
+    rtl.require_tools()
     bits, widths = 37, (24, 64)
-    dut = _ByteShifts(bits, 4, widths)
     rng = random.Random(5)
     values = [0, (1 << bits) - 1] + [rng.getrandbits(bits) for _ in range(6)]
-    checked = []
-
-    async def bench(ctx):
-        for x in values:
-            for s in range(16):
-                ctx.set(dut.value, x)
-                ctx.set(dut.amount, s)
-                for w in widths:
-                    assert ctx.get(getattr(dut, f"left{w}")) == (x << 8 * s) & ((1 << w) - 1), (x, s, w)
-                    assert ctx.get(getattr(dut, f"right{w}")) == (x >> 8 * s) & ((1 << w) - 1), (x, s, w)
-                assert ctx.get(dut.mask) == (1 << 8 * min(s, 8)) - 1, (x, s)
-                checked.append((x, s))
-
-    sim = Simulator(dut)
-    sim.add_testbench(bench)
-    sim.run()
-    assert len(checked) == len(values) * 16
+    design = rtl.to_verilog(_ByteShifts(bits, widths, verilog), "byte_shifts") + (SHIFT_VERILOG if verilog else "")
+    job = {"values": values, "widths": list(widths)}
+    result = rtl.run_cocotb(design, "byte_shifts", Path(__file__).with_name("cocotb_byte_shift.py"),
+                            inputs={"shift_job.json": json.dumps(job)}, outputs=("checked.txt",))
+    assert result.passed, result.summary()
+    assert int(result.outputs["checked.txt"]) == len(values) * 16
