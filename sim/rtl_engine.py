@@ -264,7 +264,7 @@ def engine_text_path(cfg: EngineConfig, imem_depth: int, cache_dir: Path | None 
 def engine_text(cfg: EngineConfig, imem_depth: int, cache_dir: Path | None = None) -> str:
     """``engine_verilog(cfg, imem_depth)``'s text, kept in ``<cache>/verilog`` (``cache_dir``, else
     ``rtl.default_cache()``) by a hash of the EngineConfig, the depth and :func:`_hdl_sources_key`, so
-    a later process skips the engine's elaboration and emission (minutes for a10). Validates ``cfg``
+    a later process skips the engine's elaboration and emission (about a minute for a10). Validates ``cfg``
     and ``imem_depth`` as ``engine_verilog`` does."""
     path = engine_text_path(cfg, imem_depth, cache_dir)
     try:
