@@ -89,6 +89,7 @@ def byte_shift(m: Module, value, amount, width: int, *, left: bool, verilog: boo
                              p_LEFT=int(left), i_a=value, i_s=amount, o_y=out)
     return out
 
+
 def decode_vector(cfg, raw):
     """Bytes of one BFP vector (``raw``, ``8 * bfp_vector_bytes`` bits) -> (entry bits, bad)."""
     n, m, mb, e = cfg.native_dim, cfg.mantissa_bits, cfg.mantissa_bytes, cfg.exponent_bits
