@@ -70,6 +70,7 @@ def check_threads(threads) -> int:
         raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}], got {threads!r}")
     return threads
 
+
 # the functional simulator's error messages, in the terms of the RTL's error codes
 ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (r"illegal opcode|non-zero unused bits|holds an illegal value", ErrorCode.ILLEGAL_INSN),

@@ -132,7 +132,6 @@ def test_dma_matches_funcsim_under_back_pressure(name, stall):
     assert diff.size == 0, f"{diff.size} bytes differ, first at {diff[:8]}"
 
 
-
 class _ByteShifts(wiring.Component):
     """``byte_shift`` both ways at two result widths, as Amaranth expressions or as instances."""
 

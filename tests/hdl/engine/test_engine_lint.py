@@ -33,11 +33,7 @@ WAIVED = {  # class -> (message pattern, reason)
     # of a vector; the widths are Amaranth's, checked by its own type rules before emission.
     "WIDTHEXPAND": (r"Operator (?!ASSIGN)\w+ expects \d+ bits on the [LR]HS",
                     "operands at natural width, extended by context"),
-    # ... and a variable bit select (`Value.bit_select`, the DMA gearbox's byte shifts) as a right
-    # shift of the whole value, truncated to the select's width by the assignment.
-    "WIDTHTRUNC": (r"Logical operator LOGNOT expects 1 bit on the LHS"
-                   r"|Operator ASSIGNW expects \d+ bits on the Assign RHS, but Assign RHS's SHIFTR generates",
-                   "`!` of a vector (reduce-bool); a bit select written as a shift"),
+    "WIDTHTRUNC": (r"Logical operator LOGNOT expects 1 bit on the LHS", "`!` of a vector (reduce-bool)"),
     # Amaranth keeps a wire for every named Signal and every field of a struct view (a port's
     # `mem__req__payload.addr`, a helper's `s`, `exp`) for debugging, while the logic reads the
     # expression it was folded into: hdl/engine/dma.py's `row_bytes`, read by the DMA's SETUP state,
