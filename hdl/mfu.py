@@ -33,7 +33,9 @@ reads as zero (the internal format holds none), one of mul or leaky relu is take
 
 Pipeline: a stalling pipeline of ``unit.latency`` registers (input, [qnt: block exponent], output);
 it advances whenever the output register is empty or being taken, so with ``o.ready`` high it takes
-a beat every cycle and a result leaves ``latency`` cycles after its beat is accepted.
+a beat every cycle and a result leaves ``latency`` cycles after its beat is accepted. Data registers
+load only with a valid beat and hold otherwise (operand isolation, as in the tile engine); a
+payload is defined only while its ``valid`` is high.
 """
 
 from __future__ import annotations
@@ -142,24 +144,28 @@ class _Unit(wiring.Component):
         advance = Signal()
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
 
-        def reg(value, name: str):
-            """``value`` registered, moving with the pipeline."""
+        def reg(value, name: str, load=None):
+            """``value`` registered, moving with the pipeline; data (``load`` given: the valid of
+            the stage it comes from) loads only with a valid beat and holds otherwise."""
             shape = value.shape() if isinstance(value, data.View) else Value.cast(value).shape()
             r = Signal(shape, name=name)
-            with m.If(advance):
+            with m.If(advance if load is None else advance & load):
                 m.d.sync += r.eq(value)
             return r
 
-        payload = reg(self.i.payload, "in")
+        payload = reg(self.i.payload, "in", self.i.valid)
         valid = reg(self.i.valid, "in_valid")
-        sampled = {k: reg(getattr(self, k), f"in_{k}") for k in self.sampled_ports()}
+        sampled = {k: reg(getattr(self, k), f"in_{k}", self.i.valid) for k in self.sampled_ports()}
         out = Signal(self.o.payload.shape(), name="out")
-        live = self.datapath(m, payload, sampled, out, reg)
+        first_valid = valid  # the datapath's registers load from the input stage
+        live = self.datapath(m, payload, sampled, out, lambda value, name: reg(value, name, first_valid))
         for k in range(self.latency - 2):
             valid = reg(valid, f"valid_{k}")
         m.d.comb += out.live.eq(live)
         with m.If(advance):
-            m.d.sync += [self.o.valid.eq(valid), self.o.payload.eq(out)]
+            m.d.sync += self.o.valid.eq(valid)
+        with m.If(advance & valid):
+            m.d.sync += self.o.payload.eq(out)
         return m
 
     def sampled_ports(self) -> tuple[str, ...]:

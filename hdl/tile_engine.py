@@ -23,7 +23,9 @@ integers, normally in ``[cfg.exp_min, cfg.exp_max]`` (the datapath computes any 
 
 Pipeline: input register, dot products, conversion, accumulation, output register. One step per
 cycle; a result leaves 4 cycles after its last step is accepted. Back-pressure on ``result``
-stalls the engine only when a finished result would overwrite one not yet taken.
+stalls the engine only when a finished result would overwrite one not yet taken. A stage's data
+registers load only with a valid step and hold otherwise (operand isolation: an idle engine does
+not toggle its datapath, and a cycle simulator skips its arithmetic).
 """
 
 from __future__ import annotations
@@ -141,7 +143,9 @@ class TileEngine(wiring.Component):
         v1 = Signal()
         p1 = Signal(step_layout(cfg))
         with m.If(~hold):
-            m.d.sync += [v1.eq(self.step.valid), p1.eq(self.step.payload)]
+            m.d.sync += v1.eq(self.step.valid)
+            with m.If(self.step.valid):
+                m.d.sync += p1.eq(self.step.payload)
 
         # Stage 2: exact dot products and exponents.
         v2, first2, last2 = Signal(), Signal(), Signal()
@@ -149,7 +153,9 @@ class TileEngine(wiring.Component):
         d2 = [Signal(signed(d_width), name=f"d_{j}") for j in range(n)]
         s2 = [Signal(signed(s_width), name=f"s_{j}") for j in range(n)]
         with m.If(~hold):
-            m.d.sync += [v2.eq(v1), first2.eq(p1.first), last2.eq(p1.last), init2.eq(p1.init)]
+            m.d.sync += v2.eq(v1)
+        with m.If(~hold & v1):
+            m.d.sync += [first2.eq(p1.first), last2.eq(p1.last), init2.eq(p1.init)]
             for j in range(n):
                 products = [p1.w_mant[j][i] * p1.a_mant[i] for i in range(n)]
                 m.d.sync += [
@@ -167,11 +173,12 @@ class TileEngine(wiring.Component):
             cvt = m.submodules[f"cvt_{j}"] = ScaledIntToF32(d_width, s_width)
             m.d.comb += [cvt.d.eq(d2[j]), cvt.s.eq(s2[j])]
             term_ovf.append(cvt.overflow)
-            with m.If(~hold):
+            with m.If(~hold & v2):
                 m.d.sync += term3[j].eq(cvt.result)
         with m.If(~hold):
-            m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2), init3.eq(init2),
-                         term_ovf3.eq(Mux(v2, Cat(*term_ovf).any(), 0))]
+            m.d.sync += [v3.eq(v2), term_ovf3.eq(Mux(v2, Cat(*term_ovf).any(), 0))]
+        with m.If(~hold & v2):
+            m.d.sync += [first3.eq(first2), last3.eq(last2), init3.eq(init2)]
 
         # Stage 4: accumulation (one binary32 add per row in the feedback loop) and output.
         acc = [Signal(32, name=f"acc_{j}") for j in range(n)]
