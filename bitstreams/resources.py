@@ -152,9 +152,10 @@ def _fit(flow: str, key: str, n: int, m: int) -> float:
     values = {}
     for mm in widths:
         pts = sorted((nn, v[key]) for (f, nn, m2), v in cal.items() if f == flow and m2 == mm)
-        ns = np.array([p[0] for p in pts], float)
-        coef = np.linalg.lstsq(np.stack([ns**2, ns, np.ones_like(ns)], 1), np.array([p[1] for p in pts], float),
-                               rcond=None)[0]
+        ns, ys = np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)
+        # least squares of the relative error: the small engines weigh as much as the large ones
+        w = 1 / np.maximum(np.abs(ys), 1)
+        coef = np.linalg.lstsq(np.stack([ns**2, ns, np.ones_like(ns)], 1) * w[:, None], ys * w, rcond=None)[0]
         values[mm] = float(coef @ [n * n, n, 1])
     return _interpolate(values, m)
 
