@@ -104,10 +104,11 @@ def _engine_verilog(cfg: EngineConfig, imem_depth: int) -> tuple[str, str]:
     from .engine.dma import SHIFT_VERILOG
     from .engine.regfiles import RAM_VERILOG
     from .engine.top import Engine
+    from .tile_engine import DOT_VERILOG
 
     engine = Engine(cfg, imem_depth=imem_depth, verilog_modules=True)
     port_rows = ports(engine)
-    text = to_verilog(engine, ENGINE_TOP) + IMEM_VERILOG + RAM_VERILOG + SHIFT_VERILOG
+    text = to_verilog(engine, ENGINE_TOP) + IMEM_VERILOG + RAM_VERILOG + SHIFT_VERILOG + DOT_VERILOG
     manifest = {
         "format": EMIT_FORMAT,
         "top": ENGINE_TOP,

@@ -30,7 +30,7 @@ not toggle its datapath, and a cycle simulator skips its arithmetic).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed
+from amaranth.hdl import Cat, Instance, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -38,7 +38,7 @@ from amaranth.utils import ceil_log2
 from .config import EngineConfig
 from .fp32 import F32Add, ScaledIntToF32
 
-__all__ = ["TileEngine", "step_layout", "result_layout", "MAX_NATIVE_DIM"]
+__all__ = ["TileEngine", "step_layout", "result_layout", "MAX_NATIVE_DIM", "DOT_VERILOG"]
 
 # The N-term dot product of each row is one combinational adder tree; beyond this it needs
 # pipelining this engine does not have.
@@ -92,6 +92,35 @@ def result_layout(cfg: EngineConfig) -> data.StructLayout:
     return data.StructLayout({"acc": data.ArrayLayout(32, cfg.native_dim), "overflow": 1})
 
 
+# A row's dot product in the emitted Verilog (``TileEngine(verilog_dots=True)``): ``y`` is the exact
+# sum of the ``N`` products of the signed ``W``-bit elements of ``a`` and ``b`` (exact integers, so
+# any order gives it), by a balanced tree whose every node is ``OUT`` bits wide (``OUT`` holds any
+# partial sum; node ``i`` adds nodes ``2i + 1`` and ``2i + 2``, the products are nodes
+# ``N - 1 .. 2N - 2``). Amaranth writes each level of its tree at its own width, which a Verilated
+# model masks and sign-extends level by level.
+DOT_VERILOG = """
+module accelml_dot #(parameter N = 16, parameter W = 8, parameter OUT = 19) (
+    input wire [N*W-1:0] a,
+    input wire [N*W-1:0] b,
+    output wire [OUT-1:0] y
+);
+    wire signed [OUT-1:0] node [0:2*N-2];
+    genvar i;
+    generate
+        for (i = 0; i < N; i = i + 1) begin : leaf
+            wire signed [OUT-1:0] x = {{(OUT - W){a[i*W + W - 1]}}, a[i*W +: W]};
+            wire signed [OUT-1:0] z = {{(OUT - W){b[i*W + W - 1]}}, b[i*W +: W]};
+            assign node[N - 1 + i] = x * z;
+        end
+        for (i = 0; i < N - 1; i = i + 1) begin : sum
+            assign node[i] = node[2*i + 1] + node[2*i + 2];
+        end
+    endgenerate
+    assign y = node[0];
+endmodule
+"""
+
+
 def dot_width(cfg: EngineConfig) -> int:
     """Signed width of an exact block dot product: ``2M + log2(N) + 1``."""
     return 2 * cfg.mantissa_bits + ceil_log2(cfg.native_dim) + 1
@@ -112,6 +141,9 @@ class TileEngine(wiring.Component):
     ----------
     cfg : EngineConfig
         N (``native_dim``), M (``mantissa_bits``) and E (``exponent_bits``) size the datapath.
+    verilog_dots : bool
+        The rows' dot products as instances of ``accelml_dot`` (:data:`DOT_VERILOG`, for the
+        emitted Verilog), which Amaranth's simulator cannot run; else Amaranth adder trees.
 
     Members
     -------
@@ -119,8 +151,9 @@ class TileEngine(wiring.Component):
     result : Out(stream.Signature(result_layout(cfg)))
     """
 
-    def __init__(self, cfg: EngineConfig):
+    def __init__(self, cfg: EngineConfig, *, verilog_dots: bool = False):
         self.cfg = _check_cfg(cfg)
+        self.verilog_dots = bool(verilog_dots)
         super().__init__({
             "step": In(stream.Signature(step_layout(cfg))),
             "result": Out(stream.Signature(result_layout(cfg))),
@@ -157,9 +190,8 @@ class TileEngine(wiring.Component):
         with m.If(~hold & v1):
             m.d.sync += [first2.eq(p1.first), last2.eq(p1.last), init2.eq(p1.init)]
             for j in range(n):
-                products = [p1.w_mant[j][i] * p1.a_mant[i] for i in range(n)]
                 m.d.sync += [
-                    d2[j].eq(_tree_sum(products)),
+                    d2[j].eq(self._dot(m, p1.w_mant[j], p1.a_mant, d_width, f"dot_{j}")),
                     s2[j].eq(p1.w_exp[j] + p1.a_exp - 2 * (m_bits - 1)),
                 ]
 
@@ -204,4 +236,15 @@ class TileEngine(wiring.Component):
                 m.d.sync += [self.result.payload.acc[j].eq(sums[j]) for j in range(n)]
                 m.d.sync += [self.result.payload.overflow.eq(new_ovf), self.result.valid.eq(1)]
         return m
+
+    def _dot(self, m: Module, w, a, width: int, name: str):
+        """The exact dot product of two mantissa vectors: an adder tree, or with ``verilog_dots``
+        an instance of ``accelml_dot`` (:data:`DOT_VERILOG`), the same tree in plain Verilog."""
+        n = self.cfg.native_dim
+        if not self.verilog_dots:
+            return _tree_sum(w[i] * a[i] for i in range(n))
+        out = Signal(signed(width), name=name)
+        m.submodules[name] = Instance("accelml_dot", p_N=n, p_W=self.cfg.mantissa_bits + 1, p_OUT=width,
+                                      i_a=w.as_value(), i_b=a.as_value(), o_y=out)
+        return out
 

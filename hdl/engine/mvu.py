@@ -59,8 +59,9 @@ def mvu_cmd_layout() -> data.StructLayout:
 
 
 class Mvu(wiring.Component):
-    def __init__(self, cfg):
+    def __init__(self, cfg, *, verilog_dots: bool = False):
         self.cfg = check_config(cfg, "Mvu")
+        self.verilog_dots = bool(verilog_dots)  # the tile engines' TileEngine(verilog_dots=)
         t = cfg.tiles
         super().__init__({
             "cmd": In(stream.Signature(mvu_cmd_layout())),
@@ -80,7 +81,7 @@ class Mvu(wiring.Component):
         bias = cfg.exp_bias
         c = Signal(mvu_cmd_layout())
         m.submodules.window = gen = WindowGen(cfg, nt)
-        engines = [TileEngine(cfg) for _ in range(nt)]
+        engines = [TileEngine(cfg, verilog_dots=self.verilog_dots) for _ in range(nt)]
         for t, e in enumerate(engines):
             m.submodules[f"tile{t}"] = e
 

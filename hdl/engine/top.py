@@ -78,9 +78,10 @@ def file_plan(cfg) -> FilePlan:
 
 class Engine(wiring.Component):
     """The whole engine (see the module doc). ``verilog_modules`` (the emitted Verilog,
-    ``hdl.emit.engine_verilog``): the instruction memory, the register files' memories and the
-    DMAs' byte shifts as instances of plain Verilog modules (``accelml_imem``, ``accelml_ram``,
-    ``accelml_byte_shift``), which Amaranth's simulator cannot run."""
+    ``hdl.emit.engine_verilog``): the instruction memory, the register files' memories, the
+    DMAs' byte shifts and the tile engines' dot products as instances of plain Verilog modules
+    (``accelml_imem``, ``accelml_ram``, ``accelml_byte_shift``, ``accelml_dot``), which Amaranth's
+    simulator cannot run."""
 
     def __init__(self, cfg, *, imem_depth: int = 4096, verilog_modules: bool = False):
         self.cfg = check_config(cfg, "Engine")
@@ -106,7 +107,7 @@ class Engine(wiring.Component):
         m.submodules.dma_store = st = Dma(self.cfg, load=False, store=True, verilog_shifts=self.verilog_modules)
         m.submodules.mfu = mfu = Mfu(self.cfg)
         m.submodules.pool = pool = Pool(self.cfg)
-        m.submodules.mvu = mvu = Mvu(self.cfg)
+        m.submodules.mvu = mvu = Mvu(self.cfg, verilog_dots=self.verilog_modules)
         m.submodules.files = files = register_files(self.cfg, verilog_rams=self.verilog_modules)
         units = {"dma_load": ld, "dma_store": st, "mfu": mfu, "pool": pool, "mvu": mvu}  # one per control.UNITS
         for u in UNITS:

@@ -17,7 +17,7 @@ from stream_ready import drive_stream
 from tile_engine_vectors import Scoreboard, corner_steps, pack_step, random_jobs, step_value, unpack_result
 
 from accelml.hdl.config import EngineConfig, preset
-from accelml.hdl.tile_engine import MAX_NATIVE_DIM, TileEngine, dot_width, result_layout, step_layout
+from accelml.hdl.tile_engine import DOT_VERILOG, MAX_NATIVE_DIM, TileEngine, dot_width, result_layout, step_layout
 from accelml.sim import rtl
 
 COCOTB_MODULE = Path(__file__).with_name("cocotb_tile_engine.py")
@@ -125,12 +125,18 @@ def test_tile_engine_python_sim_full_rate():
 # -- cocotb + Verilator --------------------------------------------------------------------------
 
 @pytest.mark.rtl
+@pytest.mark.parametrize("verilog_dots", [False, True], ids=["amaranth", "accelml_dot"])
 @pytest.mark.parametrize("name", list(RTL_CONFIGS))
-def test_tile_engine_rtl(name):
+def test_tile_engine_rtl(name, verilog_dots):
+    """Every cocotb test of the tile engine, with its dot products as Amaranth adder trees and as
+    the ``accelml_dot`` instances of the emitted engine."""
     rtl.require_tools()
     cfg = RTL_CONFIGS[name]
+    design = TileEngine(cfg, verilog_dots=verilog_dots)
+    if verilog_dots:
+        design = rtl.to_verilog(design, "tile_engine") + DOT_VERILOG
     result = rtl.run_cocotb(
-        TileEngine(cfg), toplevel="tile_engine", test_module=COCOTB_MODULE,
+        design, toplevel="tile_engine", test_module=COCOTB_MODULE,
         extra_env={"TILE_ENGINE_CFG": cfg.to_json()}, seed=1234,
     )
     print(f"{name}: build {result.build_seconds:.1f} s, run {result.run_seconds:.1f} s")
