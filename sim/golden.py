@@ -105,16 +105,24 @@ def quantize_conv_weights(w, cfg: EngineConfig, groups: int = 1, *, name: str = 
     Each row is blocked per kernel tap along input channels (padded to whole blocks), in the
     reduction order; ``min_error``: each block's exponent chosen by ``bfp.quantize_min_error``.
     """
+    taps = conv_weight_taps(w, cfg, groups)
+    cout, kh, kw, k = taps.shape
+    quant = bfp.quantize_min_error if min_error else bfp.quantize
+    q = quant(taps, cfg, name=name)  # blocks never straddle taps: k is whole blocks
+    return BfpTensor(q.mant.reshape(cout, -1), q.exp.reshape(cout, -1), kh * kw * k, cfg.native_dim, q.mantissa_bits)
+
+
+def conv_weight_taps(w, cfg: EngineConfig, groups: int = 1) -> np.ndarray:
+    """ONNX conv weights (Cout, Cin/groups, kh, kw) -> the float values ``quantize_conv_weights``
+    rounds: (Cout, kh, kw, cin_blocks * N), groups expanded, input channels zero-padded to whole
+    blocks (float32 kept, else float64)."""
     w = np.asarray(w)
     dense = expand_group_weights(w if w.dtype == np.float32 else w.astype(np.float64), groups)
     cout, cin, kh, kw = dense.shape
     n = cfg.native_dim
-    cinb = -(-cin // n)
-    taps = np.zeros((cout, kh, kw, cinb * n), dtype=dense.dtype)
+    taps = np.zeros((cout, kh, kw, -(-cin // n) * n), dtype=dense.dtype)
     taps[..., :cin] = dense.transpose(0, 2, 3, 1)
-    quant = bfp.quantize_min_error if min_error else bfp.quantize
-    q = quant(taps, cfg, name=name)  # blocks never straddle taps: cinb * n is whole blocks
-    return BfpTensor(q.mant.reshape(cout, -1), q.exp.reshape(cout, -1), kh * kw * cinb * n, n, q.mantissa_bits)
+    return taps
 
 
 def quantize_dense_weights(w, cfg: EngineConfig, *, name: str = "weights") -> BfpTensor:

@@ -187,12 +187,8 @@ def weight_errors(model, cfg) -> list[tuple[str, bool, float, float]]:
             continue
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
         w = w.astype(np.float64).reshape(*w.shape, *(1,) * (4 - w.ndim))
-        err = bfp.dequantize(golden.quantize_conv_weights(w, cfg, groups, name=node.name))
-        dense = golden.expand_group_weights(w, groups).transpose(0, 2, 3, 1)
-        exact = np.zeros(dense.shape[:3] + (-(-dense.shape[3] // n) * n,))
-        exact[..., :dense.shape[3]] = dense
-        exact = exact.reshape(len(w), -1)
-        err = (err[:, :exact.shape[1]] - exact) ** 2
+        exact = golden.conv_weight_taps(w, cfg, groups).reshape(len(w), -1)
+        err = (bfp.dequantize(golden.quantize_conv_weights(w, cfg, groups, name=node.name)) - exact) ** 2
         rows = err.sum(1)
         blocks = np.sort(np.add.reduceat(rows, np.arange(0, len(rows), n)))[::-1]
         share = (np.searchsorted(np.cumsum(blocks) / blocks.sum(), 0.8) + 1) / len(blocks)
