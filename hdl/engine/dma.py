@@ -208,10 +208,13 @@ class Dma(wiring.Component):
         row_bytes = Signal(32)
         m.d.comb += row_bytes.eq(c.length * item)
         code = Signal(ErrorCode)
-        ones_w = Const((1 << 8 * w) - 1, 8 * w)
-
         def shift(value, amount, width, *, left):
             return byte_shift(m, value, amount, width, left=left, verilog=self.verilog_shifts)
+
+        def low_bytes(value, count):
+            """``value``'s bytes below ``count``, the others zero."""
+            ones = Const((1 << len(value)) - 1, len(value))
+            return value & ~shift(ones, count, len(value), left=True)
 
         # -- load: request generator -----------------------------------------------------------
         g_active = Signal()
@@ -352,7 +355,7 @@ class Dma(wiring.Component):
                     m.d.comb += k.eq(Mux(c_rem < w - off, c_rem, w - off))
                     piece = Signal(8 * w)
                     word = shift(self.mem.resp.payload, off, 8 * w, left=False)
-                    m.d.comb += piece.eq(word & ~shift(ones_w, k, 8 * w, left=True))
+                    m.d.comb += piece.eq(low_bytes(word, k))
                     shifted = shift(buf, emit_bytes, 8 * cap, left=False)
                     got = take & self.mem.resp.valid
                     m.d.sync += [buf.eq(shifted | Mux(got, shift(piece, fill_after, 8 * cap, left=True), 0)),
@@ -408,8 +411,7 @@ class Dma(wiring.Component):
                         m.d.sync += [o_pos.eq(0), o_waddr.eq(o_waddr + 1)]
                     kept = Signal(fill_shape)
                     m.d.comb += kept.eq(o_fill - sent)
-                    ones_d = Const((1 << len(data)) - 1, len(data))
-                    pushed = data & ~shift(ones_d, pend, len(data), left=True)
+                    pushed = low_bytes(data, pend)
                     m.d.sync += [o_buf.eq(shift(o_buf, sent, 8 * cap, left=False)
                                           | shift(pushed, kept, 8 * cap, left=True)),
                                  o_fill.eq(kept + pend), p_n.eq(nread), s_i.eq(s_i + nread)]
