@@ -117,7 +117,7 @@ class CocotbResult:
     build_dir: Path | None = None
     build_seconds: float = 0.0  # 0 when the cached build was reused
     run_seconds: float = 0.0
-    outputs: dict[str, str] = field(default_factory=dict)  # requested files of the run directory
+    outputs: dict[str, str | bytes] = field(default_factory=dict)  # requested files of the run directory
 
     @property
     def passed(self) -> bool:
@@ -486,7 +486,8 @@ def run_cocotb(
     cocotb's random seed; ``build_args`` adds Verilator flags and ``optimize`` sets the C++
     optimisation level (both part of the cache key). ``inputs`` (file name -> contents) are
     written into the run directory before the run; the ``outputs`` the run leaves there are read
-    back into ``CocotbResult.outputs`` (a missing one is left out). ``move_outputs`` (file name ->
+    back into ``CocotbResult.outputs`` (as bytes if the name ends in ``.bin``, else as text; a
+    missing one is left out). ``move_outputs`` (file name ->
     path) moves files the run left (large or binary ones, e.g. a waveform) to the given paths.
     """
     if isinstance(design, str):
@@ -541,7 +542,8 @@ def _run_built(build_dir: Path, build_seconds: float, toplevel: str, test_module
     result = CocotbResult(
         tests=tests, failed=failed, skipped=skipped, failures=failures, log_tail=_tail(log),
         build_dir=build_dir, build_seconds=build_seconds, run_seconds=run_seconds, run_dir=run_dir,
-        outputs={name: (run_dir / name).read_text() for name in outputs if (run_dir / name).is_file()},
+        outputs={name: (run_dir / name).read_bytes() if name.endswith(".bin") else (run_dir / name).read_text()
+                 for name in outputs if (run_dir / name).is_file()},
     )
     for name, dest in (move_outputs or {}).items():
         if (run_dir / name).is_file():

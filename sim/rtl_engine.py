@@ -218,19 +218,22 @@ def timing_mismatch(ref: Outcome, got: RtlRun) -> str | None:
     return "; ".join(wrong) or None
 
 
-def _hex_words(raw: bytes, w: int) -> str:
+def _image_words(raw: bytes, w: int) -> bytes:
+    """The memory image as the memory model's ``$fread`` takes it: whole words of ``w`` bytes, each
+    most significant byte first (memory byte 0 is a word's least significant byte)."""
     a = np.frombuffer(raw, np.uint8)
     if a.size % w:
         a = np.concatenate([a, np.zeros(w - a.size % w, np.uint8)])
-    text = a.reshape(-1, w)[:, ::-1].tobytes().hex()
-    return "\n".join(text[i:i + 2 * w] for i in range(0, len(text), 2 * w)) + "\n"
+    return a.reshape(-1, w)[:, ::-1].tobytes()
 
 
-def _parse_hex_words(text: str, w: int) -> bytes:
-    lines = [ln.strip() for ln in text.splitlines()]
-    words = [ln for ln in lines if ln and not ln.startswith(("//", "@"))]
-    raw = bytes.fromhex("".join(word.zfill(2 * w) for word in words))
-    return np.frombuffer(raw, np.uint8).reshape(-1, w)[:, ::-1].tobytes()
+def _dumped_words(raw: bytes, w: int) -> bytes:
+    """The image the memory model dumped (``$fwrite`` "%u": each word least significant byte
+    first, padded to a multiple of 4 bytes), as memory bytes."""
+    stride = -(-w // 4) * 4
+    if len(raw) % stride:
+        raise RtlError(f"memory dump of {len(raw)} bytes is not whole {w}-byte words")
+    return np.frombuffer(raw, np.uint8).reshape(-1, stride)[:, :w].tobytes()
 
 
 @lru_cache(maxsize=1)
@@ -360,21 +363,21 @@ class EngineSim:
         inputs = {
             "params.hex": "".join(f"{p:016x}\n" for p in params),
             "prog.hex": "".join(f"{w:016x}\n" for w in words) or "0\n",
-            "mem.hex": _hex_words(image, self.word_bytes),
+            "mem.bin": _image_words(image, self.word_bytes),
         }
         self.build()
         result = rtl.run_cocotb(self.verilog(), TOPLEVEL, TB_DIR / "engine_run.py", build_args=self._build_args(),
                                 optimize=self.optimize, cache_dir=self.cache_dir, inputs=inputs,
-                                outputs=("status.txt", "mem_out.hex"),
+                                outputs=("status.txt", "mem_out.bin"),
                                 move_outputs={"trace.fst": trace_to} if trace_to is not None else None)
-        if not result.passed or "status.txt" not in result.outputs:
+        if not result.passed or not {"status.txt", "mem_out.bin"} <= result.outputs.keys():
             raise RtlError(f"RTL run failed: {result.summary()}")
         status = dict(line.split() for line in result.outputs["status.txt"].splitlines() if line.strip())
         status = {k: int(v) for k, v in status.items()}
         if status["hung"]:
             raise RtlError(f"engine did not stop within {params[6]} cycles (steps {status['steps']}, "
                            f"pc {status['error_pc']})")
-        memory = np.frombuffer(_parse_hex_words(result.outputs["mem_out.hex"], self.word_bytes), np.uint8)
+        memory = np.frombuffer(_dumped_words(result.outputs["mem_out.bin"], self.word_bytes), np.uint8)
         error = ErrorCode(status["error_code"]) if status["error"] else ErrorCode.NONE
         return RtlRun(
             memory=memory[:len(image)].copy(), error=error, error_pc=status["error_pc"] if status["error"] else None,

@@ -1,8 +1,8 @@
 // Free-running testbench of the engine: clock generated here (Verilator --timing), the program
 // and run parameters read from files the harness writes (accelml.sim.rtl_engine), no per-cycle
 // Python. Files: params.hex (prog_len, mem_size, ro_bytes, max_steps, max_cycles, dump_words,
-// hang_cycles, stall_mask), prog.hex (64-bit words), mem.hex (read by the memory model). At the end it
-// writes mem_out.hex and status.txt and raises `finished`, which the cocotb module awaits. Built with
+// hang_cycles, stall_mask), prog.hex (64-bit words), mem.bin (read by the memory model). At the end it
+// writes mem_out.bin and status.txt and raises `finished`, which the cocotb module awaits. Built with
 // ACCELML_TRACE defined, it also writes the engine's waveform to trace.fst.
 `timescale 1ns/1ps
 module accelml_tb #(

@@ -130,6 +130,13 @@ def wide_engine():
 ENGINES = ["engine", "wide_engine"]  # the MFU tests run on both
 
 
+@pytest.fixture(scope="module")
+def narrow_engine():
+    """A 2-byte memory port: the memory model's dump pads each word to 4 bytes ("%u")."""
+    rtl.require_tools()
+    return EngineSim(dataclasses.replace(CFG, mem_port_bits=16, name="tiny-w16"))
+
+
 def _same(engine, program, image, *, ro_bytes=0, max_steps=50_000_000, stall_mask=0):
     """The RTL run ends as funcsim's (error code, instruction, memory byte for byte) and, for a run
     that ends without an error and without injected stalls (which the cycle model does not know),
@@ -157,9 +164,11 @@ def _dma_loops_image() -> bytearray:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize(("which", "stall_mask"), [("engine", 0), ("engine", 0x0303), ("wide_engine", 0x0303)])
+@pytest.mark.parametrize(("which", "stall_mask"), [("engine", 0), ("engine", 0x0303), ("wide_engine", 0x0303),
+                                                  ("narrow_engine", 0)])
 def test_dma_loops_program(request, which, stall_mask):
-    """Also on banked files (wide_engine), through the DMA's one-entry ports."""
+    """Also on banked files (wide_engine), through the DMA's one-entry ports, and through a memory
+    port narrower than the memory model's 4-byte dump unit (narrow_engine)."""
     engine = request.getfixturevalue(which)
     program = assemble((PROGRAMS / "dma_loops.s").read_text())
     img = _dma_loops_image()
