@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(PY) tests/bench/bench_serve.py
 	$(PY) tests/bench/bench_workflow.py
 	$(PY) tests/bench/bench_rtl.py
-	$(PY) tests/bench/bench_rtl.py --resnet50 a10 --precision fast --threads 2
+	$(PY) tests/bench/bench_rtl.py --resnet50 a10 --precision fast --threads 2 --repeats 3
 
 lint: $(STAMP)
 	$(PY) -m ruff check compiler hdl sim runtime bitstreams tests
