@@ -98,7 +98,7 @@ def test_mixed_precision_is_bit_exact_between_funcsim_and_golden(tmp_path, name,
         assert got[out].tobytes() == want[out].tobytes(), out
 
 
-@pytest.mark.slow  # a few minutes: the policy lowers Lite0's depthwise weights (zero-expanded) four times
+# in the default suite (45 s): the policy rounds Lite0's depthwise weights once (weight_cache)
 @pytest.mark.skipif(not zoo.zoo_available(), reason="needs the zoo extra (EfficientNet-Lite0 weights)")
 def test_efficientnet_lite0_default_compile_is_bit_exact(tmp_path):
     model = zoo.efficientnet_lite0(96)
