@@ -21,6 +21,7 @@ naming the instruction (index and disassembly) and the code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -157,7 +158,7 @@ class RtlDevice(Device):
     program that does not halt within it is refused before the RTL runs); ``max_cycles``: the RTL's
     cycle budget instead of the one derived from the cycle model; ``trace``: write each run's FST
     waveform there (the first run to ``trace``, the k-th after it to ``<stem>.<k><suffix>``);
-    ``progress``: a stream for the build's progress line (None: silent)."""
+    ``progress``: a stream for the progress lines of the build and of each run (None: silent)."""
 
     name = "rtl"
     # the cycle model equals the RTL's count (tests/hdl/engine); the budget only bounds a hang, with
@@ -295,9 +296,13 @@ class RtlDevice(Device):
             plan, max_steps, max_cycles = Stats(), self.max_steps, self.max_cycles
         trace = self._trace_path()
         tmp = None if trace is None else temporary_beside(trace)
+        expect = (f"{plan.cycles:,} modelled cycles" if self.max_cycles is None
+                  else f"at most {max_cycles:,} cycles")
         try:
-            run = sim.run(words, memory.data, ro_bytes=memory.frozen, max_steps=max_steps, max_cycles=max_cycles,
-                          trace_to=tmp)
+            with _Progress(self.progress, f"simulating the engine ({expect})") if self.progress is not None \
+                    else contextlib.nullcontext():
+                run = sim.run(words, memory.data, ro_bytes=memory.frozen, max_steps=max_steps,
+                              max_cycles=max_cycles, trace_to=tmp)
             if tmp is not None and tmp.exists():
                 commit_file(tmp, trace)
         finally:

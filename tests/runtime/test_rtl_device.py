@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def test_cli_rtl_equals_funcsim(tools, elt_pkg, x_file, tmp_path, capsys):
         assert code == 0, err
         outs[device] = dict(np.load(out))
     assert "RTL cycles" in text and "RTL busy cycles" in text and "mfu" in text
+    # the run's progress line (capsys is no terminal: a line at its start and one at its end)
+    assert re.search(r"^simulating the engine \([\d,]+ modelled cycles\): done in \d+ s$", err, re.M), err
     assert outs["rtl"].keys() == outs["funcsim"].keys() == {"y"}
     for name, ref in outs["funcsim"].items():
         assert outs["rtl"][name].tobytes() == ref.tobytes(), name
