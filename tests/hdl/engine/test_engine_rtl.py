@@ -23,7 +23,7 @@ from accelml.hdl.emit import engine_verilog
 from accelml.hdl.engine.control import Control
 from accelml.hdl.engine.status import ErrorCode
 from accelml.hdl.engine.top import Engine
-from accelml.hdl.errors import ConfigError
+from accelml.hdl.errors import ConfigError, RtlError
 from accelml.hdl.isa import Act, Cfg, Dest, Instruction, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import assemble
 from accelml.sim import golden, rtl
@@ -128,6 +128,16 @@ def wide_engine():
 
 
 ENGINES = ["engine", "wide_engine"]  # the MFU tests run on both
+
+
+def test_a_torn_memory_dump_is_an_rtl_error():
+    """A dump that is not whole words (a run stopped while writing it) is refused, never read as
+    a shorter memory."""
+    from accelml.sim.rtl_engine import _dumped_words
+
+    assert _dumped_words(bytes(range(8)), 2) == bytes([0, 1, 4, 5])  # 2-byte words padded to 4
+    with pytest.raises(RtlError, match="not whole 2-byte words"):
+        _dumped_words(bytes(6), 2)
 
 
 @pytest.fixture(scope="module")
