@@ -204,6 +204,13 @@ class RtlDevice(Device):
         self._plans: dict[int, tuple] = {}  # id(program) -> (program, memory size, ro bytes, Stats)
         self._lock = threading.Lock()
 
+    def _progress(self, message: str | None):
+        """A progress line for ``message`` on the device's stream; nothing without a stream or a
+        message."""
+        if self.progress is None or message is None:
+            return contextlib.nullcontext()
+        return _Progress(self.progress, message)
+
     def _sim(self, imem_depth: int, model_bytes: int):
         from accelml.sim.rtl import RtlBuildError
         from accelml.sim.rtl_engine import EngineSim, engine_text_path
@@ -217,12 +224,9 @@ class RtlDevice(Device):
                                      cache_dir=self.cache_dir, trace=self.trace is not None, threads=self.threads)
 
                 try:
-                    if self.progress is not None and not engine_text_path(self.cfg, imem_depth,
-                                                                          self.cache_dir).is_file():
-                        with _Progress(self.progress, f"elaborating and emitting the engine for {self.cfg.name} "
-                                                      f"(imem {imem_depth}; once, then cached)"):
-                            sim = make()
-                    else:
+                    cached = engine_text_path(self.cfg, imem_depth, self.cache_dir).is_file()
+                    with self._progress(None if cached else f"elaborating and emitting the engine for "
+                                        f"{self.cfg.name} (imem {imem_depth}; once, then cached)"):
                         sim = make()
                 except (TypeError, ValueError) as e:  # the engine refused the EngineConfig while elaborating
                     raise RtlError(f"the RTL cannot build EngineConfig {self.cfg.name} "
@@ -233,10 +237,7 @@ class RtlDevice(Device):
             what = (f"building the Verilated engine for {self.cfg.name} (imem {imem_depth}, memory model "
                     f"{model_bytes >> 20} MiB{', FST trace' if self.trace else ''}; a few minutes, once)")
             try:
-                if self.progress is not None:
-                    with _Progress(self.progress, what):
-                        sim.build()
-                else:
+                with self._progress(what):
                     sim.build()
                 self.build_seconds += sim.build_seconds
             except RtlBuildError as e:  # one line: the first compiler / Verilator error of the log
@@ -299,8 +300,7 @@ class RtlDevice(Device):
         expect = (f"{plan.cycles:,} modelled cycles" if self.max_cycles is None
                   else f"at most {max_cycles:,} cycles")
         try:
-            with _Progress(self.progress, f"simulating the engine ({expect})") if self.progress is not None \
-                    else contextlib.nullcontext():
+            with self._progress(f"simulating the engine ({expect})"):
                 run = sim.run(words, memory.data, ro_bytes=memory.frozen, max_steps=max_steps,
                               max_cycles=max_cycles, trace_to=tmp)
             if tmp is not None and tmp.exists():
