@@ -127,7 +127,7 @@ def resnet50(name: str, size: str, precision: str = "balanced", threads: int = 1
         print(f"  onnxruntime fp32 {ort_s:.3f} s; funcsim {fs_s:.3f} s (a repeat run)", flush=True)
         device = RtlDevice(cfg, progress=sys.stderr, threads=threads)
         rtl_model = load(pkg, device=device)
-        runs = []  # (run stats, whole RTL step seconds, bit-exact with funcsim)
+        runs, same, rtl_s = [], True, 0.0  # each run's stats; bit-exact every time; the first's whole step
         for _ in range(repeats):
             try:
                 t0 = time.perf_counter()
@@ -136,19 +136,19 @@ def resnet50(name: str, size: str, precision: str = "balanced", threads: int = 1
             except AccelmlError as e:
                 raise SystemExit(f"resnet50 ({size}) on {name}: Verilator build {device.build_seconds:.0f} s; the "
                                  f"RTL run stopped: {type(e).__name__}: {e}") from None
-            stats = device.last_stats
-            runs.append((stats, total - stats.build_seconds, all(got[k].tobytes() == v.tobytes()
-                                                                 for k, v in ref.items())))
-    stats, rtl_s, _ = runs[0]
-    same = all(ok for _, _, ok in runs)
+            runs.append(device.last_stats)
+            if len(runs) == 1:
+                rtl_s = total - runs[0].build_seconds
+            same = same and all(got[k].tobytes() == v.tobytes() for k, v in ref.items())
+    stats = runs[0]
     # the Verilated run: program and image in, free run, image out
-    sims = sorted(st.run_seconds for st, _, _ in runs)
+    sims = sorted(st.run_seconds for st in runs)
     sim_s, median = sims[0], float(np.median(sims))
     print(f"  RTL {rtl_s:.1f} s with the engine's elaboration and emission (none when the user cache holds "
           f"its Verilog) and the cycle model's pre-run; Verilator build {stats.build_seconds:.0f} s")
     on = f"{threads} thread{'s' if threads > 1 else ''}"
     if repeats > 1:
-        print(f"  RTL simulation, {repeats} runs on {on}: " + ", ".join(f"{st.run_seconds:.1f}" for st, _, _ in runs)
+        print(f"  RTL simulation, {repeats} runs on {on}: " + ", ".join(f"{st.run_seconds:.1f}" for st in runs)
               + f" s; median {median:.1f} s = {median / ort_s:,.0f}x onnxruntime")
     print(f"  RTL simulation {sim_s:.1f} s on {on}{' (the fastest run)' if repeats > 1 else ''}: RTL / funcsim = "
           f"{sim_s / fs_s:,.0f}x, RTL / onnxruntime = {sim_s / ort_s:,.0f}x (whole RTL step of the first run: "
