@@ -551,12 +551,17 @@ class FuncSim:
         if self.timing:
             # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
-            busy = mvu_busy(self.cfg.tiles, cob * p, taps * gi, width=self.cfg.mfu_width)
+            busy = self._mvu_busy(p, cob, taps * gi)
             # the FVRF span as a write: it conflicts with every access, so an accumulating mvc's
             # read of it needs no range of its own (control.py's hazard check does the same)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("mrf", tspan.start, tspan.stop, False),
                       ("fvrf", dspan.start, dspan.stop, True)]
             self.model.dispatch("mvu", ranges, cycles=(busy, 1 + busy))
+
+    def _mvu_busy(self, pixels: int, cob: int, kb: int) -> int:
+        """The MVU's busy cycles for an ``mvc`` of ``pixels`` x ``cob`` pairs of ``kb`` steps: the
+        cycle model's :func:`mvu_busy` (``bitstreams/banking.py`` times other pair mappings here)."""
+        return mvu_busy(self.cfg.tiles, cob * pixels, kb, width=self.cfg.mfu_width)
 
     def _mvc_native(self, vspan: slice, geom, idx, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
                     acc: int) -> bool:

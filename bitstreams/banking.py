@@ -1,0 +1,230 @@
+"""Banking the large presets' register files: what the MVU's T reads a cycle need, measured.
+
+The resource model (``resources.py``) counts the ``a10`` / ``s10`` register files banked T ways
+(T banks of depth / T, addresses free of bank conflicts); the RTL gives the MVU T read ports per
+file (``regfiles.py``), which synthesis builds as T copies of the file, and neither preset fits that
+way. This module measures, on the compiler's programs and with its cycle model, what a banked build
+needs of the MVU's mapping of (pixel, output block) pairs onto tile engines, and what each answer
+costs in cycles, RAM blocks and logic:
+
+* **present** (``hdl/engine/mvu.py``): a round is T consecutive pairs ``q = pixel * cob + ob``,
+  tile engine t takes pair ``q0 + t``. A step reads, across the T engines, up to ``min(T, cob)``
+  distinct weight tiles of output blocks that vary from round to round, and the activation vectors
+  of every pixel the round spans (:func:`present_reads`). Banked, every engine may need any bank:
+  a bank-to-engine crossbar of T x (tile + vector) bits (:func:`crossbar_alms`, at the measured
+  cost per multiplexer bit of the wide ports, ``resources.wide_port_costs``).
+* **chunked**: the same mapping, the RTL unchanged, with the compiler cutting each layer's output
+  blocks into ``mvc`` chunks of ``c`` blocks, ``c`` a multiple or a divisor of T. Tile engine t then
+  only ever takes output blocks ``ob = t (mod T)`` (c a multiple of T: rounds start at multiples of T
+  and never straddle a pixel) or ``ob = t (mod c)`` (c a divisor: ``T / c`` whole pixels a round), so
+  MRF bank t holds what engine t reads and no weight crossbar is needed; a divisor chunk's tiles are
+  written into the ``T / c`` banks that read them at once (no more memory traffic, more MRF room).
+  A round of ``T / c`` pixels reads that many VRF vectors a step: with ``V`` read copies of the VRF
+  a step takes ``ceil((T / c) / V)`` cycles. :func:`chunked_busy` times the best cut of an ``mvc``
+  (a multiple of T, then the rest as divisor chunks, each padded or split, whichever is fastest,
+  every chunk paying its own setup).
+
+Only the MVU's busy cycles change between the two; the programs are the compiler's for the
+configuration as it stands, each ``mvc`` re-cut on its own (its output blocks are already a chunk
+of the layer's, cut for the MRF's room: a compiler cutting for the banks would choose those
+chunks too), so the chunked figures are what the present schedules cost re-cut, not the best
+schedule's.
+
+    python -m accelml.bitstreams.banking [--models resnet50,mobilenet_v2] [--tiles 8,14,16]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from accelml.hdl.config import EngineConfig, preset
+from accelml.hdl.engine.layouts import mvu_write_cycles
+from accelml.sim.cycles import MVU_SETUP, MVU_SETUP_EMPTY
+from accelml.sim.funcsim import FuncSim
+
+from . import resources
+
+__all__ = ["MAPPINGS", "present_reads", "chunk_busy", "chunked_busy", "measure", "ram_blocks", "crossbar_alms"]
+
+MAPPINGS = ("present", "chunked")
+
+
+def present_reads(tiles: int, pixels: int, cob: int) -> tuple[int, int]:
+    """(distinct output blocks, distinct pixels) that one round of the present mapping reads at a
+    step, the most over the ``mvc``'s rounds: T consecutive pairs ``q = pixel * cob + ob``."""
+    pairs = pixels * cob
+    if pairs == 0:
+        return 0, 0
+    # the rounds that can differ: the first few (a round's start moves by T mod cob from round to
+    # round, so every start is reached within cob rounds) and the last, which may be short
+    rounds = -(-pairs // tiles)
+    starts = sorted({r * tiles for r in range(min(rounds, cob + 1))} | {(rounds - 1) * tiles})
+    most_obs = most_pix = 0
+    for q0 in starts:
+        q = np.arange(q0, min(q0 + tiles, pairs))
+        most_obs = max(most_obs, len(np.unique(q % cob)))
+        most_pix = max(most_pix, len(np.unique(q // cob)))
+    return most_obs, most_pix
+
+
+def chunk_busy(tiles: int, pixels: int, c: int, kb: int, *, width: int, vrf_copies: int) -> int:
+    """Busy cycles of one chunk of ``c`` output blocks (``c`` a multiple or a divisor of T) of an
+    ``mvc`` of ``pixels`` pixels and ``kb`` steps: the cycle model's
+    :func:`~accelml.sim.cycles.mvu_busy`, each step taking ``ceil(pixels a round / V)`` cycles."""
+    if c % tiles and tiles % c:
+        raise ValueError(f"a chunk of {c} output blocks is neither a multiple nor a divisor of {tiles} tile engines")
+    if pixels * c == 0:
+        return MVU_SETUP_EMPTY
+    if c % tiles == 0:
+        rounds, step = pixels * c // tiles, kb
+    else:
+        per = tiles // c  # whole pixels a round
+        rounds, step = -(-pixels // per), kb * -(-min(per, pixels) // vrf_copies)
+    writes = mvu_write_cycles(tiles, width)
+    return MVU_SETUP + writes + step + (rounds - 1) * max(step, writes)
+
+
+def chunked_busy(tiles: int, pixels: int, cob: int, kb: int, *, width: int, vrf_copies: int) -> tuple[int, tuple]:
+    """(busy cycles, chunks) of the fastest cut of an ``mvc``'s ``cob`` output blocks into chunks
+    that are multiples or divisors of T: the largest multiple of T, then the rest as divisor chunks
+    (a chunk may be padded up to the next divisor, its extra blocks' work wasted)."""
+    kw = {"width": width, "vrf_copies": vrf_copies}
+    whole = cob // tiles * tiles
+    rest = cob - whole
+    divisors = [d for d in range(1, tiles + 1) if tiles % d == 0]
+    best = {0: (0, ())}  # blocks -> (cycles, chunks) of the fastest cut
+    for r in range(1, rest + 1):
+        cands = [(chunk_busy(tiles, pixels, d, kb, **kw), (d,)) for d in divisors if d >= r]
+        cands += [(chunk_busy(tiles, pixels, d, kb, **kw) + best[r - d][0], (d, *best[r - d][1]))
+                  for d in divisors if d < r]
+        best[r] = min(cands)
+    cycles, chunks = best[rest]
+    if whole:
+        cycles, chunks = cycles + chunk_busy(tiles, pixels, whole, kb, **kw), (whole, *chunks)
+    return (cycles, chunks) if chunks else (MVU_SETUP_EMPTY, ())
+
+
+class _Timed(FuncSim):
+    """The functional simulator's cycle model with the MVU timed on ``mapping``; records the reads
+    of every ``mvc``."""
+
+    def __init__(self, cfg, mem_bytes, *, mapping: str, vrf_copies: int):
+        super().__init__(cfg, mem_bytes, numerics=False)
+        self.mapping, self.vrf_copies = mapping, vrf_copies
+        self.reads: list[tuple[int, int, int]] = []  # (pixels, cob, kb) of every mvc run
+
+    def _mvu_busy(self, pixels: int, cob: int, kb: int) -> int:
+        self.reads.append((pixels, cob, kb))
+        if self.mapping == "present":
+            return super()._mvu_busy(pixels, cob, kb)
+        return chunked_busy(self.cfg.tiles, pixels, cob, kb, width=self.cfg.mfu_width,
+                            vrf_copies=self.vrf_copies)[0]
+
+
+def measure(cm, *, mapping: str = "present", vrf_copies: int = 1) -> dict:
+    """Modelled cycles of the compiled model ``cm`` (``compiler.compile_model``) with the MVU on
+    ``mapping``: ``cycles``, ``mvu_busy``, and over its ``mvc`` steps the most distinct weight tiles
+    and pixels a step reads on the present mapping (``tiles_read``, ``pixels_read``) and the share of
+    MVU steps reading more than one pixel (``multi_pixel_steps``)."""
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    cycles = busy = steps = multi = 0
+    most_tiles = most_pix = 0
+    for seg in cm.segments:
+        if seg.compiled is None:
+            continue
+        sim = _Timed(cm.cfg, seg.compiled.mem_bytes, mapping=mapping, vrf_copies=vrf_copies)
+        stats = sim.run(seg.compiled.program)
+        cycles += stats.cycles
+        busy += stats.busy.get("mvu", 0)
+        seen = {}
+        for shape in sim.reads:
+            seen[shape] = seen.get(shape, 0) + 1
+        t = cm.cfg.tiles
+        for (pixels, cob, kb), n in seen.items():
+            obs, pix = present_reads(t, pixels, cob)
+            most_tiles, most_pix = max(most_tiles, obs), max(most_pix, pix)
+            rounds = -(-pixels * cob // t)
+            steps += n * rounds * kb
+            q0 = np.arange(rounds) * t
+            q1 = np.minimum(q0 + t, pixels * cob) - 1
+            multi += n * int(np.count_nonzero(q0 // cob != q1 // cob)) * kb
+    return {"cycles": cycles, "mvu_busy": busy, "tiles_read": most_tiles, "pixels_read": most_pix,
+            "multi_pixel_steps": multi / steps if steps else 0.0}
+
+
+def ram_blocks(cfg: EngineConfig, device: resources.Device | str, *, mapping: str, vrf_copies: int = 1) -> int:
+    """RAM blocks of the three files: the resource model's banked count (``present``: T banks of
+    each file, what it assumes) or, ``chunked``, the MRF and FVRF banked as the model counts them and
+    the VRF as ``vrf_copies`` full copies for the MVU plus one for the other readers (the DMA, the
+    MFU, the pool), each read copy a whole file."""
+    dev = resources.DEVICES[device] if isinstance(device, str) else device
+    banked = resources.register_file_blocks(cfg, dev, banked=True)
+    if mapping == "present":
+        return banked
+    vec = cfg.native_dim * (cfg.mantissa_bits + 1) + cfg.exponent_bits
+    t = cfg.tiles
+    vrf_banked = t * resources._ram_blocks(vec, math.ceil(cfg.vrf_vectors / t), dev)
+    return banked - vrf_banked + (vrf_copies + 1) * resources._ram_blocks(vec, cfg.vrf_vectors, dev)
+
+
+def crossbar_alms(cfg: EngineConfig, device: resources.Device | str) -> float:
+    """Logic of a bank-to-engine crossbar for the present mapping on T-banked files: T engines x
+    (a weight tile's and an activation vector's bits) of T:1 multiplexers, at the cost per bit the
+    ``WidePort`` records measured for W:1 (interpolated at W = T, extrapolated past the widest)."""
+    dev = resources.DEVICES[device] if isinstance(device, str) else device
+    costs = resources.wide_port_costs(resources._flow(dev))
+    per_bit = resources._interpolate({w: c["logic"] for w, c in costs.items()}, cfg.tiles)
+    vec = cfg.native_dim * (cfg.mantissa_bits + 1) + cfg.exponent_bits
+    return cfg.tiles * (cfg.native_dim + 1) * vec * per_bit
+
+
+def main(argv=None) -> int:
+    import argparse
+    import dataclasses
+
+    from accelml.compiler import compile_model, models
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="a10")
+    ap.add_argument("--models", default="resnet50,mobilenet_v2")
+    ap.add_argument("--tiles", default="8,14,16", help="tile engines to try (the MRF scaled with them)")
+    ap.add_argument("--precision", default="fast")
+    ap.add_argument("--vrf-vectors", type=int, default=None, help="the VRF's depth (default: the preset's)")
+    ap.add_argument("--copies", default="1,2,4", help="VRF read copies to try on the chunked mapping")
+    args = ap.parse_args(argv)
+    base = preset(args.preset)
+    device = resources.PRESET_DEVICES[base.name]
+    dev = resources.DEVICES[device]
+    print(f"{base.describe()}; device {dev.name}; precision {args.precision}; programs: the compiler's "
+          "for each T, synthetic weights")
+    for name in args.models.split(","):
+        model = models.build(name, "full")
+        for t in (int(x) for x in args.tiles.split(",")):
+            cfg = dataclasses.replace(resources.scaled(base, t), name=f"{base.name}-t{t}",
+                                      vrf_vectors=args.vrf_vectors or base.vrf_vectors)
+            est = resources.estimate(cfg, dev)
+            cm = compile_model(model, config=cfg, name=name, precision=args.precision)
+            ref = measure(cm)
+            xbar = crossbar_alms(cfg, dev)
+            print(f"\n{name}, T = {t} ({cfg.peak_macs_per_cycle} MACs/cycle; logic {est.logic:,.0f} / "
+                  f"{dev.logic:,} {dev.logic_unit} without a weight crossbar)")
+            print(f"  present: {ref['cycles']:,} cycles, MVU busy {ref['mvu_busy']:,}; a step reads up to "
+                  f"{ref['tiles_read']} weight tiles and {ref['pixels_read']} pixels "
+                  f"({100 * ref['multi_pixel_steps']:.1f} % of steps more than one pixel); banked: "
+                  f"{ram_blocks(cfg, dev, mapping='present'):,} RAM blocks + a crossbar of {xbar:,.0f} "
+                  f"{dev.logic_unit} ({100 * (est.logic + xbar) / dev.logic:.0f} % of the device with it)")
+            for v in (int(x) for x in args.copies.split(",")):
+                r = measure(cm, mapping="chunked", vrf_copies=v)
+                ram = ram_blocks(cfg, dev, mapping="chunked", vrf_copies=v)
+                ctl = est.ram_blocks - resources.register_file_blocks(cfg, dev, banked=True)
+                print(f"  chunked, {v} + 1 VRF read copies: {r['cycles']:,} cycles "
+                      f"({r['cycles'] / ref['cycles']:.3f}x), MVU busy {r['mvu_busy']:,}; "
+                      f"{ram + ctl:,} / {dev.ram_blocks:,} RAM blocks")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
