@@ -105,6 +105,30 @@ class _Regions:
     vrf_pool_size: int
 
 
+def _bank_row(cfg: EngineConfig) -> int:
+    """MRF entries one row of weights takes: T on a banked MRF (a tile per bank), else 1."""
+    return cfg.tiles if cfg.mrf_banked else 1
+
+
+def _bank_cut(cob: int, tiles: int, most: int, whole: int) -> list[int]:
+    """Chunk sizes for ``cob`` output blocks on a banked MRF: chunks of ``whole`` blocks (a multiple
+    of T, or 0), the rest as one multiple of T and then divisors of T, largest first, none above
+    ``most`` (isa.md, "Banked MRF")."""
+    sizes, left = [], cob
+    while whole and left >= whole:
+        sizes.append(whole)
+        left -= whole
+    if left >= tiles and left // tiles * tiles <= most:
+        sizes.append(left // tiles * tiles)
+        left -= sizes[-1]
+    divisors = [d for d in range(min(tiles, most), 0, -1) if tiles % d == 0]
+    while left:
+        d = next(d for d in divisors if d <= left)
+        sizes.append(d)
+        left -= d
+    return sizes
+
+
 def _regions(cfg: EngineConfig, const_vectors: int, pool: float) -> _Regions:
     """The on-chip regions: a ``pool`` fraction of the VRF holds resident activations and the
     streaming regions share the rest."""
@@ -119,7 +143,8 @@ def _regions(cfg: EngineConfig, const_vectors: int, pool: float) -> _Regions:
     return _Regions(
         vrf_in=(0, vin), vrf_res=2 * vin, vrf_out=(2 * vin + vres, 2 * vin + vres + vout), vrf_out_size=vout,
         vrf_in_size=vin,
-        vrf_res_size=vres, mrf_half=cfg.mrf_tiles // 2, fvrf_const=0, fvrf_const_size=fc,
+        vrf_res_size=vres, mrf_half=cfg.mrf_tiles // 2 // _bank_row(cfg) * _bank_row(cfg), fvrf_const=0,
+        fvrf_const_size=fc,
         fvrf_acc=(fc, fc + facc), fvrf_acc_size=facc, fvrf_res=fc + 2 * facc,
         vrf_pool=v - vpool, vrf_pool_size=vpool,
     )
@@ -154,12 +179,17 @@ class _Emitter:
             self.cfgs[key] = raw
 
     def dma(self, op: Opcode, space: Space, chip: int, addr: int, rows: int, length: int,
-            mem_stride: int = 0, chip_stride: int = 0) -> None:
-        """A 2-D DMA, split into pieces whose row and length counts fit their fields."""
+            mem_stride: int = 0, chip_stride: int = 0, copies: int = 1) -> None:
+        """A 2-D DMA, split into pieces whose row and length counts fit their fields; ``copies``:
+        a load into a banked MRF writing each row that many times side by side (isa.md)."""
         item = {Space.VRF: self.cfg.bfp_vector_bytes, Space.MRF: self.cfg.tile_bytes,
                 Space.FVRF: self.cfg.fp_vector_bytes}[space]
         if rows == 0 or length == 0:
             return
+        if self.cfg.mrf_banked and space is Space.MRF and op is Opcode.LD:
+            self.set(Cfg.COPIES, copies)
+        elif copies != 1:
+            raise ValueError("copies are loads into a banked MRF")
         if rows == 1 or (mem_stride in (0, length * item) and chip_stride in (0, length)):
             # packed: one long row, cut into pieces of at most 65535 items
             total = rows * length
@@ -255,6 +285,8 @@ class _Generator:
         self.layers: list[LayerInfo] = []
         self.weights: dict[int, tuple[int, int]] = {}
         self.weight_bytes: dict[int, int] = {}
+        self.bank_addr: dict[tuple[int, tuple], int] = {}  # (conv, weight id) -> image address (banked MRF)
+        self.grouped: dict[int, bool] = {}  # conv -> its chunks loaded together (banked MRF, conv_plan)
         self.plans: dict[int, tuple] = {}
         # weight chunks in use order across the network: (op, index in its weight_ids, weight id)
         self.wqueue: list[tuple[ConvOp, int, tuple]] = []
@@ -378,11 +410,13 @@ class _Generator:
         return self.tile_cache[key]
 
     def constants(self, op: ConvOp) -> None:
-        """Place an op's weight tiles and bias in the image."""
-        addr = self.img.put_bfp(f"{op.name}.weight", self.tiles(op))
-        addr_lo = None
-        if op.wq_lo is not None:  # split weights: the second part, same tile layout
-            addr_lo = self.img.put_bfp(f"{op.name}.weight_lo", self.tiles(op, lo=True))
+        """Place an op's weight tiles and bias in the image (on a banked MRF its bias only: its
+        weights go in per chunk once the plan is final, :meth:`bank_weights`)."""
+        addr = addr_lo = None
+        if not self.cfg.mrf_banked:
+            addr = self.img.put_bfp(f"{op.name}.weight", self.tiles(op))
+            if op.wq_lo is not None:  # split weights: the second part, same tile layout
+                addr_lo = self.img.put_bfp(f"{op.name}.weight_lo", self.tiles(op, lo=True))
         bias = np.zeros(op.dst.cb * self.n, np.float32)
         bias[: len(op.bias)] = op.bias
         baddr = self.img.put_fp(f"{op.name}.bias", bias)
@@ -410,7 +444,8 @@ class _Generator:
         gi = op.gi or op.src.cb
         kh, kw = op.geom.kh, op.geom.kw
         per_ob = op.taps * gi
-        half = r.mrf_half
+        row = _bank_row(self.cfg)
+        half = r.mrf_half // row  # weight rows a half holds (a row: one tile, or one per bank)
         if per_ob <= half:
             kgroups = [("rows", 0, kh)]
             cob_c = min(op.cob, half // per_ob)
@@ -425,7 +460,7 @@ class _Generator:
             cob_c = 1
         else:
             raise CapacityError(f"layer {op.name!r}: one group's {gi} input blocks do not fit half the MRF "
-                                f"({half} tiles, {self.cfg.name})")
+                                f"({r.mrf_half} tiles, {self.cfg.name})")
         oh, ow = op.geom.out_size()
         out_cap = min(r.fvrf_acc_size, r.vrf_out_size)
         if op.residual is not None or self.plan.bases[op.dst.base].split:
@@ -436,6 +471,13 @@ class _Generator:
             raise CapacityError(f"layer {op.name!r}: one output row of {ow} pixels does not fit the accumulator "
                                 f"files ({out_cap} vectors, {self.cfg.name})")
         cob_c = max(1, min(cob_c, out_cap // ow))
+        if self.cfg.mrf_banked:  # multiples of T filling a half's rows, the rest divisors of T
+            t = self.cfg.tiles
+            fit = half // per_ob if per_ob <= half else 1  # groups of T blocks whose rows fit a half
+            sizes = _bank_cut(op.cob, t, out_cap // ow, min(fit * t, out_cap // ow) // t * t)
+            cob_c = max(sizes)
+        else:
+            sizes = [cob_c] * (op.cob // cob_c) + [op.cob % cob_c] * bool(op.cob % cob_c)
         rows = oh
         in_cb = op.src.cb * len(self.planes(op.src))  # blocks per input pixel on chip
         resident = op.src.base in self.resident  # read in place: no input region needed
@@ -457,10 +499,15 @@ class _Generator:
             [(True, False)] * (op.wq_lo is not None)
         passes = [(lo_w, lo_x, j) for lo_w, lo_x in kinds for j in range(len(kgroups))]
         kgroups = [kgroups[j] for _, _, j in passes]
-        if len(kgroups) == 1 and -(-op.cob // cob_c) == 1:
+        if len(kgroups) == 1 and len(sizes) == 1:
             rows = min(rows, -(-oh // PIPELINE_BANDS))  # bands overlap load, products, epilogue, store
         bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
-        chunks = [(o, min(op.cob, o + cob_c)) for o in range(0, op.cob, cob_c)]
+        starts = np.cumsum([0, *sizes])
+        chunks = [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        # a banked MRF's chunks of one layer in one half at once (one pass of products, one load):
+        # each band's input is then read by every chunk before the next band (see weight_ids)
+        self.grouped[id(op)] = (self.cfg.mrf_banked and len(chunks) > 1 and len(passes) == 1
+                                and sum(-(-c // self.cfg.tiles) for c in sizes) * per_ob <= half)
         return gi, kgroups, chunks, bands, passes
 
     def band_input(self, op: ConvOp | PoolOp, r0: int, r1: int, kh: int) -> tuple[int, int]:
@@ -474,9 +521,10 @@ class _Generator:
         """The steps (chunk, reduction group, band) of a conv layer, and its weight loads in use order.
 
         Chunk-major, or band-major when the reduction is split and the input comes in bands (the
-        accumulators must then stay per band)."""
+        accumulators must then stay per band) or the chunks' weights are loaded together
+        (``grouped``: a banked MRF's cut of one layer)."""
         _, kgroups, chunks, bands, _ = self.plans[id(op)]
-        if len(kgroups) > 1 and len(bands) > 1:
+        if (len(kgroups) > 1 and len(bands) > 1) or self.grouped.get(id(op)):
             steps = [(c, k, b) for b in bands for c in chunks for k in range(len(kgroups))]
         else:
             steps = [(c, k, b) for c in chunks for k in range(len(kgroups)) for b in bands]
@@ -490,7 +538,50 @@ class _Generator:
         """What step group k of ``chunk`` needs in the MRF: (chunk, (group, second weights)).
         Passes over the input's two planes use the same weights, loaded once when adjacent."""
         lo_w, _, j = self.plans[id(op)][4][k]
+        if self.grouped.get(id(op)):  # every chunk of the layer in one load
+            return (0, op.cob), (j, lo_w)
         return chunk, (j, lo_w)
+
+    def chunk_wids(self, op: ConvOp, wid) -> list[tuple[tuple, int]]:
+        """The chunks a weight id loads, each with its own weight id and its place (tiles from the
+        id's slot): the id itself, or a grouped layer's every chunk one after the other."""
+        if not self.grouped.get(id(op)):
+            return [(wid, 0)]
+        out, at = [], 0
+        for chunk in self.plans[id(op)][2]:
+            out.append(((chunk, wid[1]), at))
+            at += self.chunk_tiles(op, (chunk, wid[1]))
+        return out
+
+    def bank_weights(self, op: ConvOp) -> None:
+        """Place each weight chunk of ``op`` in the image as a banked MRF reads it (isa.md, "Banked
+        MRF"): a chunk of a multiple of T output blocks as ``cob / T`` row sets of T tiles (block
+        ``o0 + set * T + t`` in bank t), one contiguous load; a divisor of T as rows of its ``cob``
+        tiles, loaded with ``T / cob`` copies side by side (block ``o0 + t mod cob`` in bank t)."""
+        t = self.cfg.tiles
+        for wid in dict.fromkeys(w for group in self.weight_ids(op)[1] for w, _ in self.chunk_wids(op, group)):
+            (o0, o1), (_, lo_w) = wid
+            first, length = self.chunk_extent(op, wid)
+            mant, exp = self.tiles(op, lo=lo_w)
+            per_ob = mant.shape[0] // op.cob
+            c = o1 - o0
+            # (set, bank) -> output block; a divisor chunk's rows hold its c blocks once, loaded
+            # with T / c copies
+            ob = o0 + (np.arange(c // t)[:, None] * t + np.arange(t)[None, :] if c >= t else np.arange(c)[None, :])
+            src = ob[:, None, :] * per_ob + first + np.arange(length)[None, :, None]  # (set, row, bank)
+            self.bank_addr[id(op), wid] = self.img.put_bfp(
+                f"{op.name}.weight{'_lo' if lo_w else ''}[{o0}:{o1}]@{first}+{length}",
+                (mant[src.reshape(-1)], exp[src.reshape(-1)]))
+
+    def chunk_tiles(self, op: ConvOp, wid) -> int:
+        """MRF entries a weight chunk takes (a grouped layer's: all of its chunks)."""
+        if self.grouped.get(id(op)) and wid[0] == (0, op.cob):
+            return sum(self.chunk_tiles(op, (chunk, wid[1])) for chunk in self.plans[id(op)][2])
+        (o0, o1), _ = wid
+        length = self.chunk_extent(op, wid)[1]
+        if self.cfg.mrf_banked:
+            return -(-(o1 - o0) // self.cfg.tiles) * length * self.cfg.tiles
+        return (o1 - o0) * length
 
     def chunk_extent(self, op: ConvOp, wid) -> tuple[int, int]:
         """(first tile within an output block's tiles, tiles per output block) of a weight chunk."""
@@ -514,8 +605,7 @@ class _Generator:
             op, j, wid = self.wqueue[self.wpos]
             if self.wpos > self.cur_chunk + self.lookahead:
                 return
-            (o0, o1), _ = wid
-            size = (o1 - o0) * self.chunk_extent(op, wid)[1]
+            size = self.chunk_tiles(op, wid)
             if self.fill_at + size > half:
                 if self.half_keys[self.fill_half ^ 1]:
                     return  # the other half is still in use
@@ -541,15 +631,38 @@ class _Generator:
         :meth:`drip` spreads between the products of the chunks before it. The load DMA is one
         unit taking its transfers in program order, so a chunk loaded whole would hold the next
         products' activation loads behind it; in pieces, those slip in between."""
+        for part, at in self.chunk_wids(op, wid):
+            self._load_chunk(op, part, mrf + at, index)
+        if index <= self.cur_chunk:
+            self.need_weights(index)
+
+    def _load_chunk(self, op: ConvOp, wid, mrf: int, index: int) -> None:
+        """The load pieces of one chunk (:meth:`load_weights`)."""
         per_ob = op.taps * self.plans[id(op)][0]
         (o0, o1), (_, lo_w) = wid
         first, length = self.chunk_extent(op, wid)
         tile_bytes = self.cfg.tile_bytes
-        addr, _, addr_lo = self.weights[id(op)]
-        addr = (addr_lo if lo_w else addr) + (o0 * per_ob + first) * tile_bytes
-        rows, stride = o1 - o0, per_ob * tile_bytes
+        copies, chip_stride = 1, None
+        if self.cfg.mrf_banked and o1 - o0 < self.cfg.tiles:  # rows of the blocks, copied (bank_weights)
+            t = self.cfg.tiles
+            addr, rows, length, copies, chip_stride = self.bank_addr[id(op), wid], length, o1 - o0, t // (o1 - o0), t
+            stride = length * tile_bytes
+        elif self.cfg.mrf_banked:  # one contiguous run (bank_weights)
+            addr, rows, length = self.bank_addr[id(op), wid], 1, self.chunk_tiles(op, wid)
+            stride = length * tile_bytes
+        else:
+            addr, _, addr_lo = self.weights[id(op)]
+            addr = (addr_lo if lo_w else addr) + (o0 * per_ob + first) * tile_bytes
+            rows, stride = o1 - o0, per_ob * tile_bytes
         self.weight_bytes[id(op)] = self.weight_bytes.get(id(op), 0) + rows * length * tile_bytes
         piece_tiles = max(1, WEIGHT_PIECE_BYTES // tile_bytes)
+        if copies > 1:  # pieces of whole rows, T entries apart on chip
+            step = max(1, piece_tiles // length)
+            for r0 in range(0, rows, step):
+                self.pieces.append((index, functools.partial(
+                    self.e.dma, Opcode.LD, Space.MRF, mrf + r0 * chip_stride, addr + r0 * stride, min(step, rows - r0),
+                    length, mem_stride=stride, chip_stride=chip_stride, copies=copies)))
+            return
         if rows == 1 or stride == length * tile_bytes:  # one contiguous run: pieces of tiles
             total = rows * length
             cuts = [(mrf + t0, addr + t0 * tile_bytes, 1, min(piece_tiles, total - t0))
@@ -561,8 +674,6 @@ class _Generator:
         for chip, at, n, ln in cuts:
             self.pieces.append((index, functools.partial(self.e.dma, Opcode.LD, Space.MRF, chip, at, n, ln,
                                                          mem_stride=stride, chip_stride=ln)))
-        if index <= self.cur_chunk:
-            self.need_weights(index)
 
     def need_weights(self, index: int) -> None:
         """Emit every weight-load piece of chunks up to ``wqueue[index]``: products using it follow."""
@@ -621,6 +732,8 @@ class _Generator:
                 pos += 1
                 prev_wid = self.weight_id(op, (o0, o1), k)
             mrf = self.wslot[id(op), pos]
+            if self.grouped.get(id(op)):  # this chunk's place in the layer's load
+                mrf += dict(self.chunk_wids(op, prev_wid))[(o0, o1), prev_wid[1]]
             i0, i1 = self.band_input(op, r0, r1, g.kh)
             if prev_band is not None and prev_band != (r0, r1):
                 bpos += 1
@@ -892,6 +1005,10 @@ class _Generator:
             for op in self.plan.ops:  # inputs read in place need no bands for the input region
                 if isinstance(op, ConvOp | PoolOp) and op.src.base in self.resident:
                     self.plans[id(op)] = self.conv_plan(op) if isinstance(op, ConvOp) else self.pool_plan(op)
+        if self.cfg.mrf_banked:
+            for op in self.plan.ops:
+                if isinstance(op, ConvOp):
+                    self.bank_weights(op)
         self.wqueue = [(op, j, wid) for op in self.plan.ops if isinstance(op, ConvOp)
                        for j, wid in enumerate(self.weight_ids(op)[1])]
         self.windex = {(id(op), j): i for i, (op, j, _) in enumerate(self.wqueue)}

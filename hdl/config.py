@@ -92,7 +92,7 @@ INTERNAL_FORMATS = ("fp32-ftz",)
 FILE_PORTS = ("unit", "shared")
 # fields added after packages were first written, hashed only away from the value every earlier
 # configuration had, so the hash of an earlier configuration stays what its packages recorded
-_HASHED_IF_NOT = {"file_ports": "unit"}
+_HASHED_IF_NOT = {"file_ports": "unit", "mrf_banked": False}
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,10 @@ class EngineConfig:
     # file; "shared", one write port per file and, beside the MVU's T reads, one read port shared
     # by the other readers (hdl/engine/regfiles.py), as FPGA RAM blocks are built
     file_ports: str = "unit"
+    # the MRF as T banks, entry e in bank e mod T: tile engine t reads only bank t, which needs
+    # mvc chunks of a multiple or a divisor of T output blocks (isa.py, "Banked MRF"). Built in
+    # the functional simulator and the compiler; the RTL refuses it (not built yet)
+    mrf_banked: bool = False
     mem_bytes: int = 64 << 20  # external memory size
     mem_port_bits: int = 64  # external memory port width, bits per engine clock
     mem_bandwidth_gbps: float = 1.6  # sustained external memory bandwidth, GB/s
@@ -145,6 +149,11 @@ class EngineConfig:
         _check_int("mfu_width", self.mfu_width, 1, 4096)
         if self.file_ports not in FILE_PORTS:
             raise ConfigError(f"EngineConfig.file_ports must be one of {FILE_PORTS}, got {self.file_ports!r}")
+        if not isinstance(self.mrf_banked, bool):
+            raise ConfigError(f"EngineConfig.mrf_banked must be a bool, got {self.mrf_banked!r}")
+        if self.mrf_banked and self.mrf_tiles % self.tiles:
+            raise ConfigError(f"EngineConfig.mrf_tiles={self.mrf_tiles} must be a multiple of tiles={self.tiles} "
+                              "with mrf_banked (T banks of equal depth)")
         _check_int("mem_bytes", self.mem_bytes, 1 << 10, 1 << 36)
         _check_int("mem_port_bits", self.mem_port_bits, 8, 1 << 16)
         if self.mem_port_bits % 8:

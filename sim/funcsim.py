@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
+from accelml.hdl.engine.layouts import dma_lanes, dma_max_lanes
 from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, SPEC, Act, Cfg, Dest, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import Program, cfg_value
@@ -167,11 +168,14 @@ class FuncSim:
         mdt = np.int16 if cfg.mantissa_bits <= 15 else np.int32
         self.vrf_mant = np.zeros((cfg.vrf_vectors, n), mdt)
         self.vrf_exp = np.full(cfg.vrf_vectors, cfg.exp_min, np.int16)
-        self.mrf_mant = np.zeros((cfg.mrf_tiles, n, n), mdt)
-        self.mrf_exp = np.full((cfg.mrf_tiles, n), cfg.exp_min, np.int16)
+        # a banked MRF (cfg.mrf_banked) has a second mrf_tiles of room past the file's: an mvc's
+        # tiles gathered there in the unbanked order (_x_mvc_banked); programs cannot address it
+        scratch = cfg.mrf_tiles if cfg.mrf_banked else 0
+        self.mrf_mant = np.zeros((cfg.mrf_tiles + scratch, n, n), mdt)
+        self.mrf_exp = np.full((cfg.mrf_tiles + scratch, n), cfg.exp_min, np.int16)
         self.fvrf = np.zeros((cfg.fvrf_vectors, n), np.float32)
         # where each MRF tile came from: a load of the constant image (tag, index) or -1
-        self.mrf_src = np.full(cfg.mrf_tiles, -1, np.int64)
+        self.mrf_src = np.full(cfg.mrf_tiles + scratch, -1, np.int64)
         self.regs = [0] * NUM_REGS
         self.cfgr = {k: _CFG_DEFAULTS.get(k, 0) for k in Cfg}
         self.stats = Stats()
@@ -426,7 +430,9 @@ class FuncSim:
         self.model.ctl()
 
     # -- DMA ------------------------------------------------------------------------------------
-    def _dma_geometry(self, space, rc, rm, rows, length):
+    def _dma_geometry(self, space, rc, rm, rows, length, copies: int = 1):
+        """A transfer's item bytes, memory stride, copy-0 entries, address, bytes, byte span and
+        on-chip range (its ``copies`` rows side by side included); the on-chip range checked."""
         item = self._items[space]
         mem_stride = self.c(Cfg.MEM_STRIDE) or length * item
         chip_stride = self.c(Cfg.CHIP_STRIDE) or length
@@ -438,6 +444,7 @@ class FuncSim:
         else:
             chip = (base + np.arange(rows)[:, None] * chip_stride + np.arange(length)[None, :]).reshape(-1)
             lo, hi = (int(chip.min()), int(chip.max()) + 1) if chip.size else (0, 0)
+        hi += (copies - 1) * length
         depth = self._depths[space]
         if count and (lo < 0 or hi > depth):
             raise ExecutionError(f"{space.name} access up to entry {hi - 1} outside its {depth} entries")
@@ -454,16 +461,34 @@ class FuncSim:
             self.mem._check(addr, (rows - 1) * stride + row_bytes, what)
 
     def _ld(self, space, rc, rm, rows, length):
-        item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length)
+        copies = max(1, self.c(Cfg.COPIES)) if space is Space.MRF else 1
+        item, mem_stride, chip, addr, nbytes, span, chip_range = self._dma_geometry(space, rc, rm, rows, length,
+                                                                                    copies)
+        if copies > 1 and rows * length:
+            self._check_copies(copies, length)
         const = addr + span <= self.mem.frozen
         self._check_rows(addr, rows, length * item, mem_stride, f"load to {space.name}")
         if self.numerics:
             chip_stride = self.c(Cfg.CHIP_STRIDE) or length
             base = self.reg(rc)
-            self._emit(_x_ld, space, addr, rows, length, mem_stride, chip, base, chip_stride, const)
+            for k in range(copies):  # isa.md, "Banked MRF": the copies of a row, side by side
+                at = chip + k * length if k else chip
+                self._emit(_x_ld, space, addr, rows, length, mem_stride, at, base + k * length, chip_stride, const)
         self.stats.dma_load_bytes += nbytes
         if self.timing:
-            self._dma_account("dma_load", space, rc, addr, rows, length, mem_stride, span)
+            self._dma_account("dma_load", space, rc, addr, rows, length, mem_stride, span, copies)
+
+    def _check_copies(self, copies: int, length: int) -> None:
+        """A load of ``copies`` > 1 writes a row's copies in one cycle, each to its own bank."""
+        cfg = self.cfg
+        if not cfg.mrf_banked:
+            raise ExecutionError(f"banked MRF: copies = {copies} on an MRF that is not banked")
+        if copies * length > cfg.tiles:
+            raise ExecutionError(f"banked MRF: {copies} copies of rows of {length} tiles need more than the "
+                                 f"{cfg.tiles} banks")
+        lanes = dma_lanes(cfg.mem_port_bits // 8, cfg.tile_bytes, dma_max_lanes(cfg))
+        if lanes > 1:
+            raise ExecutionError(f"banked MRF: copies = {copies} with {lanes} DMA lanes of tiles")
 
     def _store_chip(self, space: Space, chip: np.ndarray, values: np.ndarray, exp: np.ndarray | None = None) -> None:
         if space is Space.FVRF:
@@ -489,13 +514,14 @@ class FuncSim:
         if self.timing:
             self._dma_account("dma_store", space, rc, addr, rows, length, mem_stride, span)
 
-    def _dma_account(self, unit, space, rc, addr, rows, length, mem_stride, span):
-        """A transfer's timing, with the operand spans control's hazard check uses."""
+    def _dma_account(self, unit, space, rc, addr, rows, length, mem_stride, span, copies: int = 1):
+        """A transfer's timing, with the operand spans control's hazard check uses (a row's copies
+        are written in the cycle of the row's entry: no time of their own)."""
         if not rows * length:
             self.model.skip()
             return
         base = self.reg(rc)
-        chip_hi = base + (rows - 1) * (self.c(Cfg.CHIP_STRIDE) or length) + length
+        chip_hi = base + (rows - 1) * (self.c(Cfg.CHIP_STRIDE) or length) + copies * length
         store = unit == "dma_store"
         ranges = ((space.name.lower(), base, chip_hi, not store), ("mem", addr, addr + span, store))
         self.model.dispatch(unit, ranges, dma=(self._items[space], addr, rows, length, mem_stride))
@@ -525,8 +551,19 @@ class FuncSim:
         gi = c(Cfg.GI) or in_cb
         go = c(Cfg.GO) or cob
         vspan = self._span(Space.VRF, self.reg(rs), geom.in_h * geom.in_w * in_cb)
-        tspan = self._span(Space.MRF, self.reg(rm), cob * taps * gi)
+        t = self.cfg.tiles
+        if self.cfg.mrf_banked:  # isa.md, "Banked MRF": whole rows of T tiles, engine t on bank t
+            tspan = self._span(Space.MRF, self.reg(rm), -(-cob // t) * taps * gi * t)
+        else:
+            tspan = self._span(Space.MRF, self.reg(rm), cob * taps * gi)
         dspan = self._span(Space.FVRF, self.reg(rd), p * cob)
+        if self.cfg.mrf_banked:
+            if cob % t and t % cob:
+                raise ExecutionError(f"banked MRF: cob = {cob} output blocks is neither a multiple nor a divisor "
+                                     f"of the {t} tile engines")
+            if tspan.start % t:
+                raise ExecutionError(f"banked MRF: the weights start at tile {tspan.start}, not a multiple of "
+                                     f"the {t} tile engines")
         # (first input block, first output block, output blocks) of each group the MVC touches
         if c(Cfg.GI) == 0:  # dense: every output block reads every input block
             groups = ((0, 0, cob),)
@@ -543,8 +580,8 @@ class FuncSim:
                     raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
             groups = tuple((b0, ob0, nob) for b0, ob0, nob, _ in groups)
         if self.numerics:
-            self._emit(_x_mvc, geom, pixels, window_index(geom, pixels), vspan, tspan, dspan, in_cb, cob, gi, groups,
-                       acc)
+            self._emit(_x_mvc_banked if self.cfg.mrf_banked else _x_mvc, geom, pixels, window_index(geom, pixels),
+                       vspan, tspan, dspan, in_cb, cob, gi, groups, acc)
         tile_ops = p * cob * taps * gi
         self.stats.tile_ops += tile_ops
         self.stats.macs += tile_ops * self.cfg.native_dim ** 2
@@ -853,20 +890,68 @@ def _x_mvc(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi,
     if sim._mvc_native(vspan, geom, idx, tspan, dspan, in_cb, gi, groups, acc):
         return
     n, p = sim.cfg.native_dim, pixels[1]
-    oy, ox = pixel_grid(pixels)
-    x = sim._vrf_image(vspan, geom, in_cb)
     sim._mrf_materialize(tspan.start, tspan.stop)
     taps = geom.kh * geom.kw
     out = np.zeros((p, cob * n), np.float32) if not acc else sim.fvrf[dspan].reshape(p, cob * n).copy()
-    tiles_m = sim.mrf_mant[tspan].reshape(cob, taps * gi, n, n)
-    tiles_e = sim.mrf_exp[tspan].reshape(cob, taps * gi, n)
+    tiles = (sim.mrf_mant[tspan].reshape(cob, taps * gi, n, n), sim.mrf_exp[tspan].reshape(cob, taps * gi, n))
+    _mvc_rows(sim, geom, pixel_grid(pixels), vspan, tiles, in_cb, gi, groups, out)
+    sim.fvrf[dspan] = out.reshape(p * cob, n)
+
+
+def _mvc_rows(sim: FuncSim, geom, grid, vspan, tiles, in_cb, gi, groups, out) -> None:
+    """The numpy definition of an ``mvc``'s sums for the output pixels ``grid`` = (oy, ox), weight
+    ``tiles`` = (mantissas, exponents) of shape (cob, taps * gi, ...), accumulated into ``out``."""
+    n = sim.cfg.native_dim
+    x = sim._vrf_image(vspan, geom, in_cb)
+    tiles_m, tiles_e = tiles
     for b0, ob0, nob in groups:
         xg = BfpTensor(x.mant[..., b0 * n:(b0 + gi) * n], x.exp[..., b0:b0 + gi], gi * n, n, x.mantissa_bits)
         wm = tiles_m[ob0:ob0 + nob].transpose(0, 2, 1, 3).reshape(nob * n, -1)
         we = tiles_e[ob0:ob0 + nob].transpose(0, 2, 1).reshape(nob * n, -1)
         cols = slice(ob0 * n, (ob0 + nob) * n)
-        out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, oy, ox), (wm, we), sim.cfg, acc=out[:, cols],
+        out[:, cols] = bfp.block_matmul(golden.im2col(xg, geom, *grid), (wm, we), sim.cfg, acc=out[:, cols],
                                         what="mvc")
+
+
+def _banked_tiles(cfg: EngineConfig, start: int, cob: int, kb: int) -> list[np.ndarray]:
+    """The MRF entries an ``mvc`` reads on a banked MRF (isa.md, "Banked MRF"), per class of pixels:
+    ``[m][ob, k]`` for the pixels ``q - pix0 = m (mod T / cob)`` (one class when ``cob >= T``)."""
+    t = cfg.tiles
+    ob = np.arange(cob)[:, None]
+    row = (ob // t) * kb + np.arange(kb)[None, :]
+    classes = t // cob if cob < t else 1
+    return [start + row * t + (m * cob + ob) % t for m in range(classes)]
+
+
+def _x_mvc_banked(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi, groups, acc):
+    """An ``mvc`` on a banked MRF: its tiles gathered into the unbanked order past the file
+    (``mrf_tiles ..``), then :func:`_x_mvc` on them. Where a divisor ``cob``'s copies in the banks
+    differ, each class of pixels is computed with its own banks' tiles, as the engine does."""
+    cfg, n = sim.cfg, sim.cfg.native_dim
+    kb = geom.kh * geom.kw * gi
+    sim._mrf_materialize(tspan.start, tspan.stop)
+    entries = _banked_tiles(cfg, tspan.start, cob, kb)
+    scratch = slice(cfg.mrf_tiles, cfg.mrf_tiles + cob * kb)
+    first = entries[0].reshape(-1)
+    sim.mrf_mant[scratch] = sim.mrf_mant[first]
+    sim.mrf_exp[scratch] = sim.mrf_exp[first]
+    sim.mrf_src[scratch] = sim.mrf_src[first]
+    same = all(np.array_equal(sim.mrf_mant[e], sim.mrf_mant[entries[0]])
+               and np.array_equal(sim.mrf_exp[e], sim.mrf_exp[entries[0]]) for e in entries[1:])
+    if same:
+        _x_mvc(sim, geom, pixels, idx, vspan, scratch, dspan, in_cb, cob, gi, groups, acc)
+        return
+    p = pixels[1]
+    out = np.zeros((p, cob * n), np.float32) if not acc else sim.fvrf[dspan].reshape(p, cob * n).copy()
+    oy, ox = pixel_grid(pixels)
+    for m, e in enumerate(entries):
+        rows = np.arange(m, p, len(entries))
+        if not rows.size:  # fewer pixels than classes
+            continue
+        part = out[rows]
+        tiles = (sim.mrf_mant[e].reshape(cob, kb, n, n), sim.mrf_exp[e].reshape(cob, kb, n))
+        _mvc_rows(sim, geom, (oy[rows], ox[rows]), vspan, tiles, in_cb, gi, groups, part)
+        out[rows] = part
     sim.fvrf[dspan] = out.reshape(p * cob, n)
 
 

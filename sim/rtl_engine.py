@@ -91,6 +91,7 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorCode], ...] = (
     (r"group \d+ needs input blocks", ErrorCode.GROUP_RANGE),
     (r"a window lies entirely (in the padding|outside the input and its pads)", ErrorCode.EMPTY_WINDOW),
     (r"where it would be read after being written", ErrorCode.MFU_OVERLAP),
+    (r"banked MRF: ", ErrorCode.MRF_BANK),
 )
 
 
@@ -115,6 +116,9 @@ ERROR_TEXT: dict[ErrorCode, str] = {
     ErrorCode.WINDOW: "mvc / pool window geometry with a zero dimension",
     ErrorCode.GROUP_RANGE: "an mvc group's input blocks lie beyond in_cb",
     ErrorCode.EMPTY_WINDOW: "a pool window with no tap to take or count",
+    ErrorCode.MFU_OVERLAP: "a vop / vact destination overlapping a source it reads after writing",
+    ErrorCode.MRF_BANK: "an mvc on the banked MRF with cob neither a multiple nor a divisor of T, or its tiles "
+                        "not starting a row",
 }
 
 IMEM_MIN_DEPTH = 4096  # one build serves every program up to this length

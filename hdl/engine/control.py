@@ -95,9 +95,12 @@ from .layouts import (
     byte_addr_bits,
     check_config,
     dma_cmd_layout,
+    dma_lanes,
+    dma_max_lanes,
     file_depth,
     item_bytes,
     shared_ports,
+    word_bytes,
 )
 from .mfu import MfuOp, mfu_cmd_layout
 from .mvu import mvu_cmd_layout
@@ -507,17 +510,29 @@ class Control(wiring.Component):
                 mem_stride = Signal(32)
                 chip_end = Signal(50)
                 mem_end = Signal(50)
+                copies = Signal(32)  # a load into the MRF: its rows' copies side by side (isa.md, "Banked MRF")
                 m.d.comb += [
                     row_bytes.eq(d_len * item), count.eq(d_rows * d_len),
                     chip_stride.eq(Mux(d_cstride != 0, d_cstride, d_len)),
                     mem_stride.eq(Mux(d_mstride != 0, d_mstride, row_bytes)),
-                    chip_end.eq(d_base + (d_rows - 1) * chip_stride + d_len),
+                    copies.eq(Mux((d_space == Space.MRF) & ~d_store & (cfgr[Cfg.COPIES.value] > 1),
+                                  cfgr[Cfg.COPIES.value], 1)),
+                    chip_end.eq(d_base + (d_rows - 1) * chip_stride + copies * d_len),
                     mem_end.eq(d_addr + (d_rows - 1) * mem_stride + row_bytes),
                 ]
+                # copies are written in the row's cycle, each to its own bank: a banked MRF, one DMA
+                # lane of tiles, and the copies of a row within the T banks (FuncSim._check_copies)
+                one_lane = dma_lanes(word_bytes(cfg), cfg.tile_bytes, dma_max_lanes(cfg)) == 1
+                if cfg.mrf_banked and one_lane:
+                    bad_copies = (copies > 1) & (copies * d_len > cfg.tiles)
+                else:
+                    bad_copies = copies > 1
                 with m.If(count == 0):
                     m.next = "ADVANCE"
                 with m.Elif(chip_end > fdepth):
                     fail(ErrorCode.CHIP_RANGE)
+                with m.Elif(bad_copies):
+                    fail(ErrorCode.MRF_BANK)
                 with m.Elif(d_store & (d_addr < self.ro_bytes)):
                     fail(ErrorCode.READ_ONLY)
                 with m.Elif((d_rows > 1) & (mem_stride < row_bytes)):
@@ -530,6 +545,8 @@ class Control(wiring.Component):
                         m.d.sync += [p.store.eq(d_store), p.space.eq(d_space), p.base.eq(d_base),
                                      p.chip_stride.eq(chip_stride), p.addr.eq(d_addr), p.mem_stride.eq(mem_stride),
                                      p.rows.eq(d_rows), p.length.eq(d_len)]
+                        if cfg.mrf_banked:
+                            m.d.sync += p.copies.eq(copies)
                     m.d.sync += [p_unit.eq(Mux(d_store, UNIT_INDEX["dma_store"], UNIT_INDEX["dma_load"])),
                                  *set_range(0, d_space, d_base, chip_end, ~d_store),
                                  *set_range(1, MEM_SPACE, d_addr, mem_end, d_store),
@@ -577,7 +594,13 @@ class Control(wiring.Component):
                 # the spans' products saturated at 2**sat_bits (above every file depth): the same
                 # verdicts as the exact products, on multipliers of sat_bits + 1 bits
                 v_end = w_vs + sat_product(c_(Cfg.IN_H), c_(Cfg.IN_W), in_cb)
-                t_end = w_ts + sat_product(cob, c_(Cfg.KH), c_(Cfg.KW), gi)
+                if cfg.mrf_banked:  # isa.md, "Banked MRF": ceil(cob / T) row sets of T tiles
+                    nt = cfg.tiles
+                    t_end = w_ts + sat(sat_product((cob + (nt - 1)) // nt, c_(Cfg.KH), c_(Cfg.KW), gi) * nt)
+                    bank_bad = (((cob % nt) != 0) & ~Cat(*(cob == d for d in range(1, nt + 1) if nt % d == 0)).any()
+                                | ((w_ts % nt) != 0))
+                else:
+                    t_end = w_ts + sat_product(cob, c_(Cfg.KH), c_(Cfg.KW), gi)
                 d_end = w_ds + sat_product(c_(Cfg.NPIX), nj)
                 win = {"vbase": w_vs, "in_h": c_(Cfg.IN_H), "in_w": c_(Cfg.IN_W), "in_cb": in_cb,
                        "kh": c_(Cfg.KH), "kw": c_(Cfg.KW), "stride_h": c_(Cfg.STRIDE_H),
@@ -593,6 +616,9 @@ class Control(wiring.Component):
                     fail(ErrorCode.CHIP_RANGE)
                 with m.Elif(d_end > cfg.fvrf_vectors):
                     fail(ErrorCode.CHIP_RANGE)
+                if cfg.mrf_banked:
+                    with m.Elif(~w_pool & bank_bad):
+                        fail(ErrorCode.MRF_BANK)
                 with m.Elif(w_pool):
                     pc_ = payload[UNIT_INDEX["pool"]]
                     glog = Signal(range(cfg.mfu_width.bit_length() + 1))  # log2 of cycles.pool_group
@@ -612,7 +638,8 @@ class Control(wiring.Component):
                     dense = c_(Cfg.GI) == 0
                     m.d.sync += [getattr(vc.win, k).eq(v) for k, v in win.items()]
                     m.d.sync += [vc.win.kblk.eq(gi), vc.win.gi.eq(gi), vc.win.go.eq(Mux(dense, cob, go)),
-                                 vc.win.ob0.eq(Mux(dense, 0, c_(Cfg.OB0))), vc.tbase.eq(w_ts), vc.dbase.eq(w_ds),
+                                 vc.win.ob0.eq(Mux(dense, 0, c_(Cfg.OB0))),
+                                 vc.tbase.eq(w_ts // cfg.tiles if cfg.mrf_banked else w_ts), vc.dbase.eq(w_ds),
                                  vc.kb.eq(taps * gi), vc.acc.eq(w_acc), vc.pairs.eq(c_(Cfg.NPIX) * cob),
                                  p_unit.eq(UNIT_INDEX["mvu"]),
                                  *set_range(0, Space.VRF, w_vs, v_end, 0),

@@ -169,6 +169,9 @@ class Dma(wiring.Component):
             "busy_store": Out(1),
             "want": Out(1),
             "grant": In(1, init=1),
+            # a load into a banked MRF: bit d set where the entry written and its copies lie, d
+            # entries on (the command's copies, a row length apart; bit 0: the entry itself)
+            **({"mrf_copies": Out(cfg.tiles)} if cfg.mrf_banked and load else {}),
         })
 
     @staticmethod
@@ -207,6 +210,10 @@ class Dma(wiring.Component):
         m.d.comb += item.eq(Mux(c.space == Space.VRF, vb, Mux(c.space == Space.MRF, tb, fb)))
         row_bytes = Signal(32)
         m.d.comb += row_bytes.eq(c.length * item)
+        if cfg.mrf_banked and self.load:  # control checked copies * length <= T
+            nt = cfg.tiles
+            m.d.comb += self.mrf_copies.eq(Cat(*(Cat(*((c.copies > k) & (c.length * k == d) for k in range(nt))).any()
+                                                 for d in range(nt))))
         code = Signal(ErrorCode)
         def shift(value, amount, width, *, left):
             return byte_shift(m, value, amount, width, left=left, verilog=self.verilog_shifts)

@@ -198,4 +198,6 @@ def dma_cmd_layout(cfg: EngineConfig) -> data.StructLayout:
         "mem_stride": unsigned(32),  # bytes between rows (never 0)
         "rows": unsigned(16),
         "length": unsigned(16),  # entries per row
+        # a load into a banked MRF: each row written this many times side by side (isa.md)
+        **({"copies": unsigned(16)} if cfg.mrf_banked else {}),
     })

@@ -99,11 +99,14 @@ class Mvu(wiring.Component):
         m.d.comb += take.eq(walking & gen.o.valid & ~special & adv)
         maw = file_addr_bits(cfg, Space.MRF)
         faw = file_addr_bits(cfg, Space.FVRF)
+        jt = Signal(32)  # banked MRF: the round's row set, lane 0's output block // T (lane t's too)
         for t in range(nt):
             ln = beat.lane[t]
+            # banked MRF (isa.md): engine t reads bank t at row tbase / T (control divides) + set * kb + k
+            tile = c.tbase + (jt if cfg.mrf_banked else ln.j) * c.kb + beat.tapk
             m.d.comb += [
                 self.vrf_r.addr[t].eq(ln.addr),
-                self.mrf_r.addr[t].eq((c.tbase + ln.j * c.kb + beat.tapk)[:maw]),
+                self.mrf_r.addr[t].eq(tile[:maw]),
                 self.fvrf_r.addr[t].eq((c.dbase + ln.q)[:faw]),
             ]
         m.d.comb += [self.vrf_r.en.eq(take), self.mrf_r.en.eq(take), self.fvrf_r.en.eq(take & beat.first & c.acc)]
@@ -169,6 +172,8 @@ class Mvu(wiring.Component):
                 with m.If(self.cmd.valid):
                     m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), q_res.eq(0), rounds_out.eq(0),
                                  rounds_in.eq(0), code.eq(ErrorCode.NONE)]
+                    if cfg.mrf_banked:
+                        m.d.sync += jt.eq(0)
                     m.next = "WINDOW"
             with m.State("WINDOW"):
                 m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
@@ -181,6 +186,8 @@ class Mvu(wiring.Component):
                     m.next = "DONE"
                 with m.Elif(take & beat.last):
                     m.d.sync += rounds_out.eq(rounds_out + 1)
+                    if cfg.mrf_banked:  # the next round's first block: T on, or back to 0 past cob (a divisor: 0)
+                        m.d.sync += jt.eq(Mux((jt + 1) * nt >= c.win.nj, 0, jt + 1))
                     with m.If(beat.final):
                         m.next = "FINISH"
             with m.State("FINISH"):  # the last steps go through the engines and are written

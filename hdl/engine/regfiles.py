@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Shape, Signal
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -185,6 +185,17 @@ class FilePlan:
                 raise ConfigError(f"RegisterFiles {space.name}: wide ports of {sorted(ws)} entries (the engine's: "
                                   f"EngineConfig.mfu_width) are not one power of two")
             self.banks[space] = ws.pop() if ws else 1
+        # a banked MRF (EngineConfig.mrf_banked): T banks, entry e in bank e mod T at e // T, the
+        # wide users' port t reading bank t only, at the row it gives (isa.md, "Banked MRF")
+        self.direct = set()
+        if self.cfg.mrf_banked:
+            if self.banks[Space.MRF] != 1:
+                raise ConfigError("RegisterFiles MRF: a banked MRF takes no wide ports")
+            self.banks[Space.MRF] = self.cfg.tiles
+            self.direct.add(Space.MRF)
+        # the loads' writer of a banked MRF: it writes an entry's copies (isa.md) in the entry's cycle
+        self.copies_user = "dma_load" if self.direct and "w" in self.users.get("dma_load", {}).get(Space.MRF, "") \
+            else None
         self.wide = dict(wide or {})
         for user, count in self.wide.items():
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -211,7 +222,8 @@ class FilePlan:
     def read_ports(self) -> dict[Space, int]:
         """Read ports per file (per bank), as ``elaborate`` builds them: one per reading user or
         shared group, and the ``wide`` users' T each. Each is a copy of the memory in RAM blocks."""
-        return {space: self._ports(space, "r") + sum(self.wide.values()) for space in Space}
+        return {space: self._ports(space, "r") + (bool(self.wide) if space in self.direct else sum(self.wide.values()))
+                for space in Space}
 
     def mux_bits(self) -> int:
         """The W:1 multiplexer bits that the banked files (W = ``banks``) build, as ``elaborate``
@@ -231,7 +243,8 @@ class FilePlan:
                     bits += nb * entry * (("r" in mode) + ("w" in mode))
                 else:
                     bits += entry * ("r" in mode)
-            bits += entry * sum(self.wide.values())
+            if space not in self.direct:  # a banked MRF's engine t reads bank t: nothing to select
+                bits += entry * sum(self.wide.values())
         return bits
 
     @staticmethod
@@ -266,6 +279,8 @@ class RegisterFiles(FilePlan, wiring.Component):
                         if not write for user in group})
         members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
                         for user, count in self.wide.items() for space in Space})
+        if self.copies_user is not None:  # a banked MRF: bit d, a copy of the entry written d entries on
+            members[f"{self.copies_user}_mrf_copies"] = In(cfg.tiles)
         wiring.Component.__init__(self, members)
 
     def elaborate(self, platform):
@@ -273,7 +288,8 @@ class RegisterFiles(FilePlan, wiring.Component):
         for space in Space:
             name = space.name.lower()
             nb = self.banks[space]
-            lb = nb.bit_length() - 1  # bank index bits
+            lb = nb.bit_length() - 1  # bank index bits of a power of two (the wide ports' W)
+            sb = max(1, ceil_log2(nb))  # bits of a bank index
             depth = file_depth(self.cfg, space)
             mems = []
             for b in range(nb):
@@ -283,10 +299,14 @@ class RegisterFiles(FilePlan, wiring.Component):
                     m.submodules[name if nb == 1 else f"{name}_{b}"] = mem
                 mems.append(mem)
 
-            def bank_of(addr, lb=lb):
+            def bank_of(addr, lb=lb, nb=nb):
+                if nb & (nb - 1):  # a banked MRF of T banks, T not a power of two
+                    return addr % nb
                 return addr[:lb] if lb else Const(0, 1)
 
-            def row_of(addr, lb=lb):
+            def row_of(addr, lb=lb, nb=nb):
+                if nb & (nb - 1):
+                    return addr // nb
                 return addr[lb:] if lb else addr
 
             writes, reads = [], []  # per user: (user, [(en, row, data) per bank]) / (user, [row per bank])
@@ -306,6 +326,14 @@ class RegisterFiles(FilePlan, wiring.Component):
                             lanes = [port.wdata[k].as_value() for k in range(nb)]
                             banks.append((Array(port.we[k] for k in range(nb))[lane], row_of(port.waddr + lane),
                                           Array(lanes)[lane]))
+                        elif user == self.copies_user and space in self.direct:
+                            # bank b takes the copy d = (b - bank) mod T entries on, if there is one:
+                            # the entry's row, or the next one for a bank below the entry's
+                            mask = getattr(self, f"{user}_mrf_copies")
+                            d = Signal(sb, name=f"{user}_{name}_copy_{b}")
+                            m.d.comb += d.eq(Mux(wbank <= b, b - wbank, b + nb - wbank))
+                            banks.append((port.we & mask.bit_select(d, 1), row_of(port.waddr) + (b < wbank),
+                                          port.wdata.as_value()))
                         else:
                             banks.append((port.we & (wbank == b), row_of(port.waddr), port.wdata.as_value()))
                     writes.append((user, banks))
@@ -359,7 +387,7 @@ class RegisterFiles(FilePlan, wiring.Component):
             for user, _ in reads:
                 port = getattr(self, self.port_name(user, space))
                 outs = data_of[user]
-                sel = Signal(max(1, lb), name=f"{user}_{name}_rsel")  # the start's bank, a cycle later
+                sel = Signal(sb, name=f"{user}_{name}_rsel")  # the start's bank, a cycle later
                 m.d.sync += sel.eq(bank_of(port.raddr))
                 if user in self.widths:  # lane k is entry start + k: bank (start + k) mod W
                     for k in range(nb):
@@ -369,8 +397,15 @@ class RegisterFiles(FilePlan, wiring.Component):
                     m.d.comb += port.rdata.eq(Array(outs)[sel])
             for user, count in self.wide.items():  # T one-entry read ports behind one enable
                 port = getattr(self, f"{self.port_name(user, space)}_wide")
+                if space in self.direct:  # port t: bank t, at row addr[t]
+                    if count != nb:
+                        raise ConfigError(f"RegisterFiles MRF: {count} wide reads on {nb} banks")
+                    for t, mem in enumerate(mems):
+                        rp = mem.read_port()
+                        m.d.comb += [rp.en.eq(port.en), rp.addr.eq(port.addr[t]), port.data[t].eq(rp.data.as_value())]
+                    continue
                 for t in range(count):
-                    sel = Signal(max(1, lb), name=f"{user}_{name}_wsel_{t}")
+                    sel = Signal(sb, name=f"{user}_{name}_wsel_{t}")
                     with m.If(port.en):
                         m.d.sync += sel.eq(bank_of(port.addr[t]))
                     outs = []

@@ -34,6 +34,7 @@ class ErrorCode(enum.Enum, shape=5):
     GROUP_RANGE = 18  # an mvc group's input blocks lie beyond IN_CB
     EMPTY_WINDOW = 19  # a pool window with no tap to take (max, avg) or to count (avg_pad)
     MFU_OVERLAP = 20  # vop / vact destination overlapping a source it would read after writing
+    MRF_BANK = 21  # mvc on a banked MRF: cob neither a multiple nor a divisor of T, or its tiles off a row
 
 
 class Unit(enum.IntEnum):

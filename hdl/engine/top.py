@@ -127,6 +127,8 @@ class Engine(wiring.Component):
                 readers = [user, *(u for u, owner in PORTS_OF.items() if owner == user)]
                 m.d.comb += getattr(files, f"{files.port_name(user, space)}_active").eq(
                     Cat(*(getattr(ctl, f"{u}_reads")[space.value] for u in readers)).any())
+        if self.cfg.mrf_banked:  # the banks a load's entry and its copies go to
+            m.d.comb += files.dma_load_mrf_copies.eq(ld.mrf_copies)
         ld.connect_lanes(m, files, "dma_load")
         st.connect_lanes(m, files, "dma_store")
         # the memory port: held by one DMA from the start of its transfer to its DONE

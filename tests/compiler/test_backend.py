@@ -13,6 +13,7 @@ from onnx import helper
 from accelml.compiler import compile_model, models
 from accelml.hdl.config import preset
 from accelml.hdl.errors import CapacityError
+from accelml.hdl.isa import Cfg, Opcode
 from accelml.runtime import load, save_package
 
 # Measured on the reduced seed models (synthetic weights, random inputs): max |engine - fp32| /
@@ -55,6 +56,20 @@ def test_small_engine_needs_bands_and_reduction_splits(name, tmp_path):
     assert any(li.chunks > 1 for li in layers)
     if name == "ssd_vgg":
         assert any(li.ksplit > 1 for li in layers) and any(li.bands > 1 for li in layers)
+
+
+@pytest.mark.parametrize("name,tiles", [("resnet50", 3), ("mobilenet_v2", 3), ("densenet121", 4)])
+def test_banked_mrf_programs_are_bit_exact_and_cut_for_the_banks(name, tiles, tmp_path):
+    """On a banked MRF (isa.md, "Banked MRF") every mvc's output blocks are a multiple or a divisor
+    of T, its tiles start a row, and the network is still golden bit for bit (split reductions,
+    depthwise and dense layers included). Single pass, as above."""
+    cfg = dataclasses.replace(preset("tiny"), tiles=tiles, mrf_tiles=512 // tiles * tiles, mrf_banked=True,
+                              name=f"tiny-b{tiles}")
+    cm, _ = check(models.build(name, "reduced"), cfg, tmp_path, precision="fast")
+    cobs = {i.imm for seg in cm.segments if seg.compiled for i in seg.compiled.program.instructions
+            if i.op is Opcode.CFG and i.key is Cfg.COB}
+    assert all(c % tiles == 0 or tiles % c == 0 for c in cobs) and any(c % tiles for c in cobs), cobs
+    assert any(li.chunks > 1 for li in cm.segments[0].compiled.layers)
 
 
 def test_wide_preset_matches_fp32_closely(tmp_path):

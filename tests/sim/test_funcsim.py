@@ -1,5 +1,7 @@
 """Functional simulator: more instruction forms against the golden ops, run-time errors, cycle model."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -593,3 +595,109 @@ halt
         assert errors[0] == errors[1]
         assert (errors[0] or "").startswith("instruction 4 (ld): load to MRF" if bad else "")
         assert states[0] == states[1]
+
+
+BANKED = dataclasses.replace(CFG, tiles=3, mrf_tiles=510, mrf_banked=True, name="tiny-b3")
+
+
+def _banked(tiles_m, tiles_e, cob, kb, t):
+    """Unbanked tiles (output block, step) laid out as a banked MRF reads them (isa.md): rows of T,
+    block ``set * T + bank`` (cob a multiple of T) or ``bank mod cob`` (a divisor) in bank ``bank``."""
+    sets = cob // t if cob >= t else 1
+    bank = np.arange(t)
+    ob = np.arange(sets)[:, None] * t + bank if cob >= t else (bank % cob)[None, :]
+    idx = (ob[:, None, :] * kb + np.arange(kb)[None, :, None]).reshape(-1)
+    return tiles_m[idx], tiles_e[idx]
+
+
+@pytest.mark.parametrize("cout", [12, 24, 4], ids=["cob-T", "cob-2T", "cob-divisor"])
+def test_banked_mrf_reads_each_engines_bank_as_the_isa_says(cout):
+    """A banked MRF holding the layer's tiles by bank gives the golden convolution, the tiles of a
+    divisor cob copied into every bank that reads them."""
+    rng = np.random.default_rng(cout)
+    n, t = BANKED.native_dim, BANKED.tiles
+    x = bfp.quantize(rng.standard_normal((6, 5, 8)), BANKED)
+    wq = golden.quantize_conv_weights(rng.standard_normal((cout, 8, 3, 3)) * 0.3, BANKED, 1)
+    cob, kb = cout // n, 9 * 2
+    banked = _banked(*weight_tiles(wq, 9, 2), cob, kb, t)
+    img = MemoryImage(BANKED)
+    img.put_bfp("x", x, at=0)
+    img.put_bfp("w", banked, at=0x8000)
+    text = conv_program(6, 5, 2, 3, 3, 1, (1, 1, 1, 1), 5, 30, cob, tiles=len(banked[0]))
+    _, mem, _ = run(text, img, cfg=BANKED, extra=0x30000)
+    expected = bfp.quantize(golden.conv2d(x, wq, golden.ConvGeom(6, 5, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1)), BANKED),
+                            BANKED)
+    mant, exp = read_bfp(mem, 0x20000, 30 * cob, BANKED)
+    np.testing.assert_array_equal(mant.reshape(expected.mant.shape), expected.mant)
+    np.testing.assert_array_equal(exp.reshape(expected.exp.shape), expected.exp)
+
+
+def test_banked_mrf_copies_that_differ_serve_their_own_pixels():
+    """cob = 1 on three engines: pixel p's pair runs on engine p mod 3, which reads its own bank, so
+    three different copies give three convolutions, each on its class of pixels."""
+    rng = np.random.default_rng(5)
+    n, t, kb = BANKED.native_dim, BANKED.tiles, 9 * 2
+    x = bfp.quantize(rng.standard_normal((6, 5, 8)), BANKED)
+    wqs = [golden.quantize_conv_weights(rng.standard_normal((n, 8, 3, 3)) * 0.3, BANKED, 1) for _ in range(t)]
+    per = [weight_tiles(wq, 9, 2) for wq in wqs]  # kb tiles each
+    mant = np.stack([m for m, _ in per], axis=1).reshape(kb * t, n, n)  # row k: bank b holds copy b's tile k
+    exp = np.stack([e for _, e in per], axis=1).reshape(kb * t, n)
+    img = MemoryImage(BANKED)
+    img.put_bfp("x", x, at=0)
+    img.put_bfp("w", (mant, exp), at=0x8000)
+    _, mem, _ = run(conv_program(6, 5, 2, 3, 3, 1, (1, 1, 1, 1), 5, 30, 1, tiles=kb * t), img, cfg=BANKED,
+                    extra=0x30000)
+    geom = golden.ConvGeom(6, 5, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1))
+    outs = [bfp.quantize(golden.conv2d(x, wq, geom, BANKED), BANKED) for wq in wqs]
+    got_m, got_e = read_bfp(mem, 0x20000, 30, BANKED)
+    for p in range(30):
+        want = outs[p % t]
+        np.testing.assert_array_equal(got_m[p], want.mant.reshape(30, n)[p])
+        np.testing.assert_array_equal(got_e[p], want.exp.reshape(30)[p])
+    assert not np.array_equal(outs[0].mant, outs[1].mant)  # the copies differ, so the classes do
+
+
+@pytest.mark.parametrize("cob,tbase,match", [(2, 0, "cob = 2 output blocks is neither a multiple nor a divisor"),
+                                             (3, 1, "start at tile 1, not a multiple of the 3")])
+def test_banked_mrf_refuses_a_cob_or_start_off_its_banks(cob, tbase, match):
+    img = MemoryImage(BANKED)
+    img.put_bfp("x", bfp.quantize(np.ones((6, 5, 8)), BANKED), at=0)
+    text = conv_program(6, 5, 2, 3, 3, 1, (1, 1, 1, 1), 5, 30, cob, tiles=54).replace(
+        "mvc r0, r0, r0, 0", f"seti r7, {tbase}\nmvc r0, r0, r7, 0")
+    with pytest.raises(ExecutionError, match=rf"instruction \d+ \(mvc\): banked MRF: .*{match}"):
+        run(text, img, cfg=BANKED, extra=0x30000)
+
+
+def test_a_load_with_copies_writes_each_row_side_by_side():
+    """COPIES = 3 on the banked MRF: row r's tiles at rc + r * chip_stride and again one row length
+    and two on; entries between the copies are left as they were."""
+    rng = np.random.default_rng(7)
+    n = BANKED.native_dim
+    tiles = bfp.quantize(rng.standard_normal((4, n * n)), BANKED)  # 4 tiles: 4 rows of one tile
+    img = MemoryImage(BANKED)
+    img.put_bfp("t", (tiles.mant.reshape(4, n, n), tiles.exp.reshape(4, n)), at=0)
+    text = """
+seti r1, 6
+cfg chip_stride, r0, 3
+cfg copies, r0, 3
+ld mrf, r1, r0, 4, 1
+halt
+"""
+    sim, _, stats = run(text, img, cfg=BANKED)
+    for r in range(4):
+        for k in range(3):
+            np.testing.assert_array_equal(sim.mrf_mant[6 + 3 * r + k], tiles.mant.reshape(4, n, n)[r])
+    assert stats.dma_load_bytes == 4 * BANKED.tile_bytes  # read once
+    assert not sim.mrf_mant[:6].any() and not sim.mrf_mant[18:].any()
+
+
+@pytest.mark.parametrize("cfg,copies,length,match", [
+    (CFG, 2, 1, "copies = 2 on an MRF that is not banked"),
+    (BANKED, 2, 2, "2 copies of rows of 2 tiles need more than the 3 banks"),
+])
+def test_copies_the_banks_cannot_write_in_one_cycle_are_refused(cfg, copies, length, match):
+    img = MemoryImage(cfg)
+    img.put("z", bytes(64 * cfg.tile_bytes), at=0)
+    text = f"cfg chip_stride, r0, 3\ncfg copies, r0, {copies}\nld mrf, r0, r0, 2, {length}\nhalt\n"
+    with pytest.raises(ExecutionError, match=rf"instruction 2 \(ld\): banked MRF: {match}"):
+        run(text, img, cfg=cfg)

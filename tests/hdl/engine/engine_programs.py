@@ -156,10 +156,15 @@ def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions
             in_cb = gi * groups
             go = rnd.randint(1, 2)
             cob = rnd.randint(1, groups * go)
+            if cfg.mrf_banked and rnd.random() < 0.95:  # mostly a cob the banked MRF takes
+                cob = rnd.choice([c for c in range(1, groups * go + 1) if c % cfg.tiles == 0 or cfg.tiles % c == 0])
             cfgs.update(in_cb=in_cb, gi=gi, go=go, cob=cob, ob0=rnd.randint(0, groups * go - cob))
             vectors = g["in_h"] * g["in_w"] * in_cb
         elif kind == "mvc":
             cfgs["cob"] = rnd.randint(1, 3)
+            if cfg.mrf_banked and rnd.random() < 0.95:
+                cfgs["cob"] = rnd.choice([c for c in range(1, 2 * cfg.tiles + 1)
+                                          if c % cfg.tiles == 0 or cfg.tiles % c == 0])
         vaddr = put(bfp_bytes(cfg, rnd, vectors, extreme=extreme, high=True))
         vbase = rnd.randint(0, 40)
         prog += [_i(Opcode.SETI, rd=1, imm=vbase), _i(Opcode.SETI, rd=2, imm=vaddr),
@@ -177,12 +182,26 @@ def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions
             cob = cfgs["cob"]
             gi = cfgs["gi"] or in_cb
             tiles = cob * taps * gi
-            taddr = put(bfp_bytes(cfg, rnd, tiles * n, extreme=extreme, high=False))
             tbase = rnd.randint(0, 20)
+            if cfg.mrf_banked:  # rows of T tiles from a row's start (isa.md, "Banked MRF"); now and
+                t = cfg.tiles  # then a cob or start the banked MRF refuses
+                tiles = -(-cob // t) * taps * gi * t
+                tbase = tbase * t if rnd.random() < 0.97 else tbase * t + 1
             results = g["npix"] * cob
             acc = int(rnd.random() < 0.35)
-            prog += [_i(Opcode.SETI, rd=4, imm=tbase), _i(Opcode.SETI, rd=5, imm=taddr),
-                     _i(Opcode.LD, space=Space.MRF, rc=4, rm=5, rows=1, length=tiles)]
+            copies = cfg.mrf_banked and cob < cfg.tiles and cfg.tiles % cob == 0 and rnd.random() < 0.5
+            if copies:  # a divisor cob's tiles loaded once, with T / cob copies (isa.md): equal copies
+                rows = taps * gi
+                taddr = put(bfp_bytes(cfg, rnd, rows * cob * n, extreme=extreme, high=False))
+                prog += [_i(Opcode.SETI, rd=4, imm=tbase), _i(Opcode.SETI, rd=5, imm=taddr),
+                         _i(Opcode.CFG, key=Cfg.CHIP_STRIDE, rs=0, imm=cfg.tiles),
+                         _i(Opcode.CFG, key=Cfg.COPIES, rs=0, imm=cfg.tiles // cob),
+                         _i(Opcode.LD, space=Space.MRF, rc=4, rm=5, rows=rows, length=cob),
+                         _i(Opcode.CFG, key=Cfg.COPIES, rs=0, imm=1), _i(Opcode.CFG, key=Cfg.CHIP_STRIDE, rs=0, imm=0)]
+            else:
+                taddr = put(bfp_bytes(cfg, rnd, tiles * n, extreme=extreme, high=False))
+                prog += [_i(Opcode.SETI, rd=4, imm=tbase), _i(Opcode.SETI, rd=5, imm=taddr),
+                         _i(Opcode.LD, space=Space.MRF, rc=4, rm=5, rows=1, length=tiles)]
             if acc:
                 rng = np.random.default_rng(rnd.getrandbits(32))
                 init = (rng.standard_normal((results, n)) * 2.0 ** rng.integers(-20, 20, (results, n)))

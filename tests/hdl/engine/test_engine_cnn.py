@@ -9,6 +9,8 @@ the segment's memory image with the input written is the run's starting image.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from accelml.compiler.driver import compile_model
 from accelml.compiler.models import _Net
 from accelml.hdl.config import preset
 from accelml.hdl.engine.status import ErrorCode
+from accelml.hdl.isa import Cfg, Opcode
 from accelml.runtime.package import load, save_package
 from accelml.sim import rtl
 from accelml.sim.rtl_engine import EngineSim, funcsim_outcome, timing_mismatch
@@ -40,10 +43,20 @@ def small_cnn(seed: int = 0):
     return net.model()
 
 
+# a banked MRF (isa.md, "Banked MRF") on three tile engines: the compiler cuts output blocks into
+# chunks of multiples and divisors of 3 and lays each chunk out by bank
+BANKED = dataclasses.replace(CFG, tiles=3, mrf_tiles=510, mrf_banked=True, name="tiny-b3")
+
+
 @pytest.mark.rtl
-def test_compiled_cnn_on_rtl_equals_funcsim(tmp_path):
+@pytest.mark.parametrize("cfg", [CFG, BANKED], ids=["tiny", "banked"])
+def test_compiled_cnn_on_rtl_equals_funcsim(tmp_path, cfg):
     rtl.require_tools()
-    cm = compile_model(small_cnn(), config=CFG)
+    cm = compile_model(small_cnn(), config=cfg)
+    if cfg.mrf_banked:  # chunks of a multiple (3) and a divisor (1) of the tile engines
+        cobs = {i.imm for seg in cm.segments if seg.compiled for i in seg.compiled.program.instructions
+                if i.op is Opcode.CFG and i.key is Cfg.COB}
+        assert {1, 3} <= cobs and all(c % 3 == 0 or 3 % c == 0 for c in cobs), cobs
     kinds = {lr.kind for lr in cm.layers}
     assert {"conv", "conv1x1", "pool-max", "pool-avg", "pool-avg_pad", "add"} <= kinds, kinds
     save_package(cm, tmp_path / "pkg")
@@ -56,8 +69,8 @@ def test_compiled_cnn_on_rtl_equals_funcsim(tmp_path):
     image = mem.data.copy()
     ro = len(seg.image)
 
-    ref = funcsim_outcome(CFG, seg.program, image, ro_bytes=ro)
-    got = EngineSim(CFG).run(seg.program, image, ro_bytes=ro)
+    ref = funcsim_outcome(cfg, seg.program, image, ro_bytes=ro)
+    got = EngineSim(cfg).run(seg.program, image, ro_bytes=ro)
     assert ref.error is ErrorCode.NONE and got.error is ErrorCode.NONE, ref.message
     diff = np.nonzero(got.memory != ref.memory)[0]
     assert diff.size == 0, f"{diff.size} bytes differ, first at {diff[:8]}"

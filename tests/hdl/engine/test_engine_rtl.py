@@ -8,6 +8,7 @@ and faulting instruction, and the same external memory, byte for byte.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import random
@@ -616,6 +617,30 @@ def test_random_window_programs(engine, seed, stall_mask):
     assert got.error is ErrorCode.NONE and got.busy["mvu"] + got.busy["pool"] > 0
 
 
+# a banked MRF on three tile engines (isa.md, "Banked MRF"): engine t reads bank t only; the
+# compiled CNN runs on the same build in test_engine_cnn.py
+BANKED = dataclasses.replace(CFG, tiles=3, mrf_tiles=510, mrf_banked=True, name="tiny-b3")
+
+
+@pytest.fixture(scope="module")
+def banked_engine():
+    rtl.require_tools()
+    return EngineSim(BANKED)
+
+
+@pytest.mark.rtl
+def test_random_window_programs_on_a_banked_mrf(banked_engine):
+    """Chunks of a multiple and of a divisor of T, whose copies in the banks differ (random tiles):
+    each class of pixels reads its own engine's bank, in funcsim as in the RTL, in the modelled
+    cycles; now and then a cob or a start the banks refuse (MRF_BANK at that mvc, in both)."""
+    outcomes = collections.Counter()
+    for seed in range(8):
+        program, image = random_window_program(BANKED, random.Random(900 + seed), instructions=4)
+        _, got = _same(banked_engine, program, image)
+        outcomes[got.error] += 1
+    assert outcomes[ErrorCode.NONE] >= 5 and outcomes[ErrorCode.MRF_BANK] >= 1, outcomes
+
+
 @pytest.mark.rtl
 @pytest.mark.parametrize("seed", range(3))
 def test_window_programs_at_the_exponent_extremes(engine, seed):
@@ -823,7 +848,8 @@ def test_pool_between_mfu_commands_on_the_mfus_lanes(request, which):
 
 OTHER_CONFIGS = {"tiles1": dataclasses.replace(CFG, tiles=1), "tiles3": dataclasses.replace(CFG, tiles=3),
                  "ecp5": preset("ecp5"),
-                 "n8": dataclasses.replace(preset("ecp5"), native_dim=8, vrf_vectors=8192, fvrf_vectors=1024)}
+                 "n8": dataclasses.replace(preset("ecp5"), native_dim=8, vrf_vectors=8192, fvrf_vectors=1024),
+                 "banked4": dataclasses.replace(CFG, tiles=4, mrf_banked=True, name="tiny-b4")}
 
 
 @pytest.mark.rtl
