@@ -24,7 +24,12 @@ costs in cycles, RAM blocks and logic:
   (a multiple of T, then the rest as divisor chunks, each padded or split, whichever is fastest,
   every chunk paying its own setup).
 
-Only the MVU's busy cycles change between the two; the programs are the compiler's for the
+The chunked mapping's MRF is built (``EngineConfig.mrf_banked``: the compiler's cut, banked layout and
+``COPIES`` loads, funcsim and the RTL); each row then also gives the compiled program's modelled
+cycles on it (the VRF still read through T ports), which count what the estimate leaves out: a
+narrow chunk's own epilogue and stores.
+
+For the estimate, only the MVU's busy cycles change between the two; the programs are the compiler's for the
 configuration as it stands, each ``mvc`` re-cut on its own (its output blocks are already a chunk
 of the layer's, cut for the MRF's room: a compiler cutting for the banks would choose those
 chunks too), so the chunked figures are what the present schedules cost re-cut, not the best
@@ -216,6 +221,13 @@ def main(argv=None) -> int:
                   f"({100 * ref['multi_pixel_steps']:.1f} % of steps more than one pixel); banked: "
                   f"{ram_blocks(cfg, dev, mapping='present'):,} RAM blocks + a crossbar of {xbar:,.0f} "
                   f"{dev.logic_unit} ({100 * (est.logic + xbar) / dev.logic:.0f} % of the device with it)")
+            banked = compile_model(model, config=dataclasses.replace(cfg, mrf_banked=True), name=name,
+                                   precision=args.precision)
+            wb = [sum(li.weight_bytes for seg in c.segments if seg.compiled for li in seg.compiled.layers)
+                  for c in (cm, banked)]
+            print(f"  banked MRF, built (EngineConfig.mrf_banked; the VRF still read T times): "
+                  f"{banked.summary()['cycles']:,} cycles ({banked.summary()['cycles'] / ref['cycles']:.3f}x), "
+                  f"weights {wb[1] / 1e6:.1f} MB ({wb[1] / wb[0]:.3f}x)")
             for v in (int(x) for x in args.copies.split(",")):
                 r = measure(cm, mapping="chunked", vrf_copies=v)
                 ram = ram_blocks(cfg, dev, mapping="chunked", vrf_copies=v)

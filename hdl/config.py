@@ -25,6 +25,10 @@ port per file; beside the MVU's, one read port for the other units), which RAM b
 whole-engine synthesis measures; units that would use one such port take turns. ``a10`` and
 ``s10`` keep ``"unit"`` ports, a port set per unit: their figures assume files that are not built
 from RAM blocks yet (bitstreams/README.md).
+
+``mrf_banked``: the MRF as T banks, tile engine t reading bank t only (docs/isa.md, "Banked MRF"),
+built in the functional simulator, the compiler and the RTL; no preset uses it yet (its cost on
+the large presets: bitstreams/README.md, "Banking the large presets' files").
 """
 
 from __future__ import annotations
@@ -114,8 +118,7 @@ class EngineConfig:
     # by the other readers (hdl/engine/regfiles.py), as FPGA RAM blocks are built
     file_ports: str = "unit"
     # the MRF as T banks, entry e in bank e mod T: tile engine t reads only bank t, which needs
-    # mvc chunks of a multiple or a divisor of T output blocks (isa.py, "Banked MRF"). Built in
-    # the functional simulator and the compiler; the RTL refuses it (not built yet)
+    # mvc chunks of a multiple or a divisor of T output blocks (docs/isa.md, "Banked MRF")
     mrf_banked: bool = False
     mem_bytes: int = 64 << 20  # external memory size
     mem_port_bits: int = 64  # external memory port width, bits per engine clock

@@ -9,7 +9,9 @@ rules) and executes ``nop halt seti addi add cfg loop``. ``ld``/``st`` are range
 memory stride, external range); ``deq``, ``qnt``, ``vact``, ``vop`` in ``MCHECK`` (FuncSim._span of
 each operand, then FuncSim._mfu_overlap: ``MFU_OVERLAP``); ``mvc`` and ``pool`` in ``WCHECK`` in
 ``FuncSim._mvc`` / ``_pool``'s order (a zero window dimension: ``WINDOW``; the VRF, [MRF,] FVRF
-spans: ``CHIP_RANGE``), the window read from the configuration registers into the command. Opcodes
+spans: ``CHIP_RANGE``; on a banked MRF then ``cob`` and the tiles' start: ``MRF_BANK``), the window
+read from the configuration registers into the command; a load with ``copies`` its banks cannot
+write at once stops with ``MRF_BANK`` after the on-chip range. Opcodes
 in ``UNIMPLEMENTED_OPS`` (none now) stop with ``UNIMPLEMENTED``. ``loop`` follows ``FuncSim._loop``:
 a body that does not fit, overlaps its enclosing body or nests deeper than ``MAX_LOOP_DEPTH`` stops
 the engine; a zero count skips the body and continues as if its last instruction had run

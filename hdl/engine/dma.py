@@ -13,6 +13,10 @@ a word's bytes complete, at most ``layouts.dma_max_lanes``: one with shared file
 per cycle through that many file ports, ``{space}`` (lane 0) and ``{space}{lane}``: a load's write
 ports, a store's read ports (:meth:`Dma.lane_users` names the extra ones for ``RegisterFiles``).
 
+A load into a banked MRF with ``copies`` (docs/isa.md) writes each entry's copies in its cycle:
+``mrf_copies`` is the mask of their offsets (bit ``k * length`` for ``k < copies``), which the
+register files apply to the entry's write.
+
 Loads: a request generator issues the word reads covering each row (as fast as the port accepts
 them; the memory model bounds the requests in flight); a byte gearbox takes the row's bytes from
 each returned word (a whole word per cycle, while less than an item is left after the cycle's

@@ -27,6 +27,12 @@ last: an ``mvc`` keeps this unit busy (``busy_mvu``) for
 38 without pairs), of which ``DIV_CYCLES`` = 34 are the divisions: ``accelml.sim.cycles.mvu_busy``,
 equal to the RTL's count (tests/hdl/engine/test_engine_rtl.py).
 
+Banked MRF (``EngineConfig.mrf_banked``, docs/isa.md): tile engine t reads MRF bank t only, at row
+``tbase + set * kb + k`` (control sends ``tbase`` divided by T; ``set`` is the round's first output
+block divided by T, counted from round to round), the same for every engine of a round: with
+``cob`` a multiple of T a round never leaves its pixel and engine t's block is ``set * T + t``; with
+a divisor the set is 0.
+
 Errors, reported on ``done`` after the walk: a group whose input blocks lie beyond ``in_cb``
 (``GROUP_RANGE``, before any step: ``FuncSim._mvc``'s check), a sum or term beyond the internal
 format's range (``OVERFLOW``: the tile engine's sticky flag of any pair). The results of the other

@@ -41,6 +41,12 @@ maps lanes to banks on the write side and banks to lanes on the read side. A one
 (the DMAs', each of the MVU's T read ports) on a banked file writes the one bank its
 entry is in and reads every bank at the entry's row, selecting the entry's bank the cycle after.
 
+A banked MRF (``EngineConfig.mrf_banked``, docs/isa.md): T banks, entry ``e`` in bank ``e mod T`` at
+row ``e // T`` (T need not be a power of two); the ``wide`` users' port t reads bank t only, at the
+row it gives (no multiplexer: the MVU keeps engine t on bank t); the load DMA's write also writes
+the copies its ``{user}_mrf_copies`` mask names (bit d: the entry d on), each in its own bank, in
+the entry's row or the next.
+
 In the emitted Verilog (``RegisterFiles(verilog_rams=True)``, the engine's ``verilog_modules``)
 each memory is an instance of the plain module ``accelml_ram`` (:data:`RAM_VERILOG`): the same
 write ports and synchronous, non-transparent read ports, zeroed by a loop at time 0. Amaranth
