@@ -378,7 +378,8 @@ class _Generator:
     def _whole_pixels(self, op, role: str) -> bool:
         """Whether ``op`` writes (role "dst") or reads its ``role`` buffer every block of a pixel at once."""
         if isinstance(op, ConvOp):
-            return role == "src" or len(self.plans[id(op)][2]) == 1  # one chunk of output blocks
+            # one chunk of output blocks, or a banked MRF's chunks with one epilogue (grouped)
+            return role == "src" or len(self.plans[id(op)][2]) == 1 or self.grouped.get(id(op), False)
         if isinstance(op, PoolOp):
             return self.plans[id(op)][0] == op.src.cb
         return True
@@ -483,6 +484,14 @@ class _Generator:
             cob_c = max(sizes)
         else:
             sizes = [cob_c] * (op.cob // cob_c) + [op.cob % cob_c] * bool(op.cob % cob_c)
+        # a banked MRF's chunks of one layer in one half at once (one load), run band by band, their
+        # results side by side at the layer's pixel stride (dstride): one epilogue a band
+        grouped = (self.cfg.mrf_banked and len(sizes) > 1 and len(kgroups) == 1 and op.wq_lo is None
+                   and len(self.planes(op.src)) == 1 and ow * op.cob <= out_cap
+                   and sum(-(-c // self.cfg.tiles) for c in sizes) * per_ob <= half)
+        self.grouped[id(op)] = grouped
+        if grouped:
+            cob_c = op.cob
         rows = oh
         in_cb = op.src.cb * len(self.planes(op.src))  # blocks per input pixel on chip
         resident = op.src.base in self.resident  # read in place: no input region needed
@@ -504,15 +513,11 @@ class _Generator:
             [(True, False)] * (op.wq_lo is not None)
         passes = [(lo_w, lo_x, j) for lo_w, lo_x in kinds for j in range(len(kgroups))]
         kgroups = [kgroups[j] for _, _, j in passes]
-        if len(kgroups) == 1 and len(sizes) == 1:
+        if len(kgroups) == 1 and (len(sizes) == 1 or grouped):
             rows = min(rows, -(-oh // PIPELINE_BANDS))  # bands overlap load, products, epilogue, store
         bands = [(r0, min(oh, r0 + rows)) for r0 in range(0, oh, rows)]
         starts = np.cumsum([0, *sizes])
         chunks = [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
-        # a banked MRF's chunks of one layer in one half at once (one pass of products, one load):
-        # each band's input is then read by every chunk before the next band (see weight_ids)
-        self.grouped[id(op)] = (self.cfg.mrf_banked and len(chunks) > 1 and len(passes) == 1
-                                and sum(-(-c // self.cfg.tiles) for c in sizes) * per_ob <= half)
         return gi, kgroups, chunks, bands, passes
 
     def band_input(self, op: ConvOp | PoolOp, r0: int, r1: int, kh: int) -> tuple[int, int]:
@@ -729,6 +734,7 @@ class _Generator:
         pos = -1
         prev_band = prev_wid = None
         pending = None  # the last step's epilogue, emitted after the next step's products
+        shared = self.grouped.get(id(op))  # its chunks' results side by side, one epilogue a band
         for (o0, o1), k, (r0, r1) in steps:
             if self.weight_id(op, (o0, o1), k) != prev_wid:
                 if pos >= 0:
@@ -769,19 +775,23 @@ class _Generator:
             e.set(Cfg.OB0, ob0)
             e.set(Cfg.GI, gi_)
             e.set(Cfg.GO, go_)
+            if self.cfg.mrf_banked:  # a grouped layer's chunks write side by side, the layer's blocks a pixel
+                e.set(Cfg.DSTRIDE, op.cob if shared else 0)
             self.need_weights(self.windex[id(op), pos])
-            e.emit(Opcode.MVC, rd=e.reg(3, acc), rs=e.reg(4, rs), rm=e.reg(5, mrf), acc=int(k > 0))
+            e.emit(Opcode.MVC, rd=e.reg(3, acc + o0 if shared else acc), rs=e.reg(4, rs), rm=e.reg(5, mrf),
+                   acc=int(k > 0))
             info.tile_ops += npix * (o1 - o0) * tiles
             self.drip()
             info.act_bytes += self.flush(pending)
             pending = None
-            if k == len(kgroups) - 1:
+            if k == len(kgroups) - 1 and (not shared or o1 == op.cob):  # a grouped band's: after its last chunk
+                e0, e1 = (0, op.cob) if shared else (o0, o1)
                 first = None
                 if op.residual is not None:  # its first plane loads now (unless resident), beside the products
-                    first, moved = self.fetch_plane(op.residual, self.planes(op.residual)[0], r0 * ow, npix, o0,
-                                                    o1 - o0, half=self.parity)
+                    first, moved = self.fetch_plane(op.residual, self.planes(op.residual)[0], r0 * ow, npix, e0,
+                                                    e1 - e0, half=self.parity)
                     info.act_bytes += moved
-                pending = functools.partial(self.epilogue, op, acc, r0 * ow, npix, o0, o1, self.parity, first)
+                pending = functools.partial(self.epilogue, op, acc, r0 * ow, npix, e0, e1, self.parity, first)
                 self.parity ^= 1
         info.act_bytes += self.flush(pending)
         info.act_bytes += self.release_store()  # before any later layer reads the output

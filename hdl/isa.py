@@ -79,6 +79,7 @@ class Cfg(enum.Enum, shape=6):
     CLIP_HI = 23  # binary32 bits
     ALPHA = 24  # binary32 bits: leaky-ReLU slope
     COPIES = 25  # ld into a banked MRF: each row written this many times side by side (0, 1: once)
+    DSTRIDE = 26  # mvc on a banked MRF: FVRF entries between its output pixels' results (0: cob)
 
 
 FLOAT_CFG = frozenset({Cfg.CLIP_LO, Cfg.CLIP_HI, Cfg.ALPHA})

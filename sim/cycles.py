@@ -106,13 +106,14 @@ POOL_RECIP = 26  # a reciprocal: its start to the scaling that waits for it
 SPACES = ("vrf", "mrf", "fvrf", "mem")
 
 
-def mvu_busy(tiles: int, pairs: int, kb: int, *, width: int) -> int:
+def mvu_busy(tiles: int, pairs: int, kb: int, *, width: int, group: int = 0) -> int:
     """Busy cycles of an ``mvc`` of ``pairs`` (pixel, output block) pairs of ``kb = taps * gi``
-    steps each on ``tiles`` tile engines writing ``width`` (``mfu_width``) results a cycle."""
+    steps each on ``tiles`` tile engines writing ``width`` (``mfu_width``) results a cycle
+    (``group``: :func:`~accelml.hdl.engine.layouts.mvu_write_cycles`'s, a strided banked ``mvc``)."""
     if pairs == 0:
         return MVU_SETUP_EMPTY
     rounds = -(-pairs // tiles)
-    writes = mvu_write_cycles(tiles, width)
+    writes = mvu_write_cycles(tiles, width, group)
     return MVU_SETUP + writes + kb + (rounds - 1) * max(kb, writes)
 
 

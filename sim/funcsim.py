@@ -173,7 +173,8 @@ class FuncSim:
         scratch = cfg.mrf_tiles if cfg.mrf_banked else 0
         self.mrf_mant = np.zeros((cfg.mrf_tiles + scratch, n, n), mdt)
         self.mrf_exp = np.full((cfg.mrf_tiles + scratch, n), cfg.exp_min, np.int16)
-        self.fvrf = np.zeros((cfg.fvrf_vectors, n), np.float32)
+        # and a second fvrf_vectors: a strided mvc's results gathered there (_x_mvc_banked)
+        self.fvrf = np.zeros((cfg.fvrf_vectors * (2 if cfg.mrf_banked else 1), n), np.float32)
         # where each MRF tile came from: a load of the constant image (tag, index) or -1
         self.mrf_src = np.full(cfg.mrf_tiles + scratch, -1, np.int64)
         self.regs = [0] * NUM_REGS
@@ -556,8 +557,13 @@ class FuncSim:
             tspan = self._span(Space.MRF, self.reg(rm), -(-cob // t) * taps * gi * t)
         else:
             tspan = self._span(Space.MRF, self.reg(rm), cob * taps * gi)
-        dspan = self._span(Space.FVRF, self.reg(rd), p * cob)
+        ds = c(Cfg.DSTRIDE) or cob  # FVRF entries between output pixels (isa.md, "Banked MRF")
+        dspan = self._span(Space.FVRF, self.reg(rd), (p - 1) * ds + cob if p else 0)
+        if c(Cfg.DSTRIDE) and not self.cfg.mrf_banked:
+            raise ExecutionError(f"banked MRF: dstride = {ds} on an MRF that is not banked")
         if self.cfg.mrf_banked:
+            if ds < cob:
+                raise ExecutionError(f"banked MRF: dstride = {ds} is less than cob = {cob}")
             if cob % t and t % cob:
                 raise ExecutionError(f"banked MRF: cob = {cob} output blocks is neither a multiple nor a divisor "
                                      f"of the {t} tile engines")
@@ -579,26 +585,30 @@ class FuncSim:
                 if b0 + gi > in_cb:
                     raise ExecutionError(f"group {g} needs input blocks [{b0}, {b0 + gi}) but the input has {in_cb}")
             groups = tuple((b0, ob0, nob) for b0, ob0, nob, _ in groups)
-        if self.numerics:
-            self._emit(_x_mvc_banked if self.cfg.mrf_banked else _x_mvc, geom, pixels, window_index(geom, pixels),
-                       vspan, tspan, dspan, in_cb, cob, gi, groups, acc)
+        if self.numerics and self.cfg.mrf_banked:
+            self._emit(_x_mvc_banked, geom, pixels, window_index(geom, pixels), vspan, tspan, dspan, in_cb, cob, gi,
+                       groups, acc, ds)
+        elif self.numerics:
+            self._emit(_x_mvc, geom, pixels, window_index(geom, pixels), vspan, tspan, dspan, in_cb, cob, gi, groups,
+                       acc)
         tile_ops = p * cob * taps * gi
         self.stats.tile_ops += tile_ops
         self.stats.macs += tile_ops * self.cfg.native_dim ** 2
         if self.timing:
             # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
-            busy = self._mvu_busy(p, cob, taps * gi)
+            busy = self._mvu_busy(p, cob, taps * gi, group=cob if ds != cob else 0)
             # the FVRF span as a write: it conflicts with every access, so an accumulating mvc's
             # read of it needs no range of its own (control.py's hazard check does the same)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("mrf", tspan.start, tspan.stop, False),
                       ("fvrf", dspan.start, dspan.stop, True)]
             self.model.dispatch("mvu", ranges, cycles=(busy, 1 + busy))
 
-    def _mvu_busy(self, pixels: int, cob: int, kb: int) -> int:
+    def _mvu_busy(self, pixels: int, cob: int, kb: int, *, group: int = 0) -> int:
         """The MVU's busy cycles for an ``mvc`` of ``pixels`` x ``cob`` pairs of ``kb`` steps: the
-        cycle model's :func:`mvu_busy` (``bitstreams/banking.py`` times other pair mappings here)."""
-        return mvu_busy(self.cfg.tiles, cob * pixels, kb, width=self.cfg.mfu_width)
+        cycle model's :func:`mvu_busy` (``group``: its results at a stride of their own; the
+        ``bitstreams/banking.py`` study times other pair mappings here)."""
+        return mvu_busy(self.cfg.tiles, cob * pixels, kb, width=self.cfg.mfu_width, group=group)
 
     def _mvc_native(self, vspan: slice, geom, idx, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
                     acc: int) -> bool:
@@ -923,10 +933,20 @@ def _banked_tiles(cfg: EngineConfig, start: int, cob: int, kb: int) -> list[np.n
     return [start + row * t + (m * cob + ob) % t for m in range(classes)]
 
 
-def _x_mvc_banked(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi, groups, acc):
+def _x_mvc_banked(sim: FuncSim, geom, pixels, idx, vspan, tspan, dspan, in_cb, cob, gi, groups, acc, ds):
     """An ``mvc`` on a banked MRF: its tiles gathered into the unbanked order past the file
     (``mrf_tiles ..``), then :func:`_x_mvc` on them. Where a divisor ``cob``'s copies in the banks
-    differ, each class of pixels is computed with its own banks' tiles, as the engine does."""
+    differ, each class of pixels is computed with its own banks' tiles, as the engine does. Results
+    at a pixel stride ``ds`` other than ``cob`` go through the room past the FVRF (``fvrf_vectors ..``):
+    gathered from their entries first (``acc``), scattered back after (nothing written on a fault)."""
+    if ds != cob and pixels[1]:
+        entries = (dspan.start + np.arange(pixels[1])[:, None] * ds + np.arange(cob)[None, :]).reshape(-1)
+        packed = slice(sim.cfg.fvrf_vectors, sim.cfg.fvrf_vectors + entries.size)
+        if acc:
+            sim.fvrf[packed] = sim.fvrf[entries]
+        _x_mvc_banked(sim, geom, pixels, idx, vspan, tspan, packed, in_cb, cob, gi, groups, acc, cob)
+        sim.fvrf[entries] = sim.fvrf[packed]
+        return
     cfg, n = sim.cfg, sim.cfg.native_dim
     kb = geom.kh * geom.kw * gi
     sim._mrf_materialize(tspan.start, tspan.stop)

@@ -153,7 +153,7 @@ UNITS = (
     UnitPort("dma_load", Unit.DMA_LOAD, dma_cmd_layout),
     UnitPort("dma_store", Unit.DMA_STORE, dma_cmd_layout),
     UnitPort("mfu", Unit.MFU, lambda cfg: mfu_cmd_layout()),
-    UnitPort("mvu", Unit.MVU, lambda cfg: mvu_cmd_layout()),
+    UnitPort("mvu", Unit.MVU, lambda cfg: mvu_cmd_layout(cfg)),
     UnitPort("pool", Unit.POOL, pool_cmd_layout),
 )
 UNIT_INDEX = {u.name: i for i, u in enumerate(UNITS)}
@@ -599,11 +599,16 @@ class Control(wiring.Component):
                 if cfg.mrf_banked:  # isa.md, "Banked MRF": ceil(cob / T) row sets of T tiles
                     nt = cfg.tiles
                     t_end = w_ts + sat(sat_product((cob + (nt - 1)) // nt, c_(Cfg.KH), c_(Cfg.KW), gi) * nt)
+                    # an mvc's results dstride entries apart per pixel (0: cob), at least cob
+                    ds = Mux(w_pool | (c_(Cfg.DSTRIDE) == 0), nj, c_(Cfg.DSTRIDE))
                     bank_bad = (((cob % nt) != 0) & ~Cat(*(cob == d for d in range(1, nt + 1) if nt % d == 0)).any()
-                                | ((w_ts % nt) != 0))
+                                | ((w_ts % nt) != 0) | (ds < cob))
+                    npix = c_(Cfg.NPIX)
+                    d_end = w_ds + Mux(npix == 0, 0, sat(sat_product(npix - 1, ds) + nj))
                 else:
                     t_end = w_ts + sat_product(cob, c_(Cfg.KH), c_(Cfg.KW), gi)
-                d_end = w_ds + sat_product(c_(Cfg.NPIX), nj)
+                    bank_bad = ~w_pool & (c_(Cfg.DSTRIDE) != 0)  # dstride: a banked MRF's
+                    d_end = w_ds + sat_product(c_(Cfg.NPIX), nj)
                 win = {"vbase": w_vs, "in_h": c_(Cfg.IN_H), "in_w": c_(Cfg.IN_W), "in_cb": in_cb,
                        "kh": c_(Cfg.KH), "kw": c_(Cfg.KW), "stride_h": c_(Cfg.STRIDE_H),
                        "stride_w": c_(Cfg.STRIDE_W), "dil_h": c_(Cfg.DIL_H), "dil_w": c_(Cfg.DIL_W),
@@ -618,9 +623,8 @@ class Control(wiring.Component):
                     fail(ErrorCode.CHIP_RANGE)
                 with m.Elif(d_end > cfg.fvrf_vectors):
                     fail(ErrorCode.CHIP_RANGE)
-                if cfg.mrf_banked:
-                    with m.Elif(~w_pool & bank_bad):
-                        fail(ErrorCode.MRF_BANK)
+                with m.Elif(~w_pool & bank_bad):
+                    fail(ErrorCode.MRF_BANK)
                 with m.Elif(w_pool):
                     pc_ = payload[UNIT_INDEX["pool"]]
                     glog = Signal(range(cfg.mfu_width.bit_length() + 1))  # log2 of cycles.pool_group
@@ -642,6 +646,7 @@ class Control(wiring.Component):
                     m.d.sync += [vc.win.kblk.eq(gi), vc.win.gi.eq(gi), vc.win.go.eq(Mux(dense, cob, go)),
                                  vc.win.ob0.eq(Mux(dense, 0, c_(Cfg.OB0))),
                                  vc.tbase.eq(w_ts // cfg.tiles if cfg.mrf_banked else w_ts), vc.dbase.eq(w_ds),
+                                 *([vc.dstride.eq(ds)] if cfg.mrf_banked else []),
                                  vc.kb.eq(taps * gi), vc.acc.eq(w_acc), vc.pairs.eq(c_(Cfg.NPIX) * cob),
                                  p_unit.eq(UNIT_INDEX["mvu"]),
                                  *set_range(0, Space.VRF, w_vs, v_end, 0),

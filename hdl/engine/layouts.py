@@ -162,10 +162,14 @@ def port_conflict(shared: dict, unit_a: str, ranges_a, unit_b: str, ranges_b) ->
     return False
 
 
-def mvu_write_cycles(tiles: int, width: int) -> int:
+def mvu_write_cycles(tiles: int, width: int, group: int = 0) -> int:
     """Cycles the MVU writes a round's ``tiles`` results in: ``width`` (``mfu_width``) consecutive FVRF
-    entries a cycle, from any start (the FVRF's wide write port). ``accelml.sim.cycles`` models the
-    same count."""
+    entries a cycle, from any start (the FVRF's wide write port). ``group``: a banked MRF's ``mvc``
+    of ``group`` < T output blocks writing at a pixel stride of its own (isa.md, ``dstride``): a
+    round's results are then runs of ``group`` entries, and a cycle writes the part of one run in
+    one ``width``-lane window of the round's lanes. ``accelml.sim.cycles`` models the same count."""
+    if group and group < tiles:
+        return len({(lane // width, lane // group) for lane in range(tiles)})
     return -(-tiles // width)
 
 

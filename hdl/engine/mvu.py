@@ -41,7 +41,7 @@ pairs are written either way (the functional simulator writes none; a failing pr
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -56,11 +56,13 @@ from .window import WindowGen, window_cmd_layout
 __all__ = ["Mvu", "mvu_cmd_layout"]
 
 
-def mvu_cmd_layout() -> data.StructLayout:
+def mvu_cmd_layout(cfg=None) -> data.StructLayout:
     return data.StructLayout({
         "win": window_cmd_layout(),  # nj = cob, kblk = gi (dense: gi = in_cb, go = cob, ob0 = 0)
         "tbase": unsigned(32), "dbase": unsigned(32), "kb": unsigned(32), "acc": unsigned(1),
         "pairs": unsigned(64),  # npix * cob
+        # a banked MRF: FVRF entries between output pixels' results (cob unless dstride is set)
+        **({"dstride": unsigned(32)} if cfg is not None and cfg.mrf_banked else {}),
     })
 
 
@@ -70,7 +72,7 @@ class Mvu(wiring.Component):
         self.verilog_dots = bool(verilog_dots)  # the tile engines' TileEngine(verilog_dots=)
         t = cfg.tiles
         super().__init__({
-            "cmd": In(stream.Signature(mvu_cmd_layout())),
+            "cmd": In(stream.Signature(mvu_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
             "vrf_r": Out(read_ports_signature(cfg, Space.VRF, t)),
             "mrf_r": Out(read_ports_signature(cfg, Space.MRF, t)),
@@ -85,7 +87,7 @@ class Mvu(wiring.Component):
         nt, n, w = cfg.tiles, cfg.native_dim, cfg.mfu_width
         nw = mvu_write_cycles(nt, w)
         bias = cfg.exp_bias
-        c = Signal(mvu_cmd_layout())
+        c = Signal(mvu_cmd_layout(cfg))
         m.submodules.window = gen = WindowGen(cfg, nt)
         engines = [TileEngine(cfg, verilog_dots=self.verilog_dots) for _ in range(nt)]
         for t, e in enumerate(engines):
@@ -106,6 +108,22 @@ class Mvu(wiring.Component):
         maw = file_addr_bits(cfg, Space.MRF)
         faw = file_addr_bits(cfg, Space.FVRF)
         jt = Signal(32)  # banked MRF: the round's row set, lane 0's output block // T (lane t's too)
+        if cfg.mrf_banked:
+            # results dstride entries apart per pixel (isa.md): lane t's entry is the round's first
+            # plus offs[t]; a cob below T is a divisor, so a round is T / cob whole pixels
+            cob, ds = c.win.nj, c.dstride
+            small = Signal()
+            m.d.comb += small.eq(cob < nt)
+            divs = [d for d in range(1, nt) if nt % d == 0]
+            offs = [Signal(32, name=f"res_off{t}") for t in range(nt + 1)]  # offs[T]: the next round's lane 0
+            m.d.comb += offs[0].eq(0)
+            for t in range(nt):
+                ends = Cat(*(cob == d for d in divs if (t + 1) % d == 0)).any() if any(
+                    (t + 1) % d == 0 for d in divs) else Const(0)
+                m.d.comb += offs[t + 1].eq(offs[t] + Mux(small & ends, ds - cob + 1, 1))
+            e_iss = Signal(32)  # FVRF entry of the issuing round's lane 0 (an accumulating mvc reads there)
+            wrap = Signal()  # the issuing round ends its pixel (cob >= T)
+            m.d.comb += wrap.eq((jt + 1) * nt >= cob)
         for t in range(nt):
             ln = beat.lane[t]
             # banked MRF (isa.md): engine t reads bank t at row tbase / T (control divides) + set * kb + k
@@ -113,7 +131,7 @@ class Mvu(wiring.Component):
             m.d.comb += [
                 self.vrf_r.addr[t].eq(ln.addr),
                 self.mrf_r.addr[t].eq(tile[:maw]),
-                self.fvrf_r.addr[t].eq((c.dbase + ln.q)[:faw]),
+                self.fvrf_r.addr[t].eq(((e_iss + offs[t]) if cfg.mrf_banked else (c.dbase + ln.q))[:faw]),
             ]
         m.d.comb += [self.vrf_r.en.eq(take), self.mrf_r.en.eq(take), self.fvrf_r.en.eq(take & beat.first & c.acc)]
         with m.If(take):
@@ -151,22 +169,67 @@ class Mvu(wiring.Component):
             m.d.comb += e.result.ready.eq(latch)
         rounds_out = Signal(64)  # rounds whose steps all went to the engines
         rounds_in = Signal(64)  # rounds latched
-        with m.If(holding):
-            q = Signal(64)  # the pair of lane 0
+        if not cfg.mrf_banked:
+            with m.If(holding):
+                q = Signal(64)  # the pair of lane 0
+                m.d.comb += q.eq(q_res + drain * w)
+                with m.Switch(drain):
+                    for d in range(nw):
+                        live = min(w, nt - d * w)  # the last write of a round may have fewer lanes
+                        with m.Case(d):
+                            m.d.comb += [self.fvrf.wdata[k].eq(buf[d * w + k]) for k in range(live)]
+                            m.d.comb += self.fvrf.we.eq(Cat(q + k < c.pairs for k in range(live)))
+                m.d.comb += self.fvrf.waddr.eq((c.dbase + q)[:faw])
+                m.d.sync += drain.eq(drain + 1)
+                with m.If(last_drain):
+                    m.d.sync += [holding.eq(0), q_res.eq(q_res + nt)]
+        else:
+            # the latched round's entries: contiguous (D cycles of W), or, a cob below T at a stride
+            # of its own (strided), one cycle per part of a pixel's run in a W-lane window of lanes
+            # (layouts.mvu_write_cycles' group count)
+            strided = Signal()
+            m.d.comb += strided.eq(small & (ds != cob))
+            e_res = Signal(32)  # FVRF entry of the latched round's lane 0
+            j_res = Signal(32)  # its row set (jt of that round)
+            lane = Signal(range(nt + 1))  # strided: the first lane not yet written
+            gend = Signal(range(2 * nt + 1))  # strided: the end of that lane's pixel run
+            wend = Signal(range(nt + w + 1))  # strided: the end of its window (drain * W + W)
+            l1 = Signal(range(nt + 1))
+            m.d.comb += l1.eq(Mux(gend < wend, gend, wend))
+            with m.If(strided):
+                m.d.comb += last_drain.eq(holding & (l1 >= nt))
+            q = Signal(64)  # the pair of the window's lane 0
             m.d.comb += q.eq(q_res + drain * w)
-            with m.Switch(drain):
-                for d in range(nw):
-                    live = min(w, nt - d * w)  # the last write of a round may have fewer lanes
-                    with m.Case(d):
-                        m.d.comb += [self.fvrf.wdata[k].eq(buf[d * w + k]) for k in range(live)]
-                        m.d.comb += self.fvrf.we.eq(Cat(q + k < c.pairs for k in range(live)))
-            m.d.comb += self.fvrf.waddr.eq((c.dbase + q)[:faw])
-            m.d.sync += drain.eq(drain + 1)
-            with m.If(last_drain):
-                m.d.sync += [holding.eq(0), q_res.eq(q_res + nt)]
+            with m.If(holding):
+                off = Signal(32)
+                m.d.comb += off.eq(Mux(strided, Array(offs[:nt])[lane] - lane + drain * w, drain * w))
+                with m.Switch(drain):
+                    for d in range(nw):
+                        live = min(w, nt - d * w)
+                        with m.Case(d):
+                            m.d.comb += [self.fvrf.wdata[k].eq(buf[d * w + k]) for k in range(live)]
+                            m.d.comb += self.fvrf.we.eq(Cat(
+                                (q + k < c.pairs) & (~strided | ((d * w + k >= lane) & (d * w + k < l1)))
+                                for k in range(live)))
+                m.d.comb += self.fvrf.waddr.eq((e_res + off)[:faw])
+                with m.If(strided):
+                    m.d.sync += lane.eq(l1)
+                    with m.If(l1 == gend):
+                        m.d.sync += gend.eq(gend + cob)
+                    with m.If(l1 == wend):
+                        m.d.sync += [drain.eq(drain + 1), wend.eq(wend + w)]
+                with m.Else():
+                    m.d.sync += drain.eq(drain + 1)
+                with m.If(last_drain):
+                    res_wrap = (j_res + 1) * nt >= cob
+                    m.d.sync += [holding.eq(0), q_res.eq(q_res + nt),
+                                 e_res.eq(e_res + Mux(small, offs[nt], nt + Mux(res_wrap, ds - cob, 0))),
+                                 j_res.eq(Mux(res_wrap, 0, j_res + 1))]
         with m.If(latch):
             m.d.sync += [buf[t].eq(e.result.payload.acc) for t, e in enumerate(engines)]
             m.d.sync += [holding.eq(1), drain.eq(0), rounds_in.eq(rounds_in + 1)]
+            if cfg.mrf_banked:
+                m.d.sync += [lane.eq(0), gend.eq(cob), wend.eq(w)]
             for t, e in enumerate(engines):
                 with m.If(e.result.payload.overflow & (q_base + t < c.pairs)):
                     m.d.sync += ovf.eq(1)
@@ -179,7 +242,8 @@ class Mvu(wiring.Component):
                     m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), q_res.eq(0), rounds_out.eq(0),
                                  rounds_in.eq(0), code.eq(ErrorCode.NONE)]
                     if cfg.mrf_banked:
-                        m.d.sync += jt.eq(0)
+                        p_ = self.cmd.payload
+                        m.d.sync += [jt.eq(0), e_iss.eq(p_.dbase), e_res.eq(p_.dbase), j_res.eq(0)]
                     m.next = "WINDOW"
             with m.State("WINDOW"):
                 m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
@@ -193,7 +257,8 @@ class Mvu(wiring.Component):
                 with m.Elif(take & beat.last):
                     m.d.sync += rounds_out.eq(rounds_out + 1)
                     if cfg.mrf_banked:  # the next round's first block: T on, or back to 0 past cob (a divisor: 0)
-                        m.d.sync += jt.eq(Mux((jt + 1) * nt >= c.win.nj, 0, jt + 1))
+                        m.d.sync += [jt.eq(Mux(wrap, 0, jt + 1)),
+                                     e_iss.eq(e_iss + Mux(small, offs[nt], nt + Mux(wrap, ds - cob, 0)))]
                     with m.If(beat.final):
                         m.next = "FINISH"
             with m.State("FINISH"):  # the last steps go through the engines and are written

@@ -70,6 +70,9 @@ def test_banked_mrf_programs_are_bit_exact_and_cut_for_the_banks(name, tiles, tm
             if i.op is Opcode.CFG and i.key is Cfg.COB}
     assert all(c % tiles == 0 or tiles % c == 0 for c in cobs) and any(c % tiles for c in cobs), cobs
     assert any(li.chunks > 1 for li in cm.segments[0].compiled.layers)
+    insns = [i for seg in cm.segments if seg.compiled for i in seg.compiled.program.instructions]
+    assert any(i.op is Opcode.CFG and i.key is Cfg.COPIES and i.imm > 1 for i in insns)  # divisor chunks
+    assert any(i.op is Opcode.CFG and i.key is Cfg.DSTRIDE and i.imm for i in insns)  # chunks sharing an epilogue
 
 
 def test_wide_preset_matches_fp32_closely(tmp_path):

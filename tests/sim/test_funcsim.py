@@ -701,3 +701,39 @@ def test_copies_the_banks_cannot_write_in_one_cycle_are_refused(cfg, copies, len
     text = f"cfg chip_stride, r0, 3\ncfg copies, r0, {copies}\nld mrf, r0, r0, 2, {length}\nhalt\n"
     with pytest.raises(ExecutionError, match=rf"instruction 2 \(ld\): banked MRF: {match}"):
         run(text, img, cfg=cfg)
+
+
+@pytest.mark.parametrize("cout,ds", [(4, 3), (12, 5)], ids=["divisor", "multiple"])
+def test_banked_mvc_results_at_a_pixel_stride_of_their_own(cout, ds):
+    """dstride: pixel p's results at rd + p * dstride + ob, the entries between them untouched, the
+    same sums as without it."""
+    rng = np.random.default_rng(cout)
+    n, t = BANKED.native_dim, BANKED.tiles
+    x = bfp.quantize(rng.standard_normal((6, 5, 8)), BANKED)
+    wq = golden.quantize_conv_weights(rng.standard_normal((cout, 8, 3, 3)) * 0.3, BANKED, 1)
+    cob, kb = cout // n, 9 * 2
+    banked = _banked(*weight_tiles(wq, 9, 2), cob, kb, t)
+    img = MemoryImage(BANKED)
+    img.put_bfp("x", x, at=0)
+    img.put_bfp("w", banked, at=0x8000)
+    text = conv_program(6, 5, 2, 3, 3, 1, (1, 1, 1, 1), 5, 30, cob, tiles=len(banked[0]))
+    plain, _, plain_stats = run(text, img, cfg=BANKED, extra=0x30000)
+    strided, _, stats = run(text.replace("mvc r0, r0, r0, 0", f"cfg dstride, r0, {ds}\nmvc r0, r0, r0, 0"), img,
+                            cfg=BANKED, extra=0x30000)
+    want = plain.fvrf[:30 * cob].reshape(30, cob, n)
+    got = strided.fvrf[np.arange(30)[:, None] * ds + np.arange(cob)]
+    np.testing.assert_array_equal(got, want)
+    between = np.setdiff1d(np.arange(29 * ds + cob), (np.arange(30)[:, None] * ds + np.arange(cob)).ravel())
+    assert not strided.fvrf[between].any() and between.size == 29 * (ds - cob)
+    assert stats.busy["mvu"] >= plain_stats.busy["mvu"]  # a divisor's runs take more write cycles
+
+
+@pytest.mark.parametrize("cfg,ds,match", [(CFG, 4, "dstride = 4 on an MRF that is not banked"),
+                                          (BANKED, 2, "dstride = 2 is less than cob = 3")])
+def test_a_dstride_off_the_banks_is_refused(cfg, ds, match):
+    img = MemoryImage(cfg)
+    img.put_bfp("x", bfp.quantize(np.ones((6, 5, 8)), cfg), at=0)
+    text = conv_program(6, 5, 2, 3, 3, 1, (1, 1, 1, 1), 5, 30, 3, tiles=54).replace(
+        "mvc r0, r0, r0, 0", f"cfg dstride, r0, {ds}\nmvc r0, r0, r0, 0")
+    with pytest.raises(ExecutionError, match=rf"instruction \d+ \(mvc\): banked MRF: {match}"):
+        run(text, img, cfg=cfg, extra=0x30000)

@@ -165,6 +165,8 @@ def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions
             if cfg.mrf_banked and rnd.random() < 0.95:
                 cfgs["cob"] = rnd.choice([c for c in range(1, 2 * cfg.tiles + 1)
                                           if c % cfg.tiles == 0 or cfg.tiles % c == 0])
+        if cfg.mrf_banked:  # an mvc's results now and then at a pixel stride beyond cob (isa.md)
+            cfgs["dstride"] = cfgs["cob"] + rnd.randint(1, 3) if kind != "pool" and rnd.random() < 0.4 else 0
         vaddr = put(bfp_bytes(cfg, rnd, vectors, extreme=extreme, high=True))
         vbase = rnd.randint(0, 40)
         prog += [_i(Opcode.SETI, rd=1, imm=vbase), _i(Opcode.SETI, rd=2, imm=vaddr),
@@ -187,7 +189,8 @@ def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions
                 t = cfg.tiles  # then a cob or start the banked MRF refuses
                 tiles = -(-cob // t) * taps * gi * t
                 tbase = tbase * t if rnd.random() < 0.97 else tbase * t + 1
-            results = g["npix"] * cob
+            ds = cfgs.get("dstride") or cob
+            results = (g["npix"] - 1) * ds + cob if g["npix"] else 0  # the span of its results
             acc = int(rnd.random() < 0.35)
             copies = cfg.mrf_banked and cob < cfg.tiles and cfg.tiles % cob == 0 and rnd.random() < 0.5
             if copies:  # a divisor cob's tiles loaded once, with T / cob copies (isa.md): equal copies
