@@ -120,10 +120,10 @@ class _Timed(FuncSim):
         self.mapping, self.vrf_copies = mapping, vrf_copies
         self.reads: list[tuple[int, int, int]] = []  # (pixels, cob, kb) of every mvc run
 
-    def _mvu_busy(self, pixels: int, cob: int, kb: int) -> int:
+    def _mvu_busy(self, pixels: int, cob: int, kb: int, *, group: int = 0) -> int:
         self.reads.append((pixels, cob, kb))
         if self.mapping == "present":
-            return super()._mvu_busy(pixels, cob, kb)
+            return super()._mvu_busy(pixels, cob, kb, group=group)
         return chunked_busy(self.cfg.tiles, pixels, cob, kb, width=self.cfg.mfu_width,
                             vrf_copies=self.vrf_copies)[0]
 

@@ -11,8 +11,9 @@ Schedule (per layer, for one EngineConfig):
 * **Banked MRF** (``EngineConfig.mrf_banked``, docs/isa.md): chunks are multiples of T output
   blocks, the rest of a layer divisors of T (:func:`_bank_cut`); each chunk is laid out in the
   image as the banks read it (rows of T tiles, or a divisor chunk's rows loaded with ``copies``)
-  and a half counts rows of T tiles. A layer's chunks that fit a half together load as one and
-  run band by band, so a band's input is read once for all of them.
+  and a half counts rows of T tiles. A layer's chunks that fit a half together (``grouped``) load
+  as one and run band by band, writing their results side by side (``dstride``: the layer's
+  blocks a pixel), so a band's input is read once and one epilogue serves them all.
 * **Activations**: if the layer's input fits its VRF region it is loaded once; otherwise the
   output is computed in bands of rows with the input rows each band needs (halo included).
 * **Resident activations**: part of the VRF is a pool where an activation stays between the layer

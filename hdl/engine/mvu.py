@@ -31,7 +31,11 @@ Banked MRF (``EngineConfig.mrf_banked``, docs/isa.md): tile engine t reads MRF b
 ``tbase + set * kb + k`` (control sends ``tbase`` divided by T; ``set`` is the round's first output
 block divided by T, counted from round to round), the same for every engine of a round: with
 ``cob`` a multiple of T a round never leaves its pixel and engine t's block is ``set * T + t``; with
-a divisor the set is 0.
+a divisor the set is 0. Results go to ``dstride`` entries a pixel (control sends ``cob`` without
+it): lane t's entry is the round's first plus ``offs[t]`` (t, or for a divisor ``cob`` below T,
+``(t // cob) * dstride + t % cob``), and a divisor ``cob`` at a stride of its own is written one
+part of a pixel's run in one W-lane window a cycle (``layouts.mvu_write_cycles(T, W, cob)``
+cycles a round instead of D).
 
 Errors, reported on ``done`` after the walk: a group whose input blocks lie beyond ``in_cb``
 (``GROUP_RANGE``, before any step: ``FuncSim._mvc``'s check), a sum or term beyond the internal
