@@ -610,20 +610,26 @@ def _banked(tiles_m, tiles_e, cob, kb, t):
     return tiles_m[idx], tiles_e[idx]
 
 
+def _banked_conv(cout: int):
+    """A 3x3 convolution of 8 channels to ``cout`` on a 6 x 5 image, its tiles laid out by bank:
+    (input, quantised weights, image, program)."""
+    rng = np.random.default_rng(cout)
+    x = bfp.quantize(rng.standard_normal((6, 5, 8)), BANKED)
+    wq = golden.quantize_conv_weights(rng.standard_normal((cout, 8, 3, 3)) * 0.3, BANKED, 1)
+    cob = cout // BANKED.native_dim
+    banked = _banked(*weight_tiles(wq, 9, 2), cob, 9 * 2, BANKED.tiles)
+    img = MemoryImage(BANKED)
+    img.put_bfp("x", x, at=0)
+    img.put_bfp("w", banked, at=0x8000)
+    return x, wq, img, conv_program(6, 5, 2, 3, 3, 1, (1, 1, 1, 1), 5, 30, cob, tiles=len(banked[0]))
+
+
 @pytest.mark.parametrize("cout", [12, 24, 4], ids=["cob-T", "cob-2T", "cob-divisor"])
 def test_banked_mrf_reads_each_engines_bank_as_the_isa_says(cout):
     """A banked MRF holding the layer's tiles by bank gives the golden convolution, the tiles of a
     divisor cob copied into every bank that reads them."""
-    rng = np.random.default_rng(cout)
-    n, t = BANKED.native_dim, BANKED.tiles
-    x = bfp.quantize(rng.standard_normal((6, 5, 8)), BANKED)
-    wq = golden.quantize_conv_weights(rng.standard_normal((cout, 8, 3, 3)) * 0.3, BANKED, 1)
-    cob, kb = cout // n, 9 * 2
-    banked = _banked(*weight_tiles(wq, 9, 2), cob, kb, t)
-    img = MemoryImage(BANKED)
-    img.put_bfp("x", x, at=0)
-    img.put_bfp("w", banked, at=0x8000)
-    text = conv_program(6, 5, 2, 3, 3, 1, (1, 1, 1, 1), 5, 30, cob, tiles=len(banked[0]))
+    x, wq, img, text = _banked_conv(cout)
+    cob = cout // BANKED.native_dim
     _, mem, _ = run(text, img, cfg=BANKED, extra=0x30000)
     expected = bfp.quantize(golden.conv2d(x, wq, golden.ConvGeom(6, 5, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1)), BANKED),
                             BANKED)
@@ -707,16 +713,8 @@ def test_copies_the_banks_cannot_write_in_one_cycle_are_refused(cfg, copies, len
 def test_banked_mvc_results_at_a_pixel_stride_of_their_own(cout, ds):
     """dstride: pixel p's results at rd + p * dstride + ob, the entries between them untouched, the
     same sums as without it."""
-    rng = np.random.default_rng(cout)
-    n, t = BANKED.native_dim, BANKED.tiles
-    x = bfp.quantize(rng.standard_normal((6, 5, 8)), BANKED)
-    wq = golden.quantize_conv_weights(rng.standard_normal((cout, 8, 3, 3)) * 0.3, BANKED, 1)
-    cob, kb = cout // n, 9 * 2
-    banked = _banked(*weight_tiles(wq, 9, 2), cob, kb, t)
-    img = MemoryImage(BANKED)
-    img.put_bfp("x", x, at=0)
-    img.put_bfp("w", banked, at=0x8000)
-    text = conv_program(6, 5, 2, 3, 3, 1, (1, 1, 1, 1), 5, 30, cob, tiles=len(banked[0]))
+    _, _, img, text = _banked_conv(cout)
+    n, cob = BANKED.native_dim, cout // BANKED.native_dim
     plain, _, plain_stats = run(text, img, cfg=BANKED, extra=0x30000)
     strided, _, stats = run(text.replace("mvc r0, r0, r0, 0", f"cfg dstride, r0, {ds}\nmvc r0, r0, r0, 0"), img,
                             cfg=BANKED, extra=0x30000)
