@@ -473,7 +473,8 @@ class FuncSim:
             chip_stride = self.c(Cfg.CHIP_STRIDE) or length
             base = self.reg(rc)
             for k in range(copies):  # isa.md, "Banked MRF": the copies of a row, side by side
-                at = chip + k * length if k else chip
+                at = (slice(chip.start + k * length, chip.stop + k * length) if isinstance(chip, slice)
+                      else chip + k * length) if k else chip
                 self._emit(_x_ld, space, addr, rows, length, mem_stride, at, base + k * length, chip_stride, const)
         self.stats.dma_load_bytes += nbytes
         if self.timing:

@@ -125,6 +125,10 @@ class Mvu(wiring.Component):
                 ends = Cat(*(cob == d for d in divs if (t + 1) % d == 0)).any() if any(
                     (t + 1) % d == 0 for d in divs) else Const(0)
                 m.d.comb += offs[t + 1].eq(offs[t] + Mux(small & ends, ds - cob + 1, 1))
+            def next_entry(e, wrap):
+                """The next round's lane-0 entry after a round at ``e`` (``wrap``: it ended its pixel)."""
+                return e + Mux(small, offs[nt], nt + Mux(wrap, ds - cob, 0))
+
             e_iss = Signal(32)  # FVRF entry of the issuing round's lane 0 (an accumulating mvc reads there)
             wrap = Signal()  # the issuing round ends its pixel (cob >= T)
             m.d.comb += wrap.eq((jt + 1) * nt >= cob)
@@ -173,21 +177,10 @@ class Mvu(wiring.Component):
             m.d.comb += e.result.ready.eq(latch)
         rounds_out = Signal(64)  # rounds whose steps all went to the engines
         rounds_in = Signal(64)  # rounds latched
-        if not cfg.mrf_banked:
-            with m.If(holding):
-                q = Signal(64)  # the pair of lane 0
-                m.d.comb += q.eq(q_res + drain * w)
-                with m.Switch(drain):
-                    for d in range(nw):
-                        live = min(w, nt - d * w)  # the last write of a round may have fewer lanes
-                        with m.Case(d):
-                            m.d.comb += [self.fvrf.wdata[k].eq(buf[d * w + k]) for k in range(live)]
-                            m.d.comb += self.fvrf.we.eq(Cat(q + k < c.pairs for k in range(live)))
-                m.d.comb += self.fvrf.waddr.eq((c.dbase + q)[:faw])
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(last_drain):
-                    m.d.sync += [holding.eq(0), q_res.eq(q_res + nt)]
-        else:
+        q = Signal(64)  # the pair of the window's lane 0
+        m.d.comb += q.eq(q_res + drain * w)
+        strided = None
+        if cfg.mrf_banked:
             # the latched round's entries: contiguous (D cycles of W), or, a cob below T at a stride
             # of its own (strided), one cycle per part of a pixel's run in a W-lane window of lanes
             # (layouts.mvu_write_cycles' group count)
@@ -202,19 +195,22 @@ class Mvu(wiring.Component):
             m.d.comb += l1.eq(Mux(gend < wend, gend, wend))
             with m.If(strided):
                 m.d.comb += last_drain.eq(holding & (l1 >= nt))
-            q = Signal(64)  # the pair of the window's lane 0
-            m.d.comb += q.eq(q_res + drain * w)
-            with m.If(holding):
-                off = Signal(32)
-                m.d.comb += off.eq(Mux(strided, Array(offs[:nt])[lane] - lane + drain * w, drain * w))
-                with m.Switch(drain):
-                    for d in range(nw):
-                        live = min(w, nt - d * w)
-                        with m.Case(d):
-                            m.d.comb += [self.fvrf.wdata[k].eq(buf[d * w + k]) for k in range(live)]
-                            m.d.comb += self.fvrf.we.eq(Cat(
-                                (q + k < c.pairs) & (~strided | ((d * w + k >= lane) & (d * w + k < l1)))
-                                for k in range(live)))
+            off = Signal(32)
+            m.d.comb += off.eq(Mux(strided, Array(offs[:nt])[lane] - lane + drain * w, drain * w))
+        with m.If(holding):
+            with m.Switch(drain):
+                for d in range(nw):
+                    live = min(w, nt - d * w)  # the last write of a round may have fewer lanes
+                    with m.Case(d):
+                        m.d.comb += [self.fvrf.wdata[k].eq(buf[d * w + k]) for k in range(live)]
+                        m.d.comb += self.fvrf.we.eq(Cat(
+                            (q + k < c.pairs) if strided is None else
+                            (q + k < c.pairs) & (~strided | ((d * w + k >= lane) & (d * w + k < l1)))
+                            for k in range(live)))
+            if strided is None:
+                m.d.comb += self.fvrf.waddr.eq((c.dbase + q)[:faw])
+                m.d.sync += drain.eq(drain + 1)
+            else:
                 m.d.comb += self.fvrf.waddr.eq((e_res + off)[:faw])
                 with m.If(strided):
                     m.d.sync += lane.eq(l1)
@@ -224,11 +220,11 @@ class Mvu(wiring.Component):
                         m.d.sync += [drain.eq(drain + 1), wend.eq(wend + w)]
                 with m.Else():
                     m.d.sync += drain.eq(drain + 1)
-                with m.If(last_drain):
+            with m.If(last_drain):
+                m.d.sync += [holding.eq(0), q_res.eq(q_res + nt)]
+                if strided is not None:
                     res_wrap = (j_res + 1) * nt >= cob
-                    m.d.sync += [holding.eq(0), q_res.eq(q_res + nt),
-                                 e_res.eq(e_res + Mux(small, offs[nt], nt + Mux(res_wrap, ds - cob, 0))),
-                                 j_res.eq(Mux(res_wrap, 0, j_res + 1))]
+                    m.d.sync += [e_res.eq(next_entry(e_res, res_wrap)), j_res.eq(Mux(res_wrap, 0, j_res + 1))]
         with m.If(latch):
             m.d.sync += [buf[t].eq(e.result.payload.acc) for t, e in enumerate(engines)]
             m.d.sync += [holding.eq(1), drain.eq(0), rounds_in.eq(rounds_in + 1)]
@@ -261,8 +257,7 @@ class Mvu(wiring.Component):
                 with m.Elif(take & beat.last):
                     m.d.sync += rounds_out.eq(rounds_out + 1)
                     if cfg.mrf_banked:  # the next round's first block: T on, or back to 0 past cob (a divisor: 0)
-                        m.d.sync += [jt.eq(Mux(wrap, 0, jt + 1)),
-                                     e_iss.eq(e_iss + Mux(small, offs[nt], nt + Mux(wrap, ds - cob, 0)))]
+                        m.d.sync += [jt.eq(Mux(wrap, 0, jt + 1)), e_iss.eq(next_entry(e_iss, wrap))]
                     with m.If(beat.final):
                         m.next = "FINISH"
             with m.State("FINISH"):  # the last steps go through the engines and are written

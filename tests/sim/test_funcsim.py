@@ -735,3 +735,15 @@ def test_a_dstride_off_the_banks_is_refused(cfg, ds, match):
         "mvc r0, r0, r0, 0", f"cfg dstride, r0, {ds}\nmvc r0, r0, r0, 0")
     with pytest.raises(ExecutionError, match=rf"instruction \d+ \(mvc\): banked MRF: {match}"):
         run(text, img, cfg=cfg, extra=0x30000)
+
+
+def test_a_one_row_load_with_copies_writes_them_side_by_side():
+    """One row (a contiguous transfer) with COPIES = 3: the row and two copies after it."""
+    n = BANKED.native_dim
+    tiles = bfp.quantize(np.random.default_rng(8).standard_normal((1, n * n)), BANKED)
+    img = MemoryImage(BANKED)
+    img.put_bfp("t", (tiles.mant.reshape(1, n, n), tiles.exp.reshape(1, n)), at=0)
+    sim, _, _ = run("seti r1, 3\ncfg copies, r0, 3\nld mrf, r1, r0, 1, 1\nhalt\n", img, cfg=BANKED)
+    for k in range(3):
+        np.testing.assert_array_equal(sim.mrf_mant[3 + k], tiles.mant.reshape(n, n))
+    assert not sim.mrf_mant[:3].any() and not sim.mrf_mant[6:].any()
