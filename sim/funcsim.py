@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accelml.hdl.config import EngineConfig
-from accelml.hdl.engine.layouts import dma_lanes, dma_max_lanes
+from accelml.hdl.engine.dma import space_lanes
 from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, SPEC, Act, Cfg, Dest, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import Program, cfg_value
@@ -488,7 +488,7 @@ class FuncSim:
         if copies * length > cfg.tiles:
             raise ExecutionError(f"banked MRF: {copies} copies of rows of {length} tiles need more than the "
                                  f"{cfg.tiles} banks")
-        lanes = dma_lanes(cfg.mem_port_bits // 8, cfg.tile_bytes, dma_max_lanes(cfg))
+        lanes = space_lanes(cfg)[Space.MRF]
         if lanes > 1:
             raise ExecutionError(f"banked MRF: copies = {copies} with {lanes} DMA lanes of tiles")
 

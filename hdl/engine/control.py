@@ -91,18 +91,16 @@ from accelml.hdl.isa import (
     Space,
 )
 
+from .dma import space_lanes
 from .layouts import (
     EXCLUSIVE_UNITS,
     PORTS_OF,
     byte_addr_bits,
     check_config,
     dma_cmd_layout,
-    dma_lanes,
-    dma_max_lanes,
     file_depth,
     item_bytes,
     shared_ports,
-    word_bytes,
 )
 from .mfu import MfuOp, mfu_cmd_layout
 from .mvu import mvu_cmd_layout
@@ -524,7 +522,7 @@ class Control(wiring.Component):
                 ]
                 # copies are written in the row's cycle, each to its own bank: a banked MRF, one DMA
                 # lane of tiles, and the copies of a row within the T banks (FuncSim._check_copies)
-                one_lane = dma_lanes(word_bytes(cfg), cfg.tile_bytes, dma_max_lanes(cfg)) == 1
+                one_lane = space_lanes(cfg)[Space.MRF] == 1
                 if cfg.mrf_banked and one_lane:
                     bad_copies = (copies > 1) & (copies * d_len > cfg.tiles)
                 else:
