@@ -45,8 +45,7 @@ import math
 import numpy as np
 
 from accelml.hdl.config import EngineConfig, preset
-from accelml.hdl.engine.layouts import mvu_write_cycles
-from accelml.sim.cycles import MVU_SETUP, MVU_SETUP_EMPTY
+from accelml.sim.cycles import MVU_SETUP_EMPTY, mvu_busy
 from accelml.sim.funcsim import FuncSim
 
 from . import resources
@@ -80,15 +79,12 @@ def chunk_busy(tiles: int, pixels: int, c: int, kb: int, *, width: int, vrf_copi
     :func:`~accelml.sim.cycles.mvu_busy`, each step taking ``ceil(pixels a round / V)`` cycles."""
     if c % tiles and tiles % c:
         raise ValueError(f"a chunk of {c} output blocks is neither a multiple nor a divisor of {tiles} tile engines")
-    if pixels * c == 0:
-        return MVU_SETUP_EMPTY
     if c % tiles == 0:
         rounds, step = pixels * c // tiles, kb
     else:
         per = tiles // c  # whole pixels a round
         rounds, step = -(-pixels // per), kb * -(-min(per, pixels) // vrf_copies)
-    writes = mvu_write_cycles(tiles, width)
-    return MVU_SETUP + writes + step + (rounds - 1) * max(step, writes)
+    return mvu_busy(tiles, rounds * tiles, step, width=width)  # its rounds of T pairs, steps of `step` cycles
 
 
 def chunked_busy(tiles: int, pixels: int, cob: int, kb: int, *, width: int, vrf_copies: int) -> tuple[int, tuple]:
