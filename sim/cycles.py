@@ -18,7 +18,9 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   ``file_ports="shared"`` an instruction also waits for one of another unit that would use the
   same shared port of a file (one write port per file; one read port beside the MVU's T reads; the
   pool uses the MFU's, ``layouts.PORTS_OF``), whatever entries each touches
-  (``layouts.port_conflict``), and a DMA moves one entry a cycle (``layouts.dma_max_lanes``).
+  (``layouts.port_conflict``), and a DMA moves one entry a cycle (``layouts.dma_max_lanes``). A
+  banked MRF (``mrf_banked``) has one read port per bank, the MVU's, which a store of the MRF shares:
+  the two wait for each other in the same way, whatever ``file_ports``.
 * **MFU** (``hdl/engine/mfu.py``): pipelined, one group of up to ``mfu_width`` vectors read a
   cycle (``vop``'s two operands at once; :func:`mfu_groups`), handed to the unit the next cycle and
   written ``unit latency`` cycles later (latency 2, ``qnt`` 3): busy ``groups + 1 + latency``

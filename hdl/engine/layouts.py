@@ -131,15 +131,19 @@ def shared_ports(cfg: EngineConfig) -> dict[tuple[Space, bool], tuple[str, ...]]
     write port per file (its writers in ``FILE_USERS``) and one read port (its readers beside the
     MVU's T and the MFU's second operand, ``FILE_PORT_OWNERS``); none with ``"unit"``. Control never
     has two instructions of different units in flight that would use one shared port
-    (:func:`port_conflict`)."""
-    if cfg.file_ports != "shared":
-        return {}
+    (:func:`port_conflict`). A banked MRF (``EngineConfig.mrf_banked``) has one read port per bank,
+    the MVU's: the store DMA's MRF reads share them, so a store from the MRF and an ``mvc`` never run
+    at once (``(MRF, read) -> ("dma_store", "mvu")``)."""
     out = {}
+    if cfg.mrf_banked:
+        out[(Space.MRF, False)] = ("dma_store", "mvu")
+    if cfg.file_ports != "shared":
+        return out
     for write in (True, False):
         for space in Space:
             units = tuple(u for u, spaces in FILE_USERS.items()
                           if u not in FILE_PORT_OWNERS and ("w" if write else "r") in spaces.get(space, ""))
-            if len(units) > 1:
+            if len(units) > 1 and (space, write) not in out:
                 out[(space, write)] = units
     return out
 

@@ -209,15 +209,29 @@ class FilePlan:
         self.shared = {}
         for (space, write), group in (shared or {}).items():
             mode = "w" if write else "r"
-            bad = [u for u in group if mode not in self.users.get(u, {}).get(space, "")]
+            bad = [u for u in group if mode not in self.users.get(u, {}).get(space, "")
+                   and not (not write and space in self.direct and u in self.wide)]
             if bad:
                 raise ValueError(f"RegisterFiles shared {space.name} {'write' if write else 'read'} port: "
                                  f"{', '.join(map(repr, bad))} do not {'write' if write else 'read'} it")
             self.shared[(space, bool(write))] = tuple(group)
+        # a banked MRF's readers that share the wide users' bank ports (isa.md, "Banked MRF": the
+        # store DMA's reads take bank e mod T's port while no mvc is in flight)
+        self.on_banks = {space: tuple(u for u in self.shared.get((space, False), ()) if u not in self.wide)
+                         for space in self.direct if set(self.wide) & set(self.shared.get((space, False), ()))}
+        for space, users in self.on_banks.items():
+            extra = [u for u, spaces in self.users.items() if "r" in spaces.get(space, "") and u not in users]
+            if extra:
+                raise ConfigError(f"RegisterFiles {space.name}: the readers {', '.join(map(repr, extra))} have no "
+                                  f"port of a banked file's banks (one DMA lane of its entries: the banks' ports "
+                                  f"are the MVU's, which the store DMA's reads share)")
 
     def _ports(self, space: Space, mode: str) -> int:
         users = [u for u, spaces in self.users.items() if mode in spaces.get(space, "")]
         group = self.shared.get((space, mode == "w"), ())
+        if mode == "r" and space in self.on_banks:  # they read through the wide users' bank ports
+            group = ()
+            users = [u for u in users if u not in self.on_banks[space]]
         return sum(u not in group for u in users) + any(u in group for u in users)
 
     def write_ports(self) -> dict[Space, int]:
@@ -282,7 +296,7 @@ class RegisterFiles(FilePlan, wiring.Component):
         members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
                    for user, spaces in self.users.items() for space in spaces}
         members.update({f"{self.port_name(user, space)}_active": In(1) for (space, write), group in self.shared.items()
-                        if not write for user in group})
+                        if not write for user in group if user not in self.wide})
         members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
                         for user, count in self.wide.items() for space in Space})
         if self.copies_user is not None:  # a banked MRF: bit d, a copy of the entry written d entries on
@@ -375,8 +389,12 @@ class RegisterFiles(FilePlan, wiring.Component):
             # read ports: one per reader, or one shared by the readers of a shared group, addressed
             # by the one reading the file now (``{user}_{file}_active``)
             group = self.shared.get((space, False), ())
+            on_banks = self.on_banks.get(space, ())
+            if on_banks:  # they read through the wide users' bank ports (below)
+                group = ()
             pooled = [(user, rows) for user, rows in reads if user in group]
-            ports = ([pooled] if pooled else []) + [[(user, rows)] for user, rows in reads if user not in group]
+            ports = ([pooled] if pooled else []) + [[(user, rows)] for user, rows in reads
+                                                    if user not in group and user not in on_banks]
             data_of = {}  # user -> the read data of each bank
             for users in ports:
                 outs = []
@@ -390,25 +408,22 @@ class RegisterFiles(FilePlan, wiring.Component):
                             m.d.comb += rp.addr.eq(rows[b])
                     outs.append(rp.data.as_value())
                 data_of.update({user: outs for user, _ in users})
-            for user, _ in reads:
-                port = getattr(self, self.port_name(user, space))
-                outs = data_of[user]
-                sel = Signal(sb, name=f"{user}_{name}_rsel")  # the start's bank, a cycle later
-                m.d.sync += sel.eq(bank_of(port.raddr))
-                if user in self.widths:  # lane k is entry start + k: bank (start + k) mod W
-                    for k in range(nb):
-                        idx = Signal(max(1, lb), name=f"{user}_{name}_rbank_{k}")
-                        m.d.comb += [idx.eq(sel + k), port.rdata[k].eq(Array(outs)[idx])]
-                else:
-                    m.d.comb += port.rdata.eq(Array(outs)[sel])
             for user, count in self.wide.items():  # T one-entry read ports behind one enable
                 port = getattr(self, f"{self.port_name(user, space)}_wide")
                 if space in self.direct:  # port t: bank t, at row addr[t]
                     if count != nb:
                         raise ConfigError(f"RegisterFiles MRF: {count} wide reads on {nb} banks")
+                    sharers = [(getattr(self, f"{self.port_name(u, space)}_active"), rows) for u, rows in reads
+                               if u in on_banks]
+                    outs = []
                     for t, mem in enumerate(mems):
                         rp = mem.read_port()
                         m.d.comb += [rp.en.eq(port.en), rp.addr.eq(port.addr[t]), port.data[t].eq(rp.data.as_value())]
+                        for active, rows in sharers:  # control runs no mvc while they read
+                            with m.If(active):
+                                m.d.comb += [rp.en.eq(1), rp.addr.eq(rows[t])]
+                        outs.append(rp.data.as_value())
+                    data_of.update({u: outs for u in on_banks})
                     continue
                 for t in range(count):
                     sel = Signal(sb, name=f"{user}_{name}_wsel_{t}")
@@ -420,6 +435,17 @@ class RegisterFiles(FilePlan, wiring.Component):
                         m.d.comb += [rp.en.eq(port.en), rp.addr.eq(row_of(port.addr[t]))]
                         outs.append(rp.data.as_value())
                     m.d.comb += port.data[t].eq(Array(outs)[sel])
+            for user, _ in reads:
+                port = getattr(self, self.port_name(user, space))
+                outs = data_of[user]
+                sel = Signal(sb, name=f"{user}_{name}_rsel")  # the start's bank, a cycle later
+                m.d.sync += sel.eq(bank_of(port.raddr))
+                if user in self.widths:  # lane k is entry start + k: bank (start + k) mod W
+                    for k in range(nb):
+                        idx = Signal(max(1, lb), name=f"{user}_{name}_rbank_{k}")
+                        m.d.comb += [idx.eq(sel + k), port.rdata[k].eq(Array(outs)[idx])]
+                else:
+                    m.d.comb += port.rdata.eq(Array(outs)[sel])
             if self.verilog_rams:
                 for b, mem in enumerate(mems):
                     m.submodules[name if nb == 1 else f"{name}_{b}"] = mem.instance()

@@ -124,6 +124,8 @@ class Engine(wiring.Component):
         wiring.connect(m, pool.mfu, mfu.lend)  # the pool runs on the MFU's ports and lanes
         for (space, write), group in files.shared.items():  # a shared read port: who reads the file now
             for user in group if not write else ():
+                if user in files.wide:  # a banked MRF's bank ports are the MVU's (regfiles.py)
+                    continue
                 readers = [user, *(u for u, owner in PORTS_OF.items() if owner == user)]
                 m.d.comb += getattr(files, f"{files.port_name(user, space)}_active").eq(
                     Cat(*(getattr(ctl, f"{u}_reads")[space.value] for u in readers)).any())

@@ -127,11 +127,12 @@ def pool_program(cfg: EngineConfig, rnd: random.Random, cfgs: dict, mode: PoolMo
 
 
 def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions: int = 3,
-                          extreme: float = 0.05) -> tuple[list[Instruction], bytearray]:
+                          extreme: float = 0.05, store_tiles: bool = False) -> tuple[list[Instruction], bytearray]:
     """``instructions`` mvc / pool instructions on random data, each loading its operands
     (activations to the VRF, weight tiles to the MRF, an accumulating mvc's sums to the FVRF),
     running and storing its FVRF results; returns (program, memory image). Dense, grouped and
-    depthwise mvc (GI / GO / OB0), acc = 0 / 1, every pool mode."""
+    depthwise mvc (GI / GO / OB0), acc = 0 / 1, every pool mode. ``store_tiles``: each mvc is
+    followed by a store of the MRF entries it reads (as loaded, copies included)."""
     n = cfg.native_dim
     img = bytearray()
     prog: list[Instruction] = []
@@ -213,6 +214,10 @@ def random_window_program(cfg: EngineConfig, rnd: random.Random, *, instructions
                 prog += [_i(Opcode.SETI, rd=6, imm=faddr),
                          _i(Opcode.LD, space=Space.FVRF, rc=3, rm=6, rows=1, length=results)]
             prog.append(_i(Opcode.MVC, rd=3, rs=1, rm=4, acc=acc))
+            if store_tiles:
+                saddr = put(bytes(tiles * cfg.tile_bytes))
+                prog += [_i(Opcode.SETI, rd=8, imm=saddr),
+                         _i(Opcode.ST, space=Space.MRF, rc=4, rm=8, rows=1, length=tiles)]
         outs.append((dbase, results))
         oaddr = put(bytes(results * cfg.fp_vector_bytes))
         prog += [_i(Opcode.SETI, rd=7, imm=oaddr), _i(Opcode.ST, space=Space.FVRF, rc=3, rm=7, rows=1, length=results)]

@@ -644,6 +644,29 @@ def test_random_window_programs_on_a_banked_mrf(cfg):
 
 
 @pytest.mark.rtl
+@pytest.mark.parametrize("cfg", [BANKED, BANKED_WIDE], ids=["b3", "b6w4"])
+def test_a_store_from_a_banked_mrf_reads_through_the_mvus_bank_ports(cfg):
+    """A banked MRF's banks have one read port each, the MVU's; a store of the MRF shares them, so
+    it waits for the mvc before it (layouts.shared_ports). The tiles stored are funcsim's, byte for
+    byte; the RTL's cycles are the model's exactly, and more than the model gives when it lets the
+    two run at once."""
+    rtl.require_tools()
+    engine = EngineSim(cfg)
+    assert (Space.MRF, False) in FuncSim(cfg, 64, numerics=False).model.shared
+    waited = 0
+    for seed in range(4):
+        program, image = random_window_program(cfg, random.Random(950 + seed), instructions=3, store_tiles=True)
+        assert any(i.op is Opcode.ST and i.space is Space.MRF for i in program)
+        ref, got = _same(engine, program, image)
+        if got.error is ErrorCode.NONE:
+            assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+            at_once = FuncSim(cfg, len(image), numerics=False)
+            at_once.model.shared = {}
+            waited += at_once.run(program).cycles < got.cycles
+    assert waited >= 2
+
+
+@pytest.mark.rtl
 @pytest.mark.parametrize("seed", range(3))
 def test_window_programs_at_the_exponent_extremes(engine, seed):
     """Half the blocks at the ends of the exponent range: terms flushed to zero, sums that overflow

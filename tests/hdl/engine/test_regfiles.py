@@ -148,3 +148,58 @@ def test_a_shared_port_needs_users_of_it():
     users = {"a": {Space.FVRF: "r"}, "b": {Space.FVRF: "rw"}}
     with pytest.raises(ValueError, match="shared FVRF write port: 'a'"):
         RegisterFiles(CFG, users, shared={(Space.FVRF, True): ("a", "b")})
+
+
+def test_a_banked_mrfs_store_reads_through_the_mvus_bank_ports():
+    """A banked MRF (isa.md, "Banked MRF") has one read port per bank, the MVU's port t on bank t;
+    the store DMA, sharing them, reads entry e from bank e mod T while its ``_active`` is set (control
+    runs no mvc then), and the MVU reads its banks at its rows otherwise."""
+    T = 3
+    cfg = dataclasses.replace(preset("tiny"), tiles=T, mrf_tiles=12 * T, mrf_banked=True)
+    users = {"dma_load": {Space.MRF: "w"}, "dma_store": {Space.MRF: "r"}}
+    files = RegisterFiles(cfg, users, wide={"mvu": T}, shared={(Space.MRF, False): ("dma_store", "mvu")})
+    assert files.read_ports()[Space.MRF] == 1 and not hasattr(files, "mvu_mrf_active")
+    ld, st, mvu = files.dma_load_mrf, files.dma_store_mrf, files.mvu_mrf_wide
+    depth, bits = cfg.mrf_tiles, files.dma_load_mrf.wdata.shape().size
+    rnd = random.Random(3)
+    ref = [rnd.getrandbits(bits) for _ in range(depth)]
+    kinds = []
+
+    async def bench(ctx):
+        ctx.set(files.dma_load_mrf_copies, 1)
+        for e, v in enumerate(ref):
+            ctx.set(ld.we, 1)
+            ctx.set(ld.waddr, e)
+            ctx.set(ld.wdata.as_value(), v)
+            await ctx.tick()
+        ctx.set(ld.we, 0)
+        for _ in range(200):
+            store = rnd.random() < 0.5
+            e, rows = rnd.randrange(depth), [rnd.randrange(depth // T) for _ in range(T)]
+            ctx.set(files.dma_store_mrf_active, store)
+            ctx.set(st.raddr, e)
+            ctx.set(mvu.en, 1)
+            for t in range(T):
+                ctx.set(mvu.addr[t], rows[t])
+            await ctx.tick()
+            if store:
+                assert ctx.get(st.rdata.as_value()) == ref[e]
+            else:
+                assert [ctx.get(mvu.data[t].as_value()) for t in range(T)] == [ref[r * T + t]
+                                                                              for t, r in enumerate(rows)]
+            kinds.append(store)
+
+    sim = Simulator(files)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert set(kinds) == {True, False}
+
+
+def test_a_banked_mrf_has_no_port_for_a_second_store_lane():
+    """Entries smaller than a memory word move several a cycle (the DMA's lanes); on a banked MRF
+    a second store lane would need a port of its own on every bank, which it is refused."""
+    cfg = dataclasses.replace(preset("tiny"), tiles=3, mrf_tiles=30, mrf_banked=True)
+    users = {"dma_store": {Space.MRF: "r"}, "dma_store1": {Space.MRF: "r"}}
+    with pytest.raises(ConfigError, match="'dma_store1' have no port of a banked file"):
+        RegisterFiles(cfg, users, wide={"mvu": 3}, shared={(Space.MRF, False): ("dma_store", "mvu")})
