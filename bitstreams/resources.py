@@ -44,6 +44,8 @@ What it counts, and from where:
 * **Pool** (``pool_cost``): the pool unit folds ``mfu_width`` vectors a cycle on the MFU's lanes
   and ports, which the MFU lends it: the 2:1 multiplexers at their inputs beyond the first vector,
   at the ``WidePort`` cost per bit.
+* **Prefetch** (``prefetch_cost``): the MVU's three slots of T accumulated sums, read ahead of an
+  accumulating ``mvc``'s rounds, and their select into the tile engines.
 
 * **Crossbars** (``crossbar_cost``): the W:1 multiplexer bits of the banked files
   (``FilePlan.mux_bits`` of the engine's ``top.file_plan``: a rotation crossbar per wide port
@@ -263,6 +265,20 @@ def pool_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     return {"logic": bits * mux["logic"], "ffs": bits * mux["ffs"], "mult": 0.0}
 
 
+def prefetch_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
+    """The MVU's slots of an accumulating ``mvc``'s sums, read ahead of its rounds
+    (``hdl/engine/mvu.py``: ``PF_SLOTS`` slots of T sums of N binary32): their flip-flops, and the
+    select of one slot's T x N x 32 bits into the tile engines, ``PF_SLOTS`` - 1 2:1 multiplexers
+    a bit at the ``WidePort`` records' W = 2 cost. They scale with T, which the whole-engine
+    records (one tile engine) do not show, so the model counts them apart."""
+    from accelml.hdl.engine.mvu import PF_SLOTS
+
+    bits = cfg.tiles * cfg.native_dim * 32
+    mux = _mux2_per_bit(dev)
+    return {"logic": bits * (PF_SLOTS - 1) * mux["logic"],
+            "ffs": bits * (PF_SLOTS + (PF_SLOTS - 1) * mux["ffs"]), "mult": 0.0}
+
+
 def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     """The banked register files' multiplexers: ``RegisterFiles.mux_bits`` of the engine's files
     (``top.file_plan``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
@@ -347,8 +363,8 @@ def control_overhead(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     pts = []
     for c, cells in _engine_records():
         mfu, xbar, pool = mfu_cost(c, ecp5), crossbar_cost(c, ecp5), pool_cost(c, ecp5)
-        tiles = _tile_engines(c, "ecp5")
-        pts.append((c.native_dim, {k: cells[k] - tiles[k] - mfu.get(k, 0) - xbar.get(k, 0) - pool[k]
+        tiles, pf = _tile_engines(c, "ecp5"), prefetch_cost(c, ecp5)
+        pts.append((c.native_dim, {k: cells[k] - tiles[k] - mfu.get(k, 0) - xbar.get(k, 0) - pool[k] - pf[k]
                                    for k in ("logic", "ffs", "mult")}))
     if len({n for n, _ in pts}) < 2:
         raise ValueError("calibration.json holds fewer than two Engine records at different N: "
@@ -372,7 +388,7 @@ class Estimate:
     multipliers: int
     lut_multiplied_macs: int  # products beyond the hard multipliers, in logic
     ram_blocks: int
-    # {"tiles"|"mfu"|"control"|"crossbars"|"pool"|"files": {resource: n}}
+    # {"tiles"|"mfu"|"control"|"crossbars"|"pool"|"prefetch"|"files": {resource: n}}
     parts: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -412,15 +428,17 @@ def estimate(cfg: EngineConfig, device: Device | str | None = None, *, banked: b
     ctl = control_overhead(cfg, dev)
     xbar = crossbar_cost(cfg, dev)
     pool = pool_cost(cfg, dev)
+    pf = prefetch_cost(cfg, dev)
     files = register_file_blocks(cfg, dev, banked=banked)
     fixed_mult = round(mfu["mult"] + ctl["mult"] + pool["mult"])
     spill = max(0, min(tiles["mult"], tiles["mult"] + fixed_mult - dev.multipliers))
-    logic = tiles["logic"] + mfu["logic"] + ctl["logic"] + xbar["logic"] + pool["logic"]
+    logic = tiles["logic"] + mfu["logic"] + ctl["logic"] + xbar["logic"] + pool["logic"] + pf["logic"]
     if spill:
         cal = calibration()
         logic += spill * (cal[(f"{flow}-nodsp", 4, 7)]["logic"] - cal[(flow, 4, 7)]["logic"]) / 16
-    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "crossbars": xbar, "pool": pool, "files": {"ram": files}}
-    return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"] + xbar["ffs"] + pool["ffs"],
+    parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "crossbars": xbar, "pool": pool, "prefetch": pf,
+             "files": {"ram": files}}
+    return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"] + xbar["ffs"] + pool["ffs"] + pf["ffs"],
                     tiles["mult"] - spill + fixed_mult, spill, files + ctl["ram"], parts)
 
 

@@ -26,7 +26,8 @@ __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
     "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_USERS",
-    "FILE_PORT_OWNERS", "shared_ports", "port_conflict", "PORTS_OF", "EXCLUSIVE_UNITS", "exclusive",
+    "FILE_PORT_OWNERS", "MVU_WIDE_FILES", "OWN_READS", "shared_ports", "port_conflict", "PORTS_OF",
+    "EXCLUSIVE_UNITS", "exclusive",
 ]
 
 # file entries a DMA moves per cycle at most (the load DMA's write ports / the store DMA's read ports of a file)
@@ -105,12 +106,13 @@ def dma_store_room(word: int, item: int, max_lanes: int = DMA_MAX_LANES) -> int:
 
 
 # register-file ports per unit (RegisterFiles users, named after control.UNITS); the MVU also has T
-# read ports on every file (RegisterFiles wide={"mvu": cfg.tiles})
+# read ports on the VRF and the MRF (RegisterFiles wide={"mvu": cfg.tiles}, MVU_WIDE_FILES); its FVRF
+# port reads an accumulating mvc's sums ahead of its rounds (hdl/engine/mvu.py)
 FILE_USERS = {
     "dma_load": {Space.VRF: "w", Space.MRF: "w", Space.FVRF: "w"},
     "dma_store": {Space.VRF: "r", Space.MRF: "r", Space.FVRF: "r"},
     "mfu": {Space.VRF: "rw", Space.FVRF: "rw"},
-    "mvu": {Space.FVRF: "w"},
+    "mvu": {Space.FVRF: "rw"},
     "mfu_b": {Space.FVRF: "r"},  # the MFU's second FVRF read port (vop's second operand)
 }
 # users whose ports belong to a unit of another name: user -> (unit, suffix of the unit's member)
@@ -118,6 +120,11 @@ FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 # units that use another unit's register-file ports (and lanes): the pool's VRF reads and FVRF
 # writes go through the MFU's (hdl/engine/mfu.py lends them), so the two never run at once
 PORTS_OF = {"pool": "mfu"}
+# the files the MVU reads through T one-entry ports (one per tile engine)
+MVU_WIDE_FILES = (Space.VRF, Space.MRF)
+# users whose reads keep a port of their own with file_ports="shared" (shared_ports), as the MVU's T:
+# the MVU's FVRF prefetch runs beside every other unit's reads
+OWN_READS = ("mvu",)
 EXCLUSIVE_UNITS = (("pool", "mfu"),)  # tuples, not sets: the emitted Verilog follows this order
 
 
@@ -142,7 +149,8 @@ def shared_ports(cfg: EngineConfig) -> dict[tuple[Space, bool], tuple[str, ...]]
     for write in (True, False):
         for space in Space:
             units = tuple(u for u, spaces in FILE_USERS.items()
-                          if u not in FILE_PORT_OWNERS and ("w" if write else "r") in spaces.get(space, ""))
+                          if u not in FILE_PORT_OWNERS and (write or u not in OWN_READS)
+                          and ("w" if write else "r") in spaces.get(space, ""))
             if len(units) > 1 and (space, write) not in out:
                 out[(space, write)] = units
     return out

@@ -11,8 +11,14 @@ still stepped (``-0 + +0`` is ``+0``, as the golden sums it). Each sum starts fr
 Timing: the pairs are taken T at a time, a
 *round*; tile engine ``t`` takes pair ``q0 + t`` and streams its ``taps * gi`` steps, one per cycle,
 all engines in lockstep (the last round's idle engines step too; their results are dropped). Each
-step reads, per engine, the VRF (activation), the MRF (weight tile) and, on a round's first step,
-the FVRF (the sum to continue): T read ports on each file (``regfiles.read_ports_signature``).
+step reads, per engine, the VRF (activation) and the MRF (weight tile): T read ports on each of
+the two (``regfiles.read_ports_signature``). An accumulating ``mvc``'s sums are read ahead through
+the FVRF port's W-wide read, a round's T entries in the parts its results are written in (below),
+rounds back to back, into ``PF_SLOTS`` = 3 slots of T sums taken in turn; a round's first step
+waits for its slot, and the slot is read again once that step went to the engines (they keep
+the sums). The first round's reads overlap the window generator's divisions, and a round's reads
+take no more cycles than its writes, which are at most a round's length: three slots keep the
+reads ahead, so they cost no cycle (``prefetch_parts`` must stay below ``DIV_CYCLES - 1``).
 Rounds follow each other without a bubble, across groups too. At a round's end the T results are
 latched in one cycle and written to the FVRF W = ``cfg.mfu_width`` at a time over the next
 D = ``ceil(T / W)`` cycles (``layouts.mvu_write_cycles``): the MVU's FVRF write port is a wide one
@@ -49,15 +55,86 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Space
 from accelml.hdl.tile_engine import TileEngine
 
 from .layouts import check_config, mvu_write_cycles
 from .regfiles import file_addr_bits, file_port_signature, read_ports_signature
 from .status import ErrorCode, report_done
-from .window import WindowGen, window_cmd_layout
+from .window import DIV_CYCLES, WindowGen, window_cmd_layout
 
-__all__ = ["Mvu", "mvu_cmd_layout"]
+__all__ = ["Mvu", "mvu_cmd_layout", "PF_SLOTS", "prefetch_parts"]
+
+# rounds of sums an accumulating mvc reads ahead (slots of T entries): with three, the reads of a
+# round (as many cycles as its writes, at most a round's length) never hold a round up
+PF_SLOTS = 3
+
+
+def prefetch_parts(cfg) -> int:
+    """The most cycles the MVU reads one round's sums in (its writes': ``layouts.mvu_write_cycles``,
+    a banked MRF's strided divisor ``cob`` included)."""
+    parts = [mvu_write_cycles(cfg.tiles, cfg.mfu_width)]
+    if cfg.mrf_banked:
+        parts += [mvu_write_cycles(cfg.tiles, cfg.mfu_width, g) for g in range(1, cfg.tiles) if cfg.tiles % g == 0]
+    return max(parts)
+
+
+class _Parts:
+    """A round's T lanes through the W-wide FVRF port, a part a cycle: the W-lane windows
+    ``drain`` = 0 .. D - 1 (D = ``ceil(T / W)``), or, while ``strided`` (a banked MRF's divisor
+    ``cob`` at a pixel stride of its own), the part of one pixel's run of ``cob`` lanes in one window
+    (``layouts.mvu_write_cycles``'s count). Wide lane k is the round's lane ``drain * W + k``, at
+    entry ``off + k`` from the round's lane 0 (``offs``: each lane's entry from it); ``on(t)``: lane
+    t is in the part; ``last``: the round's last part. The results' writes and the prefetch of an
+    accumulating mvc's sums walk a round alike."""
+
+    def __init__(self, m, name: str, nt: int, w: int, strided=None, cob=None, offs=None):
+        nw = mvu_write_cycles(nt, w)
+        self.w, self.cob, self.strided = w, cob, strided
+        self.drain = Signal(range(nw + 1), name=f"{name}_drain")
+        self.off = Signal(32, name=f"{name}_off")
+        self.last = Signal(name=f"{name}_last")
+        m.d.comb += self.last.eq(self.drain == nw - 1)
+        if strided is None:
+            m.d.comb += self.off.eq(self.drain * w)
+            return
+        self.lane = Signal(range(nt + 1), name=f"{name}_lane")  # strided: the first lane not yet done
+        self.gend = Signal(range(2 * nt + 1), name=f"{name}_gend")  # the end of that lane's pixel run
+        self.wend = Signal(range(nt + w + 1), name=f"{name}_wend")  # the end of its window (drain * W + W)
+        self.l1 = Signal(range(nt + 1), name=f"{name}_l1")  # the end of the part
+        m.d.comb += self.l1.eq(Mux(self.gend < self.wend, self.gend, self.wend))
+        with m.If(strided):
+            m.d.comb += self.last.eq(self.l1 >= nt)
+        m.d.comb += self.off.eq(Mux(strided, Array(offs[:nt])[self.lane] - self.lane + self.drain * w,
+                                    self.drain * w))
+
+    def on(self, t):
+        if self.strided is None:
+            return Const(1)
+        return ~self.strided | ((t >= self.lane) & (t < self.l1))
+
+    def restart(self, cob=None) -> list:
+        """Statements that put the walk at a round's first part (``cob``: the mvc's, when it is
+        not yet the command's)."""
+        if self.strided is None:
+            return [self.drain.eq(0)]
+        return [self.drain.eq(0), self.lane.eq(0), self.gend.eq(self.cob if cob is None else cob),
+                self.wend.eq(self.w)]
+
+    def advance(self, m) -> None:
+        """To the next part (within ``m``'s current condition)."""
+        if self.strided is None:
+            m.d.sync += self.drain.eq(self.drain + 1)
+            return
+        with m.If(self.strided):
+            m.d.sync += self.lane.eq(self.l1)
+            with m.If(self.l1 == self.gend):
+                m.d.sync += self.gend.eq(self.gend + self.cob)
+            with m.If(self.l1 == self.wend):
+                m.d.sync += [self.drain.eq(self.drain + 1), self.wend.eq(self.wend + self.w)]
+        with m.Else():
+            m.d.sync += self.drain.eq(self.drain + 1)
 
 
 def mvu_cmd_layout(cfg=None) -> data.StructLayout:
@@ -73,6 +150,10 @@ def mvu_cmd_layout(cfg=None) -> data.StructLayout:
 class Mvu(wiring.Component):
     def __init__(self, cfg, *, verilog_dots: bool = False):
         self.cfg = check_config(cfg, "Mvu")
+        if prefetch_parts(cfg) > DIV_CYCLES - 2:  # a first round's sums are read while the window divides
+            raise ConfigError(f"Mvu: a round's sums take up to {prefetch_parts(cfg)} cycles to read "
+                              f"(T = {cfg.tiles}, mfu_width = {cfg.mfu_width}); more than the window "
+                              f"generator's {DIV_CYCLES - 2} before a first step: raise mfu_width")
         self.verilog_dots = bool(verilog_dots)  # the tile engines' TileEngine(verilog_dots=)
         t = cfg.tiles
         super().__init__({
@@ -80,8 +161,8 @@ class Mvu(wiring.Component):
             "done": Out(stream.Signature(ErrorCode)),
             "vrf_r": Out(read_ports_signature(cfg, Space.VRF, t)),
             "mrf_r": Out(read_ports_signature(cfg, Space.MRF, t)),
-            "fvrf_r": Out(read_ports_signature(cfg, Space.FVRF, t)),
-            "fvrf": Out(file_port_signature(cfg, Space.FVRF, cfg.mfu_width)),  # write only
+            # W wide: the results' writes, an accumulating mvc's sums read ahead of its rounds
+            "fvrf": Out(file_port_signature(cfg, Space.FVRF, cfg.mfu_width)),
             "busy": Out(1),
         })
 
@@ -100,7 +181,8 @@ class Mvu(wiring.Component):
         # -- issue: window step -> file reads (stage 1) -> tile engine steps (stage 2) ---------
         beat = gen.o.payload
         s2_valid = Signal()
-        s2 = Signal(data.StructLayout({"first": 1, "last": 1, "zero": data.ArrayLayout(1, nt)}))
+        s2 = Signal(data.StructLayout({"first": 1, "last": 1, "zero": data.ArrayLayout(1, nt),
+                                       "slot": range(PF_SLOTS)}))
         ready = Signal()  # every engine takes a step (they run in lockstep, so all or none)
         m.d.comb += ready.eq(engines[0].step.ready)
         adv = Signal()
@@ -108,7 +190,8 @@ class Mvu(wiring.Component):
         walking = Signal()  # the window's steps are flowing
         special = beat.fault | beat.none
         take = Signal()
-        m.d.comb += take.eq(walking & gen.o.valid & ~special & adv)
+        pf_ok = Signal()  # an accumulating mvc's round starts once its sums are read (prefetch, below)
+        m.d.comb += take.eq(walking & gen.o.valid & ~special & adv & pf_ok)
         maw = file_addr_bits(cfg, Space.MRF)
         faw = file_addr_bits(cfg, Space.FVRF)
         jt = Signal(32)  # banked MRF: the round's row set, lane 0's output block // T (lane t's too)
@@ -129,9 +212,14 @@ class Mvu(wiring.Component):
                 """The next round's lane-0 entry after a round at ``e`` (``wrap``: it ended its pixel)."""
                 return e + Mux(small, offs[nt], nt + Mux(wrap, ds - cob, 0))
 
-            e_iss = Signal(32)  # FVRF entry of the issuing round's lane 0 (an accumulating mvc reads there)
             wrap = Signal()  # the issuing round ends its pixel (cob >= T)
             m.d.comb += wrap.eq((jt + 1) * nt >= cob)
+            # a divisor cob's results at a stride of its own: written (read) a run's part a cycle
+            strided = Signal()
+            m.d.comb += strided.eq(small & (ds != cob))
+            banked = (strided, cob, offs)
+        else:
+            banked = ()
         for t in range(nt):
             ln = beat.lane[t]
             # banked MRF (isa.md): engine t reads bank t at row tbase / T (control divides) + set * kb + k
@@ -139,14 +227,17 @@ class Mvu(wiring.Component):
             m.d.comb += [
                 self.vrf_r.addr[t].eq(ln.addr),
                 self.mrf_r.addr[t].eq(tile[:maw]),
-                self.fvrf_r.addr[t].eq(((e_iss + offs[t]) if cfg.mrf_banked else (c.dbase + ln.q))[:faw]),
             ]
-        m.d.comb += [self.vrf_r.en.eq(take), self.mrf_r.en.eq(take), self.fvrf_r.en.eq(take & beat.first & c.acc)]
+        m.d.comb += [self.vrf_r.en.eq(take), self.mrf_r.en.eq(take)]
+        iss_slot = Signal(range(PF_SLOTS))  # the prefetch slot of the round being issued
         with m.If(take):
-            m.d.sync += [s2_valid.eq(1), s2.first.eq(beat.first), s2.last.eq(beat.last)]
+            m.d.sync += [s2_valid.eq(1), s2.first.eq(beat.first), s2.last.eq(beat.last), s2.slot.eq(iss_slot)]
+            with m.If(beat.last):
+                m.d.sync += iss_slot.eq(Mux(iss_slot == PF_SLOTS - 1, 0, iss_slot + 1))
             m.d.sync += [s2.zero[t].eq(beat.lane[t].zero) for t in range(nt)]
         with m.Elif(adv):
             m.d.sync += s2_valid.eq(0)
+        slots = [[Signal(data.ArrayLayout(32, n), name=f"pf{k}_{t}") for t in range(nt)] for k in range(PF_SLOTS)]
         for t, e in enumerate(engines):
             p = e.step.payload
             vec, tile = self.vrf_r.data[t], self.mrf_r.data[t]
@@ -158,17 +249,17 @@ class Mvu(wiring.Component):
                 m.d.comb += p.w_exp[j].eq(tile[j].exp - bias)
                 for i in range(n):
                     m.d.comb += p.w_mant[j][i].eq(tile[j].mant[i])
-                m.d.comb += p.init[j].eq(Mux(c.acc, self.fvrf_r.data[t][j], 0))
+                m.d.comb += p.init[j].eq(Mux(c.acc, Array(slot[t] for slot in slots)[s2.slot][j], 0))
 
         # -- results: latched together, written W at a time ----------------------------------
         buf = [Signal(data.ArrayLayout(32, n), name=f"res{t}") for t in range(nt)]
         holding = Signal()
-        drain = Signal(range(nw + 1))  # the write of the latched round's entries [drain * W, drain * W + W)
         q_res = Signal(64)  # first pair of the latched round
         ovf = Signal()
         results_valid = engines[0].result.valid
+        wr = _Parts(m, "wr", nt, w, *banked)  # the latched round's writes, a part a cycle
         last_drain = Signal()
-        m.d.comb += last_drain.eq(holding & (drain == nw - 1))
+        m.d.comb += last_drain.eq(holding & wr.last)
         latch = Signal()  # the buffer takes a round's results (while its last entries are written, too)
         m.d.comb += latch.eq(results_valid & (~holding | last_drain))
         q_base = Signal(64)  # first pair of the round being latched
@@ -177,62 +268,76 @@ class Mvu(wiring.Component):
             m.d.comb += e.result.ready.eq(latch)
         rounds_out = Signal(64)  # rounds whose steps all went to the engines
         rounds_in = Signal(64)  # rounds latched
-        q = Signal(64)  # the pair of the window's lane 0
-        m.d.comb += q.eq(q_res + drain * w)
-        strided = None
         if cfg.mrf_banked:
-            # the latched round's entries: contiguous (D cycles of W), or, a cob below T at a stride
-            # of its own (strided), one cycle per part of a pixel's run in a W-lane window of lanes
-            # (layouts.mvu_write_cycles' group count)
-            strided = Signal()
-            m.d.comb += strided.eq(small & (ds != cob))
             e_res = Signal(32)  # FVRF entry of the latched round's lane 0
             j_res = Signal(32)  # its row set (jt of that round)
-            lane = Signal(range(nt + 1))  # strided: the first lane not yet written
-            gend = Signal(range(2 * nt + 1))  # strided: the end of that lane's pixel run
-            wend = Signal(range(nt + w + 1))  # strided: the end of its window (drain * W + W)
-            l1 = Signal(range(nt + 1))
-            m.d.comb += l1.eq(Mux(gend < wend, gend, wend))
-            with m.If(strided):
-                m.d.comb += last_drain.eq(holding & (l1 >= nt))
-            off = Signal(32)
-            m.d.comb += off.eq(Mux(strided, Array(offs[:nt])[lane] - lane + drain * w, drain * w))
         with m.If(holding):
-            with m.Switch(drain):
+            with m.Switch(wr.drain):
                 for d in range(nw):
                     live = min(w, nt - d * w)  # the last write of a round may have fewer lanes
                     with m.Case(d):
                         m.d.comb += [self.fvrf.wdata[k].eq(buf[d * w + k]) for k in range(live)]
-                        m.d.comb += self.fvrf.we.eq(Cat(
-                            (q + k < c.pairs) if strided is None else
-                            (q + k < c.pairs) & (~strided | ((d * w + k >= lane) & (d * w + k < l1)))
-                            for k in range(live)))
-            if strided is None:
-                m.d.comb += self.fvrf.waddr.eq((c.dbase + q)[:faw])
-                m.d.sync += drain.eq(drain + 1)
-            else:
-                m.d.comb += self.fvrf.waddr.eq((e_res + off)[:faw])
-                with m.If(strided):
-                    m.d.sync += lane.eq(l1)
-                    with m.If(l1 == gend):
-                        m.d.sync += gend.eq(gend + cob)
-                    with m.If(l1 == wend):
-                        m.d.sync += [drain.eq(drain + 1), wend.eq(wend + w)]
-                with m.Else():
-                    m.d.sync += drain.eq(drain + 1)
+                        m.d.comb += self.fvrf.we.eq(Cat((q_res + d * w + k < c.pairs) & wr.on(d * w + k)
+                                                        for k in range(live)))
+            m.d.comb += self.fvrf.waddr.eq(((e_res if cfg.mrf_banked else c.dbase + q_res) + wr.off)[:faw])
+            wr.advance(m)
             with m.If(last_drain):
                 m.d.sync += [holding.eq(0), q_res.eq(q_res + nt)]
-                if strided is not None:
+                if cfg.mrf_banked:
                     res_wrap = (j_res + 1) * nt >= cob
                     m.d.sync += [e_res.eq(next_entry(e_res, res_wrap)), j_res.eq(Mux(res_wrap, 0, j_res + 1))]
         with m.If(latch):
             m.d.sync += [buf[t].eq(e.result.payload.acc) for t, e in enumerate(engines)]
-            m.d.sync += [holding.eq(1), drain.eq(0), rounds_in.eq(rounds_in + 1)]
-            if cfg.mrf_banked:
-                m.d.sync += [lane.eq(0), gend.eq(cob), wend.eq(w)]
+            m.d.sync += [holding.eq(1), rounds_in.eq(rounds_in + 1), *wr.restart()]
             for t, e in enumerate(engines):
                 with m.If(e.result.payload.overflow & (q_base + t < c.pairs)):
                     m.d.sync += ovf.eq(1)
+
+        # -- an accumulating mvc's sums, read ahead of its rounds ------------------------------
+        # each round's T sums go to a slot (PF_SLOTS, in turn), read through the wide port in the
+        # parts its results are written in (``wr``'s walk), rounds back to back; a round's first
+        # step waits for its slot (pf_ok), and a slot is read again once the first step of its
+        # round went to the engines (they keep ``init``)
+        pf = _Parts(m, "pf", nt, w, *banked)
+        pf_go = Signal()  # the mvc accumulates and its rounds are being read or walked
+        pf_on = Signal()  # a round's parts are being read (past its first)
+        pf_slot = Signal(range(PF_SLOTS))  # the slot being read
+        pf_q = Signal(64)  # first pair of the round being read, or of the next
+        held = Signal(range(PF_SLOTS + 1))  # slots read or being read whose round's sums the engines lack
+        avail = Signal(range(PF_SLOTS + 1))  # slots read whose round's first step is not yet issued
+        consume, start, issue = Signal(), Signal(), Signal()
+        m.d.comb += [
+            consume.eq(s2_valid & ready & s2.first & c.acc),
+            start.eq(pf_go & ~pf_on & (pf_q < c.pairs) & ((held < PF_SLOTS) | consume)),
+            issue.eq(pf_go & (pf_on | start)),
+            pf_ok.eq(~(c.acc & beat.first) | (avail != 0)),
+        ]
+        if cfg.mrf_banked:
+            pf_e = Signal(32)  # FVRF entry of the lane 0 of the round being read, or of the next
+            pf_j = Signal(32)  # its row set
+        m.d.comb += self.fvrf.raddr.eq(((pf_e if cfg.mrf_banked else c.dbase + pf_q) + pf.off)[:faw])
+        with m.If(issue):
+            pf.advance(m)
+            m.d.sync += pf_on.eq(~pf.last)
+            with m.If(pf.last):
+                m.d.sync += [pf_q.eq(pf_q + nt), pf_slot.eq(Mux(pf_slot == PF_SLOTS - 1, 0, pf_slot + 1)),
+                             *pf.restart()]
+                if cfg.mrf_banked:
+                    pf_wrap = (pf_j + 1) * nt >= cob
+                    m.d.sync += [pf_e.eq(next_entry(pf_e, pf_wrap)), pf_j.eq(Mux(pf_wrap, 0, pf_j + 1))]
+        m.d.sync += held.eq(held + start - consume)
+        # the part read arrives the next cycle: wide lane k is the round's lane drain * W + k
+        a_valid, a_last = Signal(), Signal()
+        a_slot, a_drain, a_on = Signal(range(PF_SLOTS)), Signal(range(nw + 1)), Signal(w)
+        m.d.sync += a_valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += [a_slot.eq(pf_slot), a_drain.eq(pf.drain), a_last.eq(pf.last),
+                         a_on.eq(Cat(pf.on(pf.drain * w + k) for k in range(w)))]
+        for k_slot, slot in enumerate(slots):
+            for t in range(nt):
+                with m.If(a_valid & (a_slot == k_slot) & (a_drain == t // w) & a_on[t % w]):
+                    m.d.sync += slot[t].eq(self.fvrf.rdata[t % w])
+        m.d.sync += avail.eq(avail + (a_valid & a_last) - (take & beat.first & c.acc))
 
         code = Signal(ErrorCode)
         with m.FSM():
@@ -240,24 +345,27 @@ class Mvu(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     m.d.sync += [c.eq(self.cmd.payload), ovf.eq(0), q_res.eq(0), rounds_out.eq(0),
-                                 rounds_in.eq(0), code.eq(ErrorCode.NONE)]
+                                 rounds_in.eq(0), code.eq(ErrorCode.NONE), pf_on.eq(0), pf_q.eq(0),
+                                 pf_slot.eq(0), iss_slot.eq(0), held.eq(0), avail.eq(0),
+                                 *pf.restart(cob=self.cmd.payload.win.nj)]
                     if cfg.mrf_banked:
                         p_ = self.cmd.payload
-                        m.d.sync += [jt.eq(0), e_iss.eq(p_.dbase), e_res.eq(p_.dbase), j_res.eq(0)]
+                        m.d.sync += [jt.eq(0), e_res.eq(p_.dbase), j_res.eq(0), pf_e.eq(p_.dbase), pf_j.eq(0)]
                     m.next = "WINDOW"
             with m.State("WINDOW"):
-                m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win)]
+                m.d.comb += [self.busy.eq(1), gen.cmd.valid.eq(1), gen.cmd.payload.eq(c.win), pf_go.eq(c.acc)]
                 with m.If(gen.cmd.ready):
                     m.next = "WALK"
             with m.State("WALK"):
-                m.d.comb += [self.busy.eq(1), walking.eq(1), gen.o.ready.eq(take | (gen.o.valid & special))]
+                m.d.comb += [self.busy.eq(1), walking.eq(1), gen.o.ready.eq(take | (gen.o.valid & special)),
+                             pf_go.eq(c.acc)]
                 with m.If(gen.o.valid & special):
                     m.d.sync += code.eq(Mux(beat.fault, ErrorCode.GROUP_RANGE, ErrorCode.NONE))
                     m.next = "DONE"
                 with m.Elif(take & beat.last):
                     m.d.sync += rounds_out.eq(rounds_out + 1)
                     if cfg.mrf_banked:  # the next round's first block: T on, or back to 0 past cob (a divisor: 0)
-                        m.d.sync += [jt.eq(Mux(wrap, 0, jt + 1)), e_iss.eq(next_entry(e_iss, wrap))]
+                        m.d.sync += jt.eq(Mux(wrap, 0, jt + 1))
                     with m.If(beat.final):
                         m.next = "FINISH"
             with m.State("FINISH"):  # the last steps go through the engines and are written

@@ -10,14 +10,15 @@ file  write ports                        read ports
 ====  =================================  =========================================================
 VRF   dma_load, mfu (``qnt``)            dma_store, mfu (``deq``; a ``pool``'s taps), mvu x T
 MRF   dma_load                           dma_store, mvu x T
-FVRF  dma_load, mfu (a ``pool``'s), mvu  dma_store, mfu, mfu_b (``vop``'s second operand), mvu x T
+FVRF  dma_load, mfu (a ``pool``'s), mvu  dma_store, mfu, mfu_b (``vop``'s second operand), mvu
 ====  =================================  =========================================================
 
-The matrix-vector unit's reads (an accumulating ``mvc`` reads the FVRF too) are ``wide``: T =
-``cfg.tiles`` synchronous read ports per file (one per tile engine: its activation block, weight
-tile and the sum it continues) behind one enable (``en`` low holds the data read last), a
-:func:`read_ports_signature` member ``{user}_{file}_wide``. Every read port is a copy of the memory
-in hardware (or one more port of a multi-ported RAM).
+The matrix-vector unit's VRF and MRF reads are ``wide``: T = ``cfg.tiles`` synchronous read ports
+per file (one per tile engine: its activation block and weight tile) behind one enable (``en`` low
+holds the data read last), a :func:`read_ports_signature` member ``{user}_{file}_wide``
+(``wide_files``: the files they are on). Its FVRF port reads as it writes, ``mfu_width`` entries
+wide (an accumulating ``mvc``'s sums, read ahead: ``mvu.py``). Every read port is a copy of the
+memory in hardware (or one more port of a multi-ported RAM).
 Each DMA lane beyond the first adds a write port (``dma_load{lane}``) and a read port
 (``dma_store{lane}``) (``Dma.lane_users``: entries narrower than a memory word move several a
 cycle).
@@ -38,7 +39,7 @@ W consecutive entries from any start in one cycle (lane k holds entry ``start + 
 mask of W lanes). A file with such a user is built of W banks (W a power of two): entry ``e`` is in
 bank ``e mod W`` at ``e // W``, so W consecutive entries hit each bank once; a rotation crossbar
 maps lanes to banks on the write side and banks to lanes on the read side. A one-entry port
-(the DMAs', each of the MVU's T read ports) on a banked file writes the one bank its
+(the DMAs', each of the MVU's T VRF reads) on a banked file writes the one bank its
 entry is in and reads every bank at the entry's row, selecting the entry's bank the cycle after.
 
 A banked MRF (``EngineConfig.mrf_banked``, docs/isa.md): T banks, entry ``e`` in bank ``e mod T`` at
@@ -174,8 +175,9 @@ class FilePlan:
     What the resource model and the synthesis checks count (``top.file_plan``)."""
 
     def __init__(self, cfg, users: dict | None = None, widths: dict | None = None, *, wide: dict | None = None,
-                 shared: dict | None = None):
+                 shared: dict | None = None, wide_files=tuple(Space)):
         self.cfg = check_config(cfg, "RegisterFiles")
+        self.wide_files = tuple(wide_files)  # the files the ``wide`` users' T one-entry reads are on
         if users is None:
             users = {"": {space: "rw" for space in Space}}
         for user, spaces in users.items():
@@ -242,7 +244,8 @@ class FilePlan:
     def read_ports(self) -> dict[Space, int]:
         """Read ports per file (per bank), as ``elaborate`` builds them: one per reading user or
         shared group, and the ``wide`` users' T each. Each is a copy of the memory in RAM blocks."""
-        return {space: self._ports(space, "r") + (bool(self.wide) if space in self.direct else sum(self.wide.values()))
+        return {space: self._ports(space, "r") + (0 if space not in self.wide_files else bool(self.wide)
+                                                  if space in self.direct else sum(self.wide.values()))
                 for space in Space}
 
     def mux_bits(self) -> int:
@@ -263,7 +266,7 @@ class FilePlan:
                     bits += nb * entry * (("r" in mode) + ("w" in mode))
                 else:
                     bits += entry * ("r" in mode)
-            if space not in self.direct:  # a banked MRF's engine t reads bank t: nothing to select
+            if space not in self.direct and space in self.wide_files:  # a banked MRF's engine t reads bank t
                 bits += entry * sum(self.wide.values())
         return bits
 
@@ -283,22 +286,23 @@ class RegisterFiles(FilePlan, wiring.Component):
     keeps users from touching the same entries at once (control's hazard check), so two write ports
     never write one entry in a cycle. Without ``users``: one user named ``""`` reading and writing
     every file (members ``vrf``, ``mrf``, ``fvrf``). ``wide`` maps a user to a count T: it also gets
-    a :func:`read_ports_signature` member ``{user}_{file}_wide`` of T one-entry read ports on every
-    file. ``shared`` maps ``(Space, write)`` to users that share one write (``write`` true) or read
-    port of that file; a read group's users get an input ``{user}_{file}_active`` each, set while
-    that user reads the file (at most one of a group at a time).
+    a :func:`read_ports_signature` member ``{user}_{file}_wide`` of T one-entry read ports on each
+    file of ``wide_files`` (default: every file). ``shared`` maps ``(Space, write)`` to users that
+    share one write (``write`` true) or read port of that file; a read group's users get an input
+    ``{user}_{file}_active`` each, set while that user reads the file (at most one of a group at a
+    time); on a banked MRF the store DMA's reads may share the ``wide`` users' bank ports that way.
     """
 
     def __init__(self, cfg, users: dict | None = None, widths: dict | None = None, *, wide: dict | None = None,
-                 shared: dict | None = None, verilog_rams: bool = False):
-        FilePlan.__init__(self, cfg, users, widths, wide=wide, shared=shared)
+                 shared: dict | None = None, wide_files=tuple(Space), verilog_rams: bool = False):
+        FilePlan.__init__(self, cfg, users, widths, wide=wide, shared=shared, wide_files=wide_files)
         self.verilog_rams = bool(verilog_rams)
         members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
                    for user, spaces in self.users.items() for space in spaces}
         members.update({f"{self.port_name(user, space)}_active": In(1) for (space, write), group in self.shared.items()
                         if not write for user in group if user not in self.wide})
         members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
-                        for user, count in self.wide.items() for space in Space})
+                        for user, count in self.wide.items() for space in self.wide_files})
         if self.copies_user is not None:  # a banked MRF: bit d, a copy of the entry written d entries on
             members[f"{self.copies_user}_mrf_copies"] = In(cfg.tiles)
         wiring.Component.__init__(self, members)
@@ -408,7 +412,7 @@ class RegisterFiles(FilePlan, wiring.Component):
                             m.d.comb += rp.addr.eq(rows[b])
                     outs.append(rp.data.as_value())
                 data_of.update({user: outs for user, _ in users})
-            for user, count in self.wide.items():  # T one-entry read ports behind one enable
+            for user, count in self.wide.items() if space in self.wide_files else ():  # T reads, one enable
                 port = getattr(self, f"{self.port_name(user, space)}_wide")
                 if space in self.direct:  # port t: bank t, at row addr[t]
                     if count != nb:

@@ -29,13 +29,14 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from accelml.hdl.isa import INSN_BITS, Space
+from accelml.hdl.isa import INSN_BITS
 
 from .control import CYCLE_BITS, STEP_BITS, UNITS, Control
 from .dma import Dma, lane_users
 from .layouts import (
     FILE_PORT_OWNERS,
     FILE_USERS,
+    MVU_WIDE_FILES,
     PORTS_OF,
     byte_addr_bits,
     check_config,
@@ -58,7 +59,8 @@ def _file_args(cfg) -> tuple:
     users = {**FILE_USERS, **lane_users(cfg, "dma_load", load=True, store=False),
              **lane_users(cfg, "dma_store", load=False, store=True)}
     widths = {u: cfg.mfu_width for u in WIDE_USERS}
-    return (cfg, users, widths), {"wide": {"mvu": cfg.tiles}, "shared": shared_ports(cfg)}
+    return (cfg, users, widths), {"wide": {"mvu": cfg.tiles}, "wide_files": MVU_WIDE_FILES,
+                                  "shared": shared_ports(cfg)}
 
 
 def register_files(cfg, *, verilog_rams: bool = False) -> RegisterFiles:
@@ -118,7 +120,7 @@ class Engine(wiring.Component):
             for space in spaces:
                 wiring.connect(m, getattr(units[unit], space.name.lower() + suffix),
                                getattr(files, RegisterFiles.port_name(user, space)))
-        for space in Space:
+        for space in MVU_WIDE_FILES:
             name = space.name.lower()
             wiring.connect(m, getattr(mvu, f"{name}_r"), getattr(files, f"mvu_{name}_wide"))
         wiring.connect(m, pool.mfu, mfu.lend)  # the pool runs on the MFU's ports and lanes

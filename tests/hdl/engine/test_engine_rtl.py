@@ -780,6 +780,57 @@ def test_mvc_writes_its_results_w_at_a_time(wide_engine, name):
         assert mvu_busy(cfg.tiles, pairs, kb, width=cfg.mfu_width) < mvu_busy(cfg.tiles, pairs, kb, width=1)
 
 
+# (cfg, cob, dstride): an accumulating 1x1 mvc of one input block (kb = 1), so a round's sums are read
+# in as many cycles as a round takes (its writes': 2 on tiny, up to 6 parts strided on six banks)
+ACC_AHEAD = {"tiny_cob1": (CFG, 1, 0), "tiny_cob3": (CFG, 3, 0), "b6w4_cob1_strided": (BANKED_WIDE, 1, 3),
+             "b6w4_cob2_strided": (BANKED_WIDE, 2, 3), "b6w4_cob3_strided": (BANKED_WIDE, 3, 5),
+             "b6w4_cob6": (BANKED_WIDE, 6, 8), "b6w4_cob12": (BANKED_WIDE, 12, 0),
+             # one tile engine: a round's sums in one read, a round every cycle (the build of
+             # test_random_window_programs_on_other_configs, in the slow set)
+             "tiles1_cob2": (dataclasses.replace(CFG, tiles=1), 2, 0)}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", [pytest.param(k, marks=[pytest.mark.slow] if k.startswith("tiles1") else [])
+                                  for k in sorted(ACC_AHEAD)])
+def test_an_accumulating_mvc_reads_its_sums_ahead_at_no_cost(name):
+    """The MVU reads an accumulating mvc's sums through its W-wide FVRF port, a round's in the parts
+    its results are written in, ahead of the rounds (three slots): rounds of one step each, the
+    tightest case, run in the same cycles as without accumulating (cycles.mvu_busy, exactly), and
+    each pair continues its own sum (the FVRF stored whole, against funcsim)."""
+    from accelml.sim.cycles import mvu_busy
+
+    cfg, cob, ds = ACC_AHEAD[name]
+    rtl.require_tools()
+    engine = EngineSim(cfg)
+    rnd = random.Random(name)
+    npix, span, dbase = 16, 200, 5
+    tiles = -(-cob // cfg.tiles) * cfg.tiles if cfg.mrf_banked else cob
+    vaddr, taddr, faddr = 0, 16 * cfg.bfp_vector_bytes, 16 * cfg.bfp_vector_bytes + tiles * cfg.tile_bytes
+    oaddr = faddr + span * cfg.fp_vector_bytes
+    img = bytearray(bfp_bytes(cfg, rnd, 16, extreme=0.0, high=False))
+    img.extend(bfp_bytes(cfg, rnd, tiles * cfg.native_dim, extreme=0.0, high=False))
+    rng = np.random.default_rng(rnd.getrandbits(32))
+    img.extend((rng.standard_normal((span, cfg.native_dim)) * 8).astype("<f4").tobytes())
+    img.extend(bytes(span * cfg.fp_vector_bytes + 64))
+    assert len(img) >= oaddr + span * cfg.fp_vector_bytes and vaddr == 0
+    busy = {}
+    for acc in (0, 1):
+        text = "".join(f"cfg {key}, r0, {v}\n" for key, v in {
+            "in_h": 4, "in_w": 4, "out_w": 4, "npix": npix, "in_cb": 1, "cob": cob,
+            **({"dstride": ds} if cfg.mrf_banked else {})}.items())
+        text += (f"seti r1, {taddr}\nld vrf, r0, r0, 1, 16\nld mrf, r0, r1, 1, {tiles}\n"
+                 f"seti r2, {faddr}\nld fvrf, r0, r2, 1, {span}\nseti r3, {dbase}\nmvc r3, r0, r0, {acc}\n"
+                 f"seti r4, {oaddr}\nst fvrf, r0, r4, 1, {span}\nhalt")
+        ref, got = _same(engine, assemble(text), img)
+        assert got.error is ErrorCode.NONE
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+        busy[acc] = got.busy["mvu"]
+        group = cob if cfg.mrf_banked and ds and ds != cob and cob < cfg.tiles else 0
+        assert busy[acc] == mvu_busy(cfg.tiles, cob * npix, 1, width=cfg.mfu_width, group=group)
+    assert busy[0] == busy[1]
+
+
 POOL_SHAPES = {
     "3x3": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "out_w": 2, "npix": 4, "in_cb": 2},
     "2x2_stride_2": {"in_h": 4, "in_w": 4, "kh": 2, "kw": 2, "stride_h": 2, "stride_w": 2, "out_w": 2, "npix": 4,
