@@ -36,6 +36,7 @@ chunks too), so the chunked figures are what the present schedules cost re-cut, 
 schedule's.
 
     python -m accelml.bitstreams.banking [--models resnet50,mobilenet_v2] [--tiles 8,14,16]
+    python -m accelml.bitstreams.banking --dividers    (what dividing addresses by T costs)
 """
 
 from __future__ import annotations
@@ -182,6 +183,35 @@ def crossbar_alms(cfg: EngineConfig, device: resources.Device | str) -> float:
     return cfg.tiles * (cfg.native_dim + 1) * vec * per_bit
 
 
+def divider_cells(width: int, divisor: int, *, reciprocal: bool = False) -> dict[str, int]:
+    """``synth_ecp5``'s cells for a ``width``-bit ``x // divisor`` with ``x % divisor`` (what a banked
+    MRF's addresses take at a T that is not a power of two), as Amaranth's ``//`` and ``%`` or, with
+    ``reciprocal``, as the product ``(x * ceil(2**s / divisor)) >> s`` (exact for every ``x`` below
+    ``2**width`` with ``s = width + ceil(log2(divisor))``) and ``x - q * divisor``."""
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from accelml.bitstreams.synth import synthesize
+
+    class _Div(wiring.Component):
+        def __init__(self):
+            super().__init__({"x": In(width), "q": Out(width), "r": Out(max(1, divisor.bit_length()))})
+
+        def elaborate(self, platform):
+            m = Module()
+            if not reciprocal:
+                m.d.comb += [self.q.eq(self.x // divisor), self.r.eq(self.x % divisor)]
+                return m
+            s = width + (divisor - 1).bit_length()
+            q = Signal(width)
+            m.d.comb += [q.eq((self.x * -(-(1 << s) // divisor)) >> s), self.q.eq(q),
+                         self.r.eq(self.x - q * divisor)]
+            return m
+
+    return synthesize(_Div(), flow="ecp5").cells
+
+
 def main(argv=None) -> int:
     import argparse
     import dataclasses
@@ -189,6 +219,8 @@ def main(argv=None) -> int:
     from accelml.compiler import compile_model, models
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dividers", action="store_true",
+                    help="instead: synth_ecp5 of the constant divisions a banked MRF's addresses take")
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--models", default="resnet50,mobilenet_v2")
     ap.add_argument("--tiles", default="8,14,16", help="tile engines to try (the MRF scaled with them)")
@@ -196,6 +228,14 @@ def main(argv=None) -> int:
     ap.add_argument("--vrf-vectors", type=int, default=None, help="the VRF's depth (default: the preset's)")
     ap.add_argument("--copies", default="1,2,4", help="VRF read copies to try on the chunked mapping")
     args = ap.parse_args(argv)
+    if args.dividers:
+        for width, divisor in ((32, 3), (32, 14), (12, 14), (12, 3)):
+            for reciprocal in (False, True):
+                cells = divider_cells(width, divisor, reciprocal=reciprocal)
+                how = "reciprocal product" if reciprocal else "// and %"
+                print(f"{width}-bit x // {divisor}, x % {divisor} ({how}): " + ", ".join(
+                    f"{k} {cells.get(k, 0)}" for k in ("LUT4", "CCU2C", "MULT18X18D")), flush=True)
+        return 0
     base = preset(args.preset)
     device = resources.PRESET_DEVICES[base.name]
     dev = resources.DEVICES[device]

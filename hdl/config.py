@@ -9,7 +9,7 @@ preset    N      T     MACs/cycle   what it is for
 tiny      4      2     32           unit tests; small enough for quick RTL simulation
 ecp5      4      1     16           LFE5U-85F on an OrangeCrab 85F (128 MiB DDR3L), 50 MHz
 a10       16     14    3,584        Arria 10 GX 1150: 300 MHz, one DDR4 channel (19.2 GB/s)
-s10       16     42    10,752       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
+s10       16     43    11,008       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
 wide      4      1     16           23-bit mantissas, for ONNX conformance at rtol 1e-3
 ========  =====  ====  ===========  ============================================================
 
@@ -17,8 +17,8 @@ N (``native_dim``) is both the length of the engine's dot products and the BFP b
 ecp5, a10 and s10 engines are the largest (whole engine: tile engines, MFU, pool, control, register
 files) that fit their devices by the resource model of ``bitstreams/resources.py``, calibrated on
 whole-engine synthesis; its table, with margins and modelled ResNet-50 latencies, is in
-bitstreams/README.md. The ecp5 engine's own synthesis fits its LFE5U-85F (51k of 84k LUT4 with
-carries, 117 of 156 multipliers, 159 of 208 block RAMs); at N = 8 it did not.
+bitstreams/README.md. The ecp5 engine's own synthesis fits its LFE5U-85F (52k of 84k LUT4 with
+carries, 119 of 156 multipliers, 159 of 208 block RAMs); at N = 8 it did not.
 
 ``file_ports``: ``tiny`` and ``ecp5`` are built with ``"shared"`` register-file ports (one write
 port per file; beside the MVU's, one read port for the other units), which RAM blocks can hold and
@@ -298,7 +298,7 @@ PRESETS: dict[str, EngineConfig] = {
         mem_port_bits=512, mem_bandwidth_gbps=19.2, mem_latency_cycles=100, clock_mhz=300.0,
     ),
     "s10": EngineConfig(
-        name="s10", native_dim=16, tiles=42, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        name="s10", native_dim=16, tiles=43, mantissa_bits=7, exponent_bits=8, format="msfp16",
         mrf_tiles=6996, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=8, mem_bytes=16 << 30,
         mem_port_bits=8192, mem_bandwidth_gbps=256.0, mem_latency_cycles=120, clock_mhz=250.0,
     ),

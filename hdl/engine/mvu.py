@@ -96,8 +96,9 @@ class _Parts:
         self.off = Signal(32, name=f"{name}_off")
         self.last = Signal(name=f"{name}_last")
         m.d.comb += self.last.eq(self.drain == nw - 1)
+        self.first_lane = self.drain << (w.bit_length() - 1)  # drain * W (a power of two: no multiplier)
         if strided is None:
-            m.d.comb += self.off.eq(self.drain * w)
+            m.d.comb += self.off.eq(self.first_lane)
             return
         self.lane = Signal(range(nt + 1), name=f"{name}_lane")  # strided: the first lane not yet done
         self.gend = Signal(range(2 * nt + 1), name=f"{name}_gend")  # the end of that lane's pixel run
@@ -106,8 +107,8 @@ class _Parts:
         m.d.comb += self.l1.eq(Mux(self.gend < self.wend, self.gend, self.wend))
         with m.If(strided):
             m.d.comb += self.last.eq(self.l1 >= nt)
-        m.d.comb += self.off.eq(Mux(strided, Array(offs[:nt])[self.lane] - self.lane + self.drain * w,
-                                    self.drain * w))
+        m.d.comb += self.off.eq(Mux(strided, Array(offs[:nt])[self.lane] - self.lane + self.first_lane,
+                                    self.first_lane))
 
     def on(self, t):
         if self.strided is None:
@@ -332,7 +333,7 @@ class Mvu(wiring.Component):
         m.d.sync += a_valid.eq(issue)
         with m.If(issue):
             m.d.sync += [a_slot.eq(pf_slot), a_drain.eq(pf.drain), a_last.eq(pf.last),
-                         a_on.eq(Cat(pf.on(pf.drain * w + k) for k in range(w)))]
+                         a_on.eq(Cat(pf.on(pf.first_lane + k) for k in range(w)))]
         for k_slot, slot in enumerate(slots):
             for t in range(nt):
                 with m.If(a_valid & (a_slot == k_slot) & (a_drain == t // w) & a_on[t % w]):

@@ -104,3 +104,15 @@ def test_the_present_mapping_measures_what_the_compiler_modelled():
     assert one["mvu_busy"] > three["mvu_busy"] > got["mvu_busy"]  # a 1-block chunk reads 3 pixels a step
     with pytest.raises(ValueError, match="mapping"):
         banking.measure(cm, mapping="diagonal")
+
+
+@pytest.mark.synth
+def test_a_constant_division_costs_less_as_yosys_builds_it_than_as_a_reciprocal_product():
+    """bitstreams/README.md, "Constant division": the banked MRF's `// T` and `% T` stay divisions."""
+    from accelml.bitstreams.banking import divider_cells
+
+    def logic(cells):
+        return cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+
+    plain, product = divider_cells(12, 14), divider_cells(12, 14, reciprocal=True)
+    assert plain.get("MULT18X18D", 0) == 0 and logic(plain) < logic(product)
