@@ -107,12 +107,11 @@ def test_the_present_mapping_measures_what_the_compiler_modelled():
 
 
 @pytest.mark.synth
-def test_a_constant_division_costs_less_as_yosys_builds_it_than_as_a_reciprocal_product():
-    """bitstreams/README.md, "Constant division": the banked MRF's `// T` and `% T` stay divisions."""
+def test_a_constant_division_takes_no_multiplier_and_a_reciprocal_product_does():
+    """bitstreams/README.md, "Constant division": the banked MRF's `// T` and `% T` stay divisions,
+    which cost logic only, where the large presets have no hard multiplier left."""
     from accelml.bitstreams.banking import divider_cells
 
-    def logic(cells):
-        return cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
-
     plain, product = divider_cells(12, 14), divider_cells(12, 14, reciprocal=True)
-    assert plain.get("MULT18X18D", 0) == 0 and logic(plain) < logic(product)
+    assert plain.get("MULT18X18D", 0) == 0 and plain.get("LUT4", 0) > 0
+    assert product.get("MULT18X18D", 0) > 0
