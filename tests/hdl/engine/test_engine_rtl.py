@@ -54,6 +54,18 @@ def test_engine_rejects_mfu_width_not_a_power_of_two():
         Engine(dataclasses.replace(CFG, mfu_width=6))
 
 
+def test_mvu_refuses_rounds_whose_sums_take_longer_to_read_than_the_window_divides():
+    """An accumulating mvc's first round's sums are read while the window generator divides
+    (mvu.prefetch_parts, DIV_CYCLES): 32 one-entry parts still fit, 40 do not."""
+    from accelml.hdl.engine.mvu import Mvu
+
+    Mvu(dataclasses.replace(CFG, tiles=32))
+    with pytest.raises(ConfigError, match="up to 40 cycles to read .* raise mfu_width"):
+        Mvu(dataclasses.replace(CFG, tiles=40))
+    with pytest.raises(ConfigError, match="up to 36 cycles"):  # strided divisor runs of one lane
+        Mvu(dataclasses.replace(CFG, tiles=36, mfu_width=4, mrf_tiles=36 * 8, mrf_banked=True))
+
+
 @pytest.mark.parametrize("depth", [1, 3.0, True])
 def test_control_rejects_bad_imem_depth(depth):
     with pytest.raises(ValueError, match="imem_depth must be an integer"):
