@@ -46,6 +46,7 @@ import math
 import numpy as np
 
 from accelml.hdl.config import EngineConfig, preset
+from accelml.hdl.isa import Space
 from accelml.sim.cycles import MVU_SETUP_EMPTY, mvu_busy
 from accelml.sim.funcsim import FuncSim
 
@@ -183,6 +184,27 @@ def crossbar_alms(cfg: EngineConfig, device: resources.Device | str) -> float:
     return cfg.tiles * (cfg.native_dim + 1) * vec * per_bit
 
 
+def fvrf_read_sharing(cm) -> dict:
+    """The compiled model ``cm``'s modelled cycles with the MVU's FVRF read (an accumulating
+    ``mvc``'s sums, read ahead: ``hdl/engine/mvu.py``) on a port of its own, as built, and sharing
+    one with the MFU's FVRF reads (``layouts.port_conflict``: an accumulating ``mvc`` and an MFU
+    instruction reading the FVRF then take turns), and its accumulating ``mvc``s."""
+    from accelml.hdl.isa import Opcode
+
+    out = {"own": 0, "shared": 0, "accumulating": 0}
+    for seg in cm.segments:
+        if seg.compiled is None:
+            continue
+        out["accumulating"] += sum(1 for i in seg.compiled.program.instructions
+                                   if i.op is Opcode.MVC and i.acc)
+        for key in ("own", "shared"):
+            sim = FuncSim(cm.cfg, seg.compiled.mem_bytes, numerics=False)
+            if key == "shared":
+                sim.model.shared = {**sim.model.shared, (Space.FVRF, False): ("mfu", "mvu")}
+            out[key] += sim.run(seg.compiled.program).cycles
+    return out
+
+
 def divider_cells(width: int, divisor: int, *, reciprocal: bool = False) -> dict[str, int]:
     """``synth_ecp5``'s cells for a ``width``-bit ``x // divisor`` with ``x % divisor`` (what a banked
     MRF's addresses take at a T that is not a power of two), as Amaranth's ``//`` and ``%`` or, with
@@ -221,6 +243,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dividers", action="store_true",
                     help="instead: synth_ecp5 of the constant divisions a banked MRF's addresses take")
+    ap.add_argument("--fvrf-sharing", action="store_true",
+                    help="instead: the models' cycles with the MVU's FVRF read sharing the MFU's port")
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--models", default="resnet50,mobilenet_v2")
     ap.add_argument("--tiles", default="8,14,16", help="tile engines to try (the MRF scaled with them)")
@@ -237,6 +261,14 @@ def main(argv=None) -> int:
                     f"{k} {cells.get(k, 0)}" for k in ("LUT4", "CCU2C", "MULT18X18D")), flush=True)
         return 0
     base = preset(args.preset)
+    if args.fvrf_sharing:
+        for name in args.models.split(","):
+            cm = compile_model(models.build(name, "full"), config=base, name=name, precision=args.precision)
+            r = fvrf_read_sharing(cm)
+            print(f"{name} on {base.name}: {r['accumulating']} accumulating mvc; {r['own']:,} cycles with the "
+                  f"MVU's FVRF read on its own port, {r['shared']:,} sharing the MFU's "
+                  f"({r['shared'] / r['own']:.4f}x)", flush=True)
+        return 0
     device = resources.PRESET_DEVICES[base.name]
     dev = resources.DEVICES[device]
     print(f"{base.describe()}; device {dev.name}; precision {args.precision}; programs: the compiler's "

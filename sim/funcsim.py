@@ -600,9 +600,11 @@ class FuncSim:
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
             busy = self._mvu_busy(p, cob, taps * gi, group=cob if ds != cob else 0)
             # the FVRF span as a write: it conflicts with every access, so an accumulating mvc's
-            # read of it needs no range of its own (control.py's hazard check does the same)
+            # read of it needs no range for the hazards (control.py's check does the same); it is
+            # listed for the ports (the MVU's FVRF read shares none: layouts.OWN_READS; a study of
+            # sharing it, bitstreams/banking.py, gives it a shared port)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("mrf", tspan.start, tspan.stop, False),
-                      ("fvrf", dspan.start, dspan.stop, True)]
+                      ("fvrf", dspan.start, dspan.stop, True), *([("fvrf", dspan.start, dspan.stop, False)] * acc)]
             self.model.dispatch("mvu", ranges, cycles=(busy, 1 + busy))
 
     def _mvu_busy(self, pixels: int, cob: int, kb: int, *, group: int = 0) -> int:

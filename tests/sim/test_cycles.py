@@ -222,3 +222,23 @@ def test_pool_takes_two_pairs_a_round_and_a_reciprocal_per_run_of_equal_divisors
     # 3 rounds of 2 * 9 taps; the last round one pair (a cycle less); the averages 3 more a round
     assert pool_busy("max", 5, 9) == POOL_SETUP + 3 * 18 - 1
     assert pool_busy("avg_pad", 6, 9, 2) == POOL_SETUP + 3 * 21 + 2 * POOL_RECIP
+
+
+def test_an_accumulating_mvc_lists_its_fvrf_read_for_the_ports():
+    """funcsim gives an accumulating mvc's FVRF read a range of its own: no port is shared by the
+    MVU's FVRF read (layouts.OWN_READS), so the cycles are those of the RTL; a study that gives it
+    the MFU's port (bitstreams/banking.py, fvrf_read_sharing) sees the two take turns."""
+    from accelml.hdl.program import assemble
+    from accelml.sim.funcsim import FuncSim
+
+    cfg = preset("a10")
+    text = ("cfg in_h, r0, 4\ncfg in_w, r0, 4\ncfg out_w, r0, 4\ncfg npix, r0, 16\ncfg in_cb, r0, 1\n"
+            "cfg cob, r0, 1\nseti r1, 1000\nseti r2, 2000\nvop add, r2, r1, r1, 512, 0\nmvc r0, r0, r0, {acc}\nhalt")
+    cycles = {}
+    for acc in (0, 1):
+        for share in (False, True):
+            sim = FuncSim(cfg, 1 << 20, numerics=False)
+            if share:
+                sim.model.shared = {**sim.model.shared, (Space.FVRF, False): ("mfu", "mvu")}
+            cycles[acc, share] = sim.run(assemble(text.format(acc=acc))).cycles
+    assert cycles[0, False] == cycles[0, True] == cycles[1, False] < cycles[1, True]
