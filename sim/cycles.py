@@ -393,7 +393,7 @@ class CycleModel:
         self.t = 0  # the cycle the next instruction's FETCH starts
         self.busy: dict[str, int] = defaultdict(int)
         self.inflight: dict[str, _InFlight] = {}
-        self.shared = shared_ports(cfg)  # ports units share (file_ports="shared")
+        self.shared = shared_ports(cfg)  # ports units share (layouts.shared_ports)
         self.port_free = 0  # the memory port: DONE cycle of the transfer holding it last
         self.last_access: tuple[int, bool] | None = None  # DRAM: (cycle, is a write) of the last request
         self.open_row: int | None = None  # DRAM: the open row

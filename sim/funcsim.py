@@ -601,8 +601,7 @@ class FuncSim:
             busy = self._mvu_busy(p, cob, taps * gi, group=cob if ds != cob else 0)
             # the FVRF span as a write: it conflicts with every access, so an accumulating mvc's
             # read of it needs no range for the hazards (control.py's check does the same); it is
-            # listed for the ports (the MVU's FVRF read shares none: layouts.OWN_READS; a study of
-            # sharing it, bitstreams/banking.py, gives it a shared port)
+            # listed for the ports (the MVU's FVRF read shares the MFU's: layouts.SHARED_READS)
             ranges = [("vrf", vspan.start, vspan.stop, False), ("mrf", tspan.start, tspan.stop, False),
                       ("fvrf", dspan.start, dspan.stop, True), *([("fvrf", dspan.start, dspan.stop, False)] * acc)]
             self.model.dispatch("mvu", ranges, cycles=(busy, 1 + busy))

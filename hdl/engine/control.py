@@ -26,9 +26,11 @@ an in-flight write, a write against an in-flight read or write, over the half-op
 operand covers (entries of VRF / MRF / FVRF, bytes of external memory; a strided transfer covers
 its first to last element; an ``mvc`` reads its VRF image span and MRF tile span and writes its
 FVRF destination, which an accumulating one also reads; a ``pool`` reads its VRF image span and
-writes its FVRF destination); with ``EngineConfig.file_ports = "shared"`` also none that would use
-a register-file port it shares with another unit's instruction in flight (``layouts.port_conflict``:
-one write port per file, one read port beside the MVU's), whatever entries they touch; and none of a
+writes its FVRF destination); also none that would use a register-file port it shares with another
+unit's instruction in flight (``layouts.shared_ports``, ``layouts.port_conflict``: the MFU's FVRF
+read port, which an accumulating ``mvc`` reads its sums through; with ``EngineConfig.file_ports =
+"shared"`` one write port per file, one read port beside the MVU's T), whatever entries they touch;
+and none of a
 unit it shares hardware with (``layouts.EXCLUSIVE_UNITS``: the pool runs on the MFU's ports and
 lanes). Then it is
 handed over and control goes on with the next instruction. ``{unit}_reads`` tells the register
@@ -158,8 +160,10 @@ UNIT_INDEX = {u.name: i for i, u in enumerate(UNITS)}
 
 
 def range_layout() -> data.StructLayout:
-    """One operand's span for the hazard check: ``space`` (Space or MEM_SPACE), [lo, hi)."""
-    return data.StructLayout({"valid": 1, "write": 1, "space": 2, "lo": 50, "hi": 50})
+    """One operand's span for the hazard check: ``space`` (Space or MEM_SPACE), [lo, hi); ``read``:
+    a written span the instruction also reads (an accumulating ``mvc``'s FVRF sums), for the read
+    ports (a write conflicts with every access already)."""
+    return data.StructLayout({"valid": 1, "write": 1, "read": 1, "space": 2, "lo": 50, "hi": 50})
 
 
 def _conflict(a, b):
@@ -170,8 +174,8 @@ def _port_use(shared: dict, unit: str, r) -> list:
     """Per shared port (``layouts.shared_ports`` order): does ``unit``'s range ``r`` use it (through
     its own ports or, ``layouts.PORTS_OF``, another unit's)?"""
     unit = PORTS_OF.get(unit, unit)
-    return [r.valid & (r.lo < r.hi) & (r.space == space) & (r.write == write) if unit in group else Const(0, 1)
-            for (space, write), group in shared.items()]
+    return [r.valid & (r.lo < r.hi) & (r.space == space) & (r.write if write else ~r.write | r.read)
+            if unit in group else Const(0, 1) for (space, write), group in shared.items()]
 
 
 class Control(wiring.Component):
@@ -245,7 +249,7 @@ class Control(wiring.Component):
         any_busy = Signal()
         m.d.comb += any_busy.eq(Cat(*s_busy).any())
         def reads(rngs):  # the files an instruction's ranges read, one bit per Space
-            return Cat(*(Cat(*(r.valid & (r.lo < r.hi) & ~r.write & (r.space == space) for r in rngs)).any()
+            return Cat(*(Cat(*(r.valid & (r.lo < r.hi) & (~r.write | r.read) & (r.space == space) for r in rngs)).any()
                          for space in Space))
 
         for u in range(nu):  # the files a unit reads: from the instruction's hand-over to its done
@@ -348,9 +352,10 @@ class Control(wiring.Component):
                 p = sat(p * sat(f))
             return p
 
-        def set_range(k, space, lo, hi, write, valid=1):
+        def set_range(k, space, lo, hi, write, valid=1, read=0):
             r = p_rng[k]
-            return [r.valid.eq(valid), r.write.eq(write), r.space.eq(space), r.lo.eq(lo), r.hi.eq(hi)]
+            return [r.valid.eq(valid), r.write.eq(write), r.read.eq(read), r.space.eq(space), r.lo.eq(lo),
+                    r.hi.eq(hi)]
 
         def clear_fault():
             return [f_valid.eq(0), f_code.eq(ErrorCode.NONE), f_pc.eq(0), f_step.eq(0)]
@@ -649,7 +654,7 @@ class Control(wiring.Component):
                                  p_unit.eq(UNIT_INDEX["mvu"]),
                                  *set_range(0, Space.VRF, w_vs, v_end, 0),
                                  *set_range(1, Space.MRF, w_ts, t_end, 0),
-                                 *set_range(2, Space.FVRF, w_ds, d_end, 1)]  # an accumulating mvc reads it too
+                                 *set_range(2, Space.FVRF, w_ds, d_end, 1, read=w_acc)]  # accumulating: read too
                     m.next = "ISSUE"
                 watchdog()
             with m.State("ISSUE"):  # wait for the unit's slot and for no conflict with any in flight

@@ -26,7 +26,7 @@ __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
     "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_USERS",
-    "FILE_PORT_OWNERS", "MVU_WIDE_FILES", "OWN_READS", "shared_ports", "port_conflict", "PORTS_OF",
+    "FILE_PORT_OWNERS", "MVU_WIDE_FILES", "SHARED_READS", "shared_ports", "port_conflict", "PORTS_OF",
     "EXCLUSIVE_UNITS", "exclusive",
 ]
 
@@ -107,7 +107,8 @@ def dma_store_room(word: int, item: int, max_lanes: int = DMA_MAX_LANES) -> int:
 
 # register-file ports per unit (RegisterFiles users, named after control.UNITS); the MVU also has T
 # read ports on the VRF and the MRF (RegisterFiles wide={"mvu": cfg.tiles}, MVU_WIDE_FILES); its FVRF
-# port reads an accumulating mvc's sums ahead of its rounds (hdl/engine/mvu.py)
+# port reads an accumulating mvc's sums ahead of its rounds (hdl/engine/mvu.py) through the MFU's
+# (SHARED_READS)
 FILE_USERS = {
     "dma_load": {Space.VRF: "w", Space.MRF: "w", Space.FVRF: "w"},
     "dma_store": {Space.VRF: "r", Space.MRF: "r", Space.FVRF: "r"},
@@ -122,9 +123,11 @@ FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 PORTS_OF = {"pool": "mfu"}
 # the files the MVU reads through T one-entry ports (one per tile engine)
 MVU_WIDE_FILES = (Space.VRF, Space.MRF)
-# users whose reads keep a port of their own with file_ports="shared" (shared_ports), as the MVU's T:
-# the MVU's FVRF prefetch runs beside every other unit's reads
-OWN_READS = ("mvu",)
+# read ports shared whatever EngineConfig.file_ports (shared_ports): the MVU's FVRF reads (an
+# accumulating mvc's sums, read ahead) take the MFU's port, so an accumulating mvc and an MFU
+# instruction reading the FVRF take turns (measured free on the compiled seed models:
+# bitstreams/banking.py, fvrf_read_sharing)
+SHARED_READS = {Space.FVRF: ("mfu", "mvu")}
 EXCLUSIVE_UNITS = (("pool", "mfu"),)  # tuples, not sets: the emitted Verilog follows this order
 
 
@@ -134,25 +137,26 @@ def exclusive(unit_a: str, unit_b: str) -> bool:
 
 
 def shared_ports(cfg: EngineConfig) -> dict[tuple[Space, bool], tuple[str, ...]]:
-    """The ports several units share, ``(file, write) -> units``: with ``file_ports="shared"`` one
-    write port per file (its writers in ``FILE_USERS``) and one read port (its readers beside the
-    MVU's T and the MFU's second operand, ``FILE_PORT_OWNERS``); none with ``"unit"``. Control never
-    has two instructions of different units in flight that would use one shared port
-    (:func:`port_conflict`). A banked MRF (``EngineConfig.mrf_banked``) has one read port per bank,
-    the MVU's: the store DMA's MRF reads share them, so a store from the MRF and an ``mvc`` never run
-    at once (``(MRF, read) -> ("dma_store", "mvu")``)."""
+    """The ports several units share, ``(file, write) -> units``. Whatever ``file_ports``: the MVU's
+    FVRF reads share the MFU's port (:data:`SHARED_READS`). With ``file_ports="shared"`` one write
+    port per file (its writers in ``FILE_USERS``) and one read port (its readers beside the MVU's T
+    and the MFU's second operand, ``FILE_PORT_OWNERS``). Control never has two instructions of
+    different units in flight that would use one shared port (:func:`port_conflict`). A banked MRF
+    (``EngineConfig.mrf_banked``) has one read port per bank, the MVU's: the store DMA's MRF reads
+    share them, so a store from the MRF and an ``mvc`` never run at once (``(MRF, read) ->
+    ("dma_store", "mvu")``)."""
     out = {}
+    if cfg.file_ports == "shared":
+        for write in (True, False):
+            for space in Space:
+                units = tuple(u for u, spaces in FILE_USERS.items()
+                              if u not in FILE_PORT_OWNERS and ("w" if write else "r") in spaces.get(space, ""))
+                if len(units) > 1:
+                    out[(space, write)] = units
+    for space, units in SHARED_READS.items():  # with "shared", the file's one read port has them already
+        out.setdefault((space, False), units)
     if cfg.mrf_banked:
         out[(Space.MRF, False)] = ("dma_store", "mvu")
-    if cfg.file_ports != "shared":
-        return out
-    for write in (True, False):
-        for space in Space:
-            units = tuple(u for u, spaces in FILE_USERS.items()
-                          if u not in FILE_PORT_OWNERS and (write or u not in OWN_READS)
-                          and ("w" if write else "r") in spaces.get(space, ""))
-            if len(units) > 1 and (space, write) not in out:
-                out[(space, write)] = units
     return out
 
 

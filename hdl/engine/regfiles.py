@@ -10,26 +10,29 @@ file  write ports                        read ports
 ====  =================================  =========================================================
 VRF   dma_load, mfu (``qnt``)            dma_store, mfu (``deq``; a ``pool``'s taps), mvu x T
 MRF   dma_load                           dma_store, mvu x T
-FVRF  dma_load, mfu (a ``pool``'s), mvu  dma_store, mfu, mfu_b (``vop``'s second operand), mvu
+FVRF  dma_load, mfu (a ``pool``'s), mvu  dma_store, mfu and mvu (one shared port), mfu_b (``vop``'s
+                                         second operand)
 ====  =================================  =========================================================
 
 The matrix-vector unit's VRF and MRF reads are ``wide``: T = ``cfg.tiles`` synchronous read ports
 per file (one per tile engine: its activation block and weight tile) behind one enable (``en`` low
 holds the data read last), a :func:`read_ports_signature` member ``{user}_{file}_wide``
 (``wide_files``: the files they are on). Its FVRF port reads as it writes, ``mfu_width`` entries
-wide (an accumulating ``mvc``'s sums, read ahead: ``mvu.py``). Every read port is a copy of the
-memory in hardware (or one more port of a multi-ported RAM).
+wide (an accumulating ``mvc``'s sums, read ahead: ``mvu.py``); in the engine that read shares the
+MFU's port (``layouts.SHARED_READS``). Every read port is a copy of the memory in hardware (or one
+more port of a multi-ported RAM).
 Each DMA lane beyond the first adds a write port (``dma_load{lane}``) and a read port
 (``dma_store{lane}``) (``Dma.lane_users``: entries narrower than a memory word move several a
 cycle).
 
-Shared ports (``shared``; the engine's: ``layouts.shared_ports``, ``EngineConfig.file_ports =
-"shared"``): an FPGA RAM block has one write port, and every read port is one more copy of the
-memory, so a file with a write port per writing unit is built from flip-flops. With shared ports
-each file has one write port (per bank), which the writer writing takes (the users' enables pick
-it), and one read port (per bank) for its readers besides the MVU's T and the MFU's second operand,
-addressed by the reader whose ``{user}_{file}_active`` input is set (control's ``{unit}_reads``:
-the files the unit's instruction in flight reads). Control never runs two instructions of
+Shared ports (``shared``; the engine's: ``layouts.shared_ports``): an FPGA RAM block has one write
+port, and every read port is one more copy of the memory, so a file with a write port per writing
+unit is built from flip-flops. A shared write port is taken by the writer writing (the users'
+enables pick it); a shared read port is addressed by the reader whose ``{user}_{file}_active``
+input is set (control's ``{unit}_reads``: the files the unit's instruction in flight reads). With
+``EngineConfig.file_ports = "shared"`` each file has one write port (per bank) and one read port
+(per bank) for its readers besides the MVU's T and the MFU's second operand; with ``"unit"`` only
+the MVU's FVRF read shares the MFU's. Control never runs two instructions of
 different units that would use one shared port at once (``layouts.port_conflict``, modelled by
 ``accelml.sim.cycles``), so the users never meet on it.
 
@@ -228,6 +231,13 @@ class FilePlan:
                                   f"port of a banked file's banks (one DMA lane of its entries: the banks' ports "
                                   f"are the MVU's, which the store DMA's reads share)")
 
+    def active_inputs(self) -> list[tuple[str, Space]]:
+        """The readers of shared read ports that say when they read (``{user}_{file}_active``): every
+        one with a port of its own on the file (the ``wide`` users' bank ports of a banked MRF are
+        theirs: the store DMA's reads take them while no ``mvc`` is in flight)."""
+        return [(user, space) for (space, write), group in self.shared.items() if not write
+                for user in group if space in self.users.get(user, {})]
+
     def _ports(self, space: Space, mode: str) -> int:
         users = [u for u, spaces in self.users.items() if mode in spaces.get(space, "")]
         group = self.shared.get((space, mode == "w"), ())
@@ -299,8 +309,7 @@ class RegisterFiles(FilePlan, wiring.Component):
         self.verilog_rams = bool(verilog_rams)
         members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
                    for user, spaces in self.users.items() for space in spaces}
-        members.update({f"{self.port_name(user, space)}_active": In(1) for (space, write), group in self.shared.items()
-                        if not write for user in group if user not in self.wide})
+        members.update({f"{self.port_name(user, space)}_active": In(1) for user, space in self.active_inputs()})
         members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
                         for user, count in self.wide.items() for space in self.wide_files})
         if self.copies_user is not None:  # a banked MRF: bit d, a copy of the entry written d entries on

@@ -124,13 +124,10 @@ class Engine(wiring.Component):
             name = space.name.lower()
             wiring.connect(m, getattr(mvu, f"{name}_r"), getattr(files, f"mvu_{name}_wide"))
         wiring.connect(m, pool.mfu, mfu.lend)  # the pool runs on the MFU's ports and lanes
-        for (space, write), group in files.shared.items():  # a shared read port: who reads the file now
-            for user in group if not write else ():
-                if user in files.wide:  # a banked MRF's bank ports are the MVU's (regfiles.py)
-                    continue
-                readers = [user, *(u for u, owner in PORTS_OF.items() if owner == user)]
-                m.d.comb += getattr(files, f"{files.port_name(user, space)}_active").eq(
-                    Cat(*(getattr(ctl, f"{u}_reads")[space.value] for u in readers)).any())
+        for user, space in files.active_inputs():  # a shared read port: who reads the file now
+            readers = [user, *(u for u, owner in PORTS_OF.items() if owner == user)]
+            m.d.comb += getattr(files, f"{files.port_name(user, space)}_active").eq(
+                Cat(*(getattr(ctl, f"{u}_reads")[space.value] for u in readers)).any())
         if self.cfg.mrf_banked:  # the banks a load's entry and its copies go to
             m.d.comb += files.dma_load_mrf_copies.eq(ld.mrf_copies)
         ld.connect_lanes(m, files, "dma_load")

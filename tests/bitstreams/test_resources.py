@@ -95,25 +95,26 @@ def test_the_model_reproduces_the_whole_engine_it_is_calibrated_on():
 
 def test_replicated_files_cost_a_copy_per_read_port_and_banks_do_not():
     """A copy per read port the RTL builds: with shared ports, T for the MVU on the VRF and MRF and
-    one for the rest, and on the FVRF one for the MVU's sums read ahead and one for the MFU's second
-    operand; with a port per unit, one per reader."""
+    one for the rest, and on the FVRF one for the MFU's second operand beside the one the rest share
+    (the MVU's sums read ahead among them); with a port per unit, one per reader, the MVU's FVRF read
+    on the MFU's (layouts.SHARED_READS)."""
     from accelml.hdl.engine.top import file_plan
     from accelml.hdl.isa import Space
 
     ecp5 = resources.DEVICES["LFE5U-85F"]
     cfg = dataclasses.replace(preset("ecp5"), tiles=2)
     assert cfg.file_ports == "shared"
-    assert file_plan(cfg).read_ports() == {Space.VRF: 3, Space.MRF: 3, Space.FVRF: 3}
+    assert file_plan(cfg).read_ports() == {Space.VRF: 3, Space.MRF: 3, Space.FVRF: 2}
     vec = cfg.native_dim * (cfg.mantissa_bits + 1) + cfg.exponent_bits
     copy = {Space.VRF: resources._ram_blocks(vec, cfg.vrf_vectors, ecp5),
             Space.MRF: resources._ram_blocks(cfg.native_dim * vec, cfg.mrf_tiles, ecp5),
             Space.FVRF: resources._ram_blocks(32 * cfg.native_dim, cfg.fvrf_vectors, ecp5)}
     total = resources.register_file_blocks(cfg, ecp5)
-    assert total == 3 * copy[Space.VRF] + 3 * copy[Space.MRF] + 3 * copy[Space.FVRF]
+    assert total == 3 * copy[Space.VRF] + 3 * copy[Space.MRF] + 2 * copy[Space.FVRF]
     assert resources.register_file_blocks(cfg, ecp5, read_ports=1) == sum(copy.values())
-    # VRF: store, mfu (the pool reads through the MFU's port), the MVU's T; FVRF: store, mfu, mfu_b, mvu
+    # VRF: store, mfu (the pool reads through the MFU's port), the MVU's T; FVRF: store, mfu with mvu, mfu_b
     per_unit = dataclasses.replace(cfg, file_ports="unit")
-    assert resources.register_file_blocks(per_unit, ecp5) == 4 * copy[Space.VRF] + 3 * copy[Space.MRF] + 4 * copy[
+    assert resources.register_file_blocks(per_unit, ecp5) == 4 * copy[Space.VRF] + 3 * copy[Space.MRF] + 3 * copy[
         Space.FVRF]
     assert resources.register_file_blocks(cfg, ecp5, banked=True) < total
 

@@ -33,7 +33,7 @@ from accelml.sim.cycles import (
 )
 from accelml.sim.dram import DDR4_2400, derating
 
-CFG = dataclasses.replace(preset("tiny"), file_ports="unit")  # a port per unit: only range hazards
+CFG = dataclasses.replace(preset("tiny"), file_ports="unit")  # a port per unit (but the MVU's FVRF read)
 SHARED = preset("tiny")  # one write port per file, one read port beside the MVU's
 
 
@@ -98,7 +98,12 @@ def test_units_sharing_a_file_port_take_turns():
 def test_port_conflict_is_by_file_direction_and_unit():
     shared = shared_ports(SHARED)
     assert shared[(Space.FVRF, True)] == ("dma_load", "mfu", "mvu")  # the pool writes through the MFU's
-    assert shared_ports(CFG) == {}
+    assert shared[(Space.FVRF, False)] == ("dma_store", "mfu", "mvu")
+    assert shared_ports(CFG) == {(Space.FVRF, False): ("mfu", "mvu")}  # a port per unit but the MVU's sums
+    acc = [("fvrf", 0, 4, True), ("fvrf", 0, 4, False)]  # an accumulating mvc's destination, read too
+    assert port_conflict(shared_ports(CFG), "mvu", acc, "mfu", [("fvrf", 100, 104, False)])
+    assert not port_conflict(shared_ports(CFG), "mvu", acc[:1], "mfu", [("fvrf", 100, 104, False)])
+    assert not port_conflict(shared_ports(CFG), "mvu", acc, "dma_store", [("fvrf", 100, 104, False)])
     w = [("fvrf", 0, 4, True)]
     assert port_conflict(shared, "mvu", w, "pool", [("fvrf", 100, 104, True)])
     assert not port_conflict(shared, "mvu", w, "pool", [("vrf", 0, 4, False)])  # the pool's VRF read
@@ -224,21 +229,25 @@ def test_pool_takes_two_pairs_a_round_and_a_reciprocal_per_run_of_equal_divisors
     assert pool_busy("avg_pad", 6, 9, 2) == POOL_SETUP + 3 * 21 + 2 * POOL_RECIP
 
 
-def test_an_accumulating_mvc_lists_its_fvrf_read_for_the_ports():
-    """funcsim gives an accumulating mvc's FVRF read a range of its own: no port is shared by the
-    MVU's FVRF read (layouts.OWN_READS), so the cycles are those of the RTL; a study that gives it
-    the MFU's port (bitstreams/banking.py, fvrf_read_sharing) sees the two take turns."""
+def test_an_accumulating_mvc_takes_turns_with_the_mfus_fvrf_reads():
+    """funcsim gives an accumulating mvc's FVRF read a range of its own for the ports: the MVU's
+    FVRF read shares the MFU's port (layouts.SHARED_READS, as the RTL builds it), so an MFU
+    instruction reading the FVRF and an accumulating mvc take turns, on a port per unit as on shared
+    ports; a non-accumulating mvc runs beside it, as does one whose read has a port of its own
+    (bitstreams/banking.py, own_fvrf_read)."""
+    from accelml.bitstreams.banking import own_fvrf_read
     from accelml.hdl.program import assemble
     from accelml.sim.funcsim import FuncSim
 
-    cfg = preset("a10")
     text = ("cfg in_h, r0, 4\ncfg in_w, r0, 4\ncfg out_w, r0, 4\ncfg npix, r0, 16\ncfg in_cb, r0, 1\n"
-            "cfg cob, r0, 1\nseti r1, 1000\nseti r2, 2000\nvop add, r2, r1, r1, 512, 0\nmvc r0, r0, r0, {acc}\nhalt")
-    cycles = {}
-    for acc in (0, 1):
-        for share in (False, True):
-            sim = FuncSim(cfg, 1 << 20, numerics=False)
-            if share:
-                sim.model.shared = {**sim.model.shared, (Space.FVRF, False): ("mfu", "mvu")}
-            cycles[acc, share] = sim.run(assemble(text.format(acc=acc))).cycles
-    assert cycles[0, False] == cycles[0, True] == cycles[1, False] < cycles[1, True]
+            "cfg cob, r0, 1\nseti r1, 1000\nseti r2, 2000\nqnt r1, r2, 512\nmvc r0, r0, r0, {acc}\nhalt")
+    for cfg in (preset("a10"), preset("tiny")):
+        assert (Space.FVRF, False) in shared_ports(cfg) and "mvu" in shared_ports(cfg)[Space.FVRF, False]
+        cycles = {}
+        for acc in (0, 1):
+            for own in (False, True):
+                sim = FuncSim(cfg, 1 << 20, numerics=False)
+                if own:
+                    sim.model.shared = own_fvrf_read(sim.model.shared)
+                cycles[acc, own] = sim.run(assemble(text.format(acc=acc))).cycles
+        assert cycles[0, False] == cycles[0, True] == cycles[1, True] < cycles[1, False], cfg.name

@@ -843,6 +843,52 @@ def test_an_accumulating_mvc_reads_its_sums_ahead_at_no_cost(name):
     assert busy[0] == busy[1]
 
 
+# the MVU's FVRF read shares the MFU's port on shared ports (tiny) and on a port per unit
+SUMS_BESIDE_MFU = {"shared": CFG, "unit": dataclasses.replace(CFG, file_ports="unit", name="tiny-unit")}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", sorted(SUMS_BESIDE_MFU))
+def test_an_accumulating_mvc_reads_its_sums_through_the_mfus_port(request, name):
+    """The MVU reads an accumulating mvc's sums through the MFU's FVRF read port
+    (layouts.SHARED_READS): a qnt reading other FVRF entries and an accumulating mvc take turns,
+    a non-accumulating one runs beside it, in the cycles the model gives, the results byte for byte
+    funcsim's; the model with the MVU's read on a port of its own runs both at once."""
+    from accelml.bitstreams.banking import own_fvrf_read
+
+    cfg = SUMS_BESIDE_MFU[name]
+    rtl.require_tools()
+    engine = request.getfixturevalue("engine") if cfg is CFG else EngineSim(cfg)
+    rnd = random.Random(name)
+    npix, span, qn = 16, 64, 40  # the image: 16 vectors at 0, a tile, the FVRF's span, room for the stores
+    taddr, faddr = 16 * cfg.bfp_vector_bytes, 16 * cfg.bfp_vector_bytes + cfg.tile_bytes
+    oaddr = faddr + span * cfg.fp_vector_bytes
+    img = bytearray(bfp_bytes(cfg, rnd, 16, extreme=0.0, high=False))
+    img.extend(bfp_bytes(cfg, rnd, cfg.native_dim, extreme=0.0, high=False))
+    rng = np.random.default_rng(rnd.getrandbits(32))
+    img.extend((rng.standard_normal((span, cfg.native_dim)) * 8).astype("<f4").tobytes())
+    img.extend(bytes(span * cfg.fp_vector_bytes + qn * cfg.bfp_vector_bytes + 64))
+    runs = {}
+    for acc in (0, 1):
+        # qnt: FVRF [20, 60) -> VRF [100, 140); mvc: VRF [0, 16) -> FVRF [0, 16), read too with acc
+        text = "".join(f"cfg {key}, r0, {v}\n" for key, v in {
+            "in_h": 4, "in_w": 4, "out_w": 4, "npix": npix, "in_cb": 1, "cob": 1}.items())
+        text += (f"seti r1, {taddr}\nld vrf, r0, r0, 1, 16\nld mrf, r0, r1, 1, 1\n"
+                 f"seti r2, {faddr}\nld fvrf, r0, r2, 1, {span}\nseti r5, 100\nseti r6, 20\n"
+                 f"qnt r5, r6, {qn}\nmvc r0, r0, r0, {acc}\n"
+                 f"seti r4, {oaddr}\nst fvrf, r0, r4, 1, 16\nseti r7, {oaddr + span * cfg.fp_vector_bytes}\n"
+                 f"st vrf, r5, r7, 1, {qn}\nhalt")
+        program = assemble(text)
+        ref, got = _same(engine, program, img)
+        assert got.error is ErrorCode.NONE
+        assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+        own = FuncSim(cfg, len(img), numerics=False)
+        own.model.shared = own_fvrf_read(own.model.shared)
+        runs[acc] = got.cycles, own.run(program).cycles
+    # without acc the two run at once either way; with it they take turns, longer than the qnt alone
+    assert runs[0][0] == runs[0][1] == runs[1][1] < runs[1][0]
+
+
 POOL_SHAPES = {
     "3x3": {"in_h": 4, "in_w": 4, "kh": 3, "kw": 3, "out_w": 2, "npix": 4, "in_cb": 2},
     "2x2_stride_2": {"in_h": 4, "in_w": 4, "kh": 2, "kw": 2, "stride_h": 2, "stride_w": 2, "out_w": 2, "npix": 4,
