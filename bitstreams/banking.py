@@ -37,6 +37,7 @@ schedule's.
 
     python -m accelml.bitstreams.banking [--models resnet50,mobilenet_v2] [--tiles 8,14,16]
     python -m accelml.bitstreams.banking --dividers    (what dividing addresses by T costs)
+    python -m accelml.bitstreams.banking --fvrf-depths 16384,8192    (what a smaller FVRF costs)
 """
 
 from __future__ import annotations
@@ -159,10 +160,11 @@ def measure(cm, *, mapping: str = "present", vrf_copies: int = 1) -> dict:
 
 
 def ram_blocks(cfg: EngineConfig, device: resources.Device | str, *, mapping: str, vrf_copies: int = 1) -> int:
-    """RAM blocks of the three files: the resource model's banked count (``present``: T banks of
-    each file, what it assumes) or, ``chunked``, the MRF and FVRF banked as the model counts them and
-    the VRF as ``vrf_copies`` full copies for the MVU plus one for the other readers (the DMA, the
-    MFU, the pool), each read copy a whole file."""
+    """RAM blocks of the three files: the resource model's count on Intel (``present``: T banks of
+    the VRF and the MRF, what it assumes, and the FVRF as built, a copy per read port) or,
+    ``chunked``, the MRF and FVRF as the model counts them and the VRF as ``vrf_copies`` full copies
+    for the MVU plus one for the other readers (the DMA, the MFU, the pool), each read copy a whole
+    file."""
     dev = resources.DEVICES[device] if isinstance(device, str) else device
     banked = resources.register_file_blocks(cfg, dev, banked=True)
     if mapping == "present":
@@ -171,6 +173,13 @@ def ram_blocks(cfg: EngineConfig, device: resources.Device | str, *, mapping: st
     t = cfg.tiles
     vrf_banked = t * resources._ram_blocks(vec, math.ceil(cfg.vrf_vectors / t), dev)
     return banked - vrf_banked + (vrf_copies + 1) * resources._ram_blocks(vec, cfg.vrf_vectors, dev)
+
+
+def chunked_ram(cfg: EngineConfig, dev: resources.Device, vrf_copies: int) -> int:
+    """The whole engine's RAM blocks with the chunked mapping's ``vrf_copies`` + 1 VRF copies: the
+    files (:func:`ram_blocks`) and the rest of the model's count (the instruction memory)."""
+    rest = resources.estimate(cfg, dev).ram_blocks - resources.register_file_blocks(cfg, dev, banked=True)
+    return ram_blocks(cfg, dev, mapping="chunked", vrf_copies=vrf_copies) + rest
 
 
 def crossbar_alms(cfg: EngineConfig, device: resources.Device | str) -> float:
@@ -250,11 +259,14 @@ def main(argv=None) -> int:
                     help="instead: synth_ecp5 of the constant divisions a banked MRF's addresses take")
     ap.add_argument("--fvrf-sharing", action="store_true",
                     help="instead: the models' cycles with the MVU's FVRF read sharing the MFU's port")
+    ap.add_argument("--fvrf-depths", default=None, metavar="N,N",
+                    help="instead: the models' cycles and the FVRF's RAM at these FVRF depths (vectors)")
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--models", default="resnet50,mobilenet_v2")
     ap.add_argument("--tiles", default="8,14,16", help="tile engines to try (the MRF scaled with them)")
     ap.add_argument("--precision", default="fast")
     ap.add_argument("--vrf-vectors", type=int, default=None, help="the VRF's depth (default: the preset's)")
+    ap.add_argument("--fvrf-vectors", type=int, default=None, help="the FVRF's depth (default: the preset's)")
     ap.add_argument("--copies", default="1,2,4", help="VRF read copies to try on the chunked mapping")
     args = ap.parse_args(argv)
     if args.dividers:
@@ -276,13 +288,30 @@ def main(argv=None) -> int:
         return 0
     device = resources.PRESET_DEVICES[base.name]
     dev = resources.DEVICES[device]
+    if args.fvrf_depths:
+        depths = [int(x) for x in args.fvrf_depths.split(",")]
+        cfgs = [dataclasses.replace(base, fvrf_vectors=d, name=f"{base.name}-fvrf{d}") for d in depths]
+        for d, cfg in zip(depths, cfgs, strict=True):
+            est = resources.estimate(cfg, dev)
+            print(f"{base.name} with {d:,} FVRF vectors: {est.ram_blocks:,} / {dev.ram_blocks:,} RAM blocks "
+                  f"(file_ports={cfg.file_ports!r}), "
+                  f"{resources.estimate(dataclasses.replace(cfg, file_ports='shared'), dev).ram_blocks:,} "
+                  "with 'shared'", flush=True)
+        for name in args.models.split(","):
+            model = models.build(name, "full")
+            cycles = [compile_model(model, config=cfg, name=name, precision=args.precision).summary()["cycles"]
+                      for cfg in cfgs]
+            print(f"{name}: " + ", ".join(f"{d:,} vectors {c:,} cycles ({c / cycles[0]:.4f}x)"
+                                          for d, c in zip(depths, cycles, strict=True)), flush=True)
+        return 0
     print(f"{base.describe()}; device {dev.name}; precision {args.precision}; programs: the compiler's "
           "for each T, synthetic weights")
     for name in args.models.split(","):
         model = models.build(name, "full")
         for t in (int(x) for x in args.tiles.split(",")):
             cfg = dataclasses.replace(resources.scaled(base, t), name=f"{base.name}-t{t}",
-                                      vrf_vectors=args.vrf_vectors or base.vrf_vectors)
+                                      vrf_vectors=args.vrf_vectors or base.vrf_vectors,
+                                      fvrf_vectors=args.fvrf_vectors or base.fvrf_vectors)
             est = resources.estimate(cfg, dev)
             cm = compile_model(model, config=cfg, name=name, precision=args.precision)
             ref = measure(cm)
@@ -303,11 +332,11 @@ def main(argv=None) -> int:
                   f"weights {wb[1] / 1e6:.1f} MB ({wb[1] / wb[0]:.3f}x)")
             for v in (int(x) for x in args.copies.split(",")):
                 r = measure(cm, mapping="chunked", vrf_copies=v)
-                ram = ram_blocks(cfg, dev, mapping="chunked", vrf_copies=v)
-                ctl = est.ram_blocks - resources.register_file_blocks(cfg, dev, banked=True)
+                ram = [chunked_ram(c, dev, v) for c in (cfg, dataclasses.replace(cfg, file_ports="shared"))]
                 print(f"  chunked, {v} + 1 VRF read copies: {r['cycles']:,} cycles "
                       f"({r['cycles'] / ref['cycles']:.3f}x), MVU busy {r['mvu_busy']:,}; "
-                      f"{ram + ctl:,} / {dev.ram_blocks:,} RAM blocks")
+                      f"{ram[0]:,} / {dev.ram_blocks:,} RAM blocks with file_ports={cfg.file_ports!r}, "
+                      f"{ram[1]:,} with 'shared' (the FVRF's copies are its read ports)")
     return 0
 
 

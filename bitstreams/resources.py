@@ -37,9 +37,10 @@ What it counts, and from where:
 * **Register files** (``register_file_blocks``): VRF, MRF and FVRF (rows of ``mfu_width`` vectors),
   each read by the MVU T times a cycle plus by the rest. On ECP5, as the RTL builds it: one memory
   with the read ports ``RegisterFiles.read_ports`` counts, which synthesis replicates (a full copy
-  per read port). On Intel:
-  banked, T banks of depth/T and conflict-free addresses, which is **not yet built**. Blocks at
-  the device RAM's widest shape that holds the depth.
+  per read port). On Intel: the VRF and MRF banked, T banks of depth/T and conflict-free
+  addresses (the MRF's is built behind ``EngineConfig.mrf_banked``, the VRF's **not yet**); the
+  FVRF as the RTL builds it, a copy per read port (the MVU reads it through the MFU's port, no
+  longer T times a cycle). Blocks at the device RAM's widest shape that holds the depth.
 
 * **Pool** (``pool_cost``): the pool unit folds ``mfu_width`` vectors a cycle on the MFU's lanes
   and ports, which the MFU lends it: the 2:1 multiplexers at their inputs beyond the first vector,
@@ -300,27 +301,26 @@ def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
 
 def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None,
                          banked: bool | None = None) -> int:
-    """RAM blocks of the VRF, MRF and FVRF with the MVU's ``T`` reads per cycle plus one general read.
+    """RAM blocks of the VRF, MRF and FVRF.
 
     ``banked=False`` (what the RTL builds, and the default on ECP5): each file is one memory with
-    ``read_ports`` read ports (default: the RTL's, ``RegisterFiles.read_ports``: T for the MVU, one
-    shared by the other readers with ``file_ports="shared"``, one more for the MFU's second FVRF
-    operand), which synthesis builds as that many full copies (a RAM block has one write and one
-    read port). ``banked=True`` (the default on Intel devices, **not yet
-    built**): each file is split into T banks of depth/T, one read per bank per cycle, the general
-    port sharing them; this needs an address placement the compiler guarantees free of bank conflicts.
-    The FVRF rows are ``mfu_width`` vectors wide, as the MFU reads them; banked, T reads of distinct
-    vectors need ``ceil(T / mfu_width)`` banks of such rows.
+    ``read_ports`` read ports (default: the RTL's, ``RegisterFiles.read_ports``: T for the MVU on
+    the VRF and MRF, one shared by the other readers with ``file_ports="shared"``, one more for the
+    MFU's second FVRF operand), which synthesis builds as that many full copies (a RAM block has one
+    write and one read port). ``banked=True`` (the default on Intel devices): the VRF and MRF are
+    split into T banks of depth/T, one read per bank per cycle, the general port sharing them; this
+    needs an address placement free of bank conflicts (the MRF's is built, ``mrf_banked``; the
+    VRF's **not yet**). The FVRF has no T reads to bank for (the MVU reads an accumulating ``mvc``'s
+    sums ahead through the MFU's port), so it is counted as built either way: a copy per read port.
+    The FVRF's rows are ``mfu_width`` vectors wide, as the MFU reads them.
     """
     t = cfg.tiles
     if banked is None:
         banked = dev.family != "ecp5"
     n, e = cfg.native_dim, cfg.exponent_bits
     vec = n * (cfg.mantissa_bits + 1) + e
-    files = [(vec, cfg.vrf_vectors, t), (n * vec, cfg.mrf_tiles, t),
-             (32 * n * cfg.mfu_width, math.ceil(cfg.fvrf_vectors / cfg.mfu_width), math.ceil(t / cfg.mfu_width))]
-    if banked:
-        return sum(b * _ram_blocks(w, math.ceil(d / b), dev) for w, d, b in files)
+    files = [(vec, cfg.vrf_vectors), (n * vec, cfg.mrf_tiles),
+             (32 * n * cfg.mfu_width, math.ceil(cfg.fvrf_vectors / cfg.mfu_width))]
     if read_ports is None:  # the RTL's read ports per file (a copy each)
         from accelml.hdl.engine.top import file_plan
 
@@ -328,7 +328,10 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
         copies = [ports[space] for space in (Space.VRF, Space.MRF, Space.FVRF)]
     else:
         copies = [read_ports] * 3
-    return sum(c * _ram_blocks(w, d, dev) for c, (w, d, _) in zip(copies, files, strict=True))
+    if banked:
+        return sum(t * _ram_blocks(w, math.ceil(d / t), dev) for w, d in files[:2]) + copies[2] * _ram_blocks(
+            *files[2], dev)
+    return sum(c * _ram_blocks(w, d, dev) for c, (w, d) in zip(copies, files, strict=True))
 
 
 def _engine_records() -> list[tuple[EngineConfig, dict]]:

@@ -24,7 +24,8 @@ carries, 119 of 156 multipliers, 159 of 208 block RAMs); at N = 8 it did not.
 port per file; beside the MVU's, one read port for the other units), which RAM blocks can hold and
 whole-engine synthesis measures; units that would use one such port take turns. ``a10`` and
 ``s10`` keep ``"unit"`` ports, a port set per unit: their figures assume files that are not built
-from RAM blocks yet (bitstreams/README.md).
+from RAM blocks yet (bitstreams/README.md). Either way the MVU reads an accumulating ``mvc``'s
+sums through the MFU's FVRF read port (``hdl/engine/layouts.py``, ``SHARED_READS``).
 
 ``mrf_banked``: the MRF as T banks, tile engine t reading bank t only (docs/isa.md, "Banked MRF"),
 built in the functional simulator, the compiler and the RTL; no preset uses it yet (its cost on

@@ -117,6 +117,15 @@ def test_replicated_files_cost_a_copy_per_read_port_and_banks_do_not():
     assert resources.register_file_blocks(per_unit, ecp5) == 4 * copy[Space.VRF] + 3 * copy[Space.MRF] + 3 * copy[
         Space.FVRF]
     assert resources.register_file_blocks(cfg, ecp5, banked=True) < total
+    # on Intel the VRF and MRF are counted banked; the FVRF, which the MVU no longer reads T times a
+    # cycle, as built: a copy per read port (store, the MFU's shared with the MVU's sums, mfu_b; one
+    # fewer when the store shares the MFU's too)
+    a10 = preset("a10")
+    dev = resources.DEVICES[resources.PRESET_DEVICES["a10"]]
+    shared = dataclasses.replace(a10, file_ports="shared")
+    assert file_plan(a10).read_ports()[Space.FVRF] == 3 and file_plan(shared).read_ports()[Space.FVRF] == 2
+    fvrf = resources._ram_blocks(32 * a10.native_dim * a10.mfu_width, a10.fvrf_vectors // a10.mfu_width, dev)
+    assert resources.register_file_blocks(a10, dev) - resources.register_file_blocks(shared, dev) == fvrf
 
 
 def test_largest_tiles_fits_and_one_more_does_not():
