@@ -42,11 +42,13 @@ schedule's.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from accelml.hdl.config import EngineConfig, preset
+from accelml.hdl.engine.layouts import port_conflict, shared_ports
 from accelml.hdl.isa import Space
 from accelml.sim.cycles import MVU_SETUP_EMPTY, mvu_busy
 from accelml.sim.funcsim import FuncSim
@@ -193,6 +195,22 @@ def crossbar_alms(cfg: EngineConfig, device: resources.Device | str) -> float:
     return cfg.tiles * (cfg.native_dim + 1) * vec * per_bit
 
 
+def timed(cm, shared: dict, rule=None) -> int:
+    """The compiled model ``cm``'s modelled cycles with the shared ports ``shared`` (as
+    ``layouts.shared_ports`` gives them) and, if given, another ``rule`` for them (the signature of
+    ``layouts.port_conflict``)."""
+    cycles = 0
+    for seg in cm.segments:
+        if seg.compiled is None:
+            continue
+        sim = FuncSim(cm.cfg, seg.compiled.mem_bytes, numerics=False)
+        sim.model.shared = shared
+        if rule is not None:
+            sim.model.port_conflict = rule
+        cycles += sim.run(seg.compiled.program).cycles
+    return cycles
+
+
 def fvrf_read_sharing(cm) -> dict:
     """The compiled model ``cm``'s modelled cycles with the MVU's FVRF read (an accumulating
     ``mvc``'s sums, read ahead: ``hdl/engine/mvu.py``) sharing the MFU's FVRF read port, as built
@@ -200,16 +218,48 @@ def fvrf_read_sharing(cm) -> dict:
     turns), and on a port of its own (a copy of the FVRF more), and its accumulating ``mvc``s."""
     from accelml.hdl.isa import Opcode
 
-    out = {"shared": measure(cm)["cycles"], "own": 0, "accumulating": 0}  # the present mapping: as built
-    for seg in cm.segments:
-        if seg.compiled is None:
-            continue
-        out["accumulating"] += sum(1 for i in seg.compiled.program.instructions
-                                   if i.op is Opcode.MVC and i.acc)
-        sim = FuncSim(cm.cfg, seg.compiled.mem_bytes, numerics=False)
-        sim.model.shared = own_fvrf_read(sim.model.shared)
-        out["own"] += sim.run(seg.compiled.program).cycles
-    return out
+    accumulating = sum(1 for seg in cm.segments if seg.compiled is not None
+                       for i in seg.compiled.program.instructions if i.op is Opcode.MVC and i.acc)
+    return {"shared": measure(cm)["cycles"], "own": timed(cm, own_fvrf_read(shared_ports(cm.cfg))),
+            "accumulating": accumulating}
+
+
+def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
+    """Ways to give the VRF and FVRF fewer write ports than a port set per unit, as ``(shared,
+    rule)`` for :func:`timed`: ``one`` write port per file (``file_ports="shared"``, one read port
+    beside the MVU's); ``one_vrf`` / ``one_fvrf``: that on the VRF's / the FVRF's writes alone;
+    ``mfu_own``: the MFU (and the pool) on a write port of its own and the others sharing one, two
+    write ports per memory; ``halves``: one write port per half of each file's entries (two
+    memories of half the depth, each with one write port, so no copy more), units taking turns only
+    when they write the same half."""
+    one = shared_ports(dataclasses.replace(cfg, file_ports="shared"))
+    own = shared_ports(cfg)
+    alone = {f"one_{space.name.lower()}": ({**own, (space, True): one[(space, True)]}, None)
+             for space in (Space.VRF, Space.FVRF)}
+    mfu_own = dict(one)
+    for space in (Space.VRF, Space.FVRF):
+        group = tuple(u for u in one.get((space, True), ()) if u != "mfu")
+        mfu_own.pop((space, True), None)
+        if len(group) > 1:
+            mfu_own[(space, True)] = group
+    depth = {"vrf": cfg.vrf_vectors, "mrf": cfg.mrf_tiles, "fvrf": cfg.fvrf_vectors}
+
+    def halves(shared, unit_a, ranges_a, unit_b, ranges_b) -> bool:
+        reads = [[r for r in rs if not r[3]] for rs in (ranges_a, ranges_b)]
+        if port_conflict(shared, unit_a, reads[0], unit_b, reads[1]):
+            return True
+        for wa in (r for r in ranges_a if r[3] and r[0] in depth):
+            for wb in (r for r in ranges_b if r[3] and r[0] == wa[0]):
+                half = depth[wa[0]] // 2
+
+                def touched(r, half=half):  # the halves a written span [lo, hi) touches
+                    return {h for h, on in ((0, r[1] < half), (1, r[2] > half)) if on}
+
+                if port_conflict(shared, unit_a, [wa], unit_b, [wb]) and touched(wa) & touched(wb):
+                    return True
+        return False
+
+    return {"one": (one, None), **alone, "mfu_own": (mfu_own, None), "halves": (one, halves)}
 
 
 def own_fvrf_read(shared: dict) -> dict:
@@ -250,7 +300,6 @@ def divider_cells(width: int, divisor: int, *, reciprocal: bool = False) -> dict
 
 def main(argv=None) -> int:
     import argparse
-    import dataclasses
 
     from accelml.compiler import compile_model, models
 
@@ -259,6 +308,8 @@ def main(argv=None) -> int:
                     help="instead: synth_ecp5 of the constant divisions a banked MRF's addresses take")
     ap.add_argument("--fvrf-sharing", action="store_true",
                     help="instead: the models' cycles with the MVU's FVRF read sharing the MFU's port")
+    ap.add_argument("--write-ports", action="store_true",
+                    help="instead: the models' cycles with fewer VRF and FVRF write ports (write_port_rules)")
     ap.add_argument("--fvrf-depths", default=None, metavar="N,N",
                     help="instead: the models' cycles and the FVRF's RAM at these FVRF depths (vectors)")
     ap.add_argument("--preset", default="a10")
@@ -285,6 +336,15 @@ def main(argv=None) -> int:
             print(f"{name} on {base.name}: {r['accumulating']} accumulating mvc; {r['shared']:,} cycles with the "
                   f"MVU's FVRF read sharing the MFU's port (built), {r['own']:,} on a port of its own "
                   f"(sharing: {r['shared'] / r['own']:.4f}x)", flush=True)
+        return 0
+    if args.write_ports:
+        rules = write_port_rules(base)
+        for name in args.models.split(","):
+            cm = compile_model(models.build(name, "full"), config=base, name=name, precision=args.precision)
+            built = measure(cm)["cycles"]
+            print(f"{name} on {base.name}: {built:,} cycles with its ports; " + ", ".join(
+                f"{rule} {c:,} ({c / built:.4f}x)" for rule, c in
+                ((rule, timed(cm, shared, fn)) for rule, (shared, fn) in rules.items())), flush=True)
         return 0
     device = resources.PRESET_DEVICES[base.name]
     dev = resources.DEVICES[device]

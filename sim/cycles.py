@@ -394,6 +394,7 @@ class CycleModel:
         self.busy: dict[str, int] = defaultdict(int)
         self.inflight: dict[str, _InFlight] = {}
         self.shared = shared_ports(cfg)  # ports units share (layouts.shared_ports)
+        self.port_conflict = port_conflict  # the rule for them (a study may time another)
         self.port_free = 0  # the memory port: DONE cycle of the transfer holding it last
         self.last_access: tuple[int, bool] | None = None  # DRAM: (cycle, is a write) of the last request
         self.open_row: int | None = None  # DRAM: the open row
@@ -448,7 +449,7 @@ class CycleModel:
             d = max(d, held.free)
         for other, f in self.inflight.items():
             if f.free > d and (_conflict(ranges, f.ranges) or exclusive(unit, other)
-                               or port_conflict(self.shared, unit, ranges, other, f.ranges)):
+                               or self.port_conflict(self.shared, unit, ranges, other, f.ranges)):
                 d = f.free
         if mfu is not None:
             op, count, period = mfu

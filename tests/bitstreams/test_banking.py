@@ -115,3 +115,30 @@ def test_a_constant_division_takes_no_multiplier_and_a_reciprocal_product_does()
     plain, product = divider_cells(12, 14), divider_cells(12, 14, reciprocal=True)
     assert plain.get("MULT18X18D", 0) == 0 and plain.get("LUT4", 0) > 0
     assert product.get("MULT18X18D", 0) > 0
+
+
+@pytest.mark.parametrize(("dst", "rule", "turns"), [
+    (9000, "built", False), (9000, "one", True), (9000, "one_fvrf", True), (9000, "one_vrf", False),
+    (9000, "mfu_own", False), (9000, "halves", False), (2000, "halves", True)])
+def test_write_port_rules_make_units_take_turns_on_a_shared_write_port(dst, rule, turns):
+    """A vop writing the FVRF at ``dst`` and an mvc writing FVRF [0, 16) on a10 (16,384 FVRF
+    vectors: halves at 8,192): on a port per unit, or with the MFU on a write port of its own, the
+    two run at once; on one FVRF write port they take turns; on a write port per half only when
+    both write the same half."""
+    from accelml.hdl.program import assemble
+
+    cfg = preset("a10")
+    text = ("cfg in_h, r0, 4\ncfg in_w, r0, 4\ncfg out_w, r0, 4\ncfg npix, r0, 16\ncfg in_cb, r0, 1\n"
+            f"cfg cob, r0, 1\nseti r1, 1000\nseti r2, {dst}\nvop add, r2, r1, r1, 512, 0\nmvc r0, r0, r0, 0\nhalt")
+    rules = {"built": (None, None), **banking.write_port_rules(cfg)}
+
+    def cycles(name):
+        sim = FuncSim(cfg, 1 << 20, numerics=False)
+        shared, fn = rules[name]
+        if shared is not None:
+            sim.model.shared = shared
+        if fn is not None:
+            sim.model.port_conflict = fn
+        return sim.run(assemble(text)).cycles
+
+    assert (cycles(rule) > cycles("built")) == turns
