@@ -229,9 +229,10 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
     rule)`` for :func:`timed`: ``one`` write port per file (``file_ports="shared"``, one read port
     beside the MVU's); ``one_vrf`` / ``one_fvrf``: that on the VRF's / the FVRF's writes alone;
     ``mfu_own``: the MFU (and the pool) on a write port of its own and the others sharing one, two
-    write ports per memory; ``halves``: one write port per half of each file's entries (two
-    memories of half the depth, each with one write port, so no copy more), units taking turns only
-    when they write the same half."""
+    write ports per memory; ``halves``: ``one``, but a write port per half of each file's entries
+    (two memories of half the depth, each with one write port, so no copy more), units taking turns
+    only when they write the same half; ``halves_vrf`` / ``halves_fvrf``: that on one file's writes
+    alone."""
     one = shared_ports(dataclasses.replace(cfg, file_ports="shared"))
     own = shared_ports(cfg)
     alone = {f"one_{space.name.lower()}": ({**own, (space, True): one[(space, True)]}, None)
@@ -259,7 +260,8 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
                     return True
         return False
 
-    return {"one": (one, None), **alone, "mfu_own": (mfu_own, None), "halves": (one, halves)}
+    return {"one": (one, None), **alone, "mfu_own": (mfu_own, None), "halves": (one, halves),
+            **{f"halves_{key[4:]}": (shared, halves) for key, (shared, _) in alone.items()}}
 
 
 def own_fvrf_read(shared: dict) -> dict:

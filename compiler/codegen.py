@@ -104,9 +104,10 @@ class _Regions:
     mrf_half: int
     fvrf_const: int
     fvrf_const_size: int
-    fvrf_acc: tuple[int, int]
+    fvrf_acc: tuple[int, int]  # two accumulator buffers, one in each half of the FVRF (below)
     fvrf_acc_size: int
     fvrf_res: int
+    fvrf_res_size: int
     vrf_pool: int  # resident activations (0 vectors: every activation streams through external memory)
     vrf_pool_size: int
 
@@ -146,12 +147,16 @@ def _regions(cfg: EngineConfig, const_vectors: int, pool: float) -> _Regions:
     vout = (vs - 2 * vin - vres) // 2
     fc = const_vectors  # all of it: a layer's bias is loaded once and read by every step's epilogue
     facc = (f - fc) // 3
+    # constants, the first accumulator buffer, the shortcut region, the second accumulator buffer:
+    # while the constants take at most a quarter of the file, the buffers lie in different halves of
+    # the FVRF, so an epilogue writing one and the next products the other write different halves
+    # (bitstreams/banking.py, write_port_rules: a write port per half)
     return _Regions(
         vrf_in=(0, vin), vrf_res=2 * vin, vrf_out=(2 * vin + vres, 2 * vin + vres + vout), vrf_out_size=vout,
         vrf_in_size=vin,
         vrf_res_size=vres, mrf_half=cfg.mrf_tiles // 2 // _bank_row(cfg) * _bank_row(cfg), fvrf_const=0,
         fvrf_const_size=fc,
-        fvrf_acc=(fc, fc + facc), fvrf_acc_size=facc, fvrf_res=fc + 2 * facc,
+        fvrf_acc=(fc, f - facc), fvrf_acc_size=facc, fvrf_res=fc + facc, fvrf_res_size=f - fc - 2 * facc,
         vrf_pool=v - vpool, vrf_pool_size=vpool,
     )
 
@@ -471,7 +476,7 @@ class _Generator:
         oh, ow = op.geom.out_size()
         out_cap = min(r.fvrf_acc_size, r.vrf_out_size)
         if op.residual is not None or self.plan.bases[op.dst.base].split:
-            out_cap = min(out_cap, r.vrf_res_size, self.cfg.fvrf_vectors - r.fvrf_res)
+            out_cap = min(out_cap, r.vrf_res_size, r.fvrf_res_size)
         if op.residual is not None:  # a step's shortcut loads into one half while the other's is read
             out_cap = min(out_cap, r.vrf_res_size // 2)
         if ow > out_cap:
@@ -924,7 +929,7 @@ class _Generator:
         cb = op.src.cb
         cap = min(r.fvrf_acc_size, r.vrf_out_size)
         if self.plan.bases[op.dst.base].split:  # the second plane is staged in the shortcut regions
-            cap = min(cap, r.vrf_res_size, self.cfg.fvrf_vectors - r.fvrf_res)
+            cap = min(cap, r.vrf_res_size, r.fvrf_res_size)
         vin = 1 << 62 if op.src.base in self.resident else r.vrf_in_size  # read in place: no input region
         cb_c = max(1, min(cb, cap // ow, vin // max(1, g.kh * g.in_w)))
         rows = oh if op.kind is PoolKind.AVG_PAD else -(-oh // PIPELINE_BANDS)
@@ -978,7 +983,7 @@ class _Generator:
         src = op.srcs[0]
         cb = src.cb
         cap = min(r.vrf_in_size, r.vrf_res_size, r.fvrf_acc_size, r.vrf_out_size,
-                  self.cfg.fvrf_vectors - r.fvrf_res)
+                  r.fvrf_res_size)
         if cb > cap:
             raise CapacityError(f"{op.kind.value} {op.name!r}: one pixel of {cb} blocks does not fit ({self.cfg.name})")
         if op.kind is EltKind.AFFINE:

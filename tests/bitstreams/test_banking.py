@@ -119,7 +119,8 @@ def test_a_constant_division_takes_no_multiplier_and_a_reciprocal_product_does()
 
 @pytest.mark.parametrize(("dst", "rule", "turns"), [
     (9000, "built", False), (9000, "one", True), (9000, "one_fvrf", True), (9000, "one_vrf", False),
-    (9000, "mfu_own", False), (9000, "halves", False), (2000, "halves", True)])
+    (9000, "mfu_own", False), (9000, "halves", False), (2000, "halves", True), (9000, "halves_fvrf", False),
+    (2000, "halves_fvrf", True), (2000, "halves_vrf", False)])
 def test_write_port_rules_make_units_take_turns_on_a_shared_write_port(dst, rule, turns):
     """A vop writing the FVRF at ``dst`` and an mvc writing FVRF [0, 16) on a10 (16,384 FVRF
     vectors: halves at 8,192): on a port per unit, or with the MFU on a write port of its own, the

@@ -4,6 +4,7 @@ the per-layer golden reference bit for bit, and stay within a measured bound of 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -229,3 +230,25 @@ def test_the_fastest_schedule_is_kept(split):
               for p in (*POOLS, 0) for la in LOOKAHEADS}
     assert cm.summary()["cycles"] == min(cycles.values())
     assert len(set(cycles.values())) > 1  # the candidates are different schedules
+
+
+@pytest.mark.parametrize(("name", "const"), [("a10", 128), ("a10", 4096), ("tiny", 512), ("ecp5", 600)])
+def test_the_fvrf_accumulator_buffers_lie_in_different_halves(name, const):
+    """The FVRF's regions: constants, the first accumulator buffer, the shortcut region, the second
+    accumulator buffer, disjoint and inside the file; while the constants take at most a quarter of
+    it, the two buffers are in different halves (an epilogue on one and the products of the next
+    step on the other write different halves: bitstreams/banking.py, a write port per half)."""
+    from accelml.compiler.codegen import _regions
+
+    cfg = preset(name)
+    f = cfg.fvrf_vectors
+    r = _regions(cfg, const, 0.0)
+    spans = sorted([(0, const), *((a, a + r.fvrf_acc_size) for a in r.fvrf_acc),
+                    (r.fvrf_res, r.fvrf_res + r.fvrf_res_size)])
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)) and spans[-1][1] == f
+    assert r.fvrf_acc_size == (f - const) // 3 and r.fvrf_res_size >= r.fvrf_acc_size
+    (a0, a1), n = r.fvrf_acc, r.fvrf_acc_size
+    if const <= f // 4:
+        assert a0 + n <= f // 2 <= a1
+    else:  # ecp5's 600 of 2,048: the first buffer reaches into the second half
+        assert a0 + n > f // 2
