@@ -229,10 +229,10 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
     rule)`` for :func:`timed`: ``one`` write port per file (``file_ports="shared"``, one read port
     beside the MVU's); ``one_vrf`` / ``one_fvrf``: that on the VRF's / the FVRF's writes alone;
     ``mfu_own``: the MFU (and the pool) on a write port of its own and the others sharing one, two
-    write ports per memory; ``halves``: ``one``, but a write port per half of each file's entries
-    (two memories of half the depth, each with one write port, so no copy more), units taking turns
-    only when they write the same half; ``halves_vrf`` / ``halves_fvrf``: that on one file's writes
-    alone."""
+    write ports per memory; ``halves``: ``one``, but each file built as two memories of half the
+    depth (no copy more), each with the shared write port and the shared read port, so that units
+    take turns only when they write or read the same half; ``halves_vrf`` / ``halves_fvrf``: that
+    on one file's writes alone."""
     one = shared_ports(dataclasses.replace(cfg, file_ports="shared"))
     own = shared_ports(cfg)
     alone = {f"one_{space.name.lower()}": ({**own, (space, True): one[(space, True)]}, None)
@@ -246,17 +246,14 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
     depth = {"vrf": cfg.vrf_vectors, "mrf": cfg.mrf_tiles, "fvrf": cfg.fvrf_vectors}
 
     def halves(shared, unit_a, ranges_a, unit_b, ranges_b) -> bool:
-        reads = [[r for r in rs if not r[3]] for rs in (ranges_a, ranges_b)]
-        if port_conflict(shared, unit_a, reads[0], unit_b, reads[1]):
-            return True
-        for wa in (r for r in ranges_a if r[3] and r[0] in depth):
-            for wb in (r for r in ranges_b if r[3] and r[0] == wa[0]):
-                half = depth[wa[0]] // 2
+        for ra in (r for r in ranges_a if r[0] in depth):
+            half = depth[ra[0]] // 2
 
-                def touched(r, half=half):  # the halves a written span [lo, hi) touches
-                    return {h for h, on in ((0, r[1] < half), (1, r[2] > half)) if on}
+            def touched(r, half=half):  # the halves a span [lo, hi) touches
+                return {h for h, on in ((0, r[1] < half), (1, r[2] > half)) if on}
 
-                if port_conflict(shared, unit_a, [wa], unit_b, [wb]) and touched(wa) & touched(wb):
+            for rb in (r for r in ranges_b if r[0] == ra[0] and r[3] == ra[3]):
+                if port_conflict(shared, unit_a, [ra], unit_b, [rb]) and touched(ra) & touched(rb):
                     return True
         return False
 

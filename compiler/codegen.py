@@ -137,14 +137,17 @@ def _bank_cut(cob: int, tiles: int, most: int, whole: int) -> list[int]:
 
 
 def _regions(cfg: EngineConfig, const_vectors: int, pool: float) -> _Regions:
-    """The on-chip regions: a ``pool`` fraction of the VRF holds resident activations and the
-    streaming regions share the rest."""
+    """The on-chip regions: a ``pool`` fraction of the VRF, at its bottom, holds resident
+    activations and the streaming regions share the rest, above it (so that loads, which write the
+    streaming regions, and the MFU writing resident activations, which are placed from the bottom
+    up, write different halves of the VRF: bitstreams/banking.py, a write port per half)."""
     v, f = cfg.vrf_vectors, cfg.fvrf_vectors
     vpool = int(v * pool) // _POOL_ALIGN * _POOL_ALIGN
     vs = v - vpool
     vin = vs // 4
     vres = vs // 8
     vout = (vs - 2 * vin - vres) // 2
+    s0 = vpool  # the streaming regions' base
     fc = const_vectors  # all of it: a layer's bias is loaded once and read by every step's epilogue
     facc = (f - fc) // 3
     # constants, the first accumulator buffer, the shortcut region, the second accumulator buffer:
@@ -152,12 +155,13 @@ def _regions(cfg: EngineConfig, const_vectors: int, pool: float) -> _Regions:
     # the FVRF, so an epilogue writing one and the next products the other write different halves
     # (bitstreams/banking.py, write_port_rules: a write port per half)
     return _Regions(
-        vrf_in=(0, vin), vrf_res=2 * vin, vrf_out=(2 * vin + vres, 2 * vin + vres + vout), vrf_out_size=vout,
+        vrf_in=(s0, s0 + vin), vrf_res=s0 + 2 * vin, vrf_out=(s0 + 2 * vin + vres, s0 + 2 * vin + vres + vout),
+        vrf_out_size=vout,
         vrf_in_size=vin,
         vrf_res_size=vres, mrf_half=cfg.mrf_tiles // 2 // _bank_row(cfg) * _bank_row(cfg), fvrf_const=0,
         fvrf_const_size=fc,
         fvrf_acc=(fc, f - facc), fvrf_acc_size=facc, fvrf_res=fc + facc, fvrf_res_size=f - fc - 2 * facc,
-        vrf_pool=v - vpool, vrf_pool_size=vpool,
+        vrf_pool=0, vrf_pool_size=vpool,
     )
 
 

@@ -197,7 +197,7 @@ def test_resident_activations_stay_on_chip_without_sharing_entries_while_alive(n
     v = cm.cfg.vrf_vectors
     life = _lifetimes(seg.plan)
     for a, (addr_a, n_a) in resident.items():
-        assert v - int(v * seg.compiled.pool) <= addr_a and addr_a + n_a <= v  # inside the pool
+        assert 0 <= addr_a and addr_a + n_a <= int(v * seg.compiled.pool)  # inside the pool, the VRF's bottom
         assert seg.plan.bases[a].vectors <= n_a and seg.compiled.buffers[a]["addr"] == -1  # no external copy
         for b, (addr_b, n_b) in resident.items():
             overlap_in_time = a != b and life[a][0] <= life[b][1] and life[b][0] <= life[a][1]
@@ -252,3 +252,21 @@ def test_the_fvrf_accumulator_buffers_lie_in_different_halves(name, const):
         assert a0 + n <= f // 2 <= a1
     else:  # ecp5's 600 of 2,048: the first buffer reaches into the second half
         assert a0 + n > f // 2
+
+
+@pytest.mark.parametrize("pool", [0.5, 0.875])
+def test_the_vrf_streams_above_its_resident_pool(pool):
+    """The resident pool at the VRF's bottom (placed from its base up), the streaming regions above
+    it: with the pool half the VRF or more, what the loads write (the input buffers, the shortcut
+    region) lies in the upper half, and the resident activations the MFU writes start in the lower."""
+    from accelml.compiler.codegen import _regions
+
+    cfg = preset("a10")
+    v = cfg.vrf_vectors
+    r = _regions(cfg, 128, pool)
+    assert r.vrf_pool == 0 and r.vrf_pool_size <= v * pool
+    streaming = [(a, a + r.vrf_in_size) for a in r.vrf_in] + [(r.vrf_res, r.vrf_res + r.vrf_res_size)] + [
+        (a, a + r.vrf_out_size) for a in r.vrf_out]
+    spans = sorted([(0, r.vrf_pool_size), *streaming])
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)) and spans[-1][1] <= v
+    assert all(v // 2 <= lo for lo, _ in streaming)
