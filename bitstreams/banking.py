@@ -232,7 +232,7 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
     write ports per memory; ``halves``: ``one``, but each file built as two memories of half the
     depth (no copy more), each with the shared write port and the shared read port, so that units
     take turns only when they write or read the same half; ``halves_vrf`` / ``halves_fvrf``: that
-    on one file's writes alone."""
+    on one file's writes alone; ``quarters`` / ``eighths``: ``halves`` with four / eight parts."""
     one = shared_ports(dataclasses.replace(cfg, file_ports="shared"))
     own = shared_ports(cfg)
     alone = {f"one_{space.name.lower()}": ({**own, (space, True): one[(space, True)]}, None)
@@ -245,20 +245,26 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
             mfu_own[(space, True)] = group
     depth = {"vrf": cfg.vrf_vectors, "mrf": cfg.mrf_tiles, "fvrf": cfg.fvrf_vectors}
 
-    def halves(shared, unit_a, ranges_a, unit_b, ranges_b) -> bool:
-        for ra in (r for r in ranges_a if r[0] in depth):
-            half = depth[ra[0]] // 2
+    def in_parts(n: int):
+        """The rule for files built as ``n`` memories of 1 / n of the depth each: units take turns
+        on a shared port only when their spans touch a common part."""
+        def rule(shared, unit_a, ranges_a, unit_b, ranges_b) -> bool:
+            for ra in (r for r in ranges_a if r[0] in depth):
+                size = depth[ra[0]] / n
 
-            def touched(r, half=half):  # the halves a span [lo, hi) touches
-                return {h for h, on in ((0, r[1] < half), (1, r[2] > half)) if on}
+                def touched(r, size=size):  # the parts a span [lo, hi) touches
+                    return set(range(int(r[1] // size), int((r[2] - 1) // size) + 1))
 
-            for rb in (r for r in ranges_b if r[0] == ra[0] and r[3] == ra[3]):
-                if port_conflict(shared, unit_a, [ra], unit_b, [rb]) and touched(ra) & touched(rb):
-                    return True
-        return False
+                for rb in (r for r in ranges_b if r[0] == ra[0] and r[3] == ra[3]):
+                    if port_conflict(shared, unit_a, [ra], unit_b, [rb]) and touched(ra) & touched(rb):
+                        return True
+            return False
+        return rule
 
+    halves = in_parts(2)
     return {"one": (one, None), **alone, "mfu_own": (mfu_own, None), "halves": (one, halves),
-            **{f"halves_{key[4:]}": (shared, halves) for key, (shared, _) in alone.items()}}
+            **{f"halves_{key[4:]}": (shared, halves) for key, (shared, _) in alone.items()},
+            "quarters": (one, in_parts(4)), "eighths": (one, in_parts(8))}
 
 
 def own_fvrf_read(shared: dict) -> dict:
