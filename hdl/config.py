@@ -18,7 +18,7 @@ ecp5, a10 and s10 engines are the largest (whole engine: tile engines, MFU, pool
 files) that fit their devices by the resource model of ``bitstreams/resources.py``, calibrated on
 whole-engine synthesis; its table, with margins and modelled ResNet-50 latencies, is in
 bitstreams/README.md. The ecp5 engine's own synthesis fits its LFE5U-85F (52k of 84k LUT4 with
-carries, 119 of 156 multipliers, 159 of 208 block RAMs); at N = 8 it did not.
+carries, 119 of 156 multipliers, 144 of 208 block RAMs); at N = 8 it did not.
 
 ``file_ports``: ``tiny`` and ``ecp5`` are built with ``"shared"`` register-file ports (one write
 port per file; beside the MVU's, one read port for the other units), which RAM blocks can hold and
