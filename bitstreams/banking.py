@@ -237,12 +237,7 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
     own = shared_ports(cfg)
     alone = {f"one_{space.name.lower()}": ({**own, (space, True): one[(space, True)]}, None)
              for space in (Space.VRF, Space.FVRF)}
-    mfu_own = dict(one)
-    for space in (Space.VRF, Space.FVRF):
-        group = tuple(u for u in one.get((space, True), ()) if u != "mfu")
-        mfu_own.pop((space, True), None)
-        if len(group) > 1:
-            mfu_own[(space, True)] = group
+    mfu_own = _without(_without(one, (Space.VRF, True), "mfu"), (Space.FVRF, True), "mfu")
     depth = {"vrf": cfg.vrf_vectors, "mrf": cfg.mrf_tiles, "fvrf": cfg.fvrf_vectors}
 
     def in_parts(n: int):
@@ -267,11 +262,16 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
             "quarters": (one, in_parts(4)), "eighths": (one, in_parts(8))}
 
 
+def _without(shared: dict, key: tuple, unit: str) -> dict:
+    """``shared`` (``layouts.shared_ports``) with ``unit`` on a port of its own for ``key``
+    (``(file, write)``): the group without it, gone when one unit is left."""
+    group = tuple(u for u in shared.get(key, ()) if u != unit)
+    return {k: v for k, v in shared.items() if k != key} | ({key: group} if len(group) > 1 else {})
+
+
 def own_fvrf_read(shared: dict) -> dict:
     """``shared`` (``layouts.shared_ports``) with the MVU's FVRF read on a port of its own."""
-    key = (Space.FVRF, False)
-    group = tuple(u for u in shared.get(key, ()) if u != "mvu")
-    return {k: v for k, v in shared.items() if k != key} | ({key: group} if len(group) > 1 else {})
+    return _without(shared, (Space.FVRF, False), "mvu")
 
 
 def divider_cells(width: int, divisor: int, *, reciprocal: bool = False) -> dict[str, int]:
