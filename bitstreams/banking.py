@@ -38,17 +38,20 @@ schedule's.
     python -m accelml.bitstreams.banking [--models resnet50,mobilenet_v2] [--tiles 8,14,16]
     python -m accelml.bitstreams.banking --dividers    (what dividing addresses by T costs)
     python -m accelml.bitstreams.banking --fvrf-depths 16384,8192    (what a smaller FVRF costs)
+    python -m accelml.bitstreams.banking --parts 1,2,4,8    (shared ports, files in parts: built)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
 
 from accelml.hdl.config import EngineConfig, preset
-from accelml.hdl.engine.layouts import port_conflict, shared_ports
+from accelml.hdl.engine.layouts import part_sizes, port_conflict, shared_ports
+from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Space
 from accelml.sim.cycles import MVU_SETUP_EMPTY, mvu_busy
 from accelml.sim.funcsim import FuncSim
@@ -166,15 +169,16 @@ def ram_blocks(cfg: EngineConfig, device: resources.Device | str, *, mapping: st
     the VRF and the MRF, what it assumes, and the FVRF as built, a copy per read port) or,
     ``chunked``, the MRF and FVRF as the model counts them and the VRF as ``vrf_copies`` full copies
     for the MVU plus one for the other readers (the DMA, the MFU, the pool), each read copy a whole
-    file."""
+    file; the VRF and FVRF in ``file_parts`` parts each."""
     dev = resources.DEVICES[device] if isinstance(device, str) else device
     banked = resources.register_file_blocks(cfg, dev, banked=True)
     if mapping == "present":
         return banked
     vec = cfg.native_dim * (cfg.mantissa_bits + 1) + cfg.exponent_bits
     t = cfg.tiles
-    vrf_banked = t * resources._ram_blocks(vec, math.ceil(cfg.vrf_vectors / t), dev)
-    return banked - vrf_banked + (vrf_copies + 1) * resources._ram_blocks(vec, cfg.vrf_vectors, dev)
+    p = cfg.file_parts
+    vrf_banked = t * resources.part_blocks(vec, math.ceil(cfg.vrf_vectors / t), p, dev)
+    return banked - vrf_banked + (vrf_copies + 1) * resources.part_blocks(vec, cfg.vrf_vectors, p, dev)
 
 
 def chunked_ram(cfg: EngineConfig, dev: resources.Device, vrf_copies: int) -> int:
@@ -238,23 +242,11 @@ def write_port_rules(cfg: EngineConfig) -> dict[str, tuple[dict, object]]:
     alone = {f"one_{space.name.lower()}": ({**own, (space, True): one[(space, True)]}, None)
              for space in (Space.VRF, Space.FVRF)}
     mfu_own = _without(_without(one, (Space.VRF, True), "mfu"), (Space.FVRF, True), "mfu")
-    depth = {"vrf": cfg.vrf_vectors, "mrf": cfg.mrf_tiles, "fvrf": cfg.fvrf_vectors}
 
     def in_parts(n: int):
-        """The rule for files built as ``n`` memories of 1 / n of the depth each: units take turns
-        on a shared port only when their spans touch a common part."""
-        def rule(shared, unit_a, ranges_a, unit_b, ranges_b) -> bool:
-            for ra in (r for r in ranges_a if r[0] in depth):
-                size = depth[ra[0]] / n
-
-                def touched(r, size=size):  # the parts a span [lo, hi) touches
-                    return set(range(int(r[1] // size), int((r[2] - 1) // size) + 1))
-
-                for rb in (r for r in ranges_b if r[0] == ra[0] and r[3] == ra[3]):
-                    if port_conflict(shared, unit_a, [ra], unit_b, [rb]) and touched(ra) & touched(rb):
-                        return True
-            return False
-        return rule
+        """The rule for files built as ``n`` memories of 1 / n of the depth each (``file_parts``,
+        built): units take turns on a shared port only when their spans touch a common part."""
+        return functools.partial(port_conflict, parts=part_sizes(dataclasses.replace(cfg, file_parts=n)))
 
     halves = in_parts(2)
     return {"one": (one, None), **alone, "mfu_own": (mfu_own, None), "halves": (one, halves),
@@ -303,6 +295,15 @@ def divider_cells(width: int, divisor: int, *, reciprocal: bool = False) -> dict
     return synthesize(_Div(), flow="ecp5").cells
 
 
+def compiled_cycles(name: str, cfgs: list[EngineConfig], precision: str) -> list[int]:
+    """The modelled cycles of model ``name`` (full size, ``compiler.models``) compiled for each of
+    ``cfgs``."""
+    from accelml.compiler import compile_model, models
+
+    model = models.build(name, "full")
+    return [compile_model(model, config=cfg, name=name, precision=precision).summary()["cycles"] for cfg in cfgs]
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -317,6 +318,10 @@ def main(argv=None) -> int:
                     help="instead: the models' cycles with fewer VRF and FVRF write ports (write_port_rules)")
     ap.add_argument("--fvrf-depths", default=None, metavar="N,N",
                     help="instead: the models' cycles and the FVRF's RAM at these FVRF depths (vectors)")
+    ap.add_argument("--parts", default=None, metavar="P,P",
+                    help="instead: the preset on shared ports with its VRF and FVRF in these numbers of parts "
+                         "(EngineConfig.file_parts, built): the models' cycles and the resource model's RAM and "
+                         "logic, beside the preset's ports")
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--models", default="resnet50,mobilenet_v2")
     ap.add_argument("--tiles", default="8,14,16", help="tile engines to try (the MRF scaled with them)")
@@ -324,6 +329,10 @@ def main(argv=None) -> int:
     ap.add_argument("--vrf-vectors", type=int, default=None, help="the VRF's depth (default: the preset's)")
     ap.add_argument("--fvrf-vectors", type=int, default=None, help="the FVRF's depth (default: the preset's)")
     ap.add_argument("--copies", default="1,2,4", help="VRF read copies to try on the chunked mapping")
+    ap.add_argument("--file-ports", default=None, choices=["unit", "shared"],
+                    help="the register-file ports (EngineConfig.file_ports; default: the preset's)")
+    ap.add_argument("--file-parts", type=int, default=None,
+                    help="the VRF and FVRF in this many parts (EngineConfig.file_parts; default: the preset's)")
     args = ap.parse_args(argv)
     if args.dividers:
         for width, divisor in ((32, 3), (32, 14), (12, 14), (12, 3)):
@@ -334,6 +343,13 @@ def main(argv=None) -> int:
                     f"{k} {cells.get(k, 0)}" for k in ("LUT4", "CCU2C", "MULT18X18D")), flush=True)
         return 0
     base = preset(args.preset)
+    try:
+        if args.file_ports is not None:
+            base = dataclasses.replace(base, file_ports=args.file_ports)
+        if args.file_parts is not None:
+            base = dataclasses.replace(base, file_parts=args.file_parts)
+    except ConfigError as e:
+        ap.error(str(e))
     if args.fvrf_sharing:
         for name in args.models.split(","):
             cm = compile_model(models.build(name, "full"), config=base, name=name, precision=args.precision)
@@ -353,6 +369,22 @@ def main(argv=None) -> int:
         return 0
     device = resources.PRESET_DEVICES[base.name]
     dev = resources.DEVICES[device]
+    if args.parts:
+        counts = [int(x) for x in args.parts.split(",")]
+        cfgs = [base, *(dataclasses.replace(base, file_ports="shared", file_parts=p, name=f"{base.name}-parts{p}")
+                        for p in counts)]
+        names = [f"its ports ({base.file_ports!r}, {base.file_parts} part{'s' if base.file_parts > 1 else ''})",
+                 *(f"shared, {p} part{'s' if p > 1 else ''}" for p in counts)]
+        for what, cfg in zip(names, cfgs, strict=True):
+            est = resources.estimate(cfg, dev)
+            print(f"{base.name}, {what}: {est.ram_blocks:,} / {dev.ram_blocks:,} RAM blocks, logic "
+                  f"{est.logic:,.0f} / {dev.logic:,} {dev.logic_unit} ({100 * est.logic / dev.logic:.1f} %)",
+                  flush=True)
+        for name in args.models.split(","):
+            cycles = compiled_cycles(name, cfgs, args.precision)
+            print(f"{name}: " + ", ".join(f"{what} {c:,} ({c / cycles[0]:.4f}x)"
+                                          for what, c in zip(names, cycles, strict=True)), flush=True)
+        return 0
     if args.fvrf_depths:
         depths = [int(x) for x in args.fvrf_depths.split(",")]
         cfgs = [dataclasses.replace(base, fvrf_vectors=d, name=f"{base.name}-fvrf{d}") for d in depths]
@@ -363,9 +395,7 @@ def main(argv=None) -> int:
                   f"{resources.estimate(dataclasses.replace(cfg, file_ports='shared'), dev).ram_blocks:,} "
                   "with 'shared'", flush=True)
         for name in args.models.split(","):
-            model = models.build(name, "full")
-            cycles = [compile_model(model, config=cfg, name=name, precision=args.precision).summary()["cycles"]
-                      for cfg in cfgs]
+            cycles = compiled_cycles(name, cfgs, args.precision)
             print(f"{name}: " + ", ".join(f"{d:,} vectors {c:,} cycles ({c / cycles[0]:.4f}x)"
                                           for d, c in zip(depths, cycles, strict=True)), flush=True)
         return 0
@@ -374,9 +404,12 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         model = models.build(name, "full")
         for t in (int(x) for x in args.tiles.split(",")):
-            cfg = dataclasses.replace(resources.scaled(base, t), name=f"{base.name}-t{t}",
-                                      vrf_vectors=args.vrf_vectors or base.vrf_vectors,
-                                      fvrf_vectors=args.fvrf_vectors or base.fvrf_vectors)
+            try:
+                cfg = dataclasses.replace(resources.scaled(base, t), name=f"{base.name}-t{t}",
+                                          vrf_vectors=args.vrf_vectors or base.vrf_vectors,
+                                          fvrf_vectors=args.fvrf_vectors or base.fvrf_vectors)
+            except ConfigError as e:
+                ap.error(f"T = {t}: {e}")
             est = resources.estimate(cfg, dev)
             cm = compile_model(model, config=cfg, name=name, precision=args.precision)
             ref = measure(cm)

@@ -185,6 +185,12 @@ def _ram_blocks(width: int, depth: int, dev: Device) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in dev.ram_shapes)
 
 
+def part_blocks(width: int, depth: int, parts: int, dev: Device) -> int:
+    """RAM blocks of a memory of ``depth`` entries built as ``parts`` memories of 1 / parts of it
+    (``EngineConfig.file_parts``): a part shallower than a block wastes the rest of it."""
+    return parts * _ram_blocks(width, math.ceil(depth / parts), dev)
+
+
 def _flow(dev: Device) -> str:
     return "ecp5" if dev.family == "ecp5" else "alm"
 
@@ -281,22 +287,25 @@ def prefetch_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
 
 
 def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
-    """The banked register files' multiplexers: ``RegisterFiles.mux_bits`` of the engine's files
+    """The register files' multiplexers: ``RegisterFiles.mux_bits`` of the engine's banked files
     (``top.file_plan``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
     block ``WidePort``), linear in W between the measured widths (and beyond the widest, from the
-    two widest). Zero at W = 1: nothing is banked."""
+    two widest), and a file in parts' selects (``RegisterFiles.part_mux_bits``, n:1 at the cost
+    for W = n). Zero at W = 1 on whole files: nothing is banked."""
     from accelml.hdl.engine.top import file_plan
 
-    w = cfg.mfu_width
-    if w == 1:
+    plan = file_plan(cfg)
+    groups = {cfg.mfu_width: plan.mux_bits()} if cfg.mfu_width > 1 else {}
+    for n, bits in plan.part_mux_bits().items():
+        groups[n] = groups.get(n, 0) + bits
+    if not groups:
         return {"logic": 0.0, "ffs": 0.0}
     costs = wide_port_costs(_flow(dev))
     if len(costs) < 2:
         raise ValueError("calibration.json holds fewer than two WidePort records for this flow: "
                          "run python -m accelml.bitstreams.calibrate --only WidePort")
-    per = {k: _interpolate({x: c[k] for x, c in costs.items()}, w) for k in ("logic", "ffs")}
-    bits = file_plan(cfg).mux_bits()
-    return {k: bits * v for k, v in per.items()}
+    return {k: sum(bits * _interpolate({x: c[k] for x, c in costs.items()}, n) for n, bits in groups.items())
+            for k in ("logic", "ffs")}
 
 
 def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None,
@@ -312,7 +321,8 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
     needs an address placement free of bank conflicts (the MRF's is built, ``mrf_banked``; the
     VRF's **not yet**). The FVRF has no T reads to bank for (the MVU reads an accumulating ``mvc``'s
     sums ahead through the MFU's port), so it is counted as built either way: a copy per read port.
-    The FVRF's rows are ``mfu_width`` vectors wide, as the MFU reads them.
+    The FVRF's rows are ``mfu_width`` vectors wide, as the MFU reads them. The VRF and FVRF in
+    ``file_parts`` parts count each part's blocks (a part shallower than a block wastes its rest).
     """
     t = cfg.tiles
     if banked is None:
@@ -328,10 +338,15 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
         copies = [ports[space] for space in (Space.VRF, Space.MRF, Space.FVRF)]
     else:
         copies = [read_ports] * 3
+    parts = [cfg.file_parts, 1, cfg.file_parts]  # the VRF and FVRF in parts (config.PARTED_FILES)
+
+    def blocks(w: int, d: int, p: int) -> int:
+        return part_blocks(w, d, p, dev)
+
     if banked:
-        return sum(t * _ram_blocks(w, math.ceil(d / t), dev) for w, d in files[:2]) + copies[2] * _ram_blocks(
-            *files[2], dev)
-    return sum(c * _ram_blocks(w, d, dev) for c, (w, d) in zip(copies, files, strict=True))
+        return sum(t * blocks(w, math.ceil(d / t), p) for (w, d), p in zip(files[:2], parts, strict=False)) + \
+            copies[2] * blocks(*files[2], parts[2])
+    return sum(c * blocks(w, d, p) for c, (w, d), p in zip(copies, files, parts, strict=True))
 
 
 def _engine_records() -> list[tuple[EngineConfig, dict]]:

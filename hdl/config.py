@@ -27,6 +27,11 @@ whole-engine synthesis measures; units that would use one such port take turns. 
 from RAM blocks yet (bitstreams/README.md). Either way the MVU reads an accumulating ``mvc``'s
 sums through the MFU's FVRF read port (``hdl/engine/layouts.py``, ``SHARED_READS``).
 
+``file_parts``: the VRF and the FVRF each built as that many memories (a power of two; entry e in
+part e // (depth / file_parts)), each with its own shared ports, so that units take turns only while
+they touch a common part. No preset uses it yet: on ``a10`` with shared ports in eight parts
+ResNet-50 is modelled at 1.012x the preset's cycles (bitstreams/README.md).
+
 ``mrf_banked``: the MRF as T banks, tile engine t reading bank t only (docs/isa.md, "Banked MRF"),
 built in the functional simulator, the compiler and the RTL; no preset uses it yet (its cost on
 the large presets: bitstreams/README.md, "Banking the large presets' files").
@@ -97,7 +102,8 @@ INTERNAL_FORMATS = ("fp32-ftz",)
 FILE_PORTS = ("unit", "shared")
 # fields added after packages were first written, hashed only away from the value every earlier
 # configuration had, so the hash of an earlier configuration stays what its packages recorded
-_HASHED_IF_NOT = {"file_ports": "unit", "mrf_banked": False}
+_HASHED_IF_NOT = {"file_ports": "unit", "mrf_banked": False, "file_parts": 1}
+PARTED_FILES = ("vrf", "fvrf")  # the files file_parts splits (the MRF's ports are no unit's to share)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,10 @@ class EngineConfig:
     # the MRF as T banks, entry e in bank e mod T: tile engine t reads only bank t, which needs
     # mvc chunks of a multiple or a divisor of T output blocks (docs/isa.md, "Banked MRF")
     mrf_banked: bool = False
+    # the VRF and the FVRF each as this many memories of 1 / file_parts of the depth (entry e in part
+    # e // (depth / file_parts)), each part with its own shared ports: units take turns on a shared
+    # port only while their spans touch a common part (hdl/engine/regfiles.py, layouts.port_conflict)
+    file_parts: int = 1
     mem_bytes: int = 64 << 20  # external memory size
     mem_port_bits: int = 64  # external memory port width, bits per engine clock
     mem_bandwidth_gbps: float = 1.6  # sustained external memory bandwidth, GB/s
@@ -158,6 +168,17 @@ class EngineConfig:
         if self.mrf_banked and self.mrf_tiles % self.tiles:
             raise ConfigError(f"EngineConfig.mrf_tiles={self.mrf_tiles} must be a multiple of tiles={self.tiles} "
                               "with mrf_banked (T banks of equal depth)")
+        _check_int("file_parts", self.file_parts, 1, 64)
+        if self.file_parts & (self.file_parts - 1):
+            raise ConfigError(f"EngineConfig.file_parts must be a power of two, got {self.file_parts}")
+        if self.file_parts > 1:
+            unit = self.mfu_width * self.file_parts  # a part holds whole rows of the MFU's W banks
+            for key in PARTED_FILES:
+                depth = getattr(self, f"{key}_vectors")
+                if depth & (depth - 1) or depth % unit:
+                    raise ConfigError(f"EngineConfig.{key}_vectors={depth} with file_parts={self.file_parts}: "
+                                      f"parts need a power-of-two depth, a multiple of mfu_width x file_parts "
+                                      f"= {unit}")
         _check_int("mem_bytes", self.mem_bytes, 1 << 10, 1 << 36)
         _check_int("mem_port_bits", self.mem_port_bits, 8, 1 << 16)
         if self.mem_port_bits % 8:

@@ -17,8 +17,10 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   each operand) or the unit's next instruction be dispatched. No chaining. With
   ``file_ports="shared"`` an instruction also waits for one of another unit that would use the
   same shared port of a file (one write port per file; one read port beside the MVU's T reads; the
-  pool uses the MFU's, ``layouts.PORTS_OF``), whatever entries each touches
-  (``layouts.port_conflict``), and a DMA moves one entry a cycle (``layouts.dma_max_lanes``). A
+  pool uses the MFU's, ``layouts.PORTS_OF``), whatever entries each touches, or with
+  ``file_parts`` > 1 only when their spans touch a common part of the VRF or FVRF, each part having
+  its own shared ports (``layouts.port_conflict``), and a DMA moves at most as many entries a cycle
+  as the file has banks (``layouts.dma_max_lanes``). A
   banked MRF (``mrf_banked``) has one read port per bank, the MVU's, which a store of the MRF shares:
   the two wait for each other in the same way, whatever ``file_ports``.
 * **MFU** (``hdl/engine/mfu.py``): pipelined, one group of up to ``mfu_width`` vectors read a
@@ -54,7 +56,8 @@ RTL test its total cycles and each unit's busy count equal the RTL's (tests/hdl/
   latency, the limit of reads in flight, bandwidth token bucket, the open DRAM row and read/write
   turnaround, ``accelml.sim.dram``), per distinct transfer shape and DRAM state (cached; the loop
   is in ``native.c``, :func:`_load_phase_py` / :func:`_store_phase_py` its definition): a load's
-  byte gearbox takes a word per cycle and writes up to ``dma_lanes`` entries per cycle, a store
+  byte gearbox takes a word per cycle and writes up to ``dma_lanes`` entries per cycle (of one row:
+  it takes the next row's bytes only once the row's are written), a store
   reads up to as many per cycle while they fit its buffer and writes a word per cycle. That phase
   is the unit's busy count.
 
@@ -64,11 +67,12 @@ RTL testbench's memory model (``sim/rtl_tb/memory_model.v``) is built with.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 
 import numpy as np
 
@@ -80,9 +84,11 @@ from accelml.hdl.engine.layouts import (
     dma_store_room,
     exclusive,
     mvu_write_cycles,
+    part_sizes,
     port_conflict,
     shared_ports,
 )
+from accelml.hdl.isa import Space
 
 from . import native
 from .dram import derating
@@ -186,7 +192,7 @@ class MemoryTiming:
     page_miss: int = 0
     read_to_write: int = 0  # cycles from a read's acceptance to a write's, at least
     write_to_read: int = 0  # cycles from a write's acceptance to a read's, at least
-    max_lanes: int = DMA_MAX_LANES  # the DMA's lanes at most (layouts.dma_max_lanes)
+    max_lanes: int = DMA_MAX_LANES  # the DMA's lanes at most (layouts.dma_max_lanes of the file)
 
 
 def memory_timing(cfg: EngineConfig) -> MemoryTiming:
@@ -199,13 +205,16 @@ def memory_timing(cfg: EngineConfig) -> MemoryTiming:
     bpc = Fraction(cfg.mem_bytes_per_cycle).limit_denominator(1000)
     outstanding = math.ceil(cfg.mem_latency_cycles * float(bpc) / w) + 1
     d = derating(cfg)
-    lanes = dma_max_lanes(cfg)
     if d is None:
-        return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w,
-                            max_lanes=lanes)
+        return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w)
     bpc *= d.efficiency
     return MemoryTiming(max(1, cfg.mem_latency_cycles), outstanding, bpc.numerator, bpc.denominator, w,
-                        d.row_bytes, d.page_miss, d.read_to_write, d.write_to_read, lanes)
+                        d.row_bytes, d.page_miss, d.read_to_write, d.write_to_read)
+
+
+def dma_timing(cfg: EngineConfig, space: Space) -> MemoryTiming:
+    """:func:`memory_timing` with the DMA's lanes on ``space`` (``layouts.dma_max_lanes``)."""
+    return dataclasses.replace(memory_timing(cfg), max_lanes=dma_max_lanes(cfg, space))
 
 
 # -- the DMA's LOAD / STORE phases, word by word (hdl/engine/dma.py against memory_model.v) -------
@@ -350,7 +359,7 @@ def _phase(kernel: str, py, t: MemoryTiming, *args) -> tuple[int, int, int | Non
     return int(cycles), int(out[0]), int(out[2]) if out[1] else None
 
 
-@lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 16)
 def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
                open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
     """(cycles a load spends in ``LOAD``, the cycle of its last memory request, the open row after
@@ -361,7 +370,7 @@ def load_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, me
     return _phase("dma_load_phase", _load_phase_py, t, item, addr, rows, length, mem_stride, open_row, wait)
 
 
-@lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 16)
 def store_phase(t: MemoryTiming, item: int, addr: int, rows: int, length: int, mem_stride: int,
                 open_row: int | None = None, wait: int = 0) -> tuple[int, int, int | None]:
     """As :func:`load_phase`, for a store in ``STORE`` (:func:`_store_phase_py`)."""
@@ -390,11 +399,13 @@ class CycleModel:
     def __init__(self, cfg: EngineConfig, mem_bytes: int):
         self.cfg = cfg
         self.mem = memory_timing(cfg)
+        self.dma = {space: dma_timing(cfg, space) for space in Space}  # a transfer's, by its file
         self.t = 0  # the cycle the next instruction's FETCH starts
         self.busy: dict[str, int] = defaultdict(int)
         self.inflight: dict[str, _InFlight] = {}
         self.shared = shared_ports(cfg)  # ports units share (layouts.shared_ports)
-        self.port_conflict = port_conflict  # the rule for them (a study may time another)
+        # the rule for them, on the files' parts (a study may time another)
+        self.port_conflict = functools.partial(port_conflict, parts=part_sizes(cfg))
         self.port_free = 0  # the memory port: DONE cycle of the transfer holding it last
         self.last_access: tuple[int, bool] | None = None  # DRAM: (cycle, is a write) of the last request
         self.open_row: int | None = None  # DRAM: the open row
@@ -438,9 +449,9 @@ class CycleModel:
     def dispatch(self, unit: str, ranges, *, mfu: tuple[str, int] | None = None, dma: tuple | None = None,
                  cycles: tuple[int, int] | None = None) -> int:
         """A unit instruction: ``ranges`` its operands ((space, lo, hi, write), space one of
-        ``SPACES``); its work is ``mfu`` (op, vectors, vop's period or 0), ``dma`` (item bytes, addr, rows, length,
-        mem_stride) or ``cycles`` (busy cycles, cycles from dispatch to done). Returns its done
-        cycle."""
+        ``SPACES``); its work is ``mfu`` (op, vectors, vop's period or 0), ``dma`` (its file's Space,
+        item bytes, addr, rows, length, mem_stride) or ``cycles`` (busy cycles, cycles from dispatch
+        to done). Returns its done cycle."""
         self.issue_time += 1
         ranges = tuple(r for r in ranges if r[2] > r[1])
         d = self.t + 3  # FETCH, DECODE, CHECK, then ISSUE
@@ -456,8 +467,8 @@ class CycleModel:
             work = mfu_cycles(op, count, period, self.cfg.mfu_width)
             done = d + 1 + work
         elif dma is not None:
-            item, addr, rows, length, mem_stride = dma
-            t = self.mem
+            space, item, addr, rows, length, mem_stride = dma
+            t = self.dma[space]
             store = unit == "dma_store"
             start = max(d + 1, self.port_free) + 1  # SETUP (granted when the port is free), then the phase
             # the DRAM's state at the phase's start, relative to the transfer

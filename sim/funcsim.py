@@ -526,7 +526,7 @@ class FuncSim:
         chip_hi = base + (rows - 1) * (self.c(Cfg.CHIP_STRIDE) or length) + copies * length
         store = unit == "dma_store"
         ranges = ((space.name.lower(), base, chip_hi, not store), ("mem", addr, addr + span, store))
-        self.model.dispatch(unit, ranges, dma=(self._items[space], addr, rows, length, mem_stride))
+        self.model.dispatch(unit, ranges, dma=(space, self._items[space], addr, rows, length, mem_stride))
 
     # -- windows ----------------------------------------------------------------------------------
     def _window(self):

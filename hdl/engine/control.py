@@ -29,13 +29,13 @@ FVRF destination, which an accumulating one also reads; a ``pool`` reads its VRF
 writes its FVRF destination); also none that would use a register-file port it shares with another
 unit's instruction in flight (``layouts.shared_ports``, ``layouts.port_conflict``: the MFU's FVRF
 read port, which an accumulating ``mvc`` reads its sums through; with ``EngineConfig.file_ports =
-"shared"`` one write port per file, one read port beside the MVU's T), whatever entries they touch;
-and none of a
-unit it shares hardware with (``layouts.EXCLUSIVE_UNITS``: the pool runs on the MFU's ports and
-lanes). Then it is
-handed over and control goes on with the next instruction. ``{unit}_reads`` tells the register
-files which files each unit's instruction reads, from its hand-over to its done (the shared read
-ports follow it).
+"shared"`` one write port per file, one read port beside the MVU's T), whatever entries they touch
+(with ``EngineConfig.file_parts`` > 1, a port per part of the VRF and FVRF: only spans that touch
+a common part); and none of a unit it shares hardware with (``layouts.EXCLUSIVE_UNITS``: the pool
+runs on the MFU's ports and lanes). Then it is handed over and control goes on with the next
+instruction. ``{unit}_reads`` tells the register files which files (and parts: a bit per file and
+part, ``layouts.read_bit``) each unit's instruction reads, from its hand-over to its done (the
+shared read ports follow it).
 The command carries everything the unit needs, configuration registers included (``clip_lo``,
 ``clip_hi``, ``alpha``, strides), copied when the instruction is checked: a later ``cfg`` does not
 reach an instruction already dispatched. No chaining: a dependent instruction starts once its
@@ -102,6 +102,9 @@ from .layouts import (
     dma_cmd_layout,
     file_depth,
     item_bytes,
+    part_sizes,
+    parts_of,
+    read_bits,
     shared_ports,
 )
 from .mfu import MfuOp, mfu_cmd_layout
@@ -170,12 +173,52 @@ def _conflict(a, b):
     return (a.valid & b.valid & (a.space == b.space) & (a.write | b.write) & (a.lo < b.hi) & (b.lo < a.hi))
 
 
-def _port_use(shared: dict, unit: str, r) -> list:
-    """Per shared port (``layouts.shared_ports`` order): does ``unit``'s range ``r`` use it (through
-    its own ports or, ``layouts.PORTS_OF``, another unit's)?"""
+class _Parts:
+    """The parts of a file in parts (``EngineConfig.file_parts``, ``layouts.part_sizes``) that an
+    operand range touches, built once per range signal: the low bits of ``lo`` and ``hi - 1``
+    above a part's size (a checked range lies within its file)."""
+
+    def __init__(self, m, cfg):
+        self.m, self.cfg, self.sizes, self.count, self.memo = m, cfg, part_sizes(cfg), cfg.file_parts, {}
+
+    def of(self, space: Space) -> int:
+        return parts_of(self.cfg, space)
+
+    def touched(self, r, space: Space) -> list | None:
+        """Per part of ``space``: does ``r`` touch it? ``None`` for a whole file."""
+        size = self.sizes.get(space.name.lower())
+        if size is None:
+            return None
+        key = (id(r), space)
+        if key not in self.memo:
+            sh, pp = ceil_log2(size), ceil_log2(self.count)
+            last = Signal(sh + pp, name=f"range_last_{len(self.memo)}")  # hi - 1 within the file
+            self.m.d.comb += last.eq(r.hi[:sh + pp] - 1)
+            lo, hi = r.lo[sh:sh + pp], last[sh:]
+            # part p: lo's part <= p <= hi's (the first part's lower bound and the last's upper
+            # bound always hold)
+            self.memo[key] = [(lo == 0) if p == 0 else (hi == p) if p == self.count - 1 else (lo <= p) & (hi >= p)
+                              for p in range(self.count)]
+        return self.memo[key]
+
+    def uses(self, use, r, space: Space) -> list:
+        """``use`` per part of ``space`` that ``r`` touches."""
+        touched = self.touched(r, space)
+        return [use] if touched is None else [use & t for t in touched]
+
+
+def _port_use(shared: dict, unit: str, r, parts: _Parts) -> list:
+    """Per shared port (``layouts.shared_ports`` order) and per part of its file: does ``unit``'s
+    range ``r`` use it (through its own ports or, ``layouts.PORTS_OF``, another unit's)?"""
     unit = PORTS_OF.get(unit, unit)
-    return [r.valid & (r.lo < r.hi) & (r.space == space) & (r.write if write else ~r.write | r.read)
-            if unit in group else Const(0, 1) for (space, write), group in shared.items()]
+    out = []
+    for (space, write), group in shared.items():
+        if unit not in group:
+            out += [Const(0, 1)] * parts.of(space)
+            continue
+        use = r.valid & (r.lo < r.hi) & (r.space == space) & (r.write if write else ~r.write | r.read)
+        out += parts.uses(use, r, space)
+    return out
 
 
 class Control(wiring.Component):
@@ -194,7 +237,7 @@ class Control(wiring.Component):
             "max_steps": In(STEP_BITS), "max_cycles": In(CYCLE_BITS),
             "running": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(ErrorCode),
             "error_pc": Out(pw), "steps": Out(STEP_BITS), "cycles": Out(CYCLE_BITS), "ctl_busy": Out(1),
-            **{f"{u.name}_reads": Out(len(Space)) for u in UNITS},
+            **{f"{u.name}_reads": Out(read_bits(cfg)) for u in UNITS},
         }
         for u in UNITS:
             members[f"{u.name}_cmd"] = Out(stream.Signature(u.layout(cfg)))
@@ -248,9 +291,12 @@ class Control(wiring.Component):
         p_rng = [Signal(range_layout(), name=f"pending_range{k}") for k in range(RANGES)]
         any_busy = Signal()
         m.d.comb += any_busy.eq(Cat(*s_busy).any())
-        def reads(rngs):  # the files an instruction's ranges read, one bit per Space
-            return Cat(*(Cat(*(r.valid & (r.lo < r.hi) & (~r.write | r.read) & (r.space == space) for r in rngs)).any()
-                         for space in Space))
+        parts = _Parts(m, cfg)
+
+        def reads(rngs):  # the files an instruction's ranges read: a bit per Space and part (read_bit)
+            return Cat(*(Cat(*bits).any() for space in Space for bits in zip(*(
+                parts.uses(r.valid & (r.lo < r.hi) & (~r.write | r.read) & (r.space == space), r, space)
+                for r in rngs), strict=True)))
 
         for u in range(nu):  # the files a unit reads: from the instruction's hand-over to its done
             handover = cmds[u].valid & cmds[u].ready
@@ -663,12 +709,13 @@ class Control(wiring.Component):
                                             for a in p_rng for b in s_rng[u])).any())
                 if shared:  # a port shared with a unit in flight (layouts.port_conflict)
                     port_hazard = Signal()
-                    ng = len(shared)
+                    ng = sum(parts.of(space) for space, _ in shared)  # a bit per shared port and part
                     p_use = [Signal(ng, name=f"pending_ports{k}") for k in range(RANGES)]
                     for k, a in enumerate(p_rng):
-                        m.d.comb += p_use[k].eq(Array(Cat(*_port_use(shared, un.name, a)) for un in UNITS)[p_unit])
+                        m.d.comb += p_use[k].eq(Array(Cat(*_port_use(shared, un.name, a, parts))
+                                                      for un in UNITS)[p_unit])
                     m.d.comb += port_hazard.eq(Cat(*(
-                        s_busy[u] & (p_unit != u) & (p_use[k] & Cat(*_port_use(shared, UNITS[u].name, b))).any()
+                        s_busy[u] & (p_unit != u) & (p_use[k] & Cat(*_port_use(shared, UNITS[u].name, b, parts))).any()
                         for u in range(nu) for k in range(RANGES) for b in s_rng[u])).any())
                     hazard_all = Signal()
                     m.d.comb += hazard_all.eq(hazard | port_hazard)

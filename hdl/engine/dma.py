@@ -9,9 +9,12 @@ entry is then not written and the command ends there; entries before it, also th
 cycle, are written).
 
 Both directions move a memory word per cycle. ``layouts.dma_lanes`` entries of a space (as many as
-a word's bytes complete, at most ``layouts.dma_max_lanes``: one with shared file ports) are moved
-per cycle through that many file ports, ``{space}`` (lane 0) and ``{space}{lane}``: a load's write
-ports, a store's read ports (:meth:`Dma.lane_users` names the extra ones for ``RegisterFiles``).
+a word's bytes complete, at most ``layouts.dma_max_lanes``: with shared file ports, as many as the
+file has banks) are moved per cycle through that many file ports, ``{space}`` (lane 0) and
+``{space}{lane}``: a load's write ports, a store's read ports (:meth:`Dma.lane_users` names the
+extra ones for ``RegisterFiles``). With shared file ports the lanes are users of the banks' shared
+ports (``top.file_plan``): a cycle's entries are consecutive, of one row (the gearbox takes a row's
+bytes only once the row before is written; a store reads within a row), each in a bank of its own.
 
 A load into a banked MRF with ``copies`` (docs/isa.md) writes each entry's copies in its cycle:
 ``mrf_copies`` is the mask of their offsets (bit ``k * length`` for ``k < copies``), which the
@@ -135,7 +138,7 @@ def decode_fvector(cfg, raw):
 
 def space_lanes(cfg) -> dict:
     """Entries of each file a DMA moves per cycle (``layouts.dma_lanes`` of the file's entries)."""
-    return {space: dma_lanes(word_bytes(cfg), item_bytes(cfg, space), dma_max_lanes(cfg)) for space in Space}
+    return {space: dma_lanes(word_bytes(cfg), item_bytes(cfg, space), dma_max_lanes(cfg, space)) for space in Space}
 
 
 def lane_users(cfg, user: str, *, load: bool, store: bool) -> dict:
@@ -161,7 +164,7 @@ class Dma(wiring.Component):
         if not (load or store):
             raise ValueError("Dma must execute loads, stores or both")
         self.load, self.store = load, store
-        self.max_lanes = dma_max_lanes(cfg)
+        self.max_lanes = {space: dma_max_lanes(cfg, space) for space in Space}
         self.lanes = space_lanes(cfg)
         super().__init__({
             "cmd": In(stream.Signature(dma_cmd_layout(cfg))),
@@ -206,7 +209,7 @@ class Dma(wiring.Component):
         vb, tb, fb = (item_bytes(cfg, s) for s in Space)
         lanes = max(self.lanes.values())
         # buffer capacity in bytes: a load's gearbox (an item and a word), a store's room
-        cap = max(max(vb, tb, fb) + w, *(dma_store_room(w, item_bytes(cfg, s), self.max_lanes) for s in Space))
+        cap = max(max(vb, tb, fb) + w, *(dma_store_room(w, item_bytes(cfg, s), self.max_lanes[s]) for s in Space))
         fill_shape = unsigned(ceil_log2(cap + 1))
 
         c = Signal(dma_cmd_layout(cfg))
@@ -405,7 +408,8 @@ class Dma(wiring.Component):
                             # entries read this cycle: the row's next ones that fit the buffer
                             for j in range(k_s):
                                 with m.If(~s_read & (s_i + j < c.length)
-                                          & (o_fill + pend + it * (j + 1) <= dma_store_room(w, it, self.max_lanes))):
+                                          & (o_fill + pend + it * (j + 1)
+                                             <= dma_store_room(w, it, self.max_lanes[space]))):
                                     m.d.comb += nread.eq(j + 1)
                     send = Signal()
                     m.d.comb += send.eq((o_fill != 0) & ((o_pos + o_fill >= w) | s_pushed))

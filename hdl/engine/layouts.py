@@ -19,7 +19,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from accelml.hdl.config import EngineConfig
+from accelml.hdl.config import PARTED_FILES, EngineConfig
 from accelml.hdl.isa import Space
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
     "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_USERS",
     "FILE_PORT_OWNERS", "MVU_WIDE_FILES", "SHARED_READS", "shared_ports", "port_conflict", "PORTS_OF",
+    "part_sizes", "parts_of", "read_bit", "read_bits",
     "EXCLUSIVE_UNITS", "exclusive",
 ]
 
@@ -92,10 +93,15 @@ def dma_lanes(word: int, item: int, max_lanes: int = DMA_MAX_LANES) -> int:
     return max(1, min(-(-word // item), max_lanes))
 
 
-def dma_max_lanes(cfg: EngineConfig) -> int:
-    """Lanes a DMA may have: :data:`DMA_MAX_LANES`, or 1 with ``file_ports="shared"`` (a lane is one
-    more port of a file)."""
-    return 1 if cfg.file_ports == "shared" else DMA_MAX_LANES
+def dma_max_lanes(cfg: EngineConfig, space: Space) -> int:
+    """Lanes a DMA may have on ``space``: :data:`DMA_MAX_LANES` on a port set per unit (a lane is one
+    more port of the file). On shared ports (``file_ports="shared"``) the lanes go through the
+    shared port of each bank: as many as the file has banks (``mfu_width`` for the VRF and the
+    FVRF, which the MFU's wide ports bank; one for the MRF), so that a cycle's entries, consecutive
+    (of one row: ``hdl/engine/dma.py``), fall in different banks."""
+    if cfg.file_ports != "shared":
+        return DMA_MAX_LANES
+    return min(DMA_MAX_LANES, cfg.mfu_width) if space in (Space.VRF, Space.FVRF) else 1
 
 
 def dma_store_room(word: int, item: int, max_lanes: int = DMA_MAX_LANES) -> int:
@@ -160,10 +166,36 @@ def shared_ports(cfg: EngineConfig) -> dict[tuple[Space, bool], tuple[str, ...]]
     return out
 
 
-def port_conflict(shared: dict, unit_a: str, ranges_a, unit_b: str, ranges_b) -> bool:
+def part_sizes(cfg: EngineConfig) -> dict[str, int]:
+    """Entries per part of the files ``EngineConfig.file_parts`` splits (``config.PARTED_FILES``), by
+    their names in lower case; ``{}`` when the files are whole. Entry ``e`` is in part ``e // size``."""
+    if cfg.file_parts == 1:
+        return {}
+    return {key: getattr(cfg, f"{key}_vectors") // cfg.file_parts for key in PARTED_FILES}
+
+
+def parts_of(cfg: EngineConfig, space: Space) -> int:
+    """Parts ``space`` is built in (``EngineConfig.file_parts`` for ``PARTED_FILES``; 1: whole)."""
+    return cfg.file_parts if space.name.lower() in PARTED_FILES else 1
+
+
+def read_bit(cfg: EngineConfig, space: Space) -> int:
+    """The first of ``space``'s bits in control's ``{unit}_reads``: a bit per file and part, in
+    ``Space`` order (:func:`parts_of` bits each)."""
+    return sum(parts_of(cfg, s) for s in Space if s.value < space.value)
+
+
+def read_bits(cfg: EngineConfig) -> int:
+    """The width of control's ``{unit}_reads`` (:func:`read_bit`)."""
+    return sum(parts_of(cfg, s) for s in Space)
+
+
+def port_conflict(shared: dict, unit_a: str, ranges_a, unit_b: str, ranges_b, parts: dict | None = None) -> bool:
     """Would instructions of ``unit_a`` and ``unit_b`` (operand ranges ``(space, lo, hi, write)``,
-    space a ``Space`` name in lower case or ``"mem"``) use one shared port (``shared_ports``)? The
-    rule control's hazard check applies in hardware and ``accelml.sim.cycles`` models."""
+    space a ``Space`` name in lower case or ``"mem"``) use one shared port (``shared_ports``)? On a
+    file in parts (``parts``: :func:`part_sizes`) each part has its own, so only spans that touch a
+    common part meet. The rule control's hazard check applies in hardware and
+    ``accelml.sim.cycles`` models."""
     unit_a, unit_b = PORTS_OF.get(unit_a, unit_a), PORTS_OF.get(unit_b, unit_b)
     if unit_a == unit_b or not shared:
         return False
@@ -173,8 +205,12 @@ def port_conflict(shared: dict, unit_a: str, ranges_a, unit_b: str, ranges_b) ->
         units = shared.get((Space[sa.upper()], bool(wa)), ())
         if unit_a not in units or unit_b not in units:
             continue
-        if any(sb == sa and hb > lb and bool(wb) == bool(wa) for sb, lb, hb, wb in ranges_b):
-            return True
+        size = (parts or {}).get(sa)
+        for sb, lb, hb, wb in ranges_b:
+            if sb != sa or hb <= lb or bool(wb) != bool(wa):
+                continue
+            if size is None or (la // size <= (hb - 1) // size and lb // size <= (ha - 1) // size):
+                return True
     return False
 
 

@@ -36,6 +36,19 @@ the MVU's FVRF read shares the MFU's. Control never runs two instructions of
 different units that would use one shared port at once (``layouts.port_conflict``, modelled by
 ``accelml.sim.cycles``), so the users never meet on it.
 
+Files in parts (``EngineConfig.file_parts`` = P; the VRF and the FVRF): each bank of the file is
+P memories of 1 / P of its rows (entry ``e`` in part ``e // (depth / P)``), each with the file's
+write ports and read ports, so a shared port is one per part: a shared write port of a part is
+taken by the writer writing there, a shared read port of a part is addressed by the reader whose
+``{user}_{file}_active`` has bit p set (control's ``{unit}_reads``: a bit per file and part, from
+the spans of the unit's instruction in flight). A read selects its part the cycle after, as it
+selects its bank. The parts cost no RAM bits (a part shallower than a RAM block wastes the rest of
+it) but multiplexers: :meth:`FilePlan.part_mux_bits`.
+
+On a banked file a shared read port of a bank is addressed by a one-entry reader only for the entry
+in that bank: the DMA's lanes (``dma_load{lane}`` / ``dma_store{lane}``, consecutive entries, at
+most one per bank: ``layouts.dma_max_lanes``) share the banks' ports that way.
+
 Wide ports: a user given a width W (``widths``; the MFU's ports and the MVU's FVRF write,
 W = ``mfu_width``) reads or writes
 W consecutive entries from any start in one cycle (lane k holds entry ``start + k``; a write has a
@@ -69,6 +82,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from accelml.hdl.config import PARTED_FILES
 from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Space
 
@@ -207,6 +221,8 @@ class FilePlan:
         # the loads' writer of a banked MRF: it writes an entry's copies (isa.md) in the entry's cycle
         self.copies_user = "dma_load" if self.direct and "w" in self.users.get("dma_load", {}).get(Space.MRF, "") \
             else None
+        # files in parts (EngineConfig.file_parts): each bank as ``parts`` memories of its rows
+        self.parts = {space: self.cfg.file_parts if space.name.lower() in PARTED_FILES else 1 for space in Space}
         self.wide = dict(wide or {})
         for user, count in self.wide.items():
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -280,6 +296,27 @@ class FilePlan:
                 bits += entry * sum(self.wide.values())
         return bits
 
+    def part_mux_bits(self) -> dict[int, int]:
+        """The multiplexers a file in parts (``EngineConfig.file_parts``) adds, ``{n: bits of n:1
+        multiplexers}``, as ``elaborate`` builds them: per read port (each reader's, each of the
+        ``wide`` users' T), each bank's entry selected from its P parts; per shared write port, the
+        writers' entry selected for each part beyond the first (each part takes its own writer).
+        What the resource model prices beside :meth:`mux_bits`."""
+        out: dict[int, int] = {}
+        for space in Space:
+            np_, nb = self.parts[space], self.banks[space]
+            if np_ == 1:
+                continue
+            entry = file_shape(self.cfg, space).size
+            readers = sum("r" in spaces.get(space, "") for spaces in self.users.values())
+            readers += sum(self.wide.values()) if space in self.wide_files else 0
+            out[np_] = out.get(np_, 0) + readers * nb * entry
+            group = self.shared.get((space, True), ())
+            writers = sum("w" in self.users.get(u, {}).get(space, "") for u in group)
+            if writers > 1:
+                out[writers] = out.get(writers, 0) + (np_ - 1) * nb * entry
+        return out
+
     @staticmethod
     def port_name(user: str, space: Space) -> str:
         return f"{user}_{space.name.lower()}" if user else space.name.lower()
@@ -309,7 +346,8 @@ class RegisterFiles(FilePlan, wiring.Component):
         self.verilog_rams = bool(verilog_rams)
         members = {self.port_name(user, space): In(file_port_signature(cfg, space, self.widths.get(user)))
                    for user, spaces in self.users.items() for space in spaces}
-        members.update({f"{self.port_name(user, space)}_active": In(1) for user, space in self.active_inputs()})
+        members.update({f"{self.port_name(user, space)}_active": In(self.parts[space])
+                        for user, space in self.active_inputs()})
         members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
                         for user, count in self.wide.items() for space in self.wide_files})
         if self.copies_user is not None:  # a banked MRF: bit d, a copy of the entry written d entries on
@@ -324,13 +362,25 @@ class RegisterFiles(FilePlan, wiring.Component):
             lb = nb.bit_length() - 1  # bank index bits of a power of two (the wide ports' W)
             sb = max(1, ceil_log2(nb))  # bits of a bank index
             depth = file_depth(self.cfg, space)
-            mems = []
+            shape, rows = file_shape(self.cfg, space), -(-depth // nb)
+            # a file in parts (EngineConfig.file_parts): bank b's rows in np_ memories, row r in part
+            # r // prows at r % prows (powers of two: EngineConfig checks the depths)
+            np_ = self.parts[space]
+            prows = rows // np_
+            pb, ppb = ceil_log2(prows), ceil_log2(np_)
+
+            def key(b, p, name=name, nb=nb, np_=np_):
+                return (name if nb == 1 else f"{name}_{b}") + (f"_p{p}" if np_ > 1 else "")
+
+            mems = []  # mems[b][p]
             for b in range(nb):
-                shape, rows = file_shape(self.cfg, space), -(-depth // nb)
-                mem = _VerilogRam(shape, rows) if self.verilog_rams else Memory(shape=shape, depth=rows, init=[])
-                if not self.verilog_rams:
-                    m.submodules[name if nb == 1 else f"{name}_{b}"] = mem
-                mems.append(mem)
+                parts = []
+                for p in range(np_):
+                    mem = _VerilogRam(shape, prows) if self.verilog_rams else Memory(shape=shape, depth=prows, init=[])
+                    if not self.verilog_rams:
+                        m.submodules[key(b, p)] = mem
+                    parts.append(mem)
+                mems.append(parts)
 
             def bank_of(addr, lb=lb, nb=nb):
                 if nb & (nb - 1):  # a banked MRF of T banks, T not a power of two
@@ -342,7 +392,16 @@ class RegisterFiles(FilePlan, wiring.Component):
                     return addr // nb
                 return addr[lb:] if lb else addr
 
-            writes, reads = [], []  # per user: (user, [(en, row, data) per bank]) / (user, [row per bank])
+            def in_part(row, pb=pb, np_=np_):  # a bank's row within its part
+                return row[:pb] if np_ > 1 else row
+
+            def parted(en, row, dat, pb=pb, ppb=ppb, np_=np_):  # a bank's write, per part
+                if np_ == 1:
+                    return [(en, row, dat)]
+                return [(en & (row[pb:pb + ppb] == p), row[:pb], dat) for p in range(np_)]
+
+            writes, reads = [], []  # per user: (user, [[(en, row, data) per part] per bank]) / (user, [row per bank])
+            banks_of = {}  # a reader's start's bank
             for user, spaces in self.users.items():
                 mode = spaces.get(space)
                 if mode is None:
@@ -357,100 +416,133 @@ class RegisterFiles(FilePlan, wiring.Component):
                             lane = Signal(max(1, lb), name=f"{user}_{name}_wlane_{b}")
                             m.d.comb += lane.eq(b - wbank)
                             lanes = [port.wdata[k].as_value() for k in range(nb)]
-                            banks.append((Array(port.we[k] for k in range(nb))[lane], row_of(port.waddr + lane),
-                                          Array(lanes)[lane]))
+                            banks.append(parted(Array(port.we[k] for k in range(nb))[lane], row_of(port.waddr + lane),
+                                                Array(lanes)[lane]))
                         elif user == self.copies_user and space in self.direct:
                             # bank b takes the copy d = (b - bank) mod T entries on, if there is one:
                             # the entry's row, or the next one for a bank below the entry's
                             mask = getattr(self, f"{user}_mrf_copies")
                             d = Signal(sb, name=f"{user}_{name}_copy_{b}")
                             m.d.comb += d.eq(Mux(wbank <= b, b - wbank, b + nb - wbank))
-                            banks.append((port.we & mask.bit_select(d, 1), row_of(port.waddr) + (b < wbank),
-                                          port.wdata.as_value()))
+                            banks.append(parted(port.we & mask.bit_select(d, 1), row_of(port.waddr) + (b < wbank),
+                                                port.wdata.as_value()))
                         else:
-                            banks.append((port.we & (wbank == b), row_of(port.waddr), port.wdata.as_value()))
+                            banks.append(parted(port.we & (wbank == b), row_of(port.waddr), port.wdata.as_value()))
                     writes.append((user, banks))
                 if "r" in mode:
                     rbank = bank_of(port.raddr)
-                    rows = []
+                    banks_of[user] = rbank
+                    rows_of = []
                     for b in range(nb):
                         if wide:
                             lane = Signal(max(1, lb), name=f"{user}_{name}_rlane_{b}")
                             m.d.comb += lane.eq(b - rbank)
-                            rows.append(row_of(port.raddr + lane))
+                            rows_of.append(row_of(port.raddr + lane))
                         else:
-                            rows.append(row_of(port.raddr))
-                    reads.append((user, rows))
+                            rows_of.append(row_of(port.raddr))
+                    reads.append((user, rows_of))
             # write ports: one per writer, or one shared by the writers of a shared group (the one
-            # writing takes it: control keeps the others idle)
+            # writing takes it: control keeps the others idle); on a file in parts, per part
             group = self.shared.get((space, True), ())
-            for b, mem in enumerate(mems):
-                solo = [banks[b] for user, banks in writes if user not in group]
-                pooled = [banks[b] for user, banks in writes if user in group]
-                if pooled:
-                    en, row, dat = (Signal(name=f"{name}_shared_we_{b}"),
-                                    Signal(max(1, ceil_log2(mem.depth)), name=f"{name}_shared_waddr_{b}"),
-                                    Signal(file_shape(self.cfg, space).size, name=f"{name}_shared_wdata_{b}"))
-                    solo.append((en, row, dat))
-                    m.d.comb += en.eq(Cat(*(e for e, _, _ in pooled)).any())
-                    for k, (e, r, d) in enumerate(pooled):
-                        with (m.If if k == 0 else m.Elif)(e):
-                            m.d.comb += [row.eq(r), dat.eq(d)]
-                for e, r, d in solo:
-                    wp = mem.write_port()
-                    m.d.comb += [wp.en.eq(e), wp.addr.eq(r), wp.data.eq(d)]
+            for b, parts in enumerate(mems):
+                for p, mem in enumerate(parts):
+                    tag = f"{b}" if np_ == 1 else f"{b}_p{p}"
+                    solo = [banks[b][p] for user, banks in writes if user not in group]
+                    pooled = [banks[b][p] for user, banks in writes if user in group]
+                    if pooled:
+                        en, row, dat = (Signal(name=f"{name}_shared_we_{tag}"),
+                                        Signal(max(1, ceil_log2(mem.depth)), name=f"{name}_shared_waddr_{tag}"),
+                                        Signal(shape.size, name=f"{name}_shared_wdata_{tag}"))
+                        solo.append((en, row, dat))
+                        m.d.comb += en.eq(Cat(*(e for e, _, _ in pooled)).any())
+                        for k, (e, r, d) in enumerate(pooled):
+                            with (m.If if k == 0 else m.Elif)(e):
+                                m.d.comb += [row.eq(r), dat.eq(d)]
+                    for e, r, d in solo:
+                        wp = mem.write_port()
+                        m.d.comb += [wp.en.eq(e), wp.addr.eq(r), wp.data.eq(d)]
             # read ports: one per reader, or one shared by the readers of a shared group, addressed
-            # by the one reading the file now (``{user}_{file}_active``)
+            # by the one reading the file now (``{user}_{file}_active``; on a file in parts, per
+            # part: bit p, the one reading that part)
             group = self.shared.get((space, False), ())
             on_banks = self.on_banks.get(space, ())
             if on_banks:  # they read through the wide users' bank ports (below)
                 group = ()
-            pooled = [(user, rows) for user, rows in reads if user in group]
-            ports = ([pooled] if pooled else []) + [[(user, rows)] for user, rows in reads
+            pooled = [(user, rows_of) for user, rows_of in reads if user in group]
+            ports = ([pooled] if pooled else []) + [[(user, rows_of)] for user, rows_of in reads
                                                     if user not in group and user not in on_banks]
-            data_of = {}  # user -> the read data of each bank
+            data_of = {}  # user -> the read data of each bank, per part
             for users in ports:
                 outs = []
-                for b, mem in enumerate(mems):
-                    rp = mem.read_port()
-                    for k, (user, rows) in enumerate(users):
-                        if users is pooled:
-                            with (m.If if k == 0 else m.Elif)(getattr(self, f"{self.port_name(user, space)}_active")):
-                                m.d.comb += rp.addr.eq(rows[b])
-                        else:
-                            m.d.comb += rp.addr.eq(rows[b])
-                    outs.append(rp.data.as_value())
+                for b, parts in enumerate(mems):
+                    outs.append([])
+                    for p, mem in enumerate(parts):
+                        rp = mem.read_port()
+                        for k, (user, rows_of) in enumerate(users):
+                            if users is pooled:
+                                active = getattr(self, f"{self.port_name(user, space)}_active")
+                                active = active if np_ == 1 else active[p]
+                                if nb > 1 and user not in self.widths:  # one entry: its bank's port only
+                                    active = active & (banks_of[user] == b)  # (a DMA's lanes, one a bank)
+                                with (m.If if k == 0 else m.Elif)(active):
+                                    m.d.comb += rp.addr.eq(in_part(rows_of[b]))
+                            else:
+                                m.d.comb += rp.addr.eq(in_part(rows_of[b]))
+                        outs[b].append(rp.data.as_value())
                 data_of.update({user: outs for user, _ in users})
+            def psel_of(row, who, en=None, ppb=ppb, pb=pb):  # the part ``row`` is in, a cycle later
+                psel = Signal(ppb, name=f"{who}_psel")
+                with m.If(1 if en is None else en):
+                    m.d.sync += psel.eq(row[pb:pb + ppb])
+                return psel
+
             for user, count in self.wide.items() if space in self.wide_files else ():  # T reads, one enable
                 port = getattr(self, f"{self.port_name(user, space)}_wide")
                 if space in self.direct:  # port t: bank t, at row addr[t]
                     if count != nb:
                         raise ConfigError(f"RegisterFiles MRF: {count} wide reads on {nb} banks")
-                    sharers = [(getattr(self, f"{self.port_name(u, space)}_active"), rows) for u, rows in reads
+                    sharers = [(getattr(self, f"{self.port_name(u, space)}_active"), rows_of) for u, rows_of in reads
                                if u in on_banks]
                     outs = []
-                    for t, mem in enumerate(mems):
-                        rp = mem.read_port()
+                    for t, parts in enumerate(mems):
+                        rp = parts[0].read_port()
                         m.d.comb += [rp.en.eq(port.en), rp.addr.eq(port.addr[t]), port.data[t].eq(rp.data.as_value())]
-                        for active, rows in sharers:  # control runs no mvc while they read
+                        for active, rows_of in sharers:  # control runs no mvc while they read
                             with m.If(active):
-                                m.d.comb += [rp.en.eq(1), rp.addr.eq(rows[t])]
-                        outs.append(rp.data.as_value())
+                                m.d.comb += [rp.en.eq(1), rp.addr.eq(rows_of[t])]
+                        outs.append([rp.data.as_value()])
                     data_of.update({u: outs for u in on_banks})
                     continue
                 for t in range(count):
                     sel = Signal(sb, name=f"{user}_{name}_wsel_{t}")
                     with m.If(port.en):
                         m.d.sync += sel.eq(bank_of(port.addr[t]))
+                    row = row_of(port.addr[t])
                     outs = []
-                    for mem in mems:
-                        rp = mem.read_port()
-                        m.d.comb += [rp.en.eq(port.en), rp.addr.eq(row_of(port.addr[t]))]
-                        outs.append(rp.data.as_value())
+                    for parts in mems:
+                        pouts = []
+                        for mem in parts:
+                            rp = mem.read_port()
+                            m.d.comb += [rp.en.eq(port.en), rp.addr.eq(in_part(row))]
+                            pouts.append(rp.data.as_value())
+                        outs.append(pouts)
+                    if np_ > 1:  # one entry: one part, every bank at one row
+                        psel = psel_of(row, f"{user}_{name}_wpart_{t}", port.en)
+                        outs = [Array(pouts)[psel] for pouts in outs]
+                    else:
+                        outs = [pouts[0] for pouts in outs]
                     m.d.comb += port.data[t].eq(Array(outs)[sel])
-            for user, _ in reads:
+            for user, rows_of in reads:
                 port = getattr(self, self.port_name(user, space))
                 outs = data_of[user]
+                if np_ == 1:
+                    outs = [pouts[0] for pouts in outs]
+                elif user in self.widths:  # each bank's row may be in a part of its own
+                    outs = [Array(pouts)[psel_of(rows_of[b], f"{user}_{name}_rpart_{b}")]
+                            for b, pouts in enumerate(outs)]
+                else:
+                    psel = psel_of(rows_of[0], f"{user}_{name}_rpart")
+                    outs = [Array(pouts)[psel] for pouts in outs]
                 sel = Signal(sb, name=f"{user}_{name}_rsel")  # the start's bank, a cycle later
                 m.d.sync += sel.eq(bank_of(port.raddr))
                 if user in self.widths:  # lane k is entry start + k: bank (start + k) mod W
@@ -460,6 +552,7 @@ class RegisterFiles(FilePlan, wiring.Component):
                 else:
                     m.d.comb += port.rdata.eq(Array(outs)[sel])
             if self.verilog_rams:
-                for b, mem in enumerate(mems):
-                    m.submodules[name if nb == 1 else f"{name}_{b}"] = mem.instance()
+                for b, parts in enumerate(mems):
+                    for p, mem in enumerate(parts):
+                        m.submodules[key(b, p)] = mem.instance()
         return m

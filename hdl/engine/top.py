@@ -41,6 +41,8 @@ from .layouts import (
     byte_addr_bits,
     check_config,
     mem_port_signature,
+    parts_of,
+    read_bit,
     shared_ports,
 )
 from .mfu import Mfu
@@ -55,12 +57,23 @@ BUILT_UNITS = tuple(Unit)  # units with a busy counter in this RTL
 WIDE_USERS = ("mfu", "mfu_b", "mvu")  # ports of EngineConfig.mfu_width entries (regfiles: banked files)
 
 
+def dma_lane_owners(cfg) -> dict[str, str]:
+    """The register-file users of the DMAs' extra lanes (``dma.lane_users``) -> their DMA."""
+    return {lane: dma for dma, load in (("dma_load", True), ("dma_store", False))
+            for lane in lane_users(cfg, dma, load=load, store=not load)}
+
+
 def _file_args(cfg) -> tuple:
     users = {**FILE_USERS, **lane_users(cfg, "dma_load", load=True, store=False),
              **lane_users(cfg, "dma_store", load=False, store=True)}
     widths = {u: cfg.mfu_width for u in WIDE_USERS}
-    return (cfg, users, widths), {"wide": {"mvu": cfg.tiles}, "wide_files": MVU_WIDE_FILES,
-                                  "shared": shared_ports(cfg)}
+    # a DMA's extra lanes share its ports: on shared ports each lane takes the port of its entry's
+    # bank (layouts.dma_max_lanes: no more lanes than banks, their entries consecutive)
+    owners = dma_lane_owners(cfg)
+    shared = {key: group + tuple(lane for lane, dma in owners.items()
+                                 if dma in group and key[0] in users[lane])
+              for key, group in shared_ports(cfg).items()}
+    return (cfg, users, widths), {"wide": {"mvu": cfg.tiles}, "wide_files": MVU_WIDE_FILES, "shared": shared}
 
 
 def register_files(cfg, *, verilog_rams: bool = False) -> RegisterFiles:
@@ -124,10 +137,17 @@ class Engine(wiring.Component):
             name = space.name.lower()
             wiring.connect(m, getattr(mvu, f"{name}_r"), getattr(files, f"mvu_{name}_wide"))
         wiring.connect(m, pool.mfu, mfu.lend)  # the pool runs on the MFU's ports and lanes
+        owners = dma_lane_owners(self.cfg)
         for user, space in files.active_inputs():  # a shared read port: who reads the file now
-            readers = [user, *(u for u, owner in PORTS_OF.items() if owner == user)]
-            m.d.comb += getattr(files, f"{files.port_name(user, space)}_active").eq(
-                Cat(*(getattr(ctl, f"{u}_reads")[space.value] for u in readers)).any())
+            unit = owners.get(user, user)  # a DMA's lane reads while its DMA does
+            readers = [unit, *(u for u, owner in PORTS_OF.items() if owner == unit)]
+            active = getattr(files, f"{files.port_name(user, space)}_active")
+            lo, n = read_bit(self.cfg, space), parts_of(self.cfg, space)
+            if n == 1:
+                m.d.comb += active.eq(Cat(*(getattr(ctl, f"{u}_reads")[lo] for u in readers)).any())
+            else:  # a bit per part: read by any of them
+                for p in range(n):
+                    m.d.comb += active[p].eq(Cat(*(getattr(ctl, f"{u}_reads")[lo + p] for u in readers)).any())
         if self.cfg.mrf_banked:  # the banks a load's entry and its copies go to
             m.d.comb += files.dma_load_mrf_copies.eq(ld.mrf_copies)
         ld.connect_lanes(m, files, "dma_load")

@@ -13,7 +13,8 @@ simulators' wall times, measured side by side in one run.
 
 ``--resnet50 PRESET`` instead: compile ResNet-50 (``compiler.models``, synthetic weights; ``--size``
 full or reduced; ``--precision``, default balanced; ``--threads``, Verilator threads of the
-engine, default 1; ``--repeats``, RTL runs, default 1) for the preset, print what the RTL run needs
+engine, default 1; ``--repeats``, RTL runs, default 1; ``--set FIELD=VALUE``, the preset with an
+EngineConfig field changed, repeatable) for the preset, print what the RTL run needs
 (instructions per engine segment, image and memory bytes, the instruction-memory depth and
 memory-model size of its build), then run one image on onnxruntime (float32), on the functional
 simulator and on the RTL through the same device code (``runtime.device``: ``accelml run --device
@@ -31,6 +32,7 @@ network the preset cannot hold ends the run with the typed error's one line.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import tempfile
@@ -39,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from accelml.hdl.config import preset
+from accelml.hdl.config import EngineConfig, preset
+from accelml.hdl.errors import ConfigError
 from accelml.hdl.program import assemble
 from accelml.sim.rtl_engine import EngineSim, funcsim_outcome
 
@@ -85,7 +88,29 @@ def _timed(fn, repeat: int = 1):
     return out, best
 
 
-def resnet50(name: str, size: str, precision: str = "balanced", threads: int = 1, repeats: int = 1) -> None:
+def _configured(name: str, overrides: list[str] | None = None):
+    """Preset ``name`` with ``FIELD=VALUE`` overrides (a JSON value, else the string), named after them."""
+    cfg = preset(name)
+    if not overrides:
+        return cfg
+    data = cfg.to_dict()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE")
+        try:
+            data[key] = json.loads(value)
+        except json.JSONDecodeError:
+            data[key] = value
+    data["name"] = "-".join([name, *(o.replace("=", "") for o in overrides)])
+    try:
+        return EngineConfig.from_dict(data)
+    except ConfigError as e:
+        raise SystemExit(f"--set: {e}") from None
+
+
+def resnet50(name: str, size: str, precision: str = "balanced", threads: int = 1, repeats: int = 1,
+             overrides: list[str] | None = None) -> None:
     """The ``--resnet50`` mode (see the module doc)."""
     import onnxruntime as ort
 
@@ -97,7 +122,7 @@ def resnet50(name: str, size: str, precision: str = "balanced", threads: int = 1
     from accelml.runtime.package import load
     from accelml.sim.rtl_engine import imem_depth_for, model_bytes_for
 
-    cfg = preset(name)
+    cfg = _configured(name, overrides)
     model = models.build("resnet50", size=size)
     x = np.random.default_rng(0).standard_normal(
         [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
@@ -170,6 +195,9 @@ def main() -> None:
     ap.add_argument("--size", choices=["full", "reduced"], default="full", help="--resnet50: model size")
     ap.add_argument("--precision", default="balanced", help="--resnet50: precision policy (fast, balanced, exact)")
     ap.add_argument("--threads", type=int, default=1, help="--resnet50: Verilator threads of the engine")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="--resnet50: the preset with an EngineConfig field changed (a JSON value or a "
+                         "string), e.g. --set file_ports=shared --set file_parts=8")
     ap.add_argument("--repeats", type=int, default=1,
                     help="--resnet50: RTL runs of the image (each checked); the fastest is compared, like "
                          "onnxruntime's fastest of 20")
@@ -178,7 +206,7 @@ def main() -> None:
     if args.resnet50:
         if args.repeats < 1:
             ap.error(f"--repeats must be at least 1, got {args.repeats}")
-        resnet50(args.resnet50, args.size, args.precision, args.threads, args.repeats)
+        resnet50(args.resnet50, args.size, args.precision, args.threads, args.repeats, args.set)
         return
     for name in args.presets:
         cfg = preset(name)

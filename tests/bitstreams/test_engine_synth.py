@@ -93,3 +93,19 @@ def test_adopting_an_engine_record_replaces_the_one_at_its_native_dimension(tmp_
     with pytest.raises(RtlError, match="holds no record of preset 'a10'"):
         adopt_engine("a10", out=cal, synth_records=synth)
     assert json.loads(cal.read_text())["records"] == after  # a refusal leaves the file as it was
+
+
+def test_every_recorded_engines_block_ram_is_the_models():
+    """The DP16KD of every whole-engine record (presets, and other configurations such as the ecp5
+    engine with its files in two parts) are the model's register files and instruction memory:
+    parts of a file count each part's blocks."""
+    from accelml.bitstreams import resources
+    from accelml.hdl.config import EngineConfig
+
+    ecp5 = resources.DEVICES["LFE5U-85F"]
+    recs = engine_synth.recorded()
+    assert any(rec["config"].get("file_parts", 1) > 1 for rec in recs.values())
+    for name, rec in recs.items():
+        cfg = EngineConfig.from_dict(rec["config"])
+        want = resources.register_file_blocks(cfg, ecp5) + resources.control_overhead(cfg, ecp5)["ram"]
+        assert rec["cells"]["DP16KD"] == want, name

@@ -14,6 +14,7 @@ from accelml.hdl.engine.layouts import (
     dma_lanes,
     dma_max_lanes,
     exclusive,
+    part_sizes,
     port_conflict,
     shared_ports,
 )
@@ -23,6 +24,7 @@ from accelml.sim.cycles import (
     POOL_SETUP,
     POOL_SETUP_EMPTY,
     CycleModel,
+    dma_timing,
     load_phase,
     memory_timing,
     mfu_cycles,
@@ -43,8 +45,9 @@ def _model(cfg=CFG):
 
 def test_load_and_store_hold_the_memory_port_one_transfer_at_a_time():
     m = _model()
-    ld = m.dispatch("dma_load", [("vrf", 0, 10, True), ("mem", 0, 50, False)], dma=(5, 0, 1, 10, 50))
-    st = m.dispatch("dma_store", [("fvrf", 0, 10, False), ("mem", 1000, 1160, True)], dma=(16, 1000, 1, 10, 160))
+    ld = m.dispatch("dma_load", [("vrf", 0, 10, True), ("mem", 0, 50, False)], dma=(Space.VRF, 5, 0, 1, 10, 50))
+    st = m.dispatch("dma_store", [("fvrf", 0, 10, False), ("mem", 1000, 1160, True)],
+                    dma=(Space.FVRF, 16, 1000, 1, 10, 160))
     t = memory_timing(CFG)
     load, last, row = load_phase(t, 5, 0, 1, 10, 50)
     assert m.busy["dma_load"] == load and row == 0
@@ -55,14 +58,14 @@ def test_load_and_store_hold_the_memory_port_one_transfer_at_a_time():
 
 def test_an_instruction_waits_for_the_one_in_flight_whose_result_it_reads():
     m = _model()
-    ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
+    ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(Space.FVRF, 16, 0, 1, 8, 128))
     vact = m.dispatch("mfu", [("fvrf", 0, 8, False), ("fvrf", 100, 108, True)], mfu=("vact", 8, 0))
     assert vact == ld + 1 + 1 + mfu_cycles("vact", 8)  # dispatched when the load's slot frees
 
 
 def test_independent_units_overlap_and_a_unit_takes_one_instruction_at_a_time():
     m = _model()
-    ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(16, 0, 1, 8, 128))
+    ld = m.dispatch("dma_load", [("fvrf", 0, 8, True), ("mem", 0, 128, False)], dma=(Space.FVRF, 16, 0, 1, 8, 128))
     a = m.dispatch("mfu", [("fvrf", 200, 208, False), ("fvrf", 100, 108, True)], mfu=("vact", 8, 0))
     assert a < ld + mfu_cycles("vact", 8)  # ran beside the load
     b = m.dispatch("mfu", [("fvrf", 300, 308, False), ("fvrf", 400, 408, True)], mfu=("vop", 8, 0))
@@ -78,21 +81,40 @@ def test_units_sharing_a_file_port_take_turns():
     qnt = [("fvrf", 64, 72, False), ("vrf", 100, 108, True)]  # writes other VRF entries
     for cfg, waits in ((CFG, False), (SHARED, True)):
         m = _model(cfg)
-        ld = m.dispatch("dma_load", load, dma=(5, 0, 1, 8, 40))
+        ld = m.dispatch("dma_load", load, dma=(Space.VRF, 5, 0, 1, 8, 40))
         q = m.dispatch("mfu", qnt, mfu=("qnt", 8, 0))
         assert (q >= ld + 1 + 1 + mfu_cycles("qnt", 8)) == waits, cfg.file_ports
     # reads: a store and a deq of the VRF take turns; a store beside an mvc does not (the MVU reads
     # through its own T ports), a pool does (both write the FVRF)
     m = _model(SHARED)
-    st = m.dispatch("dma_store", [("vrf", 0, 8, False), ("mem", 0, 40, True)], dma=(5, 0, 1, 8, 40))
+    st = m.dispatch("dma_store", [("vrf", 0, 8, False), ("mem", 0, 40, True)], dma=(Space.VRF, 5, 0, 1, 8, 40))
     d = m.dispatch("mfu", [("vrf", 0, 8, False), ("fvrf", 0, 8, True)], mfu=("deq", 8, 0))
     assert d == st + 1 + 1 + mfu_cycles("deq", 8)
     m = _model(SHARED)
     mv = m.dispatch("mvu", [("vrf", 0, 8, False), ("mrf", 0, 4, False), ("fvrf", 0, 8, True)], cycles=(50, 51))
-    st = m.dispatch("dma_store", [("vrf", 0, 8, False), ("mem", 0, 40, True)], dma=(5, 0, 1, 8, 40))
+    st = m.dispatch("dma_store", [("vrf", 0, 8, False), ("mem", 0, 40, True)], dma=(Space.VRF, 5, 0, 1, 8, 40))
     assert st < mv
     p = m.dispatch("pool", [("vrf", 0, 8, False), ("fvrf", 100, 108, True)], cycles=(9, 10))
     assert p == mv + 1 + 10  # dispatched when the mvc's slot frees
+
+
+def test_on_files_in_parts_only_spans_touching_a_common_part_meet_on_a_port():
+    """EngineConfig.file_parts: each part of the VRF and the FVRF has its own shared ports."""
+    cfg = dataclasses.replace(SHARED, file_parts=4)
+    parts = part_sizes(cfg)
+    assert parts == {"vrf": cfg.vrf_vectors // 4, "fvrf": cfg.fvrf_vectors // 4} and part_sizes(SHARED) == {}
+    q = parts["fvrf"]
+    shared = shared_ports(cfg)
+
+    def meet(a, b, space="fvrf"):
+        return port_conflict(shared, "mvu", [(space, *a, True)], "mfu", [(space, *b, True)], parts)
+
+    assert not meet((0, q), (q, 2 * q))  # hi is exclusive: parts 0 and 1
+    assert meet((0, q + 1), (q, q + 4))  # one entry in part 1
+    assert meet((q - 1, 3 * q), (2 * q + 5, 2 * q + 6))  # across parts 0-2, and part 2
+    assert not meet((5, 9), (3 * q, 4 * q))
+    assert port_conflict(shared, "mvu", [("fvrf", 5, 9, True)], "mfu", [("fvrf", 3 * q, 4 * q, True)])  # whole
+    assert meet((0, 4), (8, 12))  # one part: they meet whatever entries they touch
 
 
 def test_port_conflict_is_by_file_direction_and_unit():
@@ -154,10 +176,17 @@ def test_load_phase_is_latency_plus_one_word_per_cycle_when_entries_fill_words()
     t64 = dataclasses.replace(t, word_bytes=64, bw_num=64)
     assert dma_lanes(64, 17) == 4 and load_phase(t64, 17, 0, 1, 64, 17 * 64)[0] == t.latency + 17 + 2
     assert dma_lanes(1024, 17) == DMA_MAX_LANES
-    # with shared file ports a DMA has one lane: a BFP vector a cycle
-    ts = dataclasses.replace(memory_timing(SHARED), bw_num=8, bw_den=1, row_bytes=0)
-    assert ts.max_lanes == dma_max_lanes(SHARED) == 1 and dma_lanes(8, 5, ts.max_lanes) == 1
+    # with shared file ports a DMA has a lane per bank of the file: one on tiny's (no banks), a BFP
+    # vector a cycle
+    ts = dataclasses.replace(dma_timing(SHARED, Space.VRF), bw_num=8, bw_den=1, row_bytes=0)
+    assert ts.max_lanes == dma_max_lanes(SHARED, Space.VRF) == 1 and dma_lanes(8, 5, ts.max_lanes) == 1
     assert load_phase(ts, 5, 0, 1, 40, 200)[0] == t.latency + 40 + 2
+    # four banks (mfu_width = 4): two lanes again, and a row of 40 loads as fast as on a port per unit
+    banked = dataclasses.replace(SHARED, mfu_width=4)
+    tb = dataclasses.replace(dma_timing(banked, Space.VRF), bw_num=8, bw_den=1, row_bytes=0)
+    assert tb.max_lanes == 4 and dma_lanes(8, 5, tb.max_lanes) == 2
+    assert dma_max_lanes(banked, Space.MRF) == 1 and dma_timing(banked, Space.MRF).max_lanes == 1
+    assert load_phase(tb, 5, 0, 1, 40, 200)[0] == t.latency + 200 // 8 + 2
 
 
 def test_store_phase_writes_a_word_per_cycle():

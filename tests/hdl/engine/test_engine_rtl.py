@@ -843,6 +843,18 @@ def test_an_accumulating_mvc_reads_its_sums_ahead_at_no_cost(name):
     assert busy[0] == busy[1]
 
 
+def _image_for_one_mvc(cfg, rnd, span: int, room: int) -> tuple[bytearray, int, int, int]:
+    """A memory image of 16 BFP vectors at 0, one weight tile, ``span`` binary32 vectors and
+    ``room`` bytes (and a word more) for the stores: (image, tile's, vectors', room's address)."""
+    taddr, faddr = 16 * cfg.bfp_vector_bytes, 16 * cfg.bfp_vector_bytes + cfg.tile_bytes
+    img = bytearray(bfp_bytes(cfg, rnd, 16, extreme=0.0, high=False))
+    img.extend(bfp_bytes(cfg, rnd, cfg.native_dim, extreme=0.0, high=False))
+    rng = np.random.default_rng(rnd.getrandbits(32))
+    img.extend((rng.standard_normal((span, cfg.native_dim)) * 8).astype("<f4").tobytes())
+    img.extend(bytes(room + 64))
+    return img, taddr, faddr, faddr + span * cfg.fp_vector_bytes
+
+
 # the MVU's FVRF read shares the MFU's port on shared ports (tiny) and on a port per unit
 SUMS_BESIDE_MFU = {"shared": CFG, "unit": dataclasses.replace(CFG, file_ports="unit", name="tiny-unit")}
 
@@ -859,15 +871,9 @@ def test_an_accumulating_mvc_reads_its_sums_through_the_mfus_port(request, name)
     cfg = SUMS_BESIDE_MFU[name]
     rtl.require_tools()
     engine = request.getfixturevalue("engine") if cfg is CFG else EngineSim(cfg)
-    rnd = random.Random(name)
-    npix, span, qn = 16, 64, 40  # the image: 16 vectors at 0, a tile, the FVRF's span, room for the stores
-    taddr, faddr = 16 * cfg.bfp_vector_bytes, 16 * cfg.bfp_vector_bytes + cfg.tile_bytes
-    oaddr = faddr + span * cfg.fp_vector_bytes
-    img = bytearray(bfp_bytes(cfg, rnd, 16, extreme=0.0, high=False))
-    img.extend(bfp_bytes(cfg, rnd, cfg.native_dim, extreme=0.0, high=False))
-    rng = np.random.default_rng(rnd.getrandbits(32))
-    img.extend((rng.standard_normal((span, cfg.native_dim)) * 8).astype("<f4").tobytes())
-    img.extend(bytes(span * cfg.fp_vector_bytes + qn * cfg.bfp_vector_bytes + 64))
+    npix, span, qn = 16, 64, 40
+    img, taddr, faddr, oaddr = _image_for_one_mvc(cfg, random.Random(name), span,
+                                                  span * cfg.fp_vector_bytes + qn * cfg.bfp_vector_bytes)
     runs = {}
     for acc in (0, 1):
         # qnt: FVRF [20, 60) -> VRF [100, 140); mvc: VRF [0, 16) -> FVRF [0, 16), read too with acc
@@ -887,6 +893,55 @@ def test_an_accumulating_mvc_reads_its_sums_through_the_mfus_port(request, name)
         runs[acc] = got.cycles, own.run(program).cycles
     # without acc the two run at once either way; with it they take turns, longer than the qnt alone
     assert runs[0][0] == runs[0][1] == runs[1][1] < runs[1][0]
+
+
+# tiny, and four MFU lanes on five tile engines (WIDE), with the VRF and FVRF in two parts each
+# (EngineConfig.file_parts): entries [0, 4096) and [4096, 8192)
+IN_PARTS = {"tiny": ("engine", dataclasses.replace(CFG, file_parts=2, name="tiny-parts2")),
+            "wide": ("wide_engine", dataclasses.replace(WIDE, file_parts=2, name="tiny-w4t5-parts2"))}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("acc", [0, 1])
+@pytest.mark.parametrize("which", [pytest.param(k, marks=[pytest.mark.slow] if k != "tiny" else [])
+                                   for k in IN_PARTS])
+def test_units_on_different_parts_of_a_file_share_its_ports_at_once(request, which, acc):
+    """Files in parts (EngineConfig.file_parts): each part has its own shared write and read port,
+    so a qnt writing VRF part 1 runs beside a load into part 0, and an mvc writing (and,
+    accumulating, reading) FVRF part 0 beside a vop reading and writing part 1; a vop writing part 0 takes turns
+    with the mvc, and one writes across the two parts. With whole files they take turns. The RTL
+    of both matches funcsim byte for byte in the cycles the model gives."""
+    rnd = random.Random(acc)
+    rtl.require_tools()
+    fixture, parted = IN_PARTS[which]
+    engines = {"whole": request.getfixturevalue(fixture), "parts": EngineSim(parted)}
+    cfg = parted
+    span, n = 64, 40
+    img, taddr, faddr, oaddr = _image_for_one_mvc(cfg, rnd, span, (16 + 2 * n) * cfg.fp_vector_bytes
+                                                  + (n + 16) * cfg.bfp_vector_bytes)
+    o2, o3 = oaddr + 16 * cfg.fp_vector_bytes, oaddr + (16 + n) * cfg.fp_vector_bytes
+    o4 = o3 + (n + 16) * cfg.bfp_vector_bytes
+    cycles = {}
+    for dst in (4300, 300):  # the vop's destination: FVRF part 1, or part 0 beside the mvc's sums
+        text = "".join(f"cfg {key}, r0, {v}\n" for key, v in {
+            "in_h": 4, "in_w": 4, "out_w": 4, "npix": 16, "in_cb": 1, "cob": 1}.items())
+        text += (f"seti r1, {taddr}\nld vrf, r0, r0, 1, 16\nld mrf, r0, r1, 1, 1\n"
+                 f"seti r2, {faddr}\nseti r8, 4200\nld fvrf, r8, r2, 1, {span}\n"
+                 f"seti r11, 16\nld vrf, r11, r0, 1, 16\nseti r10, 4500\nqnt r10, r8, {n}\n"
+                 f"seti r9, {dst}\nvop add, r9, r8, r8, {n}, 0\nmvc r0, r0, r0, {acc}\n"
+                 f"seti r4, {oaddr}\nst fvrf, r0, r4, 1, 16\nseti r5, {o2}\nst fvrf, r9, r5, 1, {n}\n"
+                 f"seti r6, {o3}\nst vrf, r10, r6, 1, {n}\nseti r7, {o3 + n * cfg.bfp_vector_bytes}\n"
+                 f"st vrf, r11, r7, 1, 16\nseti r12, 4076\nvop add, r12, r8, r8, {n}, 0\n"
+                 f"seti r13, {o4}\nst fvrf, r12, r13, 1, {n}\nhalt")
+        program = assemble(text)
+        for name, engine in engines.items():
+            ref, got = _same(engine, program, img)
+            assert got.error is ErrorCode.NONE
+            assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+            cycles[name, dst] = got.cycles
+    assert cycles["parts", 4300] < cycles["parts", 300]  # the vop and the mvc at once on two parts
+    assert cycles["whole", 4300] == cycles["whole", 300]  # one port: they take turns either way
+    assert cycles["parts", 300] < cycles["whole", 300]  # the load and the qnt at once on two VRF parts
 
 
 POOL_SHAPES = {

@@ -5,6 +5,7 @@ bank and hold while the enable is low, and all see what the others wrote."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 
@@ -19,6 +20,20 @@ from accelml.hdl.isa import Space
 
 W = 4
 CFG = dataclasses.replace(preset("tiny"), mfu_width=W, fvrf_vectors=64)
+
+
+def _simulate(files, bench) -> None:
+    sim = Simulator(files)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _write(ref: list, start: int, mask: int, vals) -> None:
+    """The reference file after a masked write of ``vals`` from ``start``."""
+    for k, v in enumerate(vals):
+        if mask >> k & 1:
+            ref[start + k] = v
 
 
 def test_wide_and_one_entry_ports_agree_with_a_flat_file():
@@ -68,15 +83,10 @@ def test_wide_and_one_entry_ports_agree_with_a_flat_file():
             assert [ctx.get(wide.rdata[k].as_value()) for k in range(W)] == before_wide
             assert ctx.get(one.rdata.as_value()) == before_one
             checked.append(rs % W)
-            for k in range(W):
-                if mask >> k & 1:
-                    ref[ws + k] = vals[k]
+            _write(ref, ws, mask, vals)
             ref[e] = v
 
-    sim = Simulator(files)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(files, bench)
     assert set(checked) == set(range(W))  # every rotation was read
 
 
@@ -133,14 +143,9 @@ def test_shared_ports_serve_whichever_user_is_active():
             assert ctx.get(ports[reader].rdata.as_value()) == want
             assert [ctx.get(ports["wide"].rdata[k].as_value()) for k in range(W)] == want_wide
             seen.add((writer, reader))
-            for k, v in enumerate(vals):
-                if mask >> k & 1:
-                    ref[ws + k] = v
+            _write(ref, ws, mask, vals)
 
-    sim = Simulator(files)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(files, bench)
     assert len(seen) == 6  # every writer with every reader
 
 
@@ -189,10 +194,7 @@ def test_a_banked_mrfs_store_reads_through_the_mvus_bank_ports():
                                                                               for t, r in enumerate(rows)]
             kinds.append(store)
 
-    sim = Simulator(files)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _simulate(files, bench)
     assert set(kinds) == {True, False}
 
 
@@ -203,3 +205,87 @@ def test_a_banked_mrf_has_no_port_for_a_second_store_lane():
     users = {"dma_store": {Space.MRF: "r"}, "dma_store1": {Space.MRF: "r"}}
     with pytest.raises(ConfigError, match="'dma_store1' have no port of a banked file"):
         RegisterFiles(cfg, users, wide={"mvu": 3}, shared={(Space.MRF, False): ("dma_store", "mvu")})
+
+
+@pytest.mark.parametrize("width", [1, W])
+def test_a_file_in_parts_serves_one_user_of_a_shared_port_per_part(width):
+    """``EngineConfig.file_parts``: the FVRF as four memories of a quarter of its depth, each with the
+    shared write port and the shared read port. In one cycle a different writer may write each
+    part, a different reader read each (``_active``: a bit per part), a wide access may straddle
+    two parts, the T reads reach every part, and the file stays a flat file."""
+    T, parts = 3, 4
+    cfg = dataclasses.replace(CFG, mfu_width=width, file_parts=parts)
+    users = {"one": {Space.FVRF: "rw"}, "wide": {Space.FVRF: "rw"}, "dma": {Space.FVRF: "rw"}}
+    shared = {(Space.FVRF, True): ("one", "wide", "dma"), (Space.FVRF, False): ("one", "dma")}
+    files = RegisterFiles(cfg, users, {"wide": width}, wide={"mvu": T}, shared=shared)
+    assert files.parts[Space.FVRF] == parts and files.parts[Space.VRF] == parts and files.parts[Space.MRF] == 1
+    ports, mvu = {u: getattr(files, f"{u}_fvrf") for u in users}, files.mvu_fvrf_wide
+    depth = file_depth(cfg, Space.FVRF)
+    size = depth // parts
+    bits = 32 * cfg.native_dim
+    ref = [0] * depth
+    rnd = random.Random(17 + width)
+    seen = collections.Counter()
+
+    def span_in(owned, n):  # a start whose n entries lie in the parts ``owned``, or None
+        starts = [s for s in range(depth - n + 1) if {s // size, (s + n - 1) // size} <= owned]
+        return rnd.choice(starts) if starts else None
+
+    async def bench(ctx):
+        for _ in range(400):
+            owner = {p: rnd.choice(["one", "wide", "dma", None]) for p in range(parts)}  # of each part's write port
+            reader = {p: rnd.choice(["one", "dma", None]) for p in range(parts)}  # of each part's read port
+            writes = []
+            for user, p in ports.items():
+                n = width if user == "wide" else 1
+                ws = span_in({q for q, o in owner.items() if o == user}, n)
+                ctx.set(p.we, 0)
+                if ws is None:
+                    continue
+                mask = rnd.randrange(1, 1 << n)
+                vals = [rnd.getrandbits(bits) for _ in range(n)]
+                ctx.set(p.we, mask)
+                ctx.set(p.waddr, ws)
+                for k in range(n):
+                    ctx.set((p.wdata[k] if user == "wide" and width > 1 else p.wdata).as_value(), vals[k])
+                writes.append((ws, mask, vals))
+                seen["straddling write"] += ws // size != (ws + n - 1) // size
+            wants = {}
+            for user in ("one", "dma"):
+                owned = {q for q, o in reader.items() if o == user}
+                ctx.set(getattr(files, f"{user}_fvrf_active"), sum(1 << q for q in owned))
+                rs = span_in(owned, 1)
+                ctx.set(ports[user].raddr, rnd.randrange(depth) if rs is None else rs)  # noise when idle
+                if rs is not None:
+                    wants[user] = ref[rs]
+            ws_wide = rnd.randrange(depth - width + 1)  # wide's own read port: anywhere
+            ctx.set(ports["wide"].raddr, ws_wide)
+            ts = [rnd.randrange(depth) for _ in range(T)]
+            ctx.set(mvu.en, 1)
+            for t in range(T):
+                ctx.set(mvu.addr[t], ts[t])
+            want_wide, want_t = ref[ws_wide:ws_wide + width], [ref[a] for a in ts]
+            await ctx.tick()
+            for user, want in wants.items():
+                assert ctx.get(ports[user].rdata.as_value()) == want
+            got_wide = ([ctx.get(ports["wide"].rdata[k].as_value()) for k in range(width)] if width > 1
+                        else [ctx.get(ports["wide"].rdata.as_value())])
+            assert got_wide == want_wide
+            assert [ctx.get(mvu.data[t].as_value()) for t in range(T)] == want_t
+            seen["writers at once"] = max(seen["writers at once"], len(writes))
+            seen["readers at once"] = max(seen["readers at once"], len(wants))
+            for ws, mask, vals in writes:
+                _write(ref, ws, mask, vals)
+
+    _simulate(files, bench)
+    assert seen["writers at once"] == 3 and seen["readers at once"] == 2
+    assert (seen["straddling write"] > 0) == (width > 1)
+
+
+def test_parts_need_power_of_two_depths_of_whole_rows():
+    with pytest.raises(ConfigError, match="file_parts must be a power of two"):
+        dataclasses.replace(CFG, file_parts=3)
+    with pytest.raises(ConfigError, match="fvrf_vectors=64 with file_parts=32"):
+        dataclasses.replace(CFG, file_parts=32)  # 64 entries in W = 4 banks: 16 rows, not 32 parts
+    with pytest.raises(ConfigError, match="vrf_vectors=6144"):
+        dataclasses.replace(CFG, vrf_vectors=6144, file_parts=2)
