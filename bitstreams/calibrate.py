@@ -1,14 +1,16 @@
 """Measure the resource model's calibration points: the tile engine synthesised with Yosys at several
 native dimensions and mantissa widths, for ECP5 and for the ALM proxy (see synth.py).
 
-    python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json] [--only TileEngine|Mfu|WidePort]
+    python -m accelml.bitstreams.calibrate [-o bitstreams/calibration.json] [--only TileEngine|Mfu|WidePort|FileParts]
     python -m accelml.bitstreams.calibrate --engine ecp5     (adopt a whole-engine synthesis record)
 
 Writes one record per (block, flow, N, M[, W]) with the cell counts, the Yosys version and the time
 taken: the tile engine (``hdl/tile_engine.py``), the multi-function unit (``hdl/mfu.py``, one
 N-vector per cycle: its cost per lane) and a wide register-file port (``hdl/engine/regfiles.py``: one
 user reading and writing W = ``mfu_width`` FVRF entries a cycle, so the file is W banks behind two
-rotation crossbars of W lanes: their cost per W:1 multiplexer bit). ``--only`` re-measures one
+rotation crossbars of W lanes: their cost per W:1 multiplexer bit) and a file in parts (one user
+of one entry on the FVRF in P = 1, 2, 4, 8 parts: what each read's part select costs per bit
+against the whole file). ``--only`` re-measures one
 block and keeps the others' records. The
 resource model (resources.py) fits per-MAC, per-row and fixed costs to these records; nothing in it
 is typed in by hand except the devices' datasheet counts.
@@ -51,18 +53,32 @@ MFU_POINTS = [("ecp5", 4, 7), ("ecp5", 8, 7)]  # ECP5 only (10 minutes at N=8); 
 WIDE_POINTS = [(flow, 2, 7, w) for flow in ("ecp5", "alm") for w in (2, 4, 8, 16)]
 
 
+# (flow, N, M, W, P): the FVRF in P parts (EngineConfig.file_parts) with one user reading and
+# writing one entry a cycle: each read selects its part (P:1 over the entry's bits); P = 1 is the
+# whole file the others are measured against
+PART_POINTS = [(flow, 2, 7, 1, p) for flow in ("ecp5", "alm") for p in (1, 2, 4, 8)]
+
+
 def wide_port(cfg) -> RegisterFiles:
     """The register files with one user reading and writing ``cfg.mfu_width`` FVRF entries a cycle."""
     return RegisterFiles(cfg, {"wide": {Space.FVRF: "rw"}}, {"wide": cfg.mfu_width})
 
 
-BLOCKS = {"TileEngine": (TileEngine, POINTS), "Mfu": (Mfu, MFU_POINTS), "WidePort": (wide_port, WIDE_POINTS)}
+def file_parts(cfg) -> RegisterFiles:
+    """The register files with one user reading and writing one FVRF entry a cycle, the files in
+    ``cfg.file_parts`` parts."""
+    return RegisterFiles(cfg, {"one": {Space.FVRF: "rw"}})
+
+
+BLOCKS = {"TileEngine": (TileEngine, POINTS), "Mfu": (Mfu, MFU_POINTS), "WidePort": (wide_port, WIDE_POINTS),
+          "FileParts": (file_parts, PART_POINTS)}
 DEFAULT_OUT = Path(__file__).with_name("calibration.json")
 
 
-def engine_config(n: int, m: int, w: int = 1):
-    name = f"cal-n{n}-m{m}" + (f"-w{w}" if w > 1 else "")
-    return dataclasses.replace(preset("tiny"), name=name, native_dim=n, mantissa_bits=m, tiles=1, mfu_width=w)
+def engine_config(n: int, m: int, w: int = 1, p: int = 1):
+    name = f"cal-n{n}-m{m}" + (f"-w{w}" if w > 1 else "") + (f"-p{p}" if p > 1 else "")
+    return dataclasses.replace(preset("tiny"), name=name, native_dim=n, mantissa_bits=m, tiles=1, mfu_width=w,
+                               file_parts=p)
 
 
 def calibrate(blocks=tuple(BLOCKS), out: Path = DEFAULT_OUT, progress=print) -> list[dict]:
@@ -70,12 +86,14 @@ def calibrate(blocks=tuple(BLOCKS), out: Path = DEFAULT_OUT, progress=print) -> 
     old = json.loads(out.read_text())["records"] if out.is_file() else []
     records = [r for r in old if r.get("block", "TileEngine") not in blocks]
     todo = [(b, *p) for b in blocks for p in BLOCKS[b][1]]
-    for i, (block, flow, n, m, *w) in enumerate(todo):
-        width = f" W={w[0]}" if w else ""
-        progress(f"[{i + 1}/{len(todo)}] synthesising {block} N={n} M={m}{width} with {flow} ...")
-        rec = {"block": block, "flow": flow, "native_dim": n, "mantissa_bits": m, **({"mfu_width": w[0]} if w else {})}
+    for i, (block, flow, n, m, *wp) in enumerate(todo):
+        width = f" W={wp[0]}" if wp else ""
+        parts = f" P={wp[1]}" if len(wp) > 1 else ""
+        progress(f"[{i + 1}/{len(todo)}] synthesising {block} N={n} M={m}{width}{parts} with {flow} ...")
+        rec = {"block": block, "flow": flow, "native_dim": n, "mantissa_bits": m,
+               **({"mfu_width": wp[0]} if wp else {}), **({"file_parts": wp[1]} if len(wp) > 1 else {})}
         try:
-            r = synthesize(BLOCKS[block][0](engine_config(n, m, *w)), flow=flow)
+            r = synthesize(BLOCKS[block][0](engine_config(n, m, *wp)), flow=flow)
         except RtlError as e:
             records.append({**rec, "error": str(e)})
             progress(f"      failed: {e}")

@@ -52,7 +52,10 @@ What it counts, and from where:
   (``FilePlan.mux_bits`` of the engine's ``top.file_plan``: a rotation crossbar per wide port
   and direction, one entry's select per one-entry read of a banked file) at the per-bit cost of the
   RTL's register files with one wide FVRF user synthesised at W = 2, 4, 8, 16 (block ``WidePort``),
-  linear in W between those.
+  linear in W between those. A file in parts (``file_parts``) adds each read's part select
+  (``FilePlan.part_mux_bits``), priced by the RTL's FVRF in P = 2, 4, 8 parts against the whole file
+  (block ``FileParts``), and its shared write ports' selects of a writer per part (at the
+  ``WidePort`` cost).
 
 On ECP5 the register files counted are the RTL's (``file_ports="shared"``: one write port per
 file, a read copy per read port), and the whole ``ecp5`` engine's synthesis is one of the model's
@@ -286,26 +289,44 @@ def prefetch_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
             "ffs": bits * (PF_SLOTS + (PF_SLOTS - 1) * mux["ffs"]), "mult": 0.0}
 
 
+def part_select_costs(flow: str) -> dict[int, dict[str, float]]:
+    """{P: {"logic": ..., "ffs": ...} per bit of a read's P:1 part select} from the ``FileParts``
+    records of ``flow``: one user of one FVRF entry on the file in P parts, against the whole file
+    (P = 1), per bit of the entry."""
+    recs = {r["file_parts"]: _cells(flow, r["cells"]) for r in records()
+            if r.get("block") == "FileParts" and r["flow"] == flow and "cells" in r}
+    whole = recs.pop(1, None)
+    if whole is None:
+        return {}
+    bits = 32 * next(r["native_dim"] for r in records() if r.get("block") == "FileParts" and r["flow"] == flow)
+    return {p: {k: (c[k] - whole[k]) / bits for k in ("logic", "ffs")} for p, c in recs.items()}
+
+
 def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     """The register files' multiplexers: ``RegisterFiles.mux_bits`` of the engine's banked files
     (``top.file_plan``) at the per-bit cost measured for W = ``mfu_width`` (``calibration.json``,
     block ``WidePort``), linear in W between the measured widths (and beyond the widest, from the
-    two widest), and a file in parts' selects (``RegisterFiles.part_mux_bits``, n:1 at the cost
-    for W = n). Zero at W = 1 on whole files: nothing is banked."""
+    two widest); and a file in parts' selects (``RegisterFiles.part_mux_bits``): the reads' P:1 at
+    the cost per bit the ``FileParts`` records measured (interpolated in P), the shared write
+    ports' k:1 at the ``WidePort`` cost for W = k. Zero at W = 1 on whole files."""
     from accelml.hdl.engine.top import file_plan
 
     plan = file_plan(cfg)
-    groups = {cfg.mfu_width: plan.mux_bits()} if cfg.mfu_width > 1 else {}
-    for n, bits in plan.part_mux_bits().items():
-        groups[n] = groups.get(n, 0) + bits
-    if not groups:
-        return {"logic": 0.0, "ffs": 0.0}
-    costs = wide_port_costs(_flow(dev))
-    if len(costs) < 2:
-        raise ValueError("calibration.json holds fewer than two WidePort records for this flow: "
-                         "run python -m accelml.bitstreams.calibrate --only WidePort")
-    return {k: sum(bits * _interpolate({x: c[k] for x, c in costs.items()}, n) for n, bits in groups.items())
-            for k in ("logic", "ffs")}
+    parts = plan.part_mux_bits()
+    wide = {cfg.mfu_width: plan.mux_bits()} if cfg.mfu_width > 1 else {}
+    for n, bits in parts["write"].items():
+        wide[n] = wide.get(n, 0) + bits
+    out = {"logic": 0.0, "ffs": 0.0}
+    for groups, costs, block in ((wide, wide_port_costs(_flow(dev)), "WidePort"),
+                                 (parts["read"], part_select_costs(_flow(dev)), "FileParts")):
+        if not groups:
+            continue
+        if len(costs) < 2:
+            raise ValueError(f"calibration.json holds fewer than two {block} records for this flow: "
+                             f"run python -m accelml.bitstreams.calibrate --only {block}")
+        for k in out:
+            out[k] += sum(bits * _interpolate({x: c[k] for x, c in costs.items()}, n) for n, bits in groups.items())
+    return out
 
 
 def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None,

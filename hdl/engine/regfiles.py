@@ -296,13 +296,14 @@ class FilePlan:
                 bits += entry * sum(self.wide.values())
         return bits
 
-    def part_mux_bits(self) -> dict[int, int]:
-        """The multiplexers a file in parts (``EngineConfig.file_parts``) adds, ``{n: bits of n:1
-        multiplexers}``, as ``elaborate`` builds them: per read port (each reader's, each of the
-        ``wide`` users' T), each bank's entry selected from its P parts; per shared write port, the
-        writers' entry selected for each part beyond the first (each part takes its own writer).
-        What the resource model prices beside :meth:`mux_bits`."""
-        out: dict[int, int] = {}
+    def part_mux_bits(self) -> dict[str, dict[int, int]]:
+        """The multiplexers a file in parts (``EngineConfig.file_parts``) adds, as ``elaborate``
+        builds them: ``"read"``, ``{P: bits}`` of P:1 selects, per read port (each reader's, each of
+        the ``wide`` users' T) each bank's entry selected from its P parts; ``"write"``, ``{k:
+        bits}`` of k:1 selects, per shared write port of k writers the writer's entry selected for
+        each part beyond the first (each part takes its own writer). What the resource model prices
+        beside :meth:`mux_bits`."""
+        out: dict[str, dict[int, int]] = {"read": {}, "write": {}}
         for space in Space:
             np_, nb = self.parts[space], self.banks[space]
             if np_ == 1:
@@ -310,11 +311,11 @@ class FilePlan:
             entry = file_shape(self.cfg, space).size
             readers = sum("r" in spaces.get(space, "") for spaces in self.users.values())
             readers += sum(self.wide.values()) if space in self.wide_files else 0
-            out[np_] = out.get(np_, 0) + readers * nb * entry
+            out["read"][np_] = out["read"].get(np_, 0) + readers * nb * entry
             group = self.shared.get((space, True), ())
             writers = sum("w" in self.users.get(u, {}).get(space, "") for u in group)
             if writers > 1:
-                out[writers] = out.get(writers, 0) + (np_ - 1) * nb * entry
+                out["write"][writers] = out["write"].get(writers, 0) + (np_ - 1) * nb * entry
         return out
 
     @staticmethod

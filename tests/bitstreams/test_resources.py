@@ -198,3 +198,31 @@ def test_crossbars_cost_what_one_wide_port_measured():
     assert resources.crossbar_cost(a10, dev)["logic"] == pytest.approx(bits * per[a10.mfu_width]["logic"])
     assert resources.crossbar_cost(dataclasses.replace(a10, mfu_width=1), dev) == {"logic": 0.0, "ffs": 0.0}
     assert resources.estimate(a10).parts["crossbars"]["logic"] > 0
+
+
+def test_parts_count_their_selects_and_the_model_follows_the_ecp5_synthesis_in_two_parts():
+    """A file in P parts: each read port selects each bank's entry from P parts, each shared write
+    port of k writers selects a writer for every part beyond the first (``part_mux_bits``); the
+    reads' selects cost what the ``FileParts`` records measured, rising with P. The logic they add
+    to the ecp5 engine in two parts is within 20 % of what its synthesis added."""
+    from accelml.bitstreams import engine_synth
+    from accelml.hdl.config import EngineConfig
+    from accelml.hdl.engine.regfiles import FilePlan
+    from accelml.hdl.isa import Space
+
+    cfg = dataclasses.replace(engine_config(2, 7, 4), file_parts=4)
+    entry = 32 * cfg.native_dim
+    users = {"u": {Space.FVRF: "rw"}, "a": {Space.FVRF: "rw"}, "b": {Space.FVRF: "w"}}
+    plan = FilePlan(cfg, users, {"u": 4}, shared={(Space.FVRF, True): ("a", "b")})
+    assert plan.part_mux_bits() == {"read": {4: 2 * 4 * entry}, "write": {2: 3 * 4 * entry}}
+    assert FilePlan(engine_config(2, 7, 4), users, {"u": 4}).part_mux_bits() == {"read": {}, "write": {}}
+    for flow in ("ecp5", "alm"):
+        per = resources.part_select_costs(flow)
+        assert sorted(per) == [2, 4, 8]
+        assert 0 < per[2]["logic"] < per[4]["logic"] < per[8]["logic"], flow
+    recs = engine_synth.recorded()
+    two, whole = EngineConfig.from_dict(recs["ecp5-parts2"]["config"]), EngineConfig.from_dict(recs["ecp5"]["config"])
+    measured = [resources._cells("ecp5", recs[k]["cells"])["logic"] for k in ("ecp5-parts2", "ecp5")]
+    modelled = [resources.estimate(c, resources.DEVICES["LFE5U-85F"]).logic for c in (two, whole)]
+    added, model_added = measured[0] - measured[1], modelled[0] - modelled[1]
+    assert 0.8 * added <= model_added <= 1.2 * added, (added, model_added)
