@@ -491,10 +491,14 @@ class RegisterFiles(FilePlan, wiring.Component):
                                 m.d.comb += rp.addr.eq(in_part(rows_of[b]))
                         outs[b].append(rp.data.as_value())
                 data_of.update({user: outs for user, _ in users})
+
             def psel_of(row, who, en=None, ppb=ppb, pb=pb):  # the part ``row`` is in, a cycle later
                 psel = Signal(ppb, name=f"{who}_psel")
-                with m.If(1 if en is None else en):
+                if en is None:
                     m.d.sync += psel.eq(row[pb:pb + ppb])
+                else:  # held while the reads' enable is low, as their data is
+                    with m.If(en):
+                        m.d.sync += psel.eq(row[pb:pb + ppb])
                 return psel
 
             for user, count in self.wide.items() if space in self.wide_files else ():  # T reads, one enable
