@@ -494,11 +494,8 @@ class RegisterFiles(FilePlan, wiring.Component):
 
             def psel_of(row, who, en=None, ppb=ppb, pb=pb):  # the part ``row`` is in, a cycle later
                 psel = Signal(ppb, name=f"{who}_psel")
-                if en is None:
+                with m.If(1 if en is None else en):  # held while the reads' enable is low, as their data is
                     m.d.sync += psel.eq(row[pb:pb + ppb])
-                else:  # held while the reads' enable is low, as their data is
-                    with m.If(en):
-                        m.d.sync += psel.eq(row[pb:pb + ppb])
                 return psel
 
             for user, count in self.wide.items() if space in self.wide_files else ():  # T reads, one enable
