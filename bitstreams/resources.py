@@ -359,7 +359,9 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
         copies = [ports[space] for space in (Space.VRF, Space.MRF, Space.FVRF)]
     else:
         copies = [read_ports] * 3
-    parts = [cfg.file_parts, 1, cfg.file_parts]  # the VRF and FVRF in parts (config.PARTED_FILES)
+    from accelml.hdl.engine.layouts import parts_of
+
+    parts = [parts_of(cfg, space) for space in (Space.VRF, Space.MRF, Space.FVRF)]  # the VRF and FVRF in parts
 
     def blocks(w: int, d: int, p: int) -> int:
         return part_blocks(w, d, p, dev)

@@ -82,11 +82,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from accelml.hdl.config import PARTED_FILES
 from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Space
 
-from .layouts import check_config, file_depth, fvector_layout, tile_layout, vector_layout
+from .layouts import check_config, file_depth, fvector_layout, parts_of, tile_layout, vector_layout
 
 __all__ = ["RegisterFiles", "FilePlan", "file_port_signature", "read_ports_signature", "file_shape", "file_addr_bits",
            "RAM_VERILOG"]
@@ -222,7 +221,7 @@ class FilePlan:
         self.copies_user = "dma_load" if self.direct and "w" in self.users.get("dma_load", {}).get(Space.MRF, "") \
             else None
         # files in parts (EngineConfig.file_parts): each bank as ``parts`` memories of its rows
-        self.parts = {space: self.cfg.file_parts if space.name.lower() in PARTED_FILES else 1 for space in Space}
+        self.parts = {space: parts_of(self.cfg, space) for space in Space}
         self.wide = dict(wide or {})
         for user, count in self.wide.items():
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
