@@ -398,7 +398,6 @@ class CycleModel:
 
     def __init__(self, cfg: EngineConfig, mem_bytes: int):
         self.cfg = cfg
-        self.mem = memory_timing(cfg)
         self.dma = {space: dma_timing(cfg, space) for space in Space}  # a transfer's, by its file
         self.t = 0  # the cycle the next instruction's FETCH starts
         self.busy: dict[str, int] = defaultdict(int)
