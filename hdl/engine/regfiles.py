@@ -395,10 +395,13 @@ class RegisterFiles(FilePlan, wiring.Component):
             def in_part(row, pb=pb, np_=np_):  # a bank's row within its part
                 return row[:pb] if np_ > 1 else row
 
-            def parted(en, row, dat, pb=pb, ppb=ppb, np_=np_):  # a bank's write, per part
+            def part_of(row, pb=pb, ppb=ppb):  # the part a bank's row is in (a file in parts)
+                return row[pb:pb + ppb]
+
+            def parted(en, row, dat, np_=np_):  # a bank's write, per part
                 if np_ == 1:
                     return [(en, row, dat)]
-                return [(en & (row[pb:pb + ppb] == p), row[:pb], dat) for p in range(np_)]
+                return [(en & (part_of(row) == p), in_part(row), dat) for p in range(np_)]
 
             writes, reads = [], []  # per user: (user, [[(en, row, data) per part] per bank]) / (user, [row per bank])
             banks_of = {}  # a reader's start's bank
@@ -491,10 +494,10 @@ class RegisterFiles(FilePlan, wiring.Component):
                         outs[b].append(rp.data.as_value())
                 data_of.update({user: outs for user, _ in users})
 
-            def psel_of(row, who, en=None, ppb=ppb, pb=pb):  # the part ``row`` is in, a cycle later
+            def psel_of(row, who, en=None, ppb=ppb):  # the part ``row`` is in, a cycle later
                 psel = Signal(ppb, name=f"{who}_psel")
                 with m.If(1 if en is None else en):  # held while the reads' enable is low, as their data is
-                    m.d.sync += psel.eq(row[pb:pb + ppb])
+                    m.d.sync += psel.eq(part_of(row))
                 return psel
 
             for user, count in self.wide.items() if space in self.wide_files else ():  # T reads, one enable
