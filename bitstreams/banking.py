@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import numpy as np
 
@@ -171,14 +170,12 @@ def ram_blocks(cfg: EngineConfig, device: resources.Device | str, *, mapping: st
     for the MVU plus one for the other readers (the DMA, the MFU, the pool), each read copy a whole
     file; the VRF and FVRF in ``file_parts`` parts each."""
     dev = resources.DEVICES[device] if isinstance(device, str) else device
-    banked = resources.register_file_blocks(cfg, dev, banked=True)
+    files = resources.file_blocks(cfg, dev, banked=True)
     if mapping == "present":
-        return banked
+        return sum(files.values())
     vec = cfg.native_dim * (cfg.mantissa_bits + 1) + cfg.exponent_bits
-    t = cfg.tiles
-    p = cfg.file_parts
-    vrf_banked = t * resources.part_blocks(vec, math.ceil(cfg.vrf_vectors / t), p, dev)
-    return banked - vrf_banked + (vrf_copies + 1) * resources.part_blocks(vec, cfg.vrf_vectors, p, dev)
+    copy = resources.part_blocks(vec, cfg.vrf_vectors, cfg.file_parts, dev)
+    return sum(files.values()) - files[Space.VRF] + (vrf_copies + 1) * copy
 
 
 def chunked_ram(cfg: EngineConfig, dev: resources.Device, vrf_copies: int) -> int:

@@ -34,14 +34,13 @@ What it counts, and from where:
   8 (``calibration.json``, block ``Engine``: ``python -m accelml.bitstreams.engine_synth`` records)
   minus its tile engines and MFU as counted here, linear in N between the two; on Intel converted
   at the tile engine's ALM per LUT4 ratio: an ECP5-measured figure, not an Intel synthesis.
-* **Register files** (``register_file_blocks``): VRF, MRF and FVRF (rows of ``mfu_width`` vectors),
-  each read by the MVU T times a cycle plus by the rest. On ECP5, as the RTL builds it: one memory
-  with the read ports ``RegisterFiles.read_ports`` counts, which synthesis replicates (a full copy
-  per read port). On Intel: the VRF and MRF banked, T banks of depth/T and conflict-free
-  addresses (the MRF's is built behind ``EngineConfig.mrf_banked``, the VRF's **not yet**); the
-  FVRF as the RTL builds it, a copy per read port (the MVU reads it through the MFU's port, no
-  longer T times a cycle). Blocks at the device RAM's widest shape that holds the depth.
-
+* **Register files** (``register_file_blocks``; per file ``file_blocks``): VRF, MRF and FVRF (rows
+  of ``mfu_width`` vectors), each read by the MVU T times a cycle plus by the rest. On ECP5, as the
+  RTL builds it: one memory with the read ports ``RegisterFiles.read_ports`` counts, which synthesis
+  replicates (a full copy per read port). On Intel: the VRF and MRF banked, T banks of depth/T and
+  conflict-free addresses (the MRF's is built behind ``EngineConfig.mrf_banked``, the VRF's **not
+  yet**); the FVRF as the RTL builds it, a copy per read port (the MVU reads it through the MFU's
+  port, no longer T times a cycle). Blocks at the device RAM's widest shape that holds the depth.
 * **Pool** (``pool_cost``): the pool unit folds ``mfu_width`` vectors a cycle on the MFU's lanes
   and ports, which the MFU lends it: the 2:1 multiplexers at their inputs beyond the first vector,
   at the ``WidePort`` cost per bit.
@@ -329,9 +328,9 @@ def crossbar_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     return out
 
 
-def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None,
-                         banked: bool | None = None) -> int:
-    """RAM blocks of the VRF, MRF and FVRF.
+def file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None,
+                banked: bool | None = None) -> dict[Space, int]:
+    """RAM blocks of each of the VRF, MRF and FVRF.
 
     ``banked=False`` (what the RTL builds, and the default on ECP5): each file is one memory with
     ``read_ports`` read ports (default: the RTL's, ``RegisterFiles.read_ports``: T for the MVU on
@@ -361,15 +360,20 @@ def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | No
         copies = [read_ports] * 3
     from accelml.hdl.engine.layouts import parts_of
 
-    parts = [parts_of(cfg, space) for space in (Space.VRF, Space.MRF, Space.FVRF)]  # the VRF and FVRF in parts
+    out = {}
+    for space, c, (w, d) in zip((Space.VRF, Space.MRF, Space.FVRF), copies, files, strict=True):
+        p = parts_of(cfg, space)  # the VRF and FVRF in parts
+        if banked and space is not Space.FVRF:  # T banks of d / T entries
+            out[space] = t * part_blocks(w, math.ceil(d / t), p, dev)
+        else:
+            out[space] = c * part_blocks(w, d, p, dev)
+    return out
 
-    def blocks(w: int, d: int, p: int) -> int:
-        return part_blocks(w, d, p, dev)
 
-    if banked:
-        return sum(t * blocks(w, math.ceil(d / t), p) for (w, d), p in zip(files[:2], parts, strict=False)) + \
-            copies[2] * blocks(*files[2], parts[2])
-    return sum(c * blocks(w, d, p) for c, (w, d), p in zip(copies, files, parts, strict=True))
+def register_file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None,
+                         banked: bool | None = None) -> int:
+    """RAM blocks of the VRF, MRF and FVRF together (:func:`file_blocks`)."""
+    return sum(file_blocks(cfg, dev, read_ports=read_ports, banked=banked).values())
 
 
 def _engine_records() -> list[tuple[EngineConfig, dict]]:
