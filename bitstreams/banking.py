@@ -123,10 +123,10 @@ class _Timed(FuncSim):
         self.mapping, self.vrf_copies = mapping, vrf_copies
         self.reads: list[tuple[int, int, int]] = []  # (pixels, cob, kb) of every mvc run
 
-    def _mvu_busy(self, pixels: int, cob: int, kb: int, *, group: int = 0) -> int:
+    def _mvu_busy(self, pixels: int, cob: int, kb: int, *, group: int = 0, lengths=None) -> int:
         self.reads.append((pixels, cob, kb))
         if self.mapping == "present":
-            return super()._mvu_busy(pixels, cob, kb, group=group)
+            return super()._mvu_busy(pixels, cob, kb, group=group, lengths=lengths)
         return chunked_busy(self.cfg.tiles, pixels, cob, kb, width=self.cfg.mfu_width,
                             vrf_copies=self.vrf_copies)[0]
 

@@ -288,6 +288,34 @@ def prefetch_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
             "ffs": bits * (PF_SLOTS + (PF_SLOTS - 1) * mux["ffs"]), "mult": 0.0}
 
 
+def gather_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
+    """The MVU's VRF read through V = ``EngineConfig.vrf_reads`` ports, fewer than T
+    (``hdl/engine/mvu.py``, ``Mvu._gather``): per tile engine its block's select from the V ports
+    and its held block, (V + 1):1 a bit, and the held block's flip-flops; per port its address's
+    T:1 select; the T (T - 1) / 2 address comparisons, counted as one 2:1 multiplexer bit per
+    address bit. The selects at the ``WidePort`` records' cost per bit (interpolated in the
+    width); the comparisons are an approximation of the same order. Nothing with a port per tile
+    engine (``vrf_reads`` = 0)."""
+    from accelml.hdl.engine.layouts import vector_layout
+    from accelml.hdl.engine.window import vrf_addr_bits
+
+    t, v = cfg.tiles, cfg.vrf_reads
+    if not v or v >= t:
+        return {"logic": 0.0, "ffs": 0.0, "mult": 0.0}
+    vec, ab = vector_layout(cfg).size, vrf_addr_bits(cfg)
+    costs = wide_port_costs(_flow(dev))
+    if len(costs) < 2:
+        raise ValueError("calibration.json holds fewer than two WidePort records for this flow: "
+                         "run python -m accelml.bitstreams.calibrate --only WidePort")
+    out = {"mult": 0.0}
+    for k in ("logic", "ffs"):
+        per = {x: c[k] for x, c in costs.items()}
+        out[k] = (t * vec * _interpolate(per, v + 1) + v * ab * _interpolate(per, t)
+                  + t * (t - 1) // 2 * ab * _interpolate(per, 2))
+    out["ffs"] += t * vec
+    return out
+
+
 def part_select_costs(flow: str) -> dict[int, dict[str, float]]:
     """{P: {"logic": ..., "ffs": ...} per bit of a read's P:1 part select} from the ``FileParts``
     records of ``flow``: one user of one FVRF entry on the file in P parts, against the whole file
@@ -339,7 +367,8 @@ def file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None
     write and one read port). ``banked=True`` (the default on Intel devices): the VRF and MRF are
     split into T banks of depth/T, one read per bank per cycle, the general port sharing them; this
     needs an address placement free of bank conflicts (the MRF's is built, ``mrf_banked``; the
-    VRF's **not yet**). The FVRF has no T reads to bank for (the MVU reads an accumulating ``mvc``'s
+    VRF's **not**: a VRF read through ``vrf_reads`` ports is counted as built, a copy per read
+    port). The FVRF has no T reads to bank for (the MVU reads an accumulating ``mvc``'s
     sums ahead through the MFU's port), so it is counted as built either way: a copy per read port.
     The FVRF's rows are ``mfu_width`` vectors wide, as the MFU reads them. The VRF and FVRF in
     ``file_parts`` parts count each part's blocks (a part shallower than a block wastes its rest).
@@ -363,7 +392,7 @@ def file_blocks(cfg: EngineConfig, dev: Device, *, read_ports: int | None = None
     out = {}
     for space, c, (w, d) in zip((Space.VRF, Space.MRF, Space.FVRF), copies, files, strict=True):
         p = parts_of(cfg, space)  # the VRF and FVRF in parts
-        if banked and space is not Space.FVRF:  # T banks of d / T entries
+        if banked and (space is Space.MRF or space is Space.VRF and not cfg.vrf_reads):  # T banks of d / T
             out[space] = t * part_blocks(w, math.ceil(d / t), p, dev)
         else:
             out[space] = c * part_blocks(w, d, p, dev)
@@ -433,7 +462,7 @@ class Estimate:
     multipliers: int
     lut_multiplied_macs: int  # products beyond the hard multipliers, in logic
     ram_blocks: int
-    # {"tiles"|"mfu"|"control"|"crossbars"|"pool"|"prefetch"|"files": {resource: n}}
+    # {"tiles"|"mfu"|"control"|"crossbars"|"pool"|"prefetch"|"gather"|"files": {resource: n}}
     parts: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -474,16 +503,17 @@ def estimate(cfg: EngineConfig, device: Device | str | None = None, *, banked: b
     xbar = crossbar_cost(cfg, dev)
     pool = pool_cost(cfg, dev)
     pf = prefetch_cost(cfg, dev)
+    gather = gather_cost(cfg, dev)
     files = register_file_blocks(cfg, dev, banked=banked)
     fixed_mult = round(mfu["mult"] + ctl["mult"] + pool["mult"])
     spill = max(0, min(tiles["mult"], tiles["mult"] + fixed_mult - dev.multipliers))
-    logic = tiles["logic"] + mfu["logic"] + ctl["logic"] + xbar["logic"] + pool["logic"] + pf["logic"]
+    logic = sum(c["logic"] for c in (tiles, mfu, ctl, xbar, pool, pf, gather))
     if spill:
         cal = calibration()
         logic += spill * (cal[(f"{flow}-nodsp", 4, 7)]["logic"] - cal[(flow, 4, 7)]["logic"]) / 16
     parts = {"tiles": tiles, "mfu": mfu, "control": ctl, "crossbars": xbar, "pool": pool, "prefetch": pf,
-             "files": {"ram": files}}
-    return Estimate(cfg, dev, logic, tiles["ffs"] + mfu["ffs"] + ctl["ffs"] + xbar["ffs"] + pool["ffs"] + pf["ffs"],
+             "gather": gather, "files": {"ram": files}}
+    return Estimate(cfg, dev, logic, sum(c["ffs"] for c in (tiles, mfu, ctl, xbar, pool, pf, gather)),
                     tiles["mult"] - spill + fixed_mult, spill, files + ctl["ram"], parts)
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -117,10 +118,12 @@ def _bank_row(cfg: EngineConfig) -> int:
     return cfg.tiles if cfg.mrf_banked else 1
 
 
-def _bank_cut(cob: int, tiles: int, most: int, whole: int) -> list[int]:
+def _bank_cut(cob: int, tiles: int, most: int, whole: int, reads: int = 0) -> list[int]:
     """Chunk sizes for ``cob`` output blocks on a banked MRF: chunks of ``whole`` blocks (a multiple
-    of T, or 0), the rest as one multiple of T and then divisors of T, largest first, none above
-    ``most`` (isa.md, "Banked MRF")."""
+    of T, or 0), the rest as one multiple of T and then divisors of T, none above ``most`` (isa.md,
+    "Banked MRF"): largest first; or, with ``reads`` = V VRF reads fewer than T
+    (``EngineConfig.vrf_reads``), the divisors whose steps take the fewest cycles a pixel (a chunk
+    of d blocks takes T / d pixels a round, ceil((T / d) / V) cycles a step), then the fewest."""
     sizes, left = [], cob
     while whole and left >= whole:
         sizes.append(whole)
@@ -129,6 +132,12 @@ def _bank_cut(cob: int, tiles: int, most: int, whole: int) -> list[int]:
         sizes.append(left // tiles * tiles)
         left -= sizes[-1]
     divisors = [d for d in range(min(tiles, most), 0, -1) if tiles % d == 0]
+    if 0 < reads < tiles:
+        best = {0: (Fraction(0), 0, [])}  # blocks -> (cycles a pixel-step, chunks, sizes) of the best cut
+        for r in range(1, left + 1):
+            best[r] = min((best[r - d][0] + Fraction(-(-(tiles // d) // reads), tiles // d), best[r - d][1] + 1,
+                           sorted([d, *best[r - d][2]], reverse=True)) for d in divisors if d <= r)
+        return sizes + best[left][2]
     while left:
         d = next(d for d in divisors if d <= left)
         sizes.append(d)
@@ -490,7 +499,7 @@ class _Generator:
         if self.cfg.mrf_banked:  # multiples of T filling a half's rows, the rest divisors of T
             t = self.cfg.tiles
             fit = half // per_ob if per_ob <= half else 1  # groups of T blocks whose rows fit a half
-            sizes = _bank_cut(op.cob, t, out_cap // ow, min(fit * t, out_cap // ow) // t * t)
+            sizes = _bank_cut(op.cob, t, out_cap // ow, min(fit * t, out_cap // ow) // t * t, self.cfg.vrf_reads)
             cob_c = max(sizes)
         else:
             sizes = [cob_c] * (op.cob // cob_c) + [op.cob % cob_c] * bool(op.cob % cob_c)

@@ -32,6 +32,11 @@ part e // (depth / file_parts)), each with its own shared ports, so that units t
 they touch a common part. No preset uses it yet: on ``a10`` with shared ports in eight parts
 ResNet-50 is modelled at 1.012x the preset's cycles (bitstreams/README.md).
 
+``vrf_reads``: the MVU's VRF read ports (0: one per tile engine). With fewer than T, a step's
+distinct VRF entries are read that many a cycle and handed to the tile engines that read them
+(several engines of a round often read one pixel's block), so the VRF is built as that many copies
+for the MVU; a step reading more entries takes more cycles. No preset uses it yet.
+
 ``mrf_banked``: the MRF as T banks, tile engine t reading bank t only (docs/isa.md, "Banked MRF"),
 built in the functional simulator, the compiler and the RTL; no preset uses it yet (its cost on
 the large presets: bitstreams/README.md, "Banking the large presets' files").
@@ -102,7 +107,7 @@ INTERNAL_FORMATS = ("fp32-ftz",)
 FILE_PORTS = ("unit", "shared")
 # fields added after packages were first written, hashed only away from the value every earlier
 # configuration had, so the hash of an earlier configuration stays what its packages recorded
-_HASHED_IF_NOT = {"file_ports": "unit", "mrf_banked": False, "file_parts": 1}
+_HASHED_IF_NOT = {"file_ports": "unit", "mrf_banked": False, "file_parts": 1, "vrf_reads": 0}
 PARTED_FILES = ("vrf", "fvrf")  # the files file_parts splits (the MRF's ports are no unit's to share)
 
 
@@ -131,6 +136,10 @@ class EngineConfig:
     # e // (depth / file_parts)), each part with its own shared ports: units take turns on a shared
     # port only while their spans touch a common part (hdl/engine/regfiles.py, layouts.port_conflict)
     file_parts: int = 1
+    # the MVU's VRF read ports, V (0: one per tile engine, T): a step's distinct VRF entries are read
+    # V a cycle (a step of U entries takes ceil(U / V) cycles) and handed to the tile engines that
+    # read them, so the VRF is V copies for the MVU rather than T (hdl/engine/mvu.py)
+    vrf_reads: int = 0
     mem_bytes: int = 64 << 20  # external memory size
     mem_port_bits: int = 64  # external memory port width, bits per engine clock
     mem_bandwidth_gbps: float = 1.6  # sustained external memory bandwidth, GB/s
@@ -179,6 +188,7 @@ class EngineConfig:
                     raise ConfigError(f"EngineConfig.{key}_vectors={depth} with file_parts={self.file_parts}: "
                                       f"parts need a power-of-two depth, a multiple of mfu_width x file_parts "
                                       f"= {unit}")
+        _check_int("vrf_reads", self.vrf_reads, 0, self.tiles)
         _check_int("mem_bytes", self.mem_bytes, 1 << 10, 1 << 36)
         _check_int("mem_port_bits", self.mem_port_bits, 8, 1 << 16)
         if self.mem_port_bits % 8:

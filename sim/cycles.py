@@ -96,7 +96,7 @@ from .dram import derating
 NATIVE_PHASES = True  # the DMA phases in native.c where the kernels are built (else the Python definition)
 
 __all__ = ["CycleModel", "NoTiming", "MemoryTiming", "memory_timing", "UNITS", "MFU_LATENCY",
-           "mfu_cycles", "mfu_groups", "mfu_group_bounds", "mvu_busy", "pool_busy", "pool_group",
+           "mfu_cycles", "mfu_groups", "mfu_group_bounds", "mvu_busy", "mvu_round_cycles", "pool_busy", "pool_group",
            "pool_reciprocals"]
 
 UNITS = ("ctl", "dma_load", "dma_store", "mvu", "mfu", "pool")  # status.Unit's names
@@ -114,15 +114,42 @@ POOL_RECIP = 26  # a reciprocal: its start to the scaling that waits for it
 SPACES = ("vrf", "mrf", "fvrf", "mem")
 
 
-def mvu_busy(tiles: int, pairs: int, kb: int, *, width: int, group: int = 0) -> int:
+def mvu_busy(tiles: int, pairs: int, kb: int, *, width: int, group: int = 0, lengths=None) -> int:
     """Busy cycles of an ``mvc`` of ``pairs`` (pixel, output block) pairs of ``kb = taps * gi``
     steps each on ``tiles`` tile engines writing ``width`` (``mfu_width``) results a cycle
-    (``group``: :func:`~accelml.hdl.engine.layouts.mvu_write_cycles`'s, a strided banked ``mvc``)."""
+    (``group``: :func:`~accelml.hdl.engine.layouts.mvu_write_cycles`'s, a strided banked ``mvc``).
+    ``lengths``: each round's cycles where its steps take more than one (:func:`mvu_round_cycles`),
+    else ``kb`` each."""
     if pairs == 0:
         return MVU_SETUP_EMPTY
     rounds = -(-pairs // tiles)
     writes = mvu_write_cycles(tiles, width, group)
-    return MVU_SETUP + writes + kb + (rounds - 1) * max(kb, writes)
+    if lengths is None:
+        return MVU_SETUP + writes + kb + (rounds - 1) * max(kb, writes)
+    return MVU_SETUP + writes + int(lengths[0]) + int(np.maximum(lengths[1:], writes).sum())
+
+
+def mvu_round_cycles(tiles: int, reads: int, idx: np.ndarray, in_cb: int, cob: int, gi: int,
+                     groups: tuple[int, int] | None = None) -> np.ndarray:
+    """Each round's cycles of an ``mvc`` whose MVU reads the VRF through ``reads`` = V ports
+    (``EngineConfig.vrf_reads``, fewer than ``tiles`` = T; ``hdl/engine/mvu.py``): a step reads
+    the distinct VRF entries of the round's lanes that read one (a pair, its tap inside the input)
+    V a cycle, so it takes max(1, ceil(U / V)) cycles for U entries; a round is ``gi`` steps per
+    tap. ``idx``: the output pixels' taps (``layout.window_index``: the input pixel, -1 outside);
+    lane t of round r takes pair ``q = r * T + t`` = ``pixel * cob + j``, reading input block
+    ``b0(j) + k`` at step k of a tap, ``b0(j) = ((ob0 + j) // go) * gi`` for ``groups`` = (ob0, go),
+    else 0 (dense)."""
+    npix, taps = idx.shape
+    pairs = npix * cob
+    rounds = -(-pairs // tiles)
+    q = np.arange(rounds * tiles)
+    pix, j = np.minimum(q // cob, npix - 1), q % cob
+    b0 = np.zeros_like(q) if groups is None else (groups[0] + j) // groups[1] * gi
+    at = idx[pix]  # (lanes, taps)
+    keys = np.where((q < pairs)[:, None] & (at >= 0), at * in_cb + b0[:, None], -1)
+    keys = np.sort(keys.reshape(rounds, tiles, taps), axis=1)  # a round's lanes at each tap, in order
+    distinct = (keys[:, 0] >= 0) + ((keys[:, 1:] != keys[:, :-1]) & (keys[:, 1:] >= 0)).sum(axis=1)
+    return gi * np.maximum(1, -(-distinct // reads)).sum(axis=1)
 
 
 def pool_group(in_cb: int, width: int) -> int:

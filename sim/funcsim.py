@@ -37,7 +37,16 @@ from accelml.hdl.program import Program, cfg_value
 
 from . import bfp, golden, native
 from .bfp import BfpTensor
-from .cycles import CycleModel, NoTiming, mfu_group_bounds, mvu_busy, pool_busy, pool_group, pool_reciprocals
+from .cycles import (
+    CycleModel,
+    NoTiming,
+    mfu_group_bounds,
+    mvu_busy,
+    mvu_round_cycles,
+    pool_busy,
+    pool_group,
+    pool_reciprocals,
+)
 from .layout import pixel_grid, window_index
 from .memory import BAD_BFP, BAD_FP, ExternalMemory, decode_bfp, decode_fp, encode_bfp, encode_fp
 
@@ -52,6 +61,15 @@ _RECIPROCALS_MAX = 512
 
 _CFG_DEFAULTS = {Cfg.KH: 1, Cfg.KW: 1, Cfg.STRIDE_H: 1, Cfg.STRIDE_W: 1, Cfg.DIL_H: 1, Cfg.DIL_W: 1,
                  Cfg.IN_H: 1, Cfg.IN_W: 1, Cfg.IN_CB: 1, Cfg.OUT_W: 1, Cfg.NPIX: 1, Cfg.COB: 1}
+
+
+@functools.lru_cache(maxsize=256)
+def _round_cycles(tiles: int, reads: int, geom: golden.ConvGeom, pixels: tuple, in_cb: int, cob: int, gi: int,
+                  groups: tuple | None) -> np.ndarray:
+    """:func:`~accelml.sim.cycles.mvu_round_cycles` of an ``mvc``'s window, kept per shape."""
+    out = mvu_round_cycles(tiles, reads, window_index(geom, pixels)[0], in_cb, cob, gi, groups)
+    out.flags.writeable = False
+    return out
 
 
 @dataclass
@@ -598,7 +616,11 @@ class FuncSim:
         if self.timing:
             # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
-            busy = self._mvu_busy(p, cob, taps * gi, group=cob if ds != cob else 0)
+            lengths = None
+            if self.cfg.vrf_reads and self.cfg.vrf_reads < t and p:  # steps of several VRF reads
+                lengths = _round_cycles(t, self.cfg.vrf_reads, geom, pixels, in_cb, cob, gi,
+                                        None if c(Cfg.GI) == 0 else (c(Cfg.OB0), go))
+            busy = self._mvu_busy(p, cob, taps * gi, group=cob if ds != cob else 0, lengths=lengths)
             # the FVRF span as a write: it conflicts with every access, so an accumulating mvc's
             # read of it needs no range for the hazards (control.py's check does the same); it is
             # listed for the ports (the MVU's FVRF read shares the MFU's: layouts.SHARED_READS)
@@ -606,11 +628,12 @@ class FuncSim:
                       ("fvrf", dspan.start, dspan.stop, True), *([("fvrf", dspan.start, dspan.stop, False)] * acc)]
             self.model.dispatch("mvu", ranges, cycles=(busy, 1 + busy))
 
-    def _mvu_busy(self, pixels: int, cob: int, kb: int, *, group: int = 0) -> int:
+    def _mvu_busy(self, pixels: int, cob: int, kb: int, *, group: int = 0, lengths=None) -> int:
         """The MVU's busy cycles for an ``mvc`` of ``pixels`` x ``cob`` pairs of ``kb`` steps: the
-        cycle model's :func:`mvu_busy` (``group``: its results at a stride of their own; the
+        cycle model's :func:`mvu_busy` (``group``: its results at a stride of their own;
+        ``lengths``: its rounds' cycles, with fewer VRF reads than tile engines; the
         ``bitstreams/banking.py`` study times other pair mappings here)."""
-        return mvu_busy(self.cfg.tiles, cob * pixels, kb, width=self.cfg.mfu_width, group=group)
+        return mvu_busy(self.cfg.tiles, cob * pixels, kb, width=self.cfg.mfu_width, group=group, lengths=lengths)
 
     def _mvc_native(self, vspan: slice, geom, idx, tspan: slice, dspan: slice, in_cb: int, gi: int, groups,
                     acc: int) -> bool:

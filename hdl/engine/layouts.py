@@ -26,7 +26,8 @@ __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
     "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_USERS",
-    "FILE_PORT_OWNERS", "MVU_WIDE_FILES", "SHARED_READS", "shared_ports", "port_conflict", "PORTS_OF",
+    "FILE_PORT_OWNERS", "MVU_WIDE_FILES", "mvu_vrf_reads", "mvu_wide_reads", "SHARED_READS", "shared_ports",
+    "port_conflict", "PORTS_OF",
     "part_sizes", "parts_of", "read_bit", "read_bits",
     "EXCLUSIVE_UNITS", "exclusive",
 ]
@@ -127,8 +128,19 @@ FILE_PORT_OWNERS = {"mfu_b": ("mfu", "_b")}
 # units that use another unit's register-file ports (and lanes): the pool's VRF reads and FVRF
 # writes go through the MFU's (hdl/engine/mfu.py lends them), so the two never run at once
 PORTS_OF = {"pool": "mfu"}
-# the files the MVU reads through T one-entry ports (one per tile engine)
+# the files the MVU reads through one-entry ports: T on the MRF (one per tile engine), mvu_vrf_reads
+# on the VRF
 MVU_WIDE_FILES = (Space.VRF, Space.MRF)
+
+
+def mvu_vrf_reads(cfg) -> int:
+    """The MVU's VRF read ports, V: ``EngineConfig.vrf_reads``, or one per tile engine (T)."""
+    return cfg.vrf_reads or cfg.tiles
+
+
+def mvu_wide_reads(cfg) -> dict[Space, int]:
+    """The MVU's one-entry read ports on each of ``MVU_WIDE_FILES``."""
+    return {Space.VRF: mvu_vrf_reads(cfg), Space.MRF: cfg.tiles}
 # read ports shared whatever EngineConfig.file_ports (shared_ports): the MVU's FVRF reads (an
 # accumulating mvc's sums, read ahead) take the MFU's port, so an accumulating mvc and an MFU
 # instruction reading the FVRF take turns (measured free on the compiled seed models:

@@ -12,7 +12,7 @@ Timing: the pairs are taken T at a time, a
 *round*; tile engine ``t`` takes pair ``q0 + t`` and streams its ``taps * gi`` steps, one per cycle,
 all engines in lockstep (the last round's idle engines step too; their results are dropped). Each
 step reads, per engine, the VRF (activation) and the MRF (weight tile): T read ports on each of
-the two (``regfiles.read_ports_signature``). An accumulating ``mvc``'s sums are read ahead through
+the two (``regfiles.read_ports_signature``), or V on the VRF (below). An accumulating ``mvc``'s sums are read ahead through
 the FVRF port's W-wide read (in the engine, the MFU's FVRF read port: ``layouts.SHARED_READS``;
 control runs no MFU instruction reading the FVRF beside an accumulating ``mvc``), a round's T
 entries in the parts its results are written in (below), rounds back to back, into ``PF_SLOTS`` =
@@ -34,6 +34,14 @@ last: an ``mvc`` keeps this unit busy (``busy_mvu``) for
 ``kb + (rounds - 1) * max(kb, D) + 44 + D`` cycles (``kb = taps * gi``, ``rounds = ceil(pairs / T)``;
 38 without pairs), of which ``DIV_CYCLES`` = 34 are the divisions: ``accelml.sim.cycles.mvu_busy``,
 equal to the RTL's count (tests/hdl/engine/test_engine_rtl.py).
+
+Fewer VRF reads than tile engines (``EngineConfig.vrf_reads`` = V < T, ``_gather``): a step's
+distinct VRF entries (of the lanes that read one: with a job, their tap inside the input; lanes of
+one pixel and input block read one entry) are read V a cycle, in the order of their first lanes,
+and each engine takes its entry's block from its port the cycle after, or holds it until the
+step's last read: a step of U entries takes max(1, ceil(U / V)) cycles
+(``accelml.sim.cycles.mvu_round_cycles``; ``mvu_busy`` with each round's cycles in place of
+``kb``). The VRF is then V copies for the MVU rather than T.
 
 Banked MRF (``EngineConfig.mrf_banked``, docs/isa.md): tile engine t reads MRF bank t only, at row
 ``tbase + set * kb + k`` (control sends ``tbase`` divided by T; ``set`` is the round's first output
@@ -61,8 +69,8 @@ from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Space
 from accelml.hdl.tile_engine import TileEngine
 
-from .layouts import check_config, mvu_write_cycles
-from .regfiles import file_addr_bits, file_port_signature, read_ports_signature
+from .layouts import check_config, mvu_vrf_reads, mvu_write_cycles
+from .regfiles import file_addr_bits, file_port_signature, file_shape, read_ports_signature
 from .status import ErrorCode, report_done
 from .window import DIV_CYCLES, WindowGen, window_cmd_layout
 
@@ -162,12 +170,70 @@ class Mvu(wiring.Component):
         super().__init__({
             "cmd": In(stream.Signature(mvu_cmd_layout(cfg))),
             "done": Out(stream.Signature(ErrorCode)),
-            "vrf_r": Out(read_ports_signature(cfg, Space.VRF, t)),
+            "vrf_r": Out(read_ports_signature(cfg, Space.VRF, mvu_vrf_reads(cfg))),
             "mrf_r": Out(read_ports_signature(cfg, Space.MRF, t)),
             # W wide: the results' writes, an accumulating mvc's sums read ahead of its rounds
             "fvrf": Out(file_port_signature(cfg, Space.FVRF, cfg.mfu_width)),
             "busy": Out(1),
         })
+
+    def _gather(self, m, beat, go, take) -> list:
+        """The VRF read through V = ``EngineConfig.vrf_reads`` ports, fewer than T: the beat's
+        distinct entries (of the lanes that read one: ``active`` and not ``zero``), V a cycle in
+        the order of their first lanes, ``take`` (the beat handed on) with the last V; each lane's
+        block is held from the cycle after its entry's read. A beat of U distinct entries takes
+        max(1, ceil(U / V)) cycles (``accelml.sim.cycles.mvu_step_cycles``). Returns each lane's
+        block, valid the cycle after ``take``."""
+        cfg, nt, nv = self.cfg, self.cfg.tiles, mvu_vrf_reads(self.cfg)
+        lanes = beat.lane
+        go_ = go
+        go = Signal(name="vr_go")
+        m.d.comb += go.eq(go_)
+        need = [Signal(name=f"vr_need{t}") for t in range(nt)]
+        m.d.comb += [need[t].eq(lanes[t].active & ~lanes[t].zero) for t in range(nt)]
+        same = {}  # (u, t), u < t: lane u reads lane t's entry
+        for t in range(nt):
+            for u in range(t):
+                same[u, t] = Signal(name=f"vr_same{u}_{t}")
+                m.d.comb += same[u, t].eq(need[u] & (lanes[u].addr == lanes[t].addr))
+        lead = [Signal(name=f"vr_lead{t}") for t in range(nt)]  # the first lane reading its entry
+        for t in range(nt):
+            m.d.comb += lead[t].eq(need[t] & ~Cat(Const(0), *(same[u, t] for u in range(t))).any())
+        rank = [Signal(range(nt + 1), name=f"vr_rank{t}") for t in range(nt + 1)]  # leaders before lane t
+        m.d.comb += rank[0].eq(0)
+        m.d.comb += [rank[t + 1].eq(rank[t] + lead[t]) for t in range(nt)]
+        mine = [Signal(range(nt + 1), name=f"vr_mine{t}") for t in range(nt)]  # the rank of lane t's entry
+        for t in range(nt):
+            m.d.comb += mine[t].eq(rank[t])
+            for u in reversed(range(t)):  # the first lane reading the entry (the last assignment wins)
+                with m.If(same[u, t]):
+                    m.d.comb += mine[t].eq(rank[u])
+        base = Signal(range(nt + nv + 1), name="vr_base")  # the first rank read this cycle
+        fin = Signal(name="vr_fin")
+        m.d.comb += [fin.eq(base + nv >= rank[nt]), take.eq(go & fin), self.vrf_r.en.eq(go)]
+        with m.If(go):
+            m.d.sync += base.eq(Mux(fin, 0, base + nv))
+        for k in range(nv):
+            for t in range(nt):
+                with m.If(lead[t] & (rank[t] == base + k)):
+                    m.d.comb += self.vrf_r.addr[k].eq(lanes[t].addr)
+        shape = file_shape(cfg, Space.VRF)
+        arr = [Signal(name=f"vr_arr{t}") for t in range(nt)]  # lane t's entry is on a port's data
+        port = [Signal(range(nv), name=f"vr_port{t}") for t in range(nt)]  # which port
+        with m.If(go):
+            for t in range(nt):
+                m.d.sync += [arr[t].eq(need[t] & (mine[t] >= base) & (mine[t] < base + nv)),
+                             port[t].eq(mine[t] - base)]
+        ports = Array(self.vrf_r.data[k].as_value() for k in range(nv))
+        vecs = []
+        for t in range(nt):
+            hold = Signal(shape, name=f"vr_hold{t}")
+            vec = Signal(shape, name=f"vr_vec{t}")
+            m.d.comb += vec.eq(Mux(arr[t], ports[port[t]], hold.as_value()))
+            with m.If(arr[t]):  # kept for the beat's last cycle (the ports read on meanwhile)
+                m.d.sync += hold.eq(vec)
+            vecs.append(vec)
+        return vecs
 
     def elaborate(self, platform):
         m = Module()
@@ -194,7 +260,10 @@ class Mvu(wiring.Component):
         special = beat.fault | beat.none
         take = Signal()
         pf_ok = Signal()  # an accumulating mvc's round starts once its sums are read (prefetch, below)
-        m.d.comb += take.eq(walking & gen.o.valid & ~special & adv & pf_ok)
+        go = walking & gen.o.valid & ~special & adv & pf_ok  # the beat's reads may go (a cycle of them)
+        direct = mvu_vrf_reads(cfg) == nt  # engine t reads its block through VRF port t
+        if direct:
+            m.d.comb += take.eq(go)
         maw = file_addr_bits(cfg, Space.MRF)
         faw = file_addr_bits(cfg, Space.FVRF)
         jt = Signal(32)  # banked MRF: the round's row set, lane 0's output block // T (lane t's too)
@@ -227,11 +296,14 @@ class Mvu(wiring.Component):
             ln = beat.lane[t]
             # banked MRF (isa.md): engine t reads bank t at row tbase / T (control divides) + set * kb + k
             tile = c.tbase + (jt if cfg.mrf_banked else ln.j) * c.kb + beat.tapk
-            m.d.comb += [
-                self.vrf_r.addr[t].eq(ln.addr),
-                self.mrf_r.addr[t].eq(tile[:maw]),
-            ]
-        m.d.comb += [self.vrf_r.en.eq(take), self.mrf_r.en.eq(take)]
+            m.d.comb += [self.vrf_r.addr[t].eq(ln.addr)] if direct else []
+            m.d.comb += self.mrf_r.addr[t].eq(tile[:maw])
+        if direct:
+            m.d.comb += [self.vrf_r.en.eq(take), self.mrf_r.en.eq(take)]
+            vecs = [self.vrf_r.data[t] for t in range(nt)]
+        else:
+            m.d.comb += self.mrf_r.en.eq(take)
+            vecs = self._gather(m, beat, go, take)
         iss_slot = Signal(range(PF_SLOTS))  # the prefetch slot of the round being issued
         with m.If(take):
             m.d.sync += [s2_valid.eq(1), s2.first.eq(beat.first), s2.last.eq(beat.last), s2.slot.eq(iss_slot)]
@@ -243,7 +315,7 @@ class Mvu(wiring.Component):
         slots = [[Signal(data.ArrayLayout(32, n), name=f"pf{k}_{t}") for t in range(nt)] for k in range(PF_SLOTS)]
         for t, e in enumerate(engines):
             p = e.step.payload
-            vec, tile = self.vrf_r.data[t], self.mrf_r.data[t]
+            vec, tile = vecs[t], self.mrf_r.data[t]
             m.d.comb += [e.step.valid.eq(s2_valid), p.first.eq(s2.first), p.last.eq(s2.last),
                          p.a_exp.eq(vec.exp - bias)]
             for i in range(n):

@@ -8,7 +8,7 @@ from the EngineConfig. The engine's users and ports (``layouts.FILE_USERS``):
 ====  =================================  =========================================================
 file  write ports                        read ports
 ====  =================================  =========================================================
-VRF   dma_load, mfu (``qnt``)            dma_store, mfu (``deq``; a ``pool``'s taps), mvu x T
+VRF   dma_load, mfu (``qnt``)            dma_store, mfu (``deq``; a ``pool``'s taps), mvu x V
 MRF   dma_load                           dma_store, mvu x T
 FVRF  dma_load, mfu (a ``pool``'s), mvu  dma_store, mfu and mvu (one shared port), mfu_b (``vop``'s
                                          second operand)
@@ -17,10 +17,11 @@ FVRF  dma_load, mfu (a ``pool``'s), mvu  dma_store, mfu and mvu (one shared port
 The matrix-vector unit's VRF and MRF reads are ``wide``: T = ``cfg.tiles`` synchronous read ports
 per file (one per tile engine: its activation block and weight tile) behind one enable (``en`` low
 holds the data read last), a :func:`read_ports_signature` member ``{user}_{file}_wide``
-(``wide_files``: the files they are on). Its FVRF port reads as it writes, ``mfu_width`` entries
-wide (an accumulating ``mvc``'s sums, read ahead: ``mvu.py``); in the engine that read shares the
-MFU's port (``layouts.SHARED_READS``). Every read port is a copy of the memory in hardware (or one
-more port of a multi-ported RAM).
+(``wide_files``: the files they are on; the count may differ by file: the engine's MVU has V =
+``layouts.mvu_vrf_reads`` on the VRF, ``EngineConfig.vrf_reads``, T by default). Its FVRF port
+reads as it writes, ``mfu_width`` entries wide (an accumulating ``mvc``'s sums, read ahead:
+``mvu.py``); in the engine that read shares the MFU's port (``layouts.SHARED_READS``). Every read
+port is a copy of the memory in hardware (or one more port of a multi-ported RAM).
 Each DMA lane beyond the first adds a write port (``dma_load{lane}``) and a read port
 (``dma_store{lane}``) (``Dma.lane_users``: entries narrower than a memory word move several a
 cycle).
@@ -224,8 +225,9 @@ class FilePlan:
         self.parts = {space: parts_of(self.cfg, space) for space in Space}
         self.wide = dict(wide or {})
         for user, count in self.wide.items():
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"RegisterFiles wide reads of {user!r} must be a positive integer, got {count!r}")
+            for c in count.values() if isinstance(count, dict) else (count,):
+                if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+                    raise ValueError(f"RegisterFiles wide reads of {user!r} must be positive integers, got {count!r}")
         self.shared = {}
         for (space, write), group in (shared or {}).items():
             mode = "w" if write else "r"
@@ -245,6 +247,14 @@ class FilePlan:
                 raise ConfigError(f"RegisterFiles {space.name}: the readers {', '.join(map(repr, extra))} have no "
                                   f"port of a banked file's banks (one DMA lane of its entries: the banks' ports "
                                   f"are the MVU's, which the store DMA's reads share)")
+
+    def wide_reads(self, space: Space) -> dict[str, int]:
+        """The ``wide`` users' one-entry read ports on ``space``: user -> count (a user's count is one
+        for every file of ``wide_files``, or given per file)."""
+        if space not in self.wide_files:
+            return {}
+        return {user: count.get(space, 0) if isinstance(count, dict) else count
+                for user, count in self.wide.items()}
 
     def active_inputs(self) -> list[tuple[str, Space]]:
         """The readers of shared read ports that say when they read (``{user}_{file}_active``): every
@@ -269,8 +279,8 @@ class FilePlan:
     def read_ports(self) -> dict[Space, int]:
         """Read ports per file (per bank), as ``elaborate`` builds them: one per reading user or
         shared group, and the ``wide`` users' T each. Each is a copy of the memory in RAM blocks."""
-        return {space: self._ports(space, "r") + (0 if space not in self.wide_files else bool(self.wide)
-                                                  if space in self.direct else sum(self.wide.values()))
+        return {space: self._ports(space, "r") + (bool(self.wide_reads(space)) if space in self.direct
+                                                  else sum(self.wide_reads(space).values()))
                 for space in Space}
 
     def mux_bits(self) -> int:
@@ -292,7 +302,7 @@ class FilePlan:
                 else:
                     bits += entry * ("r" in mode)
             if space not in self.direct and space in self.wide_files:  # a banked MRF's engine t reads bank t
-                bits += entry * sum(self.wide.values())
+                bits += entry * sum(self.wide_reads(space).values())
         return bits
 
     def part_mux_bits(self) -> dict[str, dict[int, int]]:
@@ -309,7 +319,7 @@ class FilePlan:
                 continue
             entry = file_shape(self.cfg, space).size
             readers = sum("r" in spaces.get(space, "") for spaces in self.users.values())
-            readers += sum(self.wide.values()) if space in self.wide_files else 0
+            readers += sum(self.wide_reads(space).values())
             out["read"][np_] = out["read"].get(np_, 0) + readers * nb * entry
             group = self.shared.get((space, True), ())
             writers = sum("w" in self.users.get(u, {}).get(space, "") for u in group)
@@ -349,7 +359,7 @@ class RegisterFiles(FilePlan, wiring.Component):
         members.update({f"{self.port_name(user, space)}_active": In(self.parts[space])
                         for user, space in self.active_inputs()})
         members.update({f"{self.port_name(user, space)}_wide": In(read_ports_signature(cfg, space, count))
-                        for user, count in self.wide.items() for space in self.wide_files})
+                        for space in self.wide_files for user, count in self.wide_reads(space).items()})
         if self.copies_user is not None:  # a banked MRF: bit d, a copy of the entry written d entries on
             members[f"{self.copies_user}_mrf_copies"] = In(cfg.tiles)
         wiring.Component.__init__(self, members)
@@ -500,7 +510,7 @@ class RegisterFiles(FilePlan, wiring.Component):
                     m.d.sync += psel.eq(part_of(row))
                 return psel
 
-            for user, count in self.wide.items() if space in self.wide_files else ():  # T reads, one enable
+            for user, count in self.wide_reads(space).items():  # T reads (or V on the VRF), one enable
                 port = getattr(self, f"{self.port_name(user, space)}_wide")
                 if space in self.direct:  # port t: bank t, at row addr[t]
                     if count != nb:

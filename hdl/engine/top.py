@@ -41,6 +41,7 @@ from .layouts import (
     byte_addr_bits,
     check_config,
     mem_port_signature,
+    mvu_wide_reads,
     parts_of,
     read_bit,
     shared_ports,
@@ -73,7 +74,7 @@ def _file_args(cfg) -> tuple:
     shared = {key: group + tuple(lane for lane, dma in owners.items()
                                  if dma in group and key[0] in users[lane])
               for key, group in shared_ports(cfg).items()}
-    return (cfg, users, widths), {"wide": {"mvu": cfg.tiles}, "wide_files": MVU_WIDE_FILES, "shared": shared}
+    return (cfg, users, widths), {"wide": {"mvu": mvu_wide_reads(cfg)}, "wide_files": MVU_WIDE_FILES, "shared": shared}
 
 
 def register_files(cfg, *, verilog_rams: bool = False) -> RegisterFiles:

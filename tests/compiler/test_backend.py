@@ -270,3 +270,16 @@ def test_the_vrf_streams_above_its_resident_pool(pool):
     spans = sorted([(0, r.vrf_pool_size), *streaming])
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)) and spans[-1][1] <= v
     assert all(v // 2 <= lo for lo, _ in streaming)
+
+
+def test_a_banked_cut_on_few_vrf_reads_takes_chunks_whose_steps_read_the_fewest_pixels_each():
+    """On T = 12 tile engines a chunk of d blocks takes 12 / d pixels a round; with V = 3 VRF reads
+    a step of 6 pixels (d = 2) takes two cycles, of 4 (d = 3) also two, of 3 (d = 4) one. With a
+    read per engine the cut stays the largest divisors first."""
+    from accelml.compiler.codegen import _bank_cut
+
+    assert _bank_cut(8, 12, 64, 0) == [6, 2]
+    assert _bank_cut(8, 12, 64, 0, 3) == [4, 4]
+    assert _bank_cut(8, 12, 64, 0, 12) == [6, 2]  # V = T: as without
+    assert _bank_cut(28, 12, 64, 0, 3) == [24, 4]  # the multiple of T first
+    assert _bank_cut(5, 12, 64, 0, 3) == [4, 1]  # cycles a pixel-step: 1/3 + 1/3 (3 + 2: 1/2 + 1/3)

@@ -48,6 +48,8 @@ def test_preset_figures():
         ("clock_mhz", -1.0, "clock_mhz must be a positive finite number, got -1.0"),
         ("mem_port_bits", 12, "mem_port_bits must be a multiple of 8, got 12"),
         ("internal_format", "fp16", "internal_format must be one of"),
+        ("vrf_reads", 3, r"vrf_reads must be in \[0, 2\], got 3"),  # no more than the tiny's T = 2
+        ("vrf_reads", -1, r"vrf_reads must be in \[0, 2\], got -1"),
     ],
 )
 def test_bad_values_raise_a_typed_error_naming_the_parameter(field, value, match):

@@ -5,7 +5,9 @@ tests/hdl/engine/test_engine_rtl.py; these check the model's rules on their own.
 """
 
 import dataclasses
+import random
 
+import numpy as np
 import pytest
 
 from accelml.hdl.config import preset
@@ -29,6 +31,8 @@ from accelml.sim.cycles import (
     memory_timing,
     mfu_cycles,
     mfu_groups,
+    mvu_busy,
+    mvu_round_cycles,
     pool_busy,
     pool_reciprocals,
     store_phase,
@@ -280,3 +284,48 @@ def test_an_accumulating_mvc_takes_turns_with_the_mfus_fvrf_reads():
                     sim.model.shared = own_fvrf_read(sim.model.shared)
                 cycles[acc, own] = sim.run(assemble(text.format(acc=acc))).cycles
         assert cycles[0, False] == cycles[0, True] == cycles[1, True] < cycles[1, False], cfg.name
+
+
+def _round_cycles_by_sets(tiles, reads, idx, in_cb, cob, gi, groups):
+    """mvu_round_cycles by its definition: per round and tap, the set of entries its lanes read."""
+    npix, taps = idx.shape
+    pairs, out = npix * cob, []
+    for q0 in range(0, pairs, tiles):
+        cycles = 0
+        for k in range(taps):
+            entries = set()
+            for q in range(q0, min(q0 + tiles, pairs)):
+                pix, j = divmod(q, cob)
+                b0 = 0 if groups is None else (groups[0] + j) // groups[1] * gi
+                if idx[pix, k] >= 0:
+                    entries.add(idx[pix, k] * in_cb + b0)
+            cycles += gi * max(1, -(-len(entries) // reads))
+        out.append(cycles)
+    return out
+
+
+def test_mvu_steps_take_a_cycle_per_v_distinct_vrf_entries():
+    """Lanes of one pixel and input block share a read; taps outside the input read nothing; a step
+    takes max(1, ceil(U / V)) cycles, a round gi of them per tap."""
+    one_by_one = np.arange(9).reshape(9, 1)  # a 1x1 conv of 9 pixels: rounds of 4, 4 and 1 pixels
+    assert list(mvu_round_cycles(4, 2, one_by_one, 1, 1, 1)) == [2, 2, 1]
+    assert list(mvu_round_cycles(4, 2, one_by_one, 2, 2, 2)) == [2, 2, 2, 2, 2]  # 2 pixels a round
+    assert list(mvu_round_cycles(4, 2, np.full((3, 2), -1), 1, 1, 1)) == [2]  # no reads: a cycle a step
+    rnd = random.Random(5)
+    for _ in range(200):
+        tiles = rnd.randint(2, 8)
+        reads = rnd.randint(1, tiles - 1)
+        npix, taps = rnd.randint(1, 12), rnd.randint(1, 4)
+        idx = np.array([[rnd.choice([-1, rnd.randrange(20)]) for _ in range(taps)] for _ in range(npix)])
+        gi, go = rnd.randint(1, 3), rnd.randint(1, 3)
+        cob = rnd.randint(1, 6)
+        groups = rnd.choice([None, (rnd.randint(0, 3), go)])
+        in_cb = gi * (6 + 3) if groups else gi
+        got = list(mvu_round_cycles(tiles, reads, idx, in_cb, cob, gi, groups))
+        assert got == _round_cycles_by_sets(tiles, reads, idx, in_cb, cob, gi, groups)
+
+
+def test_mvu_busy_takes_each_rounds_cycles_or_its_writes():
+    # T = 4 results written one a cycle: a round every max(its cycles, 4); kb = 3 before
+    assert mvu_busy(4, 12, 3, width=1, lengths=[5, 2, 6]) == mvu_busy(4, 12, 3, width=1) + (5 + 4 + 6) - (3 + 4 + 4)
+    assert mvu_busy(4, 8, 2, width=1, lengths=[2, 2]) == mvu_busy(4, 8, 2, width=1)  # one cycle a step: as before

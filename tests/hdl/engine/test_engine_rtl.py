@@ -655,6 +655,34 @@ def test_random_window_programs_on_a_banked_mrf(cfg):
     assert outcomes[ErrorCode.MRF_BANK] >= (cfg is BANKED), outcomes  # these seeds refuse one on three banks
 
 
+# the VRF read through fewer ports than tile engines (EngineConfig.vrf_reads): five engines on two
+# VRF reads; six banked engines writing four results a cycle on one
+FEW_READS = dataclasses.replace(CFG, tiles=5, vrf_reads=2, name="tiny-t5-v2")
+FEW_READS_BANKED = dataclasses.replace(BANKED_WIDE, vrf_reads=1, name="tiny-b6w4-v1")
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("cfg", [FEW_READS, FEW_READS_BANKED], ids=["t5v2", "b6w4v1"])
+def test_random_window_programs_read_the_vrf_through_fewer_ports(cfg):
+    """A step's distinct VRF entries (lanes of one pixel's block share one; a tap outside the input
+    reads none) are read V a cycle and handed to the engines that read them: dense, grouped and
+    depthwise mvc bit for bit as funcsim, in exactly the modelled cycles
+    (cycles.mvu_round_cycles), which are more than with a read port per engine."""
+    rtl.require_tools()
+    engine = EngineSim(cfg)
+    full = dataclasses.replace(cfg, vrf_reads=0)
+    outcomes, slower = collections.Counter(), 0
+    for seed in range(12):
+        program, image = random_window_program(cfg, random.Random(1200 + seed), instructions=4)
+        ref, got = _same(engine, program, image)
+        outcomes[got.error] += 1
+        if got.error is ErrorCode.NONE:
+            assert (ref.cycles, ref.busy) == (got.cycles, got.busy)
+            slower += FuncSim(full, len(image), numerics=False).run(program).busy["mvu"] < got.busy["mvu"]
+    assert outcomes[ErrorCode.NONE] >= 8, outcomes
+    assert slower >= 4, slower
+
+
 @pytest.mark.rtl
 @pytest.mark.parametrize("cfg", [BANKED, BANKED_WIDE], ids=["b3", "b6w4"])
 def test_a_store_from_a_banked_mrf_reads_through_the_mvus_bank_ports(cfg):
