@@ -319,6 +319,10 @@ def main(argv=None) -> int:
                     help="instead: the preset on shared ports with its VRF and FVRF in these numbers of parts "
                          "(EngineConfig.file_parts, built): the models' cycles and the resource model's RAM and "
                          "logic, beside the preset's ports")
+    ap.add_argument("--reads", default=None, metavar="V,V",
+                    help="instead: the preset at each of --tiles with the VRF read through these numbers of ports "
+                         "(EngineConfig.vrf_reads, built; at most T): the models' cycles and the resource model's "
+                         "logic and RAM")
     ap.add_argument("--preset", default="a10")
     ap.add_argument("--models", default="resnet50,mobilenet_v2")
     ap.add_argument("--tiles", default="8,14,16", help="tile engines to try (the MRF scaled with them)")
@@ -381,6 +385,24 @@ def main(argv=None) -> int:
             cycles = compiled_cycles(name, cfgs, args.precision)
             print(f"{name}: " + ", ".join(f"{what} {c:,} ({c / cycles[0]:.4f}x)"
                                           for what, c in zip(names, cycles, strict=True)), flush=True)
+        return 0
+    if args.reads:
+        cfgs = []
+        for t in (int(x) for x in args.tiles.split(",")):
+            for v in sorted({min(t, int(x)) for x in args.reads.split(",")}):
+                try:
+                    cfg = dataclasses.replace(resources.scaled(base, t), vrf_reads=v, name=f"{base.name}-t{t}v{v}")
+                except ConfigError as e:
+                    ap.error(f"T = {t}, V = {v}: {e}")
+                est = resources.estimate(cfg, dev)
+                print(f"T = {t}, V = {v}: {est.ram_blocks:,} / {dev.ram_blocks:,} RAM blocks, logic "
+                      f"{est.logic:,.0f} / {dev.logic:,} {dev.logic_unit} ({100 * est.logic / dev.logic:.1f} %)"
+                      f"{'' if est.fits else ': does not fit'}", flush=True)
+                cfgs.append(cfg)
+        for name in args.models.split(","):
+            cycles = compiled_cycles(name, cfgs, args.precision)
+            print(f"{name}: " + ", ".join(f"T = {c.tiles}, V = {c.vrf_reads}: {n:,}" for c, n in
+                                          zip(cfgs, cycles, strict=True)), flush=True)
         return 0
     if args.fvrf_depths:
         depths = [int(x) for x in args.fvrf_depths.split(",")]

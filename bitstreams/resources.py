@@ -518,8 +518,10 @@ def estimate(cfg: EngineConfig, device: Device | str | None = None, *, banked: b
 
 
 def scaled(cfg: EngineConfig, tiles: int) -> EngineConfig:
-    """``cfg`` with ``tiles`` tile engines and the MRF scaled with them (each bank keeps its depth)."""
-    return dataclasses.replace(cfg, tiles=tiles, mrf_tiles=max(tiles, cfg.mrf_tiles * tiles // cfg.tiles))
+    """``cfg`` with ``tiles`` tile engines and the MRF scaled with them (each bank keeps its depth;
+    a banked MRF stays T banks of equal depth), the VRF's reads no more than the tile engines."""
+    mrf = cfg.mrf_tiles // cfg.tiles * tiles if cfg.mrf_banked else cfg.mrf_tiles * tiles // cfg.tiles
+    return dataclasses.replace(cfg, tiles=tiles, mrf_tiles=max(tiles, mrf), vrf_reads=min(cfg.vrf_reads, tiles))
 
 
 def largest_tiles(cfg: EngineConfig, device: Device | str | None = None) -> int:

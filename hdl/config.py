@@ -8,38 +8,42 @@ preset    N      T     MACs/cycle   what it is for
 ========  =====  ====  ===========  ============================================================
 tiny      4      2     32           unit tests; small enough for quick RTL simulation
 ecp5      4      1     16           LFE5U-85F on an OrangeCrab 85F (128 MiB DDR3L), 50 MHz
-a10       16     14    3,584        Arria 10 GX 1150: 300 MHz, one DDR4 channel (19.2 GB/s)
-s10       16     43    11,008       Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
+a10       16     12    3,072        Arria 10 GX 1150: 300 MHz, one DDR4 channel (19.2 GB/s)
+s10       16     32    8,192        Stratix 10 GX 2800: 250 MHz, HBM2-class memory (256 GB/s)
 wide      4      1     16           23-bit mantissas, for ONNX conformance at rtol 1e-3
 ========  =====  ====  ===========  ============================================================
 
 N (``native_dim``) is both the length of the engine's dot products and the BFP block size. The
-ecp5, a10 and s10 engines are the largest (whole engine: tile engines, MFU, pool, control, register
-files) that fit their devices by the resource model of ``bitstreams/resources.py``, calibrated on
-whole-engine synthesis; its table, with margins and modelled ResNet-50 latencies, is in
-bitstreams/README.md. The ecp5 engine's own synthesis fits its LFE5U-85F (52k of 84k LUT4 with
+ecp5, a10 and s10 engines fit their devices (whole engine: tile engines, MFU, pool, control, register
+files) by the resource model of ``bitstreams/resources.py``, calibrated on whole-engine synthesis;
+its table, with margins and modelled ResNet-50 latencies, is in bitstreams/README.md. ecp5 is the
+largest engine that fits; a10 and s10 are the fastest on ResNet-50 of the tile counts measured
+(more tile engines fit, but the banked MRF's chunks are multiples or divisors of T, and 12 and 32
+cut ResNet-50's power-of-two output blocks better than 14 or 40: bitstreams/README.md, "The
+buildable a10 and s10"). The ecp5 engine's own synthesis fits its LFE5U-85F (52k of 84k LUT4 with
 carries, 119 of 156 multipliers, 144 of 208 block RAMs); at N = 8 it did not.
 
-``file_ports``: ``tiny`` and ``ecp5`` are built with ``"shared"`` register-file ports (one write
-port per file; beside the MVU's, one read port for the other units), which RAM blocks can hold and
-whole-engine synthesis measures; units that would use one such port take turns. ``a10`` and
-``s10`` keep ``"unit"`` ports, a port set per unit: their figures assume files that are not built
-from RAM blocks yet (bitstreams/README.md). Either way the MVU reads an accumulating ``mvc``'s
-sums through the MFU's FVRF read port (``hdl/engine/layouts.py``, ``SHARED_READS``).
+Every preset's register files are built as the resource model counts them, from RAM blocks of one
+write port:
+
+``file_ports``: ``"shared"`` register-file ports (one write port per file; beside the MVU's, one
+read port for the other units), which RAM blocks can hold and whole-engine synthesis measures;
+units that would use one such port take turns. ``"unit"``, a port set per unit, is for studies
+(bitstreams/banking.py): such files are flip-flops. Either way the MVU reads an accumulating
+``mvc``'s sums through the MFU's FVRF read port (``hdl/engine/layouts.py``, ``SHARED_READS``).
 
 ``file_parts``: the VRF and the FVRF each built as that many memories (a power of two; entry e in
 part e // (depth / file_parts)), each with its own shared ports, so that units take turns only while
-they touch a common part. No preset uses it yet: on ``a10`` with shared ports in eight parts
-ResNet-50 is modelled at 1.012x the preset's cycles (bitstreams/README.md).
+they touch a common part. ``a10`` and ``s10`` are in two parts.
 
 ``vrf_reads``: the MVU's VRF read ports (0: one per tile engine). With fewer than T, a step's
 distinct VRF entries are read that many a cycle and handed to the tile engines that read them
 (several engines of a round often read one pixel's block), so the VRF is built as that many copies
-for the MVU; a step reading more entries takes more cycles. No preset uses it yet.
+for the MVU; a step reading more entries takes more cycles (a depthwise convolution's lanes read
+distinct blocks). ``a10`` reads 4, ``s10`` 8.
 
 ``mrf_banked``: the MRF as T banks, tile engine t reading bank t only (docs/isa.md, "Banked MRF"),
-built in the functional simulator, the compiler and the RTL; no preset uses it yet (its cost on
-the large presets: bitstreams/README.md, "Banking the large presets' files").
+built in the functional simulator, the compiler and the RTL; ``a10`` and ``s10`` are banked.
 """
 
 from __future__ import annotations
@@ -250,15 +254,20 @@ class EngineConfig:
         """This engine with another named BFP format.
 
         A format with a fixed block size re-shapes the engine to that native dimension and keeps
-        its MACs per cycle as nearly as whole tile engines allow (T rescaled and rounded, at least 1).
+        its MACs per cycle as nearly as whole tile engines allow (T rescaled and rounded, at least 1;
+        the VRF's reads in proportion, a banked MRF's depth a multiple of the new T).
         """
         fmt = format_named(name)
         n = fmt.block or self.native_dim
         tiles = max(1, round(self.tiles * self.native_dim**2 / n**2))
+        reads = min(tiles, max(1, round(self.vrf_reads * tiles / self.tiles))) if self.vrf_reads else 0
+        mrf = max(tiles, self.mrf_tiles // tiles * tiles) if self.mrf_banked else self.mrf_tiles
         return dataclasses.replace(
             self,
             native_dim=n,
             tiles=tiles,
+            vrf_reads=reads,
+            mrf_tiles=mrf,
             mantissa_bits=fmt.mantissa_bits,
             exponent_bits=fmt.exponent_bits,
             format=fmt.name,
@@ -325,14 +334,16 @@ PRESETS: dict[str, EngineConfig] = {
         mem_port_bits=32, mem_bandwidth_gbps=0.2, mem_latency_cycles=12, clock_mhz=50.0,
     ),
     "a10": EngineConfig(
-        name="a10", native_dim=16, tiles=14, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=2688, vrf_vectors=65536, fvrf_vectors=16384, mfu_width=4, mem_bytes=8 << 30,
-        mem_port_bits=512, mem_bandwidth_gbps=19.2, mem_latency_cycles=100, clock_mhz=300.0,
+        name="a10", native_dim=16, tiles=12, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=6144, vrf_vectors=32768, fvrf_vectors=8192, mfu_width=4, file_ports="shared", mrf_banked=True,
+        file_parts=2, vrf_reads=4, mem_bytes=8 << 30, mem_port_bits=512, mem_bandwidth_gbps=19.2,
+        mem_latency_cycles=100, clock_mhz=300.0,
     ),
     "s10": EngineConfig(
-        name="s10", native_dim=16, tiles=43, mantissa_bits=7, exponent_bits=8, format="msfp16",
-        mrf_tiles=6996, vrf_vectors=131072, fvrf_vectors=32768, mfu_width=8, mem_bytes=16 << 30,
-        mem_port_bits=8192, mem_bandwidth_gbps=256.0, mem_latency_cycles=120, clock_mhz=250.0,
+        name="s10", native_dim=16, tiles=32, mantissa_bits=7, exponent_bits=8, format="msfp16",
+        mrf_tiles=16384, vrf_vectors=131072, fvrf_vectors=16384, mfu_width=8, file_ports="shared", mrf_banked=True,
+        file_parts=2, vrf_reads=8, mem_bytes=16 << 30, mem_port_bits=8192, mem_bandwidth_gbps=256.0,
+        mem_latency_cycles=120, clock_mhz=250.0,
     ),
     "wide": EngineConfig(
         name="wide", native_dim=4, tiles=1, mantissa_bits=23, exponent_bits=8, format="custom",

@@ -8,19 +8,19 @@ window generator (``window.py``, T lanes) names, a tap outside the input being a
 still stepped (``-0 + +0`` is ``+0``, as the golden sums it). Each sum starts from +0, or, with
 ``acc``, from the FVRF entry ``dbase + q`` it is written back to.
 
-Timing: the pairs are taken T at a time, a
-*round*; tile engine ``t`` takes pair ``q0 + t`` and streams its ``taps * gi`` steps, one per cycle,
-all engines in lockstep (the last round's idle engines step too; their results are dropped). Each
-step reads, per engine, the VRF (activation) and the MRF (weight tile): T read ports on each of
-the two (``regfiles.read_ports_signature``), or V on the VRF (below). An accumulating ``mvc``'s sums are read ahead through
-the FVRF port's W-wide read (in the engine, the MFU's FVRF read port: ``layouts.SHARED_READS``;
-control runs no MFU instruction reading the FVRF beside an accumulating ``mvc``), a round's T
-entries in the parts its results are written in (below), rounds back to back, into ``PF_SLOTS`` =
-3 slots of T sums taken in turn; a round's first step waits for its slot, and the slot is read
-again once that step went to the engines (they keep the sums). The first round's reads overlap
-the window generator's divisions, and a round's reads take no more cycles than its writes, which
-are at most a round's length: three slots keep the reads ahead, so they cost no cycle
-(``prefetch_parts`` must stay below ``DIV_CYCLES - 1``).
+Timing: the pairs are taken T at a time, a *round*; tile engine ``t`` takes pair ``q0 + t`` and
+streams its ``taps * gi`` steps, one per cycle, all engines in lockstep (the last round's idle
+engines step too; their results are dropped). Each step reads, per engine, the VRF (activation) and
+the MRF (weight tile): T read ports on each of the two (``regfiles.read_ports_signature``), or V on
+the VRF (below). An accumulating ``mvc``'s sums are read ahead through the FVRF port's W-wide read
+(in the engine, the MFU's FVRF read port: ``layouts.SHARED_READS``; control runs no MFU instruction
+reading the FVRF beside an accumulating ``mvc``), a round's T entries in the parts its results are
+written in (below), rounds back to back, into ``PF_SLOTS`` = 3 slots of T sums taken in turn; a
+round's first step waits for its slot, and the slot is read again once that step went to the
+engines (they keep the sums). The first round's reads overlap the window generator's divisions, and
+a round's reads take no more cycles than its writes, which are at most a round's length: three
+slots keep the reads ahead, so they cost no cycle (``prefetch_parts`` must stay below
+``DIV_CYCLES - 1``).
 Rounds follow each other without a bubble, across groups too. At a round's end the T results are
 latched in one cycle and written to the FVRF W = ``cfg.mfu_width`` at a time over the next
 D = ``ceil(T / W)`` cycles (``layouts.mvu_write_cycles``): the MVU's FVRF write port is a wide one

@@ -122,13 +122,13 @@ def test_a_constant_division_takes_no_multiplier_and_a_reciprocal_product_does()
     (9000, "mfu_own", False), (9000, "halves", False), (2000, "halves", True), (9000, "halves_fvrf", False),
     (2000, "halves_fvrf", True), (2000, "halves_vrf", False)])
 def test_write_port_rules_make_units_take_turns_on_a_shared_write_port(dst, rule, turns):
-    """A vop writing the FVRF at ``dst`` and an mvc writing FVRF [0, 16) on a10 (16,384 FVRF
-    vectors: halves at 8,192): on a port per unit, or with the MFU on a write port of its own, the
-    two run at once; on one FVRF write port they take turns; on a write port per half only when
-    both write the same half."""
+    """A vop writing the FVRF at ``dst`` and an mvc writing FVRF [0, 16) on a10 with a port set
+    per unit and 16,384 FVRF vectors (halves at 8,192): on a port per unit, or with the MFU on a
+    write port of its own, the two run at once; on one FVRF write port they take turns; on a write
+    port per half only when both write the same half."""
     from accelml.hdl.program import assemble
 
-    cfg = preset("a10")
+    cfg = dataclasses.replace(preset("a10"), file_ports="unit", file_parts=1, fvrf_vectors=16384)
     text = ("cfg in_h, r0, 4\ncfg in_w, r0, 4\ncfg out_w, r0, 4\ncfg npix, r0, 16\ncfg in_cb, r0, 1\n"
             f"cfg cob, r0, 1\nseti r1, 1000\nseti r2, {dst}\nvop add, r2, r1, r1, 512, 0\nmvc r0, r0, r0, 0\nhalt")
     rules = {"built": (None, None), **banking.write_port_rules(cfg)}

@@ -19,10 +19,11 @@ from accelml.hdl.config import preset
 from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.sim import bfp, memory, native
 
-# ecp5's format (N=8, M=7) with room for the widest case's accumulators (its preset holds 1,024)
-CONFIGS = [preset("tiny"), dataclasses.replace(preset("ecp5"), fvrf_vectors=2048), preset("a10"),
-           preset("tiny").with_format("ms-fp9"), preset("a10").with_format("msfp12"),
-           preset("a10").with_format("mxint8")]
+# ecp5's format (N=8, M=7) with room for the widest case's accumulators (its preset holds 1,024);
+# a10's formats on an MRF that is not banked, which takes any number of output blocks an mvc
+A10 = dataclasses.replace(preset("a10"), mrf_banked=False, name="a10-unbanked")
+CONFIGS = [preset("tiny"), dataclasses.replace(preset("ecp5"), fvrf_vectors=2048), A10,
+           preset("tiny").with_format("ms-fp9"), A10.with_format("msfp12"), A10.with_format("mxint8")]
 IDS = ["tiny", "ecp5", "msfp16", "ms-fp9", "msfp12", "mxint8"]
 
 pytestmark = pytest.mark.skipif(native.kernels() is None, reason=f"native kernels: {native.status()}")
