@@ -434,11 +434,13 @@ class RegisterFiles(FilePlan, wiring.Component):
                         elif user == self.copies_user and space in self.direct:
                             # bank b takes the copy d = (b - bank) mod T entries on, if there is one:
                             # the entry's row, or the next one for a bank below the entry's
+                            # (the last bank is never below the entry's: no comparison that cannot fail)
                             mask = getattr(self, f"{user}_mrf_copies")
                             d = Signal(sb, name=f"{user}_{name}_copy_{b}")
-                            m.d.comb += d.eq(Mux(wbank <= b, b - wbank, b + nb - wbank))
-                            banks.append(parted(port.we & mask.bit_select(d, 1), row_of(port.waddr) + (b < wbank),
-                                                port.wdata.as_value()))
+                            below = (b < wbank) if b < nb - 1 else Const(0)
+                            m.d.comb += d.eq(Mux(below, b + nb - wbank, b - wbank))
+                            banks.append(parted(port.we & Array(mask[k] for k in range(nb))[d],
+                                                row_of(port.waddr) + below, port.wdata.as_value()))
                         else:
                             banks.append(parted(port.we & (wbank == b), row_of(port.waddr), port.wdata.as_value()))
                     writes.append((user, banks))

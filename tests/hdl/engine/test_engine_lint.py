@@ -1,5 +1,5 @@
-"""``verilator --lint-only -Wall`` on the engine's Verilog as ``accelml hdl emit`` writes it (``tiny``, and
-one with banked files in parts).
+"""``verilator --lint-only -Wall`` on the engine's Verilog as ``accelml hdl emit`` writes it (``tiny``, one
+with banked files in parts, and one with a banked MRF and the VRF read through fewer ports).
 
 Every warning must match ``WAIVED`` (its class, and for the width classes the form of the
 message); each is waived for a stated reason about the form of the Verilog that Amaranth's backend
@@ -46,9 +46,12 @@ WAIVED = {  # class -> (message pattern, reason)
 
 # tiny, and four MFU lanes on banked files in two parts each (EngineConfig.file_parts); four tile
 # engines, so the MVU's results fill the four lanes (with fewer, Yosys writes the unused lanes'
-# constant in an `always @*` that Verilator reports as never run, its bits as undriven)
+# constant in an `always @*` that Verilator reports as never run, its bits as undriven); and the
+# large presets' structure in small: that with a banked MRF and the VRF read through two ports
 LINTED = {"tiny": preset("tiny"),
-          "w4_parts2": dataclasses.replace(preset("tiny"), mfu_width=4, tiles=4, file_parts=2, name="tiny-w4t4-parts2")}
+          "w4_parts2": dataclasses.replace(preset("tiny"), mfu_width=4, tiles=4, file_parts=2, name="tiny-w4t4-parts2"),
+          "w4_banked_v2": dataclasses.replace(preset("tiny"), mfu_width=4, tiles=4, file_parts=2, mrf_tiles=512,
+                                              mrf_banked=True, vrf_reads=2, name="tiny-w4t4-b-v2-parts2")}
 
 
 @pytest.mark.rtl

@@ -587,7 +587,7 @@ OTHER_MEMORIES = {
     # a10's memory system (64-byte words, latency 100, DDR4 costs at 300 MHz) on small files and one
     # MFU lane (its 8 x 16 binary32 lanes would make the build far longer; wide_engine tests W lanes)
     "a10-memory": dataclasses.replace(preset("a10"), vrf_vectors=256, mrf_tiles=64, fvrf_vectors=256, tiles=1,
-                                      mfu_width=1),
+                                      mfu_width=1, vrf_reads=0),
 }
 
 
