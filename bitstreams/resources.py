@@ -35,12 +35,15 @@ What it counts, and from where:
   minus its tile engines and MFU as counted here, linear in N between the two; on Intel converted
   at the tile engine's ALM per LUT4 ratio: an ECP5-measured figure, not an Intel synthesis.
 * **Register files** (``register_file_blocks``; per file ``file_blocks``): VRF, MRF and FVRF (rows
-  of ``mfu_width`` vectors), each read by the MVU T times a cycle plus by the rest. On ECP5, as the
-  RTL builds it: one memory with the read ports ``RegisterFiles.read_ports`` counts, which synthesis
-  replicates (a full copy per read port). On Intel: the VRF and MRF banked, T banks of depth/T and
-  conflict-free addresses (the MRF's is built behind ``EngineConfig.mrf_banked``, the VRF's **not
-  yet**); the FVRF as the RTL builds it, a copy per read port (the MVU reads it through the MFU's
-  port, no longer T times a cycle). Blocks at the device RAM's widest shape that holds the depth.
+  of ``mfu_width`` vectors). On ECP5, as the RTL builds them: one memory with the read ports
+  ``RegisterFiles.read_ports`` counts, which synthesis replicates (a full copy per read port). On
+  Intel: the MRF banked, T banks of depth/T (built behind ``EngineConfig.mrf_banked``, as ``a10``
+  and ``s10`` are); the VRF as the RTL builds it when the MVU reads it through ``vrf_reads`` ports
+  (``a10``, ``s10``: a copy per read port), else, for studies, banked T ways as no RTL builds it;
+  the FVRF as the RTL builds it, a copy per read port (the MVU reads it through the MFU's port).
+  Blocks at the device RAM's widest shape that holds the depth.
+* **Gather** (``gather_cost``): the MVU's selects of each tile engine's block from the V VRF ports
+  and its held block, with ``vrf_reads``.
 * **Pool** (``pool_cost``): the pool unit folds ``mfu_width`` vectors a cycle on the MFU's lanes
   and ports, which the MFU lends it: the 2:1 multiplexers at their inputs beyond the first vector,
   at the ``WidePort`` cost per bit.

@@ -177,18 +177,17 @@ class Mvu(wiring.Component):
             "busy": Out(1),
         })
 
-    def _gather(self, m, beat, go, take) -> list:
+    def _gather(self, m, beat, may_go, take) -> list:
         """The VRF read through V = ``EngineConfig.vrf_reads`` ports, fewer than T: the beat's
         distinct entries (of the lanes that read one: ``active`` and not ``zero``), V a cycle in
         the order of their first lanes, ``take`` (the beat handed on) with the last V; each lane's
         block is held from the cycle after its entry's read. A beat of U distinct entries takes
-        max(1, ceil(U / V)) cycles (``accelml.sim.cycles.mvu_step_cycles``). Returns each lane's
-        block, valid the cycle after ``take``."""
+        max(1, ceil(U / V)) cycles (``accelml.sim.cycles.mvu_round_cycles``). ``may_go``: the beat
+        may be read this cycle. Returns each lane's block, valid the cycle after ``take``."""
         cfg, nt, nv = self.cfg, self.cfg.tiles, mvu_vrf_reads(self.cfg)
         lanes = beat.lane
-        go_ = go
-        go = Signal(name="vr_go")
-        m.d.comb += go.eq(go_)
+        go = Signal(name="vr_go")  # a cycle of the beat's reads
+        m.d.comb += go.eq(may_go)
         need = [Signal(name=f"vr_need{t}") for t in range(nt)]
         m.d.comb += [need[t].eq(lanes[t].active & ~lanes[t].zero) for t in range(nt)]
         same = {}  # (u, t), u < t: lane u reads lane t's entry
