@@ -14,14 +14,16 @@ wide      4      1     16           23-bit mantissas, for ONNX conformance at rt
 ========  =====  ====  ===========  ============================================================
 
 N (``native_dim``) is both the length of the engine's dot products and the BFP block size. The
-ecp5, a10 and s10 engines fit their devices (whole engine: tile engines, MFU, pool, control, register
-files) by the resource model of ``bitstreams/resources.py``, calibrated on whole-engine synthesis;
-its table, with margins and modelled ResNet-50 latencies, is in bitstreams/README.md. ecp5 is the
-largest engine that fits; a10 and s10 are the fastest on ResNet-50 of the tile counts measured
-(more tile engines fit, but the banked MRF's chunks are multiples or divisors of T, and 12 and 32
-cut ResNet-50's power-of-two output blocks better than 14 or 40: bitstreams/README.md, "The
-buildable a10 and s10"). The ecp5 engine's own synthesis fits its LFE5U-85F (52k of 84k LUT4 with
-carries, 119 of 156 multipliers, 144 of 208 block RAMs); at N = 8 it did not.
+ecp5, a10 and s10 engines fit their devices (whole engine: tile engines, MFU, pool, control,
+register files) by the resource model of ``bitstreams/resources.py``, calibrated on whole-engine
+synthesis; its table, with margins and modelled ResNet-50 latencies, is in bitstreams/README.md.
+ecp5 is the largest engine that fits with its MRF scaled per tile engine (with the VRF read through
+one port and the MRF kept, two tile engines fit by synthesis, not adopted yet); a10 and s10 are the
+fastest on ResNet-50 of the tile counts measured (more tile engines fit, but the banked MRF's
+chunks are multiples or divisors of T, and 12 and 32 cut ResNet-50's power-of-two output blocks
+better than 14 or 40: bitstreams/README.md, "The buildable a10 and s10"). The ecp5 engine's own
+synthesis fits its LFE5U-85F (52k of 84k LUT4 with carries, 119 of 156 multipliers, 144 of 208
+block RAMs); at N = 8 it did not.
 
 Every preset's register files are built as the resource model counts them, from RAM blocks of one
 write port:

@@ -48,11 +48,12 @@ def test_products_beyond_the_hard_multipliers_cost_logic():
 
 
 def test_device_presets_fit_their_devices_with_files_counted_as_built():
-    """ecp5, a10 and s10 fit their devices whole. ecp5 is the largest engine that fits; a10 and s10
-    are the fastest on ResNet-50 of the tile counts measured (bitstreams/README.md: more tile engines fit,
-    whose divisors cut its powers of two worse), no smaller than the largest by more than a third.
-    Their register files are counted as the RTL builds them: a banked MRF, the VRF read through
-    ``vrf_reads`` ports (copies, not T banks), one write port per file part."""
+    """ecp5, a10 and s10 fit their devices whole. ecp5 is the largest engine that fits with its MRF
+    scaled per tile engine (resources.scaled); a10 and s10 are the fastest on ResNet-50 of the tile
+    counts measured (bitstreams/README.md: more tile engines fit, whose divisors cut its powers of
+    two worse), no smaller than the largest by more than a third. Their register files are counted
+    as the RTL builds them: a banked MRF, the VRF read through ``vrf_reads`` ports (copies, not T
+    banks), one write port per file part."""
     for name in resources.PRESET_DEVICES:
         cfg = PRESETS[name]
         assert resources.estimate(cfg).fits, name
