@@ -1,11 +1,13 @@
 """Banking the large presets' register files: what the MVU's T reads a cycle need, measured.
 
-The resource model (``resources.py``) counts the ``a10`` / ``s10`` register files banked T ways
-(T banks of depth / T, addresses free of bank conflicts); the RTL gives the MVU T read ports per
-file (``regfiles.py``), which synthesis builds as T copies of the file, and neither preset fits that
-way. This module measures, on the compiler's programs and with its cycle model, what a banked build
-needs of the MVU's mapping of (pixel, output block) pairs onto tile engines, and what each answer
-costs in cycles, RAM blocks and logic:
+The resource model (``resources.py``) counts a large engine's VRF without ``vrf_reads`` banked T
+ways (T banks of depth / T, addresses free of bank conflicts); the RTL gives the MVU T read ports
+per file (``regfiles.py``), which synthesis builds as T copies of the file, and no large engine
+fits that way. (Built since: the banked MRF and the VRF read through ``vrf_reads`` ports, which the
+``a10`` and ``s10`` presets use; ``--reads`` compares their tile counts and reads.) This module
+measures, on the compiler's programs and with its cycle model, what a banked build needs of the
+MVU's mapping of (pixel, output block) pairs onto tile engines, and what each answer costs in
+cycles, RAM blocks and logic:
 
 * **present** (``hdl/engine/mvu.py``): a round is T consecutive pairs ``q = pixel * cob + ob``,
   tile engine t takes pair ``q0 + t``. A step reads, across the T engines, up to ``min(T, cob)``

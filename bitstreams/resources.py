@@ -61,14 +61,14 @@ What it counts, and from where:
 
 On ECP5 the register files counted are the RTL's (``file_ports="shared"``: one write port per
 file, a read copy per read port), and the whole ``ecp5`` engine's synthesis is one of the model's
-calibration points, so its verdict there is the measurement's. On Intel the files
-counted (banked, one write port per bank) are not the ones the RTL builds for ``a10`` / ``s10``
-(``file_ports="unit"``: several write ports per file; bitstreams/README.md, "Register files built
-from RAM blocks").
+calibration points, so its verdict there is the measurement's. On Intel the files counted for
+``a10`` / ``s10`` are the ones the RTL builds (shared ports in parts, a banked MRF, the VRF read
+through ``vrf_reads`` ports); a configuration with ``vrf_reads`` = 0 is counted with a VRF banked
+T ways, which no RTL builds (bitstreams/README.md, "The buildable a10 and s10").
 
-The a10 and s10 presets are the largest engines that fit by this model. Clock rates are the presets' targets;
-no place-and-route has confirmed them, and an Intel design near 100 % of its ALMs is unlikely to
-place and route at them.
+The a10 and s10 presets fit by this model: the fastest on ResNet-50 of the tile counts measured,
+not the largest that fit. Clock rates are the presets' targets; no place-and-route has confirmed
+them, and an Intel design near 100 % of its ALMs is unlikely to place and route at them.
 
 Device counts are the vendors' datasheet figures (sources in ``DEVICES``).
 """
