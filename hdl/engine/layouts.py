@@ -141,6 +141,8 @@ def mvu_vrf_reads(cfg) -> int:
 def mvu_wide_reads(cfg) -> dict[Space, int]:
     """The MVU's one-entry read ports on each of ``MVU_WIDE_FILES``."""
     return {Space.VRF: mvu_vrf_reads(cfg), Space.MRF: cfg.tiles}
+
+
 # read ports shared whatever EngineConfig.file_ports (shared_ports): the MVU's FVRF reads (an
 # accumulating mvc's sums, read ahead) take the MFU's port, so an accumulating mvc and an MFU
 # instruction reading the FVRF take turns (measured free on the compiled seed models:
