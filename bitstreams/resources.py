@@ -299,12 +299,12 @@ def gather_cost(cfg: EngineConfig, dev: Device) -> dict[str, float]:
     address bit. The selects at the ``WidePort`` records' cost per bit (interpolated in the
     width); the comparisons are an approximation of the same order. Nothing with a port per tile
     engine (``vrf_reads`` = 0)."""
-    from accelml.hdl.engine.layouts import vector_layout
+    from accelml.hdl.engine.layouts import mvu_gathers, vector_layout
     from accelml.hdl.engine.window import vrf_addr_bits
 
-    t, v = cfg.tiles, cfg.vrf_reads
-    if not v or v >= t:
+    if not mvu_gathers(cfg):
         return {"logic": 0.0, "ffs": 0.0, "mult": 0.0}
+    t, v = cfg.tiles, cfg.vrf_reads
     vec, ab = vector_layout(cfg).size, vrf_addr_bits(cfg)
     costs = wide_port_costs(_flow(dev))
     if len(costs) < 2:

@@ -31,6 +31,7 @@ import numpy as np
 
 from accelml.hdl.config import EngineConfig
 from accelml.hdl.engine.dma import space_lanes
+from accelml.hdl.engine.layouts import mvu_gathers
 from accelml.hdl.errors import ExecutionError, NumericsError
 from accelml.hdl.isa import MAX_LOOP_DEPTH, NUM_REGS, SPEC, Act, Cfg, Dest, Opcode, PoolMode, Space, VecOp
 from accelml.hdl.program import Program, cfg_value
@@ -617,7 +618,7 @@ class FuncSim:
             # T tile engines share the MVC's (pixel, output block) pairs; each pair streams its
             # taps x gi tiles, one per cycle, through one engine (weight tiles are broadcast)
             lengths = None
-            if self.cfg.vrf_reads and self.cfg.vrf_reads < t and p:  # steps of several VRF reads
+            if mvu_gathers(self.cfg) and p:  # steps of several VRF reads
                 lengths = _round_cycles(t, self.cfg.vrf_reads, geom, pixels, in_cb, cob, gi,
                                         None if c(Cfg.GI) == 0 else (c(Cfg.OB0), go))
             busy = self._mvu_busy(p, cob, taps * gi, group=cob if ds != cob else 0, lengths=lengths)

@@ -26,8 +26,8 @@ __all__ = [
     "check_config", "word_bytes", "byte_addr_bits", "word_addr_bits", "vector_layout", "tile_layout",
     "fvector_layout", "mem_req_layout", "mem_port_signature", "dma_cmd_layout", "file_depth", "item_bytes",
     "DMA_MAX_LANES", "dma_lanes", "dma_max_lanes", "dma_store_room", "mvu_write_cycles", "FILE_USERS",
-    "FILE_PORT_OWNERS", "MVU_WIDE_FILES", "mvu_vrf_reads", "mvu_wide_reads", "SHARED_READS", "shared_ports",
-    "port_conflict", "PORTS_OF",
+    "FILE_PORT_OWNERS", "MVU_WIDE_FILES", "mvu_vrf_reads", "mvu_gathers", "mvu_wide_reads", "SHARED_READS",
+    "shared_ports", "port_conflict", "PORTS_OF",
     "part_sizes", "parts_of", "read_bit", "read_bits",
     "EXCLUSIVE_UNITS", "exclusive",
 ]
@@ -136,6 +136,12 @@ MVU_WIDE_FILES = (Space.VRF, Space.MRF)
 def mvu_vrf_reads(cfg) -> int:
     """The MVU's VRF read ports, V: ``EngineConfig.vrf_reads``, or one per tile engine (T)."""
     return cfg.vrf_reads or cfg.tiles
+
+
+def mvu_gathers(cfg) -> bool:
+    """The MVU reads the VRF through fewer ports than tile engines (``mvu.Mvu._gather``): a step's
+    distinct entries V a cycle, a step of several reads taking several cycles."""
+    return mvu_vrf_reads(cfg) < cfg.tiles
 
 
 def mvu_wide_reads(cfg) -> dict[Space, int]:

@@ -69,7 +69,7 @@ from accelml.hdl.errors import ConfigError
 from accelml.hdl.isa import Space
 from accelml.hdl.tile_engine import TileEngine
 
-from .layouts import check_config, mvu_vrf_reads, mvu_write_cycles
+from .layouts import check_config, mvu_gathers, mvu_vrf_reads, mvu_write_cycles
 from .regfiles import file_addr_bits, file_port_signature, file_shape, read_ports_signature
 from .status import ErrorCode, report_done
 from .window import DIV_CYCLES, WindowGen, window_cmd_layout
@@ -260,7 +260,7 @@ class Mvu(wiring.Component):
         take = Signal()
         pf_ok = Signal()  # an accumulating mvc's round starts once its sums are read (prefetch, below)
         go = walking & gen.o.valid & ~special & adv & pf_ok  # the beat's reads may go (a cycle of them)
-        direct = mvu_vrf_reads(cfg) == nt  # engine t reads its block through VRF port t
+        direct = not mvu_gathers(cfg)  # engine t reads its block through VRF port t
         if direct:
             m.d.comb += take.eq(go)
         maw = file_addr_bits(cfg, Space.MRF)
