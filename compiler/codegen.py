@@ -28,6 +28,12 @@ Schedule (per layer, for one EngineConfig):
   across all output pixels at batch 1).
 * Accumulator, shortcut and output staging regions alternate between two halves, so the epilogue
   of one chunk overlaps the products of the next.
+* **Issue order**: control issues in program order and each unit takes one instruction at a time
+  (``sim/cycles.py``), so where an instruction sits decides what it holds back (``ISSUE_ORDERS``,
+  which the driver times): a conv step's products, a weight piece and the step before's epilogue
+  (the MFU on the other accumulator parity), with the next band's input load (into the other
+  input buffer) before the products or after them, and the epilogue last or right after the
+  products.
 
 On-chip regions: VRF = input x2 | shortcut | output staging x2 | resident pool; MRF = two halves;
 FVRF = constants (the widest layer's bias, whole) | accumulators x2 | shortcut. Everything that does
@@ -62,6 +68,14 @@ __all__ = ["Compiled", "LayerInfo", "generate"]
 WEIGHT_PIECE_BYTES = 512 << 10
 _U16 = 0xFFFF
 _ALIGN = 64
+# Where a conv step's instructions go, in program order (control issues in order, a unit takes one
+# instruction at a time, so an instruction waiting for its unit or its data holds back the ones
+# after it): "load_first": the next band's input load, the products, a weight piece, the step
+# before's epilogue; "products_first": the products, the next input, a weight piece, the
+# epilogue (the load no longer waits for the last band's products, which read its buffer, before
+# these are issued); "epilogue_first": the products, the epilogue, the next input, a weight
+# piece (the MFU starts before control waits for the load unit).
+ISSUE_ORDERS = ("load_first", "products_first", "epilogue_first")
 PIPELINE_BANDS = 2  # a layer whose weights load once is still computed in this many row bands
 _POOL_ALIGN = 16  # resident buffers start on whole groups of VRF entries
 
@@ -287,7 +301,8 @@ def _act_insns(e: _Emitter, act: Activation, at: int, count: int) -> None:
 
 
 class _Generator:
-    def __init__(self, plan: Plan, pool: float, lookahead: int, tile_cache: dict | None = None):
+    def __init__(self, plan: Plan, pool: float, lookahead: int, tile_cache: dict | None = None,
+                 order: str = ISSUE_ORDERS[0]):
         self.plan, self.cfg = plan, plan.cfg
         self.tile_cache = {} if tile_cache is None else tile_cache
         self.n = plan.cfg.native_dim
@@ -319,6 +334,9 @@ class _Generator:
         self.half_keys: tuple[list, list] = ([], [])  # chunks loaded into each MRF half, not yet used up
         self.fill_half, self.fill_at = 0, 0  # the half chunks go into, and its next free tile
         self.lookahead = lookahead
+        if order not in ISSUE_ORDERS:
+            raise ValueError(f"issue order {order!r}: one of {', '.join(ISSUE_ORDERS)}")
+        self.order = order
         self.cur_chunk = 0  # index in wqueue of the chunk the products being emitted use
         self.pieces: deque[tuple[int, functools.partial]] = deque()  # weight-load pieces not yet emitted (drip)
         self.parity = 0
@@ -769,8 +787,8 @@ class _Generator:
                 bpos += 1
                 if not double:  # one buffer: load in place, after the previous band's products
                     vins.append(load_band(band_seq[bpos]))
-            if double and bpos + 1 < len(band_seq) and len(vins) == bpos + 1:
-                vins.append(load_band(band_seq[bpos + 1]))  # prefetch into the other buffer
+            if self.order == "load_first" and double and bpos + 1 < len(band_seq) and len(vins) == bpos + 1:
+                vins.append(load_band(band_seq[bpos + 1]))
             vin = vins[bpos]
             prev_band = (r0, r1)
             acc = r.fvrf_acc[self.parity]
@@ -800,9 +818,17 @@ class _Generator:
             e.emit(Opcode.MVC, rd=e.reg(3, acc + o0 if shared else acc), rs=e.reg(4, rs), rm=e.reg(5, mrf),
                    acc=int(k > 0))
             info.tile_ops += npix * (o1 - o0) * tiles
+            # the next band's input goes into the other buffer before or after these products, the
+            # step before's epilogue before or after it and the weight piece (``ISSUE_ORDERS``)
+            if self.order == "epilogue_first":
+                info.act_bytes += self.flush(pending)
+                pending = None
+            if self.order != "load_first" and double and bpos + 1 < len(band_seq) and len(vins) == bpos + 1:
+                vins.append(load_band(band_seq[bpos + 1]))
             self.drip()
-            info.act_bytes += self.flush(pending)
-            pending = None
+            if self.order != "epilogue_first":
+                info.act_bytes += self.flush(pending)
+                pending = None
             if k == len(kgroups) - 1 and (not shared or o1 == op.cob):  # a grouped band's: after its last chunk
                 e0, e1 = (0, op.cob) if shared else (o0, o1)
                 first = None
@@ -1082,17 +1108,20 @@ class _Generator:
         return Compiled(prog, self.img, top, self.layers, buffers, dict(self.resident), self.pool)
 
 
-def generate(plan: Plan, pool: float = 0.5, lookahead: int = 1, tile_cache: dict | None = None) -> Compiled:
+def generate(plan: Plan, pool: float = 0.5, lookahead: int = 1, tile_cache: dict | None = None,
+             order: str = ISSUE_ORDERS[0]) -> Compiled:
     """Schedule a lowered plan and emit its program and external-memory image.
 
     ``pool``: the fraction of the VRF where activations stay resident between layers, where they
     fit (0: every activation streams through external memory); when a layer does not fit the
     streaming regions that leaves, the plan is scheduled without the pool.
     ``lookahead``: weight chunks load at most this many chunks ahead of the one in use.
-    ``tile_cache``: a dict kept across calls on the same plan, to lay its weight tiles out once."""
+    ``tile_cache``: a dict kept across calls on the same plan, to lay its weight tiles out once.
+    ``order``: where a conv step's instructions go (``ISSUE_ORDERS``). No order is the fastest
+    everywhere: the driver times them."""
     if pool:
         try:
-            return _Generator(plan, pool, lookahead, tile_cache).generate()
+            return _Generator(plan, pool, lookahead, tile_cache, order).generate()
         except CapacityError:
             pass
-    return _Generator(plan, 0.0, lookahead, tile_cache).generate()
+    return _Generator(plan, 0.0, lookahead, tile_cache, order).generate()

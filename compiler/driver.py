@@ -217,9 +217,9 @@ def _layer_reports(seg_compiled: codegen.Compiled, cfg: EngineConfig) -> list[La
 
 PRECISION_ROUNDS = 6  # chosen programs the budgeted policy times at most
 PRECISION_SLACK = 0.1  # ... stopping at the first that uses at least 90 % of the budget's extra cycles
-def _timing(plan: lower.Plan, cfg: EngineConfig, params: tuple[float, int]) -> dict[str, int]:
-    """Modelled cycles per layer of ``plan`` on one schedule (pool, lookahead)."""
-    compiled = codegen.generate(plan, pool=params[0], lookahead=params[1])
+def _timing(plan: lower.Plan, cfg: EngineConfig, params: tuple[float, int, str]) -> dict[str, int]:
+    """Modelled cycles per layer of ``plan`` on one schedule (pool, lookahead, issue order)."""
+    compiled = codegen.generate(plan, pool=params[0], lookahead=params[1], order=params[2])
     return {r.name: r.cycles for r in _layer_reports(compiled, cfg)}
 
 
@@ -227,16 +227,20 @@ POOLS = (0.5, 0.875)  # VRF fractions for resident activations tried by _schedul
 LOOKAHEADS = (1, 2)  # weight chunks loaded ahead, tried by _schedule
 
 
-def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, list[LayerReport], int]:
+def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, list[LayerReport],
+                                                               tuple[float, int, str]]:
     """The segment's program with part of the VRF (``POOLS``) keeping activations resident where
     they fit or with every activation streamed through external memory (larger streaming regions:
     fewer bands and weight reloads), and with weights loaded ``LOOKAHEADS`` chunks ahead:
-    whichever the cycle model finds fastest (and its lookahead). The numerics are the same in every
-    candidate."""
+    whichever the cycle model finds fastest (in the first of ``codegen.ISSUE_ORDERS``); then that
+    one in the other issue orders. The numerics are the same in every candidate. Returns the
+    program, its layer reports and its schedule (pool, lookahead, issue order)."""
     best, tried, tiles = None, set(), {}
-    candidates = [(pool, lookahead) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
-    for pool, lookahead in candidates:
-        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead, tile_cache=tiles)
+    first, *others = codegen.ISSUE_ORDERS
+    candidates = [(pool, lookahead, first) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
+    for cand in [*candidates, *others]:
+        pool, lookahead, order = cand if isinstance(cand, tuple) else (*best[3][:2], cand)
+        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead, tile_cache=tiles, order=order)
         # a pool that did not fit may give a program already timed; the same effective pool can
         # still lay buffers out differently, so the program itself, not the pool, says which
         key = compiled.program.to_bytes()
@@ -246,7 +250,7 @@ def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, li
         reports = _layer_reports(compiled, cfg)
         cycles = sum(r.cycles for r in reports)
         if best is None or cycles < best[0]:
-            best = (cycles, compiled, reports, lookahead)
+            best = (cycles, compiled, reports, (compiled.pool, lookahead, order))
     return best[1], best[2], best[3]
 
 
@@ -446,8 +450,8 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
                                  strict=True):
         noise.update(prec_policy.measure(near, me, sin, sg))
     upgrades, params = [], []
-    for plan, (compiled, _, lookahead) in zip(fast_plans, fast_sched, strict=True):
-        params.append((compiled.pool, lookahead))
+    for plan, (_, _, sched) in zip(fast_plans, fast_sched, strict=True):
+        params.append(sched)
         upgrades += prec_policy.upgrade_costs(plan, functools.partial(_timing, cfg=ctx.cfg, params=params[-1]))
     # the per-upgrade costs are estimates: the cycles offered to the greedy choice are scaled (a
     # bracketing search) until the cycle model of the whole chosen program (on the fast program's
@@ -484,8 +488,8 @@ def _compile_precision(ctx: _Context, req: prec_policy.PrecisionRequest) -> _Cho
     plans = ctx.lower(precs, keep_float=True)
     corrected = ctx.correct(plans, compensate=precs, samples=cal)
     schedules = []
-    for plan, (pool, lookahead) in zip(plans, params, strict=True):  # the schedule the choice was timed on
-        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead)
+    for plan, (pool, lookahead, order) in zip(plans, params, strict=True):  # the schedule the choice was timed on
+        compiled = codegen.generate(plan, pool=pool, lookahead=lookahead, order=order)
         schedules.append((compiled, _layer_reports(compiled, ctx.cfg)))
     return _Chosen(plans, schedules, corrected, [r for _, r, _ in fast_sched], noise, precs, cal)
 
