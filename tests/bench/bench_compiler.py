@@ -12,6 +12,11 @@ reference and the error against FP32.
 
 ``--precision fast`` gives the fastest program (single-pass msfp16): the schedule the roofline
 goal is about; the default is the compiler's default policy.
+
+``--what-if``: what stops the roofline goal. Each model is compiled again, modelled cycles only, on
+engines that differ from the preset in one capacity (VRF, MRF, external bandwidth; none of them
+buildable on the preset's device) and in all at once: how far each capacity, and the schedule's
+structure beyond them, keep the network from its bound.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import dataclasses
 import os
 import platform
 import tempfile
@@ -28,6 +34,7 @@ import numpy as np
 import onnxruntime as ort
 
 from accelml.compiler import compile_model, models
+from accelml.hdl.config import preset
 from accelml.runtime import load, save_package
 from accelml.sim.funcsim import FuncSim
 
@@ -85,6 +92,24 @@ def bottlenecks(cm, per_layer) -> str:
     return "\n".join(lines)
 
 
+WHAT_IF = [("VRF x2", dict(vrf_vectors=2)), ("VRF x4", dict(vrf_vectors=4)), ("MRF x2", dict(mrf_tiles=2)),
+           ("bandwidth x2", dict(mem_bandwidth_gbps=2)),
+           ("VRF x4, MRF x2, bandwidth x2", dict(vrf_vectors=4, mrf_tiles=2, mem_bandwidth_gbps=2))]
+
+
+def what_if(model, name: str, preset_name: str, precision: str | None) -> str:
+    """Modelled cycles and roofline efficiency of ``model`` on the preset with larger capacities."""
+    base = preset(preset_name)
+    lines = [f"{name}: what-if (modelled; engines that differ from {preset_name} in the named capacities only)"]
+    for label, scale in [("as built", {}), *WHAT_IF]:
+        cfg = dataclasses.replace(base, name=f"{preset_name}-what-if",
+                                  **{k: type(getattr(base, k))(getattr(base, k) * f) for k, f in scale.items()})
+        s = compile_model(model, config=cfg, name=name, precision=precision).summary()
+        lines.append(f"  {label:30} {s['cycles']:10,} cycles, roofline {100 * s['roofline_efficiency']:5.1f} % "
+                     f"(bound {s['roofline_bound_cycles']:,.0f})")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="a10")
@@ -92,11 +117,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", default=None, help="precision policy (default: the compiler's, balanced)")
     ap.add_argument("--plot-dir", default=None, help="write each model's utilisation/roofline plot here")
+    ap.add_argument("--what-if", action="store_true", help="also time each model on larger capacities (module doc)")
     args = ap.parse_args()
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
           f"onnxruntime {ort.__version__}")
     print(f"command: python tests/bench/bench_compiler.py --preset {args.preset} --models {args.models} "
-          f"--repeats {args.repeats}" + (f" --precision {args.precision}" if args.precision else ""))
+          f"--repeats {args.repeats}" + (f" --precision {args.precision}" if args.precision else "")
+          + (" --what-if" if args.what_if else ""))
     print("weights: deterministic synthetic (realistic scale); no pretrained weights ship for these models\n")
     rows = []
     for name in args.models.split(","):
@@ -131,6 +158,8 @@ def main() -> None:
         print(f"{name}: modelled busy cycles per unit (% of {s['cycles']}): "
               + ", ".join(f"{u} {c} ({100 * c / s['cycles']:.1f} %)" for u, c in sorted(busy.items())), flush=True)
         print(bottlenecks(cm, per_layer), flush=True)
+        if args.what_if:
+            print(what_if(model, name, args.preset, args.precision), flush=True)
     print()
     hdr = (f"{'model':14} {'GMAC':>6} {'compile s':>9} {'insns':>7} {'cycles':>10} {'latency us':>10} "
            f"{'MVU util':>8} {'roofline':>8} {'funcsim s':>9} {'ORT s':>7} {'ratio':>6} {'bit-exact':>9} "
