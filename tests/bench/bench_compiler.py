@@ -78,12 +78,18 @@ def layer_busy(cm) -> list[tuple[str, dict[str, int]]]:
 
 def bottlenecks(cm, per_layer) -> str:
     """What keeps the network above its bound: the busiest unit of each layer, summed, against the
-    MVU's busy cycles and the total; and the layers whose busiest unit is not the MVU."""
+    MVU's busy cycles and the total, and the same with the units that share a resource counted as
+    one; and the layers whose busiest unit is not the MVU."""
     s = cm.summary()
     total = sum(max(b.values(), default=0) for _, b in per_layer)
     mvu = sum(b.get("mvu", 0) for _, b in per_layer)
+    shared = sum(max(b.get("mvu", 0), b.get("dma_load", 0) + b.get("dma_store", 0), b.get("mfu", 0) + b.get("pool", 0))
+                 for _, b in per_layer)
     lines = [f"per-layer busiest unit, summed: {total} cycles (MVU busy {mvu}; modelled {s['cycles']}, "
-             f"bound {s['roofline_bound_cycles']:.0f}): {s['cycles'] - total} cycles of in-order issue beyond it"]
+             f"bound {s['roofline_bound_cycles']:.0f}): {s['cycles'] - total} cycles of in-order issue beyond it",
+             f"per-layer busiest resource, the two DMAs as the memory port they share and the MFU with the pool on "
+             f"its lanes: {shared} cycles summed (roofline {100 * s['roofline_bound_cycles'] / shared:.1f} % if "
+             f"every layer took only that)"]
     other = sorted(((max(b.values()) - b.get("mvu", 0), name, b) for name, b in per_layer
                     if b and max(b, key=b.get) != "mvu"), reverse=True)
     for lost, name, b in other[:8]:
