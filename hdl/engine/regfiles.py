@@ -161,13 +161,21 @@ def file_addr_bits(cfg, space: Space) -> int:
     return max(1, ceil_log2(file_depth(cfg, space)))
 
 
+# Amaranth 0.5 builds a signal's bits driven from one module as one netlist cell, at most 2**16 bits
+# wide (an AssertionError while emitting beyond it)
+MAX_SIGNAL_BITS = 1 << 16
+
+
 def read_ports_signature(cfg, space: Space, count: int) -> wiring.Signature:
     """A user's side of ``count`` read ports of one file: ``addr[t]`` -> ``data[t]`` the next cycle
-    when ``en`` is high (held while it is low)."""
+    when ``en`` is high (held while it is low). ``data`` is one array signal, or, where that would
+    be wider than ``MAX_SIGNAL_BITS`` (the MRF's 32 tiles at `s10`), ``count`` signals."""
     aw = file_addr_bits(cfg, space)
+    shape = file_shape(cfg, space)
+    wide = count * data.Layout.cast(shape).size > MAX_SIGNAL_BITS
     return wiring.Signature({
         "en": Out(1), "addr": Out(data.ArrayLayout(aw, count)),
-        "data": In(data.ArrayLayout(file_shape(cfg, space), count)),
+        "data": In(shape).array(count) if wide else In(data.ArrayLayout(shape, count)),
     })
 
 

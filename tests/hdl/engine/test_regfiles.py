@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import random
+import sys
 
 import pytest
 from amaranth.sim import Simulator
@@ -289,3 +290,50 @@ def test_parts_need_power_of_two_depths_of_whole_rows():
         dataclasses.replace(CFG, file_parts=32)  # 64 entries in W = 4 banks: 16 rows, not 32 parts
     with pytest.raises(ConfigError, match="vrf_vectors=6144"):
         dataclasses.replace(CFG, vrf_vectors=6144, file_parts=2)
+
+
+def test_read_ports_wider_than_one_signal_are_signals_of_their_own():
+    """At N = 16 and T = 32 (`s10`) the MVU's banked MRF read is 32 tiles a cycle, more bits than
+    Amaranth builds as one signal (``MAX_SIGNAL_BITS``): its ``data`` are 32 signals, which read
+    the banks as one array would and emit as Verilog (a single array signal stopped the emission)."""
+    from accelml.hdl.emit import to_verilog
+    from accelml.hdl.engine.regfiles import MAX_SIGNAL_BITS
+
+    T = 32
+    cfg = dataclasses.replace(preset("s10"), mrf_tiles=2 * T, vrf_vectors=1024, fvrf_vectors=256)
+    users = {"dma_load": {Space.MRF: "w"}, "dma_store": {Space.MRF: "r"}}
+    files = RegisterFiles(cfg, users, wide={"mvu": T}, shared={(Space.MRF, False): ("dma_store", "mvu")})
+    ld, mvu = files.dma_load_mrf, files.mvu_mrf_wide
+    bits = ld.wdata.shape().size
+    assert T * bits > MAX_SIGNAL_BITS and isinstance(mvu.data, list) and len(mvu.data) == T
+    rnd = random.Random(7)
+    ref = [rnd.getrandbits(bits) for _ in range(cfg.mrf_tiles)]
+    reads = []
+
+    async def bench(ctx):
+        ctx.set(files.dma_load_mrf_copies, 1)
+        for e, v in enumerate(ref):
+            ctx.set(ld.we, 1)
+            ctx.set(ld.waddr, e)
+            ctx.set(ld.wdata.as_value(), v)
+            await ctx.tick()
+        ctx.set(ld.we, 0)
+        ctx.set(mvu.en, 1)
+        for _ in range(4):
+            rows = [rnd.randrange(2) for _ in range(T)]
+            for t in range(T):
+                ctx.set(mvu.addr[t], rows[t])
+            await ctx.tick()
+            assert [ctx.get(mvu.data[t].as_value()) for t in range(T)] == [ref[r * T + t] for t, r in enumerate(rows)]
+            reads.append(rows)
+
+    # Amaranth's Python simulator writes the 69,632-bit values as Python literals
+    digits = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        _simulate(files, bench)
+    finally:
+        sys.set_int_max_str_digits(digits)
+    assert len(reads) == 4
+    files = RegisterFiles(cfg, users, wide={"mvu": T}, shared={(Space.MRF, False): ("dma_store", "mvu")})
+    assert "module accelml_files" in to_verilog(files, "accelml_files")
