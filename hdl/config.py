@@ -42,7 +42,7 @@ they touch a common part. ``a10`` and ``s10`` are in two parts.
 distinct VRF entries are read that many a cycle and handed to the tile engines that read them
 (several engines of a round often read one pixel's block), so the VRF is built as that many copies
 for the MVU; a step reading more entries takes more cycles (a depthwise convolution's lanes read
-distinct blocks). ``a10`` reads 4, ``s10`` 8.
+distinct blocks). ``a10`` reads 4, ``s10`` 8. T reads are the same engine as 0 (the same hash).
 
 ``mrf_banked``: the MRF as T banks, tile engine t reading bank t only (docs/isa.md, "Banked MRF"),
 built in the functional simulator, the compiler and the RTL; ``a10`` and ``s10`` are banked.
@@ -307,6 +307,8 @@ class EngineConfig:
         """Stable SHA-256 over every hardware parameter (the preset name is not part of it)."""
         data = self.to_dict()
         data.pop("name")
+        if data["vrf_reads"] == data["tiles"]:  # a VRF read per tile engine: the same engine as 0
+            data["vrf_reads"] = 0
         for key, legacy in _HASHED_IF_NOT.items():
             if data[key] == legacy:
                 del data[key]

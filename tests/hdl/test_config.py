@@ -24,6 +24,15 @@ def test_hash_is_stable_across_runs_and_ignores_the_name():
     assert len({preset(n).hash for n in PRESETS}) == len(PRESETS)
 
 
+def test_a_vrf_read_per_tile_engine_is_the_engine_without_vrf_reads():
+    """vrf_reads = T builds what vrf_reads = 0 does (one read a tile engine): one hash; fewer reads
+    are another engine."""
+    cfg = dataclasses.replace(preset("tiny"), tiles=4, mrf_tiles=512)
+    assert dataclasses.replace(cfg, vrf_reads=4).hash == cfg.hash
+    assert dataclasses.replace(cfg, vrf_reads=3).hash != cfg.hash
+    assert preset("a10").hash != dataclasses.replace(preset("a10"), vrf_reads=0).hash
+
+
 def test_preset_figures():
     # engines that fit their devices (tests/bitstreams/test_resources.py checks them)
     assert preset("a10").peak_macs_per_cycle == 3072
