@@ -30,6 +30,18 @@ def _simulate(files, bench) -> None:
     sim.run()
 
 
+async def _fill_mrf(ctx, files, ref: list) -> None:
+    """Write ``ref`` into the MRF through the load DMA's port, an entry a cycle, one copy each."""
+    ld = files.dma_load_mrf
+    ctx.set(files.dma_load_mrf_copies, 1)
+    for e, v in enumerate(ref):
+        ctx.set(ld.we, 1)
+        ctx.set(ld.waddr, e)
+        ctx.set(ld.wdata.as_value(), v)
+        await ctx.tick()
+    ctx.set(ld.we, 0)
+
+
 def _write(ref: list, start: int, mask: int, vals) -> None:
     """The reference file after a masked write of ``vals`` from ``start``."""
     for k, v in enumerate(vals):
@@ -165,20 +177,14 @@ def test_a_banked_mrfs_store_reads_through_the_mvus_bank_ports():
     users = {"dma_load": {Space.MRF: "w"}, "dma_store": {Space.MRF: "r"}}
     files = RegisterFiles(cfg, users, wide={"mvu": T}, shared={(Space.MRF, False): ("dma_store", "mvu")})
     assert files.read_ports()[Space.MRF] == 1 and not hasattr(files, "mvu_mrf_active")
-    ld, st, mvu = files.dma_load_mrf, files.dma_store_mrf, files.mvu_mrf_wide
+    st, mvu = files.dma_store_mrf, files.mvu_mrf_wide
     depth, bits = cfg.mrf_tiles, files.dma_load_mrf.wdata.shape().size
     rnd = random.Random(3)
     ref = [rnd.getrandbits(bits) for _ in range(depth)]
     kinds = []
 
     async def bench(ctx):
-        ctx.set(files.dma_load_mrf_copies, 1)
-        for e, v in enumerate(ref):
-            ctx.set(ld.we, 1)
-            ctx.set(ld.waddr, e)
-            ctx.set(ld.wdata.as_value(), v)
-            await ctx.tick()
-        ctx.set(ld.we, 0)
+        await _fill_mrf(ctx, files, ref)
         for _ in range(200):
             store = rnd.random() < 0.5
             e, rows = rnd.randrange(depth), [rnd.randrange(depth // T) for _ in range(T)]
@@ -311,13 +317,7 @@ def test_read_ports_wider_than_one_signal_are_signals_of_their_own():
     reads = []
 
     async def bench(ctx):
-        ctx.set(files.dma_load_mrf_copies, 1)
-        for e, v in enumerate(ref):
-            ctx.set(ld.we, 1)
-            ctx.set(ld.waddr, e)
-            ctx.set(ld.wdata.as_value(), v)
-            await ctx.tick()
-        ctx.set(ld.we, 0)
+        await _fill_mrf(ctx, files, ref)
         ctx.set(mvu.en, 1)
         for _ in range(4):
             rows = [rnd.randrange(2) for _ in range(T)]
