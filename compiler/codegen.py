@@ -759,6 +759,10 @@ class _Generator:
                                                  vin + p * cb, lo=lo, chip_stride=in_cb)
             return vin
 
+        def prefetch() -> None:  # the next band's input into the other buffer, once
+            if double and bpos + 1 < len(band_seq) and len(vins) == bpos + 1:
+                vins.append(load_band(band_seq[bpos + 1]))
+
         steps, _ = self.weight_ids(op)
         band_seq = []  # input loads in order: a new load whenever the band changes
         for _, _, b in steps:
@@ -787,8 +791,8 @@ class _Generator:
                 bpos += 1
                 if not double:  # one buffer: load in place, after the previous band's products
                     vins.append(load_band(band_seq[bpos]))
-            if self.order == "load_first" and double and bpos + 1 < len(band_seq) and len(vins) == bpos + 1:
-                vins.append(load_band(band_seq[bpos + 1]))
+            if self.order == "load_first":
+                prefetch()
             vin = vins[bpos]
             prev_band = (r0, r1)
             acc = r.fvrf_acc[self.parity]
@@ -823,8 +827,8 @@ class _Generator:
             if self.order == "epilogue_first":
                 info.act_bytes += self.flush(pending)
                 pending = None
-            if self.order != "load_first" and double and bpos + 1 < len(band_seq) and len(vins) == bpos + 1:
-                vins.append(load_band(band_seq[bpos + 1]))
+            if self.order != "load_first":
+                prefetch()
             self.drip()
             if self.order != "epilogue_first":
                 info.act_bytes += self.flush(pending)

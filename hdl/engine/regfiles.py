@@ -172,10 +172,10 @@ def read_ports_signature(cfg, space: Space, count: int) -> wiring.Signature:
     be wider than ``MAX_SIGNAL_BITS`` (the MRF's 32 tiles at `s10`), ``count`` signals."""
     aw = file_addr_bits(cfg, space)
     shape = file_shape(cfg, space)
-    wide = count * data.Layout.cast(shape).size > MAX_SIGNAL_BITS
+    apart = count * data.Layout.cast(shape).size > MAX_SIGNAL_BITS
     return wiring.Signature({
         "en": Out(1), "addr": Out(data.ArrayLayout(aw, count)),
-        "data": In(shape).array(count) if wide else In(data.ArrayLayout(shape, count)),
+        "data": In(shape).array(count) if apart else In(data.ArrayLayout(shape, count)),
     })
 
 
