@@ -236,21 +236,28 @@ def _schedule(plan: lower.Plan, cfg: EngineConfig) -> tuple[codegen.Compiled, li
     one in the other issue orders. The numerics are the same in every candidate. Returns the
     program, its layer reports and its schedule (pool, lookahead, issue order)."""
     best, tried, tiles = None, set(), {}
-    first, *others = codegen.ISSUE_ORDERS
-    candidates = [(pool, lookahead, first) for pool in (*POOLS, 0.0) for lookahead in LOOKAHEADS]
-    for cand in [*candidates, *others]:
-        pool, lookahead, order = cand if isinstance(cand, tuple) else (*best[3][:2], cand)
+
+    def timed(pool: float, lookahead: int, order: str) -> None:
+        nonlocal best
         compiled = codegen.generate(plan, pool=pool, lookahead=lookahead, tile_cache=tiles, order=order)
         # a pool that did not fit may give a program already timed; the same effective pool can
         # still lay buffers out differently, so the program itself, not the pool, says which
         key = compiled.program.to_bytes()
         if key in tried:
-            continue
+            return
         tried.add(key)
         reports = _layer_reports(compiled, cfg)
         cycles = sum(r.cycles for r in reports)
         if best is None or cycles < best[0]:
             best = (cycles, compiled, reports, (compiled.pool, lookahead, order))
+
+    first, *others = codegen.ISSUE_ORDERS
+    for pool in (*POOLS, 0.0):
+        for lookahead in LOOKAHEADS:
+            timed(pool, lookahead, first)
+    pool, lookahead, _ = best[3]
+    for order in others:
+        timed(pool, lookahead, order)
     return best[1], best[2], best[3]
 
 
