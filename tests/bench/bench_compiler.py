@@ -103,14 +103,18 @@ WHAT_IF = [("VRF x2", dict(vrf_vectors=2)), ("VRF x4", dict(vrf_vectors=4)), ("M
            ("VRF x4, MRF x2, bandwidth x2", dict(vrf_vectors=4, mrf_tiles=2, mem_bandwidth_gbps=2))]
 
 
-def what_if(model, name: str, preset_name: str, precision: str | None) -> str:
-    """Modelled cycles and roofline efficiency of ``model`` on the preset with larger capacities."""
+def what_if(model, name: str, preset_name: str, precision: str | None, built: dict) -> str:
+    """Modelled cycles and roofline efficiency of ``model`` on the preset (``built``: its compile's
+    summary) and on the preset with larger capacities."""
     base = preset(preset_name)
     lines = [f"{name}: what-if (modelled; engines that differ from {preset_name} in the named capacities only)"]
-    for label, scale in [("as built", {}), *WHAT_IF]:
-        cfg = dataclasses.replace(base, name=f"{preset_name}-what-if",
-                                  **{k: type(getattr(base, k))(getattr(base, k) * f) for k, f in scale.items()})
-        s = compile_model(model, config=cfg, name=name, precision=precision).summary()
+    for label, scale in [("as built", None), *WHAT_IF]:
+        if scale is None:
+            s = built
+        else:
+            cfg = dataclasses.replace(base, name=f"{preset_name}-what-if",
+                                      **{k: type(getattr(base, k))(getattr(base, k) * f) for k, f in scale.items()})
+            s = compile_model(model, config=cfg, name=name, precision=precision).summary()
         lines.append(f"  {label:30} {s['cycles']:10,} cycles, roofline {100 * s['roofline_efficiency']:5.1f} % "
                      f"(bound {s['roofline_bound_cycles']:,.0f})")
     return "\n".join(lines)
@@ -165,7 +169,7 @@ def main() -> None:
               + ", ".join(f"{u} {c} ({100 * c / s['cycles']:.1f} %)" for u, c in sorted(busy.items())), flush=True)
         print(bottlenecks(cm, per_layer), flush=True)
         if args.what_if:
-            print(what_if(model, name, args.preset, args.precision), flush=True)
+            print(what_if(model, name, args.preset, args.precision, s), flush=True)
     print()
     hdr = (f"{'model':14} {'GMAC':>6} {'compile s':>9} {'insns':>7} {'cycles':>10} {'latency us':>10} "
            f"{'MVU util':>8} {'roofline':>8} {'funcsim s':>9} {'ORT s':>7} {'ratio':>6} {'bit-exact':>9} "
